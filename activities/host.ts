@@ -1,0 +1,140 @@
+import { ApplicationFailure, log } from '@temporalio/activity';
+import type Docker from 'dockerode';
+import type { Db } from '../lib/db.js';
+import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { containerName, type ContainerSpecRequest } from '../workflows/definitions.js';
+
+const MB = 1024 * 1024;
+
+/** Activities that touch a stack's Docker engine; they run on that stack's host task queue. */
+export function createHostActivities(deps: { docker: Docker; db: Db }) {
+  const { docker, db } = deps;
+
+  const provisionError = (message: string) =>
+    ApplicationFailure.create({ type: 'ProvisionError', message, nonRetryable: true });
+
+  return {
+    /**
+     * Creates and starts the session's container. Idempotent: a retry after a crash finds the container
+     * an earlier attempt created (by its name) and only starts it.
+     */
+    async provisionContainer(spec: ContainerSpecRequest): Promise<{ containerId: string }> {
+      // The app's settings (env may hold secrets) are read here rather than carried in workflow
+      // history.
+      const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
+      if (!app) throw provisionError(`app ${spec.app} no longer exists`);
+      const env = Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`);
+      const appCommand = app.command ? (JSON.parse(app.command) as string[]) : undefined;
+      const name = containerName(spec.operationId);
+
+      let container = docker.getContainer(name);
+      let info = await container.inspect().catch((err) => {
+        if (dockerStatus(err) === 404) return null;
+        throw err;
+      });
+      if (info && info.Config.Labels?.[LABELS.instance] !== spec.instanceId) {
+        throw provisionError(
+          `a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`,
+        );
+      }
+      if (!info) {
+        try {
+          container = await docker.createContainer({
+            name,
+            Image: app.image,
+            Cmd: spec.command ?? appCommand,
+            Env: env,
+            WorkingDir: app.working_dir ?? undefined,
+            User: app.user ?? undefined,
+            Tty: true,
+            OpenStdin: true,
+            // A hang-up is what a shell gets when its terminal goes away; with an init process as PID 1
+            // the shell receives it and exits at once instead of waiting out the stop grace period.
+            StopSignal: 'SIGHUP',
+            StdinOnce: false,
+            AttachStdin: false,
+            AttachStdout: false,
+            AttachStderr: false,
+            Labels: {
+              [LABELS.session]: 'true',
+              [LABELS.operationId]: String(spec.operationId),
+              [LABELS.app]: spec.app,
+              [LABELS.account]: spec.account,
+              [LABELS.stack]: spec.stack,
+              [LABELS.instance]: spec.instanceId,
+            },
+            HostConfig: {
+              Memory: spec.containerSizeMb * MB,
+              // Equal to Memory: no swap beyond the container size.
+              MemorySwap: spec.containerSizeMb * MB,
+              RestartPolicy: { Name: 'no' },
+              Privileged: false,
+              SecurityOpt: ['no-new-privileges'],
+              PidsLimit: spec.pidsLimit,
+              NetworkMode: app.network ?? undefined,
+              PublishAllPorts: false,
+              AutoRemove: false,
+              Init: true,
+            },
+          });
+        } catch (err) {
+          const status = dockerStatus(err);
+          const msg = dockerMessage(err);
+          if (status === 404 && /image/i.test(msg)) {
+            throw provisionError(
+              `image ${app.image} is not on the stack's Docker host (${msg}); build or load it there, or point the app at an image that exists`,
+            );
+          }
+          if (status === 404 && /network/i.test(msg)) {
+            throw provisionError(`network ${app.network} does not exist on the stack's Docker host (${msg})`);
+          }
+          if (status === 400 || status === 409) throw provisionError(`Docker refused the container: ${msg}`);
+          throw err;
+        }
+        info = await container.inspect();
+      }
+      if (!info.State.Running && info.State.Status === 'created') {
+        try {
+          await container.start();
+        } catch (err) {
+          const status = dockerStatus(err);
+          if (status !== 304) {
+            const msg = dockerMessage(err);
+            if (status === 400 || status === 500) throw provisionError(`the container could not start: ${msg}`);
+            throw err;
+          }
+        }
+      }
+      log.info('container ready', { operationId: spec.operationId, containerId: info.Id.slice(0, 12) });
+      return { containerId: info.Id };
+    },
+
+    /** Stops (with a grace period) and removes the session's container; nothing to do if it is gone. */
+    async removeContainer(req: { operationId: number; stopGraceS: number }): Promise<{ removed: boolean }> {
+      return removeSessionContainer(docker, containerName(req.operationId), req.stopGraceS);
+    },
+  };
+}
+
+export async function removeSessionContainer(docker: Docker, nameOrId: string, stopGraceS: number) {
+  const container = docker.getContainer(nameOrId);
+  try {
+    await container.stop({ t: stopGraceS });
+  } catch (err) {
+    const status = dockerStatus(err);
+    // 304: already stopped; 404: already gone; 409: removal already in progress.
+    if (status === 404) return { removed: false };
+    if (status !== 304 && status !== 409) throw err;
+  }
+  try {
+    await container.remove({ force: true, v: true });
+  } catch (err) {
+    const status = dockerStatus(err);
+    if (status === 404) return { removed: false };
+    if (status === 409) return { removed: true }; // another remover got there first
+    throw err;
+  }
+  return { removed: true };
+}
+
+export type HostActivities = ReturnType<typeof createHostActivities>;

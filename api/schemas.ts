@@ -1,0 +1,133 @@
+import { z } from 'zod';
+import { PLANS } from '../lib/plans.js';
+import { END_REASONS, SESSION_STATES } from '../workflows/definitions.js';
+import { ROLES } from '../services/auth.js';
+
+export const handle = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a handle is 1–63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit');
+const id = z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const noNul = (s: string) => !s.includes('\0');
+
+export const params = {
+  app: z.object({ app: handle }),
+  id: z.object({ id }),
+  account: z.object({ account: handle }),
+  name: z.object({ name: handle }),
+  userToken: z.object({ id, tokenId: id }),
+};
+
+export const createSessionBody = z
+  .object({
+    command: z
+      .array(z.string().max(4096).refine(noNul, 'must not contain NUL bytes'))
+      .min(1, 'give at least the program to run, or leave "command" out for the app\'s shell')
+      .max(256)
+      .optional(),
+    container_size_mb: z.number().int().min(128, 'at least 128 MB').max(65536, 'at most 65536 MB').optional(),
+  })
+  .strict();
+
+export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict();
+
+export const listSessionsQuery = z
+  .object({
+    app: handle.optional(),
+    state: z.enum(SESSION_STATES).optional(),
+    user: id.optional(),
+  })
+  .strict();
+
+export const createAccountBody = z
+  .object({
+    handle,
+    plan: z.enum(PLANS as [string, ...string[]]),
+    max_concurrent_sessions: z.number().int().min(0).max(10_000).optional(),
+  })
+  .strict();
+
+export const createStackBody = z
+  .object({
+    name: handle,
+    max_session_duration_s: z.number().int().min(60, 'at least 60 s').optional(),
+    dedicated: z.boolean().optional(),
+  })
+  .strict();
+
+export const createAppBody = z
+  .object({
+    handle,
+    account: handle,
+    stack: handle,
+    image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
+    env: z
+      .record(z.string().regex(envName, 'environment variable names are letters, digits and "_"'), z.string().max(32_768).refine(noNul, 'must not contain NUL bytes'))
+      .optional(),
+    command: z.array(z.string().max(4096)).min(1).max(256).optional(),
+    working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024).optional(),
+    user: z.string().min(1).max(256).optional(),
+    network: z.string().min(1).max(256).optional(),
+  })
+  .strict();
+
+export const createUserBody = z
+  .object({
+    name: z.string().min(1).max(200),
+    email: z.email().max(320),
+    role: z.enum(ROLES),
+    accounts: z.array(handle).max(100),
+  })
+  .strict();
+
+export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict();
+export const addSshKeyBody = z.object({ public_key: z.string().min(1).max(16_384) }).strict();
+
+const user = z.object({ id: z.number(), name: z.string(), email: z.string() });
+export const sessionSchema = z.object({
+  id: z.number(),
+  operation_id: z.number(),
+  workflow_id: z.string(),
+  app: z.string(),
+  account: z.string(),
+  stack: z.string(),
+  user,
+  state: z.enum(SESSION_STATES),
+  end_reason: z.enum(END_REASONS).nullable(),
+  end_message: z.string().nullable(),
+  ended_by: z.string().nullable(),
+  exit_code: z.number().nullable(),
+  command: z.array(z.string()).nullable(),
+  container_size_mb: z.number(),
+  container_id: z.string().nullable(),
+  created_at: z.string(),
+  connected_at: z.string().nullable(),
+  ended_at: z.string().nullable(),
+  expires_at: z.string().nullable(),
+});
+export const createdSessionSchema = sessionSchema.extend({
+  connect: z.object({
+    host: z.string(),
+    port: z.number(),
+    user: z.string(),
+    token: z.string(),
+    token_expires_at: z.string(),
+    ssh_command: z.string(),
+  }),
+});
+export const operationSchema = z.object({
+  id: z.number(),
+  type: z.literal('execute'),
+  status: z.enum(['queued', 'running', 'succeeded', 'failed']),
+  app: z.string(),
+  user_name: z.string(),
+  user_email: z.string(),
+  command: z.array(z.string()).nullable(),
+  container_size_mb: z.number(),
+  session_id: z.number(),
+  end_reason: z.enum(END_REASONS).nullable(),
+  exit_code: z.number().nullable(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export const errorSchema = z.object({ error: z.string(), message: z.string() });

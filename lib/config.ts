@@ -1,0 +1,112 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const port = z.coerce.number().int().min(0).max(65535);
+const seconds = z.coerce.number().positive();
+
+const envSchema = z.object({
+  ESSH_DATA_DIR: z.string().default(path.join(projectRoot, '.data')),
+  ESSH_API_HOST: z.string().default('127.0.0.1'),
+  ESSH_API_PORT: port.default(3000),
+  ESSH_SSH_HOST: z.string().default('127.0.0.1'),
+  ESSH_SSH_PORT: port.default(2222),
+  ESSH_PUBLIC_HOST: z.string().optional(),
+  DATABASE_URL: z.string().optional(),
+  DOCKER_HOST: z.string().optional(),
+  TEMPORAL_ADDRESS: z.string().optional(),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  TEMPORAL_TLS_CERT: z.string().optional(),
+  TEMPORAL_TLS_KEY: z.string().optional(),
+  TEMPORAL_TLS_CA: z.string().optional(),
+  TEMPORAL_API_KEY: z.string().optional(),
+  TEMPORAL_UI_PORT: port.default(8233),
+  ESSH_TEMPORAL_BIN: z.string().optional(),
+  ESSH_ADMIN_TOKEN: z.string().min(16, 'ESSH_ADMIN_TOKEN must be at least 16 characters').optional(),
+  /** Stacks whose containers this process's Docker engine serves (comma separated). */
+  ESSH_HOST_STACKS: z.string().default('local'),
+  ESSH_HEARTBEAT_TIMEOUT_S: seconds.default(30),
+  ESSH_CONNECT_TIMEOUT_S: seconds.default(300),
+  ESSH_STOP_GRACE_S: z.coerce.number().int().min(0).default(10),
+  ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
+  ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
+  ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
+  ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type EnvConfig = z.infer<typeof envSchema>;
+
+export interface Config {
+  dataDir: string;
+  api: { host: string; port: number };
+  ssh: { host: string; port: number; publicHost: string };
+  databaseUrl: string;
+  temporal: {
+    address?: string;
+    namespace: string;
+    tls?: { cert?: string; key?: string; ca?: string };
+    apiKey?: string;
+    uiPort: number;
+    binary: string;
+  };
+  adminToken?: string;
+  hostStacks: string[];
+  session: {
+    heartbeatTimeoutS: number;
+    connectTimeoutS: number;
+    stopGraceS: number;
+    pidsLimit: number;
+    tokenTtlS: number;
+  };
+  reconcileIntervalS: number;
+  logLevel: EnvConfig['ESSH_LOG_LEVEL'];
+}
+
+/** Reads the configuration from the environment; a bad value stops start-up with a sentence naming it. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new Error(`Invalid configuration (${problems}). Fix these environment variables and start again.`);
+  }
+  const e = parsed.data;
+  const dataDir = path.resolve(e.ESSH_DATA_DIR);
+  const tlsGiven = e.TEMPORAL_TLS_CERT || e.TEMPORAL_TLS_KEY || e.TEMPORAL_TLS_CA;
+  if ((e.TEMPORAL_TLS_CERT && !e.TEMPORAL_TLS_KEY) || (!e.TEMPORAL_TLS_CERT && e.TEMPORAL_TLS_KEY)) {
+    throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: set both (mTLS) or neither.');
+  }
+  return {
+    dataDir,
+    api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
+    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST },
+    databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),
+    temporal: {
+      address: e.TEMPORAL_ADDRESS,
+      namespace: e.TEMPORAL_NAMESPACE,
+      tls: tlsGiven ? { cert: e.TEMPORAL_TLS_CERT, key: e.TEMPORAL_TLS_KEY, ca: e.TEMPORAL_TLS_CA } : undefined,
+      apiKey: e.TEMPORAL_API_KEY,
+      uiPort: e.TEMPORAL_UI_PORT,
+      binary: e.ESSH_TEMPORAL_BIN ?? toolPath('temporal'),
+    },
+    adminToken: e.ESSH_ADMIN_TOKEN,
+    hostStacks: e.ESSH_HOST_STACKS.split(',').map((s) => s.trim()).filter(Boolean),
+    session: {
+      heartbeatTimeoutS: e.ESSH_HEARTBEAT_TIMEOUT_S,
+      connectTimeoutS: e.ESSH_CONNECT_TIMEOUT_S,
+      stopGraceS: e.ESSH_STOP_GRACE_S,
+      pidsLimit: e.ESSH_PIDS_LIMIT,
+      tokenTtlS: e.ESSH_SESSION_TOKEN_TTL_S,
+    },
+    reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
+    logLevel: e.ESSH_LOG_LEVEL,
+  };
+}
+
+/** The project-local venv's binary (installed by scripts/setup.sh), else the one on PATH. */
+export function toolPath(name: 'temporal' | 'temporal-test-server'): string {
+  const local = path.join(projectRoot, '.tools', 'venv', 'bin', name);
+  return existsSync(local) ? local : name;
+}

@@ -1,0 +1,25 @@
+import Docker from 'dockerode';
+
+/** The stack host's engine: DOCKER_HOST when set (dockerode reads it), else the local socket. */
+export function openDocker(): Docker {
+  return new Docker();
+}
+
+/** dockerode rejects with an error carrying the engine's HTTP status; 404 means "no such object". */
+export function dockerStatus(err: unknown): number | undefined {
+  return typeof (err as any)?.statusCode === 'number' ? (err as any).statusCode : undefined;
+}
+
+export function dockerMessage(err: unknown): string {
+  const json = (err as any)?.json;
+  return String(json?.message ?? (err as Error)?.message ?? err).trim();
+}
+
+export const LABELS = {
+  session: 'essh.session',
+  operationId: 'essh.operation_id',
+  app: 'essh.app',
+  account: 'essh.account',
+  stack: 'essh.stack',
+  instance: 'essh.instance',
+} as const;

@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs';
+import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+import type { Config } from './config.js';
+
+type TemporalConfig = Config['temporal'];
+
+/** TLS (mTLS when a client pair is given) and API-key options shared by client and worker connections. */
+function securityOptions(t: TemporalConfig) {
+  const tls = t.tls
+    ? {
+        clientCertPair:
+          t.tls.cert && t.tls.key ? { crt: readFileSync(t.tls.cert), key: readFileSync(t.tls.key) } : undefined,
+        serverRootCACertificate: t.tls.ca ? readFileSync(t.tls.ca) : undefined,
+      }
+    : t.apiKey
+      ? true // an API key is only accepted over TLS
+      : undefined;
+  return { tls, apiKey: t.apiKey };
+}
+
+export function temporalAddress(t: TemporalConfig): string {
+  return t.address ?? '127.0.0.1:7233';
+}
+
+export async function connectClient(t: TemporalConfig): Promise<Client> {
+  const options: ConnectionOptions = { address: temporalAddress(t), ...securityOptions(t) };
+  const connection = await Connection.connect(options);
+  return new Client({ connection, namespace: t.namespace });
+}
+
+export async function connectWorker(t: TemporalConfig): Promise<NativeConnection> {
+  const options: NativeConnectionOptions = { address: temporalAddress(t), ...securityOptions(t) };
+  return NativeConnection.connect(options);
+}

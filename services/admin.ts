@@ -1,0 +1,274 @@
+import { createHash } from 'node:crypto';
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { DEFAULT_MAX_SESSION_DURATION_S, planLimit } from '../lib/plans.js';
+import { hashToken, newToken } from '../lib/secrets.js';
+import { access, type Principal, type Role } from './auth.js';
+import { ApiError, conflict, invalid, notFound } from './errors.js';
+
+export interface AccountInput { handle: string; plan: string; max_concurrent_sessions?: number }
+export interface StackInput { name: string; max_session_duration_s?: number; dedicated?: boolean }
+export interface AppInput {
+  handle: string; account: string; stack: string; image: string;
+  env?: Record<string, string>; command?: string[]; working_dir?: string; user?: string; network?: string;
+}
+export interface UserInput { name: string; email: string; role: Role; accounts: string[] }
+
+const isUniqueViolation = (err: unknown) =>
+  /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));
+
+/** Accounts, stacks, apps, users, tokens and SSH keys; every rule of who may do what lives here. */
+export class AdminService {
+  constructor(private readonly db: Db) {}
+
+  // --- accounts -------------------------------------------------------------------------------
+  private accountView(a: { id: number; handle: string; plan: string; max_concurrent_sessions: number | null; created_at: string }) {
+    return {
+      id: Number(a.id), handle: a.handle, plan: a.plan,
+      max_concurrent_sessions: a.max_concurrent_sessions ?? planLimit(a.plan),
+      max_concurrent_sessions_override: a.max_concurrent_sessions,
+      created_at: a.created_at,
+    };
+  }
+  async createAccount(p: Principal, input: AccountInput) {
+    access.requireOperator(p);
+    try {
+      const row = await this.db.insertInto('accounts')
+        .values({ handle: input.handle, plan: input.plan, max_concurrent_sessions: input.max_concurrent_sessions ?? null, created_at: nowIso() })
+        .returningAll().executeTakeFirstOrThrow();
+      return this.accountView(row);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`An account with handle "${input.handle}" already exists; pick another handle.`);
+      throw err;
+    }
+  }
+  async listAccounts(p: Principal) {
+    let q = this.db.selectFrom('accounts').selectAll().orderBy('id');
+    if (!access.isOperator(p)) {
+      if (p.accountIds.length === 0) return [];
+      q = q.where('id', 'in', p.accountIds);
+    }
+    return (await q.execute()).map((a) => this.accountView(a));
+  }
+  async accountByHandle(p: Principal, handle: string) {
+    const a = await this.db.selectFrom('accounts').selectAll().where('handle', '=', handle).executeTakeFirst();
+    if (!a || !access.canSeeAccount(p, Number(a.id))) throw notFound(`Account "${handle}"`);
+    return a;
+  }
+  async getAccount(p: Principal, handle: string) {
+    return this.accountView(await this.accountByHandle(p, handle));
+  }
+
+  // --- stacks ---------------------------------------------------------------------------------
+  private stackView(s: { id: number; name: string; max_session_duration_s: number; dedicated: number; created_at: string }) {
+    return {
+      id: Number(s.id), name: s.name, max_session_duration_s: Number(s.max_session_duration_s),
+      dedicated: Boolean(s.dedicated), created_at: s.created_at,
+    };
+  }
+  async createStack(p: Principal, input: StackInput) {
+    access.requireOperator(p);
+    const max = input.max_session_duration_s ?? DEFAULT_MAX_SESSION_DURATION_S;
+    if (max !== DEFAULT_MAX_SESSION_DURATION_S && !input.dedicated) {
+      throw invalid('Only a dedicated stack may change max_session_duration_s; set "dedicated": true or leave it out.');
+    }
+    if (max > DEFAULT_MAX_SESSION_DURATION_S) {
+      throw invalid(`max_session_duration_s may be at most ${DEFAULT_MAX_SESSION_DURATION_S} (7 days).`);
+    }
+    try {
+      const row = await this.db.insertInto('stacks')
+        .values({ name: input.name, max_session_duration_s: max, dedicated: input.dedicated ? 1 : 0, created_at: nowIso() })
+        .returningAll().executeTakeFirstOrThrow();
+      return this.stackView(row);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`A stack named "${input.name}" already exists.`);
+      throw err;
+    }
+  }
+  async listStacks(_p: Principal) {
+    return (await this.db.selectFrom('stacks').selectAll().orderBy('id').execute()).map((s) => this.stackView(s));
+  }
+  async getStack(_p: Principal, name: string) {
+    const s = await this.db.selectFrom('stacks').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!s) throw notFound(`Stack "${name}"`);
+    return this.stackView(s);
+  }
+
+  // --- apps -----------------------------------------------------------------------------------
+  private appsQuery() {
+    return this.db.selectFrom('apps as a')
+      .innerJoin('accounts as acc', 'acc.id', 'a.account_id')
+      .innerJoin('stacks as s', 's.id', 'a.stack_id')
+      .selectAll('a').select(['acc.handle as account_handle', 's.name as stack_name']);
+  }
+  private appView(a: Awaited<ReturnType<ReturnType<AdminService['appsQuery']>['executeTakeFirstOrThrow']>>, showEnv: boolean) {
+    const env = JSON.parse(a.env) as Record<string, string>;
+    return {
+      id: Number(a.id), handle: a.handle, account: a.account_handle, stack: a.stack_name, image: a.image,
+      // Env values may be secrets: only those who may manage the app see them.
+      env: showEnv ? env : Object.fromEntries(Object.keys(env).map((k) => [k, '[hidden]'])),
+      command: a.command ? (JSON.parse(a.command) as string[]) : null,
+      working_dir: a.working_dir, user: a.user, network: a.network, created_at: a.created_at,
+    };
+  }
+  async createApp(p: Principal, input: AppInput) {
+    const account = await this.accountByHandle(p, input.account);
+    access.requireAccountAdmin(p, Number(account.id), `Account "${input.account}"`);
+    const stack = await this.db.selectFrom('stacks').select('id').where('name', '=', input.stack).executeTakeFirst();
+    if (!stack) throw invalid(`Stack "${input.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
+    try {
+      const row = await this.db.insertInto('apps').values({
+        handle: input.handle, account_id: account.id, stack_id: stack.id, image: input.image,
+        env: JSON.stringify(input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
+        working_dir: input.working_dir ?? null, user: input.user ?? null, network: input.network ?? null,
+        created_at: nowIso(),
+      }).returning('id').executeTakeFirstOrThrow();
+      return this.getAppById(p, Number(row.id));
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`An app with handle "${input.handle}" already exists; pick another handle.`);
+      throw err;
+    }
+  }
+  private async getAppById(p: Principal, id: number) {
+    const a = await this.appsQuery().where('a.id', '=', id).executeTakeFirstOrThrow();
+    return this.appView(a, access.canAdminAccount(p, Number(a.account_id)));
+  }
+  async getApp(p: Principal, handle: string) {
+    const a = await this.appsQuery().where('a.handle', '=', handle).executeTakeFirst();
+    if (!a || !access.canSeeAccount(p, Number(a.account_id))) throw notFound(`App "${handle}"`);
+    return this.appView(a, access.canAdminAccount(p, Number(a.account_id)));
+  }
+  async listApps(p: Principal) {
+    let q = this.appsQuery().orderBy('a.id');
+    if (!access.isOperator(p)) {
+      if (p.accountIds.length === 0) return [];
+      q = q.where('a.account_id', 'in', p.accountIds);
+    }
+    return (await q.execute()).map((a) => this.appView(a, access.canAdminAccount(p, Number(a.account_id))));
+  }
+
+  // --- users, tokens, SSH keys -----------------------------------------------------------------
+  private async userView(id: number) {
+    const u = await this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    const accounts = await this.db.selectFrom('user_accounts as ua').innerJoin('accounts as a', 'a.id', 'ua.account_id')
+      .select('a.handle').where('ua.user_id', '=', id).orderBy('a.handle').execute();
+    return { id: Number(u.id), name: u.name, email: u.email, role: u.role, accounts: accounts.map((a) => a.handle), created_at: u.created_at };
+  }
+  async createUser(p: Principal, input: UserInput) {
+    const accountIds: number[] = [];
+    for (const handle of input.accounts) {
+      const a = await this.accountByHandle(p, handle);
+      access.requireAccountAdmin(p, Number(a.id), `Account "${handle}"`);
+      accountIds.push(Number(a.id));
+    }
+    if (input.role === 'operator') access.requireOperator(p);
+    if (!access.isOperator(p) && accountIds.length === 0) {
+      throw invalid('Name at least one of your accounts in "accounts".');
+    }
+    try {
+      const id = await this.db.transaction().execute(async (trx) => {
+        const row = await trx.insertInto('users')
+          .values({ name: input.name, email: input.email.toLowerCase(), role: input.role, created_at: nowIso() })
+          .returning('id').executeTakeFirstOrThrow();
+        for (const accountId of accountIds) {
+          await trx.insertInto('user_accounts').values({ user_id: row.id, account_id: accountId }).execute();
+        }
+        return Number(row.id);
+      });
+      const { token } = await this.issueToken(id, 'first token');
+      return { ...(await this.userView(id)), token };
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`A user with e-mail ${input.email} already exists.`);
+      throw err;
+    }
+  }
+  /** Whether the caller may see (and so manage) this user: itself, its accounts' admins, operators. */
+  private async requireUserManager(p: Principal, userId: number) {
+    if (p.id === userId || access.isOperator(p)) return;
+    const target = await this.db.selectFrom('user_accounts').select('account_id').where('user_id', '=', userId).execute();
+    const shared = target.map((t) => Number(t.account_id)).filter((a) => p.accountIds.includes(a));
+    if (shared.length === 0) throw notFound(`User ${userId}`);
+    if (!shared.some((a) => access.canAdminAccount(p, a))) {
+      throw new ApiError(403, 'forbidden', 'Only the user, an admin of its account or an operator may do this.');
+    }
+  }
+  async getUser(p: Principal, id: number) {
+    const exists = await this.db.selectFrom('users').select('id').where('id', '=', id).executeTakeFirst();
+    if (!exists) throw notFound(`User ${id}`);
+    await this.requireUserManager(p, id);
+    return this.userView(id);
+  }
+  async listUsers(p: Principal) {
+    let q = this.db.selectFrom('users').select('id').orderBy('id');
+    if (!access.isOperator(p)) {
+      const adminOf = p.accountIds.filter((a) => access.canAdminAccount(p, a));
+      if (adminOf.length === 0) return [await this.userView(p.id)];
+      q = q.where((eb) => eb.or([
+        eb('id', '=', p.id),
+        eb('id', 'in', eb.selectFrom('user_accounts').select('user_id').where('account_id', 'in', adminOf)),
+      ]));
+    }
+    return Promise.all((await q.execute()).map((u) => this.userView(Number(u.id))));
+  }
+  async issueToken(userId: number, name?: string) {
+    const token = newToken('essh');
+    const row = await this.db.insertInto('api_tokens')
+      .values({ user_id: userId, token_hash: hashToken(token), name: name ?? null, created_at: nowIso() })
+      .returning(['id', 'created_at']).executeTakeFirstOrThrow();
+    return { id: Number(row.id), name: name ?? null, token, created_at: row.created_at };
+  }
+  async createToken(p: Principal, userId: number, name?: string) {
+    await this.getUser(p, userId);
+    return this.issueToken(userId, name);
+  }
+  async listTokens(p: Principal, userId: number) {
+    await this.getUser(p, userId);
+    const rows = await this.db.selectFrom('api_tokens').select(['id', 'name', 'created_at', 'last_used_at', 'revoked_at'])
+      .where('user_id', '=', userId).orderBy('id').execute();
+    return rows.map((r) => ({ ...r, id: Number(r.id) }));
+  }
+  async revokeToken(p: Principal, userId: number, tokenId: number) {
+    await this.getUser(p, userId);
+    const res = await this.db.updateTable('api_tokens').set({ revoked_at: nowIso() })
+      .where('id', '=', tokenId).where('user_id', '=', userId).where('revoked_at', 'is', null).executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) throw notFound(`Token ${tokenId}`);
+  }
+  async addSshKey(p: Principal, userId: number, publicKey: string) {
+    await this.getUser(p, userId);
+    const parsed = parseAuthorizedKey(publicKey);
+    try {
+      const row = await this.db.insertInto('ssh_keys')
+        .values({ user_id: userId, public_key: parsed.line, fingerprint: parsed.fingerprint, created_at: nowIso() })
+        .returningAll().executeTakeFirstOrThrow();
+      return { id: Number(row.id), fingerprint: row.fingerprint, public_key: row.public_key, created_at: row.created_at };
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`This key (${parsed.fingerprint}) is already registered.`);
+      throw err;
+    }
+  }
+  async listSshKeys(p: Principal, userId: number) {
+    await this.getUser(p, userId);
+    const rows = await this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('id').execute();
+    return rows.map((r) => ({ id: Number(r.id), fingerprint: r.fingerprint, public_key: r.public_key, created_at: r.created_at }));
+  }
+}
+
+const KEY_TYPES = new Set([
+  'ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com',
+]);
+
+/** Accepts one OpenSSH public key line ("type base64 [comment]"); the fingerprint is OpenSSH's SHA256 form. */
+export function parseAuthorizedKey(text: string): { line: string; fingerprint: string; type: string; blob: Buffer } {
+  const parts = text.trim().split(/\s+/);
+  const [type, b64] = parts;
+  const help = 'Paste one OpenSSH public key line, e.g. the contents of ~/.ssh/id_ed25519.pub.';
+  if (!type || !b64 || !KEY_TYPES.has(type)) throw invalid(`Not an OpenSSH public key (unknown key type "${type ?? ''}"). ${help}`);
+  const blob = Buffer.from(b64, 'base64');
+  const len = blob.length >= 4 ? blob.readUInt32BE(0) : -1;
+  if (len <= 0 || blob.subarray(4, 4 + len).toString('latin1') !== type) {
+    throw invalid(`The key data does not match its type ${type}. ${help}`);
+  }
+  const fingerprint = 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
+  return { line: parts.slice(0, 3).join(' '), fingerprint, type, blob };
+}

@@ -1,0 +1,67 @@
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { hashToken } from '../lib/secrets.js';
+import { ApiError, forbidden, notFound } from './errors.js';
+
+export const ROLES = ['member', 'account_admin', 'operator'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface Principal {
+  id: number;
+  name: string;
+  email: string;
+  role: Role;
+  accountIds: number[];
+}
+
+export async function principalForUser(db: Db, userId: number): Promise<Principal | undefined> {
+  const user = await db.selectFrom('users').selectAll().where('id', '=', userId).executeTakeFirst();
+  if (!user) return undefined;
+  const accounts = await db.selectFrom('user_accounts').select('account_id').where('user_id', '=', userId).execute();
+  return {
+    id: Number(user.id),
+    name: user.name,
+    email: user.email,
+    role: user.role as Role,
+    accountIds: accounts.map((a) => Number(a.account_id)),
+  };
+}
+
+/** Resolves a bearer token to its user; an unknown or revoked token is a 401 that says what to do. */
+export async function authenticate(db: Db, token: string | undefined): Promise<Principal> {
+  if (!token) {
+    throw new ApiError(401, 'unauthorized', 'Missing bearer token: send "Authorization: Bearer <token>" (see `essh login`).');
+  }
+  const row = await db
+    .selectFrom('api_tokens')
+    .select(['id', 'user_id'])
+    .where('token_hash', '=', hashToken(token))
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  const principal = row && (await principalForUser(db, Number(row.user_id)));
+  if (!row || !principal) {
+    throw new ApiError(401, 'unauthorized', 'This API token is not valid (unknown or revoked); ask an admin for a new one.');
+  }
+  await db.updateTable('api_tokens').set({ last_used_at: nowIso() }).where('id', '=', row.id).execute();
+  return principal;
+}
+
+/** Access rules, in one place: a resource the caller may not see is a 404 (no existence leak). */
+export const access = {
+  isOperator: (p: Principal) => p.role === 'operator',
+  canSeeAccount: (p: Principal, accountId: number) => p.role === 'operator' || p.accountIds.includes(accountId),
+  canAdminAccount: (p: Principal, accountId: number) =>
+    p.role === 'operator' || (p.role === 'account_admin' && p.accountIds.includes(accountId)),
+  /** Members see their own sessions; admins their accounts'; operators all. */
+  canSeeSession: (p: Principal, s: { account_id: number; user_id: number }) =>
+    p.role === 'operator' ||
+    (p.accountIds.includes(s.account_id) && (p.role === 'account_admin' || s.user_id === p.id)),
+
+  requireOperator(p: Principal) {
+    if (p.role !== 'operator') throw forbidden('Only an operator may do this.');
+  },
+  requireAccountAdmin(p: Principal, accountId: number, what: string) {
+    if (!access.canSeeAccount(p, accountId)) throw notFound(what);
+    if (!access.canAdminAccount(p, accountId)) throw forbidden(`Only an admin of this account or an operator may do this.`);
+  },
+};

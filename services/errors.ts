@@ -1,0 +1,28 @@
+export type ErrorCode =
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'invalid_request'
+  | 'plan_limit'
+  | 'rate_limited'
+  | 'conflict'
+  | 'unavailable'
+  | 'internal';
+
+/** An error meant for the caller: its message says what was wrong and what to do. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} was not found, or you may not see it.`);
+export const forbidden = (message: string) => new ApiError(403, 'forbidden', message);
+export const invalid = (message: string, details?: Record<string, unknown>) =>
+  new ApiError(422, 'invalid_request', message, details);
+export const conflict = (message: string) => new ApiError(409, 'conflict', message);

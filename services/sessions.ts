@@ -1,0 +1,368 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { sql } from 'kysely';
+import type { Config } from '../lib/config.js';
+import type { Db, DbEngine } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { planLimit } from '../lib/plans.js';
+import { hashToken, newToken } from '../lib/secrets.js';
+import {
+  SA,
+  TASK_QUEUE,
+  sessionWorkflowId,
+  terminateSignal,
+  type EndReason,
+  type SessionState,
+  type SessionWorkflowInput,
+} from '../workflows/definitions.js';
+import type { sessionWorkflow } from '../workflows/session.js';
+import { access, type Principal } from './auth.js';
+import { ApiError, forbidden, notFound } from './errors.js';
+
+export interface SessionTimeouts {
+  heartbeatTimeoutS: number;
+  connectTimeoutS: number;
+  stopGraceS: number;
+  pidsLimit: number;
+  tokenTtlS: number;
+}
+
+export interface SessionView {
+  id: number;
+  operation_id: number;
+  workflow_id: string;
+  app: string;
+  account: string;
+  stack: string;
+  user: { id: number; name: string; email: string };
+  state: SessionState;
+  end_reason: EndReason | null;
+  end_message: string | null;
+  ended_by: string | null;
+  exit_code: number | null;
+  command: string[] | null;
+  container_size_mb: number;
+  container_id: string | null;
+  created_at: string;
+  connected_at: string | null;
+  ended_at: string | null;
+  expires_at: string | null;
+}
+
+export interface OperationView {
+  id: number;
+  type: 'execute';
+  status: string;
+  app: string;
+  user_name: string;
+  user_email: string;
+  command: string[] | null;
+  container_size_mb: number;
+  session_id: number;
+  end_reason: EndReason | null;
+  exit_code: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ConnectInfo {
+  host: string;
+  port: number;
+  user: string;
+  token: string;
+  token_expires_at: string;
+  ssh_command: string;
+}
+
+export const DEFAULT_CONTAINER_SIZE_MB = 1024;
+
+/** Everything the API, the portal and the CLI do with sessions goes through here. */
+export class SessionsService {
+  constructor(
+    private readonly deps: {
+      db: Db;
+      engine: DbEngine;
+      client: Client;
+      instanceId: string;
+      timeouts: SessionTimeouts;
+      ssh: { publicHost: string; port: number };
+    },
+  ) {}
+
+  private rows() {
+    return this.deps.db
+      .selectFrom('operations as o')
+      .innerJoin('apps as a', 'a.id', 'o.app_id')
+      .innerJoin('accounts as acc', 'acc.id', 'o.account_id')
+      .innerJoin('users as u', 'u.id', 'o.user_id')
+      .selectAll('o')
+      .select(['a.handle as app_handle', 'acc.handle as account_handle', 'u.name as user_name', 'u.email as user_email']);
+  }
+
+  async create(
+    principal: Principal,
+    appHandle: string,
+    body: { command?: string[]; container_size_mb?: number },
+  ): Promise<SessionView & { connect: ConnectInfo }> {
+    const { db, engine, timeouts } = this.deps;
+    const app = await db
+      .selectFrom('apps as a')
+      .innerJoin('stacks as s', 's.id', 'a.stack_id')
+      .innerJoin('accounts as acc', 'acc.id', 'a.account_id')
+      .select([
+        'a.id', 'a.handle', 'a.account_id', 's.name as stack_name', 's.max_session_duration_s',
+        'acc.handle as account_handle', 'acc.plan', 'acc.max_concurrent_sessions',
+      ])
+      .where('a.handle', '=', appHandle)
+      .executeTakeFirst();
+    if (!app || !access.canSeeAccount(principal, Number(app.account_id))) throw notFound(`App "${appHandle}"`);
+
+    const accountId = Number(app.account_id);
+    const limit = app.max_concurrent_sessions ?? planLimit(app.plan);
+    const containerSizeMb = body.container_size_mb ?? DEFAULT_CONTAINER_SIZE_MB;
+    const token = newToken('esst');
+    const created = new Date();
+    const createdAt = created.toISOString();
+    const expiresAt = new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString();
+    const tokenExpiresAt = new Date(created.getTime() + timeouts.tokenTtlS * 1000).toISOString();
+
+    // The count and the insert are one transaction, serialised per account (a row lock on PostgreSQL;
+    // SQLite has a single writer), so concurrent requests can never exceed the limit. A slot frees
+    // the moment the workflow records the session as ended.
+    const operationId = await db.transaction().execute(async (trx) => {
+      if (engine === 'postgres') {
+        await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
+      }
+      const active = await trx
+        .selectFrom('operations')
+        .select('id')
+        .where('account_id', '=', accountId)
+        .where('state', '!=', 'ended')
+        .orderBy('id')
+        .execute();
+      if (active.length >= limit) {
+        const ids = active.map((r) => Number(r.id));
+        throw new ApiError(
+          429,
+          'plan_limit',
+          `Account ${app.account_handle} is at its limit of ${limit} concurrent session${limit === 1 ? '' : 's'} ` +
+            `(plan ${app.plan}); active: ${ids.map((i) => `session ${i}`).join(', ')}. ` +
+            `End one (essh terminate ID) or ask for a higher limit.`,
+          { active_sessions: ids, limit },
+        );
+      }
+      const row = await trx
+        .insertInto('operations')
+        .values({
+          type: 'execute',
+          account_id: accountId,
+          app_id: Number(app.id),
+          user_id: principal.id,
+          stack: app.stack_name,
+          command: body.command ? JSON.stringify(body.command) : null,
+          container_size_mb: containerSizeMb,
+          state: 'provisioning',
+          status: 'queued',
+          created_at: createdAt,
+          updated_at: createdAt,
+          expires_at: expiresAt,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      const id = Number(row.id);
+      await trx
+        .updateTable('operations')
+        .set({ workflow_id: sessionWorkflowId(id) })
+        .where('id', '=', id)
+        .execute();
+      await trx
+        .insertInto('session_tokens')
+        .values({ operation_id: id, token_hash: hashToken(token), expires_at: tokenExpiresAt })
+        .execute();
+      return id;
+    });
+
+    const input: SessionWorkflowInput = {
+      operationId,
+      app: { id: Number(app.id), handle: app.handle },
+      account: { id: accountId, handle: app.account_handle },
+      user: { id: principal.id, name: principal.name, email: principal.email },
+      stack: app.stack_name,
+      command: body.command ?? null,
+      containerSizeMb,
+      instanceId: this.deps.instanceId,
+      createdAt,
+      expiresAt,
+      heartbeatTimeoutS: timeouts.heartbeatTimeoutS,
+      connectTimeoutS: timeouts.connectTimeoutS,
+      stopGraceS: timeouts.stopGraceS,
+      pidsLimit: timeouts.pidsLimit,
+    };
+    try {
+      await this.deps.client.workflow.start<typeof sessionWorkflow>('sessionWorkflow', {
+        taskQueue: TASK_QUEUE,
+        workflowId: sessionWorkflowId(operationId),
+        args: [input],
+        // No e-mail or other personal data here: search attributes are visible to anyone with UI access.
+        typedSearchAttributes: [
+          { key: SA.app, value: app.handle },
+          { key: SA.account, value: app.account_handle },
+          { key: SA.userId, value: String(principal.id) },
+          { key: SA.operationId, value: operationId },
+          { key: SA.state, value: 'provisioning' },
+        ],
+      });
+    } catch (err) {
+      const now = nowIso();
+      await db
+        .updateTable('operations')
+        .set({
+          state: 'ended', status: 'failed', end_reason: 'provision_failed', ended_at: now, updated_at: now,
+          end_message: 'the session workflow could not be started',
+        })
+        .where('id', '=', operationId)
+        .execute();
+      throw new ApiError(503, 'unavailable', `The session could not be started (Temporal: ${(err as Error).message}). Try again shortly.`);
+    }
+
+    const session = await this.get(principal, operationId);
+    const user = `session-${operationId}`;
+    const { publicHost, port } = this.deps.ssh;
+    return {
+      ...session,
+      connect: {
+        host: publicHost,
+        port,
+        user,
+        token,
+        token_expires_at: tokenExpiresAt,
+        ssh_command: `ssh -t -p ${port} ${user}@${publicHost}`,
+      },
+    };
+  }
+
+  private async visibleRow(principal: Principal, id: number) {
+    const row = await this.rows().where('o.id', '=', id).executeTakeFirst();
+    if (!row || !access.canSeeSession(principal, { account_id: Number(row.account_id), user_id: Number(row.user_id) })) {
+      throw notFound(`Session ${id}`);
+    }
+    return row;
+  }
+
+  async get(principal: Principal, id: number): Promise<SessionView> {
+    return toSession(await this.visibleRow(principal, id));
+  }
+
+  async list(principal: Principal, filter: { app?: string; state?: string; user?: number }): Promise<SessionView[]> {
+    let q = this.rows().orderBy('o.id', 'desc').limit(500);
+    if (filter.app) q = q.where('a.handle', '=', filter.app);
+    if (filter.state) q = q.where('o.state', '=', filter.state);
+    if (filter.user !== undefined) q = q.where('o.user_id', '=', filter.user);
+    if (principal.role !== 'operator') {
+      if (principal.accountIds.length === 0) return [];
+      q = q.where('o.account_id', 'in', principal.accountIds);
+      if (principal.role === 'member') q = q.where('o.user_id', '=', principal.id);
+    }
+    return (await q.execute()).map(toSession);
+  }
+
+  /** Asks the session's workflow to end; 202 semantics: it ends (and cleans up) asynchronously. */
+  async terminate(principal: Principal, id: number, reason?: string): Promise<SessionView> {
+    const row = await this.visibleRow(principal, id);
+    const mayEnd =
+      principal.role === 'operator' ||
+      Number(row.user_id) === principal.id ||
+      access.canAdminAccount(principal, Number(row.account_id));
+    if (!mayEnd) throw forbidden('Only the session owner, an account admin or an operator may terminate it.');
+    if (row.state === 'ended') return toSession(row);
+    try {
+      await this.deps.client.workflow
+        .getHandle(sessionWorkflowId(id))
+        .signal(terminateSignal, { reason: reason ?? 'terminated by request', by: principal.email });
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      // The workflow is gone already; the reconciler closes the record.
+    }
+    return toSession(row);
+  }
+
+  async getOperation(principal: Principal, id: number): Promise<OperationView> {
+    const row = await this.rows().where('o.id', '=', id).executeTakeFirst();
+    if (!row || !access.canSeeSession(principal, { account_id: Number(row.account_id), user_id: Number(row.user_id) })) {
+      throw notFound(`Operation ${id}`);
+    }
+    return toOperation(row);
+  }
+
+  async listAppOperations(principal: Principal, appHandle: string): Promise<OperationView[]> {
+    const app = await this.deps.db.selectFrom('apps').select(['id', 'account_id']).where('handle', '=', appHandle).executeTakeFirst();
+    if (!app || !access.canSeeAccount(principal, Number(app.account_id))) throw notFound(`App "${appHandle}"`);
+    let q = this.rows().where('o.app_id', '=', app.id).orderBy('o.id', 'desc').limit(500);
+    if (principal.role === 'member') q = q.where('o.user_id', '=', principal.id);
+    return (await q.execute()).map(toOperation);
+  }
+
+  /**
+   * The portal's check of a session token: valid, unexpired, unused, and for this session. It is
+   * marked used in the same statement, so it works exactly once.
+   */
+  async redeemSessionToken(operationId: number, token: string): Promise<boolean> {
+    const now = nowIso();
+    const res = await this.deps.db
+      .updateTable('session_tokens')
+      .set({ used_at: now })
+      .where('operation_id', '=', operationId)
+      .where('token_hash', '=', hashToken(token))
+      .where('used_at', 'is', null)
+      .where(sql<boolean>`expires_at > ${now}`)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+}
+
+type Row = Awaited<ReturnType<ReturnType<SessionsService['rows']>['executeTakeFirstOrThrow']>>;
+
+const parseCommand = (c: string | null) => (c ? (JSON.parse(c) as string[]) : null);
+
+function toSession(r: Row): SessionView {
+  const id = Number(r.id);
+  return {
+    id,
+    operation_id: id,
+    workflow_id: r.workflow_id ?? sessionWorkflowId(id),
+    app: r.app_handle,
+    account: r.account_handle,
+    stack: r.stack,
+    user: { id: Number(r.user_id), name: r.user_name, email: r.user_email },
+    state: r.state as SessionState,
+    end_reason: (r.end_reason as EndReason | null) ?? null,
+    end_message: r.end_message,
+    ended_by: r.ended_by,
+    exit_code: r.exit_code,
+    command: parseCommand(r.command),
+    container_size_mb: r.container_size_mb,
+    container_id: r.container_id,
+    created_at: r.created_at,
+    connected_at: r.connected_at,
+    ended_at: r.ended_at,
+    expires_at: r.expires_at,
+  };
+}
+
+function toOperation(r: Row): OperationView {
+  const id = Number(r.id);
+  return {
+    id,
+    type: 'execute',
+    status: r.status,
+    app: r.app_handle,
+    user_name: r.user_name,
+    user_email: r.user_email,
+    command: parseCommand(r.command),
+    container_size_mb: r.container_size_mb,
+    session_id: id,
+    end_reason: (r.end_reason as EndReason | null) ?? null,
+    exit_code: r.exit_code,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  };
+}

@@ -1,0 +1,118 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Client } from '@temporalio/client';
+import type { NativeConnection, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createApi } from '../api/app.js';
+import type { Config } from '../lib/config.js';
+import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
+import { openDocker } from '../lib/docker.js';
+import { instanceId as loadInstanceId } from '../lib/instance.js';
+import { createLogger, type Logger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { connectClient, connectWorker } from '../lib/temporal.js';
+import { AdminService } from '../services/admin.js';
+import { SessionsService } from '../services/sessions.js';
+import { HostAgent } from '../worker/host-agent.js';
+import { OperationsReconciler } from '../worker/operations-reconciler.js';
+import { createHostWorker, createMainWorker } from '../worker/workers.js';
+
+export const VERSION = '0.1.0';
+
+export interface RuntimeParts {
+  /** Serve the REST API. */
+  api?: boolean;
+  /** Run the main worker (workflows, record-keeping activities, the operations reconciler). */
+  worker?: boolean;
+  /** Stacks whose host worker (container activities and host agent) runs here; none if empty. */
+  hostStacks?: string[];
+  workflowBundle?: WorkflowBundleWithSourceMap;
+}
+
+export interface Runtime {
+  config: Config;
+  db: Db;
+  engine: DbEngine;
+  instanceId: string;
+  client: Client;
+  sessions: SessionsService;
+  admin: AdminService;
+  log: Logger;
+  apiUrl?: string;
+  server?: Server;
+  hostAgent?: HostAgent;
+  stop(): Promise<void>;
+}
+
+/** Starts the parts of essh this process runs, each with an owner that stops it on `stop()`. */
+export async function startRuntime(config: Config, parts: RuntimeParts, log = createLogger(config.logLevel)): Promise<Runtime> {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const stop = async () => {
+    for (const c of cleanups.reverse()) await c().catch((err) => log.warn({ err }, 'stopping a part failed'));
+    cleanups.length = 0;
+  };
+  try {
+    const engine = engineOf(config.databaseUrl);
+    const db = openDatabase(config.databaseUrl);
+    cleanups.push(() => db.destroy());
+    await migrate(db, engine);
+    const instanceId = await loadInstanceId(db);
+
+    const client = await connectClient(config.temporal);
+    cleanups.push(() => client.connection.close());
+
+    const sessions = new SessionsService({
+      db, engine, client, instanceId,
+      timeouts: { ...config.session },
+      ssh: { publicHost: config.ssh.publicHost, port: config.ssh.port },
+    });
+    const admin = new AdminService(db);
+    const runtime: Runtime = { config, db, engine, instanceId, client, sessions, admin, log, stop };
+
+    const workers: Worker[] = [];
+    let connection: NativeConnection | undefined;
+    if (parts.worker || parts.hostStacks?.length) {
+      connection = await connectWorker(config.temporal);
+      const conn = connection;
+      cleanups.push(() => conn.close());
+    }
+    if (parts.worker && connection) {
+      workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
+      const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, log });
+      reconciler.start();
+      cleanups.push(() => reconciler.stop());
+    }
+    if (parts.hostStacks?.length && connection) {
+      const docker = openDocker();
+      for (const stack of parts.hostStacks) {
+        workers.push(await createHostWorker({ connection, namespace: config.temporal.namespace, stack, docker, db }));
+      }
+      // One agent per engine, whatever the number of stacks it serves.
+      const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
+      await agent.start();
+      runtime.hostAgent = agent;
+      cleanups.push(() => agent.stop());
+    }
+    for (const w of workers) {
+      const running = w.run();
+      cleanups.push(async () => {
+        if (w.getState() === 'RUNNING') w.shutdown();
+        await running;
+      });
+    }
+
+    if (parts.api) {
+      const { app } = createApi({ db, sessions, admin, metrics: createMetrics(), log, version: VERSION });
+      const server = await new Promise<Server>((resolve, reject) => {
+        const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
+      });
+      cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+      const { port } = server.address() as AddressInfo;
+      runtime.server = server;
+      runtime.apiUrl = `http://${config.api.host}:${port}`;
+    }
+    return runtime;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

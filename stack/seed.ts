@@ -1,0 +1,67 @@
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { DEFAULT_MAX_SESSION_DURATION_S } from '../lib/plans.js';
+import { hashToken, newToken } from '../lib/secrets.js';
+
+export const DEMO_IMAGE = process.env.ESSH_DEMO_IMAGE ?? 'essh/demo:latest';
+
+/**
+ * On a fresh database: the demo account, stack, app, user and operator, with their tokens written to
+ * `<data dir>/demo-token` and `<data dir>/admin-token` (0600). Later starts change nothing, except
+ * that ESSH_ADMIN_TOKEN, when set, is made a valid operator token.
+ */
+export async function seedDemo(db: Db, dataDir: string, adminToken?: string): Promise<{ seeded: boolean }> {
+  const adminFile = path.join(dataDir, 'admin-token');
+  const demoFile = path.join(dataDir, 'demo-token');
+  const existing = await db.selectFrom('accounts').select('id').where('handle', '=', 'demo').executeTakeFirst();
+  if (existing) {
+    if (adminToken) await ensureOperatorToken(db, adminToken, adminFile);
+    return { seeded: false };
+  }
+  const now = nowIso();
+  const demoToken = newToken('essh');
+  const operatorToken = adminToken ?? newToken('essh');
+  await db.transaction().execute(async (trx) => {
+    const stack = await trx.insertInto('stacks')
+      .values({ name: 'local', max_session_duration_s: DEFAULT_MAX_SESSION_DURATION_S, dedicated: 0, created_at: now })
+      .onConflict((oc) => oc.column('name').doNothing()).execute()
+      .then(() => trx.selectFrom('stacks').select('id').where('name', '=', 'local').executeTakeFirstOrThrow());
+    const account = await trx.insertInto('accounts')
+      .values({ handle: 'demo', plan: 'development', max_concurrent_sessions: null, created_at: now })
+      .returning('id').executeTakeFirstOrThrow();
+    await trx.insertInto('apps').values({
+      handle: 'demo', account_id: account.id, stack_id: stack.id, image: DEMO_IMAGE,
+      env: JSON.stringify({ APP_ENV: 'demo', GREETING: 'hello from the demo app' }),
+      command: null, working_dir: '/app', user: null, network: null, created_at: now,
+    }).execute();
+    const demo = await trx.insertInto('users')
+      .values({ name: 'Demo User', email: 'demo@example.com', role: 'member', created_at: now })
+      .returning('id').executeTakeFirstOrThrow();
+    await trx.insertInto('user_accounts').values({ user_id: demo.id, account_id: account.id }).execute();
+    await trx.insertInto('api_tokens').values({ user_id: demo.id, token_hash: hashToken(demoToken), name: 'demo', created_at: now }).execute();
+    const op = await trx.insertInto('users')
+      .values({ name: 'Operator', email: 'operator@example.com', role: 'operator', created_at: now })
+      .returning('id').executeTakeFirstOrThrow();
+    await trx.insertInto('api_tokens').values({ user_id: op.id, token_hash: hashToken(operatorToken), name: 'admin', created_at: now }).execute();
+  });
+  await writeSecret(demoFile, demoToken);
+  await writeSecret(adminFile, operatorToken);
+  return { seeded: true };
+}
+
+async function ensureOperatorToken(db: Db, token: string, file: string) {
+  const known = await db.selectFrom('api_tokens').select('id').where('token_hash', '=', hashToken(token)).executeTakeFirst();
+  if (!known) {
+    const op = await db.selectFrom('users').select('id').where('role', '=', 'operator').orderBy('id').executeTakeFirstOrThrow();
+    await db.insertInto('api_tokens').values({ user_id: op.id, token_hash: hashToken(token), name: 'ESSH_ADMIN_TOKEN', created_at: nowIso() }).execute();
+  }
+  const current = await readFile(file, 'utf8').catch(() => '');
+  if (current.trim() !== token) await writeSecret(file, token);
+}
+
+async function writeSecret(file: string, value: string) {
+  await writeFile(file, value + '\n', { mode: 0o600 });
+  await chmod(file, 0o600);
+}

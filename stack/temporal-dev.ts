@@ -1,0 +1,68 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+
+export interface DevServer {
+  address: string;
+  uiUrl: string;
+  stop(): Promise<void>;
+}
+
+const typeNames: Record<string, string> = { KEYWORD: 'Keyword', INT: 'Int' };
+
+/**
+ * The embedded Temporal: `temporal server start-dev` on a SQLite file under the data dir, with the Web
+ * UI and essh's search attributes. Started again on the same file, its workflows carry on.
+ */
+export async function startDevServer(opts: { binary: string; dataDir: string; port: number; uiPort: number; namespace: string }): Promise<DevServer> {
+  const args = [
+    'server', 'start-dev',
+    '--ip', '127.0.0.1',
+    '--port', String(opts.port),
+    '--ui-port', String(opts.uiPort),
+    '--db-filename', path.join(opts.dataDir, 'temporal.sqlite'),
+    '--namespace', opts.namespace,
+    '--log-level', 'warn',
+    ...SEARCH_ATTRIBUTE_KEYS.flatMap((k) => ['--search-attribute', `${k.name}=${typeNames[k.type]}`]),
+  ];
+  const logFile = createWriteStream(path.join(opts.dataDir, 'temporal.log'), { flags: 'a' });
+  const child: ChildProcess = spawn(opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout?.pipe(logFile);
+  child.stderr?.pipe(logFile);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.once('error', () => undefined);
+
+  const address = `127.0.0.1:${opts.port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const early = await Promise.race([exited, new Promise((r) => setTimeout(() => r('waiting'), 250))]);
+    if (early !== 'waiting') {
+      throw new Error(`the Temporal dev server exited (code ${early}); see ${path.join(opts.dataDir, 'temporal.log')}`);
+    }
+    try {
+      const conn = await Connection.connect({ address, connectTimeout: 1000 });
+      await conn.workflowService.describeNamespace({ namespace: opts.namespace });
+      await conn.close();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`the Temporal dev server did not answer on ${address} within 60 s: ${(err as Error).message}`);
+      }
+    }
+  }
+  return {
+    address,
+    uiUrl: `http://127.0.0.1:${opts.uiPort}`,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(killer);
+      logFile.end();
+    },
+  };
+}

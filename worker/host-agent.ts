@@ -1,0 +1,147 @@
+import type { Readable } from 'node:stream';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type Docker from 'dockerode';
+import type { Logger } from 'pino';
+import { removeSessionContainer } from '../activities/host.js';
+import { LABELS, dockerStatus } from '../lib/docker.js';
+import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
+
+/**
+ * Watches one stack host's Docker engine for the sessions' containers:
+ * - a container that dies is reported to its workflow (`containerExited`), at once from the event
+ *   stream, and again by the periodic pass in case an event was missed while the agent was down;
+ * - a container whose workflow is closed or missing is removed (the reconciler).
+ * One agent runs beside each host worker, since only that host can reach its own engine.
+ */
+export class HostAgent {
+  private events?: Readable;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private passRunning?: Promise<void>;
+
+  constructor(
+    private readonly deps: {
+      docker: Docker;
+      client: Client;
+      instanceId: string;
+      stopGraceS: number;
+      intervalS: number;
+      log: Logger;
+    },
+  ) {}
+
+  async start(): Promise<void> {
+    await this.watchEvents();
+    await this.reconcileOnce();
+    this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.events?.destroy();
+    await this.passRunning;
+  }
+
+  private async watchEvents(): Promise<void> {
+    const { docker, instanceId, log } = this.deps;
+    try {
+      const stream = (await docker.getEvents({
+        filters: { type: ['container'], event: ['die'], label: [`${LABELS.instance}=${instanceId}`] },
+      })) as unknown as Readable;
+      this.events = stream;
+      let buffered = '';
+      stream.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl).trim();
+          buffered = buffered.slice(nl + 1);
+          if (line) void this.onDie(JSON.parse(line)).catch((err) => log.warn({ err }, 'reporting a container exit failed'));
+        }
+      });
+      const reconnect = () => {
+        if (this.stopped) return;
+        log.warn('Docker event stream closed; reconnecting');
+        setTimeout(() => {
+          if (this.stopped) return;
+          void this.watchEvents().then(() => this.reconcileOnce());
+        }, 1000).unref();
+      };
+      stream.once('end', reconnect);
+      stream.once('error', reconnect);
+    } catch (err) {
+      if (this.stopped) return;
+      log.warn({ err }, 'cannot watch Docker events; retrying in 5 s');
+      setTimeout(() => void this.watchEvents(), 5000).unref();
+    }
+  }
+
+  private async onDie(event: { id: string; Actor?: { Attributes?: Record<string, string> } }) {
+    const attrs = event.Actor?.Attributes ?? {};
+    const operationId = attrs[LABELS.operationId];
+    if (!operationId) return;
+    await this.reportExit(operationId, event.id, attrs.exitCode !== undefined ? Number(attrs.exitCode) : null);
+  }
+
+  /** Tells the workflow how its container ended: by itself (`exit`), or removed from outside (`lost`). */
+  private async reportExit(operationId: string, containerId: string, exitCode: number | null) {
+    const { docker, client } = this.deps;
+    const info = await docker.getContainer(containerId).inspect().catch((err) => {
+      if (dockerStatus(err) === 404) return null;
+      throw err;
+    });
+    // `docker rm -f` marks the container as being removed before it kills it.
+    const lost = !info || info.State.Status === 'removing' || info.State.Status === 'dead';
+    const signal: ContainerExitedSignal = {
+      container_id: containerId,
+      exit_code: info?.State.ExitCode ?? exitCode,
+      lost,
+      oom_killed: info?.State.OOMKilled ?? false,
+      message: lost ? 'the container was removed or killed outside essh' : undefined,
+    };
+    try {
+      await client.workflow.getHandle(sessionWorkflowId(operationId)).signal(containerExitedSignal, signal);
+    } catch (err) {
+      // A workflow that has already closed needs no news; the reconciler removes what it left.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+    }
+  }
+
+  /** One reconciliation pass; never runs twice at once. */
+  reconcileOnce(): Promise<void> {
+    if (this.passRunning) return this.passRunning;
+    this.passRunning = this.reconcile()
+      .catch((err) => this.deps.log.warn({ err }, 'reconcile pass failed'))
+      .finally(() => (this.passRunning = undefined));
+    return this.passRunning;
+  }
+
+  private async reconcile(): Promise<void> {
+    const { docker, client, instanceId, stopGraceS, log } = this.deps;
+    const containers = await docker.listContainers({
+      all: true,
+      filters: { label: [`${LABELS.instance}=${instanceId}`, LABELS.session] },
+    });
+    for (const c of containers) {
+      if (this.stopped) return;
+      const operationId = c.Labels[LABELS.operationId];
+      if (!operationId) continue;
+      let running: boolean;
+      try {
+        const d = await client.workflow.getHandle(sessionWorkflowId(operationId)).describe();
+        running = d.status.name === 'RUNNING';
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        running = false;
+      }
+      if (!running) {
+        log.info({ operationId, container: c.Id.slice(0, 12) }, 'removing a container whose session workflow is closed');
+        await removeSessionContainer(docker, c.Id, stopGraceS);
+      } else if (c.State === 'exited' || c.State === 'dead') {
+        await this.reportExit(operationId, c.Id, null);
+      }
+    }
+  }
+}

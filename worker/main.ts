@@ -1,0 +1,22 @@
+// A standalone worker process: the main worker and/or the host workers of ESSH_HOST_STACKS.
+// Used to scale out (one per Docker host) and by the tests that kill a worker mid-session.
+import { loadConfig } from '../lib/config.js';
+import { createLogger } from '../lib/log.js';
+import { startRuntime } from '../stack/runtime.js';
+
+const config = loadConfig();
+const log = createLogger(config.logLevel);
+const roles = (process.env.ESSH_WORKER_ROLES ?? 'main,host').split(',');
+const runtime = await startRuntime(
+  config,
+  { worker: roles.includes('main'), hostStacks: roles.includes('host') ? config.hostStacks : [] },
+  log,
+);
+log.info({ roles, stacks: config.hostStacks }, 'worker started');
+process.stdout.write('essh worker ready\n');
+const stop = async () => {
+  await runtime.stop();
+  process.exit(0);
+};
+process.on('SIGINT', () => void stop());
+process.on('SIGTERM', () => void stop());

@@ -1,0 +1,80 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { operationStatusFor, sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
+
+/**
+ * Closes the Operation record of a session whose workflow closed without recording its end (for
+ * example `temporal workflow terminate`), so that its plan slot is free again. The workflow records
+ * its own end in every other case; this is the safety net.
+ */
+export class OperationsReconciler {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+
+  constructor(private readonly deps: { db: Db; client: Client; intervalS: number; log: Logger }) {}
+
+  start() {
+    this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
+    this.timer.unref();
+  }
+
+  async stop() {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  reconcileOnce(): Promise<void> {
+    this.running ??= this.pass()
+      .catch((err) => this.deps.log.warn({ err }, 'operations reconcile pass failed'))
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass() {
+    const { db, client, log } = this.deps;
+    // Rows younger than this may belong to a workflow that is still being started.
+    const settled = new Date(Date.now() - 30_000).toISOString();
+    const open = await db
+      .selectFrom('operations')
+      .select(['id', 'state'])
+      .where('state', '!=', 'ended')
+      .where('created_at', '<', settled)
+      .execute();
+    for (const op of open) {
+      let reason: EndReason;
+      let message: string;
+      let exitCode: number | null = null;
+      try {
+        const handle = client.workflow.getHandle(sessionWorkflowId(Number(op.id)));
+        const d = await handle.describe();
+        if (d.status.name === 'RUNNING') continue;
+        if (d.status.name === 'COMPLETED') {
+          const result = (await handle.result()) as SessionResult;
+          reason = result.end_reason;
+          message = result.end_message ?? '';
+          exitCode = result.exit_code;
+        } else {
+          reason = 'terminated';
+          message = `the session workflow ended outside essh (${d.status.name.toLowerCase()})`;
+        }
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        reason = 'provision_failed';
+        message = 'the session workflow does not exist';
+      }
+      const now = nowIso();
+      log.info({ operationId: Number(op.id), reason }, 'closing the record of a session whose workflow is closed');
+      await db
+        .updateTable('operations')
+        .set({
+          state: 'ended', status: operationStatusFor('ended', reason), end_reason: reason, end_message: message,
+          ended_by: reason === 'terminated' ? 'temporal' : null, exit_code: exitCode, ended_at: now, updated_at: now,
+        })
+        .where('id', '=', op.id)
+        .where('state', '!=', 'ended')
+        .execute();
+    }
+  }
+}

@@ -1,0 +1,45 @@
+import { createRequire } from 'node:module';
+import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type Docker from 'dockerode';
+import { createDbActivities } from '../activities/db.js';
+import { createHostActivities } from '../activities/host.js';
+import type { Db } from '../lib/db.js';
+import { TASK_QUEUE, hostTaskQueue } from '../workflows/definitions.js';
+
+const require = createRequire(import.meta.url);
+export const workflowsPath = require.resolve('../workflows/index.ts');
+
+/** The main worker: session workflows and the activities that write Operation records. */
+export function createMainWorker(opts: {
+  connection: NativeConnection;
+  namespace: string;
+  db: Db;
+  workflowBundle?: WorkflowBundleWithSourceMap;
+}) {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: TASK_QUEUE,
+    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
+    activities: createDbActivities(opts.db),
+  });
+}
+
+/**
+ * A stack host's worker: the container activities, on the stack's own task queue, so that each stack is
+ * served by the machine whose Docker engine runs its containers.
+ */
+export function createHostWorker(opts: {
+  connection: NativeConnection;
+  namespace: string;
+  stack: string;
+  docker: Docker;
+  db: Db;
+}) {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: hostTaskQueue(opts.stack),
+    activities: createHostActivities({ docker: opts.docker, db: opts.db }),
+  });
+}

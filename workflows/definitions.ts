@@ -1,0 +1,155 @@
+// Names and shapes shared by the workflow, its activities and every client (API, portal, CLI, host agent).
+// Deterministic: safe to import from workflow code.
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+export const TASK_QUEUE = 'essh';
+export const hostTaskQueue = (stack: string) => `essh-host-${stack}`;
+export const sessionWorkflowId = (operationId: number | string) => `ssh-session-${operationId}`;
+export const operationIdFromWorkflowId = (workflowId: string): number | undefined => {
+  const m = /^ssh-session-(\d+)$/.exec(workflowId);
+  return m ? Number(m[1]) : undefined;
+};
+export const containerName = (operationId: number | string) => `essh-${operationId}`;
+
+export const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'] as const;
+export type SessionState = (typeof SESSION_STATES)[number];
+
+export const END_REASONS = [
+  'exit',
+  'disconnect',
+  'terminated',
+  'expired',
+  'connect_timeout',
+  'provision_failed',
+  'container_lost',
+] as const;
+export type EndReason = (typeof END_REASONS)[number];
+
+export type OperationStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+const FAILED_REASONS: ReadonlySet<EndReason> = new Set(['provision_failed', 'connect_timeout', 'container_lost']);
+export function operationStatusFor(state: SessionState, endReason: EndReason | null): OperationStatus {
+  if (state !== 'ended') return 'running';
+  return endReason && FAILED_REASONS.has(endReason) ? 'failed' : 'succeeded';
+}
+
+export interface HeartbeatSignal {
+  connection_id: string;
+}
+export interface ClientDisconnectedSignal {
+  connection_id: string;
+  reason?: string;
+}
+export interface TerminateSignal {
+  reason?: string;
+  by?: string;
+}
+/** Sent by the host agent that watches the Docker engine (not part of the public contract). */
+export interface ContainerExitedSignal {
+  container_id: string;
+  exit_code: number | null;
+  lost: boolean;
+  oom_killed?: boolean;
+  message?: string;
+}
+
+export const heartbeatSignal = defineSignal<[HeartbeatSignal]>('heartbeat');
+export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>('clientDisconnected');
+export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
+export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
+
+/** What the workflow knows of its session; the API merges it with the database row. */
+export interface SessionSnapshot {
+  operation_id: number;
+  workflow_id: string;
+  app: string;
+  account: string;
+  user: { id: number; name: string; email: string };
+  state: SessionState;
+  end_reason: EndReason | null;
+  end_message: string | null;
+  ended_by: string | null;
+  exit_code: number | null;
+  command: string[] | null;
+  container_size_mb: number;
+  container_id: string | null;
+  created_at: string;
+  connected_at: string | null;
+  ended_at: string | null;
+  expires_at: string;
+  connections: string[];
+}
+export const describeQuery = defineQuery<SessionSnapshot>('describe');
+
+export const SA = {
+  app: defineSearchAttributeKey('EsshApp', SearchAttributeType.KEYWORD),
+  account: defineSearchAttributeKey('EsshAccount', SearchAttributeType.KEYWORD),
+  userId: defineSearchAttributeKey('EsshUserId', SearchAttributeType.KEYWORD),
+  operationId: defineSearchAttributeKey('EsshOperationId', SearchAttributeType.INT),
+  state: defineSearchAttributeKey('EsshState', SearchAttributeType.KEYWORD),
+  endReason: defineSearchAttributeKey('EsshEndReason', SearchAttributeType.KEYWORD),
+};
+export const SEARCH_ATTRIBUTE_KEYS = Object.values(SA);
+
+export interface SessionWorkflowInput {
+  operationId: number;
+  app: { id: number; handle: string };
+  account: { id: number; handle: string };
+  user: { id: number; name: string; email: string };
+  stack: string;
+  command: string[] | null;
+  containerSizeMb: number;
+  /** Label that marks this installation's containers, so a shared engine's other containers are left alone. */
+  instanceId: string;
+  createdAt: string;
+  expiresAt: string;
+  heartbeatTimeoutS: number;
+  connectTimeoutS: number;
+  stopGraceS: number;
+  pidsLimit: number;
+  /** Present on a continued-as-new run: the state its predecessor reached. */
+  carried?: CarriedState;
+}
+
+export interface CarriedState {
+  state: SessionState;
+  containerId: string | null;
+  readyAt: string | null;
+  connectedAt: string | null;
+  /** connection id → last heartbeat (epoch ms). */
+  connections: Record<string, number>;
+  runs: number;
+}
+
+export interface SessionResult {
+  end_reason: EndReason;
+  exit_code: number | null;
+  end_message: string | null;
+  ended_by: string | null;
+  runs: number;
+}
+
+/** Activity inputs/outputs, shared by the workflow and the activity implementations. */
+export interface ContainerSpecRequest {
+  operationId: number;
+  appId: number;
+  command: string[] | null;
+  containerSizeMb: number;
+  account: string;
+  app: string;
+  stack: string;
+  instanceId: string;
+  pidsLimit: number;
+}
+
+export interface SessionRecordUpdate {
+  operationId: number;
+  state: SessionState;
+  containerId?: string | null;
+  connectedAt?: string | null;
+  endedAt?: string | null;
+  endReason?: EndReason | null;
+  endMessage?: string | null;
+  endedBy?: string | null;
+  exitCode?: number | null;
+}

@@ -1,0 +1,248 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { DbActivities } from '../activities/db.js';
+import type { HostActivities } from '../activities/host.js';
+import {
+  SA,
+  clientDisconnectedSignal,
+  containerExitedSignal,
+  describeQuery,
+  heartbeatSignal,
+  hostTaskQueue,
+  terminateSignal,
+  type CarriedState,
+  type EndReason,
+  type SessionResult,
+  type SessionSnapshot,
+  type SessionState,
+  type SessionWorkflowInput,
+} from './definitions.js';
+
+const db = proxyActivities<DbActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/**
+ * A history this long continues as new even if the server has not suggested it yet; the server's
+ * suggestion usually comes first.
+ */
+const HISTORY_EVENTS_CEILING = 20_000;
+
+interface Ending {
+  reason: EndReason;
+  message: string | null;
+  by: string | null;
+  exitCode: number | null;
+}
+
+export async function sessionWorkflow(input: SessionWorkflowInput): Promise<SessionResult> {
+  const host = proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(input.stack),
+    // Provisioning is retried a few times for engine hiccups; a bad image fails for good at once.
+    startToCloseTimeout: '2 minutes',
+    retry: { initialInterval: '1 second', maximumAttempts: 5, nonRetryableErrorTypes: ['ProvisionError'] },
+  });
+  const teardown = proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(input.stack),
+    startToCloseTimeout: `${input.stopGraceS + 60} seconds`,
+    // Teardown must eventually happen: retried without a limit, with a capped interval.
+    retry: { initialInterval: '1 second', maximumInterval: '1 minute' },
+  });
+
+  const s: CarriedState = input.carried ?? {
+    state: 'provisioning',
+    containerId: null,
+    readyAt: null,
+    connectedAt: null,
+    connections: {},
+    runs: 1,
+  };
+  let ending: Ending | null = null;
+  let endedAt: string | null = null;
+  let stateChanged = false;
+
+  const end = (e: Ending) => {
+    if (!ending && s.state !== 'ending' && s.state !== 'ended') ending = e;
+  };
+
+  setHandler(heartbeatSignal, ({ connection_id }) => {
+    if (ending || s.state === 'ending' || s.state === 'ended') return;
+    s.connections[connection_id] = Date.now();
+    if (s.state === 'waiting_for_client') {
+      s.state = 'active';
+      s.connectedAt = new Date().toISOString();
+      stateChanged = true;
+    }
+  });
+  setHandler(clientDisconnectedSignal, ({ connection_id, reason }) => {
+    delete s.connections[connection_id];
+    if (s.state === 'active' && Object.keys(s.connections).length === 0) {
+      end({ reason: 'disconnect', message: reason ?? 'the client disconnected', by: null, exitCode: null });
+    }
+  });
+  setHandler(terminateSignal, ({ reason, by }) => {
+    end({ reason: 'terminated', message: reason ?? 'terminated', by: by ?? null, exitCode: null });
+  });
+  setHandler(containerExitedSignal, ({ container_id, exit_code, lost, oom_killed, message }) => {
+    if (s.containerId && container_id && container_id !== s.containerId) return;
+    if (lost) {
+      end({ reason: 'container_lost', message: message ?? 'the container vanished outside essh', by: null, exitCode: exit_code });
+    } else {
+      const oom = oom_killed ? 'the container ran out of memory and was killed' : null;
+      end({ reason: 'exit', message: oom ?? message ?? null, by: null, exitCode: exit_code });
+    }
+  });
+  setHandler(describeQuery, (): SessionSnapshot => ({
+    operation_id: input.operationId,
+    workflow_id: workflowInfo().workflowId,
+    app: input.app.handle,
+    account: input.account.handle,
+    user: input.user,
+    state: s.state,
+    end_reason: ending?.reason ?? null,
+    end_message: ending?.message ?? null,
+    ended_by: ending?.by ?? null,
+    exit_code: ending?.exitCode ?? null,
+    command: input.command,
+    container_size_mb: input.containerSizeMb,
+    container_id: s.containerId,
+    created_at: input.createdAt,
+    connected_at: s.connectedAt,
+    ended_at: endedAt,
+    expires_at: input.expiresAt,
+    connections: Object.keys(s.connections),
+  }));
+
+  const publish = async (state: SessionState) => {
+    s.state = state;
+    upsertSearchAttributes([
+      { key: SA.state, value: state },
+      ...(ending ? [{ key: SA.endReason, value: ending.reason }] : []),
+    ]);
+    await db.recordSessionState({
+      operationId: input.operationId,
+      state,
+      containerId: s.containerId,
+      connectedAt: s.connectedAt,
+      endedAt,
+      endReason: ending?.reason ?? null,
+      endMessage: ending?.message ?? null,
+      endedBy: ending?.by ?? null,
+      exitCode: ending?.exitCode ?? null,
+    });
+  };
+
+  const expiresAtMs = Date.parse(input.expiresAt);
+
+  /** The earliest moment something ends the session unless a signal comes first. */
+  const nextDeadline = (): { at: number; ending: Ending } => {
+    let at = expiresAtMs;
+    let why: Ending = { reason: 'expired', message: 'the maximum session duration passed', by: null, exitCode: null };
+    if (s.state === 'waiting_for_client' && s.readyAt) {
+      const connectBy = Date.parse(s.readyAt) + input.connectTimeoutS * 1000;
+      if (connectBy < at) {
+        at = connectBy;
+        why = { reason: 'connect_timeout', message: `no client attached within ${input.connectTimeoutS} s`, by: null, exitCode: null };
+      }
+    } else if (s.state === 'active') {
+      const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections));
+      const silentBy = last + input.heartbeatTimeoutS * 1000;
+      if (silentBy < at) {
+        at = silentBy;
+        why = { reason: 'disconnect', message: `no heartbeat for ${input.heartbeatTimeoutS} s`, by: null, exitCode: null };
+      }
+    }
+    return { at, ending: why };
+  };
+
+  try {
+    if (s.state === 'provisioning') {
+      await publish('provisioning');
+      try {
+        const { containerId } = await host.provisionContainer({
+          operationId: input.operationId,
+          appId: input.app.id,
+          command: input.command,
+          containerSizeMb: input.containerSizeMb,
+          account: input.account.handle,
+          app: input.app.handle,
+          stack: input.stack,
+          instanceId: input.instanceId,
+          pidsLimit: input.pidsLimit,
+        });
+        s.containerId = containerId;
+        s.readyAt = new Date().toISOString();
+        await publish('waiting_for_client');
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        end({ reason: 'provision_failed', message: failureMessage(err), by: null, exitCode: null });
+      }
+    }
+
+    while (!ending) {
+      if (stateChanged) {
+        stateChanged = false;
+        await publish(s.state);
+        continue;
+      }
+      const deadline = nextDeadline();
+      const wait = deadline.at - Date.now();
+      if (wait <= 0) {
+        end(deadline.ending);
+        break;
+      }
+      const mustContinueAsNew = () =>
+        workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_CEILING;
+      // Heartbeats only move the deadline; they do not wake this loop, so a steady stream of them
+      // costs one timer per heartbeat timeout rather than one per heartbeat.
+      await condition(() => ending !== null || stateChanged || mustContinueAsNew(), wait);
+      if (!ending && !stateChanged && mustContinueAsNew()) {
+        await condition(allHandlersFinished);
+        if (!ending && !stateChanged) {
+          log.info('continuing as new', { historyLength: workflowInfo().historyLength });
+          await continueAsNew<typeof sessionWorkflow>({ ...input, carried: { ...s, runs: s.runs + 1 } });
+        }
+      }
+    }
+  } catch (err) {
+    if (isCancellation(err)) {
+      end({ reason: 'terminated', message: 'the workflow was cancelled', by: 'temporal', exitCode: null });
+    } else {
+      throw err;
+    }
+  } finally {
+    // Runs however the session ends, cancellation included; every step below is idempotent.
+    // (A continue-as-new also passes through here: it is not an ending, so nothing is torn down.)
+    if (ending) await CancellationScope.nonCancellable(() => finish(ending!));
+  }
+
+  async function finish(e: Ending) {
+    await publish('ending');
+    await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
+    endedAt = new Date().toISOString();
+    await publish('ended');
+  }
+
+  const e = ending as Ending | null;
+  if (!e) throw ApplicationFailure.nonRetryable('session loop left without an end reason');
+  return { end_reason: e.reason, exit_code: e.exitCode, end_message: e.message, ended_by: e.by, runs: s.runs };
+}
+
+function failureMessage(err: unknown): string {
+  let cur: any = err;
+  // Activity failures wrap the activity's own error as their cause; its message is the useful one.
+  while (cur?.cause) cur = cur.cause;
+  return String(cur?.message ?? err);
+}
