@@ -8,20 +8,9 @@ import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
 import type { Metrics } from '../lib/metrics.js';
 import * as s from './schemas.js';
-
-type Method = 'get' | 'post' | 'delete';
-interface Route<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
-  method: Method;
-  path: string; // OpenAPI style: /apps/{app}/sessions
-  summary: string;
-  auth?: boolean;
-  status?: number;
-  params?: P;
-  query?: Q;
-  body?: B;
-  response?: z.ZodType;
-  handler: (ctx: { principal: Principal; params: z.infer<P>; query: z.infer<Q>; body: z.infer<B>; req: Request }) => Promise<unknown>;
-}
+import { RawResponse, type Route, type RouteAdder, type RouteModule } from './route.js';
+import { registerAdminRoutes } from './routes/admin.js';
+import { registerSessionRoutes } from './routes/sessions.js';
 
 export interface ApiDeps {
   db: Db;
@@ -30,80 +19,16 @@ export interface ApiDeps {
   metrics: Metrics;
   log: Logger;
   version: string;
+  /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
+  extraRoutes?: RouteModule[];
 }
 
 /** Builds the REST API: thin handlers over the services, validated by the same schemas the OpenAPI document shows. */
 export function createApi(deps: ApiDeps) {
-  const { sessions, admin } = deps;
   const routes: Route<any, any, any>[] = [];
-  const route = <P extends z.ZodType = z.ZodObject<{}>, Q extends z.ZodType = z.ZodObject<{}>, B extends z.ZodType = z.ZodUndefined>(
-    r: Route<P, Q, B>,
-  ) => routes.push(r as Route<any, any, any>);
+  const route: RouteAdder = (r) => void routes.push(r as Route<any, any, any>);
 
-  // --- sessions and operations ----------------------------------------------------------------
-  route({
-    method: 'post', path: '/apps/{app}/sessions', summary: 'Start an ephemeral session on an app', status: 201,
-    params: s.params.app, body: s.createSessionBody, response: s.createdSessionSchema,
-    handler: ({ principal, params, body }) => sessions.create(principal, params.app, body ?? {}),
-  });
-  route({
-    method: 'get', path: '/sessions', summary: 'List the sessions you may see', query: s.listSessionsQuery,
-    response: z.array(s.sessionSchema),
-    handler: ({ principal, query }) => sessions.list(principal, query),
-  });
-  route({
-    method: 'get', path: '/sessions/{id}', summary: 'One session', params: s.params.id, response: s.sessionSchema,
-    handler: ({ principal, params }) => sessions.get(principal, params.id),
-  });
-  route({
-    method: 'post', path: '/sessions/{id}/terminate', summary: 'End a session (it ends with `terminated`)', status: 202,
-    params: s.params.id, body: s.terminateBody, response: s.sessionSchema,
-    handler: ({ principal, params, body }) => sessions.terminate(principal, params.id, body?.reason),
-  });
-  route({
-    method: 'get', path: '/operations/{id}', summary: 'One Operation record', params: s.params.id, response: s.operationSchema,
-    handler: ({ principal, params }) => sessions.getOperation(principal, params.id),
-  });
-  route({
-    method: 'get', path: '/apps/{app}/operations', summary: "An app's Operation records", params: s.params.app,
-    response: z.array(s.operationSchema),
-    handler: ({ principal, params }) => sessions.listAppOperations(principal, params.app),
-  });
-
-  // --- admin resources ------------------------------------------------------------------------
-  route({ method: 'post', path: '/accounts', summary: 'Create an account (operator)', status: 201, body: s.createAccountBody,
-    handler: ({ principal, body }) => admin.createAccount(principal, body) });
-  route({ method: 'get', path: '/accounts', summary: 'List accounts', handler: ({ principal }) => admin.listAccounts(principal) });
-  route({ method: 'get', path: '/accounts/{account}', summary: 'One account', params: s.params.account,
-    handler: ({ principal, params }) => admin.getAccount(principal, params.account) });
-  route({ method: 'post', path: '/stacks', summary: 'Create a stack (operator)', status: 201, body: s.createStackBody,
-    handler: ({ principal, body }) => admin.createStack(principal, body) });
-  route({ method: 'get', path: '/stacks', summary: 'List stacks', handler: ({ principal }) => admin.listStacks(principal) });
-  route({ method: 'get', path: '/stacks/{name}', summary: 'One stack', params: s.params.name,
-    handler: ({ principal, params }) => admin.getStack(principal, params.name) });
-  route({ method: 'post', path: '/apps', summary: 'Create an app', status: 201, body: s.createAppBody,
-    handler: ({ principal, body }) => admin.createApp(principal, body) });
-  route({ method: 'get', path: '/apps', summary: 'List apps', handler: ({ principal }) => admin.listApps(principal) });
-  route({ method: 'get', path: '/apps/{app}', summary: 'One app, by handle', params: s.params.app,
-    handler: ({ principal, params }) => admin.getApp(principal, params.app) });
-  route({ method: 'post', path: '/users', summary: 'Create a user; the answer holds its first API token', status: 201,
-    body: s.createUserBody, handler: ({ principal, body }) => admin.createUser(principal, body) });
-  route({ method: 'get', path: '/users', summary: 'List users', handler: ({ principal }) => admin.listUsers(principal) });
-  route({ method: 'get', path: '/users/{id}', summary: 'One user', params: s.params.id,
-    handler: ({ principal, params }) => admin.getUser(principal, params.id) });
-  route({ method: 'post', path: '/users/{id}/tokens', summary: 'Issue an API token (shown once)', status: 201,
-    params: s.params.id, body: s.createTokenBody,
-    handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body?.name) });
-  route({ method: 'get', path: '/users/{id}/tokens', summary: "A user's tokens (never their values)", params: s.params.id,
-    handler: ({ principal, params }) => admin.listTokens(principal, params.id) });
-  route({ method: 'delete', path: '/users/{id}/tokens/{tokenId}', summary: 'Revoke a token', status: 204, params: s.params.userToken,
-    handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
-  route({ method: 'post', path: '/users/{id}/ssh_keys', summary: 'Register an SSH public key', status: 201,
-    params: s.params.id, body: s.addSshKeyBody,
-    handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body.public_key) });
-  route({ method: 'get', path: '/users/{id}/ssh_keys', summary: "A user's SSH keys", params: s.params.id,
-    handler: ({ principal, params }) => admin.listSshKeys(principal, params.id) });
-  route({ method: 'get', path: '/me', summary: 'The calling user', handler: async ({ principal }) => admin.getUser(principal, principal.id) });
+  for (const register of [registerSessionRoutes, registerAdminRoutes, ...(deps.extraRoutes ?? [])]) register(route, deps);
 
   const app = express();
   app.disable('x-powered-by');
@@ -131,7 +56,11 @@ export function createApi(deps: ApiDeps) {
         const body = r.body ? parse(r.body, req.body ?? {}, 'body') : undefined;
         const result = await r.handler({ principal, params, query, body, req });
         if (r.status === 204) res.status(204).end();
-        else res.status(r.status ?? 200).json(result);
+        else if (result instanceof RawResponse) {
+          res.status(r.status ?? 200).type(result.contentType);
+          if (typeof result.body === 'string' || Buffer.isBuffer(result.body)) res.send(result.body);
+          else result.body.pipe(res);
+        } else res.status(r.status ?? 200).json(result);
       } catch (err) {
         next(err);
       }

@@ -50,7 +50,7 @@ export const createAccountBody = z
 export const createStackBody = z
   .object({
     name: handle,
-    max_session_duration_s: z.number().int().min(60, 'at least 60 s').optional(),
+    max_session_duration_s: z.number().int().min(1, 'at least 1 s').optional(),
     dedicated: z.boolean().optional(),
   })
   .strict();

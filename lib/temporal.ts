@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
-import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
+import type { Logger } from './log.js';
 import type { Config } from './config.js';
 
 type TemporalConfig = Config['temporal'];
@@ -33,3 +34,25 @@ export async function connectWorker(t: TemporalConfig): Promise<NativeConnection
   const options: NativeConnectionOptions = { address: temporalAddress(t), ...securityOptions(t) };
   return NativeConnection.connect(options);
 }
+
+/**
+ * Sends the Temporal SDK's own log lines through our logger, at our level. The SDK allows one Runtime
+ * per process, so a second call (a test starting a second runtime) keeps the first.
+ */
+export function routeTemporalLogs(log: Logger) {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const level = (log.level === 'silent' ? 'ERROR' : log.level.toUpperCase()) as LogLevel;
+  const sdkLevel: LogLevel = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR'].includes(level) ? level : 'WARN';
+  try {
+    Runtime.install({
+      logger: new DefaultLogger(sdkLevel === 'INFO' ? 'WARN' : sdkLevel, (entry) => {
+        const fn = entry.level === 'ERROR' ? log.error.bind(log) : entry.level === 'WARN' ? log.warn.bind(log) : log.debug.bind(log);
+        fn({ sdk: entry.meta }, entry.message);
+      }),
+    });
+  } catch {
+    // Already installed by someone else in this process: keep theirs.
+  }
+}
+let runtimeInstalled = false;

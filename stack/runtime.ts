@@ -9,7 +9,7 @@ import { openDocker } from '../lib/docker.js';
 import { instanceId as loadInstanceId } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { connectClient, connectWorker } from '../lib/temporal.js';
+import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { HostAgent } from '../worker/host-agent.js';
@@ -71,6 +71,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const workers: Worker[] = [];
     let connection: NativeConnection | undefined;
     if (parts.worker || parts.hostStacks?.length) {
+      routeTemporalLogs(log);
       connection = await connectWorker(config.temporal);
       const conn = connection;
       cleanups.push(() => conn.close());

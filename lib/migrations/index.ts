@@ -1,0 +1,13 @@
+import type { Migration } from 'kysely';
+import type { DbEngine } from '../db.js';
+import { coreMigrations } from './0001_core.js';
+
+/**
+ * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
+ * file here; add one import and one spread per file.
+ */
+export function allMigrations(engine: DbEngine): Record<string, Migration> {
+  return {
+    ...coreMigrations(engine),
+  };
+}

@@ -1,0 +1,44 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { TestProject } from 'vitest/node';
+import { toolPath } from '../lib/config.js';
+import { workflowsPath } from '../worker/workers.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    workflowBundlePath: string;
+  }
+}
+
+/**
+ * One real Temporal dev server (the `temporal` CLI from the project's venv) for the whole run; every
+ * test file gets a namespace of its own on it. The workflow bundle is built once and shared.
+ */
+export default async function setup(project: TestProject) {
+  const env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: toolPath('temporal') },
+      searchAttributes: SEARCH_ATTRIBUTE_KEYS,
+      // Suggest continue-as-new early so that every session test also exercises it.
+      extraArgs: ['--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
+    },
+  });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-test-'));
+  const bundle = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+  const bundlePath = path.join(dir, 'workflow-bundle.js');
+  await writeFile(bundlePath, bundle.code);
+  project.provide('temporalAddress', env.connection.options.address);
+  project.provide('workflowBundlePath', bundlePath);
+  return async () => {
+    await env.teardown();
+    await rm(dir, { recursive: true, force: true });
+  };
+}
+
+const noop = () => undefined;
+const quietLogger = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: console.error };

@@ -1,0 +1,233 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import Docker from 'dockerode';
+import Long from 'long';
+import { sql } from 'kysely';
+import { inject } from 'vitest';
+import { loadConfig, type Config } from '../lib/config.js';
+import { createLogger } from '../lib/log.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
+import { DEMO_IMAGE } from '../stack/seed.js';
+import type { Db, DbEngine } from '../lib/db.js';
+
+export const docker = new Docker();
+export { DEMO_IMAGE };
+
+/** A fresh namespace on the run's dev server, with essh's search attributes registered in it. */
+export async function createNamespace(address: string): Promise<string> {
+  const namespace = `essh-test-${randomBytes(4).toString('hex')}`;
+  const conn = await Connection.connect({ address });
+  try {
+    await conn.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86_400) } });
+    const types = temporal.api.enums.v1.IndexedValueType;
+    const searchAttributes = Object.fromEntries(
+      SEARCH_ATTRIBUTE_KEYS.map((k) => [k.name, k.type === 'INT' ? types.INDEXED_VALUE_TYPE_INT : types.INDEXED_VALUE_TYPE_KEYWORD]),
+    );
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await conn.operatorService.addSearchAttributes({ namespace, searchAttributes });
+        break;
+      } catch (err) {
+        if (attempt > 40) throw err;
+        await sleep(250); // the namespace takes a moment to become visible
+      }
+    }
+  } finally {
+    await conn.close();
+  }
+  return namespace;
+}
+
+export interface TestStack {
+  runtime: Runtime;
+  config: Config;
+  api: ApiClient;
+  /** The operator's token. */
+  adminToken: string;
+  url: string;
+  namespace: string;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+export function workflowBundle() {
+  return { code: readFileSync(inject('workflowBundlePath'), 'utf8'), sourceMap: '' };
+}
+
+/**
+ * A real essh runtime for one test file: its own data dir and database, its own Temporal namespace
+ * on the run's dev server, the local Docker engine. Short timeouts unless the test says otherwise.
+ */
+export async function startTestStack(
+  opts: { env?: Record<string, string>; parts?: RuntimeParts; namespace?: string; hostStacks?: string[] } = {},
+): Promise<TestStack> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-stack-'));
+  const namespace = opts.namespace ?? (await createNamespace(inject('temporalAddress')));
+  const config = loadConfig({
+    ...process.env,
+    ESSH_DATA_DIR: dataDir,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_NAMESPACE: namespace,
+    ESSH_API_PORT: '0',
+    ESSH_SSH_PORT: '0',
+    ESSH_HEARTBEAT_TIMEOUT_S: '4',
+    ESSH_CONNECT_TIMEOUT_S: '120',
+    ESSH_STOP_GRACE_S: '2',
+    ESSH_RECONCILE_INTERVAL_S: '2',
+    ESSH_LOG_LEVEL: 'warn',
+    ...opts.env,
+  });
+  const runtime = await startRuntime(
+    config,
+    opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], workflowBundle: workflowBundle() },
+    createLogger(config.logLevel),
+  );
+  await startOperationIdsAt(runtime.db, runtime.engine, uniqueIdBase());
+  const admin = await seedOperator(runtime);
+  const url = runtime.apiUrl ?? '';
+  return {
+    runtime,
+    config,
+    api: new ApiClient(url),
+    adminToken: admin,
+    url,
+    namespace,
+    dataDir,
+    async stop() {
+      await runtime.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Container names are `essh-<operation id>` on one shared engine, so each test database starts its ids
+ * at a random high base: concurrent runs (and leftovers of earlier ones) never collide.
+ */
+export function uniqueIdBase(): number {
+  return 1_000_000 + Math.floor(Math.random() * 1_000_000_000);
+}
+
+export async function startOperationIdsAt(db: Db, engine: DbEngine, base: number) {
+  if (engine === 'postgres') {
+    await sql`select setval(pg_get_serial_sequence('operations', 'id'), ${base})`.execute(db);
+  } else {
+    await sql`insert or replace into sqlite_sequence (name, seq) values ('operations', ${base})`.execute(db);
+  }
+}
+
+async function seedOperator(runtime: Runtime): Promise<string> {
+  const now = new Date().toISOString();
+  const user = await runtime.db
+    .insertInto('users')
+    .values({ name: 'Test Operator', email: `operator-${randomBytes(3).toString('hex')}@example.com`, role: 'operator', created_at: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const { token } = await runtime.admin.issueToken(Number(user.id), 'test');
+  await runtime.db
+    .insertInto('stacks')
+    .values({ name: 'local', max_session_duration_s: 604_800, dedicated: 0, created_at: now })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .execute();
+  return token;
+}
+
+export interface ApiResponse<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+export class ApiClient {
+  constructor(readonly baseUrl: string) {}
+  async request<T = any>(method: string, p: string, token?: string, body?: unknown): Promise<ApiResponse<T>> {
+    const res = await fetch(this.baseUrl + p, {
+      method,
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: any = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return { status: res.status, body: parsed, headers: res.headers };
+  }
+  get<T = any>(p: string, token?: string) {
+    return this.request<T>('GET', p, token);
+  }
+  post<T = any>(p: string, token?: string, body?: unknown) {
+    return this.request<T>('POST', p, token, body);
+  }
+  delete<T = any>(p: string, token?: string) {
+    return this.request<T>('DELETE', p, token);
+  }
+}
+
+/** An account with one app on `stack` and a member user; returns the member's token. */
+export async function createTenant(
+  stack: TestStack,
+  opts: { account?: string; plan?: string; max?: number; app?: string; image?: string; stackName?: string; env?: Record<string, string> } = {},
+) {
+  const suffix = randomBytes(3).toString('hex');
+  const account = opts.account ?? `acct-${suffix}`;
+  const app = opts.app ?? `app-${suffix}`;
+  const admin = stack.adminToken;
+  const a = await stack.api.post('/accounts', admin, { handle: account, plan: opts.plan ?? 'scale', ...(opts.max !== undefined ? { max_concurrent_sessions: opts.max } : {}) });
+  if (a.status !== 201) throw new Error(`creating account: ${a.status} ${JSON.stringify(a.body)}`);
+  const ap = await stack.api.post('/apps', admin, {
+    handle: app, account, stack: opts.stackName ?? 'local', image: opts.image ?? DEMO_IMAGE,
+    env: opts.env ?? { APP_ENV: 'test', DATABASE_URL: 'postgres://app@db/app' }, working_dir: '/app',
+  });
+  if (ap.status !== 201) throw new Error(`creating app: ${ap.status} ${JSON.stringify(ap.body)}`);
+  const u = await stack.api.post('/users', admin, { name: `Member ${suffix}`, email: `member-${suffix}@example.com`, role: 'member', accounts: [account] });
+  if (u.status !== 201) throw new Error(`creating user: ${u.status} ${JSON.stringify(u.body)}`);
+  return { account, app, token: u.body.token as string, user: u.body as { id: number; email: string; name: string } };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until `check` returns a value other than undefined/false, or fails with the last value seen. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${String((last as Error)?.message ?? JSON.stringify(last))}`);
+    await sleep(everyMs);
+  }
+}
+
+export async function waitForState(stack: TestStack, token: string, id: number, state: string, timeoutMs = 30_000) {
+  return waitFor(`session ${id} to be ${state}`, async () => {
+    const r = await stack.api.get(`/sessions/${id}`, token);
+    return r.body?.state === state ? r.body : undefined;
+  }, timeoutMs);
+}
+
+export async function containerExists(nameOrId: string): Promise<boolean> {
+  try {
+    await docker.getContainer(nameOrId).inspect();
+    return true;
+  } catch (err) {
+    if ((err as any)?.statusCode === 404) return false;
+    throw err;
+  }
+}
