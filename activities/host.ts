@@ -7,8 +7,8 @@ import { containerName, type ContainerSpecRequest } from '../workflows/definitio
 const MB = 1024 * 1024;
 
 /** Activities that touch a stack's Docker engine; they run on that stack's host task queue. */
-export function createHostActivities(deps: { docker: Docker; db: Db }) {
-  const { docker, db } = deps;
+export function createHostActivities(deps: { docker: Docker; db: Db; hostId: string }) {
+  const { docker, db, hostId } = deps;
 
   const provisionError = (message: string) =>
     ApplicationFailure.create({ type: 'ProvisionError', message, nonRetryable: true });
@@ -62,6 +62,7 @@ export function createHostActivities(deps: { docker: Docker; db: Db }) {
               [LABELS.account]: spec.account,
               [LABELS.stack]: spec.stack,
               [LABELS.instance]: spec.instanceId,
+              [LABELS.host]: hostId,
             },
             HostConfig: {
               Memory: spec.containerSizeMb * MB,

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -28,6 +29,8 @@ const envSchema = z.object({
   ESSH_ADMIN_TOKEN: z.string().min(16, 'ESSH_ADMIN_TOKEN must be at least 16 characters').optional(),
   /** Stacks whose containers this process's Docker engine serves (comma separated). */
   ESSH_HOST_STACKS: z.string().default('local'),
+  /** This host worker's identity, written on the containers it creates (default: the hostname). */
+  ESSH_HOST_ID: z.string().min(1).optional(),
   ESSH_HEARTBEAT_TIMEOUT_S: seconds.default(30),
   ESSH_CONNECT_TIMEOUT_S: seconds.default(300),
   ESSH_STOP_GRACE_S: z.coerce.number().int().min(0).default(10),
@@ -54,6 +57,7 @@ export interface Config {
   };
   adminToken?: string;
   hostStacks: string[];
+  hostId: string;
   session: {
     heartbeatTimeoutS: number;
     connectTimeoutS: number;
@@ -93,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     adminToken: e.ESSH_ADMIN_TOKEN,
     hostStacks: e.ESSH_HOST_STACKS.split(',').map((s) => s.trim()).filter(Boolean),
+    hostId: e.ESSH_HOST_ID ?? os.hostname(),
     session: {
       heartbeatTimeoutS: e.ESSH_HEARTBEAT_TIMEOUT_S,
       connectTimeoutS: e.ESSH_CONNECT_TIMEOUT_S,

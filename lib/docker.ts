@@ -22,4 +22,6 @@ export const LABELS = {
   account: 'essh.account',
   stack: 'essh.stack',
   instance: 'essh.instance',
+  /** Which host worker created the container (ESSH_HOST_ID): shows which machine serves a stack. */
+  host: 'essh.host',
 } as const;

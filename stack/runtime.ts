@@ -85,7 +85,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.hostStacks?.length && connection) {
       const docker = openDocker();
       for (const stack of parts.hostStacks) {
-        workers.push(await createHostWorker({ connection, namespace: config.temporal.namespace, stack, docker, db }));
+        workers.push(await createHostWorker({ connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId }));
       }
       // One agent per engine, whatever the number of stacks it serves.
       const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });

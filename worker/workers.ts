@@ -35,11 +35,12 @@ export function createHostWorker(opts: {
   stack: string;
   docker: Docker;
   db: Db;
+  hostId: string;
 }) {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: hostTaskQueue(opts.stack),
-    activities: createHostActivities({ docker: opts.docker, db: opts.db }),
+    activities: createHostActivities({ docker: opts.docker, db: opts.db, hostId: opts.hostId }),
   });
 }
