@@ -1,6 +1,9 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  TimeoutFailure,
+  TimeoutType,
   allHandlersFinished,
   condition,
   continueAsNew,
@@ -52,6 +55,8 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     taskQueue: hostTaskQueue(input.stack),
     // Provisioning is retried a few times for engine hiccups; a bad image fails for good at once.
     startToCloseTimeout: '2 minutes',
+    // No worker serving the stack's host queue: fail rather than wait in `provisioning` forever.
+    scheduleToStartTimeout: '5 minutes',
     retry: { initialInterval: '1 second', maximumAttempts: 5, nonRetryableErrorTypes: ['ProvisionError'] },
   });
   const teardown = proxyActivities<HostActivities>({
@@ -187,7 +192,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
         await publish('waiting_for_client');
       } catch (err) {
         if (isCancellation(err)) throw err;
-        end({ reason: 'provision_failed', message: failureMessage(err), by: null, exitCode: null });
+        end({ reason: 'provision_failed', message: failureMessage(err, input.stack), by: null, exitCode: null });
       }
     }
 
@@ -240,7 +245,10 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   return { end_reason: e.reason, exit_code: e.exitCode, end_message: e.message, ended_by: e.by, runs: s.runs };
 }
 
-function failureMessage(err: unknown): string {
+function failureMessage(err: unknown, stack?: string): string {
+  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START) {
+    return `no host worker picked up the container for stack ${stack} (task queue ${hostTaskQueue(stack ?? '')}); start one with ESSH_HOST_STACKS=${stack}`;
+  }
   let cur: any = err;
   // Activity failures wrap the activity's own error as their cause; its message is the useful one.
   while (cur?.cause) cur = cur.cause;
