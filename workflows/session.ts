@@ -3,7 +3,6 @@ import {
   ApplicationFailure,
   CancellationScope,
   TimeoutFailure,
-  TimeoutType,
   allHandlersFinished,
   condition,
   continueAsNew,
@@ -246,7 +245,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
 }
 
 function failureMessage(err: unknown, stack?: string): string {
-  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === TimeoutType.SCHEDULE_TO_START) {
+  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START') {
     return `no host worker picked up the container for stack ${stack} (task queue ${hostTaskQueue(stack ?? '')}); start one with ESSH_HOST_STACKS=${stack}`;
   }
   let cur: any = err;
