@@ -47,6 +47,8 @@ export function routeTemporalLogs(log: Logger) {
   try {
     Runtime.install({
       logger: new DefaultLogger(sdkLevel === 'INFO' ? 'WARN' : sdkLevel, (entry) => {
+        // Host workers run activities only, by design: that warning is expected, not a problem.
+        if (entry.message.startsWith('No workflows registered')) return;
         const fn = entry.level === 'ERROR' ? log.error.bind(log) : entry.level === 'WARN' ? log.warn.bind(log) : log.debug.bind(log);
         fn({ sdk: entry.meta }, entry.message);
       }),
