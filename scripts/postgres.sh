@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Starts Debian's PostgreSQL cluster (installing it if missing) and makes an `essh` role that may
+# create databases: the tests make one database per test file. `--url` prints the server URL only.
+set -euo pipefail
+URL="postgres://essh:essh@127.0.0.1:5432"
+if [ "${1:-}" = "--url" ]; then echo "$URL"; exit 0; fi
+if ! command -v pg_lsclusters >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+cluster=$(pg_lsclusters -h | awk 'NR==1 {print $1" "$2}')
+if [ -z "$cluster" ]; then
+  pg_createcluster 15 main >/dev/null
+  cluster="15 main"
+fi
+# shellcheck disable=SC2086
+pg_ctlcluster $cluster start 2>/dev/null || true
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 0.5; done
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='essh'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"CREATE ROLE essh LOGIN PASSWORD 'essh' CREATEDB\""
