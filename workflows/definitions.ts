@@ -58,12 +58,14 @@ export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>
 export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
 
-/** What the workflow knows of its session; the API merges it with the database row. */
-export interface SessionSnapshot {
+/** A session as the API shows it (CONTRACT §3). */
+export interface Session {
+  id: number;
   operation_id: number;
   workflow_id: string;
   app: string;
   account: string;
+  stack: string;
   user: { id: number; name: string; email: string };
   state: SessionState;
   end_reason: EndReason | null;
@@ -76,7 +78,11 @@ export interface SessionSnapshot {
   created_at: string;
   connected_at: string | null;
   ended_at: string | null;
-  expires_at: string;
+  expires_at: string | null;
+}
+
+/** The `describe` query: the Session as the workflow knows it, with its attached connections. */
+export interface SessionSnapshot extends Session {
   connections: string[];
 }
 export const describeQuery = defineQuery<SessionSnapshot>('describe');

@@ -109,10 +109,12 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     }
   });
   setHandler(describeQuery, (): SessionSnapshot => ({
+    id: input.operationId,
     operation_id: input.operationId,
     workflow_id: workflowInfo().workflowId,
     app: input.app.handle,
     account: input.account.handle,
+    stack: input.stack,
     user: input.user,
     state: s.state,
     end_reason: ending?.reason ?? null,
