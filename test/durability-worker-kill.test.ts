@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeQuery, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { containerExists, createTenant, docker, sleep, startTestStack, waitForState, type TestStack } from './harness.js';
+import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+
+// The heartbeat timeout outlasts the worker's absence (kill + restart), and the test heartbeats for
+// longer than it after the restart: the session can then only still be active if the new worker
+// processes the heartbeats.
+const HEARTBEAT_TIMEOUT_S = 20;
+
+let stack: TestStack;
+const workers: WorkerProcess[] = [];
+
+beforeAll(async () => {
+  // This process only serves the API; workflows and container activities run in the child worker.
+  stack = await startTestStack({ parts: { api: true }, env: { ESSH_HEARTBEAT_TIMEOUT_S: String(HEARTBEAT_TIMEOUT_S) } });
+});
+afterAll(async () => {
+  for (const w of workers) await w.stop();
+  await stack?.stop();
+});
+
+const workerEnv = (id: string) => ({ ESSH_WORKER_ROLES: 'main,host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: id });
+
+it('a worker killed mid-session and started again: the session goes on, then ends and cleans up', async () => {
+  const first = await startWorkerProcess(stack, workerEnv('worker-1'));
+  workers.push(first);
+  const t = await createTenant(stack);
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  const id = r.body.id as number;
+  const handle = stack.runtime.client.workflow.getHandle(sessionWorkflowId(id));
+
+  await waitForState(stack, t.token, id, 'waiting_for_client', 60_000);
+  await handle.signal(heartbeatSignal, { connection_id: 'ssh-1' });
+  const active = await waitForState(stack, t.token, id, 'active');
+  const containerId = active.container_id as string;
+  expect(containerId).toBeTruthy();
+
+  let accepted = 0;
+  let rejected = 0;
+  const beat = () => handle.signal(heartbeatSignal, { connection_id: 'ssh-1' }).then(() => accepted++, () => rejected++);
+  const beating = setInterval(() => void beat(), 1000);
+  try {
+    await first.kill('SIGKILL');
+    const killedAt = Date.now();
+    const acceptedBeforeRestart = accepted;
+    await sleep(3000);
+    // Temporal holds the signals while no worker runs; the container is untouched.
+    expect(accepted).toBeGreaterThan(acceptedBeforeRestart);
+    expect((await docker.getContainer(containerId).inspect()).State.Running).toBe(true);
+
+    const second = await startWorkerProcess(stack, workerEnv('worker-2'));
+    workers.push(second);
+    const downMs = Date.now() - killedAt;
+    expect(downMs, 'the worker must come back within the heartbeat timeout for this test to mean anything').toBeLessThan(
+      HEARTBEAT_TIMEOUT_S * 1000,
+    );
+
+    const d = await handle.query(describeQuery);
+    expect(d).toMatchObject({ state: 'active', container_id: containerId, connected_at: active.connected_at, connections: ['ssh-1'] });
+
+    // Longer than the heartbeat timeout since the restart: only the new worker's handling of the
+    // heartbeats keeps the session alive.
+    await sleep((HEARTBEAT_TIMEOUT_S + 3) * 1000);
+    expect((await stack.api.get(`/sessions/${id}`, t.token)).body.state).toBe('active');
+    expect((await handle.query(describeQuery)).state).toBe('active');
+    expect(rejected).toBe(0);
+  } finally {
+    clearInterval(beating);
+  }
+
+  const term = await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'after the restart' });
+  expect(term.status).toBe(202);
+  const ended = await waitForState(stack, t.token, id, 'ended', 30_000);
+  expect(ended).toMatchObject({ end_reason: 'terminated', end_message: 'after the restart', container_id: containerId });
+  expect(await containerExists(containerId)).toBe(false);
+  expect((await handle.result()).end_reason).toBe('terminated');
+}, 180_000);
