@@ -16,6 +16,7 @@ export const params = {
   account: z.object({ account: handle }),
   name: z.object({ name: handle }),
   userToken: z.object({ id, tokenId: id }),
+  userSshKey: z.object({ id, keyId: id }),
 };
 
 export const createSessionBody = z
@@ -26,6 +27,11 @@ export const createSessionBody = z
       .max(256)
       .optional(),
     container_size_mb: z.number().int().min(128, 'at least 128 MB').max(65536, 'at most 65536 MB').optional(),
+    tty: z.boolean().optional().describe('false: no TTY, separate stdout and stderr (default true)'),
+    start_on_connect: z
+      .boolean()
+      .optional()
+      .describe('start the container only when the first client attaches, so no output is missed (default false)'),
   })
   .strict();
 

@@ -25,6 +25,8 @@ const envSchema = z.object({
   TEMPORAL_TLS_CA: z.string().optional(),
   TEMPORAL_API_KEY: z.string().optional(),
   TEMPORAL_UI_PORT: port.default(8233),
+  /** Port of the embedded dev server (only when TEMPORAL_ADDRESS is not set). */
+  ESSH_TEMPORAL_DEV_PORT: port.default(7233),
   ESSH_TEMPORAL_BIN: z.string().optional(),
   ESSH_ADMIN_TOKEN: z.string().min(16, 'ESSH_ADMIN_TOKEN must be at least 16 characters').optional(),
   /** Stacks whose containers this process's Docker engine serves (comma separated). */
@@ -37,6 +39,10 @@ const envSchema = z.object({
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
+  /** How old an open Operation row with no workflow must be before the reconciler closes it. */
+  ESSH_OPERATION_SETTLE_S: seconds.default(30),
+  /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
+  ESSH_SESSION_CREATE_RATE: z.coerce.number().int().min(0).default(60),
   ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -53,6 +59,7 @@ export interface Config {
     tls?: { cert?: string; key?: string; ca?: string };
     apiKey?: string;
     uiPort: number;
+    devPort: number;
     binary: string;
   };
   adminToken?: string;
@@ -64,8 +71,10 @@ export interface Config {
     stopGraceS: number;
     pidsLimit: number;
     tokenTtlS: number;
+    createRatePerMinute: number;
   };
   reconcileIntervalS: number;
+  operationSettleS: number;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
 
@@ -93,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tls: tlsGiven ? { cert: e.TEMPORAL_TLS_CERT, key: e.TEMPORAL_TLS_KEY, ca: e.TEMPORAL_TLS_CA } : undefined,
       apiKey: e.TEMPORAL_API_KEY,
       uiPort: e.TEMPORAL_UI_PORT,
+      devPort: e.ESSH_TEMPORAL_DEV_PORT,
       binary: e.ESSH_TEMPORAL_BIN ?? toolPath('temporal'),
     },
     adminToken: e.ESSH_ADMIN_TOKEN,
@@ -104,8 +114,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stopGraceS: e.ESSH_STOP_GRACE_S,
       pidsLimit: e.ESSH_PIDS_LIMIT,
       tokenTtlS: e.ESSH_SESSION_TOKEN_TTL_S,
+      createRatePerMinute: e.ESSH_SESSION_CREATE_RATE,
     },
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
+    operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     logLevel: e.ESSH_LOG_LEVEL,
   };
 }

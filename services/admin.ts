@@ -182,14 +182,21 @@ export class AdminService {
       throw err;
     }
   }
-  /** Whether the caller may see (and so manage) this user: itself, its accounts' admins, operators. */
+  /**
+   * Whether the caller may manage this user (its tokens and keys): itself, operators, and an account
+   * admin who administers every account the user belongs to. The last part keeps an admin of one
+   * account from taking over a user (by issuing it a token) who also works on another account, or an
+   * operator. A user who shares no account with the caller does not exist for it (404).
+   */
   private async requireUserManager(p: Principal, userId: number) {
     if (p.id === userId || access.isOperator(p)) return;
-    const target = await this.db.selectFrom('user_accounts').select('account_id').where('user_id', '=', userId).execute();
-    const shared = target.map((t) => Number(t.account_id)).filter((a) => p.accountIds.includes(a));
-    if (shared.length === 0) throw notFound(`User ${userId}`);
-    if (!shared.some((a) => access.canAdminAccount(p, a))) {
-      throw new ApiError(403, 'forbidden', 'Only the user, an admin of its account or an operator may do this.');
+    const target = await this.db.selectFrom('users as u').leftJoin('user_accounts as ua', 'ua.user_id', 'u.id')
+      .select(['u.role', 'ua.account_id']).where('u.id', '=', userId).execute();
+    const accounts = target.filter((t) => t.account_id !== null).map((t) => Number(t.account_id));
+    if (!accounts.some((a) => p.accountIds.includes(a))) throw notFound(`User ${userId}`);
+    const isOperator = target.some((t) => t.role === 'operator');
+    if (isOperator || !accounts.every((a) => access.canAdminAccount(p, a))) {
+      throw new ApiError(403, 'forbidden', 'Only the user itself, an admin of all its accounts or an operator may do this.');
     }
   }
   async getUser(p: Principal, id: number) {
@@ -245,6 +252,11 @@ export class AdminService {
       if (isUniqueViolation(err)) throw conflict(`This key (${parsed.fingerprint}) is already registered.`);
       throw err;
     }
+  }
+  async deleteSshKey(p: Principal, userId: number, keyId: number) {
+    await this.getUser(p, userId);
+    const res = await this.db.deleteFrom('ssh_keys').where('id', '=', keyId).where('user_id', '=', userId).executeTakeFirst();
+    if (Number(res.numDeletedRows) === 0) throw notFound(`SSH key ${keyId}`);
   }
   async listSshKeys(p: Principal, userId: number) {
     await this.getUser(p, userId);

@@ -12,6 +12,8 @@ export interface Principal {
   email: string;
   role: Role;
   accountIds: number[];
+  /** The API token the request came with; absent for SSH public-key logins. Rate limits key on it. */
+  tokenId?: number;
 }
 
 export async function principalForUser(db: Db, userId: number): Promise<Principal | undefined> {
@@ -43,7 +45,7 @@ export async function authenticate(db: Db, token: string | undefined): Promise<P
     throw new ApiError(401, 'unauthorized', 'This API token is not valid (unknown or revoked); ask an admin for a new one.');
   }
   await db.updateTable('api_tokens').set({ last_used_at: nowIso() }).where('id', '=', row.id).execute();
-  return principal;
+  return { ...principal, tokenId: Number(row.id) };
 }
 
 /** Access rules, in one place: a resource the caller may not see is a 404 (no existence leak). */

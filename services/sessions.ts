@@ -12,11 +12,13 @@ import {
   terminateSignal,
   type EndReason,
   type SessionState,
+  type Session,
   type SessionWorkflowInput,
 } from '../workflows/definitions.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, notFound } from './errors.js';
+import { SessionCreateRateLimiter } from './rate-limit.js';
 
 export interface SessionTimeouts {
   heartbeatTimeoutS: number;
@@ -26,27 +28,8 @@ export interface SessionTimeouts {
   tokenTtlS: number;
 }
 
-export interface SessionView {
-  id: number;
-  operation_id: number;
-  workflow_id: string;
-  app: string;
-  account: string;
-  stack: string;
-  user: { id: number; name: string; email: string };
-  state: SessionState;
-  end_reason: EndReason | null;
-  end_message: string | null;
-  ended_by: string | null;
-  exit_code: number | null;
-  command: string[] | null;
-  container_size_mb: number;
-  container_id: string | null;
-  created_at: string;
-  connected_at: string | null;
-  ended_at: string | null;
-  expires_at: string | null;
-}
+/** The contract's Session (CONTRACT §3); the `describe` query answers the same shape. */
+export type SessionView = Session;
 
 export interface OperationView {
   id: number;
@@ -77,6 +60,8 @@ export const DEFAULT_CONTAINER_SIZE_MB = 1024;
 
 /** Everything the API, the portal and the CLI do with sessions goes through here. */
 export class SessionsService {
+  private readonly createRate: SessionCreateRateLimiter;
+
   constructor(
     private readonly deps: {
       db: Db;
@@ -85,8 +70,12 @@ export class SessionsService {
       instanceId: string;
       timeouts: SessionTimeouts;
       ssh: { publicHost: string; port: number };
+      /** Session creations per token (or SSH user) per minute; 0 or absent: no limit. */
+      createRatePerMinute?: number;
     },
-  ) {}
+  ) {
+    this.createRate = new SessionCreateRateLimiter(deps.createRatePerMinute ?? 0);
+  }
 
   private rows() {
     return this.deps.db
@@ -101,7 +90,14 @@ export class SessionsService {
   async create(
     principal: Principal,
     appHandle: string,
-    body: { command?: string[]; container_size_mb?: number },
+    body: {
+      command?: string[];
+      container_size_mb?: number;
+      /** false: no TTY, separate stdout/stderr (an SSH exec without a PTY). */
+      tty?: boolean;
+      /** The container starts when the first client attaches, so a short command's output is not missed. */
+      start_on_connect?: boolean;
+    },
   ): Promise<SessionView & { connect: ConnectInfo }> {
     const { db, engine, timeouts } = this.deps;
     const app = await db
@@ -115,6 +111,7 @@ export class SessionsService {
       .where('a.handle', '=', appHandle)
       .executeTakeFirst();
     if (!app || !access.canSeeAccount(principal, Number(app.account_id))) throw notFound(`App "${appHandle}"`);
+    await this.createRate.take(principal);
 
     const accountId = Number(app.account_id);
     const limit = app.max_concurrent_sessions ?? planLimit(app.plan);
@@ -125,12 +122,16 @@ export class SessionsService {
     const expiresAt = new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString();
     const tokenExpiresAt = new Date(created.getTime() + timeouts.tokenTtlS * 1000).toISOString();
 
-    // The count and the insert are one transaction, serialised per account (a row lock on PostgreSQL;
-    // SQLite has a single writer), so concurrent requests can never exceed the limit. A slot frees
-    // the moment the workflow records the session as ended.
+    // The count and the insert are one transaction, serialised per account, so concurrent requests
+    // can never exceed the limit. A slot frees the moment the workflow records the session as ended.
     const operationId = await db.transaction().execute(async (trx) => {
       if (engine === 'postgres') {
+        // The account's row lock: creates on other accounts go on in parallel.
         await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
+      } else {
+        // SQLite has one writer, but a plain BEGIN only takes the write lock at the first write: a
+        // no-op write first makes the count and the insert atomic across processes too.
+        await trx.updateTable('accounts').set({ id: sql`id` }).where('id', '=', accountId).execute();
       }
       const active = await trx
         .selectFrom('operations')
@@ -196,6 +197,8 @@ export class SessionsService {
       connectTimeoutS: timeouts.connectTimeoutS,
       stopGraceS: timeouts.stopGraceS,
       pidsLimit: timeouts.pidsLimit,
+      ...(body.tty === false ? { tty: false } : {}),
+      ...(body.start_on_connect ? { startOnAttach: true } : {}),
     };
     try {
       await this.deps.client.workflow.start<typeof sessionWorkflow>('sessionWorkflow', {

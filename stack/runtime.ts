@@ -64,6 +64,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       db, engine, client, instanceId,
       timeouts: { ...config.session },
       ssh: { publicHost: config.ssh.publicHost, port: config.ssh.port },
+      createRatePerMinute: config.session.createRatePerMinute,
     });
     const admin = new AdminService(db);
     const runtime: Runtime = { config, db, engine, instanceId, client, sessions, admin, log, stop };
@@ -78,7 +79,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
     if (parts.worker && connection) {
       workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
-      const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, log });
+      const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
     }

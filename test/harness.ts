@@ -14,7 +14,8 @@ import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
-import type { Db, DbEngine } from '../lib/db.js';
+import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
+import pg from 'pg';
 
 export const docker = new Docker();
 export { DEMO_IMAGE };
@@ -53,6 +54,7 @@ export interface TestStack {
   url: string;
   namespace: string;
   dataDir: string;
+  databaseUrl: string;
   stop(): Promise<void>;
 }
 
@@ -65,13 +67,19 @@ export function workflowBundle() {
  * on the run's dev server, the local Docker engine. Short timeouts unless the test says otherwise.
  */
 export async function startTestStack(
-  opts: { env?: Record<string, string>; parts?: RuntimeParts; namespace?: string; hostStacks?: string[] } = {},
+  opts: {
+    env?: Record<string, string>; parts?: RuntimeParts; namespace?: string; hostStacks?: string[];
+    /** Start on the data dir and database of an earlier stack whose runtime was stopped (a restart). */
+    reuse?: Pick<TestStack, 'dataDir' | 'databaseUrl'>;
+  } = {},
 ): Promise<TestStack> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-stack-'));
+  const dataDir = opts.reuse?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'essh-stack-')));
+  const testDb = opts.reuse ? { url: opts.reuse.databaseUrl, drop: async () => {} } : await createTestDatabase(dataDir);
   const namespace = opts.namespace ?? (await createNamespace(inject('temporalAddress')));
   const config = loadConfig({
     ...process.env,
     ESSH_DATA_DIR: dataDir,
+    DATABASE_URL: testDb.url,
     TEMPORAL_ADDRESS: inject('temporalAddress'),
     TEMPORAL_NAMESPACE: namespace,
     ESSH_API_PORT: '0',
@@ -81,6 +89,8 @@ export async function startTestStack(
     ESSH_STOP_GRACE_S: '2',
     ESSH_RECONCILE_INTERVAL_S: '2',
     ESSH_LOG_LEVEL: 'warn',
+    // Tests create sessions in bursts; the rate limit has its own test.
+    ESSH_SESSION_CREATE_RATE: '0',
     ...opts.env,
   });
   const runtime = await startRuntime(
@@ -88,7 +98,8 @@ export async function startTestStack(
     opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], workflowBundle: workflowBundle() },
     createLogger(config.logLevel),
   );
-  await startOperationIdsAt(runtime.db, runtime.engine, uniqueIdBase());
+  // A restarted stack keeps its ids: moving the sequence back could reuse one.
+  if (!opts.reuse) await startOperationIdsAt(runtime.db, runtime.engine, uniqueIdBase());
   const admin = await seedOperator(runtime);
   const url = runtime.apiUrl ?? '';
   return {
@@ -99,11 +110,37 @@ export async function startTestStack(
     url,
     namespace,
     dataDir,
+    databaseUrl: testDb.url,
     async stop() {
       await runtime.stop();
+      await testDb.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The test file's own database: a fresh PostgreSQL database on the server named by
+ * ESSH_TEST_DATABASE_URL (or a postgres:// DATABASE_URL), dropped by `drop()`; else a SQLite file in
+ * the data dir.
+ */
+async function createTestDatabase(dataDir: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const server = process.env.ESSH_TEST_DATABASE_URL || (isPostgresUrl(process.env.DATABASE_URL ?? '') ? process.env.DATABASE_URL : undefined);
+  if (!server) return { url: path.join(dataDir, 'essh.sqlite'), drop: async () => {} };
+  const name = `essh_test_${randomBytes(6).toString('hex')}`;
+  const admin = async (statement: string) => {
+    const client = new pg.Client({ connectionString: server });
+    await client.connect();
+    try {
+      await client.query(statement);
+    } finally {
+      await client.end();
+    }
+  };
+  await admin(`create database ${name}`);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => admin(`drop database if exists ${name} with (force)`) };
 }
 
 /**

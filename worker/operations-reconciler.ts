@@ -13,7 +13,7 @@ export class OperationsReconciler {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
 
-  constructor(private readonly deps: { db: Db; client: Client; intervalS: number; log: Logger }) {}
+  constructor(private readonly deps: { db: Db; client: Client; intervalS: number; settleS?: number; log: Logger }) {}
 
   start() {
     this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
@@ -35,7 +35,7 @@ export class OperationsReconciler {
   private async pass() {
     const { db, client, log } = this.deps;
     // Rows younger than this may belong to a workflow that is still being started.
-    const settled = new Date(Date.now() - 30_000).toISOString();
+    const settled = new Date(Date.now() - (this.deps.settleS ?? 30) * 1000).toISOString();
     const open = await db
       .selectFrom('operations')
       .select(['id', 'state'])

@@ -34,6 +34,8 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
     handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body.public_key) });
   route({ method: 'get', path: '/users/{id}/ssh_keys', summary: "A user's SSH keys", params: s.params.id,
     handler: ({ principal, params }) => admin.listSshKeys(principal, params.id) });
+  route({ method: 'delete', path: '/users/{id}/ssh_keys/{keyId}', summary: 'Remove an SSH key', status: 204,
+    params: s.params.userSshKey, handler: ({ principal, params }) => admin.deleteSshKey(principal, params.id, params.keyId) });
   route({ method: 'get', path: '/me', summary: 'The calling user', handler: async ({ principal }) => admin.getUser(principal, principal.id) });
 
 };

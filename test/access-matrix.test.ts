@@ -1,0 +1,304 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../lib/config.js';
+import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
+
+/**
+ * The permission matrix of docs/readme-sections/permissions.md, cell by cell, through the real API.
+ * The expectations are read from that table, so the documentation and the code cannot drift apart.
+ */
+
+const ACTORS = ['member', 'account_admin', 'operator'] as const;
+type Actor = (typeof ACTORS)[number];
+interface Who { token: string; id: number; email: string }
+
+const docPath = path.join(projectRoot, 'docs/readme-sections/permissions.md');
+const matrix = readFileSync(docPath, 'utf8')
+  .split('\n')
+  .filter((l) => l.startsWith('| `'))
+  .map((l) => {
+    const [action, ...cells] = l.split('|').slice(1, -1).map((c) => c.trim());
+    return { action: action!.replaceAll('`', ''), expect: Object.fromEntries(ACTORS.map((a, i) => [a, cells[i]!])) as Record<Actor, string> };
+  });
+
+let stack: TestStack;
+let A: Awaited<ReturnType<typeof createTenant>>;
+let B: Awaited<ReturnType<typeof createTenant>>;
+const actors = {} as Record<Actor, Who>;
+let fellow: Who;
+let memberB: Who;
+let inBoth: Who;
+let operatorUser: Who;
+const ownSession = {} as Record<Actor, number>;
+let fellowSession: number;
+let otherSession: number;
+/** Log drains are another part's routes; until they are registered their cells must answer "no route". */
+let drainsBuilt = false;
+
+const uniq = (prefix: string) => `${prefix}-${randomBytes(4).toString('hex')}`;
+const api = () => stack.api;
+const admin = () => stack.adminToken;
+
+async function createUser(role: string, accounts: string[]): Promise<Who> {
+  const r = await api().post('/users', admin(), { name: uniq(role), email: `${uniq(role)}@example.com`, role, accounts });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return { token: r.body.token, id: r.body.id, email: r.body.email };
+}
+
+async function startSession(token: string, app: string): Promise<number> {
+  const r = await api().post(`/apps/${app}/sessions`, token, { command: ['sleep', '600'] });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body.id;
+}
+
+/** One OpenSSH ed25519 public key line, new each time (fingerprints are unique across users). */
+function newPublicKey(): string {
+  const { publicKey } = generateKeyPairSync('ed25519');
+  const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  // The SSH wire format: each field is a 32-bit length and its bytes.
+  const str = (b: Buffer) => { const len = Buffer.alloc(4); len.writeUInt32BE(b.length); return Buffer.concat([len, b]); };
+  return `ssh-ed25519 ${Buffer.concat([str(Buffer.from('ssh-ed25519')), str(raw)]).toString('base64')} test@essh`;
+}
+
+async function tokenOf(userId: number): Promise<{ id: number; token: string }> {
+  const r = await api().post(`/users/${userId}/tokens`, admin(), { name: 'target' });
+  expect(r.status).toBe(201);
+  return r.body;
+}
+async function keyOf(userId: number): Promise<number> {
+  const r = await api().post(`/users/${userId}/ssh_keys`, admin(), { public_key: newPublicKey() });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body.id;
+}
+
+type Cell = (who: Who, actor: Actor) => Promise<ApiResponse>;
+/** A list cell: the answer is checked against "own", "account" or "all". */
+type ListCheck = (body: any[], kind: string, who: Who, actor: Actor) => void;
+
+const cells: Record<string, Cell> = {
+  'POST /accounts': (w) => api().post('/accounts', w.token, { handle: uniq('acct'), plan: 'development' }),
+  'GET /accounts/{own account}': (w) => api().get(`/accounts/${A.account}`, w.token),
+  'GET /accounts/{other account}': (w) => api().get(`/accounts/${B.account}`, w.token),
+  'POST /stacks': (w) => api().post('/stacks', w.token, { name: uniq('stack') }),
+  'GET /stacks': (w) => api().get('/stacks', w.token),
+  'POST /apps on own account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: A.account, stack: 'local', image: DEMO_IMAGE }),
+  'POST /apps on other account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: B.account, stack: 'local', image: DEMO_IMAGE }),
+  'GET /apps/{other app}': (w) => api().get(`/apps/${B.app}`, w.token),
+  'POST /users member of own account': (w) =>
+    api().post('/users', w.token, { name: 'New', email: `${uniq('new')}@example.com`, role: 'member', accounts: [A.account] }),
+  'POST /users operator': (w) => api().post('/users', w.token, { name: 'Op', email: `${uniq('op')}@example.com`, role: 'operator', accounts: [] }),
+  'POST /users member of other account': (w) =>
+    api().post('/users', w.token, { name: 'New', email: `${uniq('new')}@example.com`, role: 'member', accounts: [B.account] }),
+  'GET /me': async (w) => {
+    const r = await api().get('/me', w.token);
+    expect(r.body.id).toBe(w.id);
+    return r;
+  },
+  'GET /users/{self}': (w) => api().get(`/users/${w.id}`, w.token),
+  'GET /users/{fellow member}': (w) => api().get(`/users/${fellow.id}`, w.token),
+  'GET /users/{user of other account}': (w) => api().get(`/users/${memberB.id}`, w.token),
+  'GET /users/{user of own and other account}': (w) => api().get(`/users/${inBoth.id}`, w.token),
+  'GET /users/{operator}': (w) => api().get(`/users/${operatorUser.id}`, w.token),
+  'POST /users/{self}/tokens': (w) => api().post(`/users/${w.id}/tokens`, w.token, { name: 'mine' }),
+  'POST /users/{fellow member}/tokens': (w) => api().post(`/users/${fellow.id}/tokens`, w.token, { name: 'theirs' }),
+  'POST /users/{user of other account}/tokens': (w) => api().post(`/users/${memberB.id}/tokens`, w.token, {}),
+  'GET /users/{self}/tokens (no values)': async (w) => {
+    const r = await api().get(`/users/${w.id}/tokens`, w.token);
+    expect(r.body.length).toBeGreaterThan(0);
+    expect(JSON.stringify(r.body)).not.toMatch(/essh_|token_hash|"token"/);
+    return r;
+  },
+  'GET /users/{fellow member}/tokens': (w) => api().get(`/users/${fellow.id}/tokens`, w.token),
+  'DELETE /users/{self}/tokens/{id}': async (w) => {
+    // A second token of the caller's own, so that the caller's main token stays valid.
+    const t = (await api().post(`/users/${w.id}/tokens`, w.token, { name: 'spare' })).body;
+    const r = await api().delete(`/users/${w.id}/tokens/${t.id}`, w.token);
+    if (r.status === 204) expect((await api().get('/me', t.token)).status).toBe(401);
+    return r;
+  },
+  'DELETE /users/{fellow member}/tokens/{id}': async (w) => {
+    const t = await tokenOf(fellow.id);
+    const r = await api().delete(`/users/${fellow.id}/tokens/${t.id}`, w.token);
+    expect((await api().get('/me', t.token)).status).toBe(r.status === 204 ? 401 : 200);
+    return r;
+  },
+  'DELETE /users/{user of other account}/tokens/{id}': async (w) => {
+    const t = await tokenOf(memberB.id);
+    const r = await api().delete(`/users/${memberB.id}/tokens/${t.id}`, w.token);
+    expect((await api().get('/me', t.token)).status).toBe(r.status === 204 ? 401 : 200);
+    return r;
+  },
+  'POST /users/{self}/ssh_keys': (w) => api().post(`/users/${w.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
+  'POST /users/{fellow member}/ssh_keys': (w) => api().post(`/users/${fellow.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
+  'POST /users/{user of other account}/ssh_keys': (w) => api().post(`/users/${memberB.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
+  'GET /users/{self}/ssh_keys': (w) => api().get(`/users/${w.id}/ssh_keys`, w.token),
+  'DELETE /users/{self}/ssh_keys/{id}': async (w) => api().delete(`/users/${w.id}/ssh_keys/${await keyOf(w.id)}`, w.token),
+  'DELETE /users/{fellow member}/ssh_keys/{id}': async (w) => {
+    const key = await keyOf(fellow.id);
+    const r = await api().delete(`/users/${fellow.id}/ssh_keys/${key}`, w.token);
+    const left = (await api().get(`/users/${fellow.id}/ssh_keys`, admin())).body as { id: number }[];
+    expect(left.some((k) => k.id === key)).toBe(r.status !== 204);
+    return r;
+  },
+  'POST /apps/{own app}/sessions': (w) => api().post(`/apps/${A.app}/sessions`, w.token, { command: ['sleep', '600'] }),
+  'POST /apps/{other app}/sessions': (w) => api().post(`/apps/${B.app}/sessions`, w.token, { command: ['sleep', '600'] }),
+  'GET /sessions/{own session}': (_w, a) => api().get(`/sessions/${ownSession[a]}`, actors[a].token),
+  "GET /sessions/{fellow member's session}": (w) => api().get(`/sessions/${fellowSession}`, w.token),
+  'GET /sessions/{session of other account}': (w) => api().get(`/sessions/${otherSession}`, w.token),
+  'POST /sessions/{own session}/terminate': async (w) => api().post(`/sessions/${await startSession(w.token, A.app)}/terminate`, w.token, {}),
+  "POST /sessions/{fellow member's session}/terminate": async (w) =>
+    api().post(`/sessions/${await startSession(fellow.token, A.app)}/terminate`, w.token, {}),
+  'POST /sessions/{session of other account}/terminate': async (w) =>
+    api().post(`/sessions/${await startSession(memberB.token, B.app)}/terminate`, w.token, {}),
+  'GET /operations/{own session}': (_w, a) => api().get(`/operations/${ownSession[a]}`, actors[a].token),
+  "GET /operations/{fellow member's session}": (w) => api().get(`/operations/${fellowSession}`, w.token),
+  'GET /operations/{session of other account}': (w) => api().get(`/operations/${otherSession}`, w.token),
+  'GET /apps/{other app}/operations': (w) => api().get(`/apps/${B.app}/operations`, w.token),
+  'GET /accounts/{own account}/log_drains': (w) => api().get(`/accounts/${A.account}/log_drains`, w.token),
+  'GET /accounts/{other account}/log_drains': (w) => api().get(`/accounts/${B.account}/log_drains`, w.token),
+  'POST /accounts/{own account}/log_drains': (w) => api().post(`/accounts/${A.account}/log_drains`, w.token, drainBody()),
+  'POST /accounts/{other account}/log_drains': (w) => api().post(`/accounts/${B.account}/log_drains`, w.token, drainBody()),
+};
+const drainBody = () => ({ handle: uniq('drain'), drain_type: 'https', url: 'https://127.0.0.1:9/ingest' });
+
+const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: ListCheck }> = {
+  'GET /accounts (lists only)': {
+    get: (w) => api().get('/accounts', w.token),
+    check: (body, kind) => {
+      const handles = body.map((a) => a.handle);
+      if (kind === 'own') expect(handles).toEqual([A.account]);
+      else expect(handles).toEqual(expect.arrayContaining([A.account, B.account]));
+    },
+  },
+  'GET /apps (lists only)': {
+    get: (w) => api().get('/apps', w.token),
+    check: (body, kind) => {
+      const accounts = new Set(body.map((a) => a.account));
+      if (kind === 'own') expect([...accounts]).toEqual([A.account]);
+      else expect(body.map((a) => a.handle)).toEqual(expect.arrayContaining([A.app, B.app]));
+    },
+  },
+  'GET /apps/{own app} (env values)': {
+    get: (w) => api().get(`/apps/${A.app}`, w.token),
+    check: (body, kind) => {
+      const app = body as unknown as { env: Record<string, string> };
+      expect(app.env.APP_ENV).toBe(kind === 'hidden' ? '[hidden]' : 'test');
+    },
+  },
+  'GET /sessions (lists only)': {
+    get: (w) => api().get('/sessions', w.token),
+    check: (body, kind, w, actor) => {
+      const ids = body.map((s) => s.id);
+      expect(ids).toContain(ownSession[actor]);
+      if (kind === 'own') expect(body.every((s) => s.user.id === w.id)).toBe(true);
+      if (kind === 'account') {
+        expect(body.every((s) => s.account === A.account)).toBe(true);
+        expect(ids).toContain(fellowSession);
+      }
+      if (kind === 'all') expect(ids).toEqual(expect.arrayContaining([fellowSession, otherSession]));
+    },
+  },
+  'GET /apps/{own app}/operations (lists only)': {
+    get: (w) => api().get(`/apps/${A.app}/operations`, w.token),
+    check: (body, kind, w, actor) => {
+      const ids = body.map((o) => o.id);
+      expect(ids).toContain(ownSession[actor]);
+      if (kind === 'own') expect(body.every((o) => o.user_email === w.email)).toBe(true);
+      else expect(ids).toContain(fellowSession);
+    },
+  },
+};
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  A = await createTenant(stack, { plan: 'scale' });
+  B = await createTenant(stack, { plan: 'scale' });
+  const me = (await api().get('/me', admin())).body;
+  operatorUser = { token: admin(), id: me.id, email: me.email };
+  actors.member = { token: A.token, id: A.user.id, email: A.user.email };
+  actors.account_admin = await createUser('account_admin', [A.account]);
+  actors.operator = operatorUser;
+  fellow = await createUser('member', [A.account]);
+  memberB = { token: B.token, id: B.user.id, email: B.user.email };
+  inBoth = await createUser('member', [A.account, B.account]);
+  for (const a of ACTORS) ownSession[a] = await startSession(actors[a].token, A.app);
+  fellowSession = await startSession(fellow.token, A.app);
+  otherSession = await startSession(memberB.token, B.app);
+  drainsBuilt = '/accounts/{account}/log_drains' in (await api().get('/openapi.json')).body.paths;
+}, 60_000);
+
+afterAll(async () => {
+  if (!stack) return;
+  // End every session this file started, so that no container outlives the test.
+  const open = ((await api().get('/sessions', admin())).body as { id: number; state: string }[]).filter((s) => s.state !== 'ended');
+  await Promise.all(open.map((s) => api().post(`/sessions/${s.id}/terminate`, admin(), {})));
+  await waitFor('every session to end', async () => {
+    const all = (await api().get('/sessions', admin())).body as { state: string }[];
+    return all.every((s) => s.state === 'ended');
+  }, 60_000);
+  await stack.stop();
+}, 90_000);
+
+describe('the permission matrix of docs/readme-sections/permissions.md', () => {
+  it('has a test for every row and a row for every test', () => {
+    expect(matrix.length).toBeGreaterThan(40);
+    expect(matrix.map((r) => r.action).sort()).toEqual([...Object.keys(cells), ...Object.keys(lists)].sort());
+  });
+
+  const table = matrix.flatMap((row) => ACTORS.map((actor) => ({ ...row, actor, want: row.expect[actor] })));
+  it.each(table)('$action as $actor → $want', async ({ action, actor, want }) => {
+    const who = actors[actor];
+    const list = lists[action];
+    if (list) {
+      const r = await list.get(who);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      list.check(r.body, want, who, actor);
+      return;
+    }
+    const r = await cells[action]!(who, actor);
+    if (action.includes('/log_drains') && !drainsBuilt) {
+      expect(r.body.message).toMatch(/^No route/);
+      return;
+    }
+    expect(r.status, JSON.stringify(r.body)).toBe(Number(want));
+    if (r.status >= 400) {
+      expect(r.body).toMatchObject({ error: { 403: 'forbidden', 404: 'not_found' }[r.status] ?? expect.any(String), message: expect.any(String) });
+      // A 404 for a hidden resource reads exactly like one for a missing resource.
+      if (r.status === 404) expect(r.body.message).toMatch(/was not found, or you may not see it/);
+    }
+  });
+});
+
+describe('tokens', () => {
+  it('are shown once, stored hashed, and a revoked token gets 401 everywhere', async () => {
+    const t = await api().post(`/users/${fellow.id}/tokens`, fellow.token, { name: 'laptop' });
+    expect(t.status).toBe(201);
+    expect(t.body.token).toMatch(/^essh_/);
+    const listed = await api().get(`/users/${fellow.id}/tokens`, fellow.token);
+    expect(JSON.stringify(listed.body)).not.toContain(t.body.token);
+    const row = await stack.runtime.db.selectFrom('api_tokens').selectAll().where('id', '=', t.body.id).executeTakeFirstOrThrow();
+    expect(row.token_hash).not.toContain(t.body.token);
+    expect(row.token_hash).toMatch(/^[0-9a-f]{64}$/);
+    expect((await api().get('/me', t.body.token)).status).toBe(200);
+    expect((await api().delete(`/users/${fellow.id}/tokens/${t.body.id}`, fellow.token)).status).toBe(204);
+    for (const [method, p] of [['GET', '/me'], ['GET', '/sessions'], ['POST', `/apps/${A.app}/sessions`], ['GET', `/users/${fellow.id}/tokens`]] as const) {
+      const r = await api().request(method, p, t.body.token, method === 'POST' ? {} : undefined);
+      expect(r.status, `${method} ${p}`).toBe(401);
+      expect(r.body).toMatchObject({ error: 'unauthorized', message: expect.stringMatching(/revoked/) });
+    }
+    // Revoking twice is a 404: there is no such active token.
+    expect((await api().delete(`/users/${fellow.id}/tokens/${t.body.id}`, fellow.token)).status).toBe(404);
+  });
+
+  it('an SSH key belongs to one user: the same key twice is a 409, removal frees it', async () => {
+    const key = newPublicKey();
+    const first = await api().post(`/users/${fellow.id}/ssh_keys`, fellow.token, { public_key: key });
+    expect(first.status).toBe(201);
+    expect(first.body.fingerprint).toMatch(/^SHA256:/);
+    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, { public_key: key })).status).toBe(409);
+    expect((await api().delete(`/users/${fellow.id}/ssh_keys/${first.body.id}`, fellow.token)).status).toBe(204);
+    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, { public_key: key })).status).toBe(201);
+  });
+});
