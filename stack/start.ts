@@ -35,7 +35,7 @@ async function main() {
   try {
     if (!config.temporal.address) {
       dev = await startDevServer({
-        binary: config.temporal.binary, dataDir: config.dataDir, port: 7233,
+        binary: config.temporal.binary, dataDir: config.dataDir, port: config.temporal.devPort,
         uiPort: config.temporal.uiPort, namespace: config.temporal.namespace,
       });
       config.temporal.address = dev.address;

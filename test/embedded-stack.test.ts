@@ -1,0 +1,122 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { projectRoot, toolPath } from '../lib/config.js';
+import { ApiClient, containerExists, waitFor } from './harness.js';
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.once('error', reject);
+  });
+}
+
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  apiUrl: string;
+}
+
+/** `npm start`'s program, as a user runs it: its own process, its own dev server, its own ports. */
+async function startStack(env: Record<string, string>): Promise<Started> {
+  const child = spawn(path.join(projectRoot, 'node_modules/.bin/tsx'), ['stack/start.ts'], {
+    cwd: projectRoot,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const apiUrl = await waitFor('the stack to say it is up', async () => {
+    if (child.exitCode !== null) throw new Error(`npm start exited ${child.exitCode}: ${out}`);
+    return /REST API\s+(http:\/\/\S+)/.exec(out)?.[1];
+  }, 90_000, 200);
+  return { child, output: () => out, apiUrl };
+}
+
+async function stopStack(s: Started): Promise<number | null> {
+  if (s.child.exitCode !== null) return s.child.exitCode;
+  const exited = new Promise<number | null>((r) => s.child.once('exit', (code) => r(code)));
+  s.child.kill('SIGINT');
+  return exited;
+}
+
+describe('npm start: the embedded stack', () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  it('seeds the demo, serves sessions, stops on Ctrl-C and carries live sessions over a restart', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-start-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const temporalPort = await freePort();
+    const env = {
+      ESSH_DATA_DIR: dataDir,
+      ESSH_TEMPORAL_DEV_PORT: String(temporalPort),
+      TEMPORAL_UI_PORT: String(await freePort()),
+      ESSH_API_PORT: String(await freePort()),
+      ESSH_SSH_PORT: String(await freePort()),
+      ESSH_LOG_LEVEL: 'warn',
+    };
+    let first = await startStack(env);
+    cleanups.push(() => stopStack(first));
+    expect(first.output()).toContain('seeded the demo');
+    expect(first.output()).toMatch(/Next: start a session/);
+
+    for (const file of ['demo-token', 'admin-token']) {
+      const st = await stat(path.join(dataDir, file));
+      expect((st.mode & 0o777).toString(8)).toBe('600');
+    }
+    const demoToken = (await readFile(path.join(dataDir, 'demo-token'), 'utf8')).trim();
+    const adminToken = (await readFile(path.join(dataDir, 'admin-token'), 'utf8')).trim();
+    const api = new ApiClient(first.apiUrl);
+    expect((await api.get('/me', demoToken)).body).toMatchObject({ email: 'demo@example.com', role: 'member', accounts: ['demo'] });
+    expect((await api.get('/me', adminToken)).body).toMatchObject({ role: 'operator' });
+    // The token never appears in the stack's own output.
+    expect(first.output()).not.toContain(demoToken);
+    expect(first.output()).not.toContain(adminToken);
+
+    // The Web UI answers.
+    const ui = await fetch(`http://127.0.0.1:${env.TEMPORAL_UI_PORT}/`);
+    expect(ui.status).toBe(200);
+
+    const created = await api.post('/apps/demo/sessions', demoToken, {});
+    expect(created.status).toBe(201);
+    const id = created.body.id as number;
+    await waitFor('the demo session to be ready', async () => (await api.get(`/sessions/${id}`, demoToken)).body.state === 'waiting_for_client');
+
+    // The six search attributes are registered: the operator's query finds the session.
+    const temporal = toolPath('temporal');
+    const address = ['--address', `127.0.0.1:${temporalPort}`];
+    await waitFor('the session in visibility', async () => {
+      const { stdout } = await run(temporal, ['workflow', 'list', ...address, '--query',
+        `EsshApp="demo" AND EsshAccount="demo" AND EsshUserId="1" AND EsshOperationId=${id} AND EsshState="waiting_for_client"`]);
+      return stdout.includes(`ssh-session-${id}`);
+    }, 15_000, 500);
+
+    expect(await stopStack(first)).toBe(0);
+    expect(await containerExists(`essh-${id}`)).toBe(true);
+
+    // Started again on the same data dir: the session carries on, and still ends and cleans up.
+    first = await startStack(env);
+    expect(first.output()).not.toContain('seeded the demo');
+    const again = new ApiClient(first.apiUrl);
+    expect((await again.get(`/sessions/${id}`, demoToken)).body.state).toBe('waiting_for_client');
+    const { stdout: described } = await run(temporal, ['workflow', 'query', ...address, '--workflow-id', `ssh-session-${id}`, '--name', 'describe']);
+    expect(described).toContain('waiting_for_client');
+    expect((await again.post(`/sessions/${id}/terminate`, demoToken, { reason: 'test over' })).status).toBe(202);
+    await waitFor('the session to end', async () => (await again.get(`/sessions/${id}`, demoToken)).body.state === 'ended', 30_000);
+    expect(await containerExists(`essh-${id}`)).toBe(false);
+    expect(await stopStack(first)).toBe(0);
+  });
+});
