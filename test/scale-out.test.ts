@@ -1,0 +1,80 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { temporal } from '@temporalio/proto';
+import { LABELS } from '../lib/docker.js';
+import { hostTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
+import {
+  containerExists, createTenant, docker, sleep, startTestStack, waitForState, workflowBundle, type TestStack,
+} from './harness.js';
+import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+
+let stack: TestStack;
+const hosts: WorkerProcess[] = [];
+
+beforeAll(async () => {
+  // This process runs the API and the main worker (workflows, records) but no host worker at all:
+  // every container comes from one of the two host-worker processes below.
+  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
+  for (const name of ['east', 'west', 'nowhere']) {
+    const r = await stack.api.post('/stacks', stack.adminToken, { name });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+  }
+  hosts.push(
+    ...(await Promise.all(
+      ['east', 'west'].map((s) =>
+        startWorkerProcess(stack, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: s, ESSH_HOST_ID: `host-${s}` }),
+      ),
+    )),
+  );
+}, 180_000);
+afterAll(async () => {
+  for (const h of hosts) await h.stop();
+  await stack?.stop();
+});
+
+describe('two stacks served by two host workers', () => {
+  it("each session's container is created by its own stack's host worker", async () => {
+    const sessions: { stack: string; id: number; token: string }[] = [];
+    for (const name of ['east', 'west']) {
+      const t = await createTenant(stack, { stackName: name });
+      const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      sessions.push({ stack: name, id: r.body.id, token: t.token });
+    }
+    for (const s of sessions) {
+      const ready = await waitForState(stack, s.token, s.id, 'waiting_for_client', 60_000);
+      const info = await docker.getContainer(ready.container_id).inspect();
+      expect(info.State.Running).toBe(true);
+      expect(info.Config.Labels).toMatchObject({ [LABELS.stack]: s.stack, [LABELS.host]: `host-${s.stack}` });
+    }
+    // Each stack's task queue is polled by its own host process only (worker identity is pid@hostname).
+    for (const [i, name] of ['east', 'west'].entries()) {
+      const d = await stack.runtime.client.workflowService.describeTaskQueue({
+        namespace: stack.namespace,
+        taskQueue: { name: hostTaskQueue(name) },
+        taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+      });
+      const identities = d.pollers.map((p) => p.identity);
+      expect(identities.length).toBeGreaterThan(0);
+      expect(identities.every((id) => id?.startsWith(`${hosts[i]!.pid}@`)), identities.join(', ')).toBe(true);
+    }
+    for (const s of sessions) {
+      await stack.api.post(`/sessions/${s.id}/terminate`, s.token, {});
+      const ended = await waitForState(stack, s.token, s.id, 'ended', 30_000);
+      expect(ended.end_reason).toBe('terminated');
+      expect(await containerExists(ended.container_id)).toBe(false);
+    }
+  });
+
+  it('a stack that no host worker serves leaves its session in provisioning', async () => {
+    const t = await createTenant(stack, { stackName: 'nowhere' });
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    await sleep(5000);
+    const s = (await stack.api.get(`/sessions/${id}`, t.token)).body;
+    expect(s).toMatchObject({ state: 'provisioning', container_id: null });
+    expect(await containerExists(`essh-${id}`)).toBe(false);
+    // Its provisioning activity waits for a host worker that never comes; an operator clears it.
+    await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).terminate('test: no host serves this stack');
+  });
+});
