@@ -128,8 +128,11 @@ async function createTestDatabase(dataDir: string): Promise<{ url: string; drop:
   const server = process.env.ESSH_TEST_DATABASE_URL || (isPostgresUrl(process.env.DATABASE_URL ?? '') ? process.env.DATABASE_URL : undefined);
   if (!server) return { url: path.join(dataDir, 'essh.sqlite'), drop: async () => {} };
   const name = `essh_test_${randomBytes(6).toString('hex')}`;
+  // A server URL without a database names none; `postgres` is the one every server has.
+  const maintenance = new URL(server);
+  if (maintenance.pathname.length <= 1) maintenance.pathname = '/postgres';
   const admin = async (statement: string) => {
-    const client = new pg.Client({ connectionString: server });
+    const client = new pg.Client({ connectionString: maintenance.toString() });
     await client.connect();
     try {
       await client.query(statement);
