@@ -39,6 +39,9 @@ const envSchema = z.object({
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
+  /** Log drains: the longest wait between two delivery attempts, and events per request. */
+  ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
+  ESSH_DRAIN_BATCH_EVENTS: z.coerce.number().int().min(1).max(5000).default(500),
   /** How old an open Operation row with no workflow must be before the reconciler closes it. */
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
@@ -74,6 +77,7 @@ export interface Config {
     createRatePerMinute: number;
   };
   reconcileIntervalS: number;
+  drains: { backoffCapMs: number; batchEvents: number };
   operationSettleS: number;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
@@ -117,6 +121,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       createRatePerMinute: e.ESSH_SESSION_CREATE_RATE,
     },
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
+    drains: { backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     logLevel: e.ESSH_LOG_LEVEL,
   };

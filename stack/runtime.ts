@@ -15,6 +15,11 @@ import { SessionsService } from '../services/sessions.js';
 import { HostAgent } from '../worker/host-agent.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
+import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
+import { CaptureAgent } from '../drains/capture.js';
+import { DrainsService } from '../drains/service.js';
+import { DrainShipper } from '../drains/shipper.js';
+import { drainRoutes } from '../api/routes/drains.js';
 
 export const VERSION = '0.1.0';
 
@@ -78,15 +83,28 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       cleanups.push(() => conn.close());
     }
     if (parts.worker && connection) {
-      workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
+      workers.push(await createMainWorker({
+        connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,
+        extraActivities: createDrainActivities({ db, engine }),
+      }));
+      const shipper = new DrainShipper({ db, log, settings: config.drains });
+      shipper.start();
+      cleanups.push(() => shipper.stop());
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
     }
     if (parts.hostStacks?.length && connection) {
       const docker = openDocker();
+      // Captures every session container's output for the drains and recordings (one per engine).
+      const capture = new CaptureAgent({ docker, db, engine, instanceId, intervalS: config.reconcileIntervalS, log });
+      await capture.start();
+      cleanups.push(() => capture.stop());
       for (const stack of parts.hostStacks) {
-        workers.push(await createHostWorker({ connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId }));
+        workers.push(await createHostWorker({
+          connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
+          extraActivities: createCaptureActivities(capture),
+        }));
       }
       // One agent per engine, whatever the number of stacks it serves.
       const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
@@ -103,7 +121,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
 
     if (parts.api) {
-      const { app } = createApi({ db, sessions, admin, metrics: createMetrics(), log, version: VERSION });
+      const { app } = createApi({ db, sessions, admin, metrics: createMetrics(), log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db))] });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

@@ -15,13 +15,15 @@ export function createMainWorker(opts: {
   namespace: string;
   db: Db;
   workflowBundle?: WorkflowBundleWithSourceMap;
+  /** Other parts' activities on the main task queue (drain lifecycle events, …). */
+  extraActivities?: object;
 }) {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
-    activities: createDbActivities(opts.db),
+    activities: { ...createDbActivities(opts.db), ...opts.extraActivities },
   });
 }
 
@@ -36,11 +38,13 @@ export function createHostWorker(opts: {
   docker: Docker;
   db: Db;
   hostId: string;
+  /** Other parts' activities on the host task queue (output capture, …). */
+  extraActivities?: object;
 }) {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: hostTaskQueue(opts.stack),
-    activities: createHostActivities({ docker: opts.docker, db: opts.db, hostId: opts.hostId }),
+    activities: { ...createHostActivities({ docker: opts.docker, db: opts.db, hostId: opts.hostId }), ...opts.extraActivities },
   });
 }

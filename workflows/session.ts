@@ -15,6 +15,7 @@ import {
 } from '@temporalio/workflow';
 import type { DbActivities } from '../activities/db.js';
 import type { HostActivities } from '../activities/host.js';
+import type { CaptureActivities, DrainActivities } from '../drains/activities.js';
 import {
   SA,
   clientDisconnectedSignal,
@@ -32,6 +33,10 @@ import {
 } from './definitions.js';
 
 const db = proxyActivities<DbActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+const drains = proxyActivities<DrainActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
@@ -237,8 +242,29 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   async function finish(e: Ending) {
     await publish('ending');
     await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
+    await awaitCaptureEnd();
     endedAt = new Date().toISOString();
     await publish('ended');
+    await drains.recordSessionEnded({
+      operationId: input.operationId, endReason: e.reason, endMessage: e.message, endedBy: e.by, exitCode: e.exitCode, endedAt,
+    });
+  }
+
+  /**
+   * Lets the host's capture commit the container's last output before the "ended" event, so that the
+   * drains see it in order. Best effort: a host that cannot answer in time only costs that ordering.
+   */
+  async function awaitCaptureEnd() {
+    const capture = proxyActivities<CaptureActivities>({
+      taskQueue: hostTaskQueue(input.stack),
+      scheduleToCloseTimeout: '20 seconds',
+      retry: { maximumAttempts: 1 },
+    });
+    try {
+      await capture.awaitCaptureEnd({ operationId: input.operationId, timeoutMs: 10_000 });
+    } catch (err) {
+      log.warn('the capture did not confirm the end of the output', { error: String(err) });
+    }
   }
 
   const e = ending as Ending | null;

@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely';
 import type { DbEngine } from '../db.js';
 import { coreMigrations } from './0001_core.js';
+import { drainsMigrations } from './0004_drains.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -9,5 +10,6 @@ import { coreMigrations } from './0001_core.js';
 export function allMigrations(engine: DbEngine): Record<string, Migration> {
   return {
     ...coreMigrations(engine),
+    ...drainsMigrations(engine),
   };
 }

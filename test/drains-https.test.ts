@@ -1,0 +1,186 @@
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { HttpsReceiver, SessionTerminal, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+
+let stack: TestStack;
+let tenant: Awaited<ReturnType<typeof createTenant>>;
+let cert: Cert;
+let rx: HttpsReceiver;
+
+const PASSWORD = 'hunter2-TOPSECRET';
+const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'app_id', 'source', 'container', 'host', 'offset', 'seq',
+  'operation_id', 'operation_user_name', 'operation_user_email'];
+
+beforeAll(async () => {
+  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+  tenant = await createTenant(stack, { plan: 'scale' });
+  cert = await selfSignedCert();
+  rx = new HttpsReceiver(cert);
+  await rx.up();
+  const admin = stack.adminToken;
+  const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
+    handle: 'https-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
+  });
+  expect(d.status, JSON.stringify(d.body)).toBe(201);
+  for (const rule of [{ name: 'cards', preset: 'card_number' }, { name: 'ssn', preset: 'us_ssn' }, { name: 'stripe', pattern: 'sk_live_[A-Za-z0-9]+' }]) {
+    const r = await stack.api.post(`/accounts/${tenant.account}/redaction_rules`, admin, rule);
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+  }
+});
+afterAll(async () => {
+  await rx?.down();
+  await stack?.stop();
+  if (cert) await rm(cert.dir, { recursive: true, force: true });
+});
+
+async function startSession(body: object = {}, waitUntilReady = true) {
+  const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body);
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  if (waitUntilReady) await waitForState(stack, tenant.token, r.body.id, 'waiting_for_client');
+  return r.body.id as number;
+}
+
+function sessionEvents(id: number) {
+  return eventsOf(rx).filter((e) => e.operation_id === id);
+}
+
+async function waitForEnded(id: number, timeoutMs = 30_000) {
+  await waitFor(`the session_ended event of ${id}`, async () => sessionEvents(id).some((e) => e.event === 'session_ended'), timeoutMs, 200);
+}
+
+/** Every seq from 0 to the ended event's, each at least once (duplicates are allowed: at-least-once). */
+function expectNoGaps(events: Record<string, any>[]) {
+  const seqs = new Set(events.map((e) => e.seq as number));
+  const max = Math.max(...seqs);
+  const missing = [];
+  for (let i = 0; i <= max; i++) if (!seqs.has(i)) missing.push(i);
+  expect(missing).toEqual([]);
+  return max;
+}
+
+describe('an HTTPS drain', () => {
+  it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
+    const id = await startSession();
+    const term = await SessionTerminal.open(stack, id);
+    try {
+      term.type('echo "héllo wörld ✓ $((6*7))"\n');
+      await term.waitFor('héllo wörld ✓ 42');
+      term.type('read -s PW; echo "got ${#PW} chars"\n');
+      await sleep(500);
+      term.type(`${PASSWORD}\n`);
+      await term.waitFor(`got ${PASSWORD.length} chars`);
+      term.type('echo card 4111 1111 1111 1111 ssn 123-45-6789 key sk_live_abc123XYZ order 1234567890123\n');
+      await term.waitFor('order 1234567890123\r\n');
+      term.type('exit 5\n');
+      const ended = await waitForState(stack, tenant.token, id, 'ended');
+      expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 5 });
+    } finally {
+      term.close();
+    }
+    await waitForEnded(id);
+    const events = sessionEvents(id);
+
+    for (const e of events) {
+      for (const f of EVENT_FIELDS) expect(e, `field ${f} in ${JSON.stringify(e)}`).toHaveProperty([f]);
+      expect(e).toMatchObject({
+        layer: 'ssh', source: 'ephemeral_session', app: tenant.app, operation_id: id,
+        operation_user_name: tenant.user.name, operation_user_email: tenant.user.email,
+      });
+      expect(typeof e.app_id).toBe('number');
+      expect(typeof e.offset).toBe('number');
+      expect(e['@timestamp']).toBe(e.time);
+      expect(Number.isNaN(Date.parse(e.time))).toBe(false);
+      expect(e.container).toMatch(/^[0-9a-f]{64}$/);
+      expect(typeof e.host).toBe('string');
+    }
+    const max = expectNoGaps(events);
+    const bySeq = new Map(events.map((e) => [e.seq, e]));
+    expect(bySeq.get(0)).toMatchObject({ event: 'session_started', stream: 'lifecycle', container_size_mb: 1024 });
+    expect(bySeq.get(0)!.log).toContain(tenant.user.email);
+    expect(bySeq.get(max)).toMatchObject({ event: 'session_ended', end_reason: 'exit', exit_code: 5, ended_by: null });
+    expect(bySeq.get(max)!.duration_s).toBeGreaterThan(0);
+
+    const output = [...bySeq.values()].filter((e) => e.stream === 'stdout').sort((a, b) => a.seq - b.seq);
+    const text = output.map((e) => e.log).join('\n');
+    // Echoed input and the output, multibyte text intact.
+    expect(text).toContain('echo "héllo wörld ✓ $((6*7))"');
+    expect(text).toContain('héllo wörld ✓ 42');
+    expect(text).toContain(`got ${PASSWORD.length} chars`);
+    // Byte offsets grow with the output.
+    for (let i = 1; i < output.length; i++) expect(output[i]!.offset).toBeGreaterThan(output[i - 1]!.offset);
+
+    const everything = rx.requests.map((r) => r.body).join('\n');
+    expect(everything).not.toContain(PASSWORD);
+    expect(everything).not.toContain('4111 1111 1111 1111');
+    expect(everything).not.toContain('123-45-6789');
+    expect(everything).not.toContain('sk_live_abc123XYZ');
+    expect(text).toContain('card [REDACTED CARD] ssn [REDACTED SSN] key [REDACTED] order 1234567890123');
+
+    for (const r of rx.requests) {
+      expect(r.headers['content-type']).toBe('application/json');
+      expect(r.headers['idempotency-key']).toMatch(/^essh-drain-\d+-events-\d+-\d+$/);
+      expect(r.path).toBe('/ingest');
+    }
+
+    const drains = await stack.api.get(`/accounts/${tenant.account}/log_drains`, tenant.token);
+    expect(drains.status).toBe(200);
+    expect(drains.body[0].delivery).toMatchObject({ backlog: 0, failed_events: 0 });
+    expect(drains.body[0].delivery.delivered_events).toBeGreaterThanOrEqual(max + 1);
+    expect(drains.body[0].delivery.last_success_at).toBeTruthy();
+
+    // The recording shows the same, with the same redactions and without the password.
+    const rec = await stack.api.get(`/sessions/${id}/recording`, tenant.token);
+    expect(rec.status).toBe(200);
+    expect(rec.headers.get('content-type')).toMatch(/application\/x-asciicast/);
+    const lines = String(typeof rec.body === 'string' ? rec.body : JSON.stringify(rec.body)).trim().split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ version: 2, width: 80, height: 24 });
+    const shown = lines.slice(1).map((l) => JSON.parse(l) as [number, string, string]).map((e) => e[2]).join('');
+    expect(shown).toContain('héllo wörld ✓ 42');
+    expect(shown).not.toContain(PASSWORD);
+    expect(shown).not.toContain('4111 1111 1111 1111');
+  });
+
+  it('loses nothing while the drain is down for 30 s in the middle of a session', async () => {
+    const id = await startSession({ command: ['sh', '-c', 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.15; done; exit 0'] });
+    await waitFor('the first lines to arrive', async () => sessionEvents(id).some((e) => e.log === 'line 5'), 20_000, 100);
+    await rx.down();
+    const downAt = Date.now();
+    // While it is down the drain shows why, and its backlog grows.
+    const during = await waitFor('the drain to show the outage', async () => {
+      const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+      return d.delivery.backlog > 10 && /cannot reach/.test(d.delivery.last_error ?? '') ? d : undefined;
+    }, 20_000, 500);
+    expect(Date.parse(during.delivery.last_error_at)).toBeGreaterThanOrEqual(downAt - 1000);
+    await sleep(30_000 - (Date.now() - downAt));
+    await rx.up();
+    await waitForEnded(id, 60_000);
+    const events = sessionEvents(id);
+    expectNoGaps(events);
+    const lines = new Set(events.map((e) => e.log));
+    const missing = [];
+    for (let i = 0; i < 300; i++) if (!lines.has(`line ${i}`)) missing.push(i);
+    expect(missing).toEqual([]);
+    const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+    expect(d.delivery.backlog).toBe(0);
+  }, 120_000);
+
+  it('records a permanent refusal (4xx) on the drain instead of dropping it silently', async () => {
+    rx.answer = () => ({ status: 400, body: '{"error":"schema mismatch"}' });
+    try {
+      const id = await startSession({ command: ['sh', '-c', 'echo refused-output; exit 0'] }, false);
+      await waitForState(stack, tenant.token, id, 'ended');
+      const d = await waitFor('the refusal to be recorded', async () => {
+        const r = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+        return r.delivery.failed_events > 0 && r.delivery.backlog === 0 ? r : undefined;
+      }, 20_000, 300);
+      expect(d.delivery.last_error).toMatch(/HTTP 400.*schema mismatch/);
+      const f = await stack.api.get(`/log_drains/${d.id}/failures`, tenant.token);
+      expect(f.status).toBe(200);
+      expect(f.body[0]).toMatchObject({ status: 400 });
+      expect(f.body[0].events).toBeGreaterThan(0);
+    } finally {
+      rx.answer = () => ({ status: 200, body: '{}' });
+    }
+  });
+});
