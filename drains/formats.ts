@@ -82,8 +82,11 @@ export function jsonEvent(e: ShippedEvent): Record<string, unknown> {
 
 // ---- syslog (RFC 5424 over TLS, RFC 5425 / RFC 6587 octet counting) ----
 
-/** rsyslog's default maximum message size is 8 KiB; every message we send stays below it, header included. */
-export const SYSLOG_MAX_MESSAGE_BYTES = 8 * 1024 - 1;
+/**
+ * Receivers commonly cap a message at 8 KiB (rsyslog's default counts 8096 bytes): every message we send,
+ * header and structured data included, stays below 8000 bytes.
+ */
+export const SYSLOG_MAX_MESSAGE_BYTES = 8000;
 const PRI_USER_INFO = 14; // facility user (1) × 8 + severity informational (6)
 const PRI_USER_NOTICE = 13;
 

@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { selfSignedCert, type Cert } from './drains-receivers.js';
+
+// Debian's rsyslogd (with rsyslog-gnutls) as the receiver: RFC 5425 TLS input, RFC 6587 octet-counted
+// framing, its default 8 KiB maximum message size, and every message written as rsyslog's own JSON.
+let stack: TestStack;
+let cert: Cert;
+let rsyslog: ChildProcess;
+let port: number;
+let outFile: string;
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const p = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return p;
+}
+
+beforeAll(async () => {
+  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+  cert = await selfSignedCert();
+  port = await freePort();
+  outFile = path.join(cert.dir, 'received.jsonl');
+  const conf = path.join(cert.dir, 'rsyslog.conf');
+  await writeFile(conf, `
+global(workDirectory="${cert.dir}"
+  DefaultNetstreamDriver="gtls"
+  DefaultNetstreamDriverCAFile="${cert.certPath}"
+  DefaultNetstreamDriverCertFile="${cert.certPath}"
+  DefaultNetstreamDriverKeyFile="${cert.keyPath}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+input(type="imtcp" address="127.0.0.1" port="${port}")
+template(name="asJson" type="list") { property(name="jsonmesg") constant(value="\\n") }
+*.* action(type="omfile" file="${outFile}" template="asJson")
+`);
+  rsyslog = spawn('rsyslogd', ['-n', '-f', conf, '-i', path.join(cert.dir, 'rsyslogd.pid')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  await waitFor('rsyslogd to listen', () => new Promise<boolean>((resolve) => {
+    // A TLS handshake closed with close_notify, so that rsyslogd has nothing to complain about.
+    const s = tls.connect({ port, host: '127.0.0.1', ca: cert.cert, servername: 'localhost' }, () => { s.end(); resolve(true); })
+      .once('error', () => resolve(false));
+  }), 15_000, 200);
+});
+afterAll(async () => {
+  if (rsyslog?.pid) rsyslog.kill('SIGTERM');
+  await stack?.stop();
+  if (cert) await rm(cert.dir, { recursive: true, force: true });
+});
+
+async function received(): Promise<Record<string, any>[]> {
+  const text = await readFile(outFile, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+describe('a syslog drain (TLS) into rsyslog', () => {
+  it('delivers RFC 5424 messages with the operation metadata, multibyte text intact, long lines split below 8 KiB', async () => {
+    const tenant = await createTenant(stack, { plan: 'scale' });
+    const admin = stack.adminToken;
+    // A user name that needs SD-PARAM escaping.
+    const u = await stack.api.post('/users', admin, { name: 'Jo "JJ" O]Neil \\ ops', email: `jo-${tenant.account}@example.com`, role: 'member', accounts: [tenant.account] });
+    expect(u.status, JSON.stringify(u.body)).toBe(201);
+    const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
+      handle: 'rsyslog', drain_type: 'syslog', url: `syslog+tls://localhost:${port}`, token: 'tok-1234', ca_cert: cert.cert,
+    });
+    expect(d.status, JSON.stringify(d.body)).toBe(201);
+    expect(d.body).toMatchObject({ drain_type: 'syslog', has_token: true, has_ca_cert: true });
+
+    // 2048 × "ab€" = 10 240 bytes on one line; the session ends with exit code 0.
+    const script = 'echo "Grüße, 世界 🚀 done"; s="ab€"; i=0; while [ $i -lt 11 ]; do s="$s$s"; i=$((i+1)); done; echo "LONG[$s]END"; exit 0';
+    const r = await stack.api.post(`/apps/${tenant.app}/sessions`, u.body.token, { command: ['sh', '-c', script] });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    await waitForState(stack, u.body.token, id, 'ended');
+
+    const msgs = await waitFor('the ended event in rsyslog', async () => {
+      const all = (await received()).filter((m) => m.procid === String(id));
+      return all.some((m) => m.msgid === 'session_ended') ? all : undefined;
+    }, 30_000, 300);
+
+    // No character was broken anywhere, and no message reached the receiver's 8 KiB limit (it would truncate).
+    expect(msgs.filter((m) => String(m.msg).includes('\uFFFD'))).toEqual([]);
+
+    for (const m of msgs) {
+      expect(m['app-name']).toBe(tenant.app);
+      expect(m.procid).toBe(String(id));
+      expect(m.hostname).toBeTruthy();
+      expect(['output', 'session_started', 'session_ended']).toContain(m.msgid);
+      expect(m.msg.startsWith('tok-1234 ')).toBe(true);
+      expect(m['structured-data']).toContain(
+        `[essh@32473 operation_id="${id}" user_name="Jo \\"JJ\\" O\\]Neil \\\\ ops" user_email="jo-${tenant.account}@example.com"`,
+      );
+      expect(Buffer.byteLength(m.rawmsg ?? m.msg, 'utf8')).toBeLessThan(8000);
+      expect(Number.isNaN(Date.parse(m.timereported))).toBe(false);
+    }
+    const text = (m: Record<string, any>) => (m.msg as string).replace(/^tok-1234 /, '');
+    expect(msgs.map(text)).toContain('Grüße, 世界 🚀 done');
+    expect(msgs.find((m) => m.msgid === 'session_started')!.msg).toMatch(/started by Jo "JJ" O\]Neil/);
+    expect(msgs.find((m) => m.msgid === 'session_ended')!.msg).toMatch(/ended: exit, exit code 0/);
+
+    // The long line arrives in parts, in order, that join back into exactly what was printed.
+    const parts = msgs.filter((m) => / part="\d+\/\d+"/.test(m['structured-data']))
+      .sort((a, b) => Number(/part="(\d+)/.exec(a['structured-data'])![1]) - Number(/part="(\d+)/.exec(b['structured-data'])![1]));
+    expect(parts.length).toBeGreaterThanOrEqual(2);
+    const joined = parts.map(text).join('');
+    const expected = `LONG[${'ab€'.repeat(2048)}]END`;
+    expect(Buffer.byteLength(joined)).toBe(Buffer.byteLength(expected));
+    expect(joined === expected).toBe(true);
+  });
+});
