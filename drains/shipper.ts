@@ -268,7 +268,7 @@ class DrainLoop {
     if (refused.length) {
       const first = refused[0]!;
       return {
-        kind: 'permanent', status: first.status,
+        kind: 'permanent', status: first.status, refusedIds: refused.map((r) => r.event.id),
         message: `Elasticsearch refused ${refused.length} document(s), e.g. ${esDocumentId(first.event)}: HTTP ${first.status} ${first.reason}`,
       };
     }
@@ -281,12 +281,16 @@ class DrainLoop {
     const now = nowIso();
     await this.db.transaction().execute(async (tx) => {
       if (outcome.kind === 'permanent') {
+        const refused = outcome.refusedIds ?? batch.map((e) => e.id);
         await tx.insertInto('log_drain_failures').values({
-          drain_id: drain.id, first_event_id: batch[0]!.id, last_event_id: last, events: batch.length,
+          drain_id: drain.id, first_event_id: Math.min(...refused), last_event_id: Math.max(...refused), events: refused.length,
           status: outcome.status, message: outcome.message, at: now,
         }).execute();
         await tx.updateTable('log_drains').set((eb) => ({
-          cursor: last, failed_events: eb('failed_events', '+', batch.length), last_error: outcome.message, last_error_at: now,
+          cursor: last,
+          failed_events: eb('failed_events', '+', refused.length),
+          delivered_events: eb('delivered_events', '+', batch.length - refused.length),
+          last_error: outcome.message, last_error_at: now,
         })).where('id', '=', drain.id).where('lease_owner', '=', this.owner).execute();
       } else {
         await tx.updateTable('log_drains').set((eb) => ({

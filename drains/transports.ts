@@ -9,7 +9,11 @@ const REQUEST_TIMEOUT_MS = 15_000;
 export type Outcome =
   | { kind: 'ok' }
   | { kind: 'retry'; message: string; retryAfterMs?: number }
-  | { kind: 'permanent'; status: number | null; message: string };
+  | {
+      kind: 'permanent'; status: number | null; message: string;
+      /** When only some events of the batch were refused (Elasticsearch items): their outbox ids. */
+      refusedIds?: number[];
+    };
 
 /** A private CA is trusted in addition to the public ones, not instead of them. */
 export function trustedCas(caCert: string | null): string[] | undefined {
