@@ -46,12 +46,13 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
             Env: env,
             WorkingDir: app.working_dir ?? undefined,
             User: app.user ?? undefined,
-            Tty: true,
+            Tty: spec.tty !== false,
             OpenStdin: true,
             // A hang-up is what a shell gets when its terminal goes away; with an init process as PID 1
             // the shell receives it and exits at once instead of waiting out the stop grace period.
             StopSignal: 'SIGHUP',
-            StdinOnce: false,
+            // Without a TTY, the client's end of input (EOF) must reach the program as the end of its stdin.
+            StdinOnce: spec.tty === false,
             AttachStdin: false,
             AttachStdout: false,
             AttachStderr: false,
@@ -94,7 +95,8 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
         }
         info = await container.inspect();
       }
-      if (!info.State.Running && info.State.Status === 'created') {
+      // A start-on-attach container is started by the portal once it is attached (create, attach, start).
+      if (!spec.startOnAttach && !info.State.Running && info.State.Status === 'created') {
         try {
           await container.start();
         } catch (err) {

@@ -15,6 +15,8 @@ const envSchema = z.object({
   ESSH_API_PORT: port.default(3000),
   ESSH_SSH_HOST: z.string().default('127.0.0.1'),
   ESSH_SSH_PORT: port.default(2222),
+  /** How often the SSH portal tells a session's workflow that its client is still there. */
+  ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
   ESSH_PUBLIC_HOST: z.string().optional(),
   DATABASE_URL: z.string().optional(),
   DOCKER_HOST: z.string().optional(),
@@ -54,7 +56,7 @@ export type EnvConfig = z.infer<typeof envSchema>;
 export interface Config {
   dataDir: string;
   api: { host: string; port: number };
-  ssh: { host: string; port: number; publicHost: string };
+  ssh: { host: string; port: number; publicHost: string; heartbeatIntervalS: number };
   databaseUrl: string;
   temporal: {
     address?: string;
@@ -98,7 +100,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     dataDir,
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
-    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST },
+    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),
     temporal: {
       address: e.TEMPORAL_ADDRESS,

@@ -14,6 +14,7 @@ import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { HostAgent } from '../worker/host-agent.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
+import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
 import { CaptureAgent } from '../drains/capture.js';
@@ -31,6 +32,8 @@ export interface RuntimeParts {
   /** Stacks whose host worker (container activities and host agent) runs here; none if empty. */
   hostStacks?: string[];
   workflowBundle?: WorkflowBundleWithSourceMap;
+  /** Serve the SSH portal (on config.ssh.host:port). */
+  portal?: boolean;
 }
 
 export interface Runtime {
@@ -45,6 +48,9 @@ export interface Runtime {
   apiUrl?: string;
   server?: Server;
   hostAgent?: HostAgent;
+  portal?: SshPortal;
+  /** The port the SSH portal listens on (config.ssh.port, or the one picked for port 0). */
+  sshPort?: number;
   stop(): Promise<void>;
 }
 
@@ -65,10 +71,12 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());
 
+    // The portal may pick its port (port 0): the `connect` blocks follow it once it listens.
+    const sshEndpoint = { publicHost: config.ssh.publicHost, port: config.ssh.port };
     const sessions = new SessionsService({
       db, engine, client, instanceId,
       timeouts: { ...config.session },
-      ssh: { publicHost: config.ssh.publicHost, port: config.ssh.port },
+      ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
     });
     const admin = new AdminService(db);
@@ -129,6 +137,14 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const { port } = server.address() as AddressInfo;
       runtime.server = server;
       runtime.apiUrl = `http://${config.api.host}:${port}`;
+    }
+    if (parts.portal) {
+      const portal = new SshPortal({ config, db, sessions, client, docker: openDocker(), log });
+      await portal.start();
+      cleanups.push(() => portal.stop());
+      runtime.portal = portal;
+      runtime.sshPort = portal.port;
+      sshEndpoint.port = portal.port;
     }
     return runtime;
   } catch (err) {

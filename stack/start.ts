@@ -40,7 +40,7 @@ async function main() {
       });
       config.temporal.address = dev.address;
     }
-    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks }, log);
+    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true }, log);
     const { seeded } = await seedDemo(runtime.db, config.dataDir, config.adminToken);
     const shown = (file: string) => {
       const rel = path.relative(process.cwd(), file);
@@ -51,7 +51,7 @@ async function main() {
       '',
       `essh is up${seeded ? ' (seeded the demo account, app and users)' : ''}`,
       `  REST API      ${runtime.apiUrl}   (OpenAPI: ${runtime.apiUrl}/openapi.json)`,
-      `  SSH portal    ${config.ssh.host}:${config.ssh.port}`,
+      `  SSH portal    ${config.ssh.host}:${runtime.sshPort}   (ssh -t -p ${runtime.sshPort} session-<id>@${config.ssh.publicHost}, or <app>@ with a registered key)`,
       `  Temporal      ${config.temporal.address}, namespace ${config.temporal.namespace}`,
       dev ? `  Temporal UI   ${dev.uiUrl}` : undefined,
       `  Data dir      ${config.dataDir}`,

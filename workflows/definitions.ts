@@ -113,6 +113,10 @@ export interface SessionWorkflowInput {
   connectTimeoutS: number;
   stopGraceS: number;
   pidsLimit: number;
+  /** false: plain stdin/stdout/stderr (an SSH exec without a PTY); absent or true: a TTY. */
+  tty?: boolean;
+  /** The portal starts the container once it has attached, so no output is produced before a client sees it. */
+  startOnAttach?: boolean;
   /** Present on a continued-as-new run: the state its predecessor reached. */
   carried?: CarriedState;
 }
@@ -146,6 +150,8 @@ export interface ContainerSpecRequest {
   stack: string;
   instanceId: string;
   pidsLimit: number;
+  tty?: boolean;
+  startOnAttach?: boolean;
 }
 
 export interface SessionRecordUpdate {

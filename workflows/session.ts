@@ -192,6 +192,8 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
           stack: input.stack,
           instanceId: input.instanceId,
           pidsLimit: input.pidsLimit,
+          tty: input.tty,
+          startOnAttach: input.startOnAttach,
         });
         s.containerId = containerId;
         s.readyAt = new Date().toISOString();

@@ -1,0 +1,168 @@
+import type { AddressInfo } from 'node:net';
+import type { Client as TemporalClient } from '@temporalio/client';
+import type Docker from 'dockerode';
+import { Server, type Connection, type ServerChannel } from 'ssh2';
+import type { Config } from '../lib/config.js';
+import type { Db } from '../lib/db.js';
+import type { Logger } from '../lib/log.js';
+import { principalForUser } from '../services/auth.js';
+import { ApiError } from '../services/errors.js';
+import type { SessionsService } from '../services/sessions.js';
+import { Attachment, type PtySize } from './attachment.js';
+import { PortalAuthenticator, type PortalIdentity } from './auth.js';
+import { loadOrCreateHostKey } from './host-key.js';
+
+export interface PortalDeps {
+  config: Config;
+  db: Db;
+  sessions: SessionsService;
+  client: TemporalClient;
+  docker: Docker;
+  log: Logger;
+}
+
+/**
+ * The SSH portal (CONTRACT §4): `session-<id>` attaches to a session, `<app>` creates one and attaches.
+ * It never logs tokens or anything that passes through a session.
+ */
+export class SshPortal {
+  private server?: Server;
+  private readonly connections = new Set<Connection>();
+  private readonly claims = new Set<number>();
+  private readonly auth: PortalAuthenticator;
+  port = 0;
+
+  constructor(private readonly deps: PortalDeps) {
+    this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.deps;
+    const hostKey = await loadOrCreateHostKey(config.dataDir);
+    const server = new Server({ hostKeys: [hostKey], ident: 'essh' }, (conn) => this.onConnection(conn));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.ssh.port, config.ssh.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err: Error) => log.error({ err }, 'SSH portal server error'));
+    this.server = server;
+    this.port = (server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    for (const conn of this.connections) conn.end();
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+  }
+
+  private onConnection(conn: Connection) {
+    const { log } = this.deps;
+    this.connections.add(conn);
+    let identity: PortalIdentity | null = null;
+    let sessionOpened = false;
+
+    conn.on('authentication', (ctx) => {
+      const methods = this.auth.methodsFor(ctx.username);
+      this.auth.decide(ctx).then(
+        (who) => {
+          if (!who) return ctx.reject(methods);
+          // Without a signature a public key is only being offered: the real attempt follows.
+          if (ctx.method !== 'publickey' || ctx.signature) identity = who;
+          ctx.accept();
+        },
+        (err) => {
+          log.warn({ err: (err as Error).message }, 'portal authentication check failed');
+          ctx.reject(methods);
+        },
+      );
+    });
+
+    conn.on('ready', () => {
+      conn.on('session', (accept, reject) => {
+        // One attachment per connection keeps "one client per session" meaningful.
+        if (sessionOpened || !identity) return reject();
+        sessionOpened = true;
+        const session = accept();
+        const who = identity;
+        let pty: PtySize | null = null;
+        let attachment: Attachment | null = null;
+        session.on('pty', (ok, _no, info) => {
+          pty = { rows: info.rows, cols: info.cols };
+          ok?.();
+        });
+        session.on('window-change', (ok, _no, info) => {
+          const size = { rows: info.rows, cols: info.cols };
+          if (attachment) attachment.resize(size);
+          else if (pty) Object.assign(pty, size);
+          ok?.();
+        });
+        session.on('env', (_ok, no) => no?.());
+        session.on('subsystem', (_ok, no) => no?.());
+        session.on('sftp', (_ok, no) => no?.());
+        const begin = (channel: ServerChannel, command: string | null) => {
+          void this.serve(who, channel, pty, command, (a) => (attachment = a)).catch((err) =>
+            log.warn({ err: (err as Error).message }, 'portal channel failed'),
+          );
+        };
+        session.once('shell', (ok) => begin(ok(), null));
+        session.once('exec', (ok, _no, info) => begin(ok(), info.command));
+      });
+    });
+    conn.on('error', (err) => log.debug({ err: err.message }, 'SSH client connection error'));
+    conn.on('close', () => this.connections.delete(conn));
+  }
+
+  private async serve(
+    who: PortalIdentity,
+    channel: ServerChannel,
+    pty: PtySize | null,
+    command: string | null,
+    onAttachment: (a: Attachment) => void,
+  ) {
+    const deps = {
+      db: this.deps.db, docker: this.deps.docker, client: this.deps.client,
+      heartbeatIntervalS: this.deps.config.ssh.heartbeatIntervalS, log: this.deps.log, claims: this.claims,
+    };
+    if (who.kind === 'session') {
+      const attachment = new Attachment(deps, who.sessionId, channel, pty);
+      onAttachment(attachment);
+      if (command !== null) {
+        return attachment.fail(
+          `essh: session ${who.sessionId} runs the command it was created with; connect without a command to attach to it.`,
+        );
+      }
+      return attachment.run();
+    }
+
+    const principal = await principalForUser(this.deps.db, who.userId);
+    const early = new Attachment(deps, 0, channel, pty);
+    if (!principal) return early.fail('essh: this key belongs to no user any more.');
+    let sessionId: number;
+    try {
+      const created = await this.deps.sessions.create(principal, who.app, {
+        // Like sshd, the command line is handed to a shell.
+        command: command !== null ? ['/bin/sh', '-c', command] : undefined,
+        tty: pty !== null,
+        start_on_connect: true,
+      });
+      sessionId = created.id;
+    } catch (err) {
+      if (err instanceof ApiError) return early.fail(`essh: ${err.message}`);
+      throw err;
+    }
+    const attachment = new Attachment(deps, sessionId, channel, pty);
+    onAttachment(attachment);
+    await attachment.run({
+      progress: pty !== null,
+      // Nobody will attach to a session whose client left while it was provisioning.
+      onLeftEarly: () =>
+        this.deps.sessions.terminate(principal, sessionId, 'the SSH client left before the session was ready').catch(() => undefined),
+    });
+  }
+}

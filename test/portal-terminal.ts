@@ -1,0 +1,152 @@
+// Real terminals and real SSH clients for the portal and CLI tests: tmux panes, OpenSSH, ssh-keygen.
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { sleep, waitFor } from './harness.js';
+
+export const run = promisify(execFile);
+
+/** A tmux server of its own (its own socket) with one pane running `command`. */
+export class Terminal {
+  private constructor(
+    readonly socket: string,
+    readonly dir: string,
+  ) {}
+
+  static async start(command: string, opts: { cols?: number; rows?: number; env?: Record<string, string> } = {}) {
+    const socket = `essh-test-${randomBytes(4).toString('hex')}`;
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-term-'));
+    const t = new Terminal(socket, dir);
+    const envArgs = Object.entries(opts.env ?? {}).flatMap(([k, v]) => ['-e', `${k}=${v}`]);
+    // The pane's command records its own exit status, since the pane goes away with it.
+    const wrapped = `${command}; echo $? > ${path.join(dir, 'exit-status')}; sleep 600`;
+    await t.tmux('-f', '/dev/null', 'new-session', '-d', '-s', 'main', '-x', String(opts.cols ?? 100), '-y', String(opts.rows ?? 30), ...envArgs, wrapped);
+    await t.tmux('set-option', '-g', 'history-limit', '5000');
+    return t;
+  }
+
+  tmux(...args: string[]) {
+    return run('tmux', ['-L', this.socket, ...args]);
+  }
+
+  /** Types text literally (no key names), then Enter. */
+  async typeLine(text: string) {
+    await this.tmux('send-keys', '-t', 'main', '-l', text);
+    await this.tmux('send-keys', '-t', 'main', 'Enter');
+  }
+
+  async keys(...keys: string[]) {
+    await this.tmux('send-keys', '-t', 'main', ...keys);
+  }
+
+  async screen(): Promise<string> {
+    const { stdout } = await this.tmux('capture-pane', '-p', '-J', '-t', 'main', '-S', '-');
+    return stdout;
+  }
+
+  async waitForText(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    return waitFor(`the terminal to show ${pattern}`, async () => (await this.screen()).match(pattern) ?? undefined, timeoutMs, 100).catch(
+      async (err) => {
+        throw new Error(`${(err as Error).message}\n--- screen ---\n${await this.screen().catch(() => '')}`);
+      },
+    );
+  }
+
+  async resize(cols: number, rows: number) {
+    await this.tmux('resize-window', '-t', 'main', '-x', String(cols), '-y', String(rows));
+  }
+
+  /** The exit status of the pane's command, once it has ended. */
+  async exitStatus(timeoutMs = 20_000): Promise<number> {
+    const text = await waitFor(
+      'the terminal command to exit',
+      () => readFile(path.join(this.dir, 'exit-status'), 'utf8').then((s) => (s.trim() ? s : undefined)).catch(() => undefined),
+      timeoutMs,
+      100,
+    );
+    return Number(text.trim());
+  }
+
+  /** The pid of the pane's first process (the shell that runs the command). */
+  async panePid(): Promise<number> {
+    const { stdout } = await this.tmux('display-message', '-p', '-t', 'main', '#{pane_pid}');
+    return Number(stdout.trim());
+  }
+
+  async stop() {
+    await this.tmux('kill-server').catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Descendant pids of `pid` whose command name is `name`. */
+export async function findDescendant(pid: number, name: string): Promise<number | undefined> {
+  const { stdout } = await run('ps', ['-e', '-o', 'pid=,ppid=,comm=']);
+  const rows = stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([p, pp, c]) => ({ pid: Number(p), ppid: Number(pp), comm: c }));
+  const family = new Set([pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const r of rows) if (family.has(r.ppid) && !family.has(r.pid)) (family.add(r.pid), (grew = true));
+  }
+  return rows.find((r) => family.has(r.pid) && r.pid !== pid && r.comm === name)?.pid;
+}
+
+/** OpenSSH options for a portal on loopback: no known_hosts, no user config, quiet. */
+export function sshArgs(port: number, extra: string[] = []): string[] {
+  return [
+    '-F', '/dev/null', '-p', String(port),
+    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+    '-o', 'ConnectTimeout=10', ...extra,
+  ];
+}
+
+export const passwordOnly = ['-o', 'PreferredAuthentications=password', '-o', 'PubkeyAuthentication=no', '-o', 'NumberOfPasswordPrompts=1'];
+export const keyOnly = (keyFile: string) => [
+  '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'PreferredAuthentications=publickey', '-o', 'BatchMode=yes',
+];
+
+/** Shell-quotes one argument for the tmux pane's /bin/sh. */
+export const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export async function writeSecretFile(dir: string, name: string, content: string): Promise<string> {
+  const file = path.join(dir, name);
+  await writeFile(file, content, { mode: 0o600 });
+  return file;
+}
+
+/** A fresh ed25519 key pair from ssh-keygen; returns the private key path and the public key line. */
+export async function generateKey(dir: string, name = 'id_ed25519'): Promise<{ keyFile: string; publicKey: string }> {
+  const keyFile = path.join(dir, name);
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `essh-test-${name}`, '-f', keyFile]);
+  return { keyFile, publicKey: (await readFile(`${keyFile}.pub`, 'utf8')).trim() };
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a program to the end with optional stdin, collecting its output. */
+export function runToEnd(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+  });
+}
+
+export { sleep };

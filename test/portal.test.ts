@@ -1,0 +1,231 @@
+// The SSH portal against the real OpenSSH client (in a real terminal where a TTY matters), real
+// Temporal and the real Docker engine.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  containerExists, createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
+} from './harness.js';
+import {
+  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, runToEnd, sshArgs, writeSecretFile,
+} from './portal-terminal.js';
+
+/** The demo image's shell prompt. */
+const PROMPT = /:\/app[$#] $/m;
+let stack: TestStack;
+let tenant: Awaited<ReturnType<typeof createTenant>>;
+let dir: string;
+let port: number;
+const terminals: Terminal[] = [];
+
+beforeAll(async () => {
+  stack = await startTestStack({
+    env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+    parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
+  });
+  port = stack.runtime.sshPort!;
+  tenant = await createTenant(stack, { plan: 'scale' });
+  dir = await mkdtemp(path.join(os.tmpdir(), 'essh-portal-test-'));
+});
+afterAll(async () => {
+  for (const t of terminals) await t.stop();
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function createSession(body: object = {}, t = tenant) {
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, body);
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body as { id: number; connect: { host: string; port: number; user: string; token: string; ssh_command: string } };
+}
+
+/** OpenSSH in a tmux pane, password from a file through sshpass. */
+async function sshInTerminal(user: string, token: string, opts: { cols?: number; rows?: number } = {}) {
+  const tokenFile = await writeSecretFile(dir, `token-${user}`, token);
+  const cmd = ['sshpass', '-f', tokenFile, 'ssh', '-tt', ...sshArgs(port, passwordOnly), `${user}@127.0.0.1`].map(q).join(' ');
+  const t = await Terminal.start(cmd, opts);
+  terminals.push(t);
+  return t;
+}
+
+async function registerKey(t: { user: { id: number }; token: string }, name: string) {
+  const key = await generateKey(dir, name);
+  const r = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.publicKey });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return key;
+}
+
+describe('OpenSSH in a real terminal, with the session token as password', () => {
+  it('types a command and reads its output, follows resizes, and exits with the shell status', async () => {
+    const s = await createSession();
+    expect(s.connect).toMatchObject({ host: '127.0.0.1', port, user: `session-${s.id}` });
+    expect(s.connect.ssh_command).toBe(`ssh -t -p ${port} session-${s.id}@127.0.0.1`);
+    const term = await sshInTerminal(s.connect.user, s.connect.token, { cols: 100, rows: 30 });
+    await term.waitForText(PROMPT);
+    await waitForState(stack, tenant.token, s.id, 'active', 10_000);
+
+    await term.typeLine('echo "sum=$((6*7))"; echo "$APP_ENV"');
+    await term.waitForText(/^sum=42\s*\ntest\s*$/m);
+
+    await term.typeLine('stty size');
+    await term.waitForText(/^30 100\s*$/m);
+    await term.resize(120, 40);
+    await term.typeLine('clear; stty size');
+    await term.waitForText(/^40 120\s*$/m);
+
+    // Ctrl-C reaches the program in the container (the TTY's line discipline turns it into SIGINT).
+    await term.typeLine('sleep 30; echo after-sleep');
+    await new Promise((r) => setTimeout(r, 500));
+    await term.keys('C-c');
+    await term.typeLine('echo interrupted-ok');
+    await term.waitForText(/^interrupted-ok\s*$/m, 5000);
+    expect(await term.screen()).not.toMatch(/^after-sleep/m);
+
+    await term.typeLine('exit 7');
+    expect(await term.exitStatus()).toBe(7);
+    const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 7 });
+    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+  });
+
+  it('kill -9 of ssh ends the session with disconnect and removes the container within the heartbeat timeout + 5 s', async () => {
+    const s = await createSession();
+    const term = await sshInTerminal(s.connect.user, s.connect.token);
+    await term.waitForText(PROMPT);
+    await waitForState(stack, tenant.token, s.id, 'active', 10_000);
+    const ssh = await findDescendant(await term.panePid(), 'ssh');
+    expect(ssh).toBeDefined();
+    const killedAt = Date.now();
+    process.kill(ssh!, 'SIGKILL');
+    const ended = await waitForState(stack, tenant.token, s.id, 'ended', (stack.config.session.heartbeatTimeoutS + 5) * 1000);
+    expect(ended.end_reason).toBe('disconnect');
+    await waitFor('the container to be removed', async () => !(await containerExists(`essh-${s.id}`)), killedAt + (stack.config.session.heartbeatTimeoutS + 5) * 1000 - Date.now());
+  });
+
+  it('an operator terminating the session shows one line saying why and by whom, and closes', async () => {
+    const s = await createSession();
+    const term = await sshInTerminal(s.connect.user, s.connect.token);
+    await term.waitForText(PROMPT);
+    await waitForState(stack, tenant.token, s.id, 'active', 10_000);
+    const me = await stack.api.get('/me', stack.adminToken);
+    const r = await stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, { reason: 'maintenance' });
+    expect(r.status).toBe(202);
+    await term.waitForText(new RegExp(`^essh: session ${s.id} terminated by ${me.body.email.replace(/[.]/g, '\\.')}: maintenance\\s*$`, 'm'));
+    expect(await term.exitStatus()).not.toBe(0);
+    const screen = await term.screen();
+    expect(screen.match(/essh: session \d+ terminated/g)).toHaveLength(1);
+    const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    expect(ended).toMatchObject({ end_reason: 'terminated', ended_by: me.body.email, end_message: 'maintenance' });
+  });
+});
+
+describe('refusals: nothing leaks', () => {
+  const attempt = (user: string, extra: string[], password?: string, command: string[] = ['true']) =>
+    runToEnd(password !== undefined ? 'sshpass' : 'ssh', [
+      ...(password !== undefined ? ['-e', 'ssh'] : []), ...sshArgs(port, extra), `${user}@127.0.0.1`, ...command,
+    ], { env: { ...process.env, SSHPASS: password ?? '' }, timeoutMs: 20_000 });
+
+  it('a token works once, a wrong token, an unknown session, another user\'s key and a second client are all refused', async () => {
+    const s = await createSession();
+    const other = await createTenant(stack, { plan: 'scale' });
+    const ownerKey = await registerKey(tenant, 'owner');
+    const otherKey = await registerKey(other, 'other');
+
+    // The first client, without a PTY: it holds the session while the others try.
+    const tokenFile = await writeSecretFile(dir, 'first', s.connect.token);
+    const first = spawn('sshpass', ['-f', tokenFile, 'ssh', '-T', ...sshArgs(port, passwordOnly), `${s.connect.user}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let firstOut = '';
+    first.stdout.on('data', (c) => (firstOut += c));
+    try {
+      await waitForState(stack, tenant.token, s.id, 'active', 15_000);
+
+      const reused = await attempt(s.connect.user, passwordOnly, s.connect.token);
+      const wrong = await attempt(s.connect.user, passwordOnly, 'esst_not-the-token');
+      const unknown = await attempt('session-999999999999', passwordOnly, s.connect.token);
+      const othersKey = await attempt(s.connect.user, keyOnly(otherKey.keyFile));
+      for (const r of [reused, wrong, unknown, othersKey]) {
+        expect(r.code).toBe(255);
+        expect(r.stderr).toMatch(/Permission denied/);
+        expect(r.stderr).not.toMatch(/session \d|not found|token|ended/i);
+      }
+      // The owner's own key gets in, but a session takes one client at a time: a clear message.
+      const second = await attempt(s.connect.user, ['-T', ...keyOnly(ownerKey.keyFile)], undefined, []);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toMatch(new RegExp(`essh: session ${s.id} already has a client attached`));
+
+      first.stdin.write('echo still-here\n');
+      await waitFor('the first client to still work', async () => firstOut.includes('still-here'), 10_000);
+      first.stdin.write('exit 0\n');
+      await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    } finally {
+      first.kill();
+    }
+    // Ended: the owner's key no longer gets in either.
+    const afterEnd = await attempt(s.connect.user, keyOnly(ownerKey.keyFile));
+    expect(afterEnd.code).toBe(255);
+    expect(afterEnd.stderr).toMatch(/Permission denied/);
+  });
+});
+
+describe('<app>@host with a registered key', () => {
+  let key: { keyFile: string; publicKey: string };
+  beforeAll(async () => {
+    key = await registerKey(tenant, 'app-login');
+  });
+
+  it('runs a command without a PTY: separate stdout and stderr, and its exit status', async () => {
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, 'echo out-$((1+1)); echo err >&2; exit 3']);
+    expect(r.stdout.toString()).toBe('out-2\n');
+    expect(r.stderr).toBe('err\n');
+    expect(r.code).toBe(3);
+    const list = await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token);
+    const s = list.body.find((x: any) => x.command?.[2]?.startsWith('echo out-'));
+    expect(s).toMatchObject({ command: ['/bin/sh', '-c', 'echo out-$((1+1)); echo err >&2; exit 3'], user: { id: tenant.user.id } });
+    const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 3 });
+  });
+
+  it('passes stdin through to the command, with EOF', async () => {
+    const input = Array.from({ length: 2000 }, (_, i) => `line ${i} \u00e9\u4e2d`).join('\n') + '\n';
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, 'wc -l; echo done'], { input });
+    expect(r.stdout.toString()).toMatch(/^\s*2000\ndone\n$/);
+    expect(r.code).toBe(0);
+  });
+
+  it('creates and attaches an interactive session in a terminal', async () => {
+    const cmd = ['ssh', '-tt', ...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`].map(q).join(' ');
+    const term = await Terminal.start(cmd);
+    terminals.push(term);
+    await term.waitForText(PROMPT);
+    await term.typeLine('echo "$GREETING-$APP_ENV"');
+    await term.waitForText(/^-test\s*$/m);
+    await term.typeLine('exit 5');
+    expect(await term.exitStatus()).toBe(5);
+  });
+
+  it('an unknown app, or one of another account, is one clear line and exit status 1', async () => {
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(key.keyFile)), 'no-such-app@127.0.0.1', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe('essh: App "no-such-app" was not found, or you may not see it.');
+  });
+
+  it('a key nobody registered is refused', async () => {
+    const stranger = await generateKey(dir, 'stranger');
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(stranger.keyFile)), `${tenant.app}@127.0.0.1`, 'true']);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/Permission denied/);
+  });
+
+  it('the plan limit is one clear line and exit status 1', async () => {
+    const small = await createTenant(stack, { plan: 'development' });
+    const smallKey = await registerKey(small, 'small');
+    const held = await createSession({}, small);
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(smallKey.keyFile)), `${small.app}@127.0.0.1`, 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^essh: Account ${small.account} is at its limit of 1 concurrent session .*session ${held.id}`));
+    await stack.api.post(`/sessions/${held.id}/terminate`, small.token, {});
+  });
+});
