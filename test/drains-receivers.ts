@@ -46,6 +46,8 @@ export interface ReceivedRequest {
 export class HttpsReceiver {
   readonly requests: ReceivedRequest[] = [];
   answer: (req: ReceivedRequest) => { status: number; body?: string; headers?: Record<string, string> } = () => ({ status: 200, body: '{}' });
+  /** A slow receiver: each answer comes this long after the request. */
+  delayMs = 0;
   private server?: https.Server;
   port = 0;
 
@@ -57,10 +59,14 @@ export class HttpsReceiver {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const r: ReceivedRequest = { path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
-        const a = this.answer(r);
-        if (a.status >= 200 && a.status < 300) this.requests.push(r);
-        res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
-        res.end(a.body ?? '');
+        const reply = () => {
+          const a = this.answer(r);
+          if (a.status >= 200 && a.status < 300) this.requests.push(r);
+          res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
+          res.end(a.body ?? '');
+        };
+        if (this.delayMs) setTimeout(reply, this.delayMs);
+        else reply();
       });
     });
     await new Promise<void>((resolve, reject) => server.listen(this.port, '127.0.0.1', resolve).once('error', reject));
