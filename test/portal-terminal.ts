@@ -76,6 +76,12 @@ export class Terminal {
     return Number(stdout.trim());
   }
 
+  /** The terminal device of the pane (for `stty -F`). */
+  async paneTty(): Promise<string> {
+    const { stdout } = await this.tmux('display-message', '-p', '-t', 'main', '#{pane_tty}');
+    return stdout.trim();
+  }
+
   async stop() {
     await this.tmux('kill-server').catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });

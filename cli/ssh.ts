@@ -1,0 +1,78 @@
+import { openPortalShell } from '../portal/client.js';
+import type { CreatedSession, EsshApi, Session } from './api.js';
+import { CliError } from './config.js';
+
+const READY_POLL_MS = 150;
+const READY_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * `essh ssh APP [-- command…]`: creates the session through the API, waits for its container, attaches
+ * through the portal and resolves with the remote exit status. The local terminal is put in raw mode
+ * only while attached and is restored on every way out (normal end, error, signal).
+ */
+export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeMb?: number; command: string[] }): Promise<number> {
+  const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const started = Date.now();
+  const created = await api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
+    ...(opts.command.length ? { command: opts.command } : {}),
+    ...(opts.containerSizeMb !== undefined ? { container_size_mb: opts.containerSizeMb } : {}),
+    // A command's first output must not be produced before we are attached to see it.
+    start_on_connect: true,
+    tty: interactive,
+  });
+  process.stderr.write(`Provisioning container for session ${created.id}… `);
+  await waitUntilReady(api, created.id);
+  process.stderr.write(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+
+  const shell = await openPortalShell(created.connect, {
+    pty: interactive ? { rows: process.stdout.rows, cols: process.stdout.columns, term: process.env.TERM } : null,
+  });
+  const { channel } = shell;
+  const stdin = process.stdin;
+  let restored = !interactive;
+  const restore = () => {
+    if (restored) return;
+    restored = true;
+    stdin.setRawMode(false);
+  };
+  const onResize = () => channel.setWindow(process.stdout.rows, process.stdout.columns, 0, 0);
+  const onSignal = (signal: NodeJS.Signals) => {
+    restore();
+    shell.close();
+    process.exit(128 + (signal === 'SIGHUP' ? 1 : signal === 'SIGINT' ? 2 : 15));
+  };
+  process.on('exit', restore);
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, onSignal);
+  try {
+    if (interactive) {
+      stdin.setRawMode(true);
+      process.stdout.on('resize', onResize);
+    }
+    stdin.pipe(channel);
+    channel.pipe(process.stdout, { end: false });
+    channel.stderr.pipe(process.stderr, { end: false });
+    const code = await shell.exitCode;
+    return code ?? 255;
+  } finally {
+    restore();
+    stdin.unpipe(channel);
+    stdin.pause();
+    process.stdout.off('resize', onResize);
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(s, onSignal);
+    shell.close();
+  }
+}
+
+async function waitUntilReady(api: EsshApi, id: number): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const s = await api.get<Session>(`/sessions/${id}`);
+    if (s.state === 'waiting_for_client' || s.state === 'active') return;
+    if (s.state === 'ending' || s.state === 'ended') {
+      process.stderr.write('\n');
+      throw new CliError(`session ${id} ended before it was ready (${s.end_reason}${s.end_message ? `: ${s.end_message}` : ''})`);
+    }
+    if (Date.now() > deadline) throw new CliError(`session ${id} is still provisioning after 5 minutes; see essh operation ${id}`);
+    await new Promise((r) => setTimeout(r, READY_POLL_MS));
+  }
+}
