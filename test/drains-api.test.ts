@@ -1,0 +1,123 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, startTestStack, type TestStack } from './harness.js';
+import { selfSignedCert } from './drains-receivers.js';
+import { rm } from 'node:fs/promises';
+
+// The drains and redaction-rule routes: validation with clear errors, who may do what, what is shown.
+let stack: TestStack;
+let t: Awaited<ReturnType<typeof createTenant>>;
+let adminToken: string;
+let ca: string;
+let certDir: string;
+
+beforeAll(async () => {
+  stack = await startTestStack({ parts: { api: true } });
+  t = await createTenant(stack);
+  const a = await stack.api.post('/users', stack.adminToken, { name: 'Acct Admin', email: `aa-${t.account}@example.com`, role: 'account_admin', accounts: [t.account] });
+  adminToken = a.body.token;
+  const cert = await selfSignedCert();
+  ca = cert.cert;
+  certDir = cert.dir;
+});
+afterAll(async () => {
+  await stack?.stop();
+  if (certDir) await rm(certDir, { recursive: true, force: true });
+});
+
+const create = (body: object, token = adminToken, account = t.account) => stack.api.post(`/accounts/${account}/log_drains`, token, body);
+
+describe('log drain validation', () => {
+  it.each([
+    [{ handle: 'a', drain_type: 'syslog', url: 'syslog://logs.example.com:514' }, /TLS only.*syslog\+tls:\/\/logs\.example\.com:6514/],
+    [{ handle: 'a', drain_type: 'syslog', url: 'syslog+tls://logs.example.com' }, /needs a host and a port/],
+    [{ handle: 'a', drain_type: 'syslog', url: 'syslog+tls://u:p@logs.example.com:6514' }, /"token"/],
+    [{ handle: 'a', drain_type: 'https', url: 'http://logs.example.com/in' }, /must use https/],
+    [{ handle: 'a', drain_type: 'https', url: 'not a url' }, /is not a URL.*https:\/\/logs\.example\.com\/ingest/],
+    [{ handle: 'a', drain_type: 'https', url: 'https://x.example.com', token: 'abc' }, /takes no "token".*in the url/],
+    [{ handle: 'a', drain_type: 'https', url: 'https://x.example.com', index: 'abc' }, /elasticsearch drains only/],
+    [{ handle: 'a', drain_type: 'elasticsearch', url: 'https://es.example.com:9200' }, /needs "index"/],
+    [{ handle: 'a', drain_type: 'elasticsearch', url: 'https://es.example.com:9200', index: 'Bad Index' }, /lower-case Elasticsearch index name/],
+    [{ handle: 'a', drain_type: 'elasticsearch', url: 'https://es.example.com:9200', index: 'logs', pipeline: 'a b' }, /ingest pipeline name/],
+    [{ handle: 'a', drain_type: 'https', url: 'https://x.example.com', ca_cert: 'hello' }, /not a PEM certificate/],
+    [{ handle: 'a', drain_type: 'syslog', url: 'syslog+tls://h.example.com:6514', token: 'has space' }, /printable ASCII/],
+    [{ handle: 'a', drain_type: 'kafka', url: 'https://x.example.com' }, /body\.drain_type/],
+    [{ handle: 'a', drain_type: 'https', url: 'https://x.example.com', colour: 'red' }, /colour/],
+    [{ handle: 'A B', drain_type: 'https', url: 'https://x.example.com' }, /body\.handle/],
+  ])('refuses %j with a clear message', async (body, message) => {
+    const r = await create(body);
+    expect(r.status, JSON.stringify(r.body)).toBe(422);
+    expect(r.body.error).toBe('invalid_request');
+    expect(r.body.message).toMatch(message);
+  });
+});
+
+describe('log drains', () => {
+  it('are created by account admins, shown without secrets and with their delivery state, listed by members', async () => {
+    const r = await create({
+      handle: 'es', drain_type: 'elasticsearch', url: 'https://elastic:s3cret@es.example.com:9200', index: 'essh-{yyyy}.{MM}.{dd}',
+      pipeline: 'p1', token: 'k', ca_cert: ca,
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body).toMatchObject({
+      handle: 'es', account: t.account, drain_type: 'elasticsearch', url: 'https://elastic:****@es.example.com:9200/',
+      has_token: true, has_ca_cert: true, index: 'essh-{yyyy}.{MM}.{dd}', pipeline: 'p1', drain_ephemeral_sessions: true,
+      delivery: { backlog: 0, delivered_events: 0, failed_events: 0, last_success_at: null, last_error_at: null, last_error: null },
+    });
+    expect(JSON.stringify(r.body)).not.toContain('s3cret');
+    expect(r.body).not.toHaveProperty('token');
+
+    const s = await create({ handle: 'sys', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', drain_ephemeral_sessions: false });
+    expect(s.status).toBe(201);
+    expect(s.body.drain_ephemeral_sessions).toBe(false);
+    expect((await create({ handle: 'sys', drain_type: 'https', url: 'https://x.example.com' })).status).toBe(409);
+
+    const list = await stack.api.get(`/accounts/${t.account}/log_drains`, t.token);
+    expect(list.status).toBe(200);
+    expect(list.body.map((d: any) => d.handle)).toEqual(['es', 'sys']);
+    expect((await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body.handle).toBe('es');
+  });
+
+  it('may not be managed by members or seen from other accounts', async () => {
+    const r = await create({ handle: 'members-cannot', drain_type: 'https', url: 'https://x.example.com' }, t.token);
+    expect(r.status).toBe(403);
+    expect(r.body.message).toMatch(/admin of this account or an operator/);
+    const other = await createTenant(stack);
+    expect((await stack.api.get(`/accounts/${t.account}/log_drains`, other.token)).status).toBe(404);
+    expect((await create({ handle: 'x', drain_type: 'https', url: 'https://x.example.com' }, other.token)).status).toBe(404);
+    const mine = await create({ handle: 'to-delete', drain_type: 'https', url: 'https://x.example.com' });
+    expect((await stack.api.get(`/log_drains/${mine.body.id}`, other.token)).status).toBe(404);
+    expect((await stack.api.delete(`/log_drains/${mine.body.id}`, other.token)).status).toBe(404);
+    expect((await stack.api.delete(`/log_drains/${mine.body.id}`, t.token)).status).toBe(403);
+    expect((await stack.api.delete(`/log_drains/${mine.body.id}`, adminToken)).status).toBe(204);
+    expect((await stack.api.get(`/log_drains/${mine.body.id}`, adminToken)).status).toBe(404);
+    // An operator manages any account's drains.
+    expect((await create({ handle: 'by-operator', drain_type: 'https', url: 'https://x.example.com' }, stack.adminToken)).status).toBe(201);
+  });
+});
+
+describe('redaction rules', () => {
+  const rule = (body: object, token = adminToken) => stack.api.post(`/accounts/${t.account}/redaction_rules`, token, body);
+  it('take a regular expression or a preset, and refuse bad ones clearly', async () => {
+    expect((await rule({ name: 'cards', preset: 'card_number' })).body).toMatchObject({ preset: 'card_number', replacement: '[REDACTED CARD]' });
+    expect((await rule({ name: 'tokens', pattern: 'tok_[a-z0-9]+', replacement: '<tok>' })).status).toBe(201);
+    const bad = await rule({ name: 'bad', pattern: '(unclosed' });
+    expect(bad.status).toBe(422);
+    expect(bad.body.message).toMatch(/not a valid regular expression/);
+    expect((await rule({ name: 'empty', pattern: 'x*' })).body.message).toMatch(/matches the empty string/);
+    expect((await rule({ name: 'both', pattern: 'x', preset: 'us_ssn' })).body.message).toMatch(/either "pattern".*or "preset"/);
+    expect((await rule({ name: 'none' })).status).toBe(422);
+    expect((await rule({ name: 'unknown', preset: 'passport' })).status).toBe(422);
+    expect((await rule({ name: 'member', preset: 'us_ssn' }, t.token)).status).toBe(403);
+    const list = await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token);
+    expect(list.body.map((r: any) => r.name)).toEqual(['cards', 'tokens']);
+    expect((await stack.api.delete(`/redaction_rules/${list.body[1].id}`, adminToken)).status).toBe(204);
+    expect((await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token)).body).toHaveLength(1);
+  });
+
+  it('are in the OpenAPI document with the drain routes', async () => {
+    const doc = (await stack.api.get('/openapi.json')).body;
+    for (const p of ['/accounts/{account}/log_drains', '/log_drains/{id}', '/accounts/{account}/redaction_rules', '/sessions/{id}/recording']) {
+      expect(Object.keys(doc.paths)).toContain(p);
+    }
+  });
+});
