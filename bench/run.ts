@@ -1,0 +1,38 @@
+// `npm run bench`: every benchmark module against one throw-away essh stack; `npm run bench -- NAME…`
+// runs only the named ones. Other parts add their module to `modules` below.
+import { startBenchEnv } from './env.js';
+import { sessionReady } from './session-ready.js';
+import { formatTable } from './stats.js';
+import type { BenchModule, BenchRow } from './types.js';
+
+const modules: BenchModule[] = [sessionReady];
+
+async function main() {
+  const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const unknown = wanted.filter((w) => !modules.some((m) => m.name === w));
+  if (unknown.length) {
+    console.error(`unknown benchmark ${unknown.join(', ')}; known: ${modules.map((m) => m.name).join(', ')}`);
+    process.exit(2);
+  }
+  const selected = wanted.length ? modules.filter((m) => wanted.includes(m.name)) : modules;
+  const env = await startBenchEnv();
+  const rows: BenchRow[] = [];
+  let failed = false;
+  try {
+    for (const m of selected) {
+      env.progress(`${m.name}: ${m.description}`);
+      try {
+        rows.push(...(await m.run(env)));
+      } catch (err) {
+        failed = true;
+        console.error(`bench ${m.name} failed: ${(err as Error).stack ?? err}`);
+      }
+    }
+  } finally {
+    await env.stop();
+  }
+  console.log(formatTable(rows));
+  process.exit(failed ? 1 : 0);
+}
+
+void main();

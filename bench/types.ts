@@ -1,0 +1,32 @@
+import type Docker from 'dockerode';
+import type { Runtime } from '../stack/runtime.js';
+
+/** One line of the printed table. */
+export interface BenchRow {
+  benchmark: string;
+  metric: string;
+  value: number;
+  unit: string;
+  note?: string;
+}
+
+/** What every benchmark module gets: a running essh stack on its own dev server, and helpers. */
+export interface BenchContext {
+  runtime: Runtime;
+  apiUrl: string;
+  docker: Docker;
+  /** An account (its own plan limit), an app on stack `local` and a member; returns the member's token. */
+  createTenant(opts?: { maxConcurrentSessions?: number; image?: string }): Promise<{ account: string; app: string; token: string }>;
+  /** Progress lines go to stderr; the table to stdout. */
+  progress(line: string): void;
+}
+
+/**
+ * A benchmark: run with `npm run bench` (all), or `npm run bench -- <name> …` (some). Add a module to
+ * the list in bench/run.ts.
+ */
+export interface BenchModule {
+  name: string;
+  description: string;
+  run(ctx: BenchContext): Promise<BenchRow[]>;
+}
