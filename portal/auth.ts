@@ -1,5 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { utils, type AuthContext, type PublicKeyAuthContext } from 'ssh2';
+import ssh2, { type AuthContext, type PublicKeyAuthContext } from 'ssh2';
+
+// ssh2 is CommonJS: Node's ESM loader only offers its default export (vitest hides this).
+const { utils } = ssh2;
 import type { Db } from '../lib/db.js';
 import type { SessionsService } from '../services/sessions.js';
 

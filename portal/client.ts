@@ -1,4 +1,4 @@
-import { Client, type ClientChannel } from 'ssh2';
+import ssh2, { type Client, type ClientChannel } from 'ssh2';
 
 /** Where and as whom to attach: a session's `connect` block (CONTRACT §3). */
 export interface PortalTarget {
@@ -33,7 +33,7 @@ export interface PortalShell {
  */
 export function openPortalShell(target: PortalTarget, opts: PortalShellOptions = {}): Promise<PortalShell> {
   return new Promise((resolve, reject) => {
-    const client = new Client();
+    const client = new ssh2.Client();
     let settled = false;
     const fail = (err: Error) => {
       if (settled) return;

@@ -1,6 +1,9 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
+
+// ssh2 is CommonJS: Node's ESM loader only offers its default export.
+const { utils } = ssh2;
 
 export const HOST_KEY_FILE = 'ssh_host_ed25519_key';
 

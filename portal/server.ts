@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Client as TemporalClient } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { Server, type Connection, type ServerChannel } from 'ssh2';
+import ssh2, { type Connection, type Server, type ServerChannel } from 'ssh2';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
@@ -39,7 +39,7 @@ export class SshPortal {
   async start(): Promise<void> {
     const { config, log } = this.deps;
     const hostKey = await loadOrCreateHostKey(config.dataDir);
-    const server = new Server({ hostKeys: [hostKey], ident: 'essh' }, (conn) => this.onConnection(conn));
+    const server = new ssh2.Server({ hostKeys: [hostKey], ident: 'essh' }, (conn) => this.onConnection(conn));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.ssh.port, config.ssh.host, () => {
