@@ -38,6 +38,12 @@ export class SshPortal {
 
   async start(): Promise<void> {
     const { config, log } = this.deps;
+    if (config.ssh.heartbeatIntervalS >= config.session.heartbeatTimeoutS) {
+      throw new Error(
+        `ESSH_PORTAL_HEARTBEAT_S (${config.ssh.heartbeatIntervalS}) must be shorter than ESSH_HEARTBEAT_TIMEOUT_S ` +
+          `(${config.session.heartbeatTimeoutS}), or every attached session would end for want of heartbeats.`,
+      );
+    }
     const hostKey = await loadOrCreateHostKey(config.dataDir);
     const server = new ssh2.Server({ hostKeys: [hostKey], ident: 'essh' }, (conn) => this.onConnection(conn));
     await new Promise<void>((resolve, reject) => {
