@@ -93,10 +93,13 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
           if (status === 400 || status === 409) throw provisionError(`Docker refused the container: ${msg}`);
           throw err;
         }
-        info = await container.inspect();
       }
+      // A container just created is in state `created`: asking the engine again would only add a round
+      // trip to the session's start-up.
+      const containerId = info?.Id ?? container.id;
+      const status = info?.State.Status ?? 'created';
       // A start-on-attach container is started by the portal once it is attached (create, attach, start).
-      if (!spec.startOnAttach && !info.State.Running && info.State.Status === 'created') {
+      if (!spec.startOnAttach && status === 'created') {
         try {
           await container.start();
         } catch (err) {
@@ -108,8 +111,8 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
           }
         }
       }
-      log.info('container ready', { operationId: spec.operationId, containerId: info.Id.slice(0, 12) });
-      return { containerId: info.Id };
+      log.info('container ready', { operationId: spec.operationId, containerId: containerId.slice(0, 12) });
+      return { containerId };
     },
 
     /** Stops (with a grace period) and removes the session's container; nothing to do if it is gone. */
