@@ -36,10 +36,14 @@ async function startStack(env: Record<string, string>): Promise<Started> {
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
-  const apiUrl = await waitFor('the stack to say it is up', async () => {
-    if (child.exitCode !== null) throw new Error(`npm start exited ${child.exitCode}: ${out}`);
-    return /REST API\s+(http:\/\/\S+)/.exec(out)?.[1];
-  }, 90_000, 200);
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`npm start exited ${code} before it was up:\n${out}`))),
+  );
+  exited.catch(() => undefined);
+  const apiUrl = await Promise.race([
+    waitFor('the stack to say it is up', async () => /REST API\s+(http:\/\/\S+)/.exec(out)?.[1], 90_000, 200),
+    exited,
+  ]);
   return { child, output: () => out, apiUrl };
 }
 
