@@ -91,7 +91,7 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   expect(hash.digest('hex')).toBe(expected);
   expect(receivedDuringStall).toBe(0);
   // Unbounded buffering would take in the remaining 42 MB during the stall (Docker produces it far
-  // faster than 4 s); bounded, the portal holds at most an SSH window and a socket buffer or two.
+  // faster than the stall lasts); bounded, the portal holds at most an SSH window and a socket buffer or two.
   expect(rssAtStall).toBeGreaterThan(0);
   expect(stalledPeak - rssAtStall).toBeLessThan(16 * MB);
 });

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   containerExists, createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
@@ -82,6 +83,18 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     await term.typeLine('echo interrupted-ok');
     await term.waitForText(/^interrupted-ok\s*$/m, 5000);
     expect(await term.screen()).not.toMatch(/^after-sleep/m);
+
+    // Ctrl-D ends `cat`'s input; the shell carries on.
+    await term.typeLine('cat > /tmp/typed');
+    await term.typeLine('typed-line');
+    await term.keys('C-d');
+    await term.typeLine('echo "got:$(cat /tmp/typed)"');
+    await term.waitForText(/^got:typed-line\s*$/m, 5000);
+
+    // Ctrl-P Ctrl-Q (Docker's default detach keys) reach the program instead of detaching.
+    await term.typeLine('stty -ixon; head -c 3 | od -An -tx1');
+    await term.keys('C-p', 'C-q', 'Enter');
+    await term.waitForText(/^\s*10 11 0a\s*$/m, 5000);
 
     await term.typeLine('exit 7');
     expect(await term.exitStatus()).toBe(7);
@@ -187,10 +200,10 @@ describe('<app>@host with a registered key', () => {
     expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 3 });
   });
 
-  it('passes stdin through to the command, with EOF', async () => {
-    const input = Array.from({ length: 2000 }, (_, i) => `line ${i} \u00e9\u4e2d`).join('\n') + '\n';
-    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, 'wc -l; echo done'], { input });
-    expect(r.stdout.toString()).toMatch(/^\s*2000\ndone\n$/);
+  it('passes binary stdin through to the command unchanged, with EOF', async () => {
+    const input = randomBytes(3 * 1024 * 1024);
+    const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, 'sha256sum; echo done'], { input });
+    expect(r.stdout.toString()).toBe(`${createHash('sha256').update(input).digest('hex')}  -\ndone\n`);
     expect(r.code).toBe(0);
   });
 
