@@ -32,6 +32,19 @@ async function endAllSessions(s: TestStack) {
     ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
 }
 
+/** An open record with no workflow, as a process that died right after the insert leaves it. */
+async function insertOrphan(s: TestStack, t: { account: string; app: string; user: { id: number } }) {
+  const db = s.runtime.db;
+  const acc = await db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow();
+  const app = await db.selectFrom('apps').select('id').where('handle', '=', t.app).executeTakeFirstOrThrow();
+  const now = new Date().toISOString();
+  const row = await db.insertInto('operations').values({
+    type: 'execute', account_id: acc.id, app_id: app.id, user_id: t.user.id, stack: 'local', command: null,
+    container_size_mb: 1024, state: 'provisioning', status: 'queued', created_at: now, updated_at: now, expires_at: now,
+  }).returning('id').executeTakeFirstOrThrow();
+  return { accountId: Number(acc.id), orphanId: Number(row.id) };
+}
+
 function expectExactly(results: ApiResponse[], limit: number) {
   const created = results.filter((r) => r.status === 201);
   const refused = results.filter((r) => r.status !== 201);
@@ -90,27 +103,32 @@ describe('plan limits hold under concurrent creates', () => {
 describe('a restart in the middle of a burst leaks no slot', () => {
   it('stop the runtime mid-burst, start a new one on the same database and namespace: slots stay consistent', async () => {
     const limit = 5;
-    const first = await startTestStack({ env: { ESSH_OPERATION_SETTLE_S: '2' } });
+    // The first runtime's reconciler waits long enough never to close anything before the restart.
+    const first = await startTestStack({ env: { ESSH_OPERATION_SETTLE_S: '600' } });
     let second: TestStack | undefined;
     try {
       const t = await createTenant(first, { plan: 'scale', max: limit });
+      // The worst moment to die is between the insert's commit and the workflow's start: a record
+      // that holds a slot with no workflow behind it. Leave one such record, as that crash would.
+      const { accountId, orphanId } = await insertOrphan(first, t);
+
       // Fire the burst, and stop the whole process's runtime (API, workers, DB pool) while it runs.
       const inFlight = Promise.allSettled(
         Array.from({ length: 40 }, (_, i) =>
           new Promise((r) => setTimeout(r, i * 15)).then(() => first.api.post(`/apps/${t.app}/sessions`, t.token, sleeper))),
       );
-      await waitFor('the first session of the burst', async () =>
-        (await first.runtime.db.selectFrom('operations').select('id').limit(1).execute()).length > 0, 10_000, 5);
+      await waitFor('a few sessions of the burst', async () =>
+        (await first.runtime.db.selectFrom('operations').select('id').execute()).length >= 3, 10_000, 5);
       await first.runtime.stop();
       const outcomes = await inFlight;
       const created = outcomes.filter((o) => o.status === 'fulfilled' && o.value.status === 201).length;
       const cut = outcomes.filter((o) => o.status === 'rejected' || (o.status === 'fulfilled' && o.value.status >= 500)).length;
-      expect(created).toBeLessThanOrEqual(limit);
+      // The orphan holds one slot.
+      expect(created).toBeLessThanOrEqual(limit - 1);
       expect(cut, 'the restart must interrupt part of the burst').toBeGreaterThan(0);
 
       second = await startTestStack({ namespace: first.namespace, reuse: first, env: { ESSH_OPERATION_SETTLE_S: '2' } });
       const s2 = second;
-      const accountId = Number((await s2.runtime.db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow()).id);
       const openRows = () => s2.runtime.db.selectFrom('operations').select(['id', 'state']).where('account_id', '=', accountId)
         .where('state', '!=', 'ended').execute();
       expect((await openRows()).length).toBeLessThanOrEqual(limit);
@@ -125,7 +143,11 @@ describe('a restart in the middle of a burst leaks no slot', () => {
         return true;
       }, 30_000, 500);
 
-      // And the slots are exactly the limit again: end everything, then a new burst gets exactly five.
+      const orphan = await s2.runtime.db.selectFrom('operations').select(['state', 'end_reason', 'end_message'])
+        .where('id', '=', orphanId).executeTakeFirstOrThrow();
+      expect(orphan).toEqual({ state: 'ended', end_reason: 'provision_failed', end_message: 'the session workflow does not exist' });
+
+      // And the slots are exactly the limit again: end everything, then a new burst gets exactly the limit.
       await endAllSessions(s2);
       const again = await burst(s2, t.app, t.token, 20);
       expectExactly(again, limit);
