@@ -53,6 +53,7 @@ it('a worker killed mid-session and started again: the session goes on, then end
     const second = await startWorkerProcess(stack, workerEnv('worker-2'));
     workers.push(second);
     const downMs = Date.now() - killedAt;
+    console.info(`worker down for ${downMs} ms (kill, 3 s pause, restart)`);
     expect(downMs, 'the worker must come back within the heartbeat timeout for this test to mean anything').toBeLessThan(
       HEARTBEAT_TIMEOUT_S * 1000,
     );

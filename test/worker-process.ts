@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { inject } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import type { TestStack } from './harness.js';
 
@@ -28,6 +29,8 @@ export async function startWorkerProcess(stack: TestStack, env: Record<string, s
       ESSH_STOP_GRACE_S: String(stack.config.session.stopGraceS),
       ESSH_RECONCILE_INTERVAL_S: String(stack.config.reconcileIntervalS),
       ESSH_LOG_LEVEL: 'warn',
+      // The run's prebuilt bundle: a restarted worker is back in a second or two, not after bundling.
+      ESSH_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
       ...env,
     },
   });

@@ -1,5 +1,6 @@
 // A standalone worker process: the main worker and/or the host workers of ESSH_HOST_STACKS.
 // Used to scale out (one per Docker host) and by the tests that kill a worker mid-session.
+import { readFileSync } from 'node:fs';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
 import { startRuntime } from '../stack/runtime.js';
@@ -7,9 +8,16 @@ import { startRuntime } from '../stack/runtime.js';
 const config = loadConfig();
 const log = createLogger(config.logLevel);
 const roles = (process.env.ESSH_WORKER_ROLES ?? 'main,host').split(',');
+// A workflow bundle built ahead (bundleWorkflowCode) saves the seconds of bundling at every start:
+// what lets a replaced worker pick its sessions up again quickly.
+const bundlePath = process.env.ESSH_WORKFLOW_BUNDLE;
 const runtime = await startRuntime(
   config,
-  { worker: roles.includes('main'), hostStacks: roles.includes('host') ? config.hostStacks : [] },
+  {
+    worker: roles.includes('main'),
+    hostStacks: roles.includes('host') ? config.hostStacks : [],
+    workflowBundle: bundlePath ? { code: readFileSync(bundlePath, 'utf8'), sourceMap: '' } : undefined,
+  },
   log,
 );
 log.info({ roles, stacks: config.hostStacks }, 'worker started');
