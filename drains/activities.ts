@@ -1,4 +1,8 @@
+import { Context } from '@temporalio/activity';
+import type Docker from 'dockerode';
 import type { Db, DbEngine } from '../lib/db.js';
+import { dockerStatus } from '../lib/docker.js';
+import { containerName } from '../workflows/definitions.js';
 import type { CaptureAgent } from './capture.js';
 import { appendEvents } from './events.js';
 
@@ -36,10 +40,26 @@ export function createDrainActivities(deps: { db: Db; engine: DbEngine }) {
 }
 
 /** On the stack's host task queue: only the host that captures a container's output knows when it has all of it. */
-export function createCaptureActivities(agent: CaptureAgent | undefined) {
+export function createCaptureActivities(deps: { agent: CaptureAgent; docker: Docker }) {
   return {
-    async awaitCaptureEnd(req: { operationId: number; timeoutMs: number }): Promise<{ complete: boolean }> {
-      return { complete: agent ? await agent.waitForCaptureEnd(req.operationId, req.timeoutMs) : true };
+    /**
+     * Stops the session's container (if it still runs) and waits until the capture has read and committed
+     * everything it printed. Called before the container is removed: removing it also removes the log
+     * the capture reads from, and a capture that lags behind a fast printer would lose the rest.
+     */
+    async stopAndFinishCapture(req: { operationId: number; stopGraceS: number; timeoutMs: number }): Promise<{ complete: boolean }> {
+      try {
+        await deps.docker.getContainer(containerName(req.operationId)).stop({ t: req.stopGraceS });
+      } catch (err) {
+        const status = dockerStatus(err);
+        if (status !== 304 && status !== 404 && status !== 409) throw err;
+      }
+      const beat = setInterval(() => Context.current().heartbeat(), 5000);
+      try {
+        return { complete: await deps.agent.waitForCaptureEnd(req.operationId, req.timeoutMs) };
+      } finally {
+        clearInterval(beat);
+      }
     },
   };
 }

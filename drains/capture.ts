@@ -3,6 +3,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { Db, DbEngine } from '../lib/db.js';
 import { LABELS, dockerStatus } from '../lib/docker.js';
+import { containerName } from '../workflows/definitions.js';
 import { appendEvents, type NewEvent } from './events.js';
 import { RedactionRulesCache, redact } from './redaction.js';
 
@@ -11,9 +12,9 @@ export const MAX_EVENT_BYTES = 16 * 1024;
 /** Output without a newline (a prompt, say) becomes an event once the terminal has been quiet this long. */
 const PARTIAL_LINE_IDLE_MS = 500;
 const FLUSH_EVERY_MS = 50;
-const EVENTS_PER_WRITE = 500;
+const EVENTS_PER_WRITE = 2000;
 /** Past this many unwritten events the reader pauses; the engine keeps the output in its log meanwhile. */
-const MAX_QUEUED_EVENTS = 5000;
+const MAX_QUEUED_EVENTS = 10_000;
 
 type Stream = 'stdout' | 'stderr';
 interface Pending {
@@ -66,8 +67,22 @@ export class CaptureAgent {
    * after `timeoutMs`): the session's last output then precedes its "ended" event.
    */
   async waitForCaptureEnd(operationId: number, timeoutMs: number): Promise<boolean> {
-    const capture = [...this.captures.values()].find((c) => c.operationId === operationId);
-    if (!capture) return true;
+    let capture = [...this.captures.values()].find((c) => c.operationId === operationId);
+    if (!capture) {
+      // Not followed yet (an agent that has just restarted, say): start now, so that nothing the
+      // container printed is lost when it is removed.
+      const info = await this.deps.docker.getContainer(containerName(operationId)).inspect().catch((err) => {
+        if (dockerStatus(err) === 404) return null;
+        throw err;
+      });
+      if (!info || info.State.Status === 'created') return true;
+      const stream = await this.deps.db.selectFrom('session_streams').select('capture_ended_at')
+        .where('operation_id', '=', operationId).executeTakeFirst();
+      if (stream?.capture_ended_at) return true;
+      this.begin(info.Id, operationId);
+      capture = this.captures.get(info.Id);
+      if (!capture) return true;
+    }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
     try {

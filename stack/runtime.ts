@@ -111,7 +111,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
           connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
-          extraActivities: createCaptureActivities(capture),
+          extraActivities: createCaptureActivities({ agent: capture, docker }),
         }));
       }
       // One agent per engine, whatever the number of stacks it serves.

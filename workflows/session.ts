@@ -250,8 +250,8 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
 
   async function finish(e: Ending) {
     await publish('ending');
+    await finishCapture();
     await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
-    await awaitCaptureEnd();
     endedAt = new Date().toISOString();
     await publish('ended');
     await drains.recordSessionEnded({
@@ -260,17 +260,19 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   }
 
   /**
-   * Lets the host's capture commit the container's last output before the "ended" event, so that the
-   * drains see it in order. Best effort: a host that cannot answer in time only costs that ordering.
+   * Stops the container and lets the host's capture read and commit all its output before the container
+   * (and with it the engine's log the capture reads) is removed; the "ended" event then comes last.
+   * Bounded: after a few minutes, or if the host cannot be reached, teardown goes on regardless.
    */
-  async function awaitCaptureEnd() {
+  async function finishCapture() {
     const capture = proxyActivities<CaptureActivities>({
       taskQueue: hostTaskQueue(input.stack),
-      scheduleToCloseTimeout: '20 seconds',
-      retry: { maximumAttempts: 1 },
+      scheduleToCloseTimeout: `${input.stopGraceS + 300} seconds`,
+      heartbeatTimeout: '30 seconds',
+      retry: { initialInterval: '1 second', maximumAttempts: 3 },
     });
     try {
-      await capture.awaitCaptureEnd({ operationId: input.operationId, timeoutMs: 10_000 });
+      await capture.stopAndFinishCapture({ operationId: input.operationId, stopGraceS: input.stopGraceS, timeoutMs: 240_000 });
     } catch (err) {
       log.warn('the capture did not confirm the end of the output', { error: String(err) });
     }
