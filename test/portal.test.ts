@@ -1,6 +1,8 @@
 // The SSH portal against the real OpenSSH client (in a real terminal where a TTY matters), real
 // Temporal and the real Docker engine.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import Docker from 'dockerode';
+import { SshPortal } from '../portal/server.js';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -10,7 +12,7 @@ import {
   containerExists, createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import {
-  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, runToEnd, sshArgs, writeSecretFile,
+  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
 } from './portal-terminal.js';
 
 /** The demo image's shell prompt. */
@@ -131,6 +133,31 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     expect(screen.match(/essh: session \d+ terminated/g)).toHaveLength(1);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended).toMatchObject({ end_reason: 'terminated', ended_by: me.body.email, end_message: 'maintenance' });
+  });
+});
+
+describe('the host key', () => {
+  it('is made once under the data dir (0600) and is the key the portal presents, also after a restart', async () => {
+    const file = path.join(stack.dataDir, 'ssh_host_ed25519_key');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const { stdout: expected } = await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${file}.pub`]);
+    const fingerprint = expected.split(/\s+/)[1]!;
+    const presented = async (p: number) => {
+      const { stdout: scanned } = await run('ssh-keyscan', ['-t', 'ed25519', '-p', String(p), '127.0.0.1']);
+      const keyFile = await writeSecretFile(dir, `scanned-${p}`, scanned);
+      return (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', keyFile])).stdout.split(/\s+/)[1];
+    };
+    expect(await presented(port)).toBe(fingerprint);
+    const again = new SshPortal({
+      config: { ...stack.config, ssh: { ...stack.config.ssh, port: 0 } }, db: stack.runtime.db, sessions: stack.runtime.sessions,
+      client: stack.runtime.client, docker: new Docker(), log: stack.runtime.log,
+    });
+    await again.start();
+    try {
+      expect(await presented(again.port)).toBe(fingerprint);
+    } finally {
+      await again.stop();
+    }
   });
 });
 
