@@ -165,6 +165,27 @@ describe('an HTTPS drain', () => {
     expect(d.delivery.backlog).toBe(0);
   }, 120_000);
 
+  it('ends with a session_ended event naming who terminated it, after the last output', async () => {
+    const id = await startSession();
+    const term = await SessionTerminal.open(stack, id);
+    try {
+      term.type('echo before-terminate\n');
+      await term.waitFor('before-terminate\r\n');
+      const t = await stack.api.post(`/sessions/${id}/terminate`, tenant.token, { reason: 'lunch' });
+      expect(t.status).toBe(202);
+      await waitForState(stack, tenant.token, id, 'ended');
+    } finally {
+      term.close();
+    }
+    await waitForEnded(id);
+    const events = sessionEvents(id);
+    const max = expectNoGaps(events);
+    const last = events.find((e) => e.seq === max)!;
+    expect(last).toMatchObject({ event: 'session_ended', end_reason: 'terminated', end_message: 'lunch', ended_by: tenant.user.email, exit_code: null });
+    expect(last.log).toContain(`by ${tenant.user.email}`);
+    expect(events.some((e) => e.log === 'before-terminate' && e.seq < max)).toBe(true);
+  });
+
   it('records a permanent refusal (4xx) on the drain instead of dropping it silently', async () => {
     rx.answer = () => ({ status: 400, body: '{"error":"schema mismatch"}' });
     try {
