@@ -6,7 +6,7 @@ import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 // The heartbeat timeout outlasts the worker's absence (kill + restart), and the test heartbeats for
 // longer than it after the restart: the session can then only still be active if the new worker
 // processes the heartbeats.
-const HEARTBEAT_TIMEOUT_S = 20;
+const HEARTBEAT_TIMEOUT_S = 30;
 
 let stack: TestStack;
 const workers: WorkerProcess[] = [];
