@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
-  describeQuery, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
+  SA, describeQuery, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../workflows/definitions.js';
 import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 
@@ -91,6 +91,10 @@ it('continues as new under a stream of heartbeats: bounded history, state and de
   const ended = await waitForState(stack, t.token, id, 'ended');
   expect(ended).toMatchObject({ end_reason: 'terminated', container_id: before.container_id, expires_at: before.expires_at });
   expect(await containerExists(before.container_id)).toBe(false);
+  // The last run still carries the search attributes the first was started with, and the final state.
+  const last = (await handle.describe()).typedSearchAttributes;
+  expect([last.get(SA.app), last.get(SA.account), last.get(SA.operationId)]).toEqual([t.app, t.account, id]);
+  expect([last.get(SA.state), last.get(SA.endReason)]).toEqual(['ended', 'terminated']);
 
   // Every run's history, from Temporal itself.
   const runIds = await waitFor('visibility to list every run', async () => {
