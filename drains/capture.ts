@@ -174,6 +174,7 @@ class SessionCapture {
   private partial: Pending | null = null;
   private queue: Pending[] = [];
   private idleTimer?: NodeJS.Timeout;
+  private lastDataAt = 0;
   private flushTimer?: NodeJS.Timeout;
   private flushing: Promise<void> | null = null;
   private tty = true;
@@ -302,15 +303,22 @@ class SessionCapture {
       else if (this.partial.raw.length >= MAX_EVENT_BYTES) this.cutLongLine();
       from = end;
     }
-    clearTimeout(this.idleTimer);
-    if (this.partial) {
-      this.idleTimer = setTimeout(() => {
-        this.cutPartial();
-        this.scheduleFlush();
-      }, PARTIAL_LINE_IDLE_MS);
-    }
+    this.lastDataAt = Date.now();
+    // One timer per quiet spell rather than one per chunk: fast output arrives a line per chunk.
+    if (this.partial && !this.idleTimer) this.armIdleTimer(PARTIAL_LINE_IDLE_MS);
     this.scheduleFlush();
     if (this.queue.length > MAX_QUEUED_EVENTS) this.stream?.pause();
+  }
+
+  private armIdleTimer(ms: number) {
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (!this.partial) return;
+      const quietFor = Date.now() - this.lastDataAt;
+      if (quietFor < PARTIAL_LINE_IDLE_MS) return this.armIdleTimer(PARTIAL_LINE_IDLE_MS - quietFor);
+      this.cutPartial();
+      this.scheduleFlush();
+    }, ms);
   }
 
   private cutPartial() {
