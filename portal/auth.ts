@@ -45,7 +45,7 @@ export class PortalAuthenticator {
       case 'password':
         return (await this.redeem(sessionId, ctx.password)) && (await open()) ? { kind: 'session', sessionId } : null;
       case 'keyboard-interactive': {
-        const answers = await new Promise<string[]>((resolve) => ctx.prompt([{ prompt: 'Session token: ', echo: false }], resolve));
+        const answers = await new Promise<string[]>((resolve) => ctx.prompt([{ prompt: 'Password (the session token): ', echo: false }], resolve));
         return (await this.redeem(sessionId, answers[0] ?? '')) && (await open()) ? { kind: 'session', sessionId } : null;
       }
       case 'publickey': {

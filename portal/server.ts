@@ -29,6 +29,8 @@ export class SshPortal {
   private server?: Server;
   private readonly connections = new Set<Connection>();
   private readonly claims = new Set<number>();
+  /** Channels being served; stop() lets them tell their workflows before the runtime closes the database. */
+  private readonly serving = new Set<Promise<void>>();
   private readonly auth: PortalAuthenticator;
   port = 0;
 
@@ -64,7 +66,7 @@ export class SshPortal {
     this.server = undefined;
     const closed = new Promise<void>((r) => server.close(() => r()));
     for (const conn of this.connections) conn.end();
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.race([Promise.all([closed, ...this.serving]), new Promise((r) => setTimeout(r, 5000))]);
   }
 
   private onConnection(conn: Connection) {
@@ -112,9 +114,11 @@ export class SshPortal {
         session.on('subsystem', (_ok, no) => no?.());
         session.on('sftp', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null) => {
-          void this.serve(who, channel, pty, command, (a) => (attachment = a)).catch((err) =>
+          const served = this.serve(who, channel, pty, command, (a) => (attachment = a)).catch((err) =>
             log.warn({ err: (err as Error).message }, 'portal channel failed'),
           );
+          this.serving.add(served);
+          void served.finally(() => this.serving.delete(served));
         };
         session.once('shell', (ok) => begin(ok(), null));
         session.once('exec', (ok, _no, info) => begin(ok(), info.command));

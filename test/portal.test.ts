@@ -161,6 +161,19 @@ describe('the host key', () => {
   });
 });
 
+const kbdOnly = ['-o', 'PreferredAuthentications=keyboard-interactive', '-o', 'PubkeyAuthentication=no', '-o', 'NumberOfPasswordPrompts=1'];
+
+describe('keyboard-interactive', () => {
+  it('takes the session token too', async () => {
+    const s = await createSession({ command: ['sh', '-c', 'echo via-kbd; exit 6'], start_on_connect: true, tty: false });
+    const r = await runToEnd('sshpass', ['-e', 'ssh', '-T', ...sshArgs(port, kbdOnly), `${s.connect.user}@127.0.0.1`], {
+      env: { ...process.env, SSHPASS: s.connect.token },
+    });
+    expect(r.stdout.toString()).toBe('via-kbd\n');
+    expect(r.code).toBe(6);
+  });
+});
+
 describe('refusals: nothing leaks', () => {
   const attempt = (user: string, extra: string[], password?: string, command: string[] = ['true']) =>
     runToEnd(password !== undefined ? 'sshpass' : 'ssh', [
@@ -182,10 +195,11 @@ describe('refusals: nothing leaks', () => {
       await waitForState(stack, tenant.token, s.id, 'active', 15_000);
 
       const reused = await attempt(s.connect.user, passwordOnly, s.connect.token);
+      const reusedKbd = await attempt(s.connect.user, kbdOnly, s.connect.token);
       const wrong = await attempt(s.connect.user, passwordOnly, 'esst_not-the-token');
       const unknown = await attempt('session-999999999999', passwordOnly, s.connect.token);
       const othersKey = await attempt(s.connect.user, keyOnly(otherKey.keyFile));
-      for (const r of [reused, wrong, unknown, othersKey]) {
+      for (const r of [reused, reusedKbd, wrong, unknown, othersKey]) {
         expect(r.code).toBe(255);
         expect(r.stderr).toMatch(/Permission denied/);
         expect(r.stderr).not.toMatch(/session \d|not found|token|ended/i);
