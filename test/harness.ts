@@ -113,6 +113,10 @@ export async function startTestStack(
     databaseUrl: testDb.url,
     async stop() {
       await runtime.stop();
+      // Sessions still open when a file ends would leave their containers on the shared engine, with
+      // no reconciler of this installation left to remove them.
+      const left = await docker.listContainers({ all: true, filters: { label: [`essh.instance=${runtime.instanceId}`] } });
+      await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
       await testDb.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
