@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, toolPath } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import { createLogger } from '../lib/log.js';
+import { routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
@@ -23,6 +24,8 @@ let db: Db;
 let dataDir: string;
 
 beforeAll(async () => {
+  // Before the environment starts the SDK's runtime, so that its log lines follow our level.
+  routeTemporalLogs(createLogger('warn'));
   env = await TestWorkflowEnvironment.createTimeSkipping({
     server: { executable: { type: 'existing-path', path: toolPath('temporal-test-server') } },
   });
