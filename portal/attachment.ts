@@ -69,6 +69,8 @@ export function endNotice(row: Pick<SessionRow, 'id' | 'end_reason' | 'end_messa
  */
 export class Attachment {
   private readonly connectionId = `portal-${randomBytes(6).toString('hex')}`;
+  /** Output bytes taken from the container so far (what the portal has read, not what the client got). */
+  bytesFromContainer = 0;
   private container?: Docker.Container;
   private tty = false;
   private heartbeatSent = false;
@@ -77,7 +79,7 @@ export class Attachment {
 
   constructor(
     private readonly deps: AttachmentDeps,
-    private readonly sessionId: number,
+    readonly sessionId: number,
     private readonly channel: ServerChannel,
     private readonly pty: PtySize | null,
   ) {
@@ -191,6 +193,7 @@ export class Attachment {
     let beat: NodeJS.Timeout | undefined;
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'attach stream error'));
+      stream.on('data', (chunk: Buffer) => (this.bytesFromContainer += chunk.length));
       output.on('error', () => undefined);
       const outputDone = new Promise<void>((r) => {
         output.once('finish', r);

@@ -79,3 +79,46 @@ function authMessage(err: Error & { level?: string }, target: PortalTarget): Err
   }
   return err;
 }
+
+/**
+ * For benchmarks: opens the shell and resolves when its first output byte arrives (with a PTY and the
+ * app's shell, that is the prompt). `ms` counts from the call, handshake included.
+ */
+export async function openAndWaitForFirstOutput(
+  target: PortalTarget,
+  opts: PortalShellOptions = { pty: { rows: 24, cols: 80 } },
+): Promise<{ ms: number; first: Buffer; shell: PortalShell }> {
+  const started = performance.now();
+  const shell = await openPortalShell(target, opts);
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      shell.channel.off('close', onClose);
+      resolve(chunk);
+    };
+    const onClose = () => reject(new Error('the channel closed before any output'));
+    shell.channel.once('data', onData);
+    shell.channel.once('close', onClose);
+  });
+  shell.channel.pause();
+  return { ms: performance.now() - started, first, shell };
+}
+
+/**
+ * For benchmarks: reads the shell's stdout to the end without keeping it; resolves with the byte count,
+ * the seconds from the first byte to the last, and the exit status. stderr is passed to `onStderr`.
+ */
+export function drainShell(shell: PortalShell, onStderr: (chunk: Buffer) => void = () => undefined) {
+  return new Promise<{ bytes: number; seconds: number; exitCode: number | null }>((resolve) => {
+    let bytes = 0;
+    let firstAt = 0;
+    let lastAt = 0;
+    shell.channel.on('data', (chunk: Buffer) => {
+      lastAt = performance.now();
+      if (!firstAt) firstAt = lastAt;
+      bytes += chunk.length;
+    });
+    shell.channel.stderr.on('data', onStderr);
+    shell.channel.resume();
+    void shell.exitCode.then((exitCode) => resolve({ bytes, seconds: firstAt ? (lastAt - firstAt) / 1000 : 0, exitCode }));
+  });
+}

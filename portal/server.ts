@@ -31,6 +31,7 @@ export class SshPortal {
   private readonly claims = new Set<number>();
   /** Channels being served; stop() lets them tell their workflows before the runtime closes the database. */
   private readonly serving = new Set<Promise<void>>();
+  private readonly attachments = new Set<Attachment>();
   private readonly auth: PortalAuthenticator;
   port = 0;
 
@@ -58,6 +59,11 @@ export class SshPortal {
     server.on('error', (err: Error) => log.error({ err }, 'SSH portal server error'));
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
+  }
+
+  /** What each open channel has read from its container (for tests and diagnostics). */
+  attachmentStats(): { sessionId: number; bytesFromContainer: number }[] {
+    return [...this.attachments].map((a) => ({ sessionId: a.sessionId, bytesFromContainer: a.bytesFromContainer }));
   }
 
   async stop(): Promise<void> {
@@ -114,7 +120,11 @@ export class SshPortal {
         session.on('subsystem', (_ok, no) => no?.());
         session.on('sftp', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null) => {
-          const served = this.serve(who, channel, pty, command, (a) => (attachment = a)).catch((err) =>
+          const served = this.serve(who, channel, pty, command, (a) => {
+            attachment = a;
+            this.attachments.add(a);
+            channel.once('close', () => this.attachments.delete(a));
+          }).catch((err) =>
             log.warn({ err: (err as Error).message }, 'portal channel failed'),
           );
           this.serving.add(served);
