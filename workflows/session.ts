@@ -8,7 +8,6 @@ import {
   continueAsNew,
   isCancellation,
   log,
-  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -82,6 +81,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   let ending: Ending | null = null;
   let endedAt: string | null = null;
   let stateChanged = false;
+  let hostNeverAnswered = false;
 
   const end = (e: Ending) => {
     if (!ending && s.state !== 'ending' && s.state !== 'ended') ending = e;
@@ -183,10 +183,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     if (s.state === 'provisioning') {
       // The record has said `provisioning` since the API created it; its status change (queued →
       // running) need not hold up the container, so both go at once: one workflow task and one
-      // activity round trip less before the session is ready (see bench/). Runs started before this
-      // change replay the old order.
-      const together = patched('record-while-provisioning');
-      if (!together) await publish('provisioning');
+      // activity round trip less before the session is ready (see bench/).
       try {
         const provisioning = host.provisionContainer({
           operationId: input.operationId,
@@ -201,12 +198,13 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
           tty: input.tty,
           startOnAttach: input.startOnAttach,
         });
-        const [{ containerId }] = await Promise.all([provisioning, together ? publish('provisioning') : undefined]);
+        const [{ containerId }] = await Promise.all([provisioning, publish('provisioning')]);
         s.containerId = containerId;
         s.readyAt = new Date().toISOString();
         await publish('waiting_for_client');
       } catch (err) {
         if (isCancellation(err)) throw err;
+        hostNeverAnswered = isScheduleToStartTimeout(err);
         end({ reason: 'provision_failed', message: failureMessage(err, input.stack), by: null, exitCode: null });
       }
     }
@@ -250,8 +248,12 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
 
   async function finish(e: Ending) {
     await publish('ending');
-    await finishCapture();
-    await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
+    // No host worker ever took the container: there is nothing on a host to stop, and waiting for
+    // one would keep the session open forever.
+    if (!hostNeverAnswered) {
+      await finishCapture();
+      await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
+    }
     endedAt = new Date().toISOString();
     await publish('ended');
     await drains.recordSessionEnded({
@@ -283,8 +285,12 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   return { end_reason: e.reason, exit_code: e.exitCode, end_message: e.message, ended_by: e.by, runs: s.runs };
 }
 
+function isScheduleToStartTimeout(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
+}
+
 function failureMessage(err: unknown, stack?: string): string {
-  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START') {
+  if (isScheduleToStartTimeout(err)) {
     return `no host worker picked up the container for stack ${stack} (task queue ${hostTaskQueue(stack ?? '')}); start one with ESSH_HOST_STACKS=${stack}`;
   }
   let cur: any = err;
