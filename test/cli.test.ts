@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { Terminal, findDescendant, q, run, runToEnd } from './portal-terminal.js';
+import { Terminal, endAllSessions, findDescendant, q, run, runToEnd } from './portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 const PROMPT = /:\/app[$#] $/m;
@@ -27,6 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });

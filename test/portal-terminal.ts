@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { sleep, waitFor } from './harness.js';
+import { sleep, waitFor, type TestStack } from './harness.js';
 
 export const run = promisify(execFile);
 
@@ -153,6 +153,18 @@ export function runToEnd(cmd: string, args: string[], opts: { input?: string | B
     if (opts.input !== undefined) child.stdin.end(opts.input);
     else child.stdin.end();
   });
+}
+
+/**
+ * Ends every session of the stack and waits until their workflows have removed the containers: a
+ * stack stopped earlier would leave its containers behind on the shared engine.
+ */
+export async function endAllSessions(stack: TestStack, timeoutMs = 60_000) {
+  const open = async () => ((await stack.api.get('/sessions', stack.adminToken)).body as { id: number; state: string }[]).filter((s) => s.state !== 'ended');
+  for (const s of await open()) {
+    if (s.state !== 'ending') await stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, { reason: 'test cleanup' });
+  }
+  await waitFor('every session to end', async () => (await open()).length === 0, timeoutMs, 250);
 }
 
 export { sleep };

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
 import { drainShell, openAndWaitForFirstOutput, openPortalShell } from '../portal/client.js';
-import { generateKey, keyOnly, sshArgs } from './portal-terminal.js';
+import { endAllSessions, generateKey, keyOnly, sshArgs } from './portal-terminal.js';
 import { waitForState } from './harness.js';
 
 const MB = 1024 * 1024;
@@ -29,6 +29,7 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-throughput-'));
 });
 afterAll(async () => {
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });

@@ -12,7 +12,7 @@ import {
   containerExists, createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import {
-  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
+  Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
 } from './portal-terminal.js';
 
 /** The demo image's shell prompt. */
@@ -34,6 +34,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
