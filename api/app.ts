@@ -97,7 +97,10 @@ function parse<T extends z.ZodType>(schema: T, value: unknown, where: string): z
   if (r.success) return r.data;
   const problems = r.error.issues.map((i) => {
     const at = i.path.length ? `${where}.${i.path.join('.')}` : where;
-    return `${at}: ${i.message}`;
+    // A bad record key (an env variable name, say): zod's own words are "Invalid key in record";
+    // the key schema's message says what a valid key is.
+    const message = i.code === 'invalid_key' ? (i.issues[0]?.message ?? i.message) : i.message;
+    return `${at}: ${message}`;
   });
   const status = where === 'body' ? 422 : 400;
   throw new ApiError(status, 'invalid_request', `Invalid request: ${problems.join('; ')}.`, { problems });

@@ -60,7 +60,9 @@ export async function appendEvents(
         byte_offset: e.byteOffset,
         host: HOSTNAME,
         container_id: e.containerId,
-        data: e.data,
+        // PostgreSQL's text cannot hold NUL (a terminal may print one); it becomes U+FFFD there, as
+        // any other byte that is not text does when the output is decoded.
+        data: engine === 'postgres' ? e.data.replaceAll('\0', '\uFFFD') : e.data,
         created_at: createdAt,
       })))
       .execute();

@@ -1,5 +1,4 @@
 import type { Db } from '../lib/db.js';
-import { nowIso } from '../lib/db.js';
 import { hashToken } from '../lib/secrets.js';
 import { ApiError, forbidden, notFound } from './errors.js';
 
@@ -36,7 +35,7 @@ export async function authenticate(db: Db, token: string | undefined): Promise<P
   }
   const row = await db
     .selectFrom('api_tokens')
-    .select(['id', 'user_id'])
+    .select(['id', 'user_id', 'last_used_at'])
     .where('token_hash', '=', hashToken(token))
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
@@ -44,7 +43,12 @@ export async function authenticate(db: Db, token: string | undefined): Promise<P
   if (!row || !principal) {
     throw new ApiError(401, 'unauthorized', 'This API token is not valid (unknown or revoked); ask an admin for a new one.');
   }
-  await db.updateTable('api_tokens').set({ last_used_at: nowIso() }).where('id', '=', row.id).execute();
+  // At most one write a minute per token: a burst of requests with one token would otherwise queue
+  // on that row's lock (PostgreSQL) or on the single writer (SQLite).
+  const now = new Date();
+  if (!row.last_used_at || Date.parse(row.last_used_at) < now.getTime() - 60_000) {
+    await db.updateTable('api_tokens').set({ last_used_at: now.toISOString() }).where('id', '=', row.id).execute();
+  }
   return { ...principal, tokenId: Number(row.id) };
 }
 

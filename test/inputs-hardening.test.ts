@@ -66,7 +66,7 @@ describe('bodies', () => {
       ['/users', { name: 'x', email: 'not-an-email', role: 'member', accounts: [] }, /body\.email/],
       ['/users', { name: 'x', email: 'a@example.com', role: 'root', accounts: [] }, /body\.role/],
       ['/apps', { handle: 'a1', account: tenant.account, stack: 'local', image: 'x', working_dir: 'relative' }, /absolute path/],
-      ['/apps', { handle: 'a1', account: tenant.account, stack: 'local', image: 'x', env: { 'BAD-NAME': 'v' } }, /body\.env\.BAD-NAME/],
+      ['/apps', { handle: 'a1', account: tenant.account, stack: 'local', image: 'x', env: { 'BAD-NAME': 'v' } }, /body\.env\.BAD-NAME: environment variable names are letters/],
       ['/users/1/ssh_keys', { public_key: 'ssh-ed25519 AAAA' }, /does not match its type|Not an OpenSSH public key/],
     ];
     for (const [p, body, message] of cases) {
