@@ -2,7 +2,7 @@ import { openPortalShell } from '../portal/client.js';
 import type { CreatedSession, EsshApi, Session } from './api.js';
 import { CliError } from './config.js';
 
-const READY_POLL_MS = 150;
+const READY_POLL_MS = 100;
 const READY_TIMEOUT_MS = 5 * 60_000;
 
 /**
@@ -21,12 +21,20 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
     tty: interactive,
   });
   process.stderr.write(`Provisioning container for session ${created.id}… `);
-  await waitUntilReady(api, created.id);
-  process.stderr.write(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-
-  const shell = await openPortalShell(created.connect, {
+  // The SSH handshake runs while the container is provisioned (the portal holds the channel until the
+  // session is ready), so it costs no time on the way to the prompt.
+  const connecting = openPortalShell(created.connect, {
     pty: interactive ? { rows: process.stdout.rows, cols: process.stdout.columns, term: process.env.TERM } : null,
   });
+  connecting.catch(() => undefined);
+  try {
+    await waitUntilReady(api, created.id);
+  } catch (err) {
+    void connecting.then((s) => s.close(), () => undefined);
+    throw err;
+  }
+  process.stderr.write(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  const shell = await connecting;
   const { channel } = shell;
   const stdin = process.stdin;
   let restored = !interactive;
@@ -47,6 +55,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
     if (interactive) {
       stdin.setRawMode(true);
       process.stdout.on('resize', onResize);
+      // The terminal may have been resized while the container was provisioned.
+      onResize();
     }
     stdin.pipe(channel);
     channel.pipe(process.stdout, { end: false });

@@ -17,7 +17,7 @@ import { ContainerOutput } from './output.js';
 const DETACH_KEYS = 'ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@';
 /** How long a client waits for a session that is still provisioning. */
 const READY_TIMEOUT_MS = 5 * 60_000;
-const POLL_MS = 250;
+const POLL_MS = 100;
 const WATCH_MS = 1000;
 
 export interface AttachmentDeps {

@@ -84,9 +84,7 @@ describe('essh ssh in a real terminal', () => {
     await term.waitForText(/^cli-5\s*$/m);
     await term.typeLine('stty size');
     await term.waitForText(/^25 90\s*$/m);
-    await term.resize(132, 43);
-    await term.typeLine('clear; stty size');
-    await term.waitForText(/^43 132\s*$/m);
+    await term.resizeAndWaitForStty(132, 43);
     await term.typeLine('exit 9');
     expect(await term.exitStatus()).toBe(9);
     const before = await sttyModes('stty-before');

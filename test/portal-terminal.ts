@@ -59,6 +59,21 @@ export class Terminal {
     await this.tmux('resize-window', '-t', 'main', '-x', String(cols), '-y', String(rows));
   }
 
+  /**
+   * Resizes the window, then runs `stty size` in the remote shell until it reports the new size: the
+   * resize travels asynchronously (SIGWINCH, SSH window-change, Docker), so one early `stty` may
+   * still see the old one.
+   */
+  async resizeAndWaitForStty(cols: number, rows: number, timeoutMs = 15_000) {
+    await this.resize(cols, rows);
+    const want = new RegExp(`^${rows} ${cols}\\s*$`, 'm');
+    await waitFor(`stty size to say ${rows} ${cols}`, async () => {
+      await this.typeLine('clear; stty size');
+      await sleep(500);
+      return want.test(await this.screen());
+    }, timeoutMs, 0);
+  }
+
   /** The exit status of the pane's command, once it has ended. */
   async exitStatus(timeoutMs = 20_000): Promise<number> {
     const text = await waitFor(

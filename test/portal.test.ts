@@ -75,9 +75,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
 
     await term.typeLine('stty size');
     await term.waitForText(/^30 100\s*$/m);
-    await term.resize(120, 40);
-    await term.typeLine('clear; stty size');
-    await term.waitForText(/^40 120\s*$/m);
+    await term.resizeAndWaitForStty(120, 40);
 
     // Ctrl-C reaches the program in the container (the TTY's line discipline turns it into SIGINT).
     await term.typeLine('sleep 30; echo after-sleep');
