@@ -348,29 +348,30 @@ class SessionCapture {
     }, FLUSH_EVERY_MS);
   }
 
+  /** Writes every queued event; concurrent callers share one writer and resolve when the queue is empty. */
   private flushAll(): Promise<void> {
-    if (this.flushing) return this.flushing.then(() => (this.queue.length ? this.flushAll() : undefined));
-    this.flushing = (async () => {
-      try {
-        while (this.queue.length) {
-          const batch = this.queue.slice(0, EVENTS_PER_WRITE);
-          // Redaction happens before anything is stored; if the rules cannot be read, nothing is written.
-          const rules = await this.deps.rules.rulesFor(this.accountId);
-          const events: NewEvent[] = batch.map((p) => ({
-            kind: 'output', stream: p.stream, time: p.time, byteOffset: p.offset, containerId: this.deps.containerId,
-            data: redact(p.raw.toString('utf8'), rules),
-          }));
-          const last = batch[batch.length - 1]!;
-          await appendEvents(this.deps.db, this.deps.engine,
-            { operationId: this.operationId, accountId: this.accountId, bytesCaptured: last.offset + last.raw.length }, events);
-          this.queue.splice(0, batch.length);
-          if (this.queue.length < MAX_QUEUED_EVENTS / 2) this.stream?.resume();
-        }
-      } finally {
-        this.flushing = null;
-      }
-    })();
+    if (this.flushing) return this.flushing.then(() => this.flushAll());
+    if (!this.queue.length) return Promise.resolve();
+    // `finally` runs on a later tick, so `flushing` is cleared only after it was set.
+    this.flushing = this.writeQueue().finally(() => (this.flushing = null));
     return this.flushing;
+  }
+
+  private async writeQueue(): Promise<void> {
+    while (this.queue.length) {
+      const batch = this.queue.slice(0, EVENTS_PER_WRITE);
+      // Redaction happens before anything is stored; if the rules cannot be read, nothing is written.
+      const rules = await this.deps.rules.rulesFor(this.accountId);
+      const events: NewEvent[] = batch.map((p) => ({
+        kind: 'output', stream: p.stream, time: p.time, byteOffset: p.offset, containerId: this.deps.containerId,
+        data: redact(p.raw.toString('utf8'), rules),
+      }));
+      const last = batch[batch.length - 1]!;
+      await appendEvents(this.deps.db, this.deps.engine,
+        { operationId: this.operationId, accountId: this.accountId, bytesCaptured: last.offset + last.raw.length }, events);
+      this.queue.splice(0, batch.length);
+      if (this.queue.length < MAX_QUEUED_EVENTS / 2) this.stream?.resume();
+    }
   }
 }
 
