@@ -82,14 +82,16 @@ function authMessage(err: Error & { level?: string }, target: PortalTarget): Err
 
 /**
  * For benchmarks: opens the shell and resolves when its first output byte arrives (with a PTY and the
- * app's shell, that is the prompt). `ms` counts from the call, handshake included.
+ * app's shell, that is the prompt). `ms` counts from the call, handshake included; `handshakeMs` is
+ * the part until the shell channel was open (SSH handshake and authentication).
  */
 export async function openAndWaitForFirstOutput(
   target: PortalTarget,
   opts: PortalShellOptions = { pty: { rows: 24, cols: 80 } },
-): Promise<{ ms: number; first: Buffer; shell: PortalShell }> {
+): Promise<{ ms: number; handshakeMs: number; first: Buffer; shell: PortalShell }> {
   const started = performance.now();
   const shell = await openPortalShell(target, opts);
+  const handshakeMs = performance.now() - started;
   const first = await new Promise<Buffer>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       shell.channel.off('close', onClose);
@@ -100,7 +102,7 @@ export async function openAndWaitForFirstOutput(
     shell.channel.once('close', onClose);
   });
   shell.channel.pause();
-  return { ms: performance.now() - started, first, shell };
+  return { ms: performance.now() - started, handshakeMs, first, shell };
 }
 
 /**

@@ -12,6 +12,8 @@ import { Attachment, type PtySize } from './attachment.js';
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
 import { loadOrCreateHostKey } from './host-key.js';
 
+const AUTH_TIMEOUT_MS = 60_000;
+
 export interface PortalDeps {
   config: Config;
   db: Db;
@@ -80,6 +82,9 @@ export class SshPortal {
     this.connections.add(conn);
     let identity: PortalIdentity | null = null;
     let sessionOpened = false;
+    // A connection that never finishes authenticating is dropped rather than held open forever.
+    const authDeadline = setTimeout(() => conn.end(), AUTH_TIMEOUT_MS);
+    authDeadline.unref();
 
     conn.on('authentication', (ctx) => {
       const methods = this.auth.methodsFor(ctx.username);
@@ -98,6 +103,7 @@ export class SshPortal {
     });
 
     conn.on('ready', () => {
+      clearTimeout(authDeadline);
       conn.on('session', (accept, reject) => {
         // One attachment per connection keeps "one client per session" meaningful.
         if (sessionOpened || !identity) return reject();
@@ -135,7 +141,10 @@ export class SshPortal {
       });
     });
     conn.on('error', (err) => log.debug({ err: err.message }, 'SSH client connection error'));
-    conn.on('close', () => this.connections.delete(conn));
+    conn.on('close', () => {
+      clearTimeout(authDeadline);
+      this.connections.delete(conn);
+    });
   }
 
   private async serve(

@@ -118,6 +118,7 @@ it('the benchmark helpers: time to the first prompt byte, and draining a no-PTY 
   await waitForState(stack, tenant.token, shell.body.id, 'waiting_for_client');
   const prompt = await openAndWaitForFirstOutput(shell.body.connect);
   try {
+    console.log(`ssh2 client: first prompt byte ${prompt.ms.toFixed(0)} ms after connecting to a ready session (SSH handshake and authentication ${prompt.handshakeMs.toFixed(0)} ms; the rest is attach, docker start, shell)`);
     expect(prompt.ms).toBeGreaterThan(0);
     expect(prompt.first.length).toBeGreaterThan(0);
   } finally {
@@ -130,6 +131,7 @@ it('the benchmark helpers: time to the first prompt byte, and draining a no-PTY 
   await waitForState(stack, tenant.token, bulk.body.id, 'waiting_for_client');
   let stderr = '';
   const drained = await drainShell(await openPortalShell(bulk.body.connect), (c) => (stderr += c));
+  console.log(`ssh2 client: 10 MB drained in ${drained.seconds.toFixed(2)} s`);
   expect(drained).toMatchObject({ bytes: 10 * MB, exitCode: 0 });
   expect(stderr).toBe('done\n');
   await waitForState(stack, tenant.token, bulk.body.id, 'ended', 20_000);
