@@ -26,7 +26,8 @@ const terminals: Terminal[] = [];
 beforeAll(async () => {
   stack = await startTestStack({
     env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
-    parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
+    // `short`: a second stack with an 8 s maximum session duration, served by this same process.
+    parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
   });
   port = stack.runtime.sshPort!;
   tenant = await createTenant(stack, { plan: 'scale' });
@@ -161,6 +162,22 @@ describe('the host key', () => {
 });
 
 const kbdOnly = ['-o', 'PreferredAuthentications=keyboard-interactive', '-o', 'PubkeyAuthentication=no', '-o', 'NumberOfPasswordPrompts=1'];
+
+describe('a session that expires while attached', () => {
+  it('shows one line saying it expired, and the connection closes', async () => {
+    const st = await stack.api.post('/stacks', stack.adminToken, { name: 'short', max_session_duration_s: 8, dedicated: true });
+    expect(st.status, JSON.stringify(st.body)).toBe(201);
+    const t = await createTenant(stack, { stackName: 'short', plan: 'growth' });
+    const s = await createSession({}, t);
+    await waitForState(stack, t.token, s.id, 'waiting_for_client');
+    const term = await sshInTerminal(s.connect.user, s.connect.token);
+    await term.waitForText(PROMPT);
+    await term.waitForText(new RegExp(`^essh: session ${s.id} expired: the maximum session duration passed\\s*$`, 'm'), 20_000);
+    expect(await term.exitStatus()).not.toBe(0);
+    expect((await term.screen()).match(/essh: session \d+ expired/g)).toHaveLength(1);
+    expect(await waitForState(stack, t.token, s.id, 'ended', 20_000)).toMatchObject({ end_reason: 'expired' });
+  });
+});
 
 describe('keyboard-interactive', () => {
   it('takes the session token too', async () => {
