@@ -186,6 +186,18 @@ describe('an HTTPS drain', () => {
     expect(events.some((e) => e.log === 'before-terminate' && e.seq < max)).toBe(true);
   });
 
+  it('keeps stdout and stderr apart for a session without a TTY', async () => {
+    const id = await startSession({ tty: false, command: ['sh', '-c', 'echo out-line; echo err-line >&2; echo "out-2 ✓"; exit 0'] }, false);
+    await waitForState(stack, tenant.token, id, 'ended');
+    await waitForEnded(id);
+    const events = sessionEvents(id);
+    expectNoGaps(events);
+    const byLog = new Map(events.map((e) => [e.log, e]));
+    expect(byLog.get('out-line')).toMatchObject({ stream: 'stdout' });
+    expect(byLog.get('err-line')).toMatchObject({ stream: 'stderr' });
+    expect(byLog.get('out-2 ✓')).toMatchObject({ stream: 'stdout' });
+  });
+
   it('records a permanent refusal (4xx) on the drain instead of dropping it silently', async () => {
     rx.answer = () => ({ status: 400, body: '{"error":"schema mismatch"}' });
     try {
