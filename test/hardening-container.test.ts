@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, docker, startTestStack, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 
 /**
  * CONTRACT §7 through the real Docker engine: what the session container may not do, checked both
@@ -14,7 +14,20 @@ beforeAll(async () => {
   stack = await startTestStack({ env: { ESSH_PIDS_LIMIT: String(PIDS_LIMIT) } });
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => stack?.stop());
+afterAll(async () => {
+  if (!stack) return;
+  await endAllSessions(stack);
+  await stack.stop();
+}, 120_000);
+
+/** Ends every session this file started (also after a failed test), so no container outlives it. */
+async function endAllSessions(s: TestStack) {
+  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
+  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
+  await waitFor('every session to end', async () =>
+    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
+}
+
 
 async function start(command: string[], body: object = {}) {
   const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, { command, ...body });

@@ -13,7 +13,20 @@ beforeAll(async () => {
   stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => stack?.stop());
+afterAll(async () => {
+  if (!stack) return;
+  await endAllSessions(stack);
+  await stack.stop();
+}, 120_000);
+
+/** Ends every session this file started (also after a failed test), so no container outlives it. */
+async function endAllSessions(s: TestStack) {
+  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
+  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
+  await waitFor('every session to end', async () =>
+    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
+}
+
 
 describe('output bytes that are not text', () => {
   it(`a NUL and invalid UTF-8 are captured, the lines after them too (${process.env.ESSH_TEST_DATABASE_URL ? 'PostgreSQL' : 'SQLite'})`, async () => {
