@@ -113,6 +113,12 @@ class DrainLoop {
     this.agent.destroy();
   }
 
+  /** A receiver's Retry-After is honoured, but never beyond the backoff cap. */
+  private retryPause(attempt: number, retryAfterMs: number | undefined) {
+    const backoff = backoffDelay(attempt, this.s.backoffBaseMs, this.s.backoffCapMs);
+    return Math.min(this.s.backoffCapMs, Math.max(retryAfterMs ?? 0, backoff));
+  }
+
   private sleep(ms: number) {
     return new Promise<void>((r) => {
       const t = setTimeout(r, ms);
@@ -137,7 +143,7 @@ class DrainLoop {
             const outcome = await this.deliver(drain, batch);
             if (outcome.kind === 'retry') {
               attempt++;
-              pause = Math.max(outcome.retryAfterMs ?? 0, backoffDelay(attempt, this.s.backoffBaseMs, this.s.backoffCapMs));
+              pause = this.retryPause(attempt, outcome.retryAfterMs);
               await this.recordError(outcome.message);
             } else {
               attempt = 0;
@@ -245,7 +251,7 @@ class DrainLoop {
       if (whole.kind !== 'ok') {
         if (attempt === 0 || whole.kind === 'permanent') return whole;
         await this.recordError(whole.message);
-        await this.sleep(Math.max(whole.retryAfterMs ?? 0, backoffDelay(attempt, this.s.backoffBaseMs, this.s.backoffCapMs)));
+        await this.sleep(this.retryPause(attempt, whole.retryAfterMs));
         continue;
       }
       const items = (JSON.parse(res.body) as { items?: Record<string, { _id?: string; status: number; error?: unknown }>[] }).items ?? [];
