@@ -107,7 +107,9 @@ export class Attachment {
   /** Everything written so far reaches the client before the exit status and the close. */
   private async finish(code: number) {
     if (this.channelClosed) return;
-    await new Promise<void>((r) => this.channel.write(Buffer.alloc(0), () => r()));
+    // ssh2 never calls back a write on a channel the client is already closing: the close ends the wait.
+    await Promise.race([new Promise<void>((r) => this.channel.write(Buffer.alloc(0), () => r())), this.closed]);
+    if (this.channelClosed) return;
     this.channel.exit(code);
     this.channel.end();
   }
