@@ -23,6 +23,11 @@ beforeAll(async () => {
     handle: 'https-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
   });
   expect(d.status, JSON.stringify(d.body)).toBe(201);
+  // A drain with session output switched off: nothing may reach its path (every request must be /ingest).
+  const off = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
+    handle: 'sessions-off', drain_type: 'https', url: `${rx.url}/off`, ca_cert: cert.cert, drain_ephemeral_sessions: false,
+  });
+  expect(off.status, JSON.stringify(off.body)).toBe(201);
   for (const rule of [{ name: 'cards', preset: 'card_number' }, { name: 'ssn', preset: 'us_ssn' }, { name: 'stripe', pattern: 'sk_live_[A-Za-z0-9]+' }]) {
     const r = await stack.api.post(`/accounts/${tenant.account}/redaction_rules`, admin, rule);
     expect(r.status, JSON.stringify(r.body)).toBe(201);
@@ -117,6 +122,7 @@ describe('an HTTPS drain', () => {
     expect(everything).not.toContain('sk_live_abc123XYZ');
     expect(text).toContain('card [REDACTED CARD] ssn [REDACTED SSN] key [REDACTED] order 1234567890123');
 
+    expect(rx.requests.length).toBeGreaterThan(0);
     for (const r of rx.requests) {
       expect(r.headers['content-type']).toBe('application/json');
       expect(r.headers['idempotency-key']).toMatch(/^essh-drain-\d+-events-\d+-\d+$/);
