@@ -4,7 +4,7 @@ import { CliError, type CliConfig } from './config.js';
 export class EsshApi {
   constructor(private readonly config: CliConfig) {}
 
-  async request<T>(method: 'GET' | 'POST', p: string, body?: unknown): Promise<T> {
+  async request<T>(method: 'GET' | 'POST' | 'DELETE', p: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
       res = await fetch(this.config.api_url + p, {
@@ -38,6 +38,9 @@ export class EsshApi {
   }
   post<T>(p: string, body?: unknown) {
     return this.request<T>('POST', p, body ?? {});
+  }
+  delete(p: string) {
+    return this.request<void>('DELETE', p);
   }
 }
 

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { EsshApi, type Session } from './api.js';
 import { CliError, resolveConfig, saveConfig } from './config.js';
+import { logDrainsCommand } from './log-drains.js';
 import { sshToApp } from './ssh.js';
 
 const positiveInt = (what: string) => (value: string) => {
@@ -97,6 +98,8 @@ export function buildProgram(): Command {
       const shown = (v: unknown) => (v === null || v === undefined ? '-' : Array.isArray(v) ? JSON.stringify(v) : String(v));
       process.stdout.write(table(Object.entries(op).map(([k, v]) => [`${k}:`, shown(v)])));
     });
+
+  program.addCommand(logDrainsCommand(api, { json: printJson, table }));
 
   return program;
 }
