@@ -87,7 +87,14 @@ export const createUserBody = z
   .strict();
 
 export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict();
-export const addSshKeyBody = z.object({ public_key: z.string().min(1).max(16_384) }).strict();
+// The shape of one OpenSSH public key line, so that /openapi.json says what is accepted; the key
+// data itself is checked by parseAuthorizedKey.
+const publicKeyLine = /^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?\s*$/;
+export const addSshKeyBody = z
+  .object({
+    public_key: z.string().min(1).max(16_384).regex(publicKeyLine, 'one OpenSSH public key line, "<type> <base64> [comment]", e.g. the contents of ~/.ssh/id_ed25519.pub'),
+  })
+  .strict();
 
 const user = z.object({ id: z.number(), name: z.string(), email: z.string() });
 export const sessionSchema = z.object({
