@@ -3,6 +3,7 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { Db, DbEngine } from '../lib/db.js';
 import { LABELS, dockerStatus } from '../lib/docker.js';
+import { ContainerEventFollower } from '../lib/docker-events.js';
 import { containerName } from '../workflows/definitions.js';
 import { appendEvents, type NewEvent } from './events.js';
 import { RedactionRulesCache, redact } from './redaction.js';
@@ -37,7 +38,7 @@ interface Pending {
 export class CaptureAgent {
   private readonly captures = new Map<string, SessionCapture>();
   private readonly rules: RedactionRulesCache;
-  private events?: Readable;
+  private events?: ContainerEventFollower;
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
@@ -48,7 +49,16 @@ export class CaptureAgent {
   }
 
   async start(): Promise<void> {
-    await this.watchStarts();
+    this.events = new ContainerEventFollower({
+      docker: this.deps.docker,
+      events: ['start'],
+      labels: [`${LABELS.instance}=${this.deps.instanceId}`, LABELS.session],
+      onEvent: (e) => this.begin(e.id, Number(e.Actor?.Attributes?.[LABELS.operationId])),
+      onResumed: () => void this.scan(),
+      log: this.deps.log,
+      what: 'capture',
+    });
+    await this.events.start();
     await this.scan();
     this.timer = setInterval(() => void this.scan(), this.deps.intervalS * 1000);
     this.timer.unref();
@@ -57,7 +67,7 @@ export class CaptureAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    this.events?.destroy();
+    this.events?.stop();
     await Promise.all([...this.captures.values()].map((c) => c.stop()));
     this.captures.clear();
   }
@@ -89,41 +99,6 @@ export class CaptureAgent {
       return await Promise.race([capture.done.then(() => true), timeout]);
     } finally {
       clearTimeout(timer);
-    }
-  }
-
-  private async watchStarts(): Promise<void> {
-    const { docker, instanceId, log } = this.deps;
-    try {
-      const stream = (await docker.getEvents({
-        filters: { type: ['container'], event: ['start'], label: [`${LABELS.instance}=${instanceId}`, LABELS.session] },
-      })) as unknown as Readable;
-      this.events = stream;
-      let buffered = '';
-      stream.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString('utf8');
-        let nl: number;
-        while ((nl = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, nl).trim();
-          buffered = buffered.slice(nl + 1);
-          if (!line) continue;
-          const e = JSON.parse(line) as { id: string; Actor?: { Attributes?: Record<string, string> } };
-          const attrs = e.Actor?.Attributes ?? {};
-          this.begin(e.id, Number(attrs[LABELS.operationId]));
-        }
-      });
-      const reconnect = () => {
-        if (this.stopped) return;
-        setTimeout(() => {
-          if (!this.stopped) void this.watchStarts().then(() => this.scan());
-        }, 1000).unref();
-      };
-      stream.once('end', reconnect);
-      stream.once('error', reconnect);
-    } catch (err) {
-      if (this.stopped) return;
-      log.warn({ err }, 'capture cannot watch Docker events; retrying in 5 s');
-      setTimeout(() => void this.watchStarts(), 5000).unref();
     }
   }
 

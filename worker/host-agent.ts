@@ -1,9 +1,9 @@
-import type { Readable } from 'node:stream';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import { removeSessionContainer } from '../activities/host.js';
 import { LABELS, dockerStatus } from '../lib/docker.js';
+import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
 import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
 
 /**
@@ -14,7 +14,7 @@ import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } 
  * One agent runs beside each host worker, since only that host can reach its own engine.
  */
 export class HostAgent {
-  private events?: Readable;
+  private events?: ContainerEventFollower;
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private passRunning?: Promise<void>;
@@ -31,7 +31,16 @@ export class HostAgent {
   ) {}
 
   async start(): Promise<void> {
-    await this.watchEvents();
+    this.events = new ContainerEventFollower({
+      docker: this.deps.docker,
+      events: ['die'],
+      labels: [`${LABELS.instance}=${this.deps.instanceId}`],
+      onEvent: (e) => void this.onDie(e).catch((err) => this.deps.log.warn({ err }, 'reporting a container exit failed')),
+      onResumed: () => void this.reconcileOnce(),
+      log: this.deps.log,
+      what: 'host agent',
+    });
+    await this.events.start();
     await this.reconcileOnce();
     this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
     this.timer.unref();
@@ -40,45 +49,11 @@ export class HostAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    this.events?.destroy();
+    this.events?.stop();
     await this.passRunning;
   }
 
-  private async watchEvents(): Promise<void> {
-    const { docker, instanceId, log } = this.deps;
-    try {
-      const stream = (await docker.getEvents({
-        filters: { type: ['container'], event: ['die'], label: [`${LABELS.instance}=${instanceId}`] },
-      })) as unknown as Readable;
-      this.events = stream;
-      let buffered = '';
-      stream.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString('utf8');
-        let nl: number;
-        while ((nl = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, nl).trim();
-          buffered = buffered.slice(nl + 1);
-          if (line) void this.onDie(JSON.parse(line)).catch((err) => log.warn({ err }, 'reporting a container exit failed'));
-        }
-      });
-      const reconnect = () => {
-        if (this.stopped) return;
-        log.warn('Docker event stream closed; reconnecting');
-        setTimeout(() => {
-          if (this.stopped) return;
-          void this.watchEvents().then(() => this.reconcileOnce());
-        }, 1000).unref();
-      };
-      stream.once('end', reconnect);
-      stream.once('error', reconnect);
-    } catch (err) {
-      if (this.stopped) return;
-      log.warn({ err }, 'cannot watch Docker events; retrying in 5 s');
-      setTimeout(() => void this.watchEvents(), 5000).unref();
-    }
-  }
-
-  private async onDie(event: { id: string; Actor?: { Attributes?: Record<string, string> } }) {
+  private async onDie(event: ContainerEvent) {
     const attrs = event.Actor?.Attributes ?? {};
     const operationId = attrs[LABELS.operationId];
     if (!operationId) return;
