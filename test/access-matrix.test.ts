@@ -6,7 +6,7 @@ import { projectRoot } from '../lib/config.js';
 import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
 
 /**
- * The permission matrix of docs/readme-sections/permissions.md, cell by cell, through the real API.
+ * The permission matrix of the README ("Who may do what"), cell by cell, through the real API.
  * The expectations are read from that table, so the documentation and the code cannot drift apart.
  */
 
@@ -14,8 +14,9 @@ const ACTORS = ['member', 'account_admin', 'operator'] as const;
 type Actor = (typeof ACTORS)[number];
 interface Who { token: string; id: number; email: string }
 
-const docPath = path.join(projectRoot, 'docs/readme-sections/permissions.md');
-const matrix = readFileSync(docPath, 'utf8')
+const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
+const section = readme.slice(readme.indexOf('## Who may do what'), readme.indexOf('\n## ', readme.indexOf('## Who may do what') + 1));
+const matrix = section
   .split('\n')
   .filter((l) => l.startsWith('| `'))
   .map((l) => {
@@ -254,7 +255,7 @@ afterAll(async () => {
   await stack.stop();
 }, 90_000);
 
-describe('the permission matrix of docs/readme-sections/permissions.md', () => {
+describe('the permission matrix of the README', () => {
   it('has a test for every row and a row for every test', () => {
     expect(matrix.length).toBeGreaterThan(40);
     expect(matrix.map((r) => r.action).sort()).toEqual([...Object.keys(cells), ...Object.keys(lists)].sort());
