@@ -159,6 +159,27 @@ describe('a session ends for each CONTRACT reason and its container is removed',
   });
 });
 
+describe('a container killed or stopped through the engine, from outside essh', () => {
+  for (const how of [['kill'], ['stop', '-t', '1']]) {
+    it(`docker ${how[0]} gives container_lost, not exit`, async () => {
+      const s = await createSession();
+      await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
+      await run('docker', [...how, `essh-${s.id}`]);
+      const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+      expect(ended.end_reason).toBe('container_lost');
+      expect(ended.end_message).toMatch(/outside essh/);
+      expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    });
+  }
+
+  it('a command that exits by itself after a signal from inside is still `exit`', async () => {
+    const s = await createSession({ command: ['sh', '-c', 'sleep 1; kill -9 $$'] });
+    const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    expect(ended.end_reason).toBe('exit');
+    expect(ended.exit_code).toBe(137);
+  });
+});
+
 describe('the container', () => {
   it('is configured like the app, hardened, and sized as asked', async () => {
     const s = await createSession({ container_size_mb: 256 });

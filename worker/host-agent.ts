@@ -17,6 +17,8 @@ export class HostAgent {
   private events?: ContainerEventFollower;
   private timer?: NodeJS.Timeout;
   private stopped = false;
+  /** Containers the engine was asked to kill, until their `die` event arrives. */
+  private readonly killedThroughEngine = new Set<string>();
   private passRunning?: Promise<void>;
 
   constructor(
@@ -33,9 +35,18 @@ export class HostAgent {
   async start(): Promise<void> {
     this.events = new ContainerEventFollower({
       docker: this.deps.docker,
-      events: ['die'],
+      // `kill` comes before `die` when someone (docker kill, docker stop, docker rm -f) ends the
+      // container through the engine; essh's own teardown does so too, but only once its workflow is
+      // already ending, which then ignores the report.
+      events: ['kill', 'die'],
       labels: [`${LABELS.instance}=${this.deps.instanceId}`],
-      onEvent: (e) => void this.onDie(e).catch((err) => this.deps.log.warn({ err }, 'reporting a container exit failed')),
+      onEvent: (e) => {
+        if (e.Action === 'kill') {
+          this.killedThroughEngine.add(e.id);
+          return;
+        }
+        void this.onDie(e).catch((err) => this.deps.log.warn({ err }, 'reporting a container exit failed'));
+      },
       onResumed: () => void this.reconcileOnce(),
       log: this.deps.log,
       what: 'host agent',
@@ -57,18 +68,19 @@ export class HostAgent {
     const attrs = event.Actor?.Attributes ?? {};
     const operationId = attrs[LABELS.operationId];
     if (!operationId) return;
-    await this.reportExit(operationId, event.id, attrs.exitCode !== undefined ? Number(attrs.exitCode) : null);
+    const killed = this.killedThroughEngine.delete(event.id);
+    await this.reportExit(operationId, event.id, attrs.exitCode !== undefined ? Number(attrs.exitCode) : null, killed);
   }
 
   /** Tells the workflow how its container ended: by itself (`exit`), or removed from outside (`lost`). */
-  private async reportExit(operationId: string, containerId: string, exitCode: number | null) {
+  private async reportExit(operationId: string, containerId: string, exitCode: number | null, killedThroughEngine = false) {
     const { docker, client } = this.deps;
     const info = await docker.getContainer(containerId).inspect().catch((err) => {
       if (dockerStatus(err) === 404) return null;
       throw err;
     });
     // `docker rm -f` marks the container as being removed before it kills it.
-    const lost = !info || info.State.Status === 'removing' || info.State.Status === 'dead';
+    const lost = killedThroughEngine || !info || info.State.Status === 'removing' || info.State.Status === 'dead';
     const signal: ContainerExitedSignal = {
       container_id: containerId,
       exit_code: info?.State.ExitCode ?? exitCode,
