@@ -44,8 +44,12 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       ESSH_SSH_PORT: '0',
       ESSH_STOP_GRACE_S: '2',
       ESSH_LOG_LEVEL: 'warn',
+      // The per-token cap on creates guards against runaway clients; the benchmarks create far more than
+      // 60 a minute on purpose. A high cap (not 0) keeps the limiter on the measured path.
+      ESSH_SESSION_CREATE_RATE: '1000000',
+      ESSH_SSH_HOST: '127.0.0.1',
     });
-    const runtime = await startRuntime(config, { api: true, worker: true, hostStacks: ['local'] }, log);
+    const runtime = await startRuntime(config, { api: true, worker: true, portal: true, hostStacks: ['local'] }, log);
     stopAll.unshift(() => runtime.stop());
 
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };

@@ -1,11 +1,15 @@
 // `npm run bench`: every benchmark module against one throw-away essh stack; `npm run bench -- NAME…`
 // runs only the named ones. Other parts add their module to `modules` below.
 import { startBenchEnv } from './env.js';
+import { createThroughput } from './create-throughput.js';
+import { drainThroughput } from './drain-throughput.js';
+import { portalPrompt } from './portal-prompt.js';
+import { portalThroughput } from './portal-throughput.js';
 import { sessionReady } from './session-ready.js';
 import { formatTable } from './stats.js';
 import type { BenchModule, BenchRow } from './types.js';
 
-const modules: BenchModule[] = [sessionReady];
+const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, drainThroughput, createThroughput];
 
 async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,0 +1,56 @@
+// Small helpers the benchmark modules share: calls to the essh API as a given token, and waiting for a
+// session's state in the Operation record (read from the database, so that waiting adds no API load).
+import type { BenchContext } from './types.js';
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface ApiAnswer<T = any> {
+  status: number;
+  body: T;
+}
+
+export async function apiCall<T = any>(ctx: BenchContext, method: string, path: string, token: string, body?: unknown): Promise<ApiAnswer<T>> {
+  const res = await fetch(ctx.apiUrl + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** Like apiCall, but anything other than 2xx is an error naming the call. */
+export async function apiOk<T = any>(ctx: BenchContext, method: string, path: string, token: string, body?: unknown): Promise<T> {
+  const r = await apiCall<T>(ctx, method, path, token, body);
+  if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+export async function sessionState(ctx: BenchContext, id: number) {
+  return ctx.runtime.db.selectFrom('operations').select(['state', 'end_message']).where('id', '=', id).executeTakeFirst();
+}
+
+export async function waitForState(ctx: BenchContext, id: number, states: string[], timeoutMs = 120_000, pollMs = 50): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const row = await sessionState(ctx, id);
+    if (row && states.includes(row.state)) return row.state;
+    if (row?.state === 'ended') throw new Error(`session ${id} ended while waiting for ${states.join('/')}: ${row.end_message}`);
+    if (Date.now() > deadline) throw new Error(`session ${id} is still ${row?.state} after ${timeoutMs} ms (waiting for ${states.join('/')})`);
+    await sleep(pollMs);
+  }
+}
+
+/** Terminates the session (if it has not ended) and waits until its record says ended. */
+export async function endSession(ctx: BenchContext, id: number, token: string, timeoutMs = 120_000): Promise<void> {
+  if ((await sessionState(ctx, id))?.state !== 'ended') {
+    await apiCall(ctx, 'POST', `/sessions/${id}/terminate`, token, {});
+  }
+  await waitForState(ctx, id, ['ended'], timeoutMs, 100);
+}
+
+/** Ends every session in `ids`, all at once, and reports the ones that would not end. */
+export async function endSessions(ctx: BenchContext, ids: Iterable<number>, token: string): Promise<void> {
+  const results = await Promise.allSettled([...ids].map((id) => endSession(ctx, id, token)));
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length) throw new Error(`${failed.length} sessions did not end: ${failed[0]!.reason}`);
+}

@@ -1,0 +1,178 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { openPortalShell, type PortalTarget } from '../portal/client.js';
+import { DEMO_IMAGE } from '../stack/seed.js';
+import { apiOk, endSession, endSessions } from './api-client.js';
+import { percentile } from './stats.js';
+import type { BenchContext, BenchModule, BenchRow } from './types.js';
+
+const RUNS = Number(process.env.ESSH_BENCH_PROMPT_RUNS ?? 20);
+const WARMUP = 1;
+const RUN_TIMEOUT_MS = 60_000;
+const ESSH_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'essh.js');
+/** busybox ash's prompt in the demo image: `root@<host>:/app$ ` (root gets `$` too: PS1 is set so). */
+const PROMPT = /@[^\s:]*:\S*[$#] /;
+/** What `essh ssh` prints on stderr once the container is ready; the container's output follows it. */
+const ESSH_READY = /ready in [\d.]+ s\r?\n/;
+
+/** essh's own progress lines: the POST answered, and the container ready. */
+const ESSH_CREATED = /Provisioning container for session \d+/;
+
+interface PromptSample {
+  /** Process started → first byte of the container's own output. */
+  firstByteMs: number;
+  /** Process started → the prompt complete on the terminal. */
+  promptMs: number;
+  /** For `essh ssh`: process started → its "Provisioning…" line (POST answered) and → "ready in". */
+  createdMs?: number;
+  readyMs?: number;
+}
+
+/**
+ * Runs `command` in a real terminal (util-linux `script` gives it a pty), times its first output byte
+ * and its prompt, then types `exit` and waits for it to end. `containerOutputAfter`: output before this
+ * marker is the client's own (essh's progress line), not the container's.
+ */
+function promptInTerminal(command: string, env: NodeJS.ProcessEnv, containerOutputAfter?: RegExp) {
+  return new Promise<PromptSample & { transcript: string }>((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn('script', ['-qfec', command, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let text = '';
+    let firstByteMs = 0;
+    let promptMs = 0;
+    let createdMs: number | undefined;
+    let readyMs: number | undefined;
+    let stderr = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command}: no prompt within ${RUN_TIMEOUT_MS} ms; output so far: ${JSON.stringify(text.slice(-300))} ${stderr}`));
+    }, RUN_TIMEOUT_MS);
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.stdout.on('data', (c: Buffer) => {
+      const now = performance.now() - started;
+      text += c.toString('latin1');
+      let own = text;
+      if (containerOutputAfter) {
+        if (createdMs === undefined && ESSH_CREATED.test(text)) createdMs = now;
+        const m = containerOutputAfter.exec(text);
+        if (!m) return;
+        readyMs ??= now;
+        own = text.slice(m.index + m[0].length);
+      }
+      if (!firstByteMs && own.length > 0) firstByteMs = now;
+      if (!promptMs && PROMPT.test(own)) {
+        promptMs = now;
+        child.stdin.write('exit\r');
+      }
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (!promptMs) return reject(new Error(`${command} exited (${code}) before its prompt; output: ${JSON.stringify(text.slice(-300))} ${stderr}`));
+      resolve({ firstByteMs, promptMs, createdMs, readyMs, transcript: text });
+    });
+  });
+}
+
+/** How long the CLI process takes to start and exit doing nothing (node + tsx loading the TypeScript). */
+function cliStartup(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [ESSH_BIN, '--version'], { stdio: 'ignore' });
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`essh --version exited ${code}`))));
+  });
+}
+
+/** The same path without the CLI process: POST, then the portal with ssh2 in this process. */
+async function promptInProcess(ctx: BenchContext, app: string, token: string): Promise<PromptSample & { id: number }> {
+  const started = performance.now();
+  const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, { start_on_connect: true, tty: true });
+  const shell = await openPortalShell(created.connect, { pty: { rows: 24, cols: 80, term: 'xterm' } });
+  try {
+    let text = '';
+    let firstByteMs = 0;
+    const promptMs = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`session ${created.id}: no prompt within ${RUN_TIMEOUT_MS} ms`)), RUN_TIMEOUT_MS);
+      shell.channel.on('data', (c: Buffer) => {
+        const now = performance.now() - started;
+        if (!firstByteMs) firstByteMs = now;
+        text += c.toString('latin1');
+        if (PROMPT.test(text)) {
+          clearTimeout(timer);
+          resolve(now);
+        }
+      });
+      shell.channel.once('close', () => reject(new Error(`session ${created.id}: the channel closed before the prompt`)));
+    });
+    shell.channel.write('exit\r');
+    await Promise.race([shell.exitCode, new Promise((r) => setTimeout(r, 10_000))]);
+    return { id: created.id, firstByteMs, promptMs };
+  } finally {
+    shell.close();
+    await endSession(ctx, created.id, token);
+  }
+}
+
+export const portalPrompt: BenchModule = {
+  name: 'portal-prompt',
+  description: '`essh ssh APP` started → first prompt byte, beside `docker run --rm -it` of the same image (both under `script`)',
+  async run(ctx) {
+    const tenant = await ctx.createTenant({ maxConcurrentSessions: 5 });
+    const cliEnv = {
+      ...process.env, TERM: 'xterm', ESSH_API_URL: ctx.apiUrl, ESSH_TOKEN: tenant.token, ESSH_CONFIG: '/nonexistent/essh-bench-config.json',
+    };
+    const docker: PromptSample[] = [];
+    const cli: PromptSample[] = [];
+    const inProcess: PromptSample[] = [];
+    const cliSessions = new Set<number>();
+    try {
+      // Interleaved, so that all three see the same machine load.
+      for (let i = 0; i < WARMUP + RUNS; i++) {
+        const d = await promptInTerminal(`docker run --rm -it ${DEMO_IMAGE} /bin/sh -l`, { ...process.env, TERM: 'xterm' });
+        const c = await promptInTerminal(`${process.execPath} ${ESSH_BIN} ssh ${tenant.app}`, cliEnv, ESSH_READY);
+        const id = Number(/session (\d+)/.exec(c.transcript)?.[1]);
+        if (id) {
+          cliSessions.add(id);
+          await endSession(ctx, id, tenant.token);
+          cliSessions.delete(id);
+        }
+        const p = await promptInProcess(ctx, tenant.app, tenant.token);
+        if (i < WARMUP) continue;
+        docker.push(d);
+        cli.push(c);
+        inProcess.push(p);
+        ctx.progress(`portal-prompt ${i - WARMUP + 1}/${RUNS}: essh ssh ${c.promptMs.toFixed(0)} ms, in-process ${p.promptMs.toFixed(0)} ms, docker run ${d.promptMs.toFixed(0)} ms`);
+      }
+    } finally {
+      await endSessions(ctx, cliSessions, tenant.token);
+    }
+    const startup: number[] = [];
+    for (let i = 0; i < 5; i++) startup.push(await cliStartup());
+    const rows: BenchRow[] = [];
+    const add = (metric: string, sample: PromptSample[], key: keyof PromptSample, note?: string) => {
+      for (const p of [50, 95]) {
+        rows.push({ benchmark: 'portal-prompt', metric: `${metric} p${p}`, value: percentile(sample.map((s) => s[key] ?? NaN), p), unit: 'ms', note: p === 50 ? note : undefined });
+      }
+    };
+    add('essh ssh → prompt', cli, 'promptMs', `real CLI (bin/essh.js) under script, ${RUNS} runs`);
+    add('docker run -it → prompt', docker, 'promptMs', 'baseline, same image, under script');
+    const ratio = (q: number) => percentile(cli.map((s) => s.promptMs), q) / percentile(docker.map((s) => s.promptMs), q);
+    rows.push({ benchmark: 'portal-prompt', metric: 'ratio p50 essh ssh / docker run', value: ratio(50), unit: 'x', note: ratio(50) <= 1.5 ? 'target <= 1.5 met' : 'target <= 1.5 NOT met' });
+    rows.push({ benchmark: 'portal-prompt', metric: 'ratio p95 essh ssh / docker run', value: ratio(95), unit: 'x' });
+    add('essh ssh → first container byte', cli, 'firstByteMs', 'banner and prompt arrive in one write');
+    add('phase: essh ssh → POST answered', cli, 'createdMs', 'CLI start-up + POST (its "Provisioning…" line)');
+    add('phase: essh ssh → "ready in"', cli, 'readyMs', 'container provisioned, seen by the CLI polling GET every 100 ms');
+    add('docker run -it → first byte', docker, 'firstByteMs');
+    add('in-process POST + portal → prompt', inProcess, 'promptMs', 'no CLI process: API POST + ssh2 in the bench process');
+    const inRatio = percentile(inProcess.map((s) => s.promptMs), 50) / percentile(docker.map((s) => s.promptMs), 50);
+    rows.push({ benchmark: 'portal-prompt', metric: 'ratio p50 in-process / docker run', value: inRatio, unit: 'x', note: 'what the CLI process start costs is the difference' });
+    rows.push({ benchmark: 'portal-prompt', metric: 'essh --version process p50', value: percentile(startup, 50), unit: 'ms', note: 'CLI start-up alone (node + tsx), 5 runs' });
+    return rows;
+  },
+};
