@@ -106,10 +106,10 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   expect(readAtStall).toBeGreaterThanOrEqual(STALL_AT);
   expect(readDuringStall).toBeGreaterThanOrEqual(0);
   expect(readAtStall + readDuringStall - STALL_AT).toBeLessThan(8 * MB);
-  // The whole process (the portal shares it with the workers and the log capture) grows far less than
-  // the data that was held back.
+  // The process's RSS is printed above but not asserted: the portal shares the process with the
+  // workers and the output capture, which reads this same 50 MB from Docker's log at its own pace, so
+  // RSS says more about them than about the portal. The read-ahead above is the portal's own bound.
   expect(rssAtStall).toBeGreaterThan(0);
-  expect(stalledPeak - rssAtStall).toBeLessThan(32 * MB);
 });
 
 it('the benchmark helpers: time to the first prompt byte, and draining a no-PTY session through the ssh2 client', async () => {
