@@ -1,10 +1,11 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import Docker from 'dockerode';
-import { loadConfig, toolPath } from '../lib/config.js';
+import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
@@ -49,8 +50,18 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       ESSH_SESSION_CREATE_RATE: '1000000',
       ESSH_SSH_HOST: '127.0.0.1',
     });
-    const runtime = await startRuntime(config, { api: true, worker: true, portal: true, hostStacks: ['local'] }, log);
+    // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, output capture) runs in
+    // its own process (worker/main.ts), as in a scaled-out deployment, instead of beside the portal.
+    const split = process.env.ESSH_BENCH_SPLIT_HOST === '1';
+    const runtime = await startRuntime(config, { api: true, worker: true, portal: true, hostStacks: split ? [] : ['local'] }, log);
     stopAll.unshift(() => runtime.stop());
+    if (split) {
+      const host = await startHostProcess({
+        TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
+        ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local',
+      });
+      stopAll.unshift(host);
+    }
 
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
     await runtime.admin.createStack(operator, { name: 'local' });
@@ -76,4 +87,40 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     await stop();
     throw err;
   }
+}
+
+/** worker/main.ts in its own process; resolves once it is ready, with the function that stops it. */
+async function startHostProcess(env: Record<string, string>): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const forced = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.kill('SIGTERM');
+    await exited;
+    clearTimeout(forced);
+  };
+  let out = '';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the host worker process was not ready within 90 s:\n${out}`)), 90_000);
+      const onData = (chunk: Buffer) => {
+        out += chunk.toString('utf8');
+        if (out.includes('essh worker ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`the host worker process exited (${code ?? signal}) before it was ready:\n${out}`));
+      });
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return stop;
 }
