@@ -83,7 +83,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     await new Promise((r) => setTimeout(r, 500));
     await term.keys('C-c');
     await term.typeLine('echo interrupted-ok');
-    await term.waitForText(/^interrupted-ok\s*$/m, 5000);
+    await term.waitForText(/^interrupted-ok\s*$/m, 15_000);
     expect(await term.screen()).not.toMatch(/^after-sleep/m);
 
     // Ctrl-D ends `cat`'s input; the shell carries on.
@@ -91,12 +91,15 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     await term.typeLine('typed-line');
     await term.keys('C-d');
     await term.typeLine('echo "got:$(cat /tmp/typed)"');
-    await term.waitForText(/^got:typed-line\s*$/m, 5000);
+    await term.waitForText(/^got:typed-line\s*$/m, 15_000);
 
     // Ctrl-P Ctrl-Q (Docker's default detach keys) reach the program instead of detaching.
-    await term.typeLine('stty -ixon; head -c 3 | od -An -tx1');
+    // The keys go only once the shell has run `stty -ixon`: before that the terminal would take
+    // Ctrl-Q as flow control.
+    await term.typeLine('stty -ixon; echo ixon-off; head -c 3 | od -An -tx1');
+    await term.waitForText(/^ixon-off\s*$/m, 15_000);
     await term.keys('C-p', 'C-q', 'Enter');
-    await term.waitForText(/^\s*10 11 0a\s*$/m, 5000);
+    await term.waitForText(/^\s*10 11 0a\s*$/m, 15_000);
 
     await term.typeLine('exit 7');
     expect(await term.exitStatus()).toBe(7);
