@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
 
 /**
  * CONTRACT §7 through the real Docker engine: what the session container may not do, checked both
@@ -20,13 +20,6 @@ afterAll(async () => {
   await stack.stop();
 }, 120_000);
 
-/** Ends every session this file started (also after a failed test), so no container outlives it. */
-async function endAllSessions(s: TestStack) {
-  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
-  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
-  await waitFor('every session to end', async () =>
-    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
-}
 
 
 async function start(command: string[], body: object = {}) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
 
 /**
  * Whatever bytes a session prints, its output is stored and served on either database: a NUL (which
@@ -19,13 +19,6 @@ afterAll(async () => {
   await stack.stop();
 }, 120_000);
 
-/** Ends every session this file started (also after a failed test), so no container outlives it. */
-async function endAllSessions(s: TestStack) {
-  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
-  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
-  await waitFor('every session to end', async () =>
-    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
-}
 
 
 describe('output bytes that are not text', () => {

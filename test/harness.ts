@@ -275,3 +275,11 @@ export async function containerExists(nameOrId: string): Promise<boolean> {
     throw err;
   }
 }
+
+/** Ends every session this file started (also after a failed test), so no container outlives it. */
+export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
+  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
+  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
+  await waitFor('every session to end', async () =>
+    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), timeoutMs, 500);
+}

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
+import { createTenant, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
 
 /**
  * Input hardening of the REST API: body size limit, schema validation on every route, the per-token
@@ -24,16 +24,10 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   if (!stack) return;
-  await endAllSessions();
+  await endAllSessions(stack);
   await stack.stop();
 }, 90_000);
 
-async function endAllSessions() {
-  const open = ((await stack.api.get('/sessions', stack.adminToken)).body as { id: number; state: string }[]).filter((s) => s.state !== 'ended');
-  await Promise.all(open.map((s) => stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, {})));
-  await waitFor('every session to end', async () =>
-    ((await stack.api.get('/sessions', stack.adminToken)).body as { state: string }[]).every((s) => s.state === 'ended'), 60_000);
-}
 
 function expectError(r: ApiResponse, status: number, error: string, message?: RegExp) {
   expect(r.status, JSON.stringify(r.body)).toBe(status);
@@ -149,7 +143,7 @@ describe('internal failures', () => {
   it('when Temporal is unreachable, session creation is a 503 with a sentence, and the slot is not kept', async () => {
     const t = await createTenant(stack, { plan: 'development' });
     // The sessions of the earlier tests end while their workflows can still be reached.
-    await endAllSessions();
+    await endAllSessions(stack);
     await stack.runtime.client.connection.close();
     const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['true'] });
     expectError(r, 503, 'unavailable', /Try again/);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack } from './harness.js';
+import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
 
 /**
  * CONTRACT §8 under concurrency: parallel creates never exceed an account's limit, a slot is free as
@@ -25,12 +25,6 @@ async function burst(s: TestStack, app: string, token: string, n: number): Promi
   return Promise.all(Array.from({ length: n }, () => s.api.post(`/apps/${app}/sessions`, token, sleeper)));
 }
 
-async function endAllSessions(s: TestStack) {
-  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
-  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
-  await waitFor('every session to end', async () =>
-    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
-}
 
 /** An open record with no workflow, as a process that died right after the insert leaves it. */
 async function insertOrphan(s: TestStack, t: { account: string; app: string; user: { id: number } }) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
 
 /** CONTRACT §8: each stack has max_session_duration_s (7 days by default), lower only on a dedicated stack. */
 
@@ -15,13 +15,6 @@ afterAll(async () => {
   await stack.stop();
 }, 120_000);
 
-/** Ends every session this file started (also after a failed test), so no container outlives it. */
-async function endAllSessions(s: TestStack) {
-  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
-  await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
-  await waitFor('every session to end', async () =>
-    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), 90_000, 500);
-}
 
 
 const seconds = (s: { created_at: string; expires_at: string }) => (Date.parse(s.expires_at) - Date.parse(s.created_at)) / 1000;

@@ -174,12 +174,6 @@ export function runToEnd(cmd: string, args: string[], opts: { input?: string | B
  * Ends every session of the stack and waits until their workflows have removed the containers: a
  * stack stopped earlier would leave its containers behind on the shared engine.
  */
-export async function endAllSessions(stack: TestStack, timeoutMs = 60_000) {
-  const open = async () => ((await stack.api.get('/sessions', stack.adminToken)).body as { id: number; state: string }[]).filter((s) => s.state !== 'ended');
-  for (const s of await open()) {
-    if (s.state !== 'ending') await stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, { reason: 'test cleanup' });
-  }
-  await waitFor('every session to end', async () => (await open()).length === 0, timeoutMs, 250);
-}
 
 export { sleep };
+export { endAllSessions } from './harness.js';
