@@ -1,6 +1,7 @@
 // Real receivers for the drain tests: TLS certificates from openssl, an HTTPS endpoint, a faithful
 // Elasticsearch `_bulk` endpoint, and a way to drive a session's TTY before the portal exists.
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -24,6 +25,8 @@ export interface Cert {
 /** A self-signed certificate for localhost/127.0.0.1 (it is its own CA: the drains get it as `ca_cert`). */
 export async function selfSignedCert(): Promise<Cert> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-cert-'));
+  // rsyslogd reads the files for as long as the test file runs; they go with the test process.
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const certPath = path.join(dir, 'cert.pem');
   const keyPath = path.join(dir, 'key.pem');
   await run('openssl', [
