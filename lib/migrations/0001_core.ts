@@ -1,14 +1,17 @@
 import type { Kysely, Migration } from 'kysely';
 import type { DbEngine } from '../db.js';
 
-export function idColumn(engine: DbEngine) {
-  return engine === 'postgres' ? ('bigserial' as const) : ('integer' as const);
+/** Column types that differ by engine: auto-increment ids, the foreign keys that point at them. */
+export function columnTypes(engine: DbEngine) {
+  return {
+    id: engine === 'postgres' ? ('bigserial' as const) : ('integer' as const),
+    fk: engine === 'postgres' ? ('bigint' as const) : ('integer' as const),
+    pk: (col: any) => (engine === 'sqlite' ? col.primaryKey().autoIncrement() : col.primaryKey()),
+  };
 }
 
 export function coreMigrations(engine: DbEngine): Record<string, Migration> {
-  const id = idColumn(engine);
-  const fk = engine === 'postgres' ? ('bigint' as const) : ('integer' as const);
-  const pk = (col: any) => (engine === 'sqlite' ? col.primaryKey().autoIncrement() : col.primaryKey());
+  const { id, fk, pk } = columnTypes(engine);
   return {
     '0001_core': {
       async up(db: Kysely<any>) {

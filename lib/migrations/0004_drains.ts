@@ -1,12 +1,10 @@
 import type { Kysely, Migration } from 'kysely';
 import type { DbEngine } from '../db.js';
-import { idColumn } from './0001_core.js';
+import { columnTypes } from './0001_core.js';
 
 /** Log drains, redaction rules and the captured session events (the drains' outbox and the recordings). */
 export function drainsMigrations(engine: DbEngine): Record<string, Migration> {
-  const id = idColumn(engine);
-  const fk = engine === 'postgres' ? ('bigint' as const) : ('integer' as const);
-  const pk = (col: any) => (engine === 'sqlite' ? col.primaryKey().autoIncrement() : col.primaryKey());
+  const { id, fk, pk } = columnTypes(engine);
   return {
     '0004_drains': {
       async up(db: Kysely<any>) {
