@@ -17,3 +17,6 @@ pg_ctlcluster $cluster start 2>/dev/null || true
 for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 0.5; done
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='essh'\"" | grep -q 1 \
   || su postgres -c "psql -qc \"CREATE ROLE essh LOGIN PASSWORD 'essh' CREATEDB\""
+# `DROP DATABASE … WITH (FORCE)` must also end an autovacuum worker that happens to be in the test
+# database; those run as no role, so only pg_signal_backend lets a non-superuser end them.
+su postgres -c "psql -qc \"GRANT pg_signal_backend TO essh\"" >/dev/null
