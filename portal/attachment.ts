@@ -17,7 +17,12 @@ import { ContainerOutput } from './output.js';
 const DETACH_KEYS = 'ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@';
 /** How long a client waits for a session that is still provisioning. */
 const READY_TIMEOUT_MS = 5 * 60_000;
-const POLL_MS = 100;
+/**
+ * A container is usually ready well under a second after the shell request, and every millisecond
+ * of that wait is on the way to the user's prompt: the record is read often at first (a primary-key
+ * read), then less often for slow provisioning.
+ */
+const pollDelayMs = (waitedMs: number) => (waitedMs < 3000 ? 15 : 100);
 const WATCH_MS = 1000;
 
 export interface AttachmentDeps {
@@ -160,7 +165,7 @@ export class Attachment {
         this.say(`essh: session ${id}: provisioning container…`);
       }
       if (Date.now() > deadline) return `essh: session ${id} is still not ready after ${READY_TIMEOUT_MS / 60_000} minutes; try again later.`;
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise((r) => setTimeout(r, pollDelayMs(Date.now() - started)));
     }
   }
 
