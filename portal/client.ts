@@ -67,6 +67,8 @@ export function openPortalShell(target: PortalTarget, opts: PortalShellOptions =
       readyTimeout: opts.readyTimeoutMs ?? 20_000,
       hostVerifier: () => true,
     });
+    // The portal's side does the same: small interactive packets must not wait for delayed ACKs.
+    client.setNoDelay(true);
   });
 }
 

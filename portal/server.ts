@@ -80,6 +80,10 @@ export class SshPortal {
   private onConnection(conn: Connection) {
     const { log } = this.deps;
     this.connections.add(conn);
+    // Without TCP_NODELAY each small handshake reply waits out the peer's delayed ACK (about 40 ms,
+    // twice before the shell opens) and keystroke echoes are held back the same way, as OpenSSH knows.
+    // (@types/ssh2 lacks the server side's setNoDelay, which ssh2 has.)
+    (conn as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true);
     let identity: PortalIdentity | null = null;
     let sessionOpened = false;
     // A connection that never finishes authenticating is dropped rather than held open forever.
