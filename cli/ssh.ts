@@ -1,4 +1,4 @@
-import { openPortalShell } from '../portal/client.js';
+import { loadSshClient, openPortalShell } from '../portal/client.js';
 import type { CreatedSession, EsshApi, Session } from './api.js';
 import { CliError } from './config.js';
 
@@ -13,13 +13,17 @@ const READY_TIMEOUT_MS = 5 * 60_000;
 export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeMb?: number; command: string[] }): Promise<number> {
   const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const started = Date.now();
-  const created = await api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
+  const creating = api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
     ...(opts.command.length ? { command: opts.command } : {}),
     ...(opts.containerSizeMb !== undefined ? { container_size_mb: opts.containerSizeMb } : {}),
     // A command's first output must not be produced before we are attached to see it.
     start_on_connect: true,
     tty: interactive,
   });
+  // Handled below; without this a quick refusal would count as unhandled while ssh2 loads.
+  creating.catch(() => undefined);
+  await loadSshClient().catch(() => undefined);
+  const created = await creating;
   process.stderr.write(`Provisioning container for session ${created.id}… `);
   // The SSH handshake runs while the container is provisioned (the portal holds the channel until the
   // session is ready), so it costs no time on the way to the prompt.

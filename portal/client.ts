@@ -1,4 +1,10 @@
-import ssh2, { type Client, type ClientChannel } from 'ssh2';
+import type { Client, ClientChannel } from 'ssh2';
+
+/**
+ * ssh2 takes about 50 ms to load: the CLI loads it only for `essh ssh`, and starts that while its
+ * API request is in flight.
+ */
+export const loadSshClient = () => import('ssh2').then((m) => m.default);
 
 /** Where and as whom to attach: a session's `connect` block (CONTRACT §3). */
 export interface PortalTarget {
@@ -31,7 +37,8 @@ export interface PortalShell {
  * The host key is not checked: the target comes from the API over the caller's authenticated
  * connection and the token is single-use, but pinning the portal's key is a known gap.
  */
-export function openPortalShell(target: PortalTarget, opts: PortalShellOptions = {}): Promise<PortalShell> {
+export async function openPortalShell(target: PortalTarget, opts: PortalShellOptions = {}): Promise<PortalShell> {
+  const ssh2 = await loadSshClient();
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     let settled = false;
