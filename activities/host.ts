@@ -98,8 +98,17 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
       // trip to the session's start-up.
       const containerId = info?.Id ?? container.id;
       const status = info?.State.Status ?? 'created';
-      // A start-on-attach container is started by the portal once it is attached (create, attach, start).
-      if (!spec.startOnAttach && status === 'created') {
+      if (spec.startOnAttach) {
+        // Started by the portal once it is attached (create, attach, start), so nothing it prints is
+        // missed. The portal may attach as soon as it knows the container: telling it here rather than
+        // through the workflow's next task saves that round trip on the way to the user's prompt.
+        await db
+          .updateTable('operations')
+          .set({ container_id: containerId })
+          .where('id', '=', spec.operationId)
+          .where('state', '=', 'provisioning')
+          .execute();
+      } else if (status === 'created') {
         try {
           await container.start();
         } catch (err) {

@@ -156,7 +156,9 @@ export class Attachment {
       if (!row) return `essh: session ${id} was not found.`;
       if (isOver(row.state)) return endNotice(row);
       if (row.state === 'active') return `essh: session ${id} already has a client attached; only one connection at a time is allowed.`;
-      if (row.state === 'waiting_for_client' && row.container_id) {
+      // The record names the container while still `provisioning` only for a start-on-attach session,
+      // as soon as the container exists (see provisionContainer).
+      if ((row.state === 'waiting_for_client' || row.state === 'provisioning') && row.container_id) {
         if (announced) this.say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
         return row;
       }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { temporal } from '@temporalio/proto';
 import { LABELS } from '../lib/docker.js';
-import { hostTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
+import { heartbeatSignal, hostTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
 import {
   containerExists, createTenant, docker, sleep, startTestStack, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
@@ -14,7 +14,7 @@ beforeAll(async () => {
   // This process runs the API and the main worker (workflows, records) but no host worker at all:
   // every container comes from one of the two host-worker processes below.
   stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
-  for (const name of ['east', 'west', 'nowhere']) {
+  for (const name of ['east', 'west', 'nowhere', 'late']) {
     const r = await stack.api.post('/stacks', stack.adminToken, { name });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
   }
@@ -76,5 +76,23 @@ describe('two stacks served by two host workers', () => {
     expect(await containerExists(`essh-${id}`)).toBe(false);
     // Its provisioning activity waits for a host worker that never comes; an operator clears it.
     await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).terminate('test: no host serves this stack');
+  });
+
+  it('a client that attached while the container was provisioned makes the session active once it is ready', async () => {
+    // The portal attaches to a start-on-attach container as soon as it exists, so the first heartbeat
+    // can come before the workflow has seen provisioning finish. Holding the stack's host worker back
+    // makes that order certain.
+    const t = await createTenant(stack, { stackName: 'late' });
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { start_on_connect: true });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).signal(heartbeatSignal, { connection_id: 'early-client' });
+    expect((await stack.api.get(`/sessions/${id}`, t.token)).body.state).toBe('provisioning');
+    hosts.push(await startWorkerProcess(stack, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'late', ESSH_HOST_ID: 'host-late' }));
+    // No heartbeat follows the early one: the session goes active, then ends by silence after the
+    // heartbeat timeout. Left waiting for a client, it would end only at the connect timeout.
+    const ended = await waitForState(stack, t.token, id, 'ended', 60_000);
+    expect(ended).toMatchObject({ end_reason: 'disconnect' });
+    expect(ended.connected_at).toBeTruthy();
   });
 });

@@ -202,6 +202,14 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
         s.containerId = containerId;
         s.readyAt = new Date().toISOString();
         await publish('waiting_for_client');
+        // A start-on-attach container is attached to as soon as it exists: the client's first
+        // heartbeat may have come while it was provisioned (one during the publish above already did this).
+        const stillWaiting = (s.state as SessionState) === 'waiting_for_client';
+        if (!ending && stillWaiting && Object.keys(s.connections).length > 0) {
+          s.state = 'active';
+          s.connectedAt = new Date().toISOString();
+          stateChanged = true;
+        }
       } catch (err) {
         if (isCancellation(err)) throw err;
         hostNeverAnswered = isScheduleToStartTimeout(err);
