@@ -79,7 +79,7 @@ function promptInTerminal(command: string, env: NodeJS.ProcessEnv, containerOutp
   });
 }
 
-/** How long the CLI process takes to start and exit doing nothing (node + tsx loading the TypeScript). */
+/** How long the CLI process takes to start and exit doing nothing (node, the bundle, commander). */
 function cliStartup(): Promise<number> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
@@ -172,7 +172,7 @@ export const portalPrompt: BenchModule = {
     add('in-process POST + portal → prompt', inProcess, 'promptMs', 'no CLI process: API POST + ssh2 in the bench process');
     const inRatio = percentile(inProcess.map((s) => s.promptMs), 50) / percentile(docker.map((s) => s.promptMs), 50);
     rows.push({ benchmark: 'portal-prompt', metric: 'ratio p50 in-process / docker run', value: inRatio, unit: 'x', note: 'what the CLI process start costs is the difference' });
-    rows.push({ benchmark: 'portal-prompt', metric: 'essh --version process p50', value: percentile(startup, 50), unit: 'ms', note: 'CLI start-up alone (node + tsx), 5 runs' });
+    rows.push({ benchmark: 'portal-prompt', metric: 'essh --version process p50', value: percentile(startup, 50), unit: 'ms', note: 'CLI start-up alone (node + the esbuild bundle), 5 runs' });
     return rows;
   },
 };
