@@ -28,7 +28,10 @@ interface Started {
 
 /** `npm start`'s program, as a user runs it: its own process, its own dev server, its own ports. */
 async function startStack(env: Record<string, string>): Promise<Started> {
-  const child = spawn(path.join(projectRoot, 'node_modules/.bin/tsx'), ['stack/start.ts'], {
+  // Like `npm start`, through tsx's loader in one process: the tsx command would relay the SIGINT to a
+  // child and SIGKILL it (exit 130) if the child did not acknowledge it within 30 ms, which a busy
+  // machine can miss.
+  const child = spawn(process.execPath, ['--import', 'tsx', 'stack/start.ts'], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
