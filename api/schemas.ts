@@ -126,6 +126,8 @@ export const createdSessionSchema = sessionSchema.extend({
     token: z.string(),
     token_expires_at: z.string(),
     ssh_command: z.string(),
+    host_key: z.string().optional(),
+    host_key_fingerprint: z.string().optional(),
   }),
 });
 export const operationSchema = z.object({

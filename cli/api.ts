@@ -80,5 +80,5 @@ export interface Session {
 }
 
 export interface CreatedSession extends Session {
-  connect: { host: string; port: number; user: string; token: string; token_expires_at: string; ssh_command: string };
+  connect: { host: string; port: number; user: string; token: string; token_expires_at: string; ssh_command: string; host_key?: string; host_key_fingerprint?: string };
 }

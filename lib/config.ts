@@ -18,6 +18,11 @@ const envSchema = z.object({
   /** How often the SSH portal tells a session's workflow that its client is still there. */
   ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
   ESSH_PUBLIC_HOST: z.string().optional(),
+  /**
+   * The portal's public host key (its .pub line), announced in `connect` blocks; by default read from
+   * the data dir, which suits an API that shares it with the portal.
+   */
+  ESSH_PORTAL_HOST_KEY: z.string().optional(),
   DATABASE_URL: z.string().optional(),
   DOCKER_HOST: z.string().optional(),
   TEMPORAL_ADDRESS: z.string().optional(),
@@ -56,7 +61,7 @@ export type EnvConfig = z.infer<typeof envSchema>;
 export interface Config {
   dataDir: string;
   api: { host: string; port: number };
-  ssh: { host: string; port: number; publicHost: string; heartbeatIntervalS: number };
+  ssh: { host: string; port: number; publicHost: string; heartbeatIntervalS: number; hostKey?: string };
   databaseUrl: string;
   temporal: {
     address?: string;
@@ -100,7 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     dataDir,
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
-    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S },
+    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, hostKey: e.ESSH_PORTAL_HOST_KEY },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),
     temporal: {
       address: e.TEMPORAL_ADDRESS,

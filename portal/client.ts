@@ -12,6 +12,9 @@ export interface PortalTarget {
   port: number;
   user: string;
   token: string;
+  /** The portal's host key as the API announced it (`ssh-ed25519 AAAA…`); when given, nothing else is accepted. */
+  host_key?: string;
+  host_key_fingerprint?: string;
 }
 
 export interface PortalShellOptions {
@@ -34,11 +37,12 @@ export interface PortalShell {
  * token (as a password, or keyboard-interactive for portals that ask that way). Used by `essh ssh` and
  * by anything that drives the portal programmatically (benchmarks).
  *
- * The host key is not checked: the target comes from the API over the caller's authenticated
- * connection and the token is single-use, but pinning the portal's key is a known gap.
+ * The portal must present the host key the API announced in the same `connect` block: the token goes
+ * only to the portal the caller's authenticated API connection vouched for.
  */
 export async function openPortalShell(target: PortalTarget, opts: PortalShellOptions = {}): Promise<PortalShell> {
   const ssh2 = await loadSshClient();
+  const expectedKey = target.host_key ? Buffer.from(target.host_key.trim().split(/\s+/)[1] ?? '', 'base64') : null;
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     let settled = false;
@@ -72,7 +76,7 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
       password: target.token,
       tryKeyboard: true,
       readyTimeout: opts.readyTimeoutMs ?? 20_000,
-      hostVerifier: () => true,
+      hostVerifier: (presented: Buffer) => expectedKey === null || presented.equals(expectedKey),
     });
     // The portal's side does the same: small interactive packets must not wait for delayed ACKs.
     client.setNoDelay(true);
@@ -82,6 +86,13 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
 function authMessage(err: Error & { level?: string }, target: PortalTarget): Error {
   if (err.level === 'client-authentication') {
     return new Error(`the portal refused the session token for ${target.user} (it works once and expires after a few minutes); start a new session`);
+  }
+  if (/Host denied/.test(err.message)) {
+    return new Error(
+      `the SSH portal at ${target.host}:${target.port} presented a host key other than the essh API announced ` +
+        `(${target.host_key_fingerprint ?? target.host_key}); not sending the session token. Something else may be answering ` +
+        `at that address, or the portal's key changed without the API knowing (ESSH_PORTAL_HOST_KEY).`,
+    );
   }
   if (err.level === 'client-socket' || (err as NodeJS.ErrnoException).code) {
     return new Error(`cannot reach the SSH portal at ${target.host}:${target.port} (${err.message})`);

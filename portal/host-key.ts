@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
@@ -28,4 +29,26 @@ export async function loadOrCreateHostKey(dataDir: string): Promise<Buffer> {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
   return readFile(file);
+}
+
+/** The portal's public host key as the API announces it, so that clients can check what they reach. */
+export interface AnnouncedHostKey {
+  /** OpenSSH public key format (`ssh-ed25519 AAAA…`), as in known_hosts. */
+  line: string;
+  /** As `ssh-keygen -l -E sha256` prints it: `SHA256:` and unpadded base64. */
+  fingerprint: string;
+}
+
+/** From the private key file, or from a public key line (ESSH_PORTAL_HOST_KEY); throws if neither parses. */
+export function announcedHostKey(key: Buffer | string): AnnouncedHostKey {
+  const parsed = utils.parseKey(key);
+  const one = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!one || one instanceof Error) {
+    throw new Error(`not an SSH key (${one instanceof Error ? one.message : 'nothing parsed'}); give the portal's public host key as in its .pub file`);
+  }
+  const blob = one.getPublicSSH();
+  return {
+    line: `${one.type} ${blob.toString('base64')}`,
+    fingerprint: `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`,
+  };
 }

@@ -15,6 +15,7 @@ import {
   type Session,
   type SessionWorkflowInput,
 } from '../workflows/definitions.js';
+import type { AnnouncedHostKey } from '../portal/host-key.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, notFound } from './errors.js';
@@ -54,6 +55,9 @@ export interface ConnectInfo {
   token: string;
   token_expires_at: string;
   ssh_command: string;
+  /** The portal's host key, for the client to check (beyond CONTRACT §3). */
+  host_key?: string;
+  host_key_fingerprint?: string;
 }
 
 export const DEFAULT_CONTAINER_SIZE_MB = 1024;
@@ -69,7 +73,7 @@ export class SessionsService {
       client: Client;
       instanceId: string;
       timeouts: SessionTimeouts;
-      ssh: { publicHost: string; port: number };
+      ssh: { publicHost: string; port: number; hostKey?: AnnouncedHostKey };
       /** Session creations per token (or SSH user) per minute; 0 or absent: no limit. */
       createRatePerMinute?: number;
     },
@@ -229,7 +233,7 @@ export class SessionsService {
 
     const session = await this.get(principal, operationId);
     const user = `session-${operationId}`;
-    const { publicHost, port } = this.deps.ssh;
+    const { publicHost, port, hostKey } = this.deps.ssh;
     return {
       ...session,
       connect: {
@@ -239,6 +243,7 @@ export class SessionsService {
         token,
         token_expires_at: tokenExpiresAt,
         ssh_command: `ssh -t -p ${port} ${user}@${publicHost}`,
+        ...(hostKey ? { host_key: hostKey.line, host_key_fingerprint: hostKey.fingerprint } : {}),
       },
     };
   }

@@ -14,6 +14,7 @@ import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { HostAgent } from '../worker/host-agent.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
+import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
@@ -72,7 +73,12 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     cleanups.push(() => client.connection.close());
 
     // The portal may pick its port (port 0): the `connect` blocks follow it once it listens.
-    const sshEndpoint = { publicHost: config.ssh.publicHost, port: config.ssh.port };
+    const sshEndpoint = {
+      publicHost: config.ssh.publicHost,
+      port: config.ssh.port,
+      // Announced so that clients can tell the portal from anything else answering at that address.
+      hostKey: parts.api ? await portalHostKey(config) : undefined,
+    };
     const sessions = new SessionsService({
       db, engine, client, instanceId,
       timeouts: { ...config.session },
@@ -150,5 +156,15 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/** The host key the API announces: ESSH_PORTAL_HOST_KEY, else the portal's own key under the data dir. */
+async function portalHostKey(config: Config) {
+  if (!config.ssh.hostKey) return announcedHostKey(await loadOrCreateHostKey(config.dataDir));
+  try {
+    return announcedHostKey(config.ssh.hostKey);
+  } catch (err) {
+    throw new Error(`ESSH_PORTAL_HOST_KEY is ${(err as Error).message}`);
   }
 }

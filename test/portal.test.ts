@@ -2,6 +2,7 @@
 // Temporal and the real Docker engine.
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import Docker from 'dockerode';
+import { openPortalShell } from '../portal/client.js';
 import { SshPortal } from '../portal/server.js';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,7 +44,10 @@ afterAll(async () => {
 async function createSession(body: object = {}, t = tenant) {
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, body);
   expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return r.body as { id: number; connect: { host: string; port: number; user: string; token: string; ssh_command: string } };
+  return r.body as {
+    id: number;
+    connect: { host: string; port: number; user: string; token: string; ssh_command: string; host_key: string; host_key_fingerprint: string };
+  };
 }
 
 /** OpenSSH in a tmux pane, password from a file through sshpass. */
@@ -161,6 +165,33 @@ describe('the host key', () => {
     } finally {
       await again.stop();
     }
+  });
+
+  it('is announced in the connect block: OpenSSH trusting only that key gets in, and the essh client refuses any other key without spending the token', async () => {
+    const file = path.join(stack.dataDir, 'ssh_host_ed25519_key.pub');
+    const fingerprint = (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', file])).stdout.split(/\s+/)[1];
+    const s = await createSession({ command: ['sh', '-c', 'echo via-announced-key'], tty: false, start_on_connect: true });
+    expect(s.connect.host_key_fingerprint).toBe(fingerprint);
+    // known_hosts from the API's answer alone; OpenSSH takes the first value of an option, so these win.
+    const knownHosts = await writeSecretFile(dir, 'known_hosts', `[127.0.0.1]:${port} ${s.connect.host_key}\n`);
+    const strict = ['-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`];
+    const r = await runToEnd('sshpass', ['-e', 'ssh', ...strict, ...sshArgs(port, passwordOnly), `${s.connect.user}@127.0.0.1`], {
+      env: { ...process.env, SSHPASS: s.connect.token }, timeoutMs: 20_000,
+    });
+    expect(r.stdout.toString(), r.stderr).toBe('via-announced-key\n');
+    expect(r.code).toBe(0);
+
+    const t = await createSession({ command: ['sh', '-c', 'echo token-still-good'], tty: false, start_on_connect: true });
+    const impostor = await generateKey(dir, 'impostor-host-key');
+    await expect(openPortalShell({ ...t.connect, host_key: impostor.publicKey }, { pty: null })).rejects.toThrow(
+      /presented a host key other than the essh API announced .*not sending the session token/,
+    );
+    const shell = await openPortalShell(t.connect, { pty: null });
+    let out = '';
+    shell.channel.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    expect(await shell.exitCode).toBe(0);
+    expect(out).toBe('token-still-good\n');
+    shell.close();
   });
 });
 
