@@ -91,6 +91,14 @@ function exampleUrl(type: DrainType): string {
     : type === 'elasticsearch' ? 'https://user:password@es.example.com:9200' : 'https://logs.example.com/ingest';
 }
 
+/** Events of the drain's account captured and not yet delivered to it. */
+export async function drainBacklog(db: Db, d: Pick<Selectable<LogDrainsTable>, 'account_id' | 'cursor' | 'drain_ephemeral_sessions'>) {
+  if (!d.drain_ephemeral_sessions) return 0;
+  const { n } = await db.selectFrom('session_events').select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('account_id', '=', d.account_id).where('id', '>', d.cursor).executeTakeFirstOrThrow();
+  return Number(n);
+}
+
 /** Log drains, redaction rules and recordings: who may do what, and the views the API returns. */
 export class DrainsService {
   constructor(private readonly db: Db) {}
@@ -102,8 +110,6 @@ export class DrainsService {
   }
 
   private async drainView(d: Selectable<LogDrainsTable>, accountHandle: string) {
-    const backlog = await this.db.selectFrom('session_events').select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('account_id', '=', d.account_id).where('id', '>', d.cursor).executeTakeFirstOrThrow();
     return {
       id: Number(d.id), handle: d.handle, account: accountHandle, drain_type: d.drain_type, url: displayUrl(d.url),
       has_token: d.token !== null, has_ca_cert: d.ca_cert !== null,
@@ -111,7 +117,7 @@ export class DrainsService {
       drain_ephemeral_sessions: Boolean(d.drain_ephemeral_sessions),
       created_at: d.created_at,
       delivery: {
-        backlog: d.drain_ephemeral_sessions ? Number(backlog.n) : 0,
+        backlog: await drainBacklog(this.db, d),
         delivered_events: Number(d.delivered_events),
         failed_events: Number(d.failed_events),
         last_success_at: d.last_success_at,

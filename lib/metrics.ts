@@ -1,9 +1,26 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Db } from './db.js';
 
-/** Prometheus metrics (prom-client: the de-facto Node client, with process metrics built in). */
-export function createMetrics() {
+const OPEN_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending'] as const;
+
+/**
+ * Prometheus metrics (prom-client: the de-facto Node client, with process metrics built in). With a
+ * database, the open sessions by state are read from it at each scrape, so the figure is right
+ * whichever process runs the workflows.
+ */
+export function createMetrics(db?: Db) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'essh_' });
+  if (db) {
+    new Gauge({
+      name: 'essh_sessions', help: 'Sessions not yet ended, by state', labelNames: ['state'], registers: [registry],
+      async collect() {
+        const rows = await db.selectFrom('operations').select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+          .where('state', 'in', [...OPEN_STATES]).groupBy('state').execute();
+        for (const state of OPEN_STATES) this.set({ state }, Number(rows.find((r) => r.state === state)?.n ?? 0));
+      },
+    });
+  }
   return {
     registry,
     sessionsCreated: new Counter({

@@ -19,6 +19,7 @@ import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
 import { CaptureAgent } from '../drains/capture.js';
+import { registerDrainMetrics } from '../drains/metrics.js';
 import { DrainsService } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
@@ -135,7 +136,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
 
     if (parts.api) {
-      const { app } = createApi({ db, sessions, admin, metrics: createMetrics(), log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db))] });
+      const metrics = createMetrics(db);
+      registerDrainMetrics(metrics.registry, db);
+      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db))] });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

@@ -64,6 +64,13 @@ function expectNoGaps(events: Record<string, any>[]) {
   return max;
 }
 
+/** One drain's value of a metric, as Prometheus would scrape it from the API's /metrics. */
+async function drainMetric(name: string, drainId: number): Promise<number | undefined> {
+  const text = await (await fetch(`${stack.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`drain_id="${drainId}"`));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
 describe('an HTTPS drain', () => {
   it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
     const id = await startSession();
@@ -158,6 +165,8 @@ describe('an HTTPS drain', () => {
       return d.delivery.backlog > 10 && /cannot reach/.test(d.delivery.last_error ?? '') ? d : undefined;
     }, 20_000, 500);
     expect(Date.parse(during.delivery.last_error_at)).toBeGreaterThanOrEqual(downAt - 1000);
+    // So does /metrics, for an operator's alerting.
+    expect(await drainMetric('essh_drain_backlog_events', during.id)).toBeGreaterThan(10);
     await sleep(30_000 - (Date.now() - downAt));
     await rx.up();
     await waitForEnded(id, 60_000);
@@ -169,6 +178,9 @@ describe('an HTTPS drain', () => {
     expect(missing).toEqual([]);
     const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
     expect(d.delivery.backlog).toBe(0);
+    expect(await drainMetric('essh_drain_backlog_events', d.id)).toBe(0);
+    expect(await drainMetric('essh_drain_delivered_events_total', d.id)).toBe(d.delivery.delivered_events);
+    expect(await drainMetric('essh_drain_last_success_timestamp_seconds', d.id)).toBe(Date.parse(d.delivery.last_success_at) / 1000);
   }, 120_000);
 
   it('ends with a session_ended event naming who terminated it, after the last output', async () => {

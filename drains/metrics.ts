@@ -1,0 +1,66 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Db } from '../lib/db.js';
+import { drainBacklog } from './service.js';
+
+interface DrainFigures {
+  id: number;
+  type: string;
+  backlog: number;
+  delivered: number;
+  failed: number;
+  lastSuccess: number | null;
+}
+
+/**
+ * Delivery figures of every drain, read from the database at each scrape (the shipper may run in
+ * another process). Labelled by drain id and type only: /metrics needs no token, so no account names.
+ */
+export function registerDrainMetrics(registry: Registry, db: Db) {
+  // One read per scrape serves all four series.
+  let reading: Promise<DrainFigures[]> | null = null;
+  const figures = () => {
+    reading ??= readDrainFigures(db).finally(() => setTimeout(() => (reading = null), 0));
+    return reading;
+  };
+  const labelNames = ['drain_id', 'drain_type'] as const;
+  type Label = (typeof labelNames)[number];
+  const fill = async (metric: Gauge<Label> | Counter<Label>, value: (d: DrainFigures) => number | null) => {
+    metric.reset();
+    for (const d of await figures()) {
+      const v = value(d);
+      if (v === null) continue;
+      const labels = { drain_id: String(d.id), drain_type: d.type };
+      if (metric instanceof Gauge) metric.set(labels, v);
+      else metric.inc(labels, v);
+    }
+  };
+  const registers = [registry];
+  new Gauge({
+    name: 'essh_drain_backlog_events', help: 'Events captured and not yet delivered to the drain', labelNames, registers,
+    collect() { return fill(this, (d) => d.backlog); },
+  });
+  new Counter({
+    name: 'essh_drain_delivered_events_total', help: 'Events the drain accepted', labelNames, registers,
+    collect() { return fill(this, (d) => d.delivered); },
+  });
+  new Counter({
+    name: 'essh_drain_failed_events_total', help: 'Events the drain refused for good (permanent 4xx)', labelNames, registers,
+    collect() { return fill(this, (d) => d.failed); },
+  });
+  new Gauge({
+    name: 'essh_drain_last_success_timestamp_seconds', help: 'When the drain last accepted a batch', labelNames, registers,
+    collect() { return fill(this, (d) => d.lastSuccess); },
+  });
+}
+
+async function readDrainFigures(db: Db): Promise<DrainFigures[]> {
+  const drains = await db.selectFrom('log_drains').selectAll().execute();
+  return Promise.all(drains.map(async (d) => ({
+    id: Number(d.id),
+    type: d.drain_type,
+    backlog: await drainBacklog(db, d),
+    delivered: Number(d.delivered_events),
+    failed: Number(d.failed_events),
+    lastSuccess: d.last_success_at ? Date.parse(d.last_success_at) / 1000 : null,
+  })));
+}
