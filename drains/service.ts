@@ -6,6 +6,7 @@ import { nowIso } from '../lib/db.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { asciicast } from './recording.js';
+import safeRegex from 'safe-regex2';
 import { REDACTION_PRESETS, compileRule, type RedactionPreset } from './redaction.js';
 import type { Selectable } from 'kysely';
 import type { LogDrainsTable } from './tables.js';
@@ -205,6 +206,15 @@ export class DrainsService {
       throw invalid(`"pattern" is not a valid regular expression (${(err as Error).message}); write it in JavaScript syntax, without slashes or flags.`);
     }
     if (compiled.regex.test('')) throw invalid('"pattern" matches the empty string, so it would redact nothing useful; make it match the secret itself.');
+    // Every byte of every session of the account goes through these patterns: one that can backtrack
+    // exponentially would stall the capture. safe-regex2 (fastify's) flags repetition nested in
+    // repetition; it errs on the safe side, and the presets (checked by hand) are exempt.
+    if (!preset && !safeRegex(pattern)) {
+      throw invalid(
+        `"pattern" nests a repetition inside another (as in (a+)+), which can take exponential time on some output; ` +
+          'rewrite it so that no repeated group itself repeats, e.g. [a-z0-9]+ instead of ([a-z]+[0-9]*)+.',
+      );
+    }
     const row = await this.db.insertInto('redaction_rules').values({
       account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
     }).returningAll().executeTakeFirstOrThrow();

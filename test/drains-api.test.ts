@@ -104,6 +104,9 @@ describe('redaction rules', () => {
     expect(bad.status).toBe(422);
     expect(bad.body.message).toMatch(/not a valid regular expression/);
     expect((await rule({ name: 'empty', pattern: 'x*' })).body.message).toMatch(/matches the empty string/);
+    const slow = await rule({ name: 'slow', pattern: '(a+)+$' });
+    expect(slow.status).toBe(422);
+    expect(slow.body.message).toMatch(/nests a repetition inside another .* exponential time/);
     expect((await rule({ name: 'both', pattern: 'x', preset: 'us_ssn' })).body.message).toMatch(/either "pattern".*or "preset"/);
     expect((await rule({ name: 'none' })).status).toBe(422);
     expect((await rule({ name: 'unknown', preset: 'passport' })).status).toBe(422);
