@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { asciicast } from './recording.js';
@@ -92,6 +93,18 @@ function exampleUrl(type: DrainType): string {
     : type === 'elasticsearch' ? 'https://user:password@es.example.com:9200' : 'https://logs.example.com/ingest';
 }
 
+/** Seals the credentials of drains stored before they were sealed (idempotent; run at start-up). */
+export async function sealStoredDrainSecrets(db: Db, secrets: SecretBox) {
+  const rows = await db.selectFrom('log_drains').select(['id', 'url', 'token']).execute();
+  for (const r of rows) {
+    if (secrets.isSealed(r.url) && (r.token === null || secrets.isSealed(r.token))) continue;
+    await db.updateTable('log_drains').where('id', '=', r.id).set({
+      url: secrets.isSealed(r.url) ? r.url : secrets.seal(r.url),
+      token: r.token === null || secrets.isSealed(r.token) ? r.token : secrets.seal(r.token),
+    }).execute();
+  }
+}
+
 /** Events of the drain's account captured and not yet delivered to it. */
 export async function drainBacklog(db: Db, d: Pick<Selectable<LogDrainsTable>, 'account_id' | 'cursor' | 'drain_ephemeral_sessions'>) {
   if (!d.drain_ephemeral_sessions) return 0;
@@ -102,7 +115,7 @@ export async function drainBacklog(db: Db, d: Pick<Selectable<LogDrainsTable>, '
 
 /** Log drains, redaction rules and recordings: who may do what, and the views the API returns. */
 export class DrainsService {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Db, private readonly secrets: SecretBox) {}
 
   private async account(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').select(['id', 'handle']).where('handle', '=', handle).executeTakeFirst();
@@ -112,7 +125,7 @@ export class DrainsService {
 
   private async drainView(d: Selectable<LogDrainsTable>, accountHandle: string) {
     return {
-      id: Number(d.id), handle: d.handle, account: accountHandle, drain_type: d.drain_type, url: displayUrl(d.url),
+      id: Number(d.id), handle: d.handle, account: accountHandle, drain_type: d.drain_type, url: displayUrl(this.secrets.open(d.url)),
       has_token: d.token !== null, has_ca_cert: d.ca_cert !== null,
       index: d.index_pattern, pipeline: d.pipeline,
       drain_ephemeral_sessions: Boolean(d.drain_ephemeral_sessions),
@@ -136,8 +149,8 @@ export class DrainsService {
     const max = await this.db.selectFrom('session_events').select((eb) => eb.fn.max('id').as('m')).executeTakeFirst();
     try {
       const row = await this.db.insertInto('log_drains').values({
-        account_id: account.id, handle: input.handle, drain_type: input.drain_type, url: input.url,
-        token: input.token ?? null, ca_cert: input.ca_cert ?? null, index_pattern: input.index ?? null, pipeline: input.pipeline ?? null,
+        account_id: account.id, handle: input.handle, drain_type: input.drain_type, url: this.secrets.seal(input.url),
+        token: input.token === undefined ? null : this.secrets.seal(input.token), ca_cert: input.ca_cert ?? null, index_pattern: input.index ?? null, pipeline: input.pipeline ?? null,
         drain_ephemeral_sessions: input.drain_ephemeral_sessions === false ? 0 : 1,
         cursor: Number(max?.m ?? 0), delivered_events: 0, failed_events: 0,
         last_success_at: null, last_error_at: null, last_error: null, lease_owner: null, lease_until: null, created_at: nowIso(),

@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import type { SecretBox } from '../lib/secrets.js';
 import type { Selectable } from 'kysely';
 import type { LogDrainsTable } from './tables.js';
 import { bulkBody, esDocumentId, jsonEvent, syslogFrames, type ShippedEvent } from './formats.js';
@@ -43,7 +44,7 @@ export class DrainShipper {
   private stopped = false;
 
   constructor(
-    private readonly deps: { db: Db; log: Logger; settings?: Partial<ShipperSettings> },
+    private readonly deps: { db: Db; log: Logger; secrets: SecretBox; settings?: Partial<ShipperSettings> },
   ) {}
 
   get settings(): ShipperSettings {
@@ -71,7 +72,7 @@ export class DrainShipper {
       const ids = new Set(rows.map((r) => Number(r.id)));
       for (const id of ids) {
         if (!this.loops.has(id)) {
-          const loop = new DrainLoop(id, this.deps.db, this.deps.log, this.settings, this.owner);
+          const loop = new DrainLoop(id, this.deps.db, this.deps.log, this.deps.secrets, this.settings, this.owner);
           this.loops.set(id, loop);
           loop.start();
         }
@@ -98,6 +99,7 @@ class DrainLoop {
     private readonly id: number,
     private readonly db: Db,
     private readonly log: Logger,
+    private readonly secrets: SecretBox,
     private readonly s: ShipperSettings,
     private readonly owner: string,
   ) {}
@@ -173,7 +175,11 @@ class DrainLoop {
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return undefined;
     const row = await this.db.selectFrom('log_drains').selectAll().where('id', '=', this.id).executeTakeFirst();
-    return row ? { ...row, id: Number(row.id), cursor: Number(row.cursor), account_id: Number(row.account_id) } : undefined;
+    if (!row) return undefined;
+    return {
+      ...row, id: Number(row.id), cursor: Number(row.cursor), account_id: Number(row.account_id),
+      url: this.secrets.open(row.url), token: row.token === null ? null : this.secrets.open(row.token),
+    };
   }
 
   private async nextBatch(drain: Drain): Promise<ShippedEvent[]> {

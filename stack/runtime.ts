@@ -9,6 +9,7 @@ import { openDocker } from '../lib/docker.js';
 import { instanceId as loadInstanceId } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { loadSecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
@@ -20,7 +21,7 @@ import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
 import { CaptureAgent } from '../drains/capture.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
-import { DrainsService } from '../drains/service.js';
+import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
 
@@ -69,6 +70,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     cleanups.push(() => db.destroy());
     await migrate(db, engine);
     const instanceId = await loadInstanceId(db);
+    const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey });
+    await sealStoredDrainSecrets(db, secrets);
 
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());
@@ -102,7 +105,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,
         extraActivities: createDrainActivities({ db, engine }),
       }));
-      const shipper = new DrainShipper({ db, log, settings: config.drains });
+      const shipper = new DrainShipper({ db, log, secrets, settings: config.drains });
       shipper.start();
       cleanups.push(() => shipper.stop());
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
@@ -138,7 +141,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.api) {
       const metrics = createMetrics(db);
       registerDrainMetrics(metrics.registry, db);
-      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db))] });
+      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db, secrets))] });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

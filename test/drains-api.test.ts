@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, startTestStack, type TestStack } from './harness.js';
 import { selfSignedCert } from './drains-receivers.js';
 import { rm } from 'node:fs/promises';
+import { sealStoredDrainSecrets } from '../drains/service.js';
+import { loadSecretBox } from '../lib/secrets.js';
 
 // The drains and redaction-rule routes: validation with clear errors, who may do what, what is shown.
 let stack: TestStack;
@@ -65,6 +67,13 @@ describe('log drains', () => {
     });
     expect(JSON.stringify(r.body)).not.toContain('s3cret');
     expect(r.body).not.toHaveProperty('token');
+    // In the database the token and the URL (with its password) are sealed: a dump gives neither away.
+    const stored = await stack.runtime.db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', r.body.id).executeTakeFirstOrThrow();
+    expect(stored.url).toMatch(/^v1\./);
+    expect(stored.url).not.toContain('s3cret');
+    expect(stored.url).not.toContain('es.example.com');
+    expect(stored.token).toMatch(/^v1\./);
+    expect(stored.token).not.toBe('k');
 
     const s = await create({ handle: 'sys', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', drain_ephemeral_sessions: false });
     expect(s.status).toBe(201);
@@ -75,6 +84,24 @@ describe('log drains', () => {
     expect(list.status).toBe(200);
     expect(list.body.map((d: any) => d.handle)).toEqual(['es', 'sys']);
     expect((await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body.handle).toBe('es');
+  });
+
+  it('stored in clear by an earlier version are sealed at start-up and still read', async () => {
+    const { db } = stack.runtime;
+    const account = await db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow();
+    const legacy = await db.insertInto('log_drains').values({
+      account_id: account.id, handle: 'legacy', drain_type: 'elasticsearch', url: 'https://old:pl4in@es.example.com:9200',
+      token: 'old-token', ca_cert: null, index_pattern: 'essh', pipeline: null, drain_ephemeral_sessions: 1,
+      cursor: 0, delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
+    }).returning('id').executeTakeFirstOrThrow();
+    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://old:****@es.example.com:9200/');
+    await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir }));
+    const stored = await db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', legacy.id).executeTakeFirstOrThrow();
+    expect(stored.url).toMatch(/^v1\./);
+    expect(stored.token).toMatch(/^v1\./);
+    expect(JSON.stringify(stored)).not.toMatch(/pl4in|old-token/);
+    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body).toMatchObject({ url: 'https://old:****@es.example.com:9200/', has_token: true });
+    expect((await stack.api.delete(`/log_drains/${legacy.id}`, adminToken)).status).toBe(204);
   });
 
   it('may not be managed by members or seen from other accounts', async () => {
