@@ -133,7 +133,7 @@ function openApiDocument(routes: Route<any, any, any>[], version: string) {
     }
     const status = String(r.status ?? 200);
     const errors = Object.fromEntries(
-      ['400', '401', '403', '404', '409', '422', '429'].map((c) => [c, { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }]),
+      ['400', '401', '403', '404', '409', '422', '429', ...(r.errors ?? []).map(String)].map((c) => [c, { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }]),
     );
     (paths[r.path] ??= {})[r.method] = {
       summary: r.summary,

@@ -10,6 +10,8 @@ export interface Route<P extends z.ZodType, Q extends z.ZodType, B extends z.Zod
   summary: string;
   auth?: boolean;
   status?: number;
+  /** Error statuses this route answers besides the ones every route may (400, 401, 403, 404, 409, 422, 429). */
+  errors?: number[];
   params?: P;
   query?: Q;
   body?: B;

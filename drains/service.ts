@@ -5,7 +5,7 @@ import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
-import { conflict, invalid, notFound } from '../services/errors.js';
+import { ApiError, conflict, invalid, notFound } from '../services/errors.js';
 import { asciicast } from './recording.js';
 import safeRegex from 'safe-regex2';
 import { REDACTION_PRESETS, compileRule, type RedactionPreset } from './redaction.js';
@@ -115,7 +115,7 @@ export async function drainBacklog(db: Db, d: Pick<Selectable<LogDrainsTable>, '
 
 /** Log drains, redaction rules and recordings: who may do what, and the views the API returns. */
 export class DrainsService {
-  constructor(private readonly db: Db, private readonly secrets: SecretBox) {}
+  constructor(private readonly db: Db, private readonly secrets: SecretBox, private readonly retentionS = 0) {}
 
   private async account(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').select(['id', 'handle']).where('handle', '=', handle).executeTakeFirst();
@@ -250,13 +250,23 @@ export class DrainsService {
   // --- recordings -------------------------------------------------------------------------------
   async recording(p: Principal, operationId: number): Promise<Readable> {
     const op = await this.db.selectFrom('operations').innerJoin('apps', 'apps.id', 'operations.app_id')
-      .select(['operations.account_id', 'operations.user_id', 'operations.created_at', 'apps.handle as app'])
+      .select(['operations.account_id', 'operations.user_id', 'operations.created_at', 'operations.ended_at', 'apps.handle as app'])
       .where('operations.id', '=', operationId).executeTakeFirst();
     if (!op || !access.canSeeSession(p, { account_id: Number(op.account_id), user_id: Number(op.user_id) })) {
       throw notFound(`Session ${operationId}`);
+    }
+    if (this.retentionS > 0 && op.ended_at && Date.parse(op.ended_at) < Date.now() - this.retentionS * 1000) {
+      throw new ApiError(410, 'gone', `The recording of session ${operationId} was deleted: session output is kept for ` +
+        `${formatDuration(this.retentionS)} after a session ends (ESSH_EVENT_RETENTION_S).`);
     }
     return asciicast(this.db, { operationId, app: op.app, createdAt: op.created_at });
   }
 }
 
 
+
+function formatDuration(s: number): string {
+  if (s % 86400 === 0) return `${s / 86400} day${s === 86400 ? '' : 's'}`;
+  if (s % 3600 === 0) return `${s / 3600} hour${s === 3600 ? '' : 's'}`;
+  return `${s} s`;
+}

@@ -51,6 +51,8 @@ const envSchema = z.object({
   /** Log drains: the longest wait between two delivery attempts, and events per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
   ESSH_DRAIN_BATCH_EVENTS: z.coerce.number().int().min(1).max(5000).default(500),
+  /** How long a session's captured output (drains' queue, recording) is kept after it ended; 0: forever. */
+  ESSH_EVENT_RETENTION_S: z.coerce.number().int().min(0).default(30 * 24 * 3600),
   /** How old an open Operation row with no workflow must be before the reconciler closes it. */
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
@@ -88,7 +90,7 @@ export interface Config {
     createRatePerMinute: number;
   };
   reconcileIntervalS: number;
-  drains: { backoffCapMs: number; batchEvents: number };
+  drains: { backoffCapMs: number; batchEvents: number; retentionS: number };
   operationSettleS: number;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
@@ -133,7 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       createRatePerMinute: e.ESSH_SESSION_CREATE_RATE,
     },
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
-    drains: { backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS },
+    drains: { backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, retentionS: e.ESSH_EVENT_RETENTION_S },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     logLevel: e.ESSH_LOG_LEVEL,
   };

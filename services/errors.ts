@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'plan_limit'
   | 'rate_limited'
   | 'conflict'
+  | 'gone'
   | 'unavailable'
   | 'internal';
 

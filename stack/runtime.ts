@@ -21,6 +21,7 @@ import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
 import { CaptureAgent } from '../drains/capture.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
+import { EventRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
@@ -108,6 +109,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const shipper = new DrainShipper({ db, log, secrets, settings: config.drains });
       shipper.start();
       cleanups.push(() => shipper.stop());
+      const retention = new EventRetention({ db, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS, log });
+      retention.start();
+      cleanups.push(() => retention.stop());
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
@@ -141,7 +145,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.api) {
       const metrics = createMetrics(db);
       registerDrainMetrics(metrics.registry, db);
-      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db, secrets))] });
+      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db, secrets, config.drains.retentionS))] });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

@@ -79,6 +79,7 @@ export function drainRoutes(drains: DrainsService): RouteModule {
     });
     route({
       method: 'get', path: '/sessions/{id}/recording', summary: "The session's terminal recording (asciicast v2)", params: s.params.id,
+      errors: [410],
       handler: async ({ principal, params }) => new RawResponse('application/x-asciicast', await drains.recording(principal, params.id)),
     });
   };

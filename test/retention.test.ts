@@ -1,0 +1,75 @@
+// Session output is deleted a while after the session ended, never before a drain has it.
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { createTenant, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+
+let stack: TestStack;
+let cert: Cert;
+let rx: HttpsReceiver;
+let drained: Awaited<ReturnType<typeof createTenant>>;
+let undrained: Awaited<ReturnType<typeof createTenant>>;
+const RETENTION_S = 3;
+
+beforeAll(async () => {
+  stack = await startTestStack({ env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
+  drained = await createTenant(stack, { plan: 'scale' });
+  undrained = await createTenant(stack, { plan: 'scale' });
+  cert = await selfSignedCert();
+  rx = new HttpsReceiver(cert);
+  await rx.up();
+  const d = await stack.api.post(`/accounts/${drained.account}/log_drains`, stack.adminToken, {
+    handle: 'slow-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
+  });
+  expect(d.status, JSON.stringify(d.body)).toBe(201);
+});
+afterAll(async () => {
+  await rx?.down();
+  await stack?.stop();
+  if (cert) await rm(cert.dir, { recursive: true, force: true });
+});
+
+async function endedSession(t: typeof drained, line: string) {
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `echo ${line}; exit 0`] });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  await waitForState(stack, t.token, r.body.id, 'ended', 30_000);
+  return r.body.id as number;
+}
+
+async function storedEvents(id: number) {
+  const r = await stack.runtime.db.selectFrom('session_events').select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('operation_id', '=', id).executeTakeFirstOrThrow();
+  return Number(r.n);
+}
+
+describe('retention of session output', () => {
+  it('deletes an ended session\'s output after the retention; its recording then says so with 410', async () => {
+    const id = await endedSession(undrained, 'kept-for-a-while');
+    expect(await storedEvents(id)).toBeGreaterThan(0);
+    const rec = await stack.api.get(`/sessions/${id}/recording`, undrained.token);
+    expect(rec.status).toBe(200);
+    expect(String(rec.body)).toContain('kept-for-a-while');
+
+    await waitFor('the output to be purged', async () => (await storedEvents(id)) === 0, 30_000, 500);
+    const gone = await stack.api.get(`/sessions/${id}/recording`, undrained.token);
+    expect(gone.status).toBe(410);
+    expect(gone.body).toMatchObject({ error: 'gone' });
+    expect(gone.body.message).toMatch(new RegExp(`recording of session ${id} was deleted.*kept for ${RETENTION_S} s.*ESSH_EVENT_RETENTION_S`));
+  });
+
+  it('keeps what a drain has not yet received past the retention, and deletes it once delivered', async () => {
+    rx.answer = () => ({ status: 503, body: '{"error":"busy"}' });
+    const id = await endedSession(drained, 'waits-for-the-drain');
+    const stored = await storedEvents(id);
+    expect(stored).toBeGreaterThan(0);
+    // Well past the retention and a few purge passes: nothing may go while the drain lacks it.
+    await sleep((RETENTION_S + 6) * 1000);
+    expect(await storedEvents(id)).toBe(stored);
+
+    rx.answer = () => ({ status: 200, body: '{}' });
+    await waitFor('the drain to receive the session', async () =>
+      eventsOf(rx).some((e) => e.operation_id === id && e.event === 'session_ended'), 30_000, 300);
+    expect(eventsOf(rx).some((e) => e.operation_id === id && e.log === 'waits-for-the-drain')).toBe(true);
+    await waitFor('the delivered output to be purged', async () => (await storedEvents(id)) === 0, 30_000, 500);
+  });
+});
