@@ -3,7 +3,7 @@ import type Docker from 'dockerode';
 import type { Db, DbEngine } from '../lib/db.js';
 import { dockerStatus } from '../lib/docker.js';
 import { containerName } from '../workflows/definitions.js';
-import type { CaptureAgent } from './capture.js';
+import type { CaptureWaiter } from './capture-thread.js';
 import { appendEvents } from './events.js';
 
 export interface SessionEndedEvent {
@@ -40,7 +40,7 @@ export function createDrainActivities(deps: { db: Db; engine: DbEngine }) {
 }
 
 /** On the stack's host task queue: only the host that captures a container's output knows when it has all of it. */
-export function createCaptureActivities(deps: { agent: CaptureAgent; docker: Docker }) {
+export function createCaptureActivities(deps: { agent: CaptureWaiter; docker: Docker }) {
   return {
     /**
      * Stops the session's container (if it still runs) and waits until the capture has read and committed

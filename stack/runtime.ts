@@ -19,7 +19,7 @@ import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
-import { CaptureAgent } from '../drains/capture.js';
+import { CaptureThread } from '../drains/capture-thread.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
 import { EventRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
@@ -119,7 +119,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.hostStacks?.length && connection) {
       const docker = openDocker();
       // Captures every session container's output for the drains and recordings (one per engine).
-      const capture = new CaptureAgent({ docker, db, engine, instanceId, intervalS: config.reconcileIntervalS, log });
+      const capture = new CaptureThread(
+        { databaseUrl: config.databaseUrl, instanceId, intervalS: config.reconcileIntervalS, logLevel: config.logLevel }, log,
+      );
       await capture.start();
       cleanups.push(() => capture.stop());
       for (const stack of parts.hostStacks) {
