@@ -1,0 +1,94 @@
+import { performance } from 'node:perf_hooks';
+import { drainShell, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { apiOk, endSession } from './api-client.js';
+import { percentile } from './stats.js';
+import type { BenchContext, BenchModule, BenchRow } from './types.js';
+
+const MEGABYTES = Number(process.env.ESSH_BENCH_ECHO_MB ?? 100);
+const IDLE_SAMPLES = 60;
+const SAMPLE_EVERY_MS = 50;
+const PROMPT = /@[^\s:]*:\S*[$#] /;
+
+async function openSession(ctx: BenchContext, app: string, token: string, body: object, pty: boolean) {
+  const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, { start_on_connect: true, ...body });
+  const shell = await openPortalShell(created.connect, { pty: pty ? { rows: 24, cols: 80, term: 'xterm' } : null });
+  return { id: created.id, shell };
+}
+
+/** Types one character and times its echo; a line is cleared (Ctrl-U) now and then so it never wraps. */
+function echoTimer(shell: PortalShell) {
+  let typed = 0;
+  return async (): Promise<number> => {
+    if (++typed % 40 === 0) {
+      shell.channel.write('\x15');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const started = performance.now();
+    const echoed = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no echo within 30 s')), 30_000);
+      shell.channel.once('data', () => {
+        clearTimeout(timer);
+        resolve(performance.now() - started);
+      });
+    });
+    shell.channel.write('x');
+    return echoed;
+  };
+}
+
+export const portalEcho: BenchModule = {
+  name: 'portal-echo',
+  description: `keystroke echo through the portal, idle and while another session prints ${MEGABYTES} MB (both in this runtime)`,
+  async run(ctx) {
+    const tenant = await ctx.createTenant({ maxConcurrentSessions: 3 });
+    const interactive = await openSession(ctx, tenant.app, tenant.token, { tty: true }, true);
+    const bulkIds: number[] = [];
+    try {
+      let text = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no prompt within 30 s')), 30_000);
+        const onData = (c: Buffer) => {
+          text += c.toString('latin1');
+          if (!PROMPT.test(text)) return;
+          clearTimeout(timer);
+          interactive.shell.channel.off('data', onData);
+          resolve();
+        };
+        interactive.shell.channel.on('data', onData);
+      });
+      const echo = echoTimer(interactive.shell);
+      const idle: number[] = [];
+      for (let i = 0; i < IDLE_SAMPLES; i++) {
+        idle.push(await echo());
+        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+      }
+
+      const bulk = await openSession(ctx, tenant.app, tenant.token, { tty: false, command: ['sh', '-c', `head -c ${MEGABYTES * 1024 * 1024} /dev/urandom`] }, false);
+      bulkIds.push(bulk.id);
+      let printing = true;
+      const drained = drainShell(bulk.shell).finally(() => (printing = false));
+      const busy: number[] = [];
+      while (printing) {
+        busy.push(await echo());
+        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+      }
+      const transfer = await drained;
+      bulk.shell.close();
+      ctx.progress(`portal-echo: idle p50 ${percentile(idle, 50).toFixed(1)} ms, during ${MEGABYTES} MB p50 ${percentile(busy, 50).toFixed(1)} ms p99 ${percentile(busy, 99).toFixed(1)} ms`);
+      const rows: BenchRow[] = [
+        { benchmark: 'portal-echo', metric: 'echo idle p50', value: percentile(idle, 50), unit: 'ms', note: `baseline: ${IDLE_SAMPLES} keystrokes, nothing else running` },
+        { benchmark: 'portal-echo', metric: 'echo idle p99', value: percentile(idle, 99), unit: 'ms' },
+        { benchmark: 'portal-echo', metric: 'echo during bulk output p50', value: percentile(busy, 50), unit: 'ms', note: `${busy.length} keystrokes while another session printed ${MEGABYTES} MB` },
+        { benchmark: 'portal-echo', metric: 'echo during bulk output p99', value: percentile(busy, 99), unit: 'ms' },
+        { benchmark: 'portal-echo', metric: 'echo during bulk output max', value: Math.max(...busy), unit: 'ms' },
+        { benchmark: 'portal-echo', metric: 'ratio p99 busy / idle', value: percentile(busy, 99) / percentile(idle, 99), unit: 'x' },
+        { benchmark: 'portal-echo', metric: 'the bulk session meanwhile', value: transfer.bytes / 1024 / 1024 / transfer.seconds, unit: 'MB/s', note: 'in-process ssh2 client' },
+      ];
+      return rows;
+    } finally {
+      interactive.shell.close();
+      await endSession(ctx, interactive.id, tenant.token);
+      for (const id of bulkIds) await endSession(ctx, id, tenant.token);
+    }
+  },
+};
