@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
+import { PeriodicPass } from '../lib/periodic.js';
 
 /** Deleted per statement, so that a large purge never holds the database's write lock for long. */
 const DELETE_CHUNK = 5000;
@@ -10,31 +11,18 @@ const DELETE_CHUNK = 5000;
  * drain that is down when the retention runs out loses nothing. 0 keeps everything.
  */
 export class EventRetention {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<number>;
+  private readonly passes: PeriodicPass<number>;
 
-  constructor(private readonly deps: { db: Db; retentionS: number; intervalS: number; log: Logger }) {}
+  constructor(private readonly deps: { db: Db; retentionS: number; intervalS: number; log: Logger }) {
+    this.passes = new PeriodicPass(() => this.pass(), { intervalS: deps.intervalS, log: deps.log, what: 'purging expired session output' });
+  }
 
   start() {
-    if (this.deps.retentionS <= 0) return;
-    this.timer = setInterval(() => void this.purgeOnce(), this.deps.intervalS * 1000);
-    this.timer.unref();
+    if (this.deps.retentionS > 0) this.passes.start();
   }
 
-  async stop() {
-    if (this.timer) clearInterval(this.timer);
-    await this.running;
-  }
-
-  /** One pass; resolves with the number of events deleted. */
-  purgeOnce(): Promise<number> {
-    this.running ??= this.pass()
-      .catch((err) => {
-        this.deps.log.warn({ err }, 'purging expired session output failed');
-        return 0;
-      })
-      .finally(() => (this.running = undefined));
-    return this.running;
+  stop() {
+    return this.passes.stop();
   }
 
   private async pass(): Promise<number> {

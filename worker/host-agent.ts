@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { removeSessionContainer } from '../activities/host.js';
 import { LABELS, dockerStatus } from '../lib/docker.js';
 import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
+import { PeriodicPass } from '../lib/periodic.js';
 import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
 
 /**
@@ -15,11 +16,10 @@ import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } 
  */
 export class HostAgent {
   private events?: ContainerEventFollower;
-  private timer?: NodeJS.Timeout;
   private stopped = false;
   /** Containers the engine was asked to kill, until their `die` event arrives. */
   private readonly killedThroughEngine = new Set<string>();
-  private passRunning?: Promise<void>;
+  private readonly passes: PeriodicPass<void>;
 
   constructor(
     private readonly deps: {
@@ -30,7 +30,9 @@ export class HostAgent {
       intervalS: number;
       log: Logger;
     },
-  ) {}
+  ) {
+    this.passes = new PeriodicPass(() => this.reconcile(), { intervalS: deps.intervalS, log: deps.log, what: 'reconcile pass' });
+  }
 
   async start(): Promise<void> {
     this.events = new ContainerEventFollower({
@@ -53,15 +55,13 @@ export class HostAgent {
     });
     await this.events.start();
     await this.reconcileOnce();
-    this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
-    this.timer.unref();
+    this.passes.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
     this.events?.stop();
-    await this.passRunning;
+    await this.passes.stop();
   }
 
   private async onDie(event: ContainerEvent) {
@@ -97,12 +97,8 @@ export class HostAgent {
   }
 
   /** One reconciliation pass; never runs twice at once. */
-  reconcileOnce(): Promise<void> {
-    if (this.passRunning) return this.passRunning;
-    this.passRunning = this.reconcile()
-      .catch((err) => this.deps.log.warn({ err }, 'reconcile pass failed'))
-      .finally(() => (this.passRunning = undefined));
-    return this.passRunning;
+  async reconcileOnce(): Promise<void> {
+    await this.passes.runOnce();
   }
 
   private async reconcile(): Promise<void> {

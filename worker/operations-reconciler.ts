@@ -2,6 +2,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import { PeriodicPass } from '../lib/periodic.js';
 import { operationStatusFor, sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
 
 /**
@@ -10,26 +11,18 @@ import { operationStatusFor, sessionWorkflowId, type EndReason, type SessionResu
  * its own end in every other case; this is the safety net.
  */
 export class OperationsReconciler {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
+  private readonly passes: PeriodicPass<void>;
 
-  constructor(private readonly deps: { db: Db; client: Client; intervalS: number; settleS?: number; log: Logger }) {}
+  constructor(private readonly deps: { db: Db; client: Client; intervalS: number; settleS?: number; log: Logger }) {
+    this.passes = new PeriodicPass(() => this.pass(), { intervalS: deps.intervalS, log: deps.log, what: 'operations reconcile pass' });
+  }
 
   start() {
-    this.timer = setInterval(() => void this.reconcileOnce(), this.deps.intervalS * 1000);
-    this.timer.unref();
+    this.passes.start();
   }
 
-  async stop() {
-    if (this.timer) clearInterval(this.timer);
-    await this.running;
-  }
-
-  reconcileOnce(): Promise<void> {
-    this.running ??= this.pass()
-      .catch((err) => this.deps.log.warn({ err }, 'operations reconcile pass failed'))
-      .finally(() => (this.running = undefined));
-    return this.running;
+  stop() {
+    return this.passes.stop();
   }
 
   private async pass() {
