@@ -48,15 +48,9 @@ export function createCaptureActivities(deps: { agent: CaptureWaiter; docker: Do
      * the capture reads from, and a capture that lags behind a fast printer would lose the rest.
      */
     async stopAndFinishCapture(req: { operationId: number; stopGraceS: number; timeoutMs: number }): Promise<{ complete: boolean }> {
-      try {
-        await deps.docker.getContainer(containerName(req.operationId)).stop({ t: req.stopGraceS });
-      } catch (err) {
-        const status = dockerStatus(err);
-        if (status !== 304 && status !== 404 && status !== 409) throw err;
-      }
       const beat = setInterval(() => Context.current().heartbeat(), 5000);
       try {
-        return { complete: await deps.agent.waitForCaptureEnd(req.operationId, req.timeoutMs) };
+        return { complete: await stopAndFinishCapture(deps.docker, deps.agent, containerName(req.operationId), req.operationId, req.stopGraceS, req.timeoutMs) };
       } finally {
         clearInterval(beat);
       }
@@ -66,3 +60,19 @@ export function createCaptureActivities(deps: { agent: CaptureWaiter; docker: Do
 
 export type DrainActivities = ReturnType<typeof createDrainActivities>;
 export type CaptureActivities = ReturnType<typeof createCaptureActivities>;
+
+/**
+ * Stops a session's container (if it still runs) and waits until the capture has read and committed
+ * everything it printed: removing the container also removes the log the capture reads from.
+ */
+export async function stopAndFinishCapture(
+  docker: Docker, capture: CaptureWaiter, container: string, operationId: number, stopGraceS: number, timeoutMs: number,
+): Promise<boolean> {
+  try {
+    await docker.getContainer(container).stop({ t: stopGraceS });
+  } catch (err) {
+    const status = dockerStatus(err);
+    if (status !== 304 && status !== 404 && status !== 409) throw err;
+  }
+  return capture.waitForCaptureEnd(operationId, timeoutMs);
+}

@@ -131,7 +131,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         }));
       }
       // One agent per engine, whatever the number of stacks it serves.
-      const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
+      const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log, capture });
       await agent.start();
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());

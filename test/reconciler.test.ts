@@ -68,6 +68,27 @@ describe('the reconciler', () => {
     await waitForState(stack, t.token, again.body.id, 'ended');
   });
 
+  it('lets the capture read all a hand-terminated session printed before it removes the container', async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    // 200 000 short lines: the engine's log hands them to the capture over several seconds, longer than
+    // the reconciler takes to find the orphan.
+    const LINES = 200_000;
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], tty: false });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    await waitForState(stack, t.token, id, 'waiting_for_client');
+    await stack.runtime.client.workflow.getHandle(`ssh-session-${id}`).terminate('test: removed by hand while printing');
+    await waitFor('the orphaned container to be removed', async () => !(await containerExists(`essh-${id}`)), 60_000, 250);
+    const last = await stack.runtime.db.selectFrom('session_events').select('seq')
+      .where('operation_id', '=', id).where('data', '=', `${LINES}\n`).executeTakeFirst();
+    expect(last, 'the last line printed was captured').toBeDefined();
+    const stream = await stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
+      .where('operation_id', '=', id).executeTakeFirstOrThrow();
+    const printed = Array.from({ length: LINES }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
+    expect(Number(stream.bytes_captured)).toBe(printed);
+    expect(stream.capture_ended_at).toBeTruthy();
+  });
+
   it("removes this installation's container whose workflow never existed, and leaves another installation's alone", async () => {
     const ours = await strayContainer(stack.runtime.instanceId);
     const theirs = await strayContainer(randomUUID());

@@ -5,7 +5,12 @@ import { removeSessionContainer } from '../activities/host.js';
 import { LABELS, dockerStatus } from '../lib/docker.js';
 import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
 import { PeriodicPass } from '../lib/periodic.js';
+import { stopAndFinishCapture } from '../drains/activities.js';
+import type { CaptureWaiter } from '../drains/capture-thread.js';
 import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
+
+/** How long the reconciler lets the capture finish reading a container before removing it anyway (with the 15 s interval, within the 60 s it has). */
+const CAPTURE_WAIT_MS = 40_000;
 
 /**
  * Watches one stack host's Docker engine for the sessions' containers:
@@ -29,6 +34,8 @@ export class HostAgent {
       stopGraceS: number;
       intervalS: number;
       log: Logger;
+      /** The host's output capture, waited for before a container is removed. */
+      capture?: CaptureWaiter;
     },
   ) {
     this.passes = new PeriodicPass(() => this.reconcile(), { intervalS: deps.intervalS, log: deps.log, what: 'reconcile pass' });
@@ -121,6 +128,9 @@ export class HostAgent {
       }
       if (!running) {
         log.info({ operationId, container: c.Id.slice(0, 12) }, 'removing a container whose session workflow is closed');
+        // A workflow closed by hand never ran its teardown, which lets the capture finish first:
+        // removing the container deletes the log the capture may still be reading.
+        if (this.deps.capture) await stopAndFinishCapture(docker, this.deps.capture, c.Id, Number(operationId), stopGraceS, CAPTURE_WAIT_MS);
         await removeSessionContainer(docker, c.Id, stopGraceS);
       } else if (c.State === 'exited' || c.State === 'dead') {
         await this.reportExit(operationId, c.Id, null);
