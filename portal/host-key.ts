@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
 
@@ -18,17 +18,39 @@ export async function loadOrCreateHostKey(dataDir: string): Promise<Buffer> {
     if (err.code === 'ENOENT') return null;
     throw err;
   });
-  if (existing) return existing;
+  // A key an earlier version wrote unreadable (see generateHostKey) never served: it is replaced.
+  if (existing && parses(existing)) return existing;
   await mkdir(dataDir, { recursive: true });
-  const { private: privateKey, public: publicKey } = utils.generateKeyPairSync('ed25519', { comment: 'essh portal' });
+  const { privateKey, publicKey } = generateHostKey();
+  // Written whole aside, then linked (or, to replace, renamed) into place: two processes starting at
+  // once agree on one key, and neither ever reads half a file.
+  const aside = `${file}.${process.pid}.tmp`;
+  await writeFile(aside, privateKey, { mode: 0o600 });
   try {
-    await writeFile(file, privateKey, { mode: 0o600, flag: 'wx' });
+    if (existing) await rename(aside, file);
+    else await link(aside, file);
     await chmod(file, 0o600);
     await writeFile(`${file}.pub`, publicKey + '\n', { mode: 0o644 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await rm(aside, { force: true });
   }
   return readFile(file);
+}
+
+const parses = (key: Buffer | string) => !(utils.parseKey(key) instanceof Error);
+
+/**
+ * ssh2's generator writes an ed25519 public key that starts with a zero byte one byte short, and then
+ * cannot read its own file ("Malformed OpenSSH private key"): about 4 keys in 1000 here. Such a key is
+ * drawn again.
+ */
+function generateHostKey(): { privateKey: string; publicKey: string } {
+  for (;;) {
+    const { private: privateKey, public: publicKey } = utils.generateKeyPairSync('ed25519', { comment: 'essh portal' });
+    if (parses(privateKey) && parses(publicKey)) return { privateKey, publicKey };
+  }
 }
 
 /** The portal's public host key as the API announces it, so that clients can check what they reach. */

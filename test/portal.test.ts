@@ -1,6 +1,8 @@
 // The SSH portal against the real OpenSSH client (in a real terminal where a TTY matters), real
 // Temporal and the real Docker engine.
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import ssh2 from 'ssh2';
+import { loadOrCreateHostKey } from '../portal/host-key.js';
 import Docker from 'dockerode';
 import { openPortalShell } from '../portal/client.js';
 import { SshPortal } from '../portal/server.js';
@@ -165,6 +167,20 @@ describe('the host key', () => {
     } finally {
       await again.stop();
     }
+  });
+
+  it('replaces a key file that ssh2 cannot read (one its own generator wrote), and never hands one out', async () => {
+    const keyDir = await mkdtemp(path.join(dir, 'hostkey-'));
+    // ssh2's generator sometimes writes a key it cannot read back: draw until one such comes.
+    let unreadable: string;
+    do unreadable = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'broken' }).private;
+    while (!(ssh2.utils.parseKey(unreadable) instanceof Error));
+    await writeFile(path.join(keyDir, 'ssh_host_ed25519_key'), unreadable, { mode: 0o600 });
+    const key = await loadOrCreateHostKey(keyDir);
+    expect(ssh2.utils.parseKey(key)).not.toBeInstanceOf(Error);
+    expect(key.toString()).not.toBe(unreadable);
+    expect(await loadOrCreateHostKey(keyDir)).toEqual(key);
+    expect((await stat(path.join(keyDir, 'ssh_host_ed25519_key'))).mode & 0o777).toBe(0o600);
   });
 
   it('is announced in the connect block: OpenSSH trusting only that key gets in, and the essh client refuses any other key without spending the token', async () => {
