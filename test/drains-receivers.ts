@@ -1,6 +1,7 @@
 // Real receivers for the drain tests: TLS certificates from openssl, an HTTPS endpoint, a faithful
 // Elasticsearch `_bulk` endpoint, and a way to drive a session's TTY before the portal exists.
 import { execFile } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import https from 'node:https';
@@ -111,7 +112,10 @@ export class SessionTerminal {
       stream: true, stdin: true, stdout: true, stderr: true, hijack: true,
     })) as unknown as Duplex;
     const t = new SessionTerminal(stream, setInterval(beat, 1000));
-    stream.on('data', (c: Buffer) => (t.output += c.toString('utf8')));
+    // A character can be split across two chunks of the stream: decoded chunk by chunk, it would show
+    // as two replacement characters the terminal never showed.
+    const decoder = new StringDecoder('utf8');
+    stream.on('data', (c: Buffer) => (t.output += decoder.write(c)));
     return t;
   }
 
