@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { drainShell, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { drainShell, openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { DEMO_PROMPT } from '../stack/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
@@ -7,7 +8,6 @@ import type { BenchContext, BenchModule, BenchRow } from './types.js';
 const MEGABYTES = Number(process.env.ESSH_BENCH_ECHO_MB ?? 100);
 const IDLE_SAMPLES = 60;
 const SAMPLE_EVERY_MS = 50;
-const PROMPT = /@[^\s:]*:\S*[$#] /;
 
 async function openSession(ctx: BenchContext, app: string, token: string, body: object, pty: boolean) {
   const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, { start_on_connect: true, ...body });
@@ -44,18 +44,7 @@ export const portalEcho: BenchModule = {
     const interactive = await openSession(ctx, tenant.app, tenant.token, { tty: true }, true);
     const bulkIds: number[] = [];
     try {
-      let text = '';
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no prompt within 30 s')), 30_000);
-        const onData = (c: Buffer) => {
-          text += c.toString('latin1');
-          if (!PROMPT.test(text)) return;
-          clearTimeout(timer);
-          interactive.shell.channel.off('data', onData);
-          resolve();
-        };
-        interactive.shell.channel.on('data', onData);
-      });
+      await waitForShellOutput(interactive.shell, DEMO_PROMPT);
       const echo = echoTimer(interactive.shell);
       const idle: number[] = [];
       for (let i = 0; i < IDLE_SAMPLES; i++) {

@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { openPortalShell, type PortalTarget } from '../portal/client.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
+import { openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
+import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../stack/seed.js';
 import { apiOk, endSession, endSessions } from './api-client.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
@@ -12,8 +12,6 @@ const RUNS = Number(process.env.ESSH_BENCH_PROMPT_RUNS ?? 20);
 const WARMUP = 1;
 const RUN_TIMEOUT_MS = 60_000;
 const ESSH_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'essh.js');
-/** busybox ash's prompt in the demo image: `root@<host>:/app$ ` (root gets `$` too: PS1 is set so). */
-const PROMPT = /@[^\s:]*:\S*[$#] /;
 /** What `essh ssh` prints on stderr once the container is ready; the container's output follows it. */
 const ESSH_READY = /ready in [\d.]+ s\r?\n/;
 
@@ -95,24 +93,13 @@ async function promptInProcess(ctx: BenchContext, app: string, token: string): P
   const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, { start_on_connect: true, tty: true });
   const shell = await openPortalShell(created.connect, { pty: { rows: 24, cols: 80, term: 'xterm' } });
   try {
-    let text = '';
-    let firstByteMs = 0;
-    const promptMs = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`session ${created.id}: no prompt within ${RUN_TIMEOUT_MS} ms`)), RUN_TIMEOUT_MS);
-      shell.channel.on('data', (c: Buffer) => {
-        const now = performance.now() - started;
-        if (!firstByteMs) firstByteMs = now;
-        text += c.toString('latin1');
-        if (PROMPT.test(text)) {
-          clearTimeout(timer);
-          resolve(now);
-        }
-      });
-      shell.channel.once('close', () => reject(new Error(`session ${created.id}: the channel closed before the prompt`)));
+    const before = performance.now() - started;
+    const seen = await waitForShellOutput(shell, PROMPT, RUN_TIMEOUT_MS).catch((err: Error) => {
+      throw new Error(`session ${created.id}: ${err.message}`);
     });
     shell.channel.write('exit\r');
     await Promise.race([shell.exitCode, new Promise((r) => setTimeout(r, 10_000))]);
-    return { id: created.id, firstByteMs, promptMs };
+    return { id: created.id, firstByteMs: before + seen.firstByteMs, promptMs: before + seen.matchedMs };
   } finally {
     shell.close();
     await endSession(ctx, created.id, token);

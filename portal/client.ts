@@ -101,28 +101,31 @@ function authMessage(err: Error & { level?: string }, target: PortalTarget): Err
 }
 
 /**
- * For benchmarks: opens the shell and resolves when its first output byte arrives (with a PTY and the
- * app's shell, that is the prompt). `ms` counts from the call, handshake included; `handshakeMs` is
- * the part until the shell channel was open (SSH handshake and authentication).
+ * For programs that drive the portal (benchmarks): resolves once the shell's output so far matches
+ * `pattern` (its prompt, say), with when the first byte and the match came, in ms from the call.
  */
-export async function openAndWaitForFirstOutput(
-  target: PortalTarget,
-  opts: PortalShellOptions = { pty: { rows: 24, cols: 80 } },
-): Promise<{ ms: number; handshakeMs: number; first: Buffer; shell: PortalShell }> {
+export function waitForShellOutput(shell: PortalShell, pattern: RegExp, timeoutMs = 30_000) {
   const started = performance.now();
-  const shell = await openPortalShell(target, opts);
-  const handshakeMs = performance.now() - started;
-  const first = await new Promise<Buffer>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
+  return new Promise<{ firstByteMs: number; matchedMs: number; text: string }>((resolve, reject) => {
+    let text = '';
+    let firstByteMs = 0;
+    const settle = (finish: () => void) => {
+      clearTimeout(timer);
+      shell.channel.off('data', onData);
       shell.channel.off('close', onClose);
-      resolve(chunk);
+      finish();
     };
-    const onClose = () => reject(new Error('the channel closed before any output'));
-    shell.channel.once('data', onData);
+    const onData = (chunk: Buffer) => {
+      const now = performance.now() - started;
+      if (!firstByteMs) firstByteMs = now;
+      text += chunk.toString('latin1');
+      if (pattern.test(text)) settle(() => resolve({ firstByteMs, matchedMs: now, text }));
+    };
+    const onClose = () => settle(() => reject(new Error(`the channel closed before its output matched ${pattern}`)));
+    const timer = setTimeout(() => settle(() => reject(new Error(`no output matching ${pattern} within ${timeoutMs} ms`))), timeoutMs);
+    shell.channel.on('data', onData);
     shell.channel.once('close', onClose);
   });
-  shell.channel.pause();
-  return { ms: performance.now() - started, handshakeMs, first, shell };
 }
 
 /**

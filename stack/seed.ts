@@ -6,6 +6,8 @@ import { DEFAULT_MAX_SESSION_DURATION_S } from '../lib/plans.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 
 export const DEMO_IMAGE = process.env.ESSH_DEMO_IMAGE ?? 'essh/demo:latest';
+/** The demo image's shell prompt, `root@<host>:/app$ ` (PS1 from scripts/build-images.sh; root gets `$` too). */
+export const DEMO_PROMPT = /@[^\s:]*:\S*[$#] /;
 
 /**
  * On a fresh database: the demo account, stack, app, user and operator, with their tokens written to

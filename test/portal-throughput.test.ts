@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
-import { drainShell, openAndWaitForFirstOutput, openPortalShell } from '../portal/client.js';
+import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
+import { DEMO_PROMPT } from '../stack/seed.js';
 import { endAllSessions, generateKey, keyOnly, sshArgs } from './portal-terminal.js';
 import { waitForState } from './harness.js';
 
@@ -100,29 +101,27 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   expect(hash.digest('hex')).toBe(expected);
   expect(receivedDuringStall).toBe(0);
   // Unbounded buffering would take in the remaining 42 MB during the stall (Docker produces it far
-  // faster than the stall lasts); bounded, the portal holds at most an SSH window and a socket buffer or two.
-  // The portal reads ahead of its client by at most an SSH window (OpenSSH's is 2 MB) and a few
-  // socket and stream buffers; the rest waits in Docker.
+  // faster than the stall lasts); bounded, the portal reads ahead of its client by at most an SSH
+  // window (OpenSSH's is 2 MB) and a few socket and stream buffers, and the rest waits in Docker.
+  // (RSS is printed, not asserted: the process also holds the workers, whose capture reads the same
+  // 50 MB at its own pace, so it says more about them than about the portal.)
   expect(readAtStall).toBeGreaterThanOrEqual(STALL_AT);
-  expect(readDuringStall).toBeGreaterThanOrEqual(0);
+  expect(readDuringStall, 'the stall ended').toBeGreaterThanOrEqual(0);
   expect(readAtStall + readDuringStall - STALL_AT).toBeLessThan(8 * MB);
-  // The process's RSS is printed above but not asserted: the portal shares the process with the
-  // workers and the output capture, which reads this same 50 MB from Docker's log at its own pace, so
-  // RSS says more about them than about the portal. The read-ahead above is the portal's own bound.
-  expect(rssAtStall).toBeGreaterThan(0);
 });
 
-it('the benchmark helpers: time to the first prompt byte, and draining a no-PTY session through the ssh2 client', async () => {
+it('the benchmark helpers: waiting for the prompt, and draining a no-PTY session through the ssh2 client', async () => {
   const shell = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, { start_on_connect: true });
   expect(shell.status).toBe(201);
-  await waitForState(stack, tenant.token, shell.body.id, 'waiting_for_client');
-  const prompt = await openAndWaitForFirstOutput(shell.body.connect);
+  const interactive = await openPortalShell(shell.body.connect, { pty: { rows: 24, cols: 80 } });
   try {
-    console.log(`ssh2 client: first prompt byte ${prompt.ms.toFixed(0)} ms after connecting to a ready session (SSH handshake and authentication ${prompt.handshakeMs.toFixed(0)} ms; the rest is attach, docker start, shell)`);
-    expect(prompt.ms).toBeGreaterThan(0);
-    expect(prompt.first.length).toBeGreaterThan(0);
+    const prompt = await waitForShellOutput(interactive, DEMO_PROMPT);
+    console.log(`ssh2 client: prompt ${prompt.matchedMs.toFixed(0)} ms after the shell channel opened`);
+    expect(prompt.text).toMatch(/BusyBox/);
+    // A pattern the output never shows is a clear error, not a hang.
+    await expect(waitForShellOutput(interactive, /never-printed/, 500)).rejects.toThrow(/no output matching \/never-printed\/ within 500 ms/);
   } finally {
-    prompt.shell.close();
+    interactive.close();
   }
 
   const bulk = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {
