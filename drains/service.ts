@@ -6,8 +6,8 @@ import { nowIso } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { ApiError, conflict, invalid, notFound } from '../services/errors.js';
-import { asciicast } from './recording.js';
 import safeRegex from 'safe-regex2';
+import { asciicast } from './recording.js';
 import { REDACTION_PRESETS, compileRule, type RedactionPreset } from './redaction.js';
 import type { Selectable } from 'kysely';
 import type { LogDrainsTable } from './tables.js';
@@ -262,8 +262,6 @@ export class DrainsService {
     return asciicast(this.db, { operationId, app: op.app, createdAt: op.created_at });
   }
 }
-
-
 
 function formatDuration(s: number): string {
   if (s % 86400 === 0) return `${s / 86400} day${s === 86400 ? '' : 's'}`;

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
 import type { Logger } from './log.js';
 
@@ -37,13 +38,24 @@ export class ContainerEventFollower {
       })) as unknown as Readable;
       this.stream = stream;
       let buffered = '';
+      // A label's multibyte character may be split across two chunks.
+      const decoder = new StringDecoder('utf8');
       stream.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString('utf8');
+        buffered += decoder.write(chunk);
         let nl: number;
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl).trim();
           buffered = buffered.slice(nl + 1);
-          if (line) this.opts.onEvent(JSON.parse(line) as ContainerEvent);
+          if (!line) continue;
+          let event: ContainerEvent;
+          try {
+            event = JSON.parse(line) as ContainerEvent;
+          } catch {
+            // Thrown here it would end the process; the periodic pass catches up on a lost event.
+            log.warn(`${what}: skipped a Docker event that is not JSON`);
+            continue;
+          }
+          this.opts.onEvent(event);
         }
       });
       const reconnect = () => {

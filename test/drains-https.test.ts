@@ -64,12 +64,13 @@ function expectNoGaps(events: Record<string, any>[]) {
   return max;
 }
 
-/** One drain's value of a metric, as Prometheus would scrape it from the API's /metrics. */
-async function drainMetric(name: string, drainId: number): Promise<number | undefined> {
+/** A metric's value for one label, as Prometheus would scrape it from the API's /metrics. */
+async function metric(name: string, label: string): Promise<number | undefined> {
   const text = await (await fetch(`${stack.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`drain_id="${drainId}"`));
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(label));
   return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
+const drainMetric = (name: string, drainId: number) => metric(name, `drain_id="${drainId}"`);
 
 describe('an HTTPS drain', () => {
   it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
@@ -167,6 +168,8 @@ describe('an HTTPS drain', () => {
     expect(Date.parse(during.delivery.last_error_at)).toBeGreaterThanOrEqual(downAt - 1000);
     // So does /metrics, for an operator's alerting.
     expect(await drainMetric('essh_drain_backlog_events', during.id)).toBeGreaterThan(10);
+    // The printing session is open and has no client.
+    expect(await metric('essh_sessions', 'state="waiting_for_client"')).toBeGreaterThanOrEqual(1);
     await sleep(30_000 - (Date.now() - downAt));
     await rx.up();
     await waitForEnded(id, 60_000);

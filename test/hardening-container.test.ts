@@ -20,8 +20,6 @@ afterAll(async () => {
   await stack.stop();
 }, 120_000);
 
-
-
 async function start(command: string[], body: object = {}) {
   const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, { command, ...body });
   expect(r.status, JSON.stringify(r.body)).toBe(201);

@@ -19,8 +19,6 @@ afterAll(async () => {
   await stack.stop();
 }, 120_000);
 
-
-
 describe('output bytes that are not text', () => {
   it(`a NUL and invalid UTF-8 are captured, the lines after them too (${process.env.ESSH_TEST_DATABASE_URL ? 'PostgreSQL' : 'SQLite'})`, async () => {
     const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {
