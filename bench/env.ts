@@ -11,6 +11,7 @@ import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { startRuntime } from '../stack/runtime.js';
+import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import type { BenchContext } from './types.js';
 
@@ -27,7 +28,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     server: {
       executable: { type: 'existing-path', path: toolPath('temporal') },
       searchAttributes: SEARCH_ATTRIBUTE_KEYS,
-      extraArgs: ['--log-level', 'error'],
+      extraArgs: [...EAGER_START_ARGS, '--log-level', 'error'],
     },
   });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-bench-'));

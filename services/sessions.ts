@@ -71,6 +71,11 @@ export class SessionsService {
       db: Db;
       engine: DbEngine;
       client: Client;
+      /**
+       * A client on the same connection as a main worker of this process: session workflows are then
+       * started eagerly (the first workflow task comes back with the start and runs here at once).
+       */
+      eagerClient?: Client;
       instanceId: string;
       timeouts: SessionTimeouts;
       ssh: { publicHost: string; port: number; hostKey?: AnnouncedHostKey };
@@ -205,8 +210,9 @@ export class SessionsService {
       ...(body.start_on_connect ? { startOnAttach: true } : {}),
     };
     try {
-      await this.deps.client.workflow.start<typeof sessionWorkflow>('sessionWorkflow', {
+      await (this.deps.eagerClient ?? this.deps.client).workflow.start<typeof sessionWorkflow>('sessionWorkflow', {
         taskQueue: TASK_QUEUE,
+        requestEagerStart: this.deps.eagerClient !== undefined,
         workflowId: sessionWorkflowId(operationId),
         args: [input],
         // No e-mail or other personal data here: search attributes are visible to anyone with UI access.

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Client } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import type { NativeConnection, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createApi } from '../api/app.js';
 import type { Config } from '../lib/config.js';
@@ -84,8 +84,16 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       // Announced so that clients can tell the portal from anything else answering at that address.
       hostKey: parts.api ? await portalHostKey(config) : undefined,
     };
+    let connection: NativeConnection | undefined;
+    if (parts.worker || parts.hostStacks?.length) {
+      routeTemporalLogs(log);
+      connection = await connectWorker(config.temporal);
+      const conn = connection;
+      cleanups.push(() => conn.close());
+    }
+    const eagerClient = parts.worker && connection ? new Client({ connection, namespace: config.temporal.namespace }) : undefined;
     const sessions = new SessionsService({
-      db, engine, client, instanceId,
+      db, engine, client, eagerClient, instanceId,
       timeouts: { ...config.session },
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
@@ -94,13 +102,6 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const runtime: Runtime = { config, db, engine, instanceId, client, sessions, admin, log, stop };
 
     const workers: Worker[] = [];
-    let connection: NativeConnection | undefined;
-    if (parts.worker || parts.hostStacks?.length) {
-      routeTemporalLogs(log);
-      connection = await connectWorker(config.temporal);
-      const conn = connection;
-      cleanups.push(() => conn.close());
-    }
     if (parts.worker && connection) {
       workers.push(await createMainWorker({
         connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,

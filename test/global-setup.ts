@@ -6,6 +6,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { toolPath } from '../lib/config.js';
 import { workflowsPath } from '../worker/workers.js';
+import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 
 declare module 'vitest' {
@@ -25,7 +26,7 @@ export default async function setup(project: TestProject) {
       executable: { type: 'existing-path', path: toolPath('temporal') },
       searchAttributes: SEARCH_ATTRIBUTE_KEYS,
       // Suggest continue-as-new early so that every session test also exercises it.
-      extraArgs: ['--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
+      extraArgs: [...EAGER_START_ARGS, '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
     },
   });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-test-'));
