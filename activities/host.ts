@@ -2,6 +2,7 @@ import { ApplicationFailure, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { announceContainerKnown } from '../lib/record-news.js';
 import { containerName, type ContainerSpecRequest } from '../workflows/definitions.js';
 
 const MB = 1024 * 1024;
@@ -108,6 +109,7 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
           .where('id', '=', spec.operationId)
           .where('state', '=', 'provisioning')
           .execute();
+        announceContainerKnown(spec.operationId);
       } else if (status === 'created') {
         try {
           await container.start();

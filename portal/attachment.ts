@@ -6,6 +6,7 @@ import type { ServerChannel } from 'ssh2';
 import type { Db } from '../lib/db.js';
 import { dockerMessage, dockerStatus } from '../lib/docker.js';
 import type { Logger } from '../lib/log.js';
+import { containerKnownOrTimeout } from '../lib/record-news.js';
 import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import { ContainerOutput } from './output.js';
 
@@ -167,7 +168,7 @@ export class Attachment {
         this.say(`essh: session ${id}: provisioning container…`);
       }
       if (Date.now() > deadline) return `essh: session ${id} is still not ready after ${READY_TIMEOUT_MS / 60_000} minutes; try again later.`;
-      await new Promise((r) => setTimeout(r, pollDelayMs(Date.now() - started)));
+      await containerKnownOrTimeout(id, pollDelayMs(Date.now() - started));
     }
   }
 
