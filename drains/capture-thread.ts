@@ -15,6 +15,13 @@ export interface CaptureWaiter {
 
 type Reply = { type: 'ready' } | { type: 'waited'; id: number; complete: boolean } | { type: 'failed'; message: string };
 
+interface PendingWait {
+  operationId: number;
+  deadline: number;
+  resolve: (complete: boolean) => void;
+  timer: NodeJS.Timeout;
+}
+
 /**
  * Runs the CaptureAgent in a worker thread of its own. Storing a session's output is heavy for bulk
  * output (about 9 s of synchronous SQLite work per 100 MB of random bytes, measured with a CPU profile),
@@ -24,7 +31,8 @@ type Reply = { type: 'ready' } | { type: 'waited'; id: number; complete: boolean
  */
 export class CaptureThread implements CaptureWaiter {
   private worker?: Worker;
-  private readonly waits = new Map<number, (complete: boolean) => void>();
+  /** Waits outlive the thread: one that dies is asked again by its successor (see onThreadExit). */
+  private readonly waits = new Map<number, PendingWait>();
   private nextWait = 1;
   private stopping = false;
   private restartTimer?: NodeJS.Timeout;
@@ -34,12 +42,19 @@ export class CaptureThread implements CaptureWaiter {
   async start(): Promise<void> {
     const worker = new Worker(new URL('./capture-thread-entry.mjs', import.meta.url), { workerData: this.opts });
     this.worker = worker;
+    // Waits that came while there was no thread (a restart in progress) go to this one; the thread
+    // reads its messages once it is ready.
+    for (const [id, wait] of this.waits) this.post(id, wait);
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: Reply) => {
         if (m.type === 'ready') return done(), resolve();
         if (m.type === 'failed') return done(), reject(new Error(`the capture thread could not start: ${m.message}`));
       };
-      const onExit = (code: number) => (done(), reject(new Error(`the capture thread exited (${code}) while starting`)));
+      const onExit = (code: number) => {
+        done();
+        if (this.worker === worker) this.worker = undefined;
+        reject(new Error(`the capture thread exited (${code}) while starting`));
+      };
       const done = () => {
         worker.off('message', onMessage);
         worker.off('exit', onExit);
@@ -48,19 +63,20 @@ export class CaptureThread implements CaptureWaiter {
       worker.once('exit', onExit);
     });
     worker.on('message', (m: Reply) => {
-      if (m.type !== 'waited') return;
-      this.waits.get(m.id)?.(m.complete);
-      this.waits.delete(m.id);
+      if (m.type === 'waited') this.settle(m.id, m.complete);
     });
     worker.on('error', (err) => this.log.error({ err }, 'the capture thread failed'));
-    worker.once('exit', (code) => {
-      // Whoever waits for a capture gets "not complete" rather than waiting out its timeout.
-      for (const w of this.waits.values()) w(false);
-      this.waits.clear();
-      if (this.stopping) return;
-      this.log.error({ code }, 'the capture thread stopped; starting it again in 1 s');
-      this.restartSoon(1000);
-    });
+    worker.once('exit', (code) => this.onThreadExit(worker, code));
+  }
+
+  private onThreadExit(worker: Worker, code: number) {
+    if (this.worker === worker) this.worker = undefined;
+    if (this.stopping) return;
+    // Whoever waits for a capture (a teardown about to remove the container) keeps waiting: the next
+    // thread picks the capture up from its committed position and reads the container's log to the
+    // end. Answering "not complete" here lost the output it had not committed yet.
+    this.log.error({ code }, 'the capture thread stopped; starting it again in 1 s');
+    this.restartSoon(1000);
   }
 
   private restartSoon(ms: number) {
@@ -74,18 +90,33 @@ export class CaptureThread implements CaptureWaiter {
   }
 
   waitForCaptureEnd(operationId: number, timeoutMs: number): Promise<boolean> {
-    const worker = this.worker;
-    if (!worker || this.stopping) return Promise.resolve(false);
+    if (this.stopping) return Promise.resolve(false);
     const id = this.nextWait++;
     return new Promise((resolve) => {
-      this.waits.set(id, resolve);
-      worker.postMessage({ type: 'wait', id, operationId, timeoutMs });
+      const wait: PendingWait = {
+        operationId, deadline: Date.now() + timeoutMs, resolve, timer: setTimeout(() => this.settle(id, false), timeoutMs),
+      };
+      this.waits.set(id, wait);
+      this.post(id, wait);
     });
+  }
+
+  private post(id: number, wait: PendingWait) {
+    this.worker?.postMessage({ type: 'wait', id, operationId: wait.operationId, timeoutMs: Math.max(0, wait.deadline - Date.now()) });
+  }
+
+  private settle(id: number, complete: boolean) {
+    const wait = this.waits.get(id);
+    if (!wait) return;
+    this.waits.delete(id);
+    clearTimeout(wait.timer);
+    wait.resolve(complete);
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    for (const id of [...this.waits.keys()]) this.settle(id, false);
     const worker = this.worker;
     if (!worker) return;
     const exited = new Promise<void>((r) => worker.once('exit', () => r()));

@@ -52,6 +52,8 @@ export interface Runtime {
   apiUrl?: string;
   server?: Server;
   hostAgent?: HostAgent;
+  /** The output capture of this process's host workers. */
+  capture?: CaptureThread;
   portal?: SshPortal;
   /** The port the SSH portal listens on (config.ssh.port, or the one picked for port 0). */
   sshPort?: number;
@@ -125,6 +127,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       );
       await capture.start();
       cleanups.push(() => capture.stop());
+      runtime.capture = capture;
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
           connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
