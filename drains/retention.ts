@@ -31,7 +31,10 @@ export class EventRetention {
     const cutoff = new Date(Date.now() - retentionS * 1000).toISOString();
     const expired = await db.selectFrom('operations as o').select('o.id')
       .where('o.state', '=', 'ended').where('o.ended_at', '<', cutoff)
-      .where(({ exists, selectFrom }) => exists(selectFrom('session_events as e').select('e.id').whereRef('e.operation_id', '=', 'o.id')))
+      .where(({ or, exists, selectFrom }) => or([
+        exists(selectFrom('session_events as e').select('e.id').whereRef('e.operation_id', '=', 'o.id')),
+        exists(selectFrom('session_terminal_sizes as z').select('z.id').whereRef('z.operation_id', '=', 'o.id')),
+      ]))
       .execute();
     let deleted = 0;
     for (const { id } of expired) {
@@ -49,6 +52,9 @@ export class EventRetention {
         deleted += n;
         if (n < DELETE_CHUNK) break;
       }
+      // The terminal sizes belong to the recording: they go with its last event.
+      const left = await db.selectFrom('session_events').select('id').where('operation_id', '=', id).limit(1).executeTakeFirst();
+      if (!left) await db.deleteFrom('session_terminal_sizes').where('operation_id', '=', id).execute();
     }
     if (deleted) log.info({ deleted, sessions: expired.length }, 'purged session output past its retention');
     return deleted;

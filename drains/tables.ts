@@ -76,6 +76,15 @@ export interface SessionStreamsTable {
   capture_ended_at: string | null;
 }
 
+/** A TTY session's terminal size from a moment on (written by the portal; the recording's header and "r" events). */
+export interface SessionTerminalSizesTable {
+  id: Generated<number>;
+  operation_id: number;
+  time: string;
+  cols: number;
+  rows: number;
+}
+
 declare module '../lib/db.js' {
   interface Database {
     log_drains: LogDrainsTable;
@@ -83,5 +92,6 @@ declare module '../lib/db.js' {
     redaction_rules: RedactionRulesTable;
     session_events: SessionEventsTable;
     session_streams: SessionStreamsTable;
+    session_terminal_sizes: SessionTerminalSizesTable;
   }
 }

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/log.js';
 import { containerKnownOrTimeout } from '../lib/record-news.js';
 import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import { ContainerOutput } from './output.js';
+import { TerminalSizeRecorder } from './terminal-sizes.js';
 
 /**
  * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
@@ -79,6 +80,7 @@ export class Attachment {
   bytesFromContainer = 0;
   private container?: Docker.Container;
   private tty = false;
+  private sizes?: TerminalSizeRecorder;
   private heartbeatSent = false;
   private channelClosed = false;
   private readonly closed: Promise<void>;
@@ -126,6 +128,7 @@ export class Attachment {
       this.container.resize({ h: size.rows, w: size.cols }).catch((err) =>
         this.deps.log.debug({ err: dockerMessage(err), session: this.sessionId }, 'resize failed'),
       );
+      this.sizes?.record(size);
     }
   }
 
@@ -185,6 +188,11 @@ export class Attachment {
     const container = docker.getContainer(ready.container_id!);
     const info = await container.inspect();
     this.tty = info.Config.Tty;
+    if (this.tty && this.pty) {
+      // The size the client attaches with, before anything is started: the recording's first size.
+      this.sizes = new TerminalSizeRecorder(this.deps.db, id, log);
+      this.sizes.record(this.pty);
+    }
     // A start-on-attach container is still `created`: attach first, then start, so no output is lost.
     const mustStart = info.State.Status === 'created';
     const abort = new AbortController();
@@ -273,6 +281,7 @@ export class Attachment {
       stream.unpipe(output);
       stream.destroy();
       output.destroy();
+      await this.sizes?.close();
     }
   }
 

@@ -61,6 +61,13 @@ async function sshInTerminal(user: string, token: string, opts: { cols?: number;
   return t;
 }
 
+async function recordingOf(id: number) {
+  const r = await stack.api.get(`/sessions/${id}/recording`, tenant.token);
+  expect(r.status).toBe(200);
+  const [first, ...rest] = String(r.body).trimEnd().split('\n');
+  return { header: JSON.parse(first!) as { width: number; height: number }, events: rest.map((l) => JSON.parse(l) as [number, string, string]) };
+}
+
 async function registerKey(t: { user: { id: number }; token: string }, name: string) {
   const key = await generateKey(dir, name);
   const r = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.publicKey });
@@ -112,6 +119,18 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 7 });
     expect(await containerExists(`essh-${s.id}`)).toBe(false);
+
+    // The recording replays at the sizes the terminal had: the container started before the client
+    // attached (at the engine's 80×24), then the client's 100×30, then 120×40 from the resize on.
+    const { header, events } = await recordingOf(s.id);
+    expect(header).toMatchObject({ width: 80, height: 24 });
+    const resizes = events.filter((e) => e[1] === 'r').map((e) => e[2]);
+    expect(resizes[0]).toBe('100x30');
+    expect(resizes.at(-1)).toBe('120x40');
+    const resizedAt = events.findIndex((e) => e[1] === 'r' && e[2] === '120x40');
+    const sttyAfter = events.findIndex((e) => e[1] === 'o' && e[2].includes('40 120'));
+    expect(resizedAt).toBeGreaterThan(-1);
+    expect(sttyAfter).toBeGreaterThan(resizedAt);
   });
 
   it('kill -9 of ssh ends the session with disconnect and removes the container within the heartbeat timeout + 5 s', async () => {
@@ -316,13 +335,20 @@ describe('<app>@host with a registered key', () => {
 
   it('creates and attaches an interactive session in a terminal', async () => {
     const cmd = ['ssh', '-tt', ...sshArgs(port, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`].map(q).join(' ');
-    const term = await Terminal.start(cmd);
+    const term = await Terminal.start(cmd, { cols: 90, rows: 20 });
     terminals.push(term);
     await term.waitForText(PROMPT);
     await term.typeLine('echo "$GREETING-$APP_ENV"');
     await term.waitForText(/^-test\s*$/m);
     await term.typeLine('exit 5');
     expect(await term.exitStatus()).toBe(5);
+
+    // Its container started once the client was there: the recording starts at the client's size.
+    const [latest] = (await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token)).body as { id: number }[];
+    await waitForState(stack, tenant.token, latest!.id, 'ended', 20_000);
+    const { header, events } = await recordingOf(latest!.id);
+    expect(header).toMatchObject({ width: 90, height: 20 });
+    expect(events.filter((e) => e[1] === 'r')).toEqual([]);
   });
 
   it('an unknown app, or one of another account, is one clear line and exit status 1', async () => {

@@ -46,11 +46,16 @@ describe('retention of session output', () => {
   it('deletes an ended session\'s output after the retention; its recording then says so with 410', async () => {
     const id = await endedSession(undrained, 'kept-for-a-while');
     expect(await storedEvents(id)).toBeGreaterThan(0);
+    // A terminal size, as the portal records one for a session attached with a PTY.
+    await stack.runtime.db.insertInto('session_terminal_sizes')
+      .values({ operation_id: id, time: new Date().toISOString(), cols: 132, rows: 43 }).execute();
     const rec = await stack.api.get(`/sessions/${id}/recording`, undrained.token);
     expect(rec.status).toBe(200);
     expect(String(rec.body)).toContain('kept-for-a-while');
 
     await waitFor('the output to be purged', async () => (await storedEvents(id)) === 0, 30_000, 500);
+    await waitFor('its terminal sizes to go with it', async () =>
+      !(await stack.runtime.db.selectFrom('session_terminal_sizes').select('id').where('operation_id', '=', id).executeTakeFirst()), 10_000, 200);
     const gone = await stack.api.get(`/sessions/${id}/recording`, undrained.token);
     expect(gone.status).toBe(410);
     expect(gone.body).toMatchObject({ error: 'gone' });

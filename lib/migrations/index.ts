@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import type { DbEngine } from '../db.js';
 import { coreMigrations } from './0001_core.js';
 import { drainsMigrations } from './0004_drains.js';
+import { terminalSizeMigrations } from './0005_terminal_sizes.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -11,5 +12,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
   return {
     ...coreMigrations(engine),
     ...drainsMigrations(engine),
+    ...terminalSizeMigrations(engine),
   };
 }
