@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 
 let stack: TestStack;
 
@@ -42,4 +42,37 @@ describe('the capture thread dying while a session is torn down', () => {
     expect(Number(stream?.bytes_captured)).toBeGreaterThan(Number(atKill?.bytes_captured ?? 0));
     expect(stream?.capture_ended_at).toBeTruthy();
   }, 180_000);
+});
+
+describe('stopping the host agent while its reconciler waits for a capture', () => {
+  it('does not wait for the capture: the container stays for the next start to remove once captured', async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    // Enough lines that the capture is still reading them when the agent is stopped.
+    const LINES = 1_000_000;
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], tty: false });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    const name = `essh-${id}`;
+    try {
+      await waitForState(stack, t.token, id, 'waiting_for_client');
+      const streamOf = () => stack.runtime.db.selectFrom('session_streams').select(['capture_ended_at'])
+        .where('operation_id', '=', id).executeTakeFirst();
+      await waitFor('the capture to follow the container', async () => Boolean(await streamOf()));
+
+      // Closed by hand: only the reconciler removes the container, after letting the capture finish.
+      await stack.runtime.client.workflow.getHandle(`ssh-session-${id}`).terminate('test: removed by hand');
+      const pass = stack.runtime.hostAgent!.reconcileOnce();
+      await waitFor('the reconciler to stop the container and wait for the capture', async () =>
+        !(await docker.getContainer(name).inspect()).State.Running, 30_000, 100);
+      expect((await streamOf())?.capture_ended_at, 'the capture must still be reading; print more lines').toBeFalsy();
+
+      const stoppingAt = Date.now();
+      await stack.runtime.hostAgent!.stop();
+      await pass;
+      console.info(`host agent stopped in ${Date.now() - stoppingAt} ms while a capture was still reading`);
+      expect(await containerExists(name), 'the container is left for the next start').toBe(true);
+    } finally {
+      await docker.getContainer(name).remove({ force: true }).catch(() => undefined);
+    }
+  }, 120_000);
 });

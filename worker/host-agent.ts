@@ -22,6 +22,8 @@ const CAPTURE_WAIT_MS = 40_000;
 export class HostAgent {
   private events?: ContainerEventFollower;
   private stopped = false;
+  /** Ends a pass's wait for a capture, so that stopping never waits out CAPTURE_WAIT_MS. */
+  private readonly stopping = new AbortController();
   /** Containers the engine was asked to kill, until their `die` event arrives. */
   private readonly killedThroughEngine = new Set<string>();
   private readonly passes: PeriodicPass<void>;
@@ -67,6 +69,7 @@ export class HostAgent {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.events?.stop();
     await this.passes.stop();
   }
@@ -130,11 +133,29 @@ export class HostAgent {
         log.info({ operationId, container: c.Id.slice(0, 12) }, 'removing a container whose session workflow is closed');
         // A workflow closed by hand never ran its teardown, which lets the capture finish first:
         // removing the container deletes the log the capture may still be reading.
-        if (this.deps.capture) await stopAndFinishCapture(docker, this.deps.capture, c.Id, Number(operationId), stopGraceS, CAPTURE_WAIT_MS);
+        if (this.deps.capture) {
+          const finishing = stopAndFinishCapture(docker, this.deps.capture, c.Id, Number(operationId), stopGraceS, CAPTURE_WAIT_MS);
+          // Stopping: the container stays, and the next start's pass removes it once its capture,
+          // resumed from the committed position, has read the rest.
+          if ((await untilAborted(finishing, this.stopping.signal)) === 'aborted') return;
+        }
         await removeSessionContainer(docker, c.Id, stopGraceS);
       } else if (c.State === 'exited' || c.State === 'dead') {
         await this.reportExit(operationId, c.Id, null);
       }
     }
+  }
+}
+
+/** `work`'s outcome, or 'aborted' as soon as `signal` is (the work itself goes on unobserved). */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | 'aborted'> {
+  if (signal.aborted) return 'aborted';
+  let onAbort!: () => void;
+  const aborted = new Promise<'aborted'>((resolve) => (onAbort = () => resolve('aborted')));
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }
