@@ -141,15 +141,21 @@ describe('rate limit on session creation', () => {
 
 describe('internal failures', () => {
   it('when Temporal is unreachable, session creation is a 503 with a sentence, and the slot is not kept', async () => {
-    const t = await createTenant(stack, { plan: 'development' });
-    // The sessions of the earlier tests end while their workflows can still be reached.
-    await endAllSessions(stack);
-    await stack.runtime.client.connection.close();
-    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['true'] });
-    expectError(r, 503, 'unavailable', /Try again/);
-    const rows = await stack.runtime.db.selectFrom('operations').innerJoin('accounts', 'accounts.id', 'operations.account_id')
-      .select(['operations.state', 'operations.end_reason']).where('accounts.handle', '=', t.account).execute();
-    expect(rows).toEqual([{ state: 'ended', end_reason: 'provision_failed' }]);
+    // An API without a worker of its own (which would start workflows on its worker's connection),
+    // whose connection to Temporal is gone.
+    const apiOnly = await startTestStack({ parts: { api: true } });
+    try {
+      const t = await createTenant(apiOnly, { plan: 'development' });
+      await apiOnly.runtime.client.connection.close();
+      const r = await apiOnly.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['true'] });
+      seen.push(r);
+      expectError(r, 503, 'unavailable', /Try again/);
+      const rows = await apiOnly.runtime.db.selectFrom('operations').innerJoin('accounts', 'accounts.id', 'operations.account_id')
+        .select(['operations.state', 'operations.end_reason']).where('accounts.handle', '=', t.account).execute();
+      expect(rows).toEqual([{ state: 'ended', end_reason: 'provision_failed' }]);
+    } finally {
+      await apiOnly.stop();
+    }
   });
 
   it('no answer in this file carried a stack trace, a file path or a SQL error, and every error had the one format', () => {
