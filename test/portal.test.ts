@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  containerExists, createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
+  containerExists, createTenant, docker, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import {
   Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
@@ -101,6 +101,10 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
 
     // Ctrl-D ends `cat`'s input; the shell carries on.
     await term.typeLine('cat > /tmp/typed');
+    // Typed ahead while the shell's line editor still held the terminal in raw mode, the line would
+    // reach `cat` unechoed and Ctrl-D as a plain byte: the keys go once `cat` runs.
+    await waitFor('cat to be reading the terminal', async () =>
+      (await docker.getContainer(`essh-${s.id}`).top()).Processes.some((p: string[]) => p[p.length - 1] === 'cat'), 10_000, 50);
     await term.typeLine('typed-line');
     await term.keys('C-d');
     await term.typeLine('echo "got:$(cat /tmp/typed)"');
