@@ -93,16 +93,31 @@ function exampleUrl(type: DrainType): string {
     : type === 'elasticsearch' ? 'https://user:password@es.example.com:9200' : 'https://logs.example.com/ingest';
 }
 
-/** Seals the credentials of drains stored before they were sealed (idempotent; run at start-up). */
-export async function sealStoredDrainSecrets(db: Db, secrets: SecretBox) {
+/**
+ * Seals under the current secrets key the drain credentials stored in clear (before sealing existed)
+ * or sealed under a previous key (a rotation); idempotent, run at start-up. Resolves with how many
+ * drains it sealed again. A value that no key known here opens stops the start with the reason.
+ */
+export async function sealStoredDrainSecrets(db: Db, secrets: SecretBox): Promise<number> {
   const rows = await db.selectFrom('log_drains').select(['id', 'url', 'token']).execute();
+  let resealed = 0;
   for (const r of rows) {
-    if (secrets.isSealed(r.url) && (r.token === null || secrets.isSealed(r.token))) continue;
-    await db.updateTable('log_drains').where('id', '=', r.id).set({
-      url: secrets.isSealed(r.url) ? r.url : secrets.seal(r.url),
-      token: r.token === null || secrets.isSealed(r.token) ? r.token : secrets.seal(r.token),
-    }).execute();
+    if (!secrets.needsResealing(r.url) && (r.token === null || !secrets.needsResealing(r.token))) continue;
+    const reseal = (v: string) => (secrets.needsResealing(v) ? secrets.seal(secrets.open(v)) : v);
+    let sealed: { url: string; token: string | null };
+    try {
+      sealed = { url: reseal(r.url), token: r.token === null ? null : reseal(r.token) };
+    } catch (err) {
+      throw new Error(`log drain ${r.id}: ${(err as Error).message}`);
+    }
+    // Only if nobody changed the row meanwhile (another process sealing it at the same start).
+    await db.updateTable('log_drains').set(sealed)
+      .where('id', '=', r.id).where('url', '=', r.url)
+      .where((eb) => (r.token === null ? eb('token', 'is', null) : eb('token', '=', r.token)))
+      .execute();
+    resealed++;
   }
+  return resealed;
 }
 
 /** Events of the drain's account captured and not yet delivered to it. */

@@ -25,6 +25,8 @@ const envSchema = z.object({
   ESSH_PORTAL_HOST_KEY: z.string().optional(),
   /** Seals drain tokens and URLs in the database (base64 of 32 bytes); by default a key file in the data dir. */
   ESSH_SECRETS_KEY: z.string().optional(),
+  /** Keys being rotated out (comma-separated base64): what they sealed still opens, and is sealed again under the current key at start. */
+  ESSH_SECRETS_KEY_PREVIOUS: z.string().optional(),
   DATABASE_URL: z.string().optional(),
   DOCKER_HOST: z.string().optional(),
   TEMPORAL_ADDRESS: z.string().optional(),
@@ -66,6 +68,8 @@ export interface Config {
   dataDir: string;
   /** Base64 of the 32-byte key sealing stored secrets; absent: `<dataDir>/secrets.key`. */
   secretsKey?: string;
+  /** Comma-separated base64 keys that sealed values may still be under (a rotation in progress). */
+  previousSecretsKeys?: string;
   api: { host: string; port: number };
   ssh: { host: string; port: number; publicHost: string; heartbeatIntervalS: number; hostKey?: string };
   databaseUrl: string;
@@ -111,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     dataDir,
     secretsKey: e.ESSH_SECRETS_KEY,
+    previousSecretsKeys: e.ESSH_SECRETS_KEY_PREVIOUS,
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
     ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, hostKey: e.ESSH_PORTAL_HOST_KEY },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),

@@ -73,8 +73,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     cleanups.push(() => db.destroy());
     await migrate(db, engine);
     const instanceId = await loadInstanceId(db);
-    const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey });
-    await sealStoredDrainSecrets(db, secrets);
+    const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey, previousKeysBase64: config.previousSecretsKeys });
+    const resealed = await sealStoredDrainSecrets(db, secrets);
+    if (resealed) log.info({ drains: resealed, key: secrets.keyId }, 'sealed stored drain credentials under the current secrets key');
 
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, startTestStack, type TestStack } from './harness.js';
 import { selfSignedCert } from './drains-receivers.js';
-import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { sealStoredDrainSecrets } from '../drains/service.js';
 import { loadSecretBox } from '../lib/secrets.js';
 
@@ -69,10 +71,10 @@ describe('log drains', () => {
     expect(r.body).not.toHaveProperty('token');
     // In the database the token and the URL (with its password) are sealed: a dump gives neither away.
     const stored = await stack.runtime.db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', r.body.id).executeTakeFirstOrThrow();
-    expect(stored.url).toMatch(/^v1\./);
+    expect(stored.url).toMatch(/^v2\./);
     expect(stored.url).not.toContain('s3cret');
     expect(stored.url).not.toContain('es.example.com');
-    expect(stored.token).toMatch(/^v1\./);
+    expect(stored.token).toMatch(/^v2\./);
     expect(stored.token).not.toBe('k');
 
     const s = await create({ handle: 'sys', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', drain_ephemeral_sessions: false });
@@ -97,11 +99,42 @@ describe('log drains', () => {
     expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://old:****@es.example.com:9200/');
     await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir }));
     const stored = await db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', legacy.id).executeTakeFirstOrThrow();
-    expect(stored.url).toMatch(/^v1\./);
-    expect(stored.token).toMatch(/^v1\./);
+    expect(stored.url).toMatch(/^v2\./);
+    expect(stored.token).toMatch(/^v2\./);
     expect(JSON.stringify(stored)).not.toMatch(/pl4in|old-token/);
     expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body).toMatchObject({ url: 'https://old:****@es.example.com:9200/', has_token: true });
     expect((await stack.api.delete(`/log_drains/${legacy.id}`, adminToken)).status).toBe(204);
+  });
+
+  it('are sealed again under a new secrets key at start-up, and a key that is missing is named', async () => {
+    const { db } = stack.runtime;
+    const r = await create({ handle: 'rotated', drain_type: 'elasticsearch', url: 'https://u:r0tate@es.example.com:9200', token: 'rot-token', index: 'essh' });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const storedNow = () => db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', r.body.id).executeTakeFirstOrThrow();
+    // The stack's own key, kept in its data dir; the new one as an operator would make it.
+    const oldKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
+    const newKey = randomBytes(32).toString('base64');
+    const oldOnly = await loadSecretBox({ dataDir: stack.dataDir });
+    const rotating = await loadSecretBox({ dataDir: stack.dataDir, keyBase64: newKey, previousKeysBase64: ` ${oldKey} ` });
+    const newOnly = await loadSecretBox({ dataDir: stack.dataDir, keyBase64: newKey });
+    try {
+      // What the start-up of a process given the new key (and the old one as previous) does.
+      expect(await sealStoredDrainSecrets(db, rotating)).toBeGreaterThanOrEqual(1);
+      const stored = await storedNow();
+      expect(stored.url.startsWith(`v2.${newOnly.keyId}.`)).toBe(true);
+      expect(newOnly.open(stored.token!)).toBe('rot-token');
+      expect(newOnly.open(stored.url)).toBe('https://u:r0tate@es.example.com:9200');
+      expect(await sealStoredDrainSecrets(db, rotating)).toBe(0);
+      // A process still on the old key alone cannot read them, and says which key it lacks.
+      expect(() => oldOnly.open(stored.token!)).toThrow(new RegExp(`sealed with secrets key ${newOnly.keyId}, which is neither the current key \\(${oldOnly.keyId}\\).*ESSH_SECRETS_KEY_PREVIOUS`));
+      await expect(sealStoredDrainSecrets(db, oldOnly)).rejects.toThrow(new RegExp(`log drain \\d+: a stored secret was sealed with secrets key ${newOnly.keyId}`));
+    } finally {
+      // Back to the key the running stack uses, as a rotation back would.
+      await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir, previousKeysBase64: newKey }));
+    }
+    expect((await storedNow()).url.startsWith(`v2.${oldOnly.keyId}.`)).toBe(true);
+    expect((await stack.api.get(`/log_drains/${r.body.id}`, adminToken)).body).toMatchObject({ url: 'https://u:****@es.example.com:9200/', has_token: true });
+    expect((await stack.api.delete(`/log_drains/${r.body.id}`, adminToken)).status).toBe(204);
   });
 
   it('may not be managed by members or seen from other accounts', async () => {
