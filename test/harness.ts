@@ -283,3 +283,40 @@ export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
   await waitFor('every session to end', async () =>
     ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), timeoutMs, 500);
 }
+
+/**
+ * A session without a TTY that prints `lines` short lines (`seq`) and then waits: the engine's log hands
+ * 200 000 of them to the capture over several seconds, long enough to act while it is still reading.
+ */
+export async function startPrintingSession(stack: TestStack, t: { app: string; token: string }, lines: number): Promise<number> {
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${lines}; sleep 600`], tty: false });
+  if (r.status !== 201) throw new Error(`creating the printing session: ${r.status} ${JSON.stringify(r.body)}`);
+  const id = r.body.id as number;
+  await waitForState(stack, t.token, id, 'waiting_for_client');
+  return id;
+}
+
+/** How many bytes `seq 1 lines` prints. */
+export function seqBytes(lines: number): number {
+  return Array.from({ length: lines }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
+}
+
+/** How far the capture of a session got, as stored. */
+export function captureOf(stack: TestStack, id: number) {
+  return stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
+    .where('operation_id', '=', id).executeTakeFirst();
+}
+
+/** Every line a startPrintingSession printed was captured, to the last byte, and the capture ended. */
+export async function expectAllLinesCaptured(stack: TestStack, id: number, lines: number) {
+  const printed = seqBytes(lines);
+  const stream = await captureOf(stack, id);
+  const last = await stack.runtime.db.selectFrom('session_events').select('seq')
+    .where('operation_id', '=', id).where('data', '=', `${lines}\n`).executeTakeFirst();
+  if (!last || Number(stream?.bytes_captured) !== printed || !stream?.capture_ended_at) {
+    throw new Error(
+      `session ${id}: captured ${stream?.bytes_captured} of ${printed} bytes, the last line ${last ? 'in' : 'missing'}, ` +
+        `capture ended: ${stream?.capture_ended_at ?? 'no'}`,
+    );
+  }
+}

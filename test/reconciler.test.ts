@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { LABELS } from '../lib/docker.js';
 import {
-  DEMO_IMAGE, containerExists, createTenant, docker, startTestStack, uniqueIdBase, waitFor, waitForState, type TestStack,
+  DEMO_IMAGE, containerExists, createTenant, docker, expectAllLinesCaptured, startPrintingSession, startTestStack, uniqueIdBase,
+  waitFor, waitForState, type TestStack,
 } from './harness.js';
 
 const run = promisify(execFile);
@@ -70,23 +71,12 @@ describe('the reconciler', () => {
 
   it('lets the capture read all a hand-terminated session printed before it removes the container', async () => {
     const t = await createTenant(stack, { plan: 'scale' });
-    // 200 000 short lines: the engine's log hands them to the capture over several seconds, longer than
-    // the reconciler takes to find the orphan.
+    // Still reaching the capture when the reconciler finds the orphan.
     const LINES = 200_000;
-    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], tty: false });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    const id = r.body.id as number;
-    await waitForState(stack, t.token, id, 'waiting_for_client');
+    const id = await startPrintingSession(stack, t, LINES);
     await stack.runtime.client.workflow.getHandle(`ssh-session-${id}`).terminate('test: removed by hand while printing');
     await waitFor('the orphaned container to be removed', async () => !(await containerExists(`essh-${id}`)), 60_000, 250);
-    const last = await stack.runtime.db.selectFrom('session_events').select('seq')
-      .where('operation_id', '=', id).where('data', '=', `${LINES}\n`).executeTakeFirst();
-    expect(last, 'the last line printed was captured').toBeDefined();
-    const stream = await stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
-      .where('operation_id', '=', id).executeTakeFirstOrThrow();
-    const printed = Array.from({ length: LINES }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
-    expect(Number(stream.bytes_captured)).toBe(printed);
-    expect(stream.capture_ended_at).toBeTruthy();
+    await expectAllLinesCaptured(stack, id, LINES);
   });
 
   it("removes this installation's container whose workflow never existed, and leaves another installation's alone", async () => {
