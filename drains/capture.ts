@@ -197,32 +197,53 @@ class SessionCapture {
       }
       this.skip = Number(known?.bytes_captured ?? 0);
 
-      let stream: Readable;
-      try {
-        const info = await docker.getContainer(containerId).inspect();
-        this.tty = info.Config.Tty;
-        stream = (await docker.getContainer(containerId).logs({ follow: true, stdout: true, stderr: true })) as unknown as Readable;
-      } catch (err) {
-        if (dockerStatus(err) === 404) return; // removed before we got to it: nothing left to read
-        throw err;
+      // dockerd ends a follower that lags behind when the container stops, before it has read the whole
+      // log (35 of 37 followers that began with output already in the log came up short when their
+      // container stopped), and a follower that began after the stop reads to the end, nearly always (one
+      // came up short once, on a heavily loaded machine). So the log is read again, skipping what this capture already has, until a read
+      // that began with the container stopped finds nothing more.
+      for (;;) {
+        let stream: Readable;
+        let stoppedBeforeThisPass: boolean;
+        try {
+          const info = await docker.getContainer(containerId).inspect();
+          this.tty = info.Config.Tty;
+          stoppedBeforeThisPass = !info.State.Running;
+          stream = (await docker.getContainer(containerId).logs({ follow: true, stdout: true, stderr: true })) as unknown as Readable;
+        } catch (err) {
+          // Removed: nothing left to read. (Before the first pass, the last one's bytes are all there is.)
+          if (dockerStatus(err) === 404) break;
+          throw err;
+        }
+        this.stream = stream;
+        await new Promise<void>((resolve, reject) => {
+          stream.on('data', (chunk: Buffer) => (this.tty ? this.onData(chunk, 'stdout') : this.demux(chunk)));
+          stream.once('end', resolve);
+          stream.once('close', resolve);
+          stream.once('error', reject);
+        });
+        if (this.stopping) return;
+        if (stoppedBeforeThisPass && this.position <= this.skip) break;
+        this.startPassAgain();
       }
-      this.stream = stream;
-      await new Promise<void>((resolve, reject) => {
-        stream.on('data', (chunk: Buffer) => (this.tty ? this.onData(chunk, 'stdout') : this.demux(chunk)));
-        stream.once('end', resolve);
-        stream.once('close', resolve);
-        stream.once('error', reject);
-      });
-      if (this.stopping) return;
       // The container has stopped: everything it printed is read; commit the rest and mark the end.
       this.cutPartial();
       await this.flushAll();
-      await appendEvents(db, engine, { operationId, accountId: this.accountId, bytesCaptured: this.position, captureEnded: true }, []);
+      await appendEvents(db, engine, { operationId, accountId: this.accountId, bytesCaptured: Math.max(this.skip, this.position), captureEnded: true }, []);
     } finally {
       clearTimeout(this.idleTimer);
       clearTimeout(this.flushTimer);
       this.resolveDone();
     }
+  }
+
+  /** The next log stream starts again at the container's first byte: what was read is skipped. */
+  private startPassAgain() {
+    this.skip = Math.max(this.skip, this.position);
+    this.position = 0;
+    // A stream that ended inside a frame leaves a header or payload half read; the next starts at a frame.
+    this.frameHeader = Buffer.alloc(0);
+    this.frameLeft = 0;
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { CaptureAgent } from '../drains/capture.js';
+import { LABELS } from '../lib/docker.js';
+import { createLogger } from '../lib/log.js';
+import {
+  DEMO_IMAGE, captureOf, containerExists, createTenant, docker, expectAllLinesCaptured, sleep, startPrintingSession, startTestStack,
+  waitFor, waitForState, type TestStack,
+} from './harness.js';
 
 let stack: TestStack;
 
@@ -10,18 +17,47 @@ afterAll(async () => {
   await stack?.stop();
 });
 
+describe('a capture that begins on a container with output in its log, which then stops', () => {
+  it('reads all of it: the log is read again once the container has stopped', async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    // A session whose own container never starts (nobody attaches): its record is what this capture writes to.
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { start_on_connect: true, tty: false });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.id as number;
+    // Labelled for an agent of its own, so that the stack's capture leaves it alone.
+    const instanceId = `late-capture-${randomUUID()}`;
+    const LINES = 200_000;
+    const container = await docker.createContainer({
+      name: `essh-late-capture-${id}`, Image: DEMO_IMAGE, Cmd: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], StopSignal: 'SIGHUP',
+      Labels: { [LABELS.session]: 'true', [LABELS.operationId]: String(id), [LABELS.instance]: instanceId }, HostConfig: { Init: true },
+    });
+    const agent = new CaptureAgent({
+      docker, db: stack.runtime.db, engine: stack.runtime.engine, instanceId, intervalS: 3600, log: createLogger('silent'),
+    });
+    try {
+      await container.start();
+      await sleep(300); // the output is in the engine's log before anyone follows it (an agent that restarted)
+      await agent.start(); // its first scan follows the container's log from the start
+      await sleep(200);
+      // dockerd ends a follower that is still behind when the container stops (measured: every time).
+      await container.stop({ t: 10 });
+      expect(await agent.waitForCaptureEnd(id, 60_000)).toBe(true);
+      await expectAllLinesCaptured(stack, id, LINES);
+    } finally {
+      await agent.stop();
+      await container.remove({ force: true }).catch(() => undefined);
+      await stack.api.post(`/sessions/${id}/terminate`, t.token, {});
+    }
+  }, 120_000);
+});
+
 describe('the capture thread dying while a session is torn down', () => {
   it('does not let the container go before the next thread has read the rest of its output', async () => {
     const t = await createTenant(stack, { plan: 'scale' });
-    // Many short lines: the engine's log hands them to the capture over several seconds, so the
-    // teardown is still waiting for the capture when its thread dies.
+    // The teardown is still waiting for the capture of these when its thread dies.
     const LINES = 200_000;
-    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], tty: false });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    const id = r.body.id as number;
-    await waitForState(stack, t.token, id, 'waiting_for_client');
-    const streamOf = () => stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
-      .where('operation_id', '=', id).executeTakeFirst();
+    const id = await startPrintingSession(stack, t, LINES);
+    const streamOf = () => captureOf(stack, id);
     await waitFor('the capture to follow the container', async () => Boolean(await streamOf()));
 
     expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, {})).status).toBe(202);
@@ -33,14 +69,8 @@ describe('the capture thread dying while a session is torn down', () => {
     await stack.runtime.capture!['worker']!.terminate();
 
     await waitForState(stack, t.token, id, 'ended', 90_000);
-    const last = await stack.runtime.db.selectFrom('session_events').select('seq')
-      .where('operation_id', '=', id).where('data', '=', `${LINES}\n`).executeTakeFirst();
-    expect(last, 'the last line printed was captured').toBeDefined();
-    const printed = Array.from({ length: LINES }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
-    const stream = await streamOf();
-    expect(Number(stream?.bytes_captured)).toBe(printed);
-    expect(Number(stream?.bytes_captured)).toBeGreaterThan(Number(atKill?.bytes_captured ?? 0));
-    expect(stream?.capture_ended_at).toBeTruthy();
+    await expectAllLinesCaptured(stack, id, LINES);
+    expect(Number((await streamOf())?.bytes_captured)).toBeGreaterThan(Number(atKill?.bytes_captured ?? 0));
   }, 180_000);
 });
 
@@ -48,15 +78,10 @@ describe('stopping the host agent while its reconciler waits for a capture', () 
   it('does not wait for the capture: the container stays for the next start to remove once captured', async () => {
     const t = await createTenant(stack, { plan: 'scale' });
     // Enough lines that the capture is still reading them when the agent is stopped.
-    const LINES = 1_000_000;
-    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${LINES}; sleep 600`], tty: false });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    const id = r.body.id as number;
+    const id = await startPrintingSession(stack, t, 1_000_000);
     const name = `essh-${id}`;
     try {
-      await waitForState(stack, t.token, id, 'waiting_for_client');
-      const streamOf = () => stack.runtime.db.selectFrom('session_streams').select(['capture_ended_at'])
-        .where('operation_id', '=', id).executeTakeFirst();
+      const streamOf = () => captureOf(stack, id);
       await waitFor('the capture to follow the container', async () => Boolean(await streamOf()));
 
       // Closed by hand: only the reconciler removes the container, after letting the capture finish.
