@@ -199,9 +199,9 @@ class SessionCapture {
 
       // dockerd ends a follower that lags behind when the container stops, before it has read the whole
       // log (35 of 37 followers that began with output already in the log came up short when their
-      // container stopped), and a follower that began after the stop reads to the end, nearly always (one
-      // came up short once, on a heavily loaded machine). So the log is read again, skipping what this capture already has, until a read
-      // that began with the container stopped finds nothing more.
+      // container stopped), and a follower that began after the stop reads to the end, nearly always
+      // (one came up short once, on a heavily loaded machine). So the log is read again, skipping what
+      // this capture already has, until a read that began with the container stopped finds nothing more.
       for (;;) {
         let stream: Readable;
         let stoppedBeforeThisPass: boolean;

@@ -21,8 +21,7 @@ const CAPTURE_WAIT_MS = 40_000;
  */
 export class HostAgent {
   private events?: ContainerEventFollower;
-  private stopped = false;
-  /** Ends a pass's wait for a capture, so that stopping never waits out CAPTURE_WAIT_MS. */
+  /** Aborted by stop(): also ends a pass's wait for a capture, so that stopping never waits out CAPTURE_WAIT_MS. */
   private readonly stopping = new AbortController();
   /** Containers the engine was asked to kill, until their `die` event arrives. */
   private readonly killedThroughEngine = new Set<string>();
@@ -68,7 +67,6 @@ export class HostAgent {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     this.stopping.abort();
     this.events?.stop();
     await this.passes.stop();
@@ -118,7 +116,7 @@ export class HostAgent {
       filters: { label: [`${LABELS.instance}=${instanceId}`, LABELS.session] },
     });
     for (const c of containers) {
-      if (this.stopped) return;
+      if (this.stopping.signal.aborted) return;
       const operationId = c.Labels[LABELS.operationId];
       if (!operationId) continue;
       let running: boolean;
