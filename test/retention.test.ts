@@ -33,6 +33,9 @@ async function endedSession(t: typeof drained, line: string) {
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `echo ${line}; exit 0`] });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   await waitForState(stack, t.token, r.body.id, 'ended', 30_000);
+  // The record says `ended` a moment before the workflow appends the session's last event.
+  await waitFor('the session_ended event', async () => Boolean(await stack.runtime.db.selectFrom('session_events').select('id')
+    .where('operation_id', '=', r.body.id).where('kind', '=', 'session_ended').executeTakeFirst()));
   return r.body.id as number;
 }
 
