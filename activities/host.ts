@@ -2,6 +2,7 @@ import { ApplicationFailure, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
 import { announceContainerKnown } from '../lib/record-news.js';
 import { containerName, type ContainerSpecRequest } from '../workflows/definitions.js';
 
@@ -27,6 +28,9 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
       const env = Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`);
       const appCommand = app.command ? (JSON.parse(app.command) as string[]) : undefined;
       const name = containerName(spec.operationId);
+      const refused = app.network ? forbiddenNetworkReason(app.network) : null;
+      if (refused) throw provisionError(`app ${spec.app} names network "${app.network}", which is not allowed: ${refused}; an operator must change it`);
+      const network = app.network ?? (await ensureSessionNetwork(docker, spec.instanceId));
 
       let container = docker.getContainer(name);
       let info = await container.inspect().catch((err) => {
@@ -74,7 +78,7 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
               Privileged: false,
               SecurityOpt: ['no-new-privileges'],
               PidsLimit: spec.pidsLimit,
-              NetworkMode: app.network ?? undefined,
+              NetworkMode: network,
               PublishAllPorts: false,
               AutoRemove: false,
               Init: true,
@@ -131,6 +135,36 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
       return removeSessionContainer(docker, containerName(req.operationId), req.stopGraceS);
     },
   };
+}
+
+const sessionNetworks = new Map<string, Promise<string>>();
+
+/**
+ * The installation's session network on this engine (see lib/networks.ts), made if missing. Another
+ * process making it at the same moment is fine: CheckDuplicate turns the second into a 409.
+ */
+export function ensureSessionNetwork(docker: Docker, installation: string): Promise<string> {
+  const name = sessionNetworkName(installation);
+  let made = sessionNetworks.get(name);
+  if (!made) {
+    made = (async () => {
+      const existing = await docker.listNetworks({ filters: { name: [name] } });
+      if (existing.some((n) => n.Name === name)) return name;
+      try {
+        await docker.createNetwork({
+          Name: name, Driver: 'bridge', CheckDuplicate: true,
+          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+          Labels: { [LABELS.instance]: installation },
+        });
+      } catch (err) {
+        if (dockerStatus(err) !== 409) throw err;
+      }
+      return name;
+    })();
+    sessionNetworks.set(name, made);
+    made.catch(() => sessionNetworks.delete(name));
+  }
+  return made;
 }
 
 export async function removeSessionContainer(docker: Docker, nameOrId: string, stopGraceS: number) {

@@ -3,8 +3,9 @@ import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { DEFAULT_MAX_SESSION_DURATION_S, planLimit } from '../lib/plans.js';
 import { hashToken, newToken } from '../lib/secrets.js';
+import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
-import { ApiError, conflict, invalid, notFound } from './errors.js';
+import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 
 export interface AccountInput { handle: string; plan: string; max_concurrent_sessions?: number }
 export interface StackInput { name: string; max_session_duration_s?: number; dedicated?: boolean }
@@ -114,6 +115,7 @@ export class AdminService {
   async createApp(p: Principal, input: AppInput) {
     const account = await this.accountByHandle(p, input.account);
     access.requireAccountAdmin(p, Number(account.id), `Account "${input.account}"`);
+    if (input.network !== undefined) checkNetwork(p, input.network);
     const stack = await this.db.selectFrom('stacks').select('id').where('name', '=', input.stack).executeTakeFirst();
     if (!stack) throw invalid(`Stack "${input.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
     try {
@@ -262,6 +264,17 @@ export class AdminService {
     await this.getUser(p, userId);
     const rows = await this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('id').execute();
     return rows.map((r) => ({ id: Number(r.id), fingerprint: r.fingerprint, public_key: r.public_key, created_at: r.created_at }));
+  }
+}
+
+/** An app's network is the operator's to choose, and some networks no one may choose (CONTRACT §7). */
+function checkNetwork(p: Principal, network: string) {
+  const why = forbiddenNetworkReason(network);
+  if (why) {
+    throw new ApiError(400, 'invalid_request', `network "${network}" is not allowed: ${why}. Leave "network" out, or have an operator name a Docker network made for the app.`, { problems: [`body.network: ${why}`] });
+  }
+  if (!access.isOperator(p)) {
+    throw forbidden('Only an operator may set an app\'s "network"; leave it out (the app gets essh\'s isolated network).');
   }
 }
 
