@@ -2,11 +2,19 @@ import { ApplicationFailure, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { grantProblem } from '../lib/grants.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
 import { announceContainerKnown } from '../lib/record-news.js';
 import { containerName, type ContainerSpecRequest } from '../workflows/definitions.js';
 
 const MB = 1024 * 1024;
+
+/**
+ * The only capabilities a session's processes keep (docs/threat-model.md): enough for root in the
+ * container to own, read and write its files, switch to the app's user and signal its own processes.
+ * Raw sockets, device nodes, chroot, audit, file capabilities and the rest of Docker's default set go.
+ */
+export const SESSION_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'NET_BIND_SERVICE'];
 
 /** Activities that touch a stack's Docker engine; they run on that stack's host task queue. */
 export function createHostActivities(deps: { docker: Docker; db: Db; hostId: string }) {
@@ -25,6 +33,9 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
       // history.
       const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
       if (!app) throw provisionError(`app ${spec.app} no longer exists`);
+      const account = await db.selectFrom('accounts').selectAll().where('id', '=', app.account_id).executeTakeFirstOrThrow();
+      const notGranted = await grantProblem(db, account, { id: Number(app.stack_id), name: spec.stack }, app.image);
+      if (notGranted) throw provisionError(notGranted);
       const env = Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`);
       const appCommand = app.command ? (JSON.parse(app.command) as string[]) : undefined;
       const name = containerName(spec.operationId);
@@ -78,6 +89,9 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
               Privileged: false,
               SecurityOpt: ['no-new-privileges'],
               PidsLimit: spec.pidsLimit,
+              CapDrop: ['ALL'],
+              CapAdd: SESSION_CAPABILITIES,
+              ...(spec.cpus ? { NanoCpus: Math.round(Math.min(spec.cpus, await engineCpus(docker)) * 1e9) } : {}),
               NetworkMode: network,
               PublishAllPorts: false,
               AutoRemove: false,
@@ -135,6 +149,16 @@ export function createHostActivities(deps: { docker: Docker; db: Db; hostId: str
       return removeSessionContainer(docker, containerName(req.operationId), req.stopGraceS);
     },
   };
+}
+
+let cpusOfEngine: Promise<number> | undefined;
+/** The engine refuses a CPU limit above the CPUs its host has: a plan's 8 CPUs on a 2-CPU host become 2. */
+function engineCpus(docker: Docker): Promise<number> {
+  cpusOfEngine ??= docker.info().then((i: { NCPU: number }) => i.NCPU).catch((err) => {
+    cpusOfEngine = undefined;
+    throw err;
+  });
+  return cpusOfEngine;
 }
 
 const sessionNetworks = new Map<string, Promise<string>>();

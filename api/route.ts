@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import type { Principal } from '../services/auth.js';
 import type { ApiDeps } from './app.js';
 
-export type Method = 'get' | 'post' | 'delete';
+export type Method = 'get' | 'post' | 'patch' | 'delete';
 export interface Route<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
   method: Method;
   path: string; // OpenAPI style: /apps/{app}/sessions

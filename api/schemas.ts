@@ -45,11 +45,27 @@ export const listSessionsQuery = z
   })
   .strict();
 
+const imagePrefix = z.string().min(1).max(255).regex(/^[^\s]+$/, 'an image prefix has no spaces, e.g. "registry.example.com/acme/" or "essh/demo"');
+const grants = {
+  stacks: z.array(handle).max(100).optional()
+    .describe('the stacks its apps may use; empty or absent: every shared stack. A dedicated stack serves one account.'),
+  image_prefixes: z.array(imagePrefix).max(100).optional()
+    .describe('image references its apps may run: "essh/demo" allows essh/demo[:tag|@digest]; a prefix ending in "/" allows everything under it'),
+};
+const plan = z.enum(PLANS as [string, ...string[]]);
 export const createAccountBody = z
   .object({
     handle,
-    plan: z.enum(PLANS as [string, ...string[]]),
+    plan,
     max_concurrent_sessions: z.number().int().min(0).max(10_000).optional(),
+    ...grants,
+  })
+  .strict();
+export const patchAccountBody = z
+  .object({
+    plan: plan.optional(),
+    max_concurrent_sessions: z.number().int().min(0).max(10_000).nullable().optional().describe('null: the plan\'s number again'),
+    ...grants,
   })
   .strict();
 
@@ -61,19 +77,43 @@ export const createStackBody = z
   })
   .strict();
 
+const appSettings = {
+  image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
+  env: z.record(
+    z.string().regex(envName, 'environment variable names are letters, digits and "_"'),
+    z.string().max(32_768).refine(noNul, 'must not contain NUL bytes'),
+  ),
+  command: z.array(z.string().max(4096)).min(1).max(256),
+  working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024),
+  user: z.string().min(1).max(256),
+  network: z.string().min(1).max(256).describe('operator only; never host, none or container:…'),
+  warm_pool: z.number().int().min(0).max(20).describe('operator only: containers kept started for this app\'s sessions'),
+};
 export const createAppBody = z
   .object({
     handle,
     account: handle,
     stack: handle,
-    image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
-    env: z
-      .record(z.string().regex(envName, 'environment variable names are letters, digits and "_"'), z.string().max(32_768).refine(noNul, 'must not contain NUL bytes'))
-      .optional(),
-    command: z.array(z.string().max(4096)).min(1).max(256).optional(),
-    working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024).optional(),
-    user: z.string().min(1).max(256).optional(),
-    network: z.string().min(1).max(256).optional(),
+    image: appSettings.image,
+    env: appSettings.env.optional(),
+    command: appSettings.command.optional(),
+    working_dir: appSettings.working_dir.optional(),
+    user: appSettings.user.optional(),
+    network: appSettings.network.optional(),
+    warm_pool: appSettings.warm_pool.optional(),
+  })
+  .strict();
+/** Any setting but the handle and the account; null clears an optional one. */
+export const patchAppBody = z
+  .object({
+    stack: handle.optional().describe('operator only'),
+    image: appSettings.image.optional(),
+    env: appSettings.env.optional(),
+    command: appSettings.command.nullable().optional(),
+    working_dir: appSettings.working_dir.nullable().optional(),
+    user: appSettings.user.nullable().optional(),
+    network: appSettings.network.nullable().optional(),
+    warm_pool: appSettings.warm_pool.optional(),
   })
   .strict();
 

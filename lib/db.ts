@@ -19,7 +19,14 @@ export interface AccountsTable {
   handle: string;
   plan: string;
   max_concurrent_sessions: number | null;
+  /** JSON array of image reference prefixes its apps may run; NULL: granted before grants existed. */
+  image_prefixes: string | null;
   created_at: string;
+}
+/** The stacks an operator granted an account, besides the shared ones. */
+export interface AccountStacksTable {
+  account_id: number;
+  stack_id: number;
 }
 export interface StacksTable {
   id: Generated<number>;
@@ -39,6 +46,8 @@ export interface AppsTable {
   working_dir: string | null;
   user: string | null;
   network: string | null;
+  /** Containers kept started in advance for this app's sessions (CONTRACT §7). */
+  warm_pool: number;
   created_at: string;
 }
 export interface UsersTable {
@@ -106,6 +115,7 @@ export interface SettingsTable {
 
 export interface Database {
   accounts: AccountsTable;
+  account_stacks: AccountStacksTable;
   stacks: StacksTable;
   apps: AppsTable;
   users: UsersTable;

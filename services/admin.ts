@@ -1,18 +1,29 @@
 import { createHash } from 'node:crypto';
-import type { Db } from '../lib/db.js';
+import type { Selectable, Transaction } from 'kysely';
+import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { DEFAULT_MAX_SESSION_DURATION_S, planLimit } from '../lib/plans.js';
+import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
+import { grantProblem, parsePrefixes } from '../lib/grants.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 
-export interface AccountInput { handle: string; plan: string; max_concurrent_sessions?: number }
+export interface AccountInput {
+  handle: string; plan: string; max_concurrent_sessions?: number; stacks?: string[]; image_prefixes?: string[];
+}
+export type AccountPatch = Partial<Omit<AccountInput, 'handle' | 'max_concurrent_sessions'>> & { max_concurrent_sessions?: number | null };
 export interface StackInput { name: string; max_session_duration_s?: number; dedicated?: boolean }
 export interface AppInput {
   handle: string; account: string; stack: string; image: string;
   env?: Record<string, string>; command?: string[]; working_dir?: string; user?: string; network?: string;
+  warm_pool?: number;
 }
+/** What PATCH /apps/{app} may change: everything but the handle and the account; null clears an optional field. */
+export type AppPatch = Partial<{
+  stack: string; image: string; env: Record<string, string>; command: string[] | null; working_dir: string | null;
+  user: string | null; network: string | null; warm_pool: number;
+}>;
 export interface UserInput { name: string; email: string; role: Role; accounts: string[] }
 
 const isUniqueViolation = (err: unknown) =>
@@ -23,25 +34,57 @@ export class AdminService {
   constructor(private readonly db: Db) {}
 
   // --- accounts -------------------------------------------------------------------------------
-  private accountView(a: { id: number; handle: string; plan: string; max_concurrent_sessions: number | null; created_at: string }) {
+  private async accountView(a: Selectable<AccountsTable>) {
+    const stacks = await this.db.selectFrom('account_stacks as g').innerJoin('stacks as s', 's.id', 'g.stack_id')
+      .select('s.name').where('g.account_id', '=', a.id).orderBy('s.name').execute();
     return {
       id: Number(a.id), handle: a.handle, plan: a.plan,
       max_concurrent_sessions: a.max_concurrent_sessions ?? planLimit(a.plan),
       max_concurrent_sessions_override: a.max_concurrent_sessions,
+      largest_container_mb: planLargestContainerMb(a.plan),
+      cpus_per_container: planCpus(a.plan),
+      // Empty: every shared stack.
+      stacks: stacks.map((x) => x.name),
+      image_prefixes: parsePrefixes(a.image_prefixes),
       created_at: a.created_at,
     };
   }
   async createAccount(p: Principal, input: AccountInput) {
     access.requireOperator(p);
     try {
-      const row = await this.db.insertInto('accounts')
-        .values({ handle: input.handle, plan: input.plan, max_concurrent_sessions: input.max_concurrent_sessions ?? null, created_at: nowIso() })
-        .returningAll().executeTakeFirstOrThrow();
-      return this.accountView(row);
+      const id = await this.db.transaction().execute(async (trx) => {
+        const row = await trx.insertInto('accounts')
+          .values({
+            handle: input.handle, plan: input.plan, max_concurrent_sessions: input.max_concurrent_sessions ?? null,
+            image_prefixes: JSON.stringify(input.image_prefixes ?? []), created_at: nowIso(),
+          })
+          .returning('id').executeTakeFirstOrThrow();
+        if (input.stacks) await grantStacks(trx, Number(row.id), input.stacks);
+        return Number(row.id);
+      });
+      return this.accountView(await this.db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`An account with handle "${input.handle}" already exists; pick another handle.`);
       throw err;
     }
+  }
+  /** Operator only: the plan, the session override, the granted stacks and image prefixes. */
+  async patchAccount(p: Principal, handle: string, patch: AccountPatch) {
+    access.requireOperator(p);
+    const a = await this.accountByHandle(p, handle);
+    await this.db.transaction().execute(async (trx) => {
+      const set = {
+        ...(patch.plan !== undefined ? { plan: patch.plan } : {}),
+        ...(patch.max_concurrent_sessions !== undefined ? { max_concurrent_sessions: patch.max_concurrent_sessions } : {}),
+        ...(patch.image_prefixes !== undefined ? { image_prefixes: JSON.stringify(patch.image_prefixes) } : {}),
+      };
+      if (Object.keys(set).length) await trx.updateTable('accounts').set(set).where('id', '=', a.id).execute();
+      if (patch.stacks !== undefined) {
+        await trx.deleteFrom('account_stacks').where('account_id', '=', a.id).execute();
+        await grantStacks(trx, Number(a.id), patch.stacks);
+      }
+    });
+    return this.accountView(await this.db.selectFrom('accounts').selectAll().where('id', '=', a.id).executeTakeFirstOrThrow());
   }
   async listAccounts(p: Principal) {
     let q = this.db.selectFrom('accounts').selectAll().orderBy('id');
@@ -49,7 +92,7 @@ export class AdminService {
       if (p.accountIds.length === 0) return [];
       q = q.where('id', 'in', p.accountIds);
     }
-    return (await q.execute()).map((a) => this.accountView(a));
+    return Promise.all((await q.execute()).map((a) => this.accountView(a)));
   }
   async accountByHandle(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').selectAll().where('handle', '=', handle).executeTakeFirst();
@@ -109,27 +152,61 @@ export class AdminService {
       // Env values may be secrets: only those who may manage the app see them.
       env: showEnv ? env : Object.fromEntries(Object.keys(env).map((k) => [k, '[hidden]'])),
       command: a.command ? (JSON.parse(a.command) as string[]) : null,
-      working_dir: a.working_dir, user: a.user, network: a.network, created_at: a.created_at,
+      working_dir: a.working_dir, user: a.user, network: a.network, warm_pool: Number(a.warm_pool), created_at: a.created_at,
     };
   }
   async createApp(p: Principal, input: AppInput) {
     const account = await this.accountByHandle(p, input.account);
     access.requireAccountAdmin(p, Number(account.id), `Account "${input.account}"`);
     if (input.network !== undefined) checkNetwork(p, input.network);
-    const stack = await this.db.selectFrom('stacks').select('id').where('name', '=', input.stack).executeTakeFirst();
+    if (input.warm_pool !== undefined && input.warm_pool > 0) access.requireOperator(p, 'set an app\'s "warm_pool"');
+    const stack = await this.db.selectFrom('stacks').select(['id', 'name']).where('name', '=', input.stack).executeTakeFirst();
     if (!stack) throw invalid(`Stack "${input.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
+    await this.requireGranted(account, stack, input.image);
     try {
       const row = await this.db.insertInto('apps').values({
         handle: input.handle, account_id: account.id, stack_id: stack.id, image: input.image,
         env: JSON.stringify(input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
         working_dir: input.working_dir ?? null, user: input.user ?? null, network: input.network ?? null,
-        created_at: nowIso(),
+        warm_pool: input.warm_pool ?? 0, created_at: nowIso(),
       }).returning('id').executeTakeFirstOrThrow();
       return this.getAppById(p, Number(row.id));
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`An app with handle "${input.handle}" already exists; pick another handle.`);
       throw err;
     }
+  }
+  /** Account admins change the app's container settings; its stack, network and warm pool are the operator's. */
+  async patchApp(p: Principal, handle: string, patch: AppPatch) {
+    const app = await this.db.selectFrom('apps').selectAll().where('handle', '=', handle).executeTakeFirst();
+    if (!app || !access.canSeeAccount(p, Number(app.account_id))) throw notFound(`App "${handle}"`);
+    access.requireAccountAdmin(p, Number(app.account_id), `App "${handle}"`);
+    if (patch.network !== undefined && patch.network !== null) checkNetwork(p, patch.network);
+    for (const field of ['network', 'stack', 'warm_pool'] as const) {
+      if (patch[field] !== undefined) access.requireOperator(p, `change an app's "${field}"`);
+    }
+    const account = await this.db.selectFrom('accounts').selectAll().where('id', '=', app.account_id).executeTakeFirstOrThrow();
+    const stack = patch.stack !== undefined
+      ? await this.db.selectFrom('stacks').select(['id', 'name']).where('name', '=', patch.stack).executeTakeFirst()
+      : await this.db.selectFrom('stacks').select(['id', 'name']).where('id', '=', app.stack_id).executeTakeFirst();
+    if (!stack) throw invalid(`Stack "${patch.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
+    if (patch.stack !== undefined || patch.image !== undefined) await this.requireGranted(account, stack, patch.image ?? app.image);
+    const json = (v: unknown) => (v === null ? null : JSON.stringify(v));
+    await this.db.updateTable('apps').set({
+      ...(patch.stack !== undefined ? { stack_id: stack.id } : {}),
+      ...(patch.image !== undefined ? { image: patch.image } : {}),
+      ...(patch.env !== undefined ? { env: JSON.stringify(patch.env) } : {}),
+      ...(patch.command !== undefined ? { command: json(patch.command) } : {}),
+      ...(patch.working_dir !== undefined ? { working_dir: patch.working_dir } : {}),
+      ...(patch.user !== undefined ? { user: patch.user } : {}),
+      ...(patch.network !== undefined ? { network: patch.network } : {}),
+      ...(patch.warm_pool !== undefined ? { warm_pool: patch.warm_pool } : {}),
+    }).where('id', '=', app.id).execute();
+    return this.getAppById(p, Number(app.id));
+  }
+  private async requireGranted(account: Selectable<AccountsTable>, stack: { id: number; name: string }, image: string) {
+    const problem = await grantProblem(this.db, account, stack, image);
+    if (problem) throw forbidden(`Not granted: ${problem}.`);
   }
   private async getAppById(p: Principal, id: number) {
     const a = await this.appsQuery().where('a.id', '=', id).executeTakeFirstOrThrow();
@@ -267,6 +344,23 @@ export class AdminService {
   }
 }
 
+/**
+ * Grants the account `stacks` (replacing nothing: the caller cleared the old grants). A dedicated stack
+ * is its account's alone, so granting one that another account holds is a conflict.
+ */
+async function grantStacks(trx: Transaction<Database>, accountId: number, names: string[]) {
+  for (const name of new Set(names)) {
+    const stack = await trx.selectFrom('stacks').select(['id', 'dedicated']).where('name', '=', name).executeTakeFirst();
+    if (!stack) throw invalid(`Stack "${name}" does not exist; create it first (POST /stacks).`);
+    if (stack.dedicated) {
+      const holder = await trx.selectFrom('account_stacks as g').innerJoin('accounts as a', 'a.id', 'g.account_id')
+        .select('a.handle').where('g.stack_id', '=', stack.id).where('g.account_id', '!=', accountId).executeTakeFirst();
+      if (holder) throw conflict(`Stack "${name}" is dedicated to account ${holder.handle}; a dedicated stack serves one account only.`);
+    }
+    await trx.insertInto('account_stacks').values({ account_id: accountId, stack_id: stack.id }).execute();
+  }
+}
+
 /** An app's network is the operator's to choose, and some networks no one may choose (CONTRACT §7). */
 function checkNetwork(p: Principal, network: string) {
   const why = forbiddenNetworkReason(network);
@@ -274,7 +368,7 @@ function checkNetwork(p: Principal, network: string) {
     throw new ApiError(400, 'invalid_request', `network "${network}" is not allowed: ${why}. Leave "network" out, or have an operator name a Docker network made for the app.`, { problems: [`body.network: ${why}`] });
   }
   if (!access.isOperator(p)) {
-    throw forbidden('Only an operator may set an app\'s "network"; leave it out (the app gets essh\'s isolated network).');
+    access.requireOperator(p, 'set an app\'s "network"; leave it out (the app gets essh\'s isolated network)');
   }
 }
 

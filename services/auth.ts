@@ -63,8 +63,8 @@ export const access = {
     p.role === 'operator' ||
     (p.accountIds.includes(s.account_id) && (p.role === 'account_admin' || s.user_id === p.id)),
 
-  requireOperator(p: Principal) {
-    if (p.role !== 'operator') throw forbidden('Only an operator may do this.');
+  requireOperator(p: Principal, what = 'do this') {
+    if (p.role !== 'operator') throw forbidden(`Only an operator may ${what}.`);
   },
   requireAccountAdmin(p: Principal, accountId: number, what: string) {
     if (!access.canSeeAccount(p, accountId)) throw notFound(what);

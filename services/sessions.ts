@@ -3,7 +3,8 @@ import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { planLimit } from '../lib/plans.js';
+import { grantProblem } from '../lib/grants.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 import {
   SA,
@@ -18,7 +19,7 @@ import {
 import type { AnnouncedHostKey } from '../portal/host-key.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { access, type Principal } from './auth.js';
-import { ApiError, forbidden, notFound } from './errors.js';
+import { ApiError, forbidden, invalid, notFound } from './errors.js';
 import { SessionCreateRateLimiter } from './rate-limit.js';
 
 export interface SessionTimeouts {
@@ -114,8 +115,8 @@ export class SessionsService {
       .innerJoin('stacks as s', 's.id', 'a.stack_id')
       .innerJoin('accounts as acc', 'acc.id', 'a.account_id')
       .select([
-        'a.id', 'a.handle', 'a.account_id', 's.name as stack_name', 's.max_session_duration_s',
-        'acc.handle as account_handle', 'acc.plan', 'acc.max_concurrent_sessions',
+        'a.id', 'a.handle', 'a.account_id', 'a.image', 'a.stack_id', 's.name as stack_name', 's.max_session_duration_s',
+        'acc.handle as account_handle', 'acc.plan', 'acc.max_concurrent_sessions', 'acc.image_prefixes',
       ])
       .where('a.handle', '=', appHandle)
       .executeTakeFirst();
@@ -125,6 +126,17 @@ export class SessionsService {
     const accountId = Number(app.account_id);
     const limit = app.max_concurrent_sessions ?? planLimit(app.plan);
     const containerSizeMb = body.container_size_mb ?? DEFAULT_CONTAINER_SIZE_MB;
+    const largest = planLargestContainerMb(app.plan);
+    if (containerSizeMb > largest) {
+      throw invalid(
+        `container_size_mb ${containerSizeMb} is more than plan ${app.plan} allows: at most ${largest} MB. Ask for ${largest} or less, or for a larger plan.`,
+        { problems: [`body.container_size_mb: at most ${largest} MB on plan ${app.plan}`], largest_container_mb: largest },
+      );
+    }
+    const notGranted = await grantProblem(
+      db, { id: accountId, handle: app.account_handle, image_prefixes: app.image_prefixes }, { id: Number(app.stack_id), name: app.stack_name }, app.image,
+    );
+    if (notGranted) throw forbidden(`App ${app.handle} cannot start sessions: ${notGranted}.`);
     const token = newToken('esst');
     const created = new Date();
     const createdAt = created.toISOString();
@@ -146,7 +158,8 @@ export class SessionsService {
         .selectFrom('operations')
         .select('id')
         .where('account_id', '=', accountId)
-        .where('state', '!=', 'ended')
+        // A session stops counting once it is ending: its client has its exit status, or a terminate was answered.
+        .where('state', 'not in', ['ending', 'ended'])
         .orderBy('id')
         .execute();
       if (active.length >= limit) {
@@ -199,6 +212,7 @@ export class SessionsService {
       stack: app.stack_name,
       command: body.command ?? null,
       containerSizeMb,
+      cpus: planCpus(app.plan),
       instanceId: this.deps.instanceId,
       createdAt,
       expiresAt,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { DEFAULT_MAX_SESSION_DURATION_S } from '../lib/plans.js';
+import { imageRepository } from '../lib/grants.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 
 export const DEMO_IMAGE = process.env.ESSH_DEMO_IMAGE ?? 'essh/demo:latest';
@@ -31,12 +32,13 @@ export async function seedDemo(db: Db, dataDir: string, adminToken?: string): Pr
       .onConflict((oc) => oc.column('name').doNothing()).execute()
       .then(() => trx.selectFrom('stacks').select('id').where('name', '=', 'local').executeTakeFirstOrThrow());
     const account = await trx.insertInto('accounts')
-      .values({ handle: 'demo', plan: 'development', max_concurrent_sessions: null, created_at: now })
+      .values({ handle: 'demo', plan: 'development', max_concurrent_sessions: null, image_prefixes: JSON.stringify([imageRepository(DEMO_IMAGE)]), created_at: now })
       .returning('id').executeTakeFirstOrThrow();
     await trx.insertInto('apps').values({
       handle: 'demo', account_id: account.id, stack_id: stack.id, image: DEMO_IMAGE,
       env: JSON.stringify({ APP_ENV: 'demo', GREETING: 'hello from the demo app' }),
-      command: null, working_dir: '/app', user: null, network: null, created_at: now,
+      // Two containers kept warm: `essh ssh demo` gets its shell without waiting for a container start.
+      command: null, working_dir: '/app', user: null, network: null, warm_pool: 2, created_at: now,
     }).execute();
     const demo = await trx.insertInto('users')
       .values({ name: 'Demo User', email: 'demo@example.com', role: 'member', created_at: now })

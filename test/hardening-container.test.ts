@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SESSION_CAPABILITIES } from '../activities/host.js';
 import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
 
 /**
@@ -45,7 +46,9 @@ describe('the session container, seen from the engine', () => {
     expect(hc.Memory).toBe(256 * 1024 * 1024);
     expect(hc.MemorySwap).toBe(256 * 1024 * 1024);
     expect(hc.RestartPolicy?.Name).toBe('no');
-    expect(hc.CapAdd ?? []).toEqual([]);
+    // Every capability dropped but the documented few (docs/threat-model.md).
+    expect(hc.CapDrop).toEqual(['ALL']);
+    expect([...(hc.CapAdd ?? [])].sort()).toEqual([...SESSION_CAPABILITIES].sort());
     expect(hc.Devices ?? []).toEqual([]);
     expect(hc.Binds ?? []).toEqual([]);
     expect(info.Mounts).toEqual([]);

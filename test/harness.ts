@@ -10,6 +10,7 @@ import Long from 'long';
 import { sql } from 'kysely';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../lib/config.js';
+import { imageRepository } from '../lib/grants.js';
 import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
@@ -228,7 +229,10 @@ export async function createTenant(
   const account = opts.account ?? `acct-${suffix}`;
   const app = opts.app ?? `app-${suffix}`;
   const admin = stack.adminToken;
-  const a = await stack.api.post('/accounts', admin, { handle: account, plan: opts.plan ?? 'scale', ...(opts.max !== undefined ? { max_concurrent_sessions: opts.max } : {}) });
+  const a = await stack.api.post('/accounts', admin, {
+    handle: account, plan: opts.plan ?? 'scale', image_prefixes: [imageRepository(opts.image ?? DEMO_IMAGE)],
+    ...(opts.max !== undefined ? { max_concurrent_sessions: opts.max } : {}),
+  });
   if (a.status !== 201) throw new Error(`creating account: ${a.status} ${JSON.stringify(a.body)}`);
   const ap = await stack.api.post('/apps', admin, {
     handle: app, account, stack: opts.stackName ?? 'local', image: opts.image ?? DEMO_IMAGE,

@@ -53,6 +53,9 @@ describe('stacks and their maximum session duration', () => {
   it("an app's sessions follow its stack: expires_at = created_at + the stack's duration, and it ends `expired`", async () => {
     expect((await stack.api.post('/stacks', stack.adminToken, { name: SHORT, max_session_duration_s: 5, dedicated: true })).status).toBe(201);
     const t = await createTenant(stack, { plan: 'scale' });
+    // A dedicated stack serves only the account it is granted to (with it, the shared one it also uses).
+    const granted = await stack.api.request('PATCH', `/accounts/${t.account}`, stack.adminToken, { stacks: ['local', SHORT] });
+    expect(granted.status, JSON.stringify(granted.body)).toBe(200);
     const shortApp = await stack.api.post('/apps', stack.adminToken, { handle: `${t.app}-short`, account: t.account, stack: SHORT, image: DEMO_IMAGE });
     expect(shortApp.status).toBe(201);
     expect(shortApp.body.stack).toBe(SHORT);
@@ -67,7 +70,7 @@ describe('stacks and their maximum session duration', () => {
     expect(seconds(onShort.body)).toBe(5);
 
     const ended = await waitForState(stack, t.token, onShort.body.id, 'ended', 30_000);
-    expect(ended.end_reason).toBe('expired');
+    expect(ended.end_reason, JSON.stringify(ended)).toBe('expired');
     expect(Date.parse(ended.ended_at)).toBeGreaterThanOrEqual(Date.parse(onShort.body.expires_at));
     expect(await containerExists(`essh-${onShort.body.id}`)).toBe(false);
     // The session on the 7-day stack is untouched by its neighbour's expiry.

@@ -93,3 +93,71 @@ describe('network', () => {
     }
   });
 });
+
+describe('stacks and images per account', () => {
+  it('an app may use only the stacks and image repositories an operator granted its account', async () => {
+    const dedicated = `ded-${randomBytes(3).toString('hex')}`;
+    expect((await stack.api.post('/stacks', stack.adminToken, { name: dedicated, dedicated: true })).status).toBe(201);
+    const toB = await stack.api.request('PATCH', `/accounts/${b.account}`, stack.adminToken, { stacks: ['local', dedicated] });
+    expect(toB.status, JSON.stringify(toB.body)).toBe(200);
+    expect(toB.body.stacks).toEqual([dedicated, 'local'].sort());
+    // A dedicated stack serves one account: granting B's to A is a conflict.
+    const toA = await stack.api.request('PATCH', `/accounts/${a.account}`, stack.adminToken, { stacks: [dedicated] });
+    expect(toA.status, JSON.stringify(toA.body)).toBe(409);
+    // A's admin can neither put an app on B's dedicated stack nor run an image A was not granted.
+    const onB = await stack.api.post('/apps', adminOfA, { handle: `x-${randomBytes(3).toString('hex')}`, account: a.account, stack: dedicated, image: 'essh/demo:latest' });
+    expect(onB.status, JSON.stringify(onB.body)).toBe(403);
+    expect(onB.body.message).toMatch(new RegExp(`may not use stack ${dedicated}`));
+    for (const image of ['busybox:latest', 'essh/demo-evil:latest', 'essh/demoX']) {
+      const r = await stack.api.post('/apps', adminOfA, { handle: `x-${randomBytes(3).toString('hex')}`, account: a.account, stack: 'local', image });
+      expect(r.status, `${image}: ${JSON.stringify(r.body)}`).toBe(403);
+      expect(r.body.message).toMatch(/may not run image/);
+    }
+    // Nor change an existing app to such an image.
+    const patched = await stack.api.request('PATCH', `/apps/${a.app}`, adminOfA, { image: 'busybox:latest' });
+    expect(patched.status, JSON.stringify(patched.body)).toBe(403);
+    // B, granted its dedicated stack, may use it.
+    const bApp = await stack.api.post('/apps', stack.adminToken, { handle: `b-${randomBytes(3).toString('hex')}`, account: b.account, stack: dedicated, image: 'essh/demo:latest' });
+    expect(bApp.status, JSON.stringify(bApp.body)).toBe(201);
+    // A grant taken back takes effect at once: sessions of an app whose image is no longer granted are refused.
+    const c = await createTenant(stack);
+    expect((await stack.api.request('PATCH', `/accounts/${c.account}`, stack.adminToken, { image_prefixes: ['registry.example.com/'] })).status).toBe(200);
+    const refused = await stack.api.post(`/apps/${c.app}/sessions`, c.token, {});
+    expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+    expect(refused.body.message).toMatch(/may not run image essh\/demo/);
+  });
+
+  it('stack, network and warm_pool of an app are the operator\'s to change', async () => {
+    for (const patch of [{ stack: 'local' }, { warm_pool: 1 }, { network: 'some-net' }]) {
+      const r = await stack.api.request('PATCH', `/apps/${a.app}`, adminOfA, patch);
+      expect(r.status, `${JSON.stringify(patch)}: ${JSON.stringify(r.body)}`).toBe(403);
+      expect(r.body.message).toMatch(/operator/);
+    }
+    const env = await stack.api.request('PATCH', `/apps/${a.app}`, adminOfA, { env: { APP_ENV: 'patched' } });
+    expect(env.status, JSON.stringify(env.body)).toBe(200);
+    expect(env.body.env).toEqual({ APP_ENV: 'patched' });
+  });
+});
+
+describe('containers', () => {
+  it("above the plan's largest container size a session is refused with 422 naming it", async () => {
+    for (const size of [8193, 65536]) {
+      const r = await stack.api.post(`/apps/${a.app}/sessions`, a.token, { container_size_mb: size });
+      expect(r.status, JSON.stringify(r.body)).toBe(422);
+      expect(r.body.message).toMatch(/at most 8192 MB/);
+    }
+  });
+
+  it('keep only the documented capabilities and their plan\'s CPUs, read from inside', async () => {
+    const s = await liveSession(a);
+    expect(s.info.HostConfig.NanoCpus).toBe(2e9); // growth: 2 CPUs
+    const caps = await inside(s.containerId, 'grep -E "^Cap(Eff|Bnd)" /proc/self/status; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max');
+    // CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, NET_BIND_SERVICE (bits 0 1 3 4 5 6 7 10).
+    expect(caps.out).toMatch(/CapEff:\s+00000000000004fb/);
+    expect(caps.out).toMatch(/CapBnd:\s+00000000000004fb/);
+    expect(caps.out).toMatch(/200000\s+100000|200000 100000/);
+    // Raw sockets are gone with NET_RAW: busybox ping cannot open one.
+    const ping = await inside(s.containerId, 'ping -c 1 -W 1 127.0.0.1; echo "rc=$?"');
+    expect(ping.out).toMatch(/rc=[1-9]/);
+  });
+});

@@ -105,6 +105,8 @@ export interface SessionWorkflowInput {
   stack: string;
   command: string[] | null;
   containerSizeMb: number;
+  /** CPUs the container may use (its plan's; absent in sessions started before plans had CPU limits). */
+  cpus?: number;
   /** Label that marks this installation's containers, so a shared engine's other containers are left alone. */
   instanceId: string;
   createdAt: string;
@@ -145,6 +147,7 @@ export interface ContainerSpecRequest {
   appId: number;
   command: string[] | null;
   containerSizeMb: number;
+  cpus?: number;
   account: string;
   app: string;
   stack: string;

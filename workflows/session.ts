@@ -190,6 +190,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
           appId: input.app.id,
           command: input.command,
           containerSizeMb: input.containerSizeMb,
+          cpus: input.cpus,
           account: input.account.handle,
           app: input.app.handle,
           stack: input.stack,

@@ -7,6 +7,9 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   route({ method: 'get', path: '/accounts', summary: 'List accounts', handler: ({ principal }) => admin.listAccounts(principal) });
   route({ method: 'get', path: '/accounts/{account}', summary: 'One account', params: s.params.account,
     handler: ({ principal, params }) => admin.getAccount(principal, params.account) });
+  route({ method: 'patch', path: '/accounts/{account}', summary: "Change an account's plan, limit and grants (operator)",
+    params: s.params.account, body: s.patchAccountBody,
+    handler: ({ principal, params, body }) => admin.patchAccount(principal, params.account, body) });
   route({ method: 'post', path: '/stacks', summary: 'Create a stack (operator)', status: 201, body: s.createStackBody,
     handler: ({ principal, body }) => admin.createStack(principal, body) });
   route({ method: 'get', path: '/stacks', summary: 'List stacks', handler: ({ principal }) => admin.listStacks(principal) });
@@ -17,6 +20,9 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   route({ method: 'get', path: '/apps', summary: 'List apps', handler: ({ principal }) => admin.listApps(principal) });
   route({ method: 'get', path: '/apps/{app}', summary: 'One app, by handle', params: s.params.app,
     handler: ({ principal, params }) => admin.getApp(principal, params.app) });
+  route({ method: 'patch', path: '/apps/{app}', summary: "Change an app's settings (stack, network and warm_pool: operator)",
+    params: s.params.app, body: s.patchAppBody,
+    handler: ({ principal, params, body }) => admin.patchApp(principal, params.app, body) });
   route({ method: 'post', path: '/users', summary: 'Create a user; the answer holds its first API token', status: 201,
     body: s.createUserBody, handler: ({ principal, body }) => admin.createUser(principal, body) });
   route({ method: 'get', path: '/users', summary: 'List users', handler: ({ principal }) => admin.listUsers(principal) });

@@ -3,6 +3,7 @@ import type { DbEngine } from '../db.js';
 import { coreMigrations } from './0001_core.js';
 import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
+import { tenancyMigrations } from './0006_tenancy.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -13,5 +14,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...coreMigrations(engine),
     ...drainsMigrations(engine),
     ...terminalSizeMigrations(engine),
+    ...tenancyMigrations(engine),
   };
 }
