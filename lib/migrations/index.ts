@@ -4,6 +4,7 @@ import { coreMigrations } from './0001_core.js';
 import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
 import { tenancyMigrations } from './0006_tenancy.js';
+import { journalMigrations } from './0007_journals.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -15,5 +16,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...drainsMigrations(engine),
     ...terminalSizeMigrations(engine),
     ...tenancyMigrations(engine),
+    ...journalMigrations(engine),
   };
 }

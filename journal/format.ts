@@ -1,0 +1,80 @@
+// The session output journal's on-disk format: one append-only file per session on its host.
+//
+// A record is a 16-byte header followed by its payload:
+//   type u8 · stream u8 · reserved u16 · time f64 (epoch ms) · payload length u32
+// Each record is written with one write() on a file opened O_APPEND, so a crash of the writing
+// process never leaves half a record in the file except at a torn end, which readers ignore.
+
+export const HEADER_BYTES = 16;
+
+export const RecordType = {
+  /** Bytes the session's program wrote, exactly as the client received them. */
+  output: 1,
+  /** The client's terminal size (JSON `{cols, rows}`): the recording's header and "r" events. */
+  resize: 2,
+  /** The session started (JSON lifecycle details): the drains' `session_started` event. */
+  started: 3,
+  /** The session ended (JSON lifecycle details): the drains' `session_ended` event, always last. */
+  ended: 4,
+  /** The journal reached its size bound; output after it went to the client but not here (JSON `{after_bytes}`). */
+  truncated: 5,
+} as const;
+export type RecordTypeName = keyof typeof RecordType;
+export type RecordTypeCode = (typeof RecordType)[RecordTypeName];
+
+export const StreamCode = { none: 0, stdout: 1, stderr: 2 } as const;
+export type OutputStream = 'stdout' | 'stderr';
+
+export interface JournalRecord {
+  type: RecordTypeCode;
+  stream: OutputStream | null;
+  /** Epoch milliseconds at which the record was appended. */
+  time: number;
+  /** Where the record's header starts in the file. */
+  fileOffset: number;
+  payload: Buffer;
+}
+
+export function encodeHeader(type: RecordTypeCode, stream: OutputStream | null, time: number, length: number): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h.writeUInt8(type, 0);
+  h.writeUInt8(stream ? StreamCode[stream] : StreamCode.none, 1);
+  h.writeUInt16LE(0, 2);
+  h.writeDoubleLE(time, 4);
+  h.writeUInt32LE(length, 12);
+  return h;
+}
+
+export function decodeHeader(buf: Buffer, at: number): { type: RecordTypeCode; stream: OutputStream | null; time: number; length: number } {
+  const type = buf.readUInt8(at) as RecordTypeCode;
+  const code = buf.readUInt8(at + 1);
+  return {
+    type,
+    stream: code === StreamCode.stdout ? 'stdout' : code === StreamCode.stderr ? 'stderr' : null,
+    time: buf.readDoubleLE(at + 4),
+    length: buf.readUInt32LE(at + 12),
+  };
+}
+
+/** Lifecycle details of a `started` record. */
+export interface StartedDetails {
+  user: { id: number; name: string; email: string };
+  app: string;
+  app_id: number;
+  account: string;
+  container_size_mb: number;
+  command: string[] | null;
+  container_id: string | null;
+  created_at: string;
+}
+
+/** Lifecycle details of an `ended` record. */
+export interface EndedDetails {
+  end_reason: string;
+  end_message: string | null;
+  ended_by: string | null;
+  exit_code: number | null;
+  duration_s: number;
+  /** False when the journal does not hold every byte the program printed (its size bound was reached). */
+  output_complete: boolean;
+}
