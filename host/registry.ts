@@ -1,0 +1,76 @@
+import { statfs } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { PeriodicPass } from '../lib/periodic.js';
+import type { HostsTable } from '../journal/tables.js';
+
+/** What a stack host tells the rest of essh about itself (the `hosts` table). */
+export interface HostAnnouncement {
+  hostId: string;
+  stacks: string[];
+  /** Where its SSH portal answers (the `connect` blocks of its stacks' sessions); absent without a portal. */
+  ssh?: { host: string; port: number; hostKey: string };
+  /** Its internal endpoint (recordings), for the API's processes. */
+  internalUrl?: string;
+  /** The directory whose file system holds its journals: its free space is reported. */
+  dataDir: string;
+}
+
+/** A host that has not reported for this long is taken to be gone. */
+export const HOST_STALE_S = 60;
+
+/**
+ * Keeps this host's row in `hosts` current: at start, whenever a part of it changes (the portal's
+ * port, the internal URL), and every interval with the free disk space under the data dir.
+ */
+export class HostRegistration {
+  private readonly passes: PeriodicPass<void>;
+
+  constructor(private readonly deps: { db: Db; log: Logger; intervalS: number }, private announcement: HostAnnouncement) {
+    this.passes = new PeriodicPass(() => this.write(), { intervalS: deps.intervalS, log: deps.log, what: 'host registration' });
+  }
+
+  async start(): Promise<void> {
+    await this.write();
+    this.passes.start();
+  }
+
+  async update(change: Partial<HostAnnouncement>): Promise<void> {
+    this.announcement = { ...this.announcement, ...change };
+    await this.passes.runOnce();
+    // A pass already under way may have written the old announcement.
+    await this.write();
+  }
+
+  stop(): Promise<void> {
+    return this.passes.stop();
+  }
+
+  private async write(): Promise<void> {
+    const a = this.announcement;
+    const fs = await statfs(a.dataDir).catch(() => null);
+    const row = {
+      stacks: JSON.stringify(a.stacks),
+      ssh_host: a.ssh?.host ?? null,
+      ssh_port: a.ssh?.port ?? null,
+      ssh_host_key: a.ssh?.hostKey ?? null,
+      internal_url: a.internalUrl ?? null,
+      free_disk_bytes: fs ? fs.bavail * fs.bsize : null,
+      seen_at: nowIso(),
+    };
+    await this.deps.db.insertInto('hosts').values({ host_id: a.hostId, ...row })
+      .onConflict((oc) => oc.column('host_id').doUpdateSet(row)).execute();
+  }
+}
+
+/** The live host serving `stack`, if one has reported recently (the most recent if several have). */
+export async function hostForStack(db: Db, stack: string): Promise<HostsTable | undefined> {
+  const fresh = new Date(Date.now() - HOST_STALE_S * 1000).toISOString();
+  const rows = await db.selectFrom('hosts').selectAll().where('seen_at', '>', fresh).orderBy('seen_at', 'desc').execute();
+  return rows.find((h) => (JSON.parse(h.stacks) as string[]).includes(stack));
+}
+
+export async function hostById(db: Db, hostId: string): Promise<HostsTable | undefined> {
+  return db.selectFrom('hosts').selectAll().where('host_id', '=', hostId).executeTakeFirst();
+}
