@@ -1,5 +1,5 @@
 // The wire formats of CONTRACT §9, as pure functions of a batch of events.
-import { utf8Boundary } from './capture.js';
+import { utf8Boundary } from '../journal/reader.js';
 
 /** An event read back from the outbox with the operation's metadata. */
 export interface ShippedEvent {

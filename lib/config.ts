@@ -59,6 +59,14 @@ const envSchema = z.object({
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
   ESSH_SESSION_CREATE_RATE: z.coerce.number().int().min(0).default(60),
+  /** This installation's short id (container names, labels); by default made once per database. */
+  ESSH_INSTALLATION: z.string().optional(),
+  /** The idle init every session container runs as its main process, on the Docker host (built by scripts/setup.sh). */
+  ESSH_INIT_PATH: z.string().optional(),
+  /** The largest a session's output journal grows; past it output still reaches the client, unjournaled, and drains are told. */
+  ESSH_JOURNAL_MAX_MB: z.coerce.number().int().positive().default(1024),
+  /** New sessions are refused (503) while the stack host has less free disk than this. */
+  ESSH_MIN_FREE_DISK_MB: z.coerce.number().int().min(0).default(1024),
   ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -96,6 +104,10 @@ export interface Config {
   reconcileIntervalS: number;
   drains: { backoffCapMs: number; batchEvents: number; retentionS: number };
   operationSettleS: number;
+  installation?: string;
+  initPath: string;
+  journalMaxBytes: number;
+  minFreeDiskBytes: number;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
 
@@ -142,6 +154,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
     drains: { backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, retentionS: e.ESSH_EVENT_RETENTION_S },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
+    installation: e.ESSH_INSTALLATION,
+    initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),
+    journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,
+    minFreeDiskBytes: e.ESSH_MIN_FREE_DISK_MB * 1024 * 1024,
     logLevel: e.ESSH_LOG_LEVEL,
   };
 }

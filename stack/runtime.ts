@@ -6,20 +6,21 @@ import { createApi } from '../api/app.js';
 import type { Config } from '../lib/config.js';
 import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
 import { openDocker } from '../lib/docker.js';
-import { instanceId as loadInstanceId } from '../lib/instance.js';
+import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { loadSecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
-import { HostAgent } from '../worker/host-agent.js';
+import { existsSync } from 'node:fs';
+import { HostAgent } from '../host/agent.js';
+import { HostRegistration } from '../host/registry.js';
+import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
 import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
-import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
-import { CaptureThread } from '../drains/capture-thread.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
 import { EventRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
@@ -44,7 +45,9 @@ export interface Runtime {
   config: Config;
   db: Db;
   engine: DbEngine;
+  /** This installation's short id (container names and labels). */
   instanceId: string;
+  installation: Installation;
   client: Client;
   sessions: SessionsService;
   admin: AdminService;
@@ -52,8 +55,8 @@ export interface Runtime {
   apiUrl?: string;
   server?: Server;
   hostAgent?: HostAgent;
-  /** The output capture of this process's host workers. */
-  capture?: CaptureThread;
+  /** The warm pool of this process's host (its stacks' apps). */
+  pool?: WarmPool;
   portal?: SshPortal;
   /** The port the SSH portal listens on (config.ssh.port, or the one picked for port 0). */
   sshPort?: number;
@@ -72,7 +75,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const db = openDatabase(config.databaseUrl);
     cleanups.push(() => db.destroy());
     await migrate(db, engine);
-    const instanceId = await loadInstanceId(db);
+    const installation = await loadInstallation(db, config.installation);
+    const instanceId = installation.id;
     const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey, previousKeysBase64: config.previousSecretsKeys });
     const resealed = await sealStoredDrainSecrets(db, secrets);
     if (resealed) log.info({ drains: resealed, key: secrets.keyId }, 'sealed stored drain credentials under the current secrets key');
@@ -100,16 +104,14 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       timeouts: { ...config.session },
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
+      minFreeDiskBytes: config.minFreeDiskBytes,
     });
     const admin = new AdminService(db);
-    const runtime: Runtime = { config, db, engine, instanceId, client, sessions, admin, log, stop };
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, log, stop };
 
     const workers: Worker[] = [];
     if (parts.worker && connection) {
-      workers.push(await createMainWorker({
-        connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,
-        extraActivities: createDrainActivities({ db, engine }),
-      }));
+      workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
       const shipper = new DrainShipper({ db, log, secrets, settings: config.drains });
       shipper.start();
       cleanups.push(() => shipper.stop());
@@ -120,26 +122,36 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       reconciler.start();
       cleanups.push(() => reconciler.stop());
     }
+    let registration: HostRegistration | undefined;
     if (parts.hostStacks?.length && connection) {
+      if (!existsSync(config.initPath)) {
+        throw new Error(`the idle init for session containers is missing at ${config.initPath}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH`);
+      }
       const docker = openDocker();
-      // Captures every session container's output for the drains and recordings (one per engine).
-      const capture = new CaptureThread(
-        { databaseUrl: config.databaseUrl, instanceId, intervalS: config.reconcileIntervalS, logLevel: config.logLevel }, log,
-      );
-      await capture.start();
-      cleanups.push(() => capture.stop());
-      runtime.capture = capture;
+      const pool = new WarmPool({
+        docker, db, installation: installation.id, hostId: config.hostId, stacks: parts.hostStacks, initPath: config.initPath,
+        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log,
+      });
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
-          connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
-          extraActivities: createCaptureActivities({ agent: capture, docker }),
+          connection, namespace: config.temporal.namespace, stack,
+          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool },
         }));
       }
+      pool.start();
+      cleanups.push(() => pool.stop());
+      runtime.pool = pool;
       // One agent per engine, whatever the number of stacks it serves.
-      const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log, capture });
+      const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
       await agent.start();
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
+      registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
+        hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
+      });
+      await registration.start();
+      const reg = registration;
+      cleanups.push(() => reg.stop());
     }
     for (const w of workers) {
       const running = w.run();
@@ -168,6 +180,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       runtime.portal = portal;
       runtime.sshPort = portal.port;
       sshEndpoint.port = portal.port;
+      // The API's connect blocks for this host's stacks name this portal, wherever the API runs.
+      await registration?.update({
+        ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
+      });
     }
     return runtime;
   } catch (err) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SESSION_CAPABILITIES } from '../activities/host.js';
+import { SESSION_CAPABILITIES } from '../host/containers.js';
 import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
 
 /**

@@ -86,6 +86,7 @@ export async function startTestStack(
     ESSH_API_PORT: '0',
     ESSH_SSH_PORT: '0',
     ESSH_HEARTBEAT_TIMEOUT_S: '4',
+    ESSH_PORTAL_HEARTBEAT_S: '1',
     ESSH_CONNECT_TIMEOUT_S: '120',
     ESSH_STOP_GRACE_S: '2',
     ESSH_RECONCILE_INTERVAL_S: '2',
@@ -96,7 +97,7 @@ export async function startTestStack(
   });
   const runtime = await startRuntime(
     config,
-    opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], workflowBundle: workflowBundle() },
+    opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], portal: true, workflowBundle: workflowBundle() },
     createLogger(config.logLevel),
   );
   // A restarted stack keeps its ids: moving the sequence back could reuse one.
@@ -323,4 +324,40 @@ export async function expectAllLinesCaptured(stack: TestStack, id: number, lines
         `capture ended: ${stream?.capture_ended_at ?? 'no'}`,
     );
   }
+}
+
+export interface SessionRun {
+  id: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  exitCode: number | null;
+  /** The session as the API shows it once it has ended. */
+  ended: any;
+}
+
+/**
+ * Creates a session through the API and attaches to it through the real SSH portal with the ssh2
+ * client and its one-time token, as `essh ssh` does: the program starts when the client attaches (by
+ * docker exec). Writes `input` (then EOF without a TTY), collects the output to the end and the exit
+ * status, and waits for the session to be `ended`.
+ */
+export async function runInSession(
+  stack: TestStack,
+  t: { app: string; token: string },
+  opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
+): Promise<SessionRun> {
+  const { openPortalShell } = await import('../portal/client.js');
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
+  if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
+  const shell = await openPortalShell(r.body.connect, { pty: opts.tty ? (opts.size ?? { rows: 24, cols: 80 }) : null });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  shell.channel.on('data', (c: Buffer) => out.push(c));
+  shell.channel.stderr.on('data', (c: Buffer) => err.push(c));
+  if (opts.input !== undefined) shell.channel.write(opts.input);
+  if (!opts.tty) shell.channel.end();
+  const exitCode = await shell.exitCode;
+  shell.close();
+  const ended = await waitForState(stack, t.token, r.body.id, 'ended', opts.endTimeoutMs ?? 30_000);
+  return { id: r.body.id, stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode, ended };
 }
