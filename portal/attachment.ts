@@ -15,6 +15,12 @@ import { clientDisconnectedSignal, heartbeatSignal, programExitedSignal, session
 import { JournaledOutput, OutputStopped } from './output.js';
 import { SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
+/**
+ * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
+ * "previous line". An empty value means the default, so a long sequence no keyboard or program emits
+ * by accident stands in for "none".
+ */
+const DETACH_KEYS = 'ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@';
 /** How long the client's exit status waits for the record to say `ending` (its plan slot then is free). */
 const ENDING_WAIT_MS = 5000;
 /** A window being dragged sends dozens of sizes a second; the recording needs the ones that stayed. */
@@ -176,7 +182,7 @@ export class Attachment {
     if (this.pty) this.journalResize();
     const exec = await container.exec({
       Cmd: await this.program(ready.row),
-      AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty,
+      AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty, DetachKeys: DETACH_KEYS,
       // The client's terminal type (CONTRACT §4); the rest of the environment is the app's.
       Env: tty ? [`TERM=${this.pty?.term || 'xterm'}`] : [],
     });

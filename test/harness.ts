@@ -15,6 +15,7 @@ import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
+import { sessionContainerName } from '../host/containers.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
 import pg from 'pg';
 
@@ -235,6 +236,11 @@ export async function createTenant(
     ...(opts.max !== undefined ? { max_concurrent_sessions: opts.max } : {}),
   });
   if (a.status !== 201) throw new Error(`creating account: ${a.status} ${JSON.stringify(a.body)}`);
+  // A dedicated stack serves only the accounts it is granted to.
+  if (opts.stackName) {
+    const g = await stack.api.request('PATCH', `/accounts/${account}`, admin, { stacks: [opts.stackName] });
+    if (g.status !== 200) throw new Error(`granting stack ${opts.stackName}: ${g.status} ${JSON.stringify(g.body)}`);
+  }
   const ap = await stack.api.post('/apps', admin, {
     handle: app, account, stack: opts.stackName ?? 'local', image: opts.image ?? DEMO_IMAGE,
     env: opts.env ?? { APP_ENV: 'test', DATABASE_URL: 'postgres://app@db/app' }, working_dir: '/app',
@@ -289,43 +295,6 @@ export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
     ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), timeoutMs, 500);
 }
 
-/**
- * A session without a TTY that prints `lines` short lines (`seq`) and then waits: the engine's log hands
- * 200 000 of them to the capture over several seconds, long enough to act while it is still reading.
- */
-export async function startPrintingSession(stack: TestStack, t: { app: string; token: string }, lines: number): Promise<number> {
-  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${lines}; sleep 600`], tty: false });
-  if (r.status !== 201) throw new Error(`creating the printing session: ${r.status} ${JSON.stringify(r.body)}`);
-  const id = r.body.id as number;
-  await waitForState(stack, t.token, id, 'waiting_for_client');
-  return id;
-}
-
-/** How many bytes `seq 1 lines` prints. */
-export function seqBytes(lines: number): number {
-  return Array.from({ length: lines }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
-}
-
-/** How far the capture of a session got, as stored. */
-export function captureOf(stack: TestStack, id: number) {
-  return stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
-    .where('operation_id', '=', id).executeTakeFirst();
-}
-
-/** Every line a startPrintingSession printed was captured, to the last byte, and the capture ended. */
-export async function expectAllLinesCaptured(stack: TestStack, id: number, lines: number) {
-  const printed = seqBytes(lines);
-  const stream = await captureOf(stack, id);
-  const last = await stack.runtime.db.selectFrom('session_events').select('seq')
-    .where('operation_id', '=', id).where('data', '=', `${lines}\n`).executeTakeFirst();
-  if (!last || Number(stream?.bytes_captured) !== printed || !stream?.capture_ended_at) {
-    throw new Error(
-      `session ${id}: captured ${stream?.bytes_captured} of ${printed} bytes, the last line ${last ? 'in' : 'missing'}, ` +
-        `capture ended: ${stream?.capture_ended_at ?? 'no'}`,
-    );
-  }
-}
-
 export interface SessionRun {
   id: number;
   stdout: Buffer;
@@ -360,4 +329,9 @@ export async function runInSession(
   shell.close();
   const ended = await waitForState(stack, t.token, r.body.id, 'ended', opts.endTimeoutMs ?? 30_000);
   return { id: r.body.id, stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode, ended };
+}
+
+/** The name of a session's container on the engine (CONTRACT §7: essh-<installation>-<operation id>). */
+export function sessionContainer(stack: TestStack, operationId: number | string): string {
+  return sessionContainerName(stack.runtime.installation.id, operationId);
 }

@@ -118,7 +118,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   });
   // The portal saw the session's program (its docker exec) exit: the session ends with its exit code.
   setHandler(programExitedSignal, ({ exit_code, oom_killed }) => {
-    const oom = oom_killed ? 'the program ran out of memory and was killed' : null;
+    const oom = oom_killed ? `the program ran out of the container's ${input.containerSizeMb} MB of memory and was killed` : null;
     end({ reason: 'exit', message: oom, by: null, exitCode: exit_code });
   });
   setHandler(describeQuery, (): SessionSnapshot => ({
