@@ -70,10 +70,13 @@ export function createHostActivities(deps: HostActivityDeps) {
         if (pooled) {
           containerId = pooled;
         } else {
+          // The installation's network joins by id: two networks may briefly share its name.
+          const network = app.network ?? await ensureSessionNetwork(docker, installation.id, db).catch((err) => {
+            throw provisionError(`essh's session network could not be made: ${(err as Error).message}`);
+          });
           try {
-            if (!app.network) await ensureSessionNetwork(docker, installation.id);
             containerId = await createAndStart(docker, {
-              name, settings, resources, initPath: deps.initPath,
+              name, settings: { ...settings, network }, resources, initPath: deps.initPath,
               labels: {
                 [LABELS.instance]: installation.id,
                 [LABELS.session]: 'true',
@@ -86,7 +89,7 @@ export function createHostActivities(deps: HostActivityDeps) {
               },
             });
           } catch (err) {
-            throw provisionFailure(err, app.image, app.network);
+            throw provisionFailure(err, app.image, settings.network);
           }
         }
       }
@@ -157,7 +160,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       .onConflict((oc) => oc.column('operation_id').doNothing()).execute();
   }
 
-  function provisionFailure(err: unknown, image: string, network: string | null) {
+  function provisionFailure(err: unknown, image: string, network: string) {
     const status = dockerStatus(err);
     const msg = dockerMessage(err);
     if (status === 404 && /image/i.test(msg)) {

@@ -16,9 +16,6 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
   const creating = api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
     ...(opts.command.length ? { command: opts.command } : {}),
     ...(opts.containerSizeMb !== undefined ? { container_size_mb: opts.containerSizeMb } : {}),
-    // A command's first output must not be produced before we are attached to see it.
-    start_on_connect: true,
-    tty: interactive,
   });
   // Handled below; without this a quick refusal would count as unhandled while ssh2 loads.
   creating.catch(() => undefined);

@@ -148,7 +148,7 @@ export class WarmPool {
   private async create(app: { id: number; handle: string; account_handle: string; stack_name: string; plan: string } & Parameters<typeof appContainerSettings>[0], hash: string) {
     const { docker, installation, hostId, initPath, pidsLimit } = this.deps;
     const settings = appContainerSettings(app, installation);
-    if (!app.network) await ensureSessionNetwork(docker, installation);
+    if (!app.network) settings.network = await ensureSessionNetwork(docker, installation, this.deps.db);
     await createAndStart(docker, {
       name: poolContainerName(installation),
       labels: {

@@ -5,6 +5,7 @@ import type { Db, DbEngine } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { grantProblem } from '../lib/grants.js';
 import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { recordChangedWithin } from '../lib/record-news.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 import {
   SA,
@@ -63,6 +64,8 @@ export interface ConnectInfo {
 }
 
 export const DEFAULT_CONTAINER_SIZE_MB = 1024;
+/** How long a terminate's answer waits for the session to be `ending` (a workflow that is not running never gets there). */
+const TERMINATE_ANSWER_WAIT_MS = 5000;
 
 /** Everything the API, the portal and the CLI do with sessions goes through here. */
 export class SessionsService {
@@ -306,7 +309,11 @@ export class SessionsService {
     return (await q.execute()).map(toSession);
   }
 
-  /** Asks the session's workflow to end; 202 semantics: it ends (and cleans up) asynchronously. */
+  /**
+   * Asks the session's workflow to end (202: it ends and cleans up asynchronously). Answers once the
+   * record says `ending`, or after a few seconds whatever it says: from then on the session no
+   * longer holds a plan slot (CONTRACT §8), so a create right after the answer is accepted.
+   */
   async terminate(principal: Principal, id: number, reason?: string): Promise<SessionView> {
     const row = await this.visibleRow(principal, id);
     const mayEnd =
@@ -322,8 +329,14 @@ export class SessionsService {
     } catch (err) {
       if (!(err instanceof WorkflowNotFoundError)) throw err;
       // The workflow is gone already; the reconciler closes the record.
+      return toSession(row);
     }
-    return toSession(row);
+    const deadline = Date.now() + TERMINATE_ANSWER_WAIT_MS;
+    for (;;) {
+      const now = await this.rows().where('o.id', '=', id).executeTakeFirstOrThrow();
+      if (now.state === 'ending' || now.state === 'ended' || Date.now() > deadline) return toSession(now);
+      await recordChangedWithin(id, 20);
+    }
   }
 
   async getOperation(principal: Principal, id: number): Promise<OperationView> {

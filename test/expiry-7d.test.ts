@@ -1,3 +1,4 @@
+import { imageRepository } from '../lib/grants.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,7 +67,7 @@ it('a session on a default stack expires at 7 days, active or not, and not befor
   const admin = new AdminService(db);
   const stack = await admin.createStack(operator, { name: 'local' });
   expect(stack.max_session_duration_s).toBe(604_800);
-  await admin.createAccount(operator, { handle: 'acme', plan: 'growth' });
+  await admin.createAccount(operator, { handle: 'acme', plan: 'growth', image_prefixes: [imageRepository(DEMO_IMAGE)] });
   await admin.createApp(operator, { handle: 'web', account: 'acme', stack: 'local', image: DEMO_IMAGE });
   const member = await admin.createUser(operator, { name: 'Ada', email: 'ada@example.com', role: 'member', accounts: ['acme'] });
   const principal = (await principalForUser(db, member.id))!;

@@ -16,6 +16,7 @@ import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { sessionContainerName } from '../host/containers.js';
+import { sessionNetworkName } from '../lib/networks.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
 import pg from 'pg';
 
@@ -120,6 +121,8 @@ export async function startTestStack(
       // no reconciler of this installation left to remove them.
       const left = await docker.listContainers({ all: true, filters: { label: [`essh.instance=${runtime.instanceId}`] } });
       await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+      // Each installation has a network of its own, and the engine has addresses for a few dozen.
+      await docker.getNetwork(sessionNetworkName(runtime.instanceId)).remove().catch(() => undefined);
       await testDb.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
@@ -271,10 +274,16 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
 }
 
 export async function waitForState(stack: TestStack, token: string, id: number, state: string, timeoutMs = 30_000) {
-  return waitFor(`session ${id} to be ${state}`, async () => {
-    const r = await stack.api.get(`/sessions/${id}`, token);
-    return r.body?.state === state ? r.body : undefined;
-  }, timeoutMs);
+  let last = '';
+  try {
+    return await waitFor(`session ${id} to be ${state}`, async () => {
+      const r = await stack.api.get(`/sessions/${id}`, token);
+      last = `${r.body?.state} ${r.body?.end_reason ?? ''} ${r.body?.end_message ?? ''}`;
+      return r.body?.state === state ? r.body : undefined;
+    }, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (it was: ${last})`);
+  }
 }
 
 export async function containerExists(nameOrId: string): Promise<boolean> {

@@ -93,7 +93,7 @@ describe('two stacks served by two host workers', () => {
     // No heartbeat follows the early one: the session goes active, then ends by silence after the
     // heartbeat timeout. Left waiting for a client, it would end only at the connect timeout.
     const ended = await waitForState(stack, t.token, id, 'ended', 60_000);
-    expect(ended).toMatchObject({ end_reason: 'disconnect' });
+    expect(ended, JSON.stringify(ended)).toMatchObject({ end_reason: 'disconnect' });
     expect(ended.connected_at).toBeTruthy();
   });
 });
