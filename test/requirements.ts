@@ -294,7 +294,7 @@ const PLACEHOLDER = '\u0000';
 /** Simple commands of a shell command line: their words, with `${…}` parts as placeholders. */
 function shellCommands(v: Value, ctx: FileContext): { words: string[]; exprs: Value[] }[] {
   if (v.kind === 'lines' || v.kind === 'choice') return v.items.flatMap((item) => shellCommands(item, ctx));
-  if (v.kind === 'argv') return [argvWords(v.items, ctx)];
+  if (v.kind === 'argv') return [argvWords(v.items)];
   if (v.kind !== 'text') return [{ words: [PLACEHOLDER], exprs: [v] }];
   const exprs: Value[] = [];
   const text = v.parts.map((p) => (typeof p === 'string' ? p : (exprs.push(evaluate(p.expr, ctx)), PLACEHOLDER))).join('');
@@ -309,7 +309,8 @@ function shellCommands(v: Value, ctx: FileContext): { words: string[]; exprs: Va
   return commands;
 }
 
-function argvWords(items: Value[], ctx: FileContext): { words: string[]; exprs: Value[] } {
+/** An argument vector as words: literal arguments as they are, anything else as a placeholder. */
+function argvWords(items: Value[]): { words: string[]; exprs: Value[] } {
   const words: string[] = [];
   const exprs: Value[] = [];
   for (const item of items) {
@@ -319,7 +320,6 @@ function argvWords(items: Value[], ctx: FileContext): { words: string[]; exprs: 
       exprs.push(item);
     }
   }
-  void ctx;
   return { words, exprs };
 }
 
@@ -333,21 +333,19 @@ function programsOfArgv(words: string[], exprs: Value[], ctx: FileContext): { pr
     if (/^\d*[<>]&?$/.test(words[k]!)) k++;
     k++;
   }
-  const placeholderIndex = (upTo: number) => words.slice(0, upTo).join(' ').split(PLACEHOLDER).length - 1;
   const program = words[k];
   if (program === undefined) return { programs, unknown };
   if (program === PLACEHOLDER) {
-    const v = exprs[placeholderIndex(k)];
-    const r = v ? programsOfValueAsArgv0(v, ctx) : { programs: [], unknown: [] };
-    return r;
+    const v = exprs[placeholderIndexIn(words, k)];
+    return v ? programsOfValueAsArgv0(v, ctx) : { programs, unknown };
   }
   if (SHELL_WORDS.has(program)) {
     // `exec prog`, `kill` etc.: nothing of their own to install; look at what follows `exec`.
-    return program === 'exec' ? programsOfArgv(words.slice(k + 1), exprs.slice(placeholderIndex(k + 1)), ctx) : { programs, unknown };
+    return program === 'exec' ? programsOfArgv(words.slice(k + 1), exprs.slice(placeholderIndexIn(words, k + 1)), ctx) : { programs, unknown };
   }
   programs.push(program);
   const rest = words.slice(k + 1);
-  const restExprs = exprs.slice(placeholderIndex(k + 1));
+  const restExprs = exprs.slice(placeholderIndexIn(words, k + 1));
   const sub = (from: number) => programsOfArgv(rest.slice(from), restExprs.slice(placeholderIndexIn(rest, from)), ctx);
   const merge = (r: { programs: string[]; unknown: string[] }) => (programs.push(...r.programs), unknown.push(...r.unknown));
   if (['sshpass', 'env', 'nohup', 'setsid', 'timeout', 'nice', 'sudo'].includes(program)) {
@@ -370,6 +368,7 @@ function programsOfArgv(words: string[], exprs: Value[], ctx: FileContext): { pr
   return { programs, unknown };
 }
 
+/** How many placeholders the first `upTo` words hold: the index of the next one's expression. */
 function placeholderIndexIn(words: string[], upTo: number): number {
   return words.slice(0, upTo).join(' ').split(PLACEHOLDER).length - 1;
 }
@@ -568,7 +567,7 @@ export function scanSource(text: string, file = path.join(projectRoot, 'test', '
       const args = splitGroup(src, open)[1];
       if (args?.startsWith('[') && r.programs.length === 1) {
         const items = splitGroup(args, 0).map((e) => evaluate(e.replace(/^\.\.\./, ''), ctx));
-        const { words, exprs } = argvWords([{ kind: 'text', parts: [r.programs[0]!] }, ...items], ctx);
+        const { words, exprs } = argvWords([{ kind: 'text', parts: [r.programs[0]!] }, ...items]);
         r = programsOfArgv(words, exprs, ctx);
       }
     } else {
