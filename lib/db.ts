@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import SQLite from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import {
   Kysely,
@@ -9,6 +10,7 @@ import {
   SqliteDialect,
   type Generated,
   type MigrationProvider,
+  type SqliteDatabase,
 } from 'kysely';
 import { allMigrations } from './migrations/index.js';
 
@@ -144,12 +146,67 @@ export function openDatabase(url: string): Db {
   }
   const file = url.replace(/^sqlite:(\/\/)?/, '');
   if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const sqlite = new SQLite(file);
+  const sqlite = openSqlite(file);
   // WAL lets the API read while a worker writes; busy_timeout covers the moments they collide.
-  sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('busy_timeout = 5000');
-  sqlite.pragma('foreign_keys = ON');
+  sqlite.exec('PRAGMA journal_mode = WAL');
+  sqlite.exec('PRAGMA busy_timeout = 5000');
+  sqlite.exec('PRAGMA foreign_keys = ON');
   return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+}
+
+/** Which SQLite binding this Node.js uses (see openSqlite). */
+export const sqliteDriver: 'node:sqlite' | 'better-sqlite3' = Number(process.versions.node.split('.')[0]) >= 24 ? 'node:sqlite' : 'better-sqlite3';
+
+/**
+ * SQLite through Node's own `node:sqlite` on Node 24 and later, through better-sqlite3 before. The
+ * native better-sqlite3 12 derives its objects from node::ObjectWrap, whose destructor in the headers
+ * of Node 24.19 and later asserts that a Node environment is current: a statement collected by a GC
+ * that runs outside any context (an idle-time GC, a worker thread's or the process's teardown) aborts
+ * the process ("Assertion failed: (env) != nullptr"). better-sqlite3 13 no longer does that, but needs
+ * Node 22; `node:sqlite` has neither problem and no ExperimentalWarning on Node 24. See
+ * docs/node-versions.md.
+ */
+function openSqlite(file: string): SqliteDatabase & { exec(sql: string): unknown } {
+  if (sqliteDriver === 'better-sqlite3') {
+    const SQLite = createRequire(import.meta.url)('better-sqlite3') as typeof BetterSqlite3;
+    return new SQLite(file);
+  }
+  const { DatabaseSync } = process.getBuiltinModule('node:sqlite') as NodeSqlite;
+  const db = new DatabaseSync(file);
+  return {
+    exec: (sql) => db.exec(sql),
+    close: () => db.close(),
+    // Kysely passes the parameters as one array; node:sqlite takes them one by one, and binds every
+    // JS number as a REAL: whole numbers go as BigInt, so that they are INTEGERs as with better-sqlite3
+    // (a REAL 5.0 would be stored as '5.0' in a TEXT column). Rows come with a null prototype: copied
+    // into plain objects, they compare and serialise like better-sqlite3's.
+    prepare(sql) {
+      const stmt = db.prepare(sql);
+      const bind = (params: ReadonlyArray<unknown>) => params.map((p) => (typeof p === 'number' && Number.isInteger(p) ? BigInt(p) : p));
+      return {
+        reader: stmt.columns().length > 0,
+        all: (params) => stmt.all(...bind(params)).map((row) => ({ ...row })),
+        run: (params) => stmt.run(...bind(params)),
+        *iterate(params) {
+          for (const row of stmt.iterate(...bind(params))) yield { ...row };
+        },
+      };
+    },
+  };
+}
+
+/** The part of `node:sqlite` used here (its types are not in @types/node 20). */
+interface NodeSqlite {
+  DatabaseSync: new (file: string) => {
+    exec(sql: string): void;
+    close(): void;
+    prepare(sql: string): {
+      columns(): unknown[];
+      all(...params: unknown[]): Record<string, unknown>[];
+      run(...params: unknown[]): { changes: number | bigint; lastInsertRowid: number | bigint };
+      iterate(...params: unknown[]): IterableIterator<Record<string, unknown>>;
+    };
+  };
 }
 
 export function engineOf(url: string): DbEngine {

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: npm packages, the temporal binaries, a Docker engine that
-# answers, and the local images. Prints nothing when everything is already in place.
+# Idempotent set-up for a fresh machine: the Debian packages of the programs in scripts/requirements.tsv,
+# npm packages, the temporal binaries, a Docker engine that answers, and the local images. Prints nothing
+# when everything is already in place.
+#   bash scripts/setup.sh               what `npm start` needs
+#   bash scripts/setup.sh --for-tests   and what the tests run (`npm test`)
+#   bash scripts/setup.sh --postgres    and a running PostgreSQL cluster (`npm run test:postgres`)
+#   bash scripts/setup.sh --for-bench   and what the benchmarks run (`npm run bench`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,17 +17,21 @@ TEMPORAL_TEST_SERVER_VERSION=1.40.0
 # schemathesis fuzzes the API from its /openapi.json (test/fuzz-schemathesis.test.ts).
 SCHEMATHESIS_VERSION=4.32.5
 
+uses=(start) postgres=
+for arg in "$@"; do
+  case $arg in
+    --for-tests) uses+=(test) ;;
+    --for-bench) uses+=(bench) ;;
+    --postgres) uses+=(postgres); postgres=1 ;;
+    *) echo "usage: scripts/setup.sh [--for-tests] [--for-bench] [--postgres]" >&2; exit 2 ;;
+  esac
+done
+
 say() { echo "essh setup: $*" >&2; }
 mkdir -p "$DATA_DIR" "$TOOLS_DIR"
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_updated=
-apt_install() {
-  if [ -z "$apt_updated" ]; then as_root apt-get update -qq >/dev/null; apt_updated=1; fi
-  say "installing Debian packages: $*"
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >"$TOOLS_DIR/apt.log" 2>&1 \
-    || { cat "$TOOLS_DIR/apt.log" >&2; exit 1; }
-}
+# --- Debian packages (scripts/requirements.tsv) -----------------------------------------------
+bash scripts/packages.sh "${uses[@]}"
 
 # --- npm packages ---------------------------------------------------------------------------
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -51,13 +60,12 @@ if [ "$(installed_version schemathesis)" != "$SCHEMATHESIS_VERSION" ]; then
 fi
 if [ ${#wanted[@]} -gt 0 ]; then
   say "installing ${wanted[*]} into $venv"
-  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${wanted[@]}" >&2
 fi
 
 # --- Docker engine ----------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
-  command -v dockerd >/dev/null 2>&1 || apt_install docker.io
   if [ -n "${DOCKER_HOST:-}" ] && [[ "$DOCKER_HOST" != unix://* ]]; then
     say "DOCKER_HOST=$DOCKER_HOST does not answer; start that engine or unset DOCKER_HOST"; exit 1
   fi
@@ -78,3 +86,6 @@ fi
 
 # --- local images (nothing can be pulled: built from Debian packages) --------------------------
 bash scripts/build-images.sh
+
+# --- PostgreSQL (npm run test:postgres) ------------------------------------------------------
+if [ -n "$postgres" ]; then bash scripts/postgres.sh; fi

@@ -103,10 +103,13 @@ export class Terminal {
   }
 }
 
-/** Descendant pids of `pid` whose command name is `name`. */
+/**
+ * A descendant pid of `pid` whose program is `name`: the file name of its argv[0]. Not `comm`, the
+ * thread name, which Node.js 24 sets to "MainThread".
+ */
 export async function findDescendant(pid: number, name: string): Promise<number | undefined> {
-  const { stdout } = await run('ps', ['-e', '-o', 'pid=,ppid=,comm=']);
-  const rows = stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([p, pp, c]) => ({ pid: Number(p), ppid: Number(pp), comm: c }));
+  const { stdout } = await run('ps', ['-e', '-o', 'pid=,ppid=,args=']);
+  const rows = stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([p, pp, argv0]) => ({ pid: Number(p), ppid: Number(pp), comm: path.basename(argv0 ?? '') }));
   const family = new Set([pid]);
   for (let grew = true; grew; ) {
     grew = false;
