@@ -1,13 +1,59 @@
-import os from 'node:os';
-import { sql } from 'kysely';
-import type { Db, DbEngine } from '../lib/db.js';
-import { nowIso } from '../lib/db.js';
+// TEMPORARY (issue 9): what is left of the session_events road. Migration 0008 dropped these tables;
+// session output lives in the hosts' journals (journal/) and drains, recordings and retention read
+// those. These declarations exist only so that the old capture (drains/capture*.ts), the portal's
+// TerminalSizeRecorder and test/harness.ts's capture helpers still compile until the exec portal
+// replaces them; every query on these tables fails at run time, and appendEvents throws. Delete this
+// file together with them.
+
+import type { Generated } from 'kysely';
+
+/** @deprecated dropped by migration 0008 */
+export interface SessionEventsTable {
+  id: Generated<number>;
+  operation_id: number;
+  account_id: number;
+  seq: number;
+  kind: string;
+  stream: string;
+  time: string;
+  byte_offset: number;
+  host: string;
+  container_id: string | null;
+  data: string;
+  created_at: string;
+}
+/** @deprecated dropped by migration 0008 */
+export interface SessionStreamsTable {
+  operation_id: number;
+  account_id: number;
+  next_seq: number;
+  bytes_captured: number;
+  capture_ended_at: string | null;
+}
+/** @deprecated dropped by migration 0008 */
+export interface SessionTerminalSizesTable {
+  id: Generated<number>;
+  operation_id: number;
+  time: string;
+  cols: number;
+  rows: number;
+}
+
+declare module '../lib/db.js' {
+  interface Database {
+    /** @deprecated dropped by migration 0008: session output is in journals */
+    session_events: SessionEventsTable;
+    /** @deprecated dropped by migration 0008 */
+    session_streams: SessionStreamsTable;
+    /** @deprecated dropped by migration 0008: terminal sizes are `resize` records of the journal */
+    session_terminal_sizes: SessionTerminalSizesTable;
+  }
+}
 
 export type EventKind = 'output' | 'session_started' | 'session_ended';
-
+/** @deprecated the old capture's event shape */
 export interface NewEvent {
   kind: EventKind;
-  /** stdout or stderr for output (a TTY merges both into stdout); lifecycle otherwise. */
   stream?: 'stdout' | 'stderr';
   time: string;
   byteOffset: number;
@@ -15,56 +61,7 @@ export interface NewEvent {
   data: string;
 }
 
-export const HOSTNAME = os.hostname();
-
-/**
- * Appends a session's events with the next seqs, atomically with the capture position, so that a
- * restart resumes exactly where the last committed batch ended: no seq is used twice or skipped.
- *
- * On Postgres an advisory lock serialises the appends: ids then commit in id order, which the drains
- * rely on when they read "everything after my cursor" (otherwise a slower transaction could commit an
- * id below a cursor that has already moved past it).
- */
-export async function appendEvents(
-  db: Db,
-  engine: DbEngine,
-  stream: { operationId: number; accountId: number; bytesCaptured?: number; captureEnded?: boolean },
-  events: readonly NewEvent[],
-): Promise<void> {
-  await db.transaction().execute(async (tx) => {
-    if (engine === 'postgres') await sql`select pg_advisory_xact_lock(32473001)`.execute(tx);
-    await tx.insertInto('session_streams')
-      .values({ operation_id: stream.operationId, account_id: stream.accountId, next_seq: 0, bytes_captured: 0, capture_ended_at: null })
-      .onConflict((oc) => oc.column('operation_id').doNothing())
-      .execute();
-    const row = await tx.updateTable('session_streams')
-      .set((eb) => ({
-        next_seq: eb('next_seq', '+', events.length),
-        ...(stream.bytesCaptured !== undefined ? { bytes_captured: stream.bytesCaptured } : {}),
-        ...(stream.captureEnded ? { capture_ended_at: nowIso() } : {}),
-      }))
-      .where('operation_id', '=', stream.operationId)
-      .returning('next_seq')
-      .executeTakeFirstOrThrow();
-    if (!events.length) return;
-    const first = Number(row.next_seq) - events.length;
-    const createdAt = nowIso();
-    await tx.insertInto('session_events')
-      .values(events.map((e, i) => ({
-        operation_id: stream.operationId,
-        account_id: stream.accountId,
-        seq: first + i,
-        kind: e.kind,
-        stream: e.kind === 'output' ? (e.stream ?? 'stdout') : 'lifecycle',
-        time: e.time,
-        byte_offset: e.byteOffset,
-        host: HOSTNAME,
-        container_id: e.containerId,
-        // PostgreSQL's text cannot hold NUL (a terminal may print one); it becomes U+FFFD there, as
-        // any other byte that is not text does when the output is decoded.
-        data: engine === 'postgres' ? e.data.replaceAll('\0', '\uFFFD') : e.data,
-        created_at: createdAt,
-      })))
-      .execute();
-  });
+/** @deprecated session_events is gone: output goes to the session's journal (journal/writer.ts). */
+export async function appendEvents(..._args: unknown[]): Promise<void> {
+  throw new Error('session_events was removed (issue 9): session output is written to its journal on the host (journal/writer.ts)');
 }

@@ -1,23 +1,48 @@
-// The wire formats of CONTRACT §9, as pure functions of a batch of events.
-import { utf8Boundary } from './capture.js';
+// The wire formats of CONTRACT §9, as pure functions of a batch of events. A 50 MB session is half a
+// million events: the JSON of an event is built as a string around a fragment computed once per session
+// (its app, user, container…), with JSON.stringify run only on the event's own text.
+import { utf8Boundary } from '../journal/reader.js';
 
-/** An event read back from the outbox with the operation's metadata. */
-export interface ShippedEvent {
-  id: number;
+/** What every event of one session carries: read once per session (from its journal's `started` record). */
+export interface SessionMeta {
   operationId: number;
-  seq: number;
-  kind: string;
-  stream: string;
-  time: string;
-  byteOffset: number;
-  host: string;
-  containerId: string | null;
-  data: string;
+  accountId: number;
   app: string;
   appId: number;
   account: string;
   userName: string;
   userEmail: string;
+  containerId: string | null;
+  /** The host that ran the session (its journal's host). */
+  host: string;
+  /** `"layer":"ssh","app":…,"operation_user_email":…`: the JSON fields every event of the session shares. */
+  jsonFragment: string;
+}
+
+export function sessionMeta(m: Omit<SessionMeta, 'jsonFragment'>): SessionMeta {
+  const shared = {
+    layer: 'ssh', app: m.app, app_id: m.appId, account: m.account, source: 'ephemeral_session', container: m.containerId,
+    host: m.host, operation_id: m.operationId, operation_user_name: m.userName, operation_user_email: m.userEmail,
+  };
+  return { ...m, jsonFragment: JSON.stringify(shared).slice(1, -1) };
+}
+
+export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated';
+
+/** One event on its way to a drain. */
+export interface ShippedEvent {
+  session: SessionMeta;
+  seq: number;
+  kind: EventKind;
+  stream: 'stdout' | 'stderr' | 'lifecycle';
+  /** ISO-8601 time of the event's first byte. */
+  time: string;
+  /** Byte offset of the event in the session's output. */
+  offset: number;
+  /** Output: the text as the terminal showed it (line ending included), already redacted. */
+  text: string;
+  /** Lifecycle events: the journal record's details. */
+  details?: Record<string, unknown>;
 }
 
 interface Lifecycle {
@@ -29,55 +54,60 @@ interface Lifecycle {
   ended_by?: string | null;
   exit_code?: number | null;
   duration_s?: number;
+  output_complete?: boolean;
+  after_bytes?: number;
+}
+
+/** A session's output is complete unless its `ended` record says otherwise. */
+export function outputComplete(details: Record<string, unknown> | undefined): boolean {
+  return (details as Lifecycle | undefined)?.output_complete !== false;
 }
 
 /** The event's one-line text: the output without its line ending, or a sentence for a lifecycle event. */
 export function logText(e: ShippedEvent): string {
-  if (e.kind === 'output') return e.data.replace(/\r?\n$/, '');
-  const d = JSON.parse(e.data) as Lifecycle;
+  if (e.kind === 'output') {
+    const t = e.text;
+    if (t.endsWith('\r\n')) return t.slice(0, -2);
+    if (t.endsWith('\n')) return t.slice(0, -1);
+    return t;
+  }
+  const d = (e.details ?? {}) as Lifecycle;
+  const id = e.session.operationId;
   if (e.kind === 'session_started') {
-    return `essh: session ${e.operationId} started by ${d.user?.name} <${d.user?.email}> on app ${e.app} (container ${d.container_size_mb} MB)`;
+    return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB)`;
+  }
+  if (e.kind === 'output_truncated') {
+    return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
+      'reached the terminal but not the drains or the recording';
   }
   const exit = d.exit_code !== null && d.exit_code !== undefined ? `, exit code ${d.exit_code}` : '';
   const by = d.ended_by ? `, by ${d.ended_by}` : '';
-  return `essh: session ${e.operationId} ended: ${d.end_reason}${by}${exit}, after ${d.duration_s} s`;
+  const incomplete = outputComplete(e.details) ? '' : '; the output shipped is incomplete';
+  return `essh: session ${id} ended: ${d.end_reason}${by}${exit}, after ${d.duration_s} s${incomplete}`;
+}
+
+/** The fields a lifecycle event adds to the shared ones. */
+function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
+  const d = (e.details ?? {}) as Lifecycle;
+  if (e.kind === 'session_started') return { event: e.kind, container_size_mb: d.container_size_mb, command: d.command ?? null };
+  if (e.kind === 'output_truncated') return { event: e.kind, after_bytes: d.after_bytes ?? e.offset };
+  return {
+    event: e.kind, end_reason: d.end_reason, end_message: d.end_message ?? null, ended_by: d.ended_by ?? null,
+    exit_code: d.exit_code ?? null, duration_s: d.duration_s, output_complete: outputComplete(e.details),
+  };
+}
+
+/** The HTTPS (and Elasticsearch document) JSON of an event, as text. */
+export function jsonEventText(e: ShippedEvent): string {
+  let s = `{"@timestamp":"${e.time}","time":"${e.time}","log":${JSON.stringify(logText(e))},"stream":"${e.stream}",` +
+    `${e.session.jsonFragment},"offset":${e.offset},"seq":${e.seq}`;
+  if (e.kind !== 'output') s += `,${JSON.stringify(lifecycleFields(e)).slice(1, -1)}`;
+  return s + '}';
 }
 
 /** The HTTPS (and Elasticsearch document) shape of an event. */
 export function jsonEvent(e: ShippedEvent): Record<string, unknown> {
-  const base: Record<string, unknown> = {
-    '@timestamp': e.time,
-    time: e.time,
-    log: logText(e),
-    stream: e.stream,
-    layer: 'ssh',
-    app: e.app,
-    app_id: e.appId,
-    account: e.account,
-    source: 'ephemeral_session',
-    container: e.containerId,
-    host: e.host,
-    offset: e.byteOffset,
-    seq: e.seq,
-    operation_id: e.operationId,
-    operation_user_name: e.userName,
-    operation_user_email: e.userEmail,
-  };
-  if (e.kind !== 'output') {
-    const d = JSON.parse(e.data) as Lifecycle;
-    base.event = e.kind;
-    if (e.kind === 'session_started') {
-      base.container_size_mb = d.container_size_mb;
-      base.command = d.command ?? null;
-    } else {
-      base.end_reason = d.end_reason;
-      base.end_message = d.end_message ?? null;
-      base.ended_by = d.ended_by ?? null;
-      base.exit_code = d.exit_code ?? null;
-      base.duration_s = d.duration_s;
-    }
-  }
-  return base;
+  return JSON.parse(jsonEventText(e)) as Record<string, unknown>;
 }
 
 // ---- syslog (RFC 5424 over TLS, RFC 5425 / RFC 6587 octet counting) ----
@@ -103,13 +133,15 @@ export function sdEscape(value: string): string {
 
 /** One event as one or more RFC 5424 messages (long text split at UTF-8 boundaries), each octet-count framed. */
 export function syslogFrames(e: ShippedEvent, token: string | null): Buffer[] {
+  const s = e.session;
   const pri = e.kind === 'output' ? PRI_USER_INFO : PRI_USER_NOTICE;
-  const header = `<${pri}>1 ${e.time} ${headerField(e.host, 255)} ${headerField(e.app, 48)} ${headerField(String(e.operationId), 128)} ${headerField(e.kind, 32)} `;
+  const header = `<${pri}>1 ${e.time} ${headerField(s.host, 255)} ${headerField(s.app, 48)} ${headerField(String(s.operationId), 128)} ${headerField(e.kind, 32)} `;
   const prefix = token ? `${token} ` : '';
   const text = Buffer.from(prefix + logText(e), 'utf8');
+  const extra = e.kind === 'session_ended' ? ` output_complete="${outputComplete(e.details)}"` : '';
   const sd = (part: number, parts: number) =>
-    `[essh@32473 operation_id="${e.operationId}" user_name="${sdEscape(e.userName)}" user_email="${sdEscape(e.userEmail)}"` +
-    ` seq="${e.seq}" offset="${e.byteOffset}"${parts > 1 ? ` part="${part}/${parts}"` : ''}]`;
+    `[essh@32473 operation_id="${s.operationId}" user_name="${sdEscape(s.userName)}" user_email="${sdEscape(s.userEmail)}"` +
+    ` seq="${e.seq}" offset="${e.offset}"${extra}${parts > 1 ? ` part="${part}/${parts}"` : ''}]`;
   // Room for the text once the header and the longest structured data (with a part="nn/nn") are counted.
   const overhead = Buffer.byteLength(header + sd(99, 99) + ' ', 'utf8') + prefix.length;
   const room = Math.max(256, SYSLOG_MAX_MESSAGE_BYTES - overhead);
@@ -137,17 +169,23 @@ export function indexName(pattern: string, e: ShippedEvent): string {
     .replaceAll('{yyyy}', d[0] ?? '')
     .replaceAll('{MM}', d[1] ?? '')
     .replaceAll('{dd}', d[2] ?? '')
-    .replaceAll('{app}', e.app)
-    .replaceAll('{account}', e.account);
+    .replaceAll('{app}', e.session.app)
+    .replaceAll('{account}', e.session.account);
 }
 
-export const esDocumentId = (e: ShippedEvent) => `${e.operationId}:${e.seq}`;
+export const esDocumentId = (e: ShippedEvent) => `${e.session.operationId}:${e.seq}`;
 
 export function bulkBody(events: readonly ShippedEvent[], pattern: string): string {
-  let out = '';
+  const parts: string[] = [];
   for (const e of events) {
-    out += JSON.stringify({ create: { _index: indexName(pattern, e), _id: esDocumentId(e) } }) + '\n';
-    out += JSON.stringify(jsonEvent(e)) + '\n';
+    parts.push(`{"create":{"_index":${JSON.stringify(indexName(pattern, e))},"_id":"${esDocumentId(e)}"}}\n`, jsonEventText(e), '\n');
   }
-  return out;
+  return parts.join('');
+}
+
+/** The HTTPS drain's body: a JSON array of events. */
+export function httpsBody(events: readonly ShippedEvent[]): string {
+  const parts: string[] = new Array(events.length);
+  for (let i = 0; i < events.length; i++) parts[i] = jsonEventText(events[i]!);
+  return `[${parts.join(',')}]`;
 }

@@ -21,10 +21,14 @@ import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
 import { CaptureThread } from '../drains/capture-thread.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
-import { EventRetention } from '../drains/retention.js';
+import { JournalRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
+import { recordingRoutes } from '../api/routes/recordings.js';
+import { RecordingsService } from '../recordings/service.js';
+import { HostInternalServer } from '../host/internal-server.js';
+import { HostRegistration } from '../host/registry.js';
 
 export const VERSION = '0.1.0';
 
@@ -110,12 +114,6 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,
         extraActivities: createDrainActivities({ db, engine }),
       }));
-      const shipper = new DrainShipper({ db, log, secrets, settings: config.drains });
-      shipper.start();
-      cleanups.push(() => shipper.stop());
-      const retention = new EventRetention({ db, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS, log });
-      retention.start();
-      cleanups.push(() => retention.stop());
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
@@ -135,6 +133,34 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           extraActivities: createCaptureActivities({ agent: capture, docker }),
         }));
       }
+      // This host's part of drains and recordings: it ships, keeps and serves the journals of the
+      // sessions that ran here.
+      const shipper = new DrainShipper({
+        db, log, secrets, hostId: config.hostId, dataDir: config.dataDir,
+        settings: {
+          batchEvents: config.drains.batchEvents, batchBytes: config.drains.batchBytes, backoffCapMs: config.drains.backoffCapMs,
+          allowPrivateTargets: config.drains.allowPrivateTargets,
+        },
+      });
+      shipper.start();
+      cleanups.push(() => shipper.stop());
+      const retention = new JournalRetention({
+        db, log, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS,
+      });
+      retention.start();
+      cleanups.push(() => retention.stop());
+      const internal = new HostInternalServer({
+        db, log, secrets, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS,
+        listen: config.hostInternal, publicUrl: config.hostInternal.url,
+      });
+      const internalUrl = await internal.start();
+      cleanups.push(() => internal.stop());
+      const registration = new HostRegistration(
+        { db, log, intervalS: config.reconcileIntervalS },
+        { hostId: config.hostId, stacks: parts.hostStacks, internalUrl, dataDir: config.dataDir },
+      );
+      await registration.start();
+      cleanups.push(() => registration.stop());
       // One agent per engine, whatever the number of stacks it serves.
       const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log, capture });
       await agent.start();
@@ -152,7 +178,17 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.api) {
       const metrics = createMetrics(db);
       registerDrainMetrics(metrics.registry, db);
-      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db, secrets, config.drains.retentionS))] });
+      const recordings = new RecordingsService({
+        db, secrets, retentionS: config.drains.retentionS,
+        localHost: parts.hostStacks?.length ? { hostId: config.hostId, dataDir: config.dataDir } : undefined,
+      });
+      const { app } = createApi({
+        db, sessions, admin, metrics, log, version: VERSION,
+        extraRoutes: [
+          drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
+          recordingRoutes(recordings),
+        ],
+      });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

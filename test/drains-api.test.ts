@@ -94,7 +94,7 @@ describe('log drains', () => {
     const legacy = await db.insertInto('log_drains').values({
       account_id: account.id, handle: 'legacy', drain_type: 'elasticsearch', url: 'https://old:pl4in@es.example.com:9200',
       token: 'old-token', ca_cert: null, index_pattern: 'essh', pipeline: null, drain_ephemeral_sessions: 1,
-      cursor: 0, delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
+      delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
     }).returning('id').executeTakeFirstOrThrow();
     expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://old:****@es.example.com:9200/');
     await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir }));
