@@ -1,6 +1,7 @@
 // The wire formats of CONTRACT §9, as pure functions of a batch of events. A 50 MB session is half a
-// million events: the JSON of an event is built as a string around a fragment computed once per session
-// (its app, user, container…), with JSON.stringify run only on the event's own text.
+// million events, so the HTTPS body is written straight into a Buffer: around the bytes computed once
+// per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
+// output (the common case) is copied from the journal without ever becoming a JavaScript string.
 import { utf8Boundary } from '../journal/reader.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
@@ -17,14 +18,29 @@ export interface SessionMeta {
   host: string;
   /** `"layer":"ssh","app":…,"operation_user_email":…`: the JSON fields every event of the session shares. */
   jsonFragment: string;
+  /** `","stream":"stdout",<jsonFragment>,"offset":` as UTF-8, per stream: what follows an output event's log. */
+  jsonTail: { stdout: Buffer; stderr: Buffer };
 }
 
-export function sessionMeta(m: Omit<SessionMeta, 'jsonFragment'>): SessionMeta {
+export function sessionMeta(m: Omit<SessionMeta, 'jsonFragment' | 'jsonTail'>): SessionMeta {
   const shared = {
     layer: 'ssh', app: m.app, app_id: m.appId, account: m.account, source: 'ephemeral_session', container: m.containerId,
     host: m.host, operation_id: m.operationId, operation_user_name: m.userName, operation_user_email: m.userEmail,
   };
-  return { ...m, jsonFragment: JSON.stringify(shared).slice(1, -1) };
+  const jsonFragment = JSON.stringify(shared).slice(1, -1);
+  const tail = (stream: string) => Buffer.from(`","stream":"${stream}",${jsonFragment},"offset":`, 'utf8');
+  return { ...m, jsonFragment, jsonTail: { stdout: tail('stdout'), stderr: tail('stderr') } };
+}
+
+let isoMs = Number.NaN;
+let isoText = '';
+/** ISO-8601 of an epoch ms; the events of one journal record share their time, so the last one is kept. */
+export function isoTime(ms: number): string {
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
 }
 
 export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated';
@@ -39,8 +55,13 @@ export interface ShippedEvent {
   time: string;
   /** Byte offset of the event in the session's output. */
   offset: number;
-  /** Output: the text as the terminal showed it (line ending included), already redacted. */
-  text: string;
+  /**
+   * Output: the text as the terminal showed it (line ending included), already redacted; null when no
+   * rule applies to the account, the text then being `data` as UTF-8.
+   */
+  text: string | null;
+  /** Output: the bytes from the journal (line ending included). */
+  data?: Buffer;
   /** Lifecycle events: the journal record's details. */
   details?: Record<string, unknown>;
 }
@@ -66,7 +87,7 @@ export function outputComplete(details: Record<string, unknown> | undefined): bo
 /** The event's one-line text: the output without its line ending, or a sentence for a lifecycle event. */
 export function logText(e: ShippedEvent): string {
   if (e.kind === 'output') {
-    const t = e.text;
+    const t = e.text ?? e.data?.toString('utf8') ?? '';
     if (t.endsWith('\r\n')) return t.slice(0, -2);
     if (t.endsWith('\n')) return t.slice(0, -1);
     return t;
@@ -184,8 +205,126 @@ export function bulkBody(events: readonly ShippedEvent[], pattern: string): stri
 }
 
 /** The HTTPS drain's body: a JSON array of events. */
-export function httpsBody(events: readonly ShippedEvent[]): string {
-  const parts: string[] = new Array(events.length);
-  for (let i = 0; i < events.length; i++) parts[i] = jsonEventText(events[i]!);
-  return `[${parts.join(',')}]`;
+export function httpsBody(events: readonly ShippedEvent[]): Buffer {
+  const w = new JsonWriter(events.length * 512 + 64);
+  w.byte(0x5b); // [
+  for (let i = 0; i < events.length; i++) {
+    if (i) w.byte(0x2c); // ,
+    const e = events[i]!;
+    if (e.kind === 'output') w.outputEvent(e);
+    else w.text(jsonEventText(e));
+  }
+  w.byte(0x5d); // ]
+  return w.done();
+}
+
+const OPEN_TIME = Buffer.from('{"@timestamp":"');
+const MID_TIME = Buffer.from('","time":"');
+const OPEN_LOG = Buffer.from('","log":"');
+const SEQ = Buffer.from(',"seq":');
+
+/** Appends JSON into one growing Buffer. */
+class JsonWriter {
+  private buf: Buffer;
+  private at = 0;
+
+  constructor(capacity: number) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
+
+  private room(n: number) {
+    if (this.at + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(bigger, 0, 0, this.at);
+    this.buf = bigger;
+  }
+
+  byte(b: number) {
+    this.room(1);
+    this.buf[this.at++] = b;
+  }
+
+  bytes(b: Uint8Array, start = 0, end = b.length) {
+    this.room(end - start);
+    this.buf.set(start === 0 && end === b.length ? b : b.subarray(start, end), this.at);
+    this.at += end - start;
+  }
+
+  ascii(s: string) {
+    this.room(s.length);
+    this.at += this.buf.write(s, this.at, 'latin1');
+  }
+
+  text(s: string) {
+    this.room(s.length * 3);
+    this.at += this.buf.write(s, this.at, 'utf8');
+  }
+
+  uint(n: number) {
+    if (n < 0 || !Number.isSafeInteger(n)) return this.ascii(String(n));
+    let digits = 1;
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+    this.room(digits);
+    let at = this.at + digits;
+    this.at = at;
+    let x = n;
+    do {
+      this.buf[--at] = 0x30 + (x % 10);
+      x = Math.floor(x / 10);
+    } while (x > 0);
+  }
+
+  private lastTime = '';
+  private lastTimeBytes = Buffer.alloc(0);
+
+  /** The event's time, twice; consecutive events mostly share it (one journal record), so its bytes are kept. */
+  private time(time: string) {
+    if (time !== this.lastTime) {
+      this.lastTime = time;
+      this.lastTimeBytes = Buffer.from(time, 'latin1');
+    }
+    this.bytes(OPEN_TIME);
+    this.bytes(this.lastTimeBytes);
+    this.bytes(MID_TIME);
+    this.bytes(this.lastTimeBytes);
+  }
+
+  /** `{"@timestamp":…,"seq":N}` of an output event, its log copied as bytes when it is plain ASCII. */
+  outputEvent(e: ShippedEvent) {
+    this.time(e.time);
+    this.bytes(OPEN_LOG);
+    const d = e.data;
+    let copied = false;
+    if (e.text === null && d !== undefined) {
+      let end = d.length;
+      if (end && d[end - 1] === 0x0a) end -= end > 1 && d[end - 2] === 0x0d ? 2 : 1;
+      // Copy while checking that every byte may stand in a JSON string as it is (printable ASCII, no " or \).
+      this.room(end);
+      const buf = this.buf;
+      let at = this.at;
+      let i = 0;
+      for (; i < end; i++) {
+        const c = d[i]!;
+        if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) break;
+        buf[at++] = c;
+      }
+      if (i === end) {
+        this.at = at;
+        copied = true;
+      }
+    }
+    if (!copied) {
+      const quoted = JSON.stringify(logText(e));
+      this.text(quoted.slice(1, -1));
+    }
+    this.bytes(e.session.jsonTail[e.stream === 'stderr' ? 'stderr' : 'stdout']);
+    this.uint(e.offset);
+    this.bytes(SEQ);
+    this.uint(e.seq);
+    this.byte(0x7d); // }
+  }
+
+  done(): Buffer {
+    return this.buf.subarray(0, this.at);
+  }
 }

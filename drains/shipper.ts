@@ -8,9 +8,9 @@ import { nowIso } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { RecordType, type StartedDetails } from '../journal/format.js';
 import { onJournalAppended } from '../journal/news.js';
-import { JOURNAL_START, readEvents, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
+import { JOURNAL_START, readEventChunks, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { bulkBody, esDocumentId, httpsBody, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
+import { bulkBody, esDocumentId, httpsBody, isoTime, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
 import { RedactionRulesCache, redact, type RuleSet } from './redaction.js';
 import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
@@ -167,7 +167,9 @@ interface Batch {
   progress: Map<number, SessionProgress>;
   /** Computed once, so a retried batch carries the same key. */
   key: string;
-  body?: string;
+  body?: Buffer;
+  /** The batch stopped at a limit: more is probably waiting. */
+  full: boolean;
 }
 
 class DrainLoop {
@@ -269,7 +271,7 @@ class DrainLoop {
           }
           const built = this.held ? { batch: this.held, partial: false } : await this.build(drain, sessions, sizes, rules);
           if (!built.batch) pause = built.partial ? Math.min(this.s.pollMs, PARTIAL_LINE_RECHECK_MS) : this.s.pollMs;
-          else pause = await this.send(drain, built.batch);
+          else pause = await this.sendAll(drain, sessions, rules, built.batch);
         }
       } catch (err) {
         this.attempt++;
@@ -281,12 +283,42 @@ class DrainLoop {
     }
   }
 
-  /** Sends a batch and settles it; returns how long to wait before the next pass. */
-  private async send(drain: Drain, batch: Batch): Promise<number> {
+  /**
+   * Sends the batch and, while the receiver works on it, builds the next one from where it ends (a
+   * full batch means more is waiting); the next is sent once the first is settled. Returns how long to
+   * wait before the next pass.
+   */
+  private async sendAll(drain: Drain, sessions: PendingSession[], rules: RuleSet, first: Batch): Promise<number> {
+    let batch: Batch | undefined = first;
+    for (let sent = 0; batch && !this.stopped; sent++) {
+      const current: Batch = batch;
+      const sending = this.send(drain, current);
+      let next: Promise<{ batch?: Batch; partial: boolean }> | undefined;
+      if (current.full && sent < 50) {
+        const after = sessions.flatMap((p) => {
+          const progress = current.progress.get(p.operationId);
+          if (!progress) return [p];
+          return progress.done ? [] : [{ ...p, position: progress.to }];
+        });
+        next = Promise.all(after.map((p) => stat(p.file).then((st) => st.size, () => 0)))
+          .then((sizes) => this.build(drain, after, sizes, rules));
+        sessions = after;
+      }
+      const { wait, settled } = await sending;
+      const built = await next?.catch(() => undefined);
+      // The next batch starts where this one ends: it goes only if this one settled.
+      if (!settled || !built?.batch) return wait;
+      batch = built.batch;
+    }
+    return 0;
+  }
+
+  /** Sends a batch; `settled`: its cursors moved (delivered, or refused for good). */
+  private async send(drain: Drain, batch: Batch): Promise<{ wait: number; settled: boolean }> {
     if (!batch.events.length) {
       // Only events from before the drain existed: the cursors move, nothing is sent.
       await this.settle(drain, batch, { kind: 'ok' });
-      return 0;
+      return { wait: 0, settled: true };
     }
     const outcome = await this.deliver(drain, batch);
     switch (outcome.kind) {
@@ -296,26 +328,26 @@ class DrainLoop {
         this.attempt = 0;
         await this.settle(drain, batch, outcome);
         this.limitEvents = Math.min(this.s.batchEvents, this.limitEvents * 2);
-        return 0;
+        return { wait: 0, settled: true };
       case 'too_large':
         this.held = undefined;
         if (batch.events.length > 1) {
           // Halve until it fits; the next pass builds the smaller batch from the same cursors.
           this.limitEvents = Math.max(1, Math.floor(batch.events.length / 2));
           this.log.info({ drain: this.id, events: this.limitEvents }, 'log drain answered 413: smaller batches');
-          return 0;
+          return { wait: 0, settled: false };
         }
         await this.settle(drain, batch, { ...outcome, kind: 'permanent', message: `${outcome.message}, even for a single event` });
-        return 0;
+        return { wait: 0, settled: true };
       case 'pause':
         this.held = undefined;
         await this.pause(outcome);
-        return 0;
+        return { wait: 0, settled: false };
       case 'retry':
         this.held = batch;
         this.attempt++;
         await this.recordError(outcome);
-        return this.retryPause(this.attempt, outcome.retryAfterMs);
+        return { wait: this.retryPause(this.attempt, outcome.retryAfterMs), settled: false };
     }
   }
 
@@ -368,22 +400,24 @@ class DrainLoop {
       if (sizes[i]! <= s.position.fileOffset) continue;
       const meta = await this.meta(s);
       const p: SessionProgress = { operationId: s.operationId, to: s.position, done: false, firstSeq: null, lastSeq: null, sent: 0 };
-      for await (const ev of readEvents(s.file, s.position, { now: Date.now() })) {
-        if (ev.kind === 'resize') continue;
-        p.to = ev.next;
-        if (ev.kind === 'session_ended') p.done = true;
-        progress.set(s.operationId, p);
-        // A new drain starts with the events that come after it was created.
-        if (ev.time < drain.createdMs) continue;
-        const e = shippedEvent(ev, meta, rules);
-        events.push(e);
-        p.firstSeq ??= e.seq;
-        p.lastSeq = e.seq;
-        p.sent++;
-        bytes += e.text.length + meta.jsonFragment.length + 160;
-        if (events.length >= this.limitEvents || bytes >= this.s.batchBytes) {
-          full = true;
-          break;
+      reading: for await (const chunk of readEventChunks(s.file, s.position, { now: Date.now() })) {
+        for (const ev of chunk) {
+          if (ev.kind === 'resize') continue;
+          p.to = ev.next;
+          if (ev.kind === 'session_ended') p.done = true;
+          progress.set(s.operationId, p);
+          // A new drain starts with the events that come after it was created.
+          if (ev.time < drain.createdMs) continue;
+          const e = shippedEvent(ev, meta, rules);
+          events.push(e);
+          p.firstSeq ??= e.seq;
+          p.lastSeq = e.seq;
+          p.sent++;
+          bytes += (e.text?.length ?? e.data?.length ?? 0) + meta.jsonFragment.length + 160;
+          if (events.length >= this.limitEvents || bytes >= this.s.batchBytes) {
+            full = true;
+            break reading;
+          }
         }
         if (performance.now() - slice > SLICE_MS) {
           await new Promise((r) => setImmediate(r));
@@ -394,7 +428,7 @@ class DrainLoop {
       if (p.done) this.metas.delete(s.operationId);
     }
     if (!progress.size) return { partial };
-    return { batch: { events, progress, key: idempotencyKey(this.id, progress) }, partial };
+    return { batch: { events, progress, key: idempotencyKey(this.id, progress), full }, partial };
   }
 
   /** What every event of the session carries: from its journal's `started` record, else from the database. */
@@ -604,9 +638,11 @@ function idempotencyKey(drainId: number, progress: Map<number, SessionProgress>)
 }
 
 function shippedEvent(ev: Exclude<JournalEvent, { kind: 'resize' }>, meta: SessionMeta, rules: RuleSet): ShippedEvent {
-  const time = new Date(ev.time).toISOString();
+  const time = isoTime(ev.time);
   if (ev.kind === 'output') {
-    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text: redact(ev.data.toString('utf8'), rules) };
+    // Without rules the bytes go as they are (formats.ts copies plain ASCII without decoding it).
+    const text = rules.any ? redact(ev.data.toString('utf8'), rules) : null;
+    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text, data: ev.data };
   }
   return { session: meta, seq: ev.seq, kind: ev.kind, stream: 'lifecycle', time, offset: ev.offset, text: '', details: ev.details };
 }
