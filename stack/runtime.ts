@@ -19,7 +19,7 @@ import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
-import { CaptureThread } from '../drains/capture-thread.js';
+import type { CaptureThread, CaptureWaiter } from '../drains/capture-thread.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
 import { JournalRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
@@ -120,13 +120,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
     if (parts.hostStacks?.length && connection) {
       const docker = openDocker();
-      // Captures every session container's output for the drains and recordings (one per engine).
-      const capture = new CaptureThread(
-        { databaseUrl: config.databaseUrl, instanceId, intervalS: config.reconcileIntervalS, logLevel: config.logLevel }, log,
-      );
-      await capture.start();
-      cleanups.push(() => capture.stop());
-      runtime.capture = capture;
+      // TEMPORARY (issue 9): the log capture wrote to session_streams/session_events, which migration
+      // 0008 dropped; session output now reaches the drains through the portal's journal. Until the exec
+      // portal replaces the capture, its waits answer at once.
+      const capture: CaptureWaiter = { waitForCaptureEnd: async () => true };
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
           connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
