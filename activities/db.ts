@@ -1,5 +1,6 @@
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import { announceRecordChanged } from '../lib/record-news.js';
 import { SESSION_STATES, operationStatusFor, type SessionRecordUpdate } from '../workflows/definitions.js';
 
 /** Activities that write Operation records; they run on the main task queue, next to the database. */
@@ -29,6 +30,7 @@ export function createDbActivities(db: Db) {
         .where('id', '=', u.operationId)
         .where('state', 'in', u.state === 'ended' ? SESSION_STATES.slice(0, -1) : notLaterThan)
         .execute();
+      announceRecordChanged(u.operationId);
     },
   };
 }

@@ -1,215 +1,178 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
 import { grantProblem } from '../lib/grants.js';
-import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
+import { isOurs, type Installation } from '../lib/instance.js';
 import { announceContainerKnown } from '../lib/record-news.js';
-import { containerName, type ContainerSpecRequest } from '../workflows/definitions.js';
+import {
+  appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer, resize,
+  sessionContainerName, settingsHash,
+} from '../host/containers.js';
+import type { WarmPool } from '../host/warm-pool.js';
+import { JournalWriter } from '../journal/writer.js';
+import { sealJournal } from '../journal/seal.js';
+import type { ContainerSpecRequest, EndSessionRequest } from '../workflows/definitions.js';
 
-const MB = 1024 * 1024;
+export interface HostActivityDeps {
+  docker: Docker;
+  db: Db;
+  hostId: string;
+  installation: Installation;
+  dataDir: string;
+  initPath: string;
+  pool?: WarmPool;
+}
 
-/**
- * The only capabilities a session's processes keep (docs/threat-model.md): enough for root in the
- * container to own, read and write its files, switch to the app's user and signal its own processes.
- * Raw sockets, device nodes, chroot, audit, file capabilities and the rest of Docker's default set go.
- */
-export const SESSION_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'NET_BIND_SERVICE'];
-
-/** Activities that touch a stack's Docker engine; they run on that stack's host task queue. */
-export function createHostActivities(deps: { docker: Docker; db: Db; hostId: string }) {
-  const { docker, db, hostId } = deps;
+/** Activities that touch a stack's Docker engine and its journals; they run on that stack's host task queue. */
+export function createHostActivities(deps: HostActivityDeps) {
+  const { docker, db, hostId, installation } = deps;
 
   const provisionError = (message: string) =>
     ApplicationFailure.create({ type: 'ProvisionError', message, nonRetryable: true });
 
   return {
     /**
-     * Creates and starts the session's container. Idempotent: a retry after a crash finds the container
-     * an earlier attempt created (by its name) and only starts it.
+     * Gives the session a running container: one from the app's warm pool when one fits, else a new
+     * one. Its main process is the idle init; the session's program starts by `docker exec` when the
+     * client attaches. Idempotent: a retry finds the container an earlier attempt got (by its name).
      */
     async provisionContainer(spec: ContainerSpecRequest): Promise<{ containerId: string }> {
-      // The app's settings (env may hold secrets) are read here rather than carried in workflow
-      // history.
+      // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
       const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
       if (!app) throw provisionError(`app ${spec.app} no longer exists`);
       const account = await db.selectFrom('accounts').selectAll().where('id', '=', app.account_id).executeTakeFirstOrThrow();
       const notGranted = await grantProblem(db, account, { id: Number(app.stack_id), name: spec.stack }, app.image);
       if (notGranted) throw provisionError(notGranted);
-      const env = Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`);
-      const appCommand = app.command ? (JSON.parse(app.command) as string[]) : undefined;
-      const name = containerName(spec.operationId);
-      const refused = app.network ? forbiddenNetworkReason(app.network) : null;
-      if (refused) throw provisionError(`app ${spec.app} names network "${app.network}", which is not allowed: ${refused}; an operator must change it`);
-      const network = app.network ?? (await ensureSessionNetwork(docker, spec.instanceId));
+      let settings;
+      try {
+        settings = appContainerSettings(app, installation.id);
+      } catch (err) {
+        throw provisionError((err as Error).message);
+      }
+      await startJournal(spec, app.account_id);
 
-      let container = docker.getContainer(name);
-      let info = await container.inspect().catch((err) => {
-        if (dockerStatus(err) === 404) return null;
-        throw err;
-      });
-      if (info && info.Config.Labels?.[LABELS.instance] !== spec.instanceId) {
-        throw provisionError(
-          `a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`,
-        );
-      }
-      if (!info) {
-        try {
-          container = await docker.createContainer({
-            name,
-            Image: app.image,
-            Cmd: spec.command ?? appCommand,
-            Env: env,
-            WorkingDir: app.working_dir ?? undefined,
-            User: app.user ?? undefined,
-            Tty: spec.tty !== false,
-            OpenStdin: true,
-            // A hang-up is what a shell gets when its terminal goes away; with an init process as PID 1
-            // the shell receives it and exits at once instead of waiting out the stop grace period.
-            StopSignal: 'SIGHUP',
-            // Without a TTY, the client's end of input (EOF) must reach the program as the end of its stdin.
-            StdinOnce: spec.tty === false,
-            AttachStdin: false,
-            AttachStdout: false,
-            AttachStderr: false,
-            Labels: {
-              [LABELS.session]: 'true',
-              [LABELS.operationId]: String(spec.operationId),
-              [LABELS.app]: spec.app,
-              [LABELS.account]: spec.account,
-              [LABELS.stack]: spec.stack,
-              [LABELS.instance]: spec.instanceId,
-              [LABELS.host]: hostId,
-            },
-            HostConfig: {
-              Memory: spec.containerSizeMb * MB,
-              // Equal to Memory: no swap beyond the container size.
-              MemorySwap: spec.containerSizeMb * MB,
-              RestartPolicy: { Name: 'no' },
-              Privileged: false,
-              SecurityOpt: ['no-new-privileges'],
-              PidsLimit: spec.pidsLimit,
-              CapDrop: ['ALL'],
-              CapAdd: SESSION_CAPABILITIES,
-              ...(spec.cpus ? { NanoCpus: Math.round(Math.min(spec.cpus, await engineCpus(docker)) * 1e9) } : {}),
-              NetworkMode: network,
-              PublishAllPorts: false,
-              AutoRemove: false,
-              Init: true,
-            },
-          });
-        } catch (err) {
-          const status = dockerStatus(err);
-          const msg = dockerMessage(err);
-          if (status === 404 && /image/i.test(msg)) {
-            throw provisionError(
-              `image ${app.image} is not on the stack's Docker host (${msg}); build or load it there, or point the app at an image that exists`,
-            );
-          }
-          if (status === 404 && /network/i.test(msg)) {
-            throw provisionError(`network ${app.network} does not exist on the stack's Docker host (${msg})`);
-          }
-          if (status === 400 || status === 409) throw provisionError(`Docker refused the container: ${msg}`);
-          throw err;
+      const name = sessionContainerName(installation.id, spec.operationId);
+      const resources = { memoryMb: spec.containerSizeMb, cpus: spec.cpus, pidsLimit: spec.pidsLimit };
+      let containerId: string;
+      const existing = await inspectOrNull(docker, name);
+      if (existing) {
+        if (!isOurs(installation, existing.Config.Labels?.[LABELS.instance])) {
+          throw provisionError(`a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`);
         }
-      }
-      // A container just created is in state `created`: asking the engine again would only add a round
-      // trip to the session's start-up.
-      const containerId = info?.Id ?? container.id;
-      const status = info?.State.Status ?? 'created';
-      if (spec.startOnAttach) {
-        // Started by the portal once it is attached (create, attach, start), so nothing it prints is
-        // missed. The portal may attach as soon as it knows the container: telling it here rather than
-        // through the workflow's next task saves that round trip on the way to the user's prompt.
-        await db
-          .updateTable('operations')
-          .set({ container_id: containerId })
-          .where('id', '=', spec.operationId)
-          .where('state', '=', 'provisioning')
-          .execute();
-        announceContainerKnown(spec.operationId);
-      } else if (status === 'created') {
-        try {
-          await container.start();
-        } catch (err) {
-          const status = dockerStatus(err);
-          if (status !== 304) {
-            const msg = dockerMessage(err);
-            if (status === 400 || status === 500) throw provisionError(`the container could not start: ${msg}`);
-            throw err;
+        containerId = existing.Id;
+        if (!existing.State.Running) await docker.getContainer(containerId).start().catch((err) => {
+          if (dockerStatus(err) !== 304) throw err;
+        });
+      } else {
+        const pooled = await deps.pool?.take(app.id, settingsHash(settings), name, resources);
+        if (pooled) {
+          containerId = pooled;
+        } else {
+          try {
+            if (!app.network) await ensureSessionNetwork(docker, installation.id);
+            containerId = await createAndStart(docker, {
+              name, settings, resources, initPath: deps.initPath,
+              labels: {
+                [LABELS.instance]: installation.id,
+                [LABELS.session]: 'true',
+                [LABELS.operationId]: String(spec.operationId),
+                [LABELS.appId]: String(app.id),
+                [LABELS.app]: spec.app,
+                [LABELS.account]: spec.account,
+                [LABELS.stack]: spec.stack,
+                [LABELS.host]: hostId,
+              },
+            });
+          } catch (err) {
+            throw provisionFailure(err, app.image, app.network);
           }
         }
       }
+      // The portal in this process attaches as soon as it knows the container, before the workflow's
+      // next task has recorded it: that round trip is on the way to the user's prompt.
+      announceContainerKnown(spec.operationId, containerId);
       log.info('container ready', { operationId: spec.operationId, containerId: containerId.slice(0, 12) });
       return { containerId };
     },
 
-    /** Stops (with a grace period) and removes the session's container; nothing to do if it is gone. */
+    /**
+     * However the session ended: removes its container (which ends the program and anything it left
+     * behind), then closes its journal with the `ended` record, the last of its drain events.
+     */
+    async endSession(req: EndSessionRequest): Promise<void> {
+      const target = req.containerId ?? sessionContainerName(installation.id, req.operationId);
+      await removeContainer(docker, target, req.stopGraceS);
+      const row = await db.selectFrom('session_journals').select(['ended_at', 'truncated'])
+        .where('operation_id', '=', req.operationId).executeTakeFirst();
+      if (!row || row.ended_at) return;
+      // No portal of this process writes to it any more, so `ended` stays the last record.
+      sealJournal(req.operationId);
+      const writer = JournalWriter.open(deps.dataDir, req.operationId);
+      try {
+        const endedAt = nowIso();
+        writer.ended({
+          end_reason: req.endReason, end_message: req.endMessage, ended_by: req.endedBy, exit_code: req.exitCode,
+          duration_s: Math.round((Date.parse(endedAt) - Date.parse(req.createdAt)) / 100) / 10,
+          output_complete: !row.truncated,
+        });
+        await db.updateTable('session_journals').set({ ended_at: endedAt, output_bytes: writer.bytes })
+          .where('operation_id', '=', req.operationId).execute();
+      } finally {
+        writer.close();
+      }
+    },
+
+    /** Sessions started before exec sessions (their workflows' teardown): removes the container by its old name too. */
     async removeContainer(req: { operationId: number; stopGraceS: number }): Promise<{ removed: boolean }> {
-      return removeSessionContainer(docker, containerName(req.operationId), req.stopGraceS);
+      const byName = await removeContainer(docker, sessionContainerName(installation.id, req.operationId), req.stopGraceS);
+      if (byName.removed) return byName;
+      return removeContainer(docker, legacyContainerName(req.operationId), req.stopGraceS);
     },
   };
-}
 
-let cpusOfEngine: Promise<number> | undefined;
-/** The engine refuses a CPU limit above the CPUs its host has: a plan's 8 CPUs on a 2-CPU host become 2. */
-function engineCpus(docker: Docker): Promise<number> {
-  cpusOfEngine ??= docker.info().then((i: { NCPU: number }) => i.NCPU).catch((err) => {
-    cpusOfEngine = undefined;
-    throw err;
-  });
-  return cpusOfEngine;
-}
-
-const sessionNetworks = new Map<string, Promise<string>>();
-
-/**
- * The installation's session network on this engine (see lib/networks.ts), made if missing. Another
- * process making it at the same moment is fine: CheckDuplicate turns the second into a 409.
- */
-export function ensureSessionNetwork(docker: Docker, installation: string): Promise<string> {
-  const name = sessionNetworkName(installation);
-  let made = sessionNetworks.get(name);
-  if (!made) {
-    made = (async () => {
-      const existing = await docker.listNetworks({ filters: { name: [name] } });
-      if (existing.some((n) => n.Name === name)) return name;
-      try {
-        await docker.createNetwork({
-          Name: name, Driver: 'bridge', CheckDuplicate: true,
-          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
-          Labels: { [LABELS.instance]: installation },
+  /** The journal's first record and its row, once: a retried attempt finds both. */
+  async function startJournal(spec: ContainerSpecRequest, accountId: number) {
+    const known = await db.selectFrom('session_journals').select('operation_id').where('operation_id', '=', spec.operationId).executeTakeFirst();
+    if (known) return;
+    const op = await db.selectFrom('operations as o')
+      .innerJoin('users as u', 'u.id', 'o.user_id')
+      .select(['o.created_at', 'o.command', 'u.id as user_id', 'u.name as user_name', 'u.email as user_email'])
+      .where('o.id', '=', spec.operationId).executeTakeFirstOrThrow();
+    const writer = JournalWriter.open(deps.dataDir, spec.operationId);
+    try {
+      if (writer.isEmpty) {
+        writer.started({
+          user: { id: Number(op.user_id), name: op.user_name, email: op.user_email },
+          app: spec.app, app_id: spec.appId, account: spec.account, container_size_mb: spec.containerSizeMb,
+          command: op.command ? (JSON.parse(op.command) as string[]) : null, container_id: null, created_at: op.created_at,
         });
-      } catch (err) {
-        if (dockerStatus(err) !== 409) throw err;
       }
-      return name;
-    })();
-    sessionNetworks.set(name, made);
-    made.catch(() => sessionNetworks.delete(name));
+    } finally {
+      writer.close();
+    }
+    await db.insertInto('session_journals')
+      .values({ operation_id: spec.operationId, account_id: accountId, host_id: hostId, created_at: nowIso(), ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null })
+      .onConflict((oc) => oc.column('operation_id').doNothing()).execute();
   }
-  return made;
-}
 
-export async function removeSessionContainer(docker: Docker, nameOrId: string, stopGraceS: number) {
-  const container = docker.getContainer(nameOrId);
-  try {
-    await container.stop({ t: stopGraceS });
-  } catch (err) {
+  function provisionFailure(err: unknown, image: string, network: string | null) {
     const status = dockerStatus(err);
-    // 304: already stopped; 404: already gone; 409: removal already in progress.
-    if (status === 404) return { removed: false };
-    if (status !== 304 && status !== 409) throw err;
+    const msg = dockerMessage(err);
+    if (status === 404 && /image/i.test(msg)) {
+      return provisionError(`image ${image} is not on the stack's Docker host (${msg}); build or load it there, or point the app at an image that exists`);
+    }
+    if (status === 404 && /network/i.test(msg)) return provisionError(`network ${network} does not exist on the stack's Docker host (${msg})`);
+    if (status === 400 || status === 409) return provisionError(`Docker refused the container: ${msg}`);
+    if (status === 500 && /(mount|bind|no such file)/i.test(msg)) {
+      return provisionError(`the container could not start: ${msg} (is the idle init at ESSH_INIT_PATH on the Docker host?)`);
+    }
+    if (status === 500 || status === 400) return provisionError(`the container could not start: ${msg}`);
+    return err;
   }
-  try {
-    await container.remove({ force: true, v: true });
-  } catch (err) {
-    const status = dockerStatus(err);
-    if (status === 404) return { removed: false };
-    if (status === 409) return { removed: true }; // another remover got there first
-    throw err;
-  }
-  return { removed: true };
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;
+
+export { resize };

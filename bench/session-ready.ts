@@ -82,7 +82,7 @@ async function sessionOnce(ctx: BenchContext, app: string, token: string): Promi
   }
   const d = await runtime.client.workflow.getHandle(sessionWorkflowId(body.id)).query(describeQuery);
   if (d.state !== 'waiting_for_client') throw new Error(`session ${body.id}: the workflow says ${d.state}, the record waiting_for_client`);
-  const info = await ctx.docker.getContainer(`essh-${body.id}`).inspect();
+  const info = await ctx.docker.getContainer(d.container_id!).inspect();
   if (!info.State.Running) throw new Error(`session ${body.id} is ready but its container is ${info.State.Status}`);
   const history = await phases(ctx, body.id);
   return { id: body.id, apiMs, readyMs: history.readyAt - t0, recordReadyMs: recordReadyAt - t0, phases: history };

@@ -442,10 +442,15 @@ class DrainLoop {
     }
     let meta: SessionMeta;
     if (started) {
+      // The record is written before the container exists (provisioning): its id is in the operation.
+      const containerId = started.container_id ?? (await this.deps.db.selectFrom('operations').select('container_id')
+        .where('id', '=', s.operationId).executeTakeFirst())?.container_id ?? null;
       meta = sessionMeta({
         operationId: s.operationId, accountId: s.accountId, app: started.app, appId: started.app_id, account: started.account,
-        userName: started.user.name, userEmail: started.user.email, containerId: started.container_id, host: this.deps.hostId,
+        userName: started.user.name, userEmail: started.user.email, containerId, host: this.deps.hostId,
       });
+      // Not known yet: looked up again for the next batch.
+      if (!containerId) return meta;
     } else {
       const op = await this.deps.db.selectFrom('operations as o')
         .innerJoin('apps as a', 'a.id', 'o.app_id').innerJoin('accounts as acc', 'acc.id', 'o.account_id').innerJoin('users as u', 'u.id', 'o.user_id')

@@ -70,6 +70,14 @@ const envSchema = z.object({
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
   ESSH_SESSION_CREATE_RATE: z.coerce.number().int().min(0).default(60),
+  /** This installation's short id (container names, labels); by default made once per database. */
+  ESSH_INSTALLATION: z.string().optional(),
+  /** The idle init every session container runs as its main process, on the Docker host (built by scripts/setup.sh). */
+  ESSH_INIT_PATH: z.string().optional(),
+  /** The largest a session's output journal grows; past it output still reaches the client, unjournaled, and drains are told. */
+  ESSH_JOURNAL_MAX_MB: z.coerce.number().int().positive().default(1024),
+  /** New sessions are refused (503) while the stack host has less free disk than this. */
+  ESSH_MIN_FREE_DISK_MB: z.coerce.number().int().min(0).default(1024),
   ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -113,6 +121,10 @@ export interface Config {
   /** The host's internal endpoint (host/internal-server.ts). */
   hostInternal: { host: string; port: number; url?: string };
   operationSettleS: number;
+  installation?: string;
+  initPath: string;
+  journalMaxBytes: number;
+  minFreeDiskBytes: number;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
 
@@ -163,6 +175,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     hostInternal: { host: e.ESSH_HOST_INTERNAL_HOST, port: e.ESSH_HOST_INTERNAL_PORT, url: e.ESSH_HOST_INTERNAL_URL },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
+    installation: e.ESSH_INSTALLATION,
+    initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),
+    journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,
+    minFreeDiskBytes: e.ESSH_MIN_FREE_DISK_MB * 1024 * 1024,
     logLevel: e.ESSH_LOG_LEVEL,
   };
 }

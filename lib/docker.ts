@@ -16,8 +16,14 @@ export function dockerMessage(err: unknown): string {
 }
 
 export const LABELS = {
+  /** On containers made for one session from the start; a pool container that starts serving one keeps `pool`. */
   session: 'essh.session',
   operationId: 'essh.operation_id',
+  /** A warm pool container (host/warm-pool.ts); its name says which session it serves, if any. */
+  pool: 'essh.pool',
+  appId: 'essh.app_id',
+  /** The app settings a pool container was made with (host/containers.ts settingsHash). */
+  settings: 'essh.settings',
   app: 'essh.app',
   account: 'essh.account',
   stack: 'essh.stack',

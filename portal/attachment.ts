@@ -4,12 +4,16 @@ import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import type { ServerChannel } from 'ssh2';
 import type { Db } from '../lib/db.js';
-import { dockerMessage, dockerStatus } from '../lib/docker.js';
+import { dockerMessage } from '../lib/docker.js';
 import type { Logger } from '../lib/log.js';
-import { containerKnownOrTimeout } from '../lib/record-news.js';
-import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
-import { ContainerOutput } from './output.js';
-import { TerminalSizeRecorder } from './terminal-sizes.js';
+import { imageProgram } from '../host/containers.js';
+import { oomSince } from '../host/oom.js';
+import { announceJournalAppended } from '../journal/news.js';
+import { isJournalSealed } from '../journal/seal.js';
+import { JournalWriteError, JournalWriter } from '../journal/writer.js';
+import { clientDisconnectedSignal, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { JournaledOutput, OutputStopped } from './output.js';
+import { SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
 /**
  * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
@@ -17,21 +21,22 @@ import { TerminalSizeRecorder } from './terminal-sizes.js';
  * by accident stands in for "none".
  */
 const DETACH_KEYS = 'ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@,ctrl-^,ctrl-_,ctrl-@';
-/** How long a client waits for a session that is still provisioning. */
-const READY_TIMEOUT_MS = 5 * 60_000;
-/**
- * A container is usually ready well under a second after the shell request, and every millisecond
- * of that wait is on the way to the user's prompt: the record is read often at first (a primary-key
- * read), then less often for slow provisioning.
- */
-const pollDelayMs = (waitedMs: number) => (waitedMs < 3000 ? 15 : 100);
-const WATCH_MS = 1000;
+/** How long the client's exit status waits for the record to say `ending` (its plan slot then is free). */
+const ENDING_WAIT_MS = 5000;
+/** A window being dragged sends dozens of sizes a second; the recording needs the ones that stayed. */
+const RESIZE_RECORD_MS = 100;
+/** Past this many sizes in one attachment the rest are not journaled (a client sending sizes in a loop). */
+const MAX_RESIZE_RECORDS = 10_000;
+/** The drains on this host hear of new output at most this often. */
+const JOURNAL_NEWS_MS = 50;
 
 export interface AttachmentDeps {
   db: Db;
   docker: Docker;
   client: Client;
   heartbeatIntervalS: number;
+  dataDir: string;
+  journalMaxBytes: number;
   log: Logger;
   /** Sessions this portal has a client attached to (a second attach is refused). */
   claims: Set<number>;
@@ -42,58 +47,39 @@ export interface PtySize {
   cols: number;
 }
 
-type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;
-
-function readSession(db: Db, id: number) {
-  return db
-    .selectFrom('operations')
-    .select(['id', 'state', 'container_id', 'end_reason', 'end_message', 'ended_by', 'exit_code'])
-    .where('id', '=', id)
-    .executeTakeFirst();
-}
-
-const isOver = (state: string) => state === 'ending' || state === 'ended';
-
-/** The one line a user sees when the session ends for a reason other than its program exiting. */
-export function endNotice(row: Pick<SessionRow, 'id' | 'end_reason' | 'end_message' | 'ended_by'>): string {
-  const id = Number(row.id);
-  const why = row.end_message ? `: ${row.end_message}` : '';
-  switch (row.end_reason) {
-    case 'terminated':
-      return `essh: session ${id} terminated by ${row.ended_by ?? 'an operator'}${why}`;
-    case 'expired':
-      return `essh: session ${id} expired${why}`;
-    case 'exit':
-      return `essh: session ${id} has ended (its program exited)`;
-    default:
-      return `essh: session ${id} ended (${row.end_reason ?? 'unknown reason'})${why}`;
-  }
-}
-
 /**
- * One SSH session channel attached to one session's container: create-attach-start, stdin/stdout
- * with back-pressure both ways, TTY resizes, heartbeats while it lasts, and exactly one way out.
+ * One SSH session channel attached to one session: it starts the session's program in the session's
+ * container by `docker exec` (with a TTY if the client asked for one), journals every byte of output
+ * before the client gets it, carries stdin and resizes, sends heartbeats while it lasts, and reports
+ * how it ended, with exactly one way out.
  */
 export class Attachment {
   private readonly connectionId = `portal-${randomBytes(6).toString('hex')}`;
-  /** Output bytes taken from the container so far (what the portal has read, not what the client got). */
+  /** Output bytes taken from the program so far (what the portal has read, not what the client got). */
   bytesFromContainer = 0;
-  private container?: Docker.Container;
-  private tty = false;
-  private sizes?: TerminalSizeRecorder;
+  private exec?: Docker.Exec;
+  private journal?: JournalWriter;
   private heartbeatSent = false;
   private channelClosed = false;
   private readonly closed: Promise<void>;
+  private readonly watch: SessionWatch;
+  private resizes = 0;
+  private lastResizeAt = 0;
+  private resizeTimer?: NodeJS.Timeout;
+  private newsTimer?: NodeJS.Timeout;
+  private truncated = false;
 
   constructor(
     private readonly deps: AttachmentDeps,
     readonly sessionId: number,
     private readonly channel: ServerChannel,
-    private readonly pty: PtySize | null,
+    private readonly pty: (PtySize & { term?: string }) | null,
   ) {
+    this.watch = new SessionWatch(deps.db, sessionId);
     this.closed = new Promise((resolve) =>
       channel.once('close', () => {
         this.channelClosed = true;
+        this.watch.stop();
         resolve();
       }),
     );
@@ -124,11 +110,30 @@ export class Attachment {
 
   resize(size: PtySize) {
     if (this.pty) Object.assign(this.pty, size);
-    if (this.container && this.tty) {
-      this.container.resize({ h: size.rows, w: size.cols }).catch((err) =>
-        this.deps.log.debug({ err: dockerMessage(err), session: this.sessionId }, 'resize failed'),
-      );
-      this.sizes?.record(size);
+    if (!this.exec || !this.pty) return;
+    this.exec.resize({ h: size.rows, w: size.cols }).catch((err) =>
+      this.deps.log.debug({ err: dockerMessage(err), session: this.sessionId }, 'resize failed'),
+    );
+    this.journalResize();
+  }
+
+  /** At most one size per RESIZE_RECORD_MS, always the last of a burst. */
+  private journalResize() {
+    const wait = this.lastResizeAt + RESIZE_RECORD_MS - Date.now();
+    if (wait > 0) {
+      this.resizeTimer ??= setTimeout(() => {
+        this.resizeTimer = undefined;
+        this.journalResize();
+      }, wait);
+      return;
+    }
+    if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || isJournalSealed(this.sessionId)) return;
+    this.lastResizeAt = Date.now();
+    this.resizes++;
+    try {
+      this.journal.resize(this.pty);
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'journaling a resize failed');
     }
   }
 
@@ -141,93 +146,75 @@ export class Attachment {
     try {
       await this.attachAndServe(opts);
     } catch (err) {
-      this.deps.log.warn({ err: dockerMessage(err), session: id }, 'attaching a client failed');
-      await this.fail(`essh: could not attach to session ${id}: ${dockerMessage(err)}`);
-      if (this.heartbeatSent) await this.disconnected('the portal could not attach');
+      const why = err instanceof JournalWriteError ? `its output could not be recorded on its host (${err.message})` : dockerMessage(err);
+      this.deps.log.warn({ err: why, session: id }, 'serving a client failed');
+      await this.fail(`essh: session ${id}: ${why}`);
+      if (this.heartbeatSent) await this.disconnected('the portal could not serve the client');
     } finally {
       claims.delete(id);
-    }
-  }
-
-  private async waitUntilReady(progress: boolean): Promise<SessionRow | string | null> {
-    const id = this.sessionId;
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    let announced = false;
-    const started = Date.now();
-    for (;;) {
-      if (this.channelClosed) return null;
-      const row = await readSession(this.deps.db, id);
-      if (!row) return `essh: session ${id} was not found.`;
-      if (isOver(row.state)) return endNotice(row);
-      if (row.state === 'active') return `essh: session ${id} already has a client attached; only one connection at a time is allowed.`;
-      // The record names the container while still `provisioning` only for a start-on-attach session,
-      // as soon as the container exists (see provisionContainer).
-      if ((row.state === 'waiting_for_client' || row.state === 'provisioning') && row.container_id) {
-        if (announced) this.say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-        return row;
-      }
-      if (progress && !announced && Date.now() - started > 300) {
-        announced = true;
-        this.say(`essh: session ${id}: provisioning container…`);
-      }
-      if (Date.now() > deadline) return `essh: session ${id} is still not ready after ${READY_TIMEOUT_MS / 60_000} minutes; try again later.`;
-      await containerKnownOrTimeout(id, pollDelayMs(Date.now() - started));
+      this.watch.stop();
+      clearTimeout(this.resizeTimer);
+      clearTimeout(this.newsTimer);
+      this.journal?.close();
     }
   }
 
   private async attachAndServe(opts: { onLeftEarly?: () => Promise<unknown>; progress?: boolean }) {
     const { docker, client, log } = this.deps;
     const id = this.sessionId;
-    const ready = await this.waitUntilReady(opts.progress ?? false);
+    const started = Date.now();
+    let announced = false;
+    const ready = await this.watch.untilContainer(() => {
+      if (!opts.progress) return;
+      announced = true;
+      this.say(`essh: session ${id}: provisioning container…`);
+    });
     if (ready === null) {
       await opts.onLeftEarly?.();
       return;
     }
-    if (typeof ready === 'string') return this.fail(ready);
+    if ('refused' in ready) return this.fail(ready.refused);
+    if (announced) this.say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
-    const container = docker.getContainer(ready.container_id!);
-    const info = await container.inspect();
-    this.tty = info.Config.Tty;
-    if (this.tty && this.pty) {
-      // The size the client attaches with, before anything is started: the recording's first size.
-      this.sizes = new TerminalSizeRecorder(this.deps.db, id, log);
-      this.sizes.record(this.pty);
-    }
-    // A start-on-attach container is still `created`: attach first, then start, so no output is lost.
-    const mustStart = info.State.Status === 'created';
-    const abort = new AbortController();
-    const exited = (container.wait({ condition: mustStart ? 'next-exit' : 'not-running', abortSignal: abort.signal }) as Promise<{
-      StatusCode: number;
-    }>).then((r) => ({ kind: 'exit' as const, code: r.StatusCode }));
-    exited.catch(() => undefined);
-    const stream = (await container.attach({
-      stream: true, stdin: true, stdout: true, stderr: true, hijack: true,
-      // An already running container printed its prompt before anyone attached: replay it.
-      logs: !mustStart,
-      detachKeys: DETACH_KEYS,
-    })) as unknown as Duplex;
-    const output = new ContainerOutput(this.channel, this.channel.stderr, !this.tty);
-    let watch: NodeJS.Timeout | undefined;
+    const container = docker.getContainer(ready.containerId);
+    const tty = this.pty !== null;
+    this.journal = JournalWriter.open(this.deps.dataDir, id, { maxBytes: this.deps.journalMaxBytes });
+    if (this.pty) this.journalResize();
+    const exec = await container.exec({
+      Cmd: await this.program(ready.row),
+      AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty, DetachKeys: DETACH_KEYS,
+      // The client's terminal type (CONTRACT §4); the rest of the environment is the app's.
+      Env: tty ? [`TERM=${this.pty?.term || 'xterm'}`] : [],
+    });
+    const programStartedAt = Date.now();
+    const stream = (await exec.start({ hijack: true, stdin: true, Tty: tty })) as unknown as Duplex;
+    this.exec = exec;
+    if (this.pty) this.resize(this.pty);
+
+    const journal = this.journal;
+    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (s, chunk) => {
+      // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
+      if (isJournalSealed(id)) return false;
+      if (!journal.output(s, chunk)) this.markTruncated();
+      this.journalNews();
+      return true;
+    });
     let beat: NodeJS.Timeout | undefined;
     try {
-      stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'attach stream error'));
+      stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => (this.bytesFromContainer += chunk.length));
-      output.on('error', () => undefined);
-      const outputDone = new Promise<void>((r) => {
-        output.once('finish', r);
-        output.once('close', r);
+      let stopped = false;
+      output.on('error', (err) => {
+        if (err instanceof OutputStopped) stopped = true;
+        stream.destroy();
+      });
+      const programEnded = new Promise<{ kind: 'exit' }>((r) => {
+        output.once('finish', () => r({ kind: 'exit' }));
+        output.once('close', () => r({ kind: 'exit' }));
       });
       stream.pipe(output);
-      // A TTY's end of input is a byte (Ctrl-D), not EOF; an EOF on a TTY attach would cut the output.
-      this.channel.pipe(stream, { end: !this.tty });
-      this.container = container;
-
-      if (mustStart) {
-        await container.start().catch((err) => {
-          if (dockerStatus(err) !== 304) throw err;
-        });
-      }
-      if (this.pty && this.tty) this.resize(this.pty);
+      // Without a TTY the client's end of input is the program's EOF; a TTY's is a byte (Ctrl-D).
+      this.channel.pipe(stream, { end: !tty });
 
       const workflow = client.workflow.getHandle(sessionWorkflowId(id));
       // The first heartbeat is what makes the session `active`.
@@ -239,50 +226,64 @@ export class Attachment {
         );
       }, this.deps.heartbeatIntervalS * 1000);
 
-      const endedElsewhere = new Promise<{ kind: 'ended'; row: SessionRow }>((resolve) => {
-        watch = setInterval(() => {
-          readSession(this.deps.db, id)
-            .then((row) => {
-              if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') resolve({ kind: 'ended', row });
-            })
-            .catch(() => undefined);
-        }, WATCH_MS);
-      });
       const outcome = await Promise.race([
-        exited,
-        endedElsewhere,
+        programEnded,
+        this.watch.untilEndedElsewhere().then((row) => ({ kind: 'ended' as const, row })),
         this.closed.then(() => ({ kind: 'client' as const })),
       ]);
       clearInterval(beat);
-      clearInterval(watch);
+      this.watch.stop();
 
       if (outcome.kind === 'client') {
         await this.disconnected('the client closed the connection');
         return;
       }
-      if (outcome.kind === 'exit') {
-        // Docker closes the attach stream once the output is drained; what is left goes out first.
-        await Promise.race([outputDone, this.closed, new Promise((r) => setTimeout(r, 5000))]);
-        const row = await readSession(this.deps.db, id);
-        if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
-        await this.finish(outcome.code);
-        // The host agent reports the exit itself; a clientDisconnected arriving first would record
-        // `disconnect` instead of `exit`, so it is only sent if the session is still open later.
-        void this.disconnectIfStillOpen();
+      if (outcome.kind === 'ended' || stopped) {
+        const row = outcome.kind === 'ended' ? outcome.row : await this.watch.read();
+        if (row) this.say(endNotice(row), { ownLine: true });
+        await this.finish(row?.exit_code ?? 1);
         return;
       }
-      this.say(endNotice(outcome.row), { ownLine: true });
-      await this.finish(outcome.row.exit_code ?? 1);
+      // The program exited (its output is all in the journal and handed to the channel).
+      const { ExitCode } = await exec.inspect();
+      const code = ExitCode ?? 1;
+      const oom = code === 137 && oomSince(ready.containerId, programStartedAt);
+      await workflow.signal(programExitedSignal, { connection_id: this.connectionId, exit_code: code, oom_killed: oom })
+        .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
+      // The exit status goes out once the session no longer holds its plan slot (CONTRACT §8).
+      const row = await new SessionWatch(this.deps.db, id).untilEnding(ENDING_WAIT_MS);
+      if (oom) this.say(`essh: session ${id}: the program ran out of memory and was killed`, { ownLine: true });
+      else if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
+      await this.finish(code);
     } finally {
       clearInterval(beat);
-      clearInterval(watch);
-      abort.abort();
       this.channel.unpipe(stream);
       stream.unpipe(output);
       stream.destroy();
       output.destroy();
-      await this.sizes?.close();
     }
+  }
+
+  /** The session's command, else the app's, else what the image runs by default. */
+  private async program(row: SessionRow): Promise<string[]> {
+    if (row.command) return JSON.parse(row.command) as string[];
+    const app = await this.deps.db.selectFrom('apps').select(['command', 'image']).where('id', '=', row.app_id).executeTakeFirst();
+    if (app?.command) return JSON.parse(app.command) as string[];
+    return imageProgram(this.deps.docker, app?.image ?? '');
+  }
+
+  private markTruncated() {
+    if (this.truncated) return;
+    this.truncated = true;
+    this.deps.db.updateTable('session_journals').set({ truncated: 1 }).where('operation_id', '=', this.sessionId).execute()
+      .catch((err) => this.deps.log.warn({ err, session: this.sessionId }, 'recording a journal truncation failed'));
+  }
+
+  private journalNews() {
+    this.newsTimer ??= setTimeout(() => {
+      this.newsTimer = undefined;
+      announceJournalAppended(this.sessionId);
+    }, JOURNAL_NEWS_MS);
   }
 
   private async disconnected(reason: string) {
@@ -291,15 +292,5 @@ export class Attachment {
       .getHandle(sessionWorkflowId(this.sessionId))
       .signal(clientDisconnectedSignal, { connection_id: this.connectionId, reason })
       .catch((err) => this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'clientDisconnected signal failed'));
-  }
-
-  private async disconnectIfStillOpen() {
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      const row = await readSession(this.deps.db, this.sessionId).catch(() => undefined);
-      if (row && isOver(row.state)) return;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    await this.disconnected('the container exited');
   }
 }

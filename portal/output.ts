@@ -1,36 +1,49 @@
 import { Writable } from 'node:stream';
+import type { OutputStream } from '../journal/format.js';
 
 interface Target {
   write(chunk: Buffer, cb: (err?: Error | null) => void): boolean;
 }
 
+/** Appends one chunk of output to the session's journal; false: do not pass it on (see JournaledOutput). */
+export type Journal = (stream: OutputStream, chunk: Buffer) => boolean;
+
 /**
- * Carries a container's output to the SSH channel one chunk at a time: a chunk is acknowledged only once
- * the channel has taken it (its SSH window had room), so a slow client slows the container's stream
- * instead of growing a buffer in the portal. 'finish' means everything has been handed to the channel.
+ * Carries a program's output to the SSH channel one chunk at a time, appending each chunk to the
+ * session's journal *before* the channel gets it (CONTRACT §4: every byte the client receives is in
+ * the journal first). A chunk is acknowledged only once the channel has taken it (its SSH window had
+ * room), so a slow client slows the program instead of growing a buffer in the portal. 'finish' means
+ * everything has been handed to the channel.
  *
  * Without a TTY, Docker multiplexes stdout and stderr on one stream in frames of an 8-byte header
  * (stream type, 3 zero bytes, big-endian length) and a payload; `demux` splits them back. (dockerode's
  * own demuxStream writes without waiting, which would defeat the back-pressure.)
  */
-export class ContainerOutput extends Writable {
+export class JournaledOutput extends Writable {
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly stdout: Target,
     private readonly stderr: Target,
     private readonly demux: boolean,
+    private readonly journal: Journal,
   ) {
     super({ highWaterMark: 64 * 1024 });
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    if (!this.demux) {
-      this.stdout.write(chunk, done);
-      return;
+    try {
+      if (!this.demux) return this.pass('stdout', chunk, done);
+      this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+      this.drainFrames(done);
+    } catch (err) {
+      done(err as Error);
     }
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    this.drainFrames(done);
+  }
+
+  private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void) {
+    if (!this.journal(stream, payload)) return done(new OutputStopped());
+    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, done);
   }
 
   private drainFrames(done: (err?: Error | null) => void): void {
@@ -40,8 +53,14 @@ export class ContainerOutput extends Writable {
     if (this.pending.length < 8 + length) return done();
     const payload = this.pending.subarray(8, 8 + length);
     this.pending = this.pending.subarray(8 + length);
-    const target = type === 2 ? this.stderr : this.stdout;
     if (payload.length === 0) return this.drainFrames(done);
-    target.write(payload, (err) => (err ? done(err) : this.drainFrames(done)));
+    this.pass(type === 2 ? 'stderr' : 'stdout', payload, (err) => (err ? done(err) : this.drainFrames(done)));
+  }
+}
+
+/** The journal refused a chunk (the session is being torn down): nothing more goes to the client. */
+export class OutputStopped extends Error {
+  constructor() {
+    super('the session output stopped');
   }
 }

@@ -85,7 +85,6 @@ export class SshPortal {
     // (@types/ssh2 lacks the server side's setNoDelay, which ssh2 has.)
     (conn as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true);
     let identity: PortalIdentity | null = null;
-    let sessionOpened = false;
     // A connection that never finishes authenticating is dropped rather than held open forever.
     const authDeadline = setTimeout(() => conn.end(), AUTH_TIMEOUT_MS);
     authDeadline.unref();
@@ -108,16 +107,17 @@ export class SshPortal {
 
     conn.on('ready', () => {
       clearTimeout(authDeadline);
+      // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
+      // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
+      // client per session rule still holds.
       conn.on('session', (accept, reject) => {
-        // One attachment per connection keeps "one client per session" meaningful.
-        if (sessionOpened || !identity) return reject();
-        sessionOpened = true;
+        if (!identity) return reject();
         const session = accept();
         const who = identity;
-        let pty: PtySize | null = null;
+        let pty: (PtySize & { term: string }) | null = null;
         let attachment: Attachment | null = null;
         session.on('pty', (ok, _no, info) => {
-          pty = { rows: info.rows, cols: info.cols };
+          pty = { rows: info.rows, cols: info.cols, term: info.term };
           ok?.();
         });
         session.on('window-change', (ok, _no, info) => {
@@ -154,13 +154,14 @@ export class SshPortal {
   private async serve(
     who: PortalIdentity,
     channel: ServerChannel,
-    pty: PtySize | null,
+    pty: (PtySize & { term: string }) | null,
     command: string | null,
     onAttachment: (a: Attachment) => void,
   ) {
+    const { config } = this.deps;
     const deps = {
-      db: this.deps.db, docker: this.deps.docker, client: this.deps.client,
-      heartbeatIntervalS: this.deps.config.ssh.heartbeatIntervalS, log: this.deps.log, claims: this.claims,
+      db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
+      dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims,
     };
     if (who.kind === 'session') {
       const attachment = new Attachment(deps, who.sessionId, channel, pty);
@@ -181,8 +182,6 @@ export class SshPortal {
       const created = await this.deps.sessions.create(principal, who.app, {
         // Like sshd, the command line is handed to a shell.
         command: command !== null ? ['/bin/sh', '-c', command] : undefined,
-        tty: pty !== null,
-        start_on_connect: true,
       });
       sessionId = created.id;
     } catch (err) {

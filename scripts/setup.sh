@@ -69,5 +69,12 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 
+# --- the idle init every session container runs (host/init/essh-init.c): static, so any image works ---
+init_bin=$TOOLS_DIR/essh-init
+if [ ! -x "$init_bin" ] || [ host/init/essh-init.c -nt "$init_bin" ]; then
+  command -v gcc >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -n "$(find /usr/lib -name libc.a 2>/dev/null | head -1)" ] || apt_install gcc libc6-dev
+  gcc -static -Os -s -o "$init_bin.tmp" host/init/essh-init.c && mv "$init_bin.tmp" "$init_bin"
+fi
+
 # --- local images (nothing can be pulled: built from Debian packages) --------------------------
 bash scripts/build-images.sh

@@ -16,7 +16,8 @@ import {
   type Session,
   type SessionWorkflowInput,
 } from '../workflows/definitions.js';
-import type { AnnouncedHostKey } from '../portal/host-key.js';
+import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
+import { hostForStack } from '../host/registry.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, invalid, notFound } from './errors.js';
@@ -82,6 +83,8 @@ export class SessionsService {
       ssh: { publicHost: string; port: number; hostKey?: AnnouncedHostKey };
       /** Session creations per token (or SSH user) per minute; 0 or absent: no limit. */
       createRatePerMinute?: number;
+      /** New sessions are refused while the stack's host reports less free disk than this. */
+      minFreeDiskBytes?: number;
     },
   ) {
     this.createRate = new SessionCreateRateLimiter(deps.createRatePerMinute ?? 0);
@@ -137,6 +140,14 @@ export class SessionsService {
       db, { id: accountId, handle: app.account_handle, image_prefixes: app.image_prefixes }, { id: Number(app.stack_id), name: app.stack_name }, app.image,
     );
     if (notGranted) throw forbidden(`App ${app.handle} cannot start sessions: ${notGranted}.`);
+    // The stack's host: its portal goes in the connect block, and a host short of disk takes no session.
+    const host = await hostForStack(db, app.stack_name);
+    const minFree = this.deps.minFreeDiskBytes ?? 0;
+    if (host?.free_disk_bytes !== null && host?.free_disk_bytes !== undefined && Number(host.free_disk_bytes) < minFree) {
+      const mb = (b: number) => Math.floor(b / (1024 * 1024));
+      throw new ApiError(503, 'unavailable',
+        `The host of stack ${app.stack_name} is low on disk (${mb(Number(host.free_disk_bytes))} MB free; it keeps ${mb(minFree)} MB free), so it takes no new session now. Try again later, or tell an operator.`);
+    }
     const token = newToken('esst');
     const created = new Date();
     const createdAt = created.toISOString();
@@ -253,7 +264,9 @@ export class SessionsService {
 
     const session = await this.get(principal, operationId);
     const user = `session-${operationId}`;
-    const { publicHost, port, hostKey } = this.deps.ssh;
+    const { publicHost, port, hostKey } = host?.ssh_host && host.ssh_port && host.ssh_host_key
+      ? { publicHost: host.ssh_host, port: Number(host.ssh_port), hostKey: announcedHostKey(host.ssh_host_key) }
+      : this.deps.ssh;
     return {
       ...session,
       connect: {

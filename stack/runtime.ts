@@ -6,20 +6,21 @@ import { createApi } from '../api/app.js';
 import type { Config } from '../lib/config.js';
 import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
 import { openDocker } from '../lib/docker.js';
-import { instanceId as loadInstanceId } from '../lib/instance.js';
+import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { loadSecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
-import { HostAgent } from '../worker/host-agent.js';
+import { existsSync } from 'node:fs';
+import { HostAgent } from '../host/agent.js';
+import { HostRegistration } from '../host/registry.js';
+import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
 import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
-import { createCaptureActivities, createDrainActivities } from '../drains/activities.js';
-import type { CaptureThread, CaptureWaiter } from '../drains/capture-thread.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
 import { JournalRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
@@ -28,7 +29,6 @@ import { drainRoutes } from '../api/routes/drains.js';
 import { recordingRoutes } from '../api/routes/recordings.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
-import { HostRegistration } from '../host/registry.js';
 
 export const VERSION = '0.1.0';
 
@@ -48,7 +48,9 @@ export interface Runtime {
   config: Config;
   db: Db;
   engine: DbEngine;
+  /** This installation's short id (container names and labels). */
   instanceId: string;
+  installation: Installation;
   client: Client;
   sessions: SessionsService;
   admin: AdminService;
@@ -56,8 +58,8 @@ export interface Runtime {
   apiUrl?: string;
   server?: Server;
   hostAgent?: HostAgent;
-  /** The output capture of this process's host workers. */
-  capture?: CaptureThread;
+  /** The warm pool of this process's host (its stacks' apps). */
+  pool?: WarmPool;
   portal?: SshPortal;
   /** The port the SSH portal listens on (config.ssh.port, or the one picked for port 0). */
   sshPort?: number;
@@ -76,7 +78,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const db = openDatabase(config.databaseUrl);
     cleanups.push(() => db.destroy());
     await migrate(db, engine);
-    const instanceId = await loadInstanceId(db);
+    const installation = await loadInstallation(db, config.installation);
+    const instanceId = installation.id;
     const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey, previousKeysBase64: config.previousSecretsKeys });
     const resealed = await sealStoredDrainSecrets(db, secrets);
     if (resealed) log.info({ drains: resealed, key: secrets.keyId }, 'sealed stored drain credentials under the current secrets key');
@@ -104,32 +107,48 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       timeouts: { ...config.session },
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
+      minFreeDiskBytes: config.minFreeDiskBytes,
     });
     const admin = new AdminService(db);
-    const runtime: Runtime = { config, db, engine, instanceId, client, sessions, admin, log, stop };
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, log, stop };
 
     const workers: Worker[] = [];
     if (parts.worker && connection) {
-      workers.push(await createMainWorker({
-        connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle,
-        extraActivities: createDrainActivities({ db, engine }),
-      }));
+      workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
     }
+    let registration: HostRegistration | undefined;
     if (parts.hostStacks?.length && connection) {
+      if (!existsSync(config.initPath)) {
+        throw new Error(`the idle init for session containers is missing at ${config.initPath}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH`);
+      }
       const docker = openDocker();
-      // TEMPORARY (issue 9): the log capture wrote to session_streams/session_events, which migration
-      // 0008 dropped; session output now reaches the drains through the portal's journal. Until the exec
-      // portal replaces the capture, its waits answer at once.
-      const capture: CaptureWaiter = { waitForCaptureEnd: async () => true };
+      const pool = new WarmPool({
+        docker, db, installation: installation.id, hostId: config.hostId, stacks: parts.hostStacks, initPath: config.initPath,
+        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log,
+      });
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
-          connection, namespace: config.temporal.namespace, stack, docker, db, hostId: config.hostId,
-          extraActivities: createCaptureActivities({ agent: capture, docker }),
+          connection, namespace: config.temporal.namespace, stack,
+          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool },
         }));
       }
+      pool.start();
+      cleanups.push(() => pool.stop());
+      runtime.pool = pool;
+      // One agent per engine, whatever the number of stacks it serves.
+      const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
+      await agent.start();
+      runtime.hostAgent = agent;
+      cleanups.push(() => agent.stop());
+      registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
+        hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
+      });
+      await registration.start();
+      const reg = registration;
+      cleanups.push(() => reg.stop());
       // This host's part of drains and recordings: it ships, keeps and serves the journals of the
       // sessions that ran here.
       const shipper = new DrainShipper({
@@ -152,17 +171,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       });
       const internalUrl = await internal.start();
       cleanups.push(() => internal.stop());
-      const registration = new HostRegistration(
-        { db, log, intervalS: config.reconcileIntervalS },
-        { hostId: config.hostId, stacks: parts.hostStacks, internalUrl, dataDir: config.dataDir },
-      );
-      await registration.start();
-      cleanups.push(() => registration.stop());
-      // One agent per engine, whatever the number of stacks it serves.
-      const agent = new HostAgent({ docker, client, instanceId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log, capture });
-      await agent.start();
-      runtime.hostAgent = agent;
-      cleanups.push(() => agent.stop());
+      await registration.update({ internalUrl });
     }
     for (const w of workers) {
       const running = w.run();
@@ -201,6 +210,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       runtime.portal = portal;
       runtime.sshPort = portal.port;
       sshEndpoint.port = portal.port;
+      // The API's connect blocks for this host's stacks name this portal, wherever the API runs.
+      await registration?.update({
+        ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
+      });
     }
     return runtime;
   } catch (err) {

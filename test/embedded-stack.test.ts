@@ -101,6 +101,7 @@ describe('npm start: the embedded stack', () => {
     expect(created.status).toBe(201);
     const id = created.body.id as number;
     await waitFor('the demo session to be ready', async () => (await api.get(`/sessions/${id}`, demoToken)).body.state === 'waiting_for_client');
+    const containerId = (await api.get(`/sessions/${id}`, demoToken)).body.container_id as string;
 
     // The six search attributes are registered: the operator's query finds the session.
     const temporal = toolPath('temporal');
@@ -112,7 +113,7 @@ describe('npm start: the embedded stack', () => {
     }, 15_000, 500);
 
     expect(await stopStack(first)).toBe(0);
-    expect(await containerExists(`essh-${id}`)).toBe(true);
+    expect(await containerExists(containerId)).toBe(true);
 
     // Started again on the same data dir: the session carries on, and still ends and cleans up.
     first = await startStack(env);
@@ -123,7 +124,7 @@ describe('npm start: the embedded stack', () => {
     expect(described).toContain('waiting_for_client');
     expect((await again.post(`/sessions/${id}/terminate`, demoToken, { reason: 'test over' })).status).toBe(202);
     await waitFor('the session to end', async () => (await again.get(`/sessions/${id}`, demoToken)).body.state === 'ended', 30_000);
-    expect(await containerExists(`essh-${id}`)).toBe(false);
+    expect(await containerExists(containerId)).toBe(false);
     expect(await stopStack(first)).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SESSION_CAPABILITIES } from '../activities/host.js';
-import { containerExists, createTenant, docker, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
+import { SESSION_CAPABILITIES } from '../host/containers.js';
+import { containerExists, createTenant, docker, runInSession, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
+import { sessionContainer } from './harness.js';
 
 /**
  * CONTRACT §7 through the real Docker engine: what the session container may not do, checked both
@@ -26,19 +27,19 @@ async function start(command: string[], body: object = {}) {
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body as { id: number };
 }
-/** A command's verdict comes back as the session's exit code. */
+/** A command's verdict comes back as the session's exit code (it runs once the client attaches). */
 async function exitOf(script: string, body: object = {}) {
-  const s = await start(['sh', '-c', script], body);
-  const ended = await waitForState(stack, tenant.token, s.id, 'ended', 60_000);
-  expect(ended.end_reason, JSON.stringify(ended)).toBe('exit');
-  return ended;
+  const r = await runInSession(stack, tenant, { command: ['sh', '-c', script], body, endTimeoutMs: 60_000 });
+  expect(r.ended.end_reason, JSON.stringify(r.ended)).toBe('exit');
+  expect(r.exitCode).toBe(r.ended.exit_code);
+  return r.ended;
 }
 
 describe('the session container, seen from the engine', () => {
   it('is not privileged, has no-new-privileges, a pids limit, memory = swap = size, no mounts, no ports, restart no', async () => {
     const s = await start(['sleep', '600'], { container_size_mb: 256 });
     await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
-    const info = await docker.getContainer(`essh-${s.id}`).inspect();
+    const info = await docker.getContainer(sessionContainer(stack, s.id)).inspect();
     const hc = info.HostConfig;
     expect(hc.Privileged).toBe(false);
     expect(hc.SecurityOpt).toContain('no-new-privileges');
@@ -51,7 +52,8 @@ describe('the session container, seen from the engine', () => {
     expect([...(hc.CapAdd ?? [])].sort()).toEqual([...SESSION_CAPABILITIES].sort());
     expect(hc.Devices ?? []).toEqual([]);
     expect(hc.Binds ?? []).toEqual([]);
-    expect(info.Mounts).toEqual([]);
+    // The one host path: the idle init, read-only (CONTRACT §7).
+    expect(info.Mounts.map((m) => ({ type: m.Type, dest: m.Destination, rw: m.RW }))).toEqual([{ type: 'bind', dest: '/.essh/init', rw: false }]);
     expect(hc.PublishAllPorts).toBe(false);
     expect(Object.keys(hc.PortBindings ?? {})).toEqual([]);
     expect(hc.PidMode || '').not.toBe('host');
@@ -68,8 +70,10 @@ describe('the session container, seen from inside', () => {
       'for p in /var/run/docker.sock /run/docker.sock /var/lib/docker /host /proc/1/root/var/run/docker.sock; do test -e $p && exit 10; done',
       'ls /var/run/docker.sock 2>/dev/null && exit 11',
       // Every mount is the container's own: overlay root, proc, sys, dev, cgroup, Docker's
-      // resolv.conf/hostname/hosts files and its init binary (Init: true); nothing else from the host.
-      "awk '{print $2}' /proc/mounts | grep -vE '^/(proc|sys|dev)(/|$)|^/$|^/etc/(resolv.conf|hostname|hosts)$|^/sbin/docker-init$' && exit 12",
+      // resolv.conf/hostname/hosts files and essh's idle init, read-only; nothing else from the host.
+      "awk '{print $2}' /proc/mounts | grep -vE '^/(proc|sys|dev)(/|$)|^/$|^/etc/(resolv.conf|hostname|hosts)$|^/.essh/init$' && exit 12",
+      "grep ' /.essh/init ' /proc/mounts | grep -qE ' ro[ ,]' || exit 15",
+      'echo x > /.essh/init 2>/dev/null && exit 16',
       'grep -q "NoNewPrivs:.1" /proc/self/status || exit 13',
       // No capability to administer the system: mounting is refused.
       'mkdir -p /tmp/m && mount -t tmpfs none /tmp/m 2>/dev/null && exit 14',
@@ -103,7 +107,7 @@ describe('the session container, seen from inside', () => {
       'exit 0',
     ].join('; '));
     expect(ended.exit_code).toBe(0);
-    expect(await containerExists(`essh-${ended.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, ended.id))).toBe(false);
     // The host is unharmed: the API answers and a new session runs.
     const next = await exitOf('exit 7');
     expect(next.exit_code).toBe(7);
@@ -114,8 +118,8 @@ describe('the session container, seen from inside', () => {
     const ended = await exitOf('head -c 2000m /dev/zero | tail; exit $?');
     expect(ended.container_size_mb).toBe(1024);
     expect(ended.exit_code).toBe(137);
-    expect(ended.end_message).toBe('the container ran out of memory and was killed');
-    expect(await containerExists(`essh-${ended.id}`)).toBe(false);
+    expect(ended.end_message).toBe("the program ran out of the container's 1024 MB of memory and was killed");
+    expect(await containerExists(sessionContainer(stack, ended.id))).toBe(false);
     const op = await stack.api.get(`/operations/${ended.id}`, tenant.token);
     expect(op.body).toMatchObject({ end_reason: 'exit', exit_code: 137 });
   }, 90_000);

@@ -15,6 +15,7 @@ import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
+import { sessionContainerName } from '../host/containers.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
 import pg from 'pg';
 
@@ -86,6 +87,7 @@ export async function startTestStack(
     ESSH_API_PORT: '0',
     ESSH_SSH_PORT: '0',
     ESSH_HEARTBEAT_TIMEOUT_S: '4',
+    ESSH_PORTAL_HEARTBEAT_S: '1',
     ESSH_CONNECT_TIMEOUT_S: '120',
     ESSH_STOP_GRACE_S: '2',
     ESSH_RECONCILE_INTERVAL_S: '2',
@@ -98,7 +100,7 @@ export async function startTestStack(
   });
   const runtime = await startRuntime(
     config,
-    opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], workflowBundle: workflowBundle() },
+    opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], portal: true, workflowBundle: workflowBundle() },
     createLogger(config.logLevel),
   );
   // A restarted stack keeps its ids: moving the sequence back could reuse one.
@@ -236,6 +238,11 @@ export async function createTenant(
     ...(opts.max !== undefined ? { max_concurrent_sessions: opts.max } : {}),
   });
   if (a.status !== 201) throw new Error(`creating account: ${a.status} ${JSON.stringify(a.body)}`);
+  // A dedicated stack serves only the accounts it is granted to.
+  if (opts.stackName) {
+    const g = await stack.api.request('PATCH', `/accounts/${account}`, admin, { stacks: [opts.stackName] });
+    if (g.status !== 200) throw new Error(`granting stack ${opts.stackName}: ${g.status} ${JSON.stringify(g.body)}`);
+  }
   const ap = await stack.api.post('/apps', admin, {
     handle: app, account, stack: opts.stackName ?? 'local', image: opts.image ?? DEMO_IMAGE,
     env: opts.env ?? { APP_ENV: 'test', DATABASE_URL: 'postgres://app@db/app' }, working_dir: '/app',
@@ -290,39 +297,43 @@ export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
     ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), timeoutMs, 500);
 }
 
+export interface SessionRun {
+  id: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  exitCode: number | null;
+  /** The session as the API shows it once it has ended. */
+  ended: any;
+}
+
 /**
- * A session without a TTY that prints `lines` short lines (`seq`) and then waits: the engine's log hands
- * 200 000 of them to the capture over several seconds, long enough to act while it is still reading.
+ * Creates a session through the API and attaches to it through the real SSH portal with the ssh2
+ * client and its one-time token, as `essh ssh` does: the program starts when the client attaches (by
+ * docker exec). Writes `input` (then EOF without a TTY), collects the output to the end and the exit
+ * status, and waits for the session to be `ended`.
  */
-export async function startPrintingSession(stack: TestStack, t: { app: string; token: string }, lines: number): Promise<number> {
-  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `seq 1 ${lines}; sleep 600`], tty: false });
-  if (r.status !== 201) throw new Error(`creating the printing session: ${r.status} ${JSON.stringify(r.body)}`);
-  const id = r.body.id as number;
-  await waitForState(stack, t.token, id, 'waiting_for_client');
-  return id;
+export async function runInSession(
+  stack: TestStack,
+  t: { app: string; token: string },
+  opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
+): Promise<SessionRun> {
+  const { openPortalShell } = await import('../portal/client.js');
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
+  if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
+  const shell = await openPortalShell(r.body.connect, { pty: opts.tty ? (opts.size ?? { rows: 24, cols: 80 }) : null });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  shell.channel.on('data', (c: Buffer) => out.push(c));
+  shell.channel.stderr.on('data', (c: Buffer) => err.push(c));
+  if (opts.input !== undefined) shell.channel.write(opts.input);
+  if (!opts.tty) shell.channel.end();
+  const exitCode = await shell.exitCode;
+  shell.close();
+  const ended = await waitForState(stack, t.token, r.body.id, 'ended', opts.endTimeoutMs ?? 30_000);
+  return { id: r.body.id, stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode, ended };
 }
 
-/** How many bytes `seq 1 lines` prints. */
-export function seqBytes(lines: number): number {
-  return Array.from({ length: lines }, (_, i) => String(i + 1).length + 1).reduce((a, b) => a + b, 0);
-}
-
-/** How far the capture of a session got, as stored. */
-export function captureOf(stack: TestStack, id: number) {
-  return stack.runtime.db.selectFrom('session_streams').select(['bytes_captured', 'capture_ended_at'])
-    .where('operation_id', '=', id).executeTakeFirst();
-}
-
-/** Every line a startPrintingSession printed was captured, to the last byte, and the capture ended. */
-export async function expectAllLinesCaptured(stack: TestStack, id: number, lines: number) {
-  const printed = seqBytes(lines);
-  const stream = await captureOf(stack, id);
-  const last = await stack.runtime.db.selectFrom('session_events').select('seq')
-    .where('operation_id', '=', id).where('data', '=', `${lines}\n`).executeTakeFirst();
-  if (!last || Number(stream?.bytes_captured) !== printed || !stream?.capture_ended_at) {
-    throw new Error(
-      `session ${id}: captured ${stream?.bytes_captured} of ${printed} bytes, the last line ${last ? 'in' : 'missing'}, ` +
-        `capture ended: ${stream?.capture_ended_at ?? 'no'}`,
-    );
-  }
+/** The name of a session's container on the engine (CONTRACT §7: essh-<installation>-<operation id>). */
+export function sessionContainer(stack: TestStack, operationId: number | string): string {
+  return sessionContainerName(stack.runtime.installation.id, operationId);
 }

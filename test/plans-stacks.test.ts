@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
+import { sessionContainer } from './harness.js';
 
 /** CONTRACT §8: each stack has max_session_duration_s (7 days by default), lower only on a dedicated stack. */
 
@@ -72,7 +73,7 @@ describe('stacks and their maximum session duration', () => {
     const ended = await waitForState(stack, t.token, onShort.body.id, 'ended', 30_000);
     expect(ended.end_reason, JSON.stringify(ended)).toBe('expired');
     expect(Date.parse(ended.ended_at)).toBeGreaterThanOrEqual(Date.parse(onShort.body.expires_at));
-    expect(await containerExists(`essh-${onShort.body.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, onShort.body.id))).toBe(false);
     // The session on the 7-day stack is untouched by its neighbour's expiry.
     expect((await stack.api.get(`/sessions/${onLocal.body.id}`, t.token)).body.state).not.toBe('ended');
     await stack.api.post(`/sessions/${onLocal.body.id}/terminate`, t.token, {});

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   containerExists, createTenant, docker, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
+import { sessionContainer } from './harness.js';
 import {
   Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
 } from './portal-terminal.js';
@@ -104,7 +105,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     // Typed ahead while the shell's line editor still held the terminal in raw mode, the line would
     // reach `cat` unechoed and Ctrl-D as a plain byte: the keys go once `cat` runs.
     await waitFor('cat to be reading the terminal', async () =>
-      (await docker.getContainer(`essh-${s.id}`).top()).Processes.some((p: string[]) => p[p.length - 1] === 'cat'), 10_000, 50);
+      (await docker.getContainer(sessionContainer(stack, s.id)).top()).Processes.some((p: string[]) => p[p.length - 1] === 'cat'), 10_000, 50);
     await term.typeLine('typed-line');
     await term.keys('C-d');
     await term.typeLine('echo "got:$(cat /tmp/typed)"');
@@ -122,7 +123,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     expect(await term.exitStatus()).toBe(7);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 7 });
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
 
     // The recording replays at the sizes the terminal had: the container started before the client
     // attached (at the engine's 80×24), then the client's 100×30, then 120×40 from the resize on.
@@ -148,7 +149,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     process.kill(ssh!, 'SIGKILL');
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', (stack.config.session.heartbeatTimeoutS + 5) * 1000);
     expect(ended.end_reason).toBe('disconnect');
-    await waitFor('the container to be removed', async () => !(await containerExists(`essh-${s.id}`)), killedAt + (stack.config.session.heartbeatTimeoutS + 5) * 1000 - Date.now());
+    await waitFor('the container to be removed', async () => !(await containerExists(sessionContainer(stack, s.id))), killedAt + (stack.config.session.heartbeatTimeoutS + 5) * 1000 - Date.now());
   });
 
   it('an operator terminating the session shows one line saying why and by whom, and closes', async () => {

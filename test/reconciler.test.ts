@@ -1,13 +1,14 @@
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { LABELS } from '../lib/docker.js';
 import {
-  DEMO_IMAGE, containerExists, createTenant, docker, expectAllLinesCaptured, startPrintingSession, startTestStack, uniqueIdBase,
+  DEMO_IMAGE, containerExists, createTenant, docker, startTestStack, uniqueIdBase,
   waitFor, waitForState, type TestStack,
 } from './harness.js';
+import { sessionContainer } from './harness.js';
 
 const run = promisify(execFile);
 let stack: TestStack;
@@ -21,16 +22,18 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-/** A container that looks like a session's to the reconciler, made behind essh's back. */
-async function strayContainer(instanceId: string) {
-  const operationId = uniqueIdBase();
-  const name = `essh-stray-${operationId}`;
+/** A container that looks like a session's (or a pool's) to the reconciler, made behind essh's back. */
+async function strayContainer(installation: string, kind: 'session' | 'pool' = 'session') {
+  const name = kind === 'session' ? `essh-${installation}-${uniqueIdBase()}` : `essh-${installation}-pool-${randomBytes(4).toString('hex')}`;
   strays.push(name);
   const c = await docker.createContainer({
     name,
     Image: DEMO_IMAGE,
     Cmd: ['sleep', '3600'],
-    Labels: { [LABELS.session]: 'true', [LABELS.operationId]: String(operationId), [LABELS.instance]: instanceId },
+    Labels: {
+      [LABELS.instance]: installation,
+      ...(kind === 'pool' ? { [LABELS.pool]: 'true', [LABELS.appId]: '999999999', [LABELS.stack]: 'local', [LABELS.settings]: 'x' } : {}),
+    },
     HostConfig: { Init: true },
   });
   await c.start();
@@ -45,7 +48,7 @@ describe('the reconciler', () => {
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     const id = r.body.id as number;
     await waitForState(stack, t.token, id, 'waiting_for_client');
-    expect(await containerExists(`essh-${id}`)).toBe(true);
+    expect(await containerExists(sessionContainer(stack, id))).toBe(true);
 
     const terminatedAt = Date.now();
     await run(toolPath('temporal'), [
@@ -53,7 +56,7 @@ describe('the reconciler', () => {
       '--workflow-id', `ssh-session-${id}`, '--reason', 'operator removed it by hand',
     ]);
     // A terminated workflow runs no teardown of its own: only the reconciler can remove the container.
-    await waitFor('the orphaned container to be removed', async () => !(await containerExists(`essh-${id}`)), 60_000, 250);
+    await waitFor('the orphaned container to be removed', async () => !(await containerExists(sessionContainer(stack, id))), 60_000, 250);
     const removedAfterMs = Date.now() - terminatedAt;
     expect(removedAfterMs).toBeLessThan(60_000);
 
@@ -69,25 +72,19 @@ describe('the reconciler', () => {
     await waitForState(stack, t.token, again.body.id, 'ended');
   });
 
-  it('lets the capture read all a hand-terminated session printed before it removes the container', async () => {
-    const t = await createTenant(stack, { plan: 'scale' });
-    // Still reaching the capture when the reconciler finds the orphan.
-    const LINES = 200_000;
-    const id = await startPrintingSession(stack, t, LINES);
-    await stack.runtime.client.workflow.getHandle(`ssh-session-${id}`).terminate('test: removed by hand while printing');
-    await waitFor('the orphaned container to be removed', async () => !(await containerExists(`essh-${id}`)), 60_000, 250);
-    await expectAllLinesCaptured(stack, id, LINES);
-  });
-
   it("removes this installation's container whose workflow never existed, and leaves another installation's alone", async () => {
-    const ours = await strayContainer(stack.runtime.instanceId);
-    const theirs = await strayContainer(randomUUID());
+    const ours = await strayContainer(stack.runtime.installation.id);
+    // A pool container of an app that no longer exists goes too (the warm pool's pass).
+    const oursPool = await strayContainer(stack.runtime.installation.id, 'pool');
+    const theirs = await strayContainer(randomBytes(4).toString('hex'));
+    const theirsPool = await strayContainer(randomBytes(4).toString('hex'), 'pool');
 
     await waitFor('the stray container of this installation to be removed', async () => !(await containerExists(ours)), 60_000, 250);
+    await waitFor('the stray pool container of this installation to be removed', async () => !(await containerExists(oursPool)), 60_000, 250);
     // Two more full passes after the one that removed ours: the other installation's container survives them.
     await stack.runtime.hostAgent!.reconcileOnce();
     await stack.runtime.hostAgent!.reconcileOnce();
-    const info = await docker.getContainer(theirs).inspect();
-    expect(info.State.Running).toBe(true);
+    await stack.runtime.pool!.refill();
+    for (const name of [theirs, theirsPool]) expect((await docker.getContainer(name).inspect()).State.Running, name).toBe(true);
   });
 });

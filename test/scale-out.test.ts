@@ -5,6 +5,7 @@ import { heartbeatSignal, hostTaskQueue, sessionWorkflowId } from '../workflows/
 import {
   containerExists, createTenant, docker, sleep, startTestStack, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
+import { sessionContainer } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 let stack: TestStack;
@@ -73,7 +74,7 @@ describe('two stacks served by two host workers', () => {
     await sleep(5000);
     const s = (await stack.api.get(`/sessions/${id}`, t.token)).body;
     expect(s).toMatchObject({ state: 'provisioning', container_id: null });
-    expect(await containerExists(`essh-${id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, id))).toBe(false);
     // Its provisioning activity waits for a host worker that never comes; an operator clears it.
     await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).terminate('test: no host serves this stack');
   });

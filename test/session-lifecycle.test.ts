@@ -5,8 +5,9 @@ import { toolPath } from '../lib/config.js';
 import { SessionsService } from '../services/sessions.js';
 import { heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import {
-  containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack,
+  containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack,
 } from './harness.js';
+import { sessionContainer } from './harness.js';
 
 const run = promisify(execFile);
 let stack: TestStack;
@@ -31,11 +32,14 @@ function heartbeat(id: number, connection = 'test-conn') {
 
 describe('a session ends for each CONTRACT reason and its container is removed', () => {
   it('exit: a command exiting 3 gives exit/3', async () => {
-    const s = await createSession({ command: ['sh', '-c', 'sleep 1; exit 3'] });
-    const ended = await waitForState(stack, tenant.token, s.id, 'ended');
+    // The command runs (by docker exec) once a client attaches: here the ssh2 client, through the portal.
+    const r = await runInSession(stack, tenant, { command: ['sh', '-c', 'sleep 1; exit 3'] });
+    const s = { id: r.id };
+    expect(r.exitCode).toBe(3);
+    const ended = r.ended;
     expect(ended.end_reason).toBe('exit');
     expect(ended.exit_code).toBe(3);
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
     const op = await stack.api.get(`/operations/${s.id}`, tenant.token);
     expect(op.body).toMatchObject({ id: s.id, type: 'execute', status: 'succeeded', end_reason: 'exit', exit_code: 3, session_id: s.id });
   });
@@ -55,7 +59,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended.end_reason).toBe('disconnect');
     expect(ended.end_message).toMatch(/no heartbeat/);
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
   });
 
   it('disconnect: the clientDisconnected signal ends an active session at once', async () => {
@@ -75,7 +79,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
     expect(r.status).toBe(202);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended');
     expect(ended).toMatchObject({ end_reason: 'terminated', end_message: 'done for today', ended_by: tenant.user.email });
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
   });
 
   it('terminated by an operator with the temporal CLI signal', async () => {
@@ -88,7 +92,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
     ]);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended');
     expect(ended).toMatchObject({ end_reason: 'terminated', end_message: 'maintenance', ended_by: 'ops@example.com' });
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
     // The search attributes followed the state: the CLI finds it by them.
     await waitFor('visibility to show the ended session', async () => {
       const { stdout: out } = await run(toolPath('temporal'), [
@@ -117,7 +121,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
     } finally {
       clearInterval(beating);
     }
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
   });
 
   it('connect_timeout: no client attaches in time', async () => {
@@ -132,7 +136,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
     expect(ended.connected_at).toBeNull();
     const op = await stack.api.get(`/operations/${s.id}`, tenant.token);
     expect(op.body.status).toBe('failed');
-    expect(await containerExists(`essh-${s.id}`)).toBe(false);
+    expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
   });
 
   it('provision_failed: a missing image, with a clear message', async () => {
@@ -147,7 +151,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
   it('container_lost: docker rm -f from outside', async () => {
     const s = await createSession();
     await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
-    await run('docker', ['rm', '-f', `essh-${s.id}`]);
+    await run('docker', ['rm', '-f', sessionContainer(stack, s.id)]);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended.end_reason).toBe('container_lost');
     expect((await stack.api.get(`/operations/${s.id}`, tenant.token)).body.status).toBe('failed');
@@ -159,19 +163,21 @@ describe('a container killed or stopped through the engine, from outside essh', 
     it(`docker ${how[0]} gives container_lost, not exit`, async () => {
       const s = await createSession();
       await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
-      await run('docker', [...how, `essh-${s.id}`]);
+      await run('docker', [...how, sessionContainer(stack, s.id)]);
       const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
       expect(ended.end_reason).toBe('container_lost');
       expect(ended.end_message).toMatch(/outside essh/);
-      expect(await containerExists(`essh-${s.id}`)).toBe(false);
+      expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
     });
   }
 
   it('a command that exits by itself after a signal from inside is still `exit`', async () => {
-    const s = await createSession({ command: ['sh', '-c', 'sleep 1; kill -9 $$'] });
-    const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
+    const r = await runInSession(stack, tenant, { command: ['sh', '-c', 'sleep 1; kill -9 $$'] });
+    expect(r.exitCode).toBe(137);
+    const ended = r.ended;
     expect(ended.end_reason).toBe('exit');
     expect(ended.exit_code).toBe(137);
+    expect(ended.end_message).toBeNull();
   });
 });
 
@@ -179,7 +185,7 @@ describe('the container', () => {
   it('is configured like the app, hardened, and sized as asked', async () => {
     const s = await createSession({ container_size_mb: 256 });
     await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
-    const info = await docker.getContainer(`essh-${s.id}`).inspect();
+    const info = await docker.getContainer(sessionContainer(stack, s.id)).inspect();
     expect(info.HostConfig.Memory).toBe(256 * 1024 * 1024);
     expect(info.HostConfig.MemorySwap).toBe(256 * 1024 * 1024);
     expect(info.HostConfig.RestartPolicy?.Name).toBe('no');
@@ -188,13 +194,17 @@ describe('the container', () => {
     expect(info.HostConfig.PidsLimit).toBeGreaterThan(0);
     expect(info.HostConfig.PortBindings ?? {}).toEqual({});
     expect(info.HostConfig.Binds ?? []).toEqual([]);
-    expect(info.Config.Tty).toBe(true);
-    expect(info.Config.OpenStdin).toBe(true);
+    // Its main process is the idle init, the one host path it sees, read-only; the program comes by exec.
+    expect(info.Config.Entrypoint).toEqual(['/.essh/init']);
+    expect(info.Mounts.map((m) => ({ dest: m.Destination, rw: m.RW }))).toEqual([{ dest: '/.essh/init', rw: false }]);
+    expect(info.Name).toBe(`/essh-${stack.runtime.installation.id}-${s.id}`);
     expect(info.Config.WorkingDir).toBe('/app');
     expect(info.Config.Env).toEqual(expect.arrayContaining(['APP_ENV=test', 'DATABASE_URL=postgres://app@db/app']));
     expect(info.Config.Labels).toMatchObject({
-      'essh.session': 'true', 'essh.operation_id': String(s.id), 'essh.app': tenant.app, 'essh.account': tenant.account,
+      'essh.instance': stack.runtime.installation.id, 'essh.app': tenant.app, 'essh.account': tenant.account, 'essh.stack': 'local',
     });
+    const session = (await stack.api.get(`/sessions/${s.id}`, tenant.token)).body;
+    expect(session.container_id).toBe(info.Id);
     await stack.api.post(`/sessions/${s.id}/terminate`, tenant.token, {});
     await waitForState(stack, tenant.token, s.id, 'ended');
   });
@@ -202,7 +212,7 @@ describe('the container', () => {
   it('defaults to 1024 MB', async () => {
     const s = await createSession();
     await waitForState(stack, tenant.token, s.id, 'waiting_for_client');
-    const info = await docker.getContainer(`essh-${s.id}`).inspect();
+    const info = await docker.getContainer(sessionContainer(stack, s.id)).inspect();
     expect(info.HostConfig.Memory).toBe(1024 * 1024 * 1024);
     await stack.api.post(`/sessions/${s.id}/terminate`, tenant.token, {});
     await waitForState(stack, tenant.token, s.id, 'ended');

@@ -16,6 +16,8 @@ const runtime = await startRuntime(
   {
     worker: roles.includes('main'),
     hostStacks: roles.includes('host') ? config.hostStacks : [],
+    // A session's program runs and is journaled on its host: each host runs the portal for its stacks.
+    portal: roles.includes('host'),
     workflowBundle: bundlePath ? { code: readFileSync(bundlePath, 'utf8'), sourceMap: '' } : undefined,
   },
   log,

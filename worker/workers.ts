@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module';
 import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import type Docker from 'dockerode';
 import { createDbActivities } from '../activities/db.js';
-import { createHostActivities } from '../activities/host.js';
+import { createHostActivities, type HostActivityDeps } from '../activities/host.js';
+import { createLegacyHostActivities, createLegacyMainActivities } from '../activities/legacy.js';
 import type { Db } from '../lib/db.js';
 import { TASK_QUEUE, hostTaskQueue } from '../workflows/definitions.js';
 
@@ -23,7 +23,7 @@ export function createMainWorker(opts: {
     namespace: opts.namespace,
     taskQueue: TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
-    activities: { ...createDbActivities(opts.db), ...opts.extraActivities },
+    activities: { ...createDbActivities(opts.db), ...createLegacyMainActivities(), ...opts.extraActivities },
   });
 }
 
@@ -31,20 +31,14 @@ export function createMainWorker(opts: {
  * A stack host's worker: the container activities, on the stack's own task queue, so that each stack is
  * served by the machine whose Docker engine runs its containers.
  */
-export function createHostWorker(opts: {
-  connection: NativeConnection;
-  namespace: string;
-  stack: string;
-  docker: Docker;
-  db: Db;
-  hostId: string;
-  /** Other parts' activities on the host task queue (output capture, …). */
-  extraActivities?: object;
-}) {
+export function createHostWorker(opts: { connection: NativeConnection; namespace: string; stack: string; host: HostActivityDeps }) {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: hostTaskQueue(opts.stack),
-    activities: { ...createHostActivities({ docker: opts.docker, db: opts.db, hostId: opts.hostId }), ...opts.extraActivities },
+    activities: {
+      ...createHostActivities(opts.host),
+      ...createLegacyHostActivities({ docker: opts.host.docker, installation: opts.host.installation.id }),
+    },
   });
 }

@@ -10,7 +10,6 @@ export const operationIdFromWorkflowId = (workflowId: string): number | undefine
   const m = /^ssh-session-(\d+)$/.exec(workflowId);
   return m ? Number(m[1]) : undefined;
 };
-export const containerName = (operationId: number | string) => `essh-${operationId}`;
 
 export const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'] as const;
 export type SessionState = (typeof SESSION_STATES)[number];
@@ -53,7 +52,19 @@ export interface ContainerExitedSignal {
   message?: string;
 }
 
+/**
+ * Sent by the portal when the session's program (its `docker exec`) has exited: the session ends
+ * with `exit` and that exit code (not part of the public contract).
+ */
+export interface ProgramExitedSignal {
+  connection_id: string;
+  exit_code: number | null;
+  /** The kernel's OOM killer ended it: the session's end message says so. */
+  oom_killed?: boolean;
+}
+
 export const heartbeatSignal = defineSignal<[HeartbeatSignal]>('heartbeat');
+export const programExitedSignal = defineSignal<[ProgramExitedSignal]>('programExited');
 export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>('clientDisconnected');
 export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
@@ -155,6 +166,19 @@ export interface ContainerSpecRequest {
   pidsLimit: number;
   tty?: boolean;
   startOnAttach?: boolean;
+}
+
+/** The teardown of an exec session (see activities/host.ts endSession). */
+export interface EndSessionRequest {
+  operationId: number;
+  /** The container the session got (absent if provisioning never finished: then found by its name). */
+  containerId: string | null;
+  stopGraceS: number;
+  createdAt: string;
+  endReason: EndReason;
+  endMessage: string | null;
+  endedBy: string | null;
+  exitCode: number | null;
 }
 
 export interface SessionRecordUpdate {

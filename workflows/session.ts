@@ -8,6 +8,7 @@ import {
   continueAsNew,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -15,7 +16,7 @@ import {
 } from '@temporalio/workflow';
 import type { DbActivities } from '../activities/db.js';
 import type { HostActivities } from '../activities/host.js';
-import type { CaptureActivities, DrainActivities } from '../drains/activities.js';
+import type { LegacyHostActivities, LegacyMainActivities } from '../activities/legacy.js';
 import {
   SA,
   clientDisconnectedSignal,
@@ -23,6 +24,7 @@ import {
   describeQuery,
   heartbeatSignal,
   hostTaskQueue,
+  programExitedSignal,
   terminateSignal,
   type CarriedState,
   type EndReason,
@@ -36,7 +38,7 @@ const db = proxyActivities<DbActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-const drains = proxyActivities<DrainActivities>({
+const drains = proxyActivities<LegacyMainActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
@@ -113,6 +115,11 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       const oom = oom_killed ? 'the container ran out of memory and was killed' : null;
       end({ reason: 'exit', message: oom ?? message ?? null, by: null, exitCode: exit_code });
     }
+  });
+  // The portal saw the session's program (its docker exec) exit: the session ends with its exit code.
+  setHandler(programExitedSignal, ({ exit_code, oom_killed }) => {
+    const oom = oom_killed ? `the program ran out of the container's ${input.containerSizeMb} MB of memory and was killed` : null;
+    end({ reason: 'exit', message: oom, by: null, exitCode: exit_code });
   });
   setHandler(describeQuery, (): SessionSnapshot => ({
     id: input.operationId,
@@ -257,6 +264,20 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
 
   async function finish(e: Ending) {
     await publish('ending');
+    // Exec sessions (the program runs by docker exec; the portal journals its output on the host):
+    // one teardown on the host removes the container and closes the journal. Sessions started before
+    // replay and finish the old way below (docs/workflow-versioning.md).
+    if (patched('exec-sessions')) {
+      if (!hostNeverAnswered) {
+        await teardown.endSession({
+          operationId: input.operationId, containerId: s.containerId, stopGraceS: input.stopGraceS, createdAt: input.createdAt,
+          endReason: e.reason, endMessage: e.message, endedBy: e.by, exitCode: e.exitCode,
+        });
+      }
+      endedAt = new Date().toISOString();
+      await publish('ended');
+      return;
+    }
     // No host worker ever took the container: there is nothing on a host to stop, and waiting for
     // one would keep the session open forever.
     if (!hostNeverAnswered) {
@@ -276,7 +297,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
    * Bounded: after a few minutes, or if the host cannot be reached, teardown goes on regardless.
    */
   async function finishCapture() {
-    const capture = proxyActivities<CaptureActivities>({
+    const capture = proxyActivities<LegacyHostActivities>({
       taskQueue: hostTaskQueue(input.stack),
       scheduleToCloseTimeout: `${input.stopGraceS + 300} seconds`,
       heartbeatTimeout: '30 seconds',

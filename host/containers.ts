@@ -1,0 +1,218 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type Docker from 'dockerode';
+import type { Selectable } from 'kysely';
+import type { AppsTable } from '../lib/db.js';
+import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
+
+const MB = 1024 * 1024;
+
+/** Where the idle init (host/init/essh-init.c) is mounted, read-only, in every session container. */
+export const INIT_IN_CONTAINER = '/.essh/init';
+
+/**
+ * The only capabilities a session's processes keep (docs/threat-model.md): enough for root in the
+ * container to own, read and write its files, switch to the app's user and signal its own processes.
+ * Raw sockets, device nodes, chroot, audit, file capabilities and the rest of Docker's default set go.
+ */
+export const SESSION_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'NET_BIND_SERVICE'];
+
+// --- names (CONTRACT §7) --------------------------------------------------------------------------
+export const sessionContainerName = (installation: string, operationId: number | string) => `essh-${installation}-${operationId}`;
+export const poolContainerName = (installation: string) => `essh-${installation}-pool-${randomBytes(4).toString('hex')}`;
+/** What an earlier version named a session's container. */
+export const legacyContainerName = (operationId: number | string) => `essh-${operationId}`;
+
+export type ContainerRole = { kind: 'session'; operationId: number } | { kind: 'pool' } | { kind: 'other' };
+
+/** Tells a container of `installation` by its name: Docker cannot relabel a pool container that starts serving a session. */
+export function roleOf(name: string, installation: { id: string; legacyId?: string }): ContainerRole {
+  const n = name.replace(/^\//, '');
+  const prefix = `essh-${installation.id}-`;
+  if (n.startsWith(prefix)) {
+    const rest = n.slice(prefix.length);
+    if (rest.startsWith('pool-')) return { kind: 'pool' };
+    if (/^\d+$/.test(rest)) return { kind: 'session', operationId: Number(rest) };
+  }
+  const legacy = /^essh-(\d+)$/.exec(n);
+  if (legacy && installation.legacyId) return { kind: 'session', operationId: Number(legacy[1]) };
+  return { kind: 'other' };
+}
+
+// --- what a container of an app looks like ----------------------------------------------------------
+export interface ContainerSettings {
+  image: string;
+  env: string[];
+  workingDir?: string;
+  user?: string;
+  network: string;
+}
+
+/** The app's container settings; `network` is the app's, or the installation's isolated one. */
+export function appContainerSettings(app: Selectable<AppsTable>, installation: string): ContainerSettings {
+  const refused = app.network ? forbiddenNetworkReason(app.network) : null;
+  if (refused) throw new Error(`app ${app.handle} names network "${app.network}", which is not allowed: ${refused}; an operator must change it`);
+  return {
+    image: app.image,
+    env: Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`),
+    workingDir: app.working_dir ?? undefined,
+    user: app.user ?? undefined,
+    network: app.network ?? sessionNetworkName(installation),
+  };
+}
+
+/** A pool container serves a session only if it was made with exactly the app's current settings. */
+export function settingsHash(s: ContainerSettings): string {
+  return createHash('sha256').update(JSON.stringify([s.image, s.env, s.workingDir ?? null, s.user ?? null, s.network])).digest('hex').slice(0, 16);
+}
+
+export interface Resources {
+  memoryMb: number;
+  cpus?: number;
+  pidsLimit: number;
+}
+
+/**
+ * Creates and starts a container whose main process is the idle init (mounted read-only from the
+ * host), so that any image with the session's program works, shell or `sleep` or not. The program
+ * itself runs later, by `docker exec`, when the client attaches (portal/attachment.ts).
+ */
+export async function createAndStart(
+  docker: Docker,
+  opts: { name: string; labels: Record<string, string>; settings: ContainerSettings; resources: Resources; initPath: string },
+): Promise<string> {
+  const { settings, resources } = opts;
+  const container = await docker.createContainer({
+    name: opts.name,
+    Image: settings.image,
+    Entrypoint: [INIT_IN_CONTAINER],
+    Cmd: [],
+    Env: settings.env,
+    WorkingDir: settings.workingDir,
+    User: settings.user,
+    Labels: opts.labels,
+    HostConfig: {
+      ...(await resourceLimits(docker, resources)),
+      PidsLimit: resources.pidsLimit,
+      RestartPolicy: { Name: 'no' },
+      Privileged: false,
+      SecurityOpt: ['no-new-privileges'],
+      CapDrop: ['ALL'],
+      CapAdd: SESSION_CAPABILITIES,
+      NetworkMode: settings.network,
+      PublishAllPorts: false,
+      AutoRemove: false,
+      // The one host path a session container sees: the init binary, read-only.
+      Mounts: [{ Type: 'bind', Source: opts.initPath, Target: INIT_IN_CONTAINER, ReadOnly: true }],
+    },
+  });
+  try {
+    await container.start();
+  } catch (err) {
+    await container.remove({ force: true }).catch(() => undefined);
+    throw err;
+  }
+  return container.id;
+}
+
+/** Memory (and swap: the same, so none beyond it) and CPUs of a container of this size. */
+async function resourceLimits(docker: Docker, r: Resources) {
+  return {
+    Memory: r.memoryMb * MB,
+    MemorySwap: r.memoryMb * MB,
+    ...(r.cpus ? { NanoCpus: Math.round(Math.min(r.cpus, await engineCpus(docker)) * 1e9) } : {}),
+  };
+}
+
+/** Sizes a running container for the session it now serves (a pool container is made at the default size). */
+export async function resize(docker: Docker, id: string, r: Omit<Resources, 'pidsLimit'>): Promise<void> {
+  await docker.getContainer(id).update(await resourceLimits(docker, { ...r, pidsLimit: 0 }));
+}
+
+let cpusOfEngine: Promise<number> | undefined;
+/** The engine refuses a CPU limit above the CPUs its host has: a plan's 8 CPUs on a 2-CPU host become 2. */
+function engineCpus(docker: Docker): Promise<number> {
+  cpusOfEngine ??= docker.info().then((i: { NCPU: number }) => i.NCPU).catch((err) => {
+    cpusOfEngine = undefined;
+    throw err;
+  });
+  return cpusOfEngine;
+}
+
+const sessionNetworks = new Map<string, Promise<string>>();
+
+/**
+ * The installation's session network on this engine (see lib/networks.ts), made if missing. Another
+ * process making it at the same moment is fine: CheckDuplicate turns the second into a 409.
+ */
+export function ensureSessionNetwork(docker: Docker, installation: string): Promise<string> {
+  const name = sessionNetworkName(installation);
+  let made = sessionNetworks.get(name);
+  if (!made) {
+    made = (async () => {
+      const existing = await docker.listNetworks({ filters: { name: [name] } });
+      if (existing.some((n) => n.Name === name)) return name;
+      try {
+        await docker.createNetwork({
+          Name: name, Driver: 'bridge', CheckDuplicate: true,
+          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+          Labels: { [LABELS.instance]: installation },
+        });
+      } catch (err) {
+        if (dockerStatus(err) !== 409) throw err;
+      }
+      return name;
+    })();
+    sessionNetworks.set(name, made);
+    made.catch(() => sessionNetworks.delete(name));
+  }
+  return made;
+}
+
+/** Stops (with a grace period) and removes a container; nothing to do if it is gone. */
+export async function removeContainer(docker: Docker, nameOrId: string, stopGraceS: number): Promise<{ removed: boolean }> {
+  const container = docker.getContainer(nameOrId);
+  try {
+    await container.stop({ t: stopGraceS });
+  } catch (err) {
+    const status = dockerStatus(err);
+    // 304: already stopped; 404: already gone; 409: removal already in progress.
+    if (status === 404) return { removed: false };
+    if (status !== 304 && status !== 409) throw err;
+  }
+  try {
+    await container.remove({ force: true, v: true });
+  } catch (err) {
+    const status = dockerStatus(err);
+    if (status === 404) return { removed: false };
+    if (status === 409) return { removed: true }; // another remover got there first
+    throw err;
+  }
+  return { removed: true };
+}
+
+export async function inspectOrNull(docker: Docker, nameOrId: string) {
+  return docker.getContainer(nameOrId).inspect().catch((err) => {
+    if (dockerStatus(err) === 404) return null;
+    throw err;
+  });
+}
+
+const programs = new Map<string, { at: number; program: Promise<string[]> }>();
+/**
+ * What an image runs by default (its entrypoint and command): the session's program when neither the
+ * session nor the app names one. Cached briefly: one inspect per image per minute at most.
+ */
+export function imageProgram(docker: Docker, image: string): Promise<string[]> {
+  const hit = programs.get(image);
+  if (hit && Date.now() - hit.at < 60_000) return hit.program;
+  const program = docker.getImage(image).inspect().then((i) => {
+    const p = [...(i.Config?.Entrypoint ?? []), ...(i.Config?.Cmd ?? [])];
+    return p.length ? p : ['/bin/sh'];
+  });
+  programs.set(image, { at: Date.now(), program });
+  program.catch(() => programs.delete(image));
+  return program;
+}
+
+export { dockerMessage, dockerStatus };

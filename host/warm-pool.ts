@@ -1,0 +1,169 @@
+import type Docker from 'dockerode';
+import type { Logger } from 'pino';
+import type { Db } from '../lib/db.js';
+import { LABELS } from '../lib/docker.js';
+import { grantProblem } from '../lib/grants.js';
+import { PeriodicPass } from '../lib/periodic.js';
+import { planCpus } from '../lib/plans.js';
+import {
+  appContainerSettings, createAndStart, ensureSessionNetwork, poolContainerName, removeContainer, resize, settingsHash,
+  type Resources,
+} from './containers.js';
+
+/** A pool container is made at the default session size, then sized for the session that takes it. */
+const POOL_CONTAINER_MB = 1024;
+
+export interface WarmPoolDeps {
+  docker: Docker;
+  db: Db;
+  installation: string;
+  hostId: string;
+  /** The stacks this host serves: it keeps the pools of their apps. */
+  stacks: string[];
+  initPath: string;
+  pidsLimit: number;
+  intervalS: number;
+  log: Logger;
+}
+
+/**
+ * Keeps, on this host, `warm_pool` containers started for each app of its stacks (CONTRACT §7), so that
+ * a session gets a running container at once. A pool container is made with the app's settings of the
+ * moment and labelled with their hash: when the settings change, or the app goes, its containers are
+ * replaced or removed. A session takes one by renaming it to the session's name; a container serves
+ * one session and is never given back.
+ *
+ * Taking and the keeper's removals happen in this process only (one host process per engine and
+ * stack), under `claimed`, so two sessions never get the same container and the keeper never removes
+ * one being taken.
+ */
+export class WarmPool {
+  private readonly claimed = new Set<string>();
+  private readonly passes: PeriodicPass<void>;
+
+  constructor(private readonly deps: WarmPoolDeps) {
+    this.passes = new PeriodicPass(() => this.keep(), { intervalS: deps.intervalS, log: deps.log, what: 'warm pool pass' });
+  }
+
+  start(): void {
+    void this.passes.runOnce();
+    this.passes.start();
+  }
+
+  stop(): Promise<void> {
+    return this.passes.stop();
+  }
+
+  /** One pass now (tests, and right after a take, to refill). */
+  refill(): Promise<void> {
+    return this.passes.runOnce().then(() => undefined);
+  }
+
+  /**
+   * Takes a running pool container made with `settingsHash` for the app, renames it `name` and sizes
+   * it; null when none fits (the caller creates one at once).
+   */
+  async take(appId: number, hash: string, name: string, resources: Omit<Resources, 'pidsLimit'>): Promise<string | null> {
+    const { docker, installation, log } = this.deps;
+    const candidates = await docker.listContainers({
+      filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`, `${LABELS.appId}=${appId}`, `${LABELS.settings}=${hash}`], status: ['running'] },
+    });
+    for (const c of candidates) {
+      if (this.claimed.has(c.Id) || !c.Names.some((n) => n.includes('-pool-'))) continue;
+      this.claimed.add(c.Id);
+      try {
+        await docker.getContainer(c.Id).rename({ name });
+      } catch (err) {
+        this.claimed.delete(c.Id);
+        log.debug({ err }, 'a pool container could not be taken; trying the next');
+        continue;
+      }
+      try {
+        await resize(docker, c.Id, resources);
+      } catch (err) {
+        // It now carries the session's name: removed, so that the caller's new container can have it.
+        log.warn({ err }, 'a pool container could not be sized for its session; making a new one');
+        await removeContainer(docker, c.Id, 0).catch(() => undefined);
+        this.claimed.delete(c.Id);
+        return null;
+      }
+      this.claimed.delete(c.Id);
+      void this.refill();
+      return c.Id;
+    }
+    void this.refill();
+    return null;
+  }
+
+  private async keep(): Promise<void> {
+    const { docker, db, installation, stacks, log } = this.deps;
+    if (!stacks.length) return;
+    const apps = await db.selectFrom('apps as a')
+      .innerJoin('stacks as s', 's.id', 'a.stack_id')
+      .innerJoin('accounts as acc', 'acc.id', 'a.account_id')
+      .selectAll('a')
+      .select(['s.name as stack_name', 'acc.handle as account_handle', 'acc.plan', 'acc.image_prefixes'])
+      .where('s.name', 'in', stacks)
+      .execute();
+    const wanted = new Map<string, { app: (typeof apps)[number]; hash: string; count: number }>();
+    for (const app of apps) {
+      if (app.warm_pool <= 0) continue;
+      // No pool for an app its account may no longer run.
+      const problem = await grantProblem(db, { id: Number(app.account_id), handle: app.account_handle, image_prefixes: app.image_prefixes },
+        { id: Number(app.stack_id), name: app.stack_name }, app.image);
+      if (problem) continue;
+      let hash: string;
+      try {
+        hash = settingsHash(appContainerSettings(app, installation));
+      } catch {
+        continue; // a network no one may use: sessions of the app are refused with the reason
+      }
+      wanted.set(String(app.id), { app, hash, count: Number(app.warm_pool) });
+    }
+
+    const pool = await docker.listContainers({ all: true, filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`] } });
+    const kept = new Map<string, number>();
+    for (const c of pool) {
+      if (this.claimed.has(c.Id)) continue;
+      const poolName = c.Names.find((n) => n.includes('-pool-'));
+      if (!poolName) continue; // serving a session: the session's to remove
+      if (!stacks.includes(c.Labels[LABELS.stack] ?? '')) continue; // another host's
+      const appId = c.Labels[LABELS.appId] ?? '';
+      const w = wanted.get(appId);
+      const have = kept.get(appId) ?? 0;
+      const fits = w && c.Labels[LABELS.settings] === w.hash && c.State === 'running' && have < w.count;
+      if (fits) {
+        kept.set(appId, have + 1);
+        continue;
+      }
+      // By its pool name: a container renamed for a session meanwhile is not found under it.
+      log.info({ container: c.Id.slice(0, 12), app: c.Labels[LABELS.app] }, 'removing a warm pool container that is no longer wanted');
+      await removeContainer(docker, poolName.replace(/^\//, ''), 0).catch((err) => log.warn({ err }, 'removing a pool container failed'));
+    }
+    for (const [appId, w] of wanted) {
+      for (let n = kept.get(appId) ?? 0; n < w.count; n++) await this.create(w.app, w.hash);
+    }
+  }
+
+  private async create(app: { id: number; handle: string; account_handle: string; stack_name: string; plan: string } & Parameters<typeof appContainerSettings>[0], hash: string) {
+    const { docker, installation, hostId, initPath, pidsLimit } = this.deps;
+    const settings = appContainerSettings(app, installation);
+    if (!app.network) await ensureSessionNetwork(docker, installation);
+    await createAndStart(docker, {
+      name: poolContainerName(installation),
+      labels: {
+        [LABELS.instance]: installation,
+        [LABELS.pool]: 'true',
+        [LABELS.appId]: String(app.id),
+        [LABELS.app]: app.handle,
+        [LABELS.account]: app.account_handle,
+        [LABELS.stack]: app.stack_name,
+        [LABELS.settings]: hash,
+        [LABELS.host]: hostId,
+      },
+      settings,
+      resources: { memoryMb: POOL_CONTAINER_MB, cpus: planCpus(app.plan), pidsLimit },
+      initPath,
+    });
+  }
+}

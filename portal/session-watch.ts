@@ -1,0 +1,106 @@
+import type { Db } from '../lib/db.js';
+import { containerKnownWithin, recordChangedWithin } from '../lib/record-news.js';
+
+export type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;
+
+function readSession(db: Db, id: number) {
+  return db
+    .selectFrom('operations')
+    .select(['id', 'state', 'container_id', 'command', 'app_id', 'end_reason', 'end_message', 'ended_by', 'exit_code'])
+    .where('id', '=', id)
+    .executeTakeFirst();
+}
+
+export const isOver = (state: string) => state === 'ending' || state === 'ended';
+
+/** How long a client waits for a session that is still provisioning. */
+const READY_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * Everything the portal learns about a session's record, in one place: its container once it has one,
+ * its end when it ends for a reason other than its program (a terminate, expiry, a lost container),
+ * and the moment it is `ending` after the program exited. It reads the record, waking early on news
+ * from this process (the host's own provisioning and record-keeping activities), and otherwise at a
+ * pace that suits the wait: every 15 ms while a user waits for a prompt or an exit status, every
+ * second while the session simply runs.
+ */
+export class SessionWatch {
+  private stopped = false;
+
+  constructor(private readonly db: Db, readonly sessionId: number) {}
+
+  read(): Promise<SessionRow | undefined> {
+    return readSession(this.db, this.sessionId);
+  }
+
+  stop() {
+    this.stopped = true;
+  }
+
+  /**
+   * The session's container, or the sentence that says why there is none to attach to. `onSlow` is
+   * called once if the wait passes 300 ms (a progress line). Null when the watch was stopped.
+   */
+  async untilContainer(onSlow?: () => void): Promise<{ row: SessionRow; containerId: string } | { refused: string } | null> {
+    const id = this.sessionId;
+    const started = Date.now();
+    let slow = false;
+    for (;;) {
+      if (this.stopped) return null;
+      const row = await this.read();
+      if (!row) return { refused: `essh: session ${id} was not found.` };
+      if (isOver(row.state)) return { refused: endNotice(row) };
+      if (row.state === 'active') return { refused: `essh: session ${id} already has a client attached; only one connection at a time is allowed.` };
+      const announced = await containerKnownWithin(id, 0);
+      const containerId = row.container_id ?? announced;
+      if (containerId) return { row, containerId };
+      const waited = Date.now() - started;
+      if (!slow && waited > 300) {
+        slow = true;
+        onSlow?.();
+      }
+      if (waited > READY_TIMEOUT_MS) return { refused: `essh: session ${id} is still not ready after ${READY_TIMEOUT_MS / 60_000} minutes; try again later.` };
+      // The host's provisioning in this process announces the container the moment it has one.
+      await containerKnownWithin(id, waited < 3000 ? 15 : 100);
+    }
+  }
+
+  /** Resolves with the record once the session has ended for a reason other than its own program. */
+  async untilEndedElsewhere(): Promise<SessionRow | null> {
+    for (;;) {
+      if (this.stopped) return null;
+      const row = await this.read().catch(() => undefined);
+      if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') return row;
+      await recordChangedWithin(this.sessionId, 1000);
+    }
+  }
+
+  /**
+   * After the program exited: the record once the session is `ending` (its plan slot is free), or
+   * after `timeoutMs` whatever it says, so that a client never waits on an unreachable workflow.
+   */
+  async untilEnding(timeoutMs: number): Promise<SessionRow | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const row = await this.read().catch(() => undefined);
+      if ((row && isOver(row.state)) || Date.now() > deadline || this.stopped) return row;
+      await recordChangedWithin(this.sessionId, 15);
+    }
+  }
+}
+
+/** The one line a user sees when the session ends for a reason other than its program exiting. */
+export function endNotice(row: Pick<SessionRow, 'id' | 'end_reason' | 'end_message' | 'ended_by'>): string {
+  const id = Number(row.id);
+  const why = row.end_message ? `: ${row.end_message}` : '';
+  switch (row.end_reason) {
+    case 'terminated':
+      return `essh: session ${id} terminated by ${row.ended_by ?? 'an operator'}${why}`;
+    case 'expired':
+      return `essh: session ${id} expired${why}`;
+    case 'exit':
+      return `essh: session ${id} has ended (its program exited)`;
+    default:
+      return `essh: session ${id} ended (${row.end_reason ?? 'unknown reason'})${why}`;
+  }
+}

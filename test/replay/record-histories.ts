@@ -1,0 +1,497 @@
+// Records one real history of the session workflow per path it can take, as replay fixtures for
+// test/replay.test.ts. NOT part of `npm test`: run it by hand when a workflow change adds a path
+// (see test/replay/histories/README.md and docs/workflow-versioning.md):
+//
+//   ESSH_REPLAY_PREFIX=v2 [ESSH_REPLAY_PATHS=exit,cancel] npm run record-histories
+//
+// It starts real essh stacks (API, workers, host agent, SSH portal) on the run's Temporal dev server
+// (test/global-setup.ts, which suggests continue-as-new at 300 events) and the local Docker engine,
+// drives one session down each path, and writes every run of each workflow as
+// `<prefix>-<path>.json` (`<prefix>-<path>-run<N>.json` for a continue-as-new chain): the JSON that
+// `temporal workflow show --output json` prints. It never overwrites a fixture.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Client } from '@temporalio/client';
+import { historyFromJSON, historyJsonVia, historyToJSON, type History } from './history-json.js';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { toolPath } from '../../lib/config.js';
+import {
+  clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type EndReason, type SessionResult,
+} from '../../workflows/definitions.js';
+import {
+  createTenant, endAllSessions, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
+} from '../harness.js';
+import { generateKey, keyOnly, passwordOnly, runToEnd, sshArgs } from '../portal-terminal.js';
+
+const run = promisify(execFile);
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const HISTORIES_DIR = path.join(HERE, 'histories');
+const REPO = path.resolve(HERE, '../..');
+
+const PREFIX = process.env.ESSH_REPLAY_PREFIX ?? '';
+const ONLY = process.env.ESSH_REPLAY_PATHS ? new Set(process.env.ESSH_REPLAY_PATHS.split(',').map((s) => s.trim())) : null;
+
+/** Main stack: 4 s heartbeat timeout (harness default), portal heartbeats every second. */
+let stack: TestStack;
+/** A second stack whose sessions give up waiting for a client after 3 s. */
+let impatient: TestStack;
+let dir: string;
+
+interface Recorded {
+  path: string;
+  description: string;
+  workflowId: string;
+  result: SessionResult;
+  runs: { runId: string; history: History }[];
+}
+
+interface PathSpec {
+  name: string;
+  description: string;
+  expect: { end_reason: EndReason; exit_code?: number | null; runs_at_least?: number };
+  /** Signals the history must contain (by name), so that a fixture holds what its name says. */
+  signals?: string[];
+  /** Anything else the history must show to stand for this path: undefined if it does, else what is missing. */
+  check?: (runs: History[]) => string | undefined;
+  /** Drives one session and returns its id; `on` is the stack it was created on (default: the main one). */
+  drive: () => Promise<{ id: number; on?: TestStack }>;
+}
+
+beforeAll(async () => {
+  if (!/^v\d+$/.test(PREFIX)) throw new Error('set ESSH_REPLAY_PREFIX to the fixtures\' version prefix (v1, v2, …); see test/replay/histories/README.md');
+  const { stdout: dirty } = await run('git', ['status', '--porcelain', '--', 'workflows'], { cwd: REPO });
+  if (dirty.trim() && process.env.ESSH_REPLAY_ALLOW_DIRTY !== '1') {
+    throw new Error(`workflows/ has uncommitted changes; fixtures must come from committed code (ESSH_REPLAY_ALLOW_DIRTY=1 to override):\n${dirty}`);
+  }
+  dir = await mkdtemp(path.join(os.tmpdir(), 'essh-record-'));
+  [stack, impatient] = await Promise.all([
+    startTestStack({
+      env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+      // `short`: a dedicated stack with a 6 s maximum session duration, served by this same process.
+      parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
+    }),
+    startTestStack({ env: { ESSH_CONNECT_TIMEOUT_S: '3' } }),
+  ]);
+});
+
+afterAll(async () => {
+  for (const s of [stack, impatient]) {
+    if (!s) continue;
+    await endAllSessions(s).catch(() => undefined);
+    await s.stop();
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function createSession(s: TestStack, t: { app: string; token: string }, body: object = {}) {
+  const r = await s.api.post(`/apps/${t.app}/sessions`, t.token, body);
+  if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as { id: number; connect: { user: string; token: string } };
+}
+
+const handleOf = (s: TestStack, id: number) => s.runtime.client.workflow.getHandle(sessionWorkflowId(id));
+const heartbeat = (s: TestStack, id: number, connection = 'rec-conn') =>
+  handleOf(s, id).signal(heartbeatSignal, { connection_id: connection });
+
+/** Heartbeats every second (the portal's rhythm in this stack) until stopped. */
+function keepBeating(s: TestStack, id: number, connection = 'rec-conn') {
+  const timer = setInterval(() => void heartbeat(s, id, connection).catch(() => undefined), 1000);
+  return () => clearInterval(timer);
+}
+
+function paths(): PathSpec[] {
+  const local = () => createTenant(stack, { plan: 'scale' });
+  return [
+    {
+      name: 'exit',
+      description: 'API session with command `sh -c "sleep 2; exit 3"`, no client attached; the host agent reports the exit (containerExited).',
+      expect: { end_reason: 'exit', exit_code: 3 },
+      signals: ['containerExited'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t, { command: ['sh', '-c', 'sleep 2; exit 3'] });
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'exit-attached',
+      description: 'API session (TTY) with command `sh -c "sleep 4; exit 5"`, attached over the SSH portal with the session token (OpenSSH -tt); exits 5 while active.',
+      expect: { end_reason: 'exit', exit_code: 5 },
+      signals: ['heartbeat', 'containerExited'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t, { command: ['sh', '-c', 'sleep 4; exit 5'] });
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const r = await runToEnd('sshpass', ['-e', 'ssh', '-tt', ...sshArgs(stack.runtime.sshPort!, passwordOnly), `${s.connect.user}@127.0.0.1`], {
+          env: { ...process.env, SSHPASS: s.connect.token }, timeoutMs: 30_000,
+        });
+        if (r.code !== 5) throw new Error(`ssh exited ${r.code}, not 5: ${r.stderr}`);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'portal-exec-exit',
+      description: 'The portal\'s own session: `ssh <app>@portal \'exit 3\'` with a registered key and no PTY, i.e. start_on_connect + tty:false, created and attached by the portal; exits 3.',
+      expect: { end_reason: 'exit', exit_code: 3 },
+      signals: ['heartbeat', 'containerExited'],
+      async drive() {
+        const t = await local();
+        const key = await generateKey(dir, `key-${t.app}`);
+        const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.publicKey });
+        if (k.status !== 201) throw new Error(`registering a key: ${k.status} ${JSON.stringify(k.body)}`);
+        const r = await runToEnd('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${t.app}@127.0.0.1`, 'echo from-portal; exit 3'], { timeoutMs: 30_000 });
+        if (r.code !== 3) throw new Error(`ssh exited ${r.code}, not 3: ${r.stderr}`);
+        const list = await stack.api.get(`/sessions?app=${t.app}`, t.token);
+        const [only] = list.body as { id: number }[];
+        if (!only || (list.body as unknown[]).length !== 1) throw new Error(`expected one session of ${t.app}: ${JSON.stringify(list.body)}`);
+        return { id: only.id };
+      },
+    },
+    {
+      name: 'start-on-connect-exit',
+      description: 'API session with body {start_on_connect:true, tty:false, command: `sh -c "echo hi; exit 6"`}, attached with the token over the portal without a PTY (OpenSSH -T); exits 6.',
+      expect: { end_reason: 'exit', exit_code: 6 },
+      signals: ['heartbeat', 'containerExited'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t, { command: ['sh', '-c', 'echo hi; exit 6'], start_on_connect: true, tty: false });
+        const r = await runToEnd('sshpass', ['-e', 'ssh', '-T', ...sshArgs(stack.runtime.sshPort!, passwordOnly), `${s.connect.user}@127.0.0.1`], {
+          env: { ...process.env, SSHPASS: s.connect.token }, timeoutMs: 30_000,
+        });
+        if (r.code !== 6 || r.stdout.toString() !== 'hi\n') throw new Error(`ssh exited ${r.code} with ${JSON.stringify(r.stdout.toString())}: ${r.stderr}`);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'heartbeat-while-provisioning',
+      description:
+        'API session with {start_on_connect:true, tty:false}; its first heartbeat is signalled while provisionContainer is still running ' +
+        '(the portal\'s attach-before-ready case: the workflow goes from waiting_for_client to active right after provisioning), then clientDisconnected.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat', 'clientDisconnected'],
+      check: ([h]) => (heartbeatBeforeProvisioned(h!) ? undefined : 'the first heartbeat came after provisionContainer completed'),
+      async drive() {
+        const t = await local();
+        // The race is ours to win (the heartbeat goes the moment the workflow exists); a few tries at most.
+        for (let attempt = 1; ; attempt++) {
+          const s = await createSession(stack, t, { start_on_connect: true, tty: false });
+          await heartbeat(stack, s.id, 'early');
+          await waitForState(stack, t.token, s.id, 'active');
+          await handleOf(stack, s.id).signal(clientDisconnectedSignal, { connection_id: 'early', reason: 'closed by client' });
+          await handleOf(stack, s.id).result();
+          if (heartbeatBeforeProvisioned(await handleOf(stack, s.id).fetchHistory()) || attempt === 5) return { id: s.id };
+        }
+      },
+    },
+    {
+      name: 'disconnect-signal',
+      description: 'Heartbeat from connection c1 (active), then clientDisconnected {connection_id: c1}.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat', 'clientDisconnected'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        await heartbeat(stack, s.id, 'c1');
+        await waitForState(stack, t.token, s.id, 'active');
+        await sleep(1500);
+        await heartbeat(stack, s.id, 'c1');
+        await handleOf(stack, s.id).signal(clientDisconnectedSignal, { connection_id: 'c1', reason: 'closed by client' });
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'disconnect-heartbeat-timeout',
+      description: 'Active with heartbeats for ~6 s, then silent: ended by the 4 s heartbeat timeout (a timer).',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        await heartbeat(stack, s.id);
+        await waitForState(stack, t.token, s.id, 'active');
+        for (let i = 0; i < 4; i++) {
+          await sleep(1500);
+          await heartbeat(stack, s.id);
+        }
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'terminate-api',
+      description: 'POST /sessions/{id}/terminate by the owner while waiting_for_client.',
+      expect: { end_reason: 'terminated' },
+      signals: ['terminate'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const r = await stack.api.post(`/sessions/${s.id}/terminate`, t.token, { reason: 'done for today' });
+        if (r.status !== 202) throw new Error(`terminate: ${r.status} ${JSON.stringify(r.body)}`);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'terminate-signal',
+      description: 'Active (heartbeats), then the Temporal signal `terminate` {reason: maintenance, by: ops@example.com} sent directly to the workflow.',
+      expect: { end_reason: 'terminated' },
+      signals: ['heartbeat', 'terminate'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const stop = keepBeating(stack, s.id);
+        try {
+          await waitForState(stack, t.token, s.id, 'active');
+          await sleep(1500);
+          await handleOf(stack, s.id).signal(terminateSignal, { reason: 'maintenance', by: 'ops@example.com' });
+          await waitForState(stack, t.token, s.id, 'ended');
+        } finally {
+          stop();
+        }
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'cancel',
+      description: 'Active (heartbeats), then a Temporal cancellation request (WorkflowHandle.cancel()): ended as terminated by temporal.',
+      expect: { end_reason: 'terminated' },
+      signals: ['heartbeat'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        await heartbeat(stack, s.id);
+        await waitForState(stack, t.token, s.id, 'active');
+        await handleOf(stack, s.id).cancel();
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'expired',
+      description: 'On a dedicated stack `short` with max_session_duration_s 6, active and heartbeating every second until it expires.',
+      expect: { end_reason: 'expired' },
+      signals: ['heartbeat'],
+      async drive() {
+        const st = await stack.api.post('/stacks', stack.adminToken, { name: 'short', max_session_duration_s: 6, dedicated: true });
+        if (st.status !== 201) throw new Error(`creating stack short: ${st.status} ${JSON.stringify(st.body)}`);
+        const t = await createTenant(stack, { stackName: 'short', plan: 'growth' });
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const stop = keepBeating(stack, s.id);
+        try {
+          await waitForState(stack, t.token, s.id, 'ended', 30_000);
+        } finally {
+          stop();
+        }
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'connect-timeout',
+      description: 'A stack started with ESSH_CONNECT_TIMEOUT_S=3; nobody attaches.',
+      expect: { end_reason: 'connect_timeout' },
+      async drive() {
+        const t = await createTenant(impatient, { plan: 'scale' });
+        const s = await createSession(impatient, t);
+        return { id: s.id, on: impatient };
+      },
+    },
+    {
+      name: 'provision-failed',
+      description: 'An app whose image essh/does-not-exist:1.0 is not on the Docker host: the provisioning activity fails with a non-retryable ProvisionError.',
+      expect: { end_reason: 'provision_failed' },
+      async drive() {
+        const t = await createTenant(stack, { image: 'essh/does-not-exist:1.0' });
+        const s = await createSession(stack, t);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'provision-no-host',
+      description:
+        'An app on a dedicated stack `nohost` that no host worker serves: provisionContainer times out after its 5 min schedule-to-start ' +
+        'timeout, the session ends provision_failed and, since no host ever took the container, skips the capture and removal activities.',
+      expect: { end_reason: 'provision_failed' },
+      check: ([h]) => (activityNames(h!).includes('removeContainer') ? 'removeContainer was scheduled' : undefined),
+      async drive() {
+        const st = await stack.api.post('/stacks', stack.adminToken, { name: 'nohost', dedicated: true });
+        if (st.status !== 201) throw new Error(`creating stack nohost: ${st.status} ${JSON.stringify(st.body)}`);
+        const t = await createTenant(stack, { stackName: 'nohost', plan: 'growth' });
+        const s = await createSession(stack, t);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'container-lost',
+      description: '`docker rm -f` of the container of a session waiting for its client: the host agent reports it lost.',
+      expect: { end_reason: 'container_lost' },
+      signals: ['containerExited'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        const waiting = await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        await run('docker', ['rm', '-f', waiting.container_id]);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'continue-as-new',
+      description:
+        'Heartbeats from 5 connection ids in bursts until the workflow has continued as new at least twice (the dev server suggests it at 300 events), ' +
+        'then clientDisconnected for each connection: the last run ends with disconnect using the carried connections. One file per run.',
+      expect: { end_reason: 'disconnect', runs_at_least: 3 },
+      signals: ['heartbeat'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t);
+        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const handle = handleOf(stack, s.id);
+        const firstRunId = (await handle.describe()).runId;
+        const connections = Array.from({ length: 5 }, (_, i) => `conn-${i}`);
+        await handle.signal(heartbeatSignal, { connection_id: connections[0]! });
+        await waitForState(stack, t.token, s.id, 'active');
+        let sent = 0;
+        await waitFor('two continue-as-new hand-overs', async () => {
+          // A burst, then a pause: a run can only hand over in a moment when no signal waits for it.
+          for (let i = 0; i < 40; i++) await handle.signal(heartbeatSignal, { connection_id: connections[sent++ % connections.length]! });
+          await sleep(300);
+          return (await runChain(stack.runtime.client, sessionWorkflowId(s.id), firstRunId)).length >= 3;
+        }, 90_000, 0);
+        // Every connection leaves; the last one to go ends the session (in whichever run is current).
+        for (const c of connections) await handle.signal(clientDisconnectedSignal, { connection_id: c, reason: 'closed by client' });
+        return { id: s.id };
+      },
+    },
+  ];
+}
+
+/** The run ids of a workflow's continue-as-new chain, from its first run, each from its history. */
+async function runChain(client: Client, workflowId: string, firstRunId: string): Promise<string[]> {
+  const ids = [firstRunId];
+  for (;;) {
+    const history = await client.workflow.getHandle(workflowId, ids[ids.length - 1]).fetchHistory();
+    const last = history.events?.[history.events.length - 1];
+    const next = last?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId;
+    if (!next) return ids;
+    ids.push(next);
+  }
+}
+
+function activityNames(h: History): string[] {
+  return (h.events ?? []).flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+}
+
+/** A heartbeat signal is in the history before provisionContainer's completion. */
+function heartbeatBeforeProvisioned(h: History): boolean {
+  const events = h.events ?? [];
+  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'provisionContainer')?.eventId;
+  const done = events.findIndex((e) => scheduled !== undefined && String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === String(scheduled));
+  const beat = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'heartbeat');
+  return beat >= 0 && done >= 0 && beat < done;
+}
+
+function signalNames(h: History): string[] {
+  return (h.events ?? []).flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
+}
+
+async function record(spec: PathSpec): Promise<Recorded> {
+  const { id, on = stack } = await spec.drive();
+  const workflowId = sessionWorkflowId(id);
+  const client = on.runtime.client;
+  // The first run's id is that of the chain's first execution, whichever run is current now.
+  const current = await client.workflow.getHandle(workflowId).describe();
+  const firstHistory = await client.workflow.getHandle(workflowId, current.runId).fetchHistory();
+  const firstRunId = firstHistory.events?.[0]?.workflowExecutionStartedEventAttributes?.firstExecutionRunId || current.runId;
+  const result = (await client.workflow.getHandle(workflowId).result()) as SessionResult;
+  const runIds = await runChain(client, workflowId, firstRunId);
+  const runs = [];
+  for (const runId of runIds) runs.push({ runId, history: await client.workflow.getHandle(workflowId, runId).fetchHistory() });
+
+  expect(result.end_reason, `${spec.name}: ${JSON.stringify(result)}`).toBe(spec.expect.end_reason);
+  if (spec.expect.exit_code !== undefined) expect(result.exit_code, spec.name).toBe(spec.expect.exit_code);
+  expect(runs.length, `${spec.name}: runs`).toBeGreaterThanOrEqual(spec.expect.runs_at_least ?? 1);
+  if (!spec.expect.runs_at_least) expect(runs.length, `${spec.name}: continued as new unexpectedly`).toBe(1);
+  const seen = new Set(runs.flatMap((r) => signalNames(r.history)));
+  for (const sig of spec.signals ?? []) expect(seen.has(sig), `${spec.name}: no ${sig} signal in its history (saw ${[...seen]})`).toBe(true);
+  const problem = spec.check?.(runs.map((r) => r.history));
+  expect(problem, `${spec.name}: the history does not show its path`).toBeUndefined();
+  const last = runs[runs.length - 1]!.history.events!;
+  expect(last[last.length - 1]?.workflowExecutionCompletedEventAttributes, `${spec.name}: the last run did not complete`).toBeTruthy();
+  return { path: spec.name, description: spec.description, workflowId, result, runs };
+}
+
+const fileNames = (r: Recorded) =>
+  r.runs.length === 1 ? [`${PREFIX}-${r.path}.json`] : r.runs.map((_, i) => `${PREFIX}-${r.path}-run${i + 1}.json`);
+
+it('records one history per session path', async () => {
+  const started = Date.now();
+  const specs = paths().filter((p) => !ONLY || ONLY.has(p.name));
+  expect(specs.length, `no path named in ESSH_REPLAY_PATHS (${[...(ONLY ?? [])]})`).toBeGreaterThan(0);
+  // Never overwrite: a fixture, once committed, stands for histories that may still be live.
+  const clashes = specs.flatMap((p) => [`${PREFIX}-${p.name}.json`, `${PREFIX}-${p.name}-run1.json`]).filter((f) => existsSync(path.join(HISTORIES_DIR, f)));
+  expect(clashes, 'fixtures already exist: use a new prefix, or delete them yourself if they were never committed').toEqual([]);
+
+  const settled = await Promise.allSettled(specs.map((p) => record(p)));
+  const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [`${specs[i]!.name}: ${(s.reason as Error)?.stack ?? s.reason}`] : []));
+  const recorded = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+
+  const { stdout: commit } = await run('git', ['rev-parse', 'HEAD'], { cwd: REPO });
+  const { stdout: temporalVersion } = await run(toolPath('temporal'), ['--version']);
+  const sdkVersion = JSON.parse(await readFile(path.join(REPO, 'node_modules/@temporalio/worker/package.json'), 'utf8')).version;
+  const manifest = {
+    prefix: PREFIX,
+    recorded_at: new Date().toISOString(),
+    commit: commit.trim(),
+    temporal_cli: temporalVersion.trim(),
+    temporal_sdk: sdkVersion,
+    recorder: 'test/replay/record-histories.ts',
+    history_json: historyJsonVia(),
+    fixtures: [] as object[],
+  };
+  for (const r of recorded) {
+    const names = fileNames(r);
+    for (const [i, run] of r.runs.entries()) {
+      const json = historyToJSON(run.history);
+      // What we write must load back into the same history.
+      expect(historyToJSON(historyFromJSON(JSON.parse(json))), `${names[i]}: round trip`).toBe(json);
+      await writeFile(path.join(HISTORIES_DIR, names[i]!), json + '\n');
+      manifest.fixtures.push({
+        file: names[i], path: r.path, run: i + 1, runs: r.runs.length, events: run.history.events?.length,
+        end_reason: i === r.runs.length - 1 ? r.result.end_reason : null, exit_code: i === r.runs.length - 1 ? r.result.exit_code : null,
+        workflow_id: r.workflowId, run_id: run.runId, description: r.description,
+      });
+    }
+  }
+  // Same JSON as the temporal CLI's: compare one fixture with `temporal workflow show --output json`
+  // (as JSON values: the two may order the keys of proto maps, such as payload metadata, differently).
+  const sample = recorded.find((r) => r.path === 'disconnect-signal') ?? recorded[0];
+  if (sample) {
+    const on = sample.path === 'connect-timeout' ? impatient : stack;
+    const { stdout } = await run(toolPath('temporal'), [
+      'workflow', 'show', '--address', on.config.temporal.address!, '--namespace', on.namespace,
+      '--workflow-id', sample.workflowId, '--run-id', sample.runs[0]!.runId, '--output', 'json',
+    ], { maxBuffer: 64 * 1024 * 1024 });
+    const ours = JSON.parse(historyToJSON(sample.runs[0]!.history));
+    const cli = JSON.parse(stdout);
+    const same = (a: unknown, b: unknown) => { try { expect(a).toEqual(b); return true; } catch { return false; } };
+    const verdict = same(cli, ours) ? 'identical' : same(JSON.parse(historyToJSON(historyFromJSON(cli))), ours) ? 'equivalent after historyFromJSON' : 'different';
+    Object.assign(manifest, { cli_json_check: `${fileNames(sample)[0]} vs temporal workflow show --output json: ${verdict}` });
+    expect(verdict, `${fileNames(sample)[0]} differs from the temporal CLI's JSON of the same run`).not.toBe('different');
+  }
+  const manifestFile = path.join(HISTORIES_DIR, `${PREFIX}.manifest.json`);
+  const previous = existsSync(manifestFile) ? (JSON.parse(await readFile(manifestFile, 'utf8')) as { recordings?: object[] }) : null;
+  await writeFile(manifestFile, JSON.stringify({ recordings: [...(previous?.recordings ?? []), manifest] }, null, 2) + '\n');
+  console.info(
+    `recorded ${manifest.fixtures.length} fixture files for ${recorded.length} paths in ${((Date.now() - started) / 1000).toFixed(1)} s:\n` +
+      recorded.map((r) => `  ${fileNames(r).join(', ')}  (${r.result.end_reason}${r.result.exit_code !== null ? `/${r.result.exit_code}` : ''})`).join('\n'),
+  );
+  expect(failed, 'paths that could not be recorded').toEqual([]);
+}, 600_000);
