@@ -10,7 +10,9 @@ interface Drain {
   drain_type: string;
   url: string;
   drain_ephemeral_sessions: boolean;
-  delivery?: { backlog?: number; last_success_at?: string | null; last_error?: string | null };
+  status?: string;
+  paused_reason?: string | null;
+  delivery?: { backlog_bytes?: number; last_success_at?: string | null; last_error?: string | null };
 }
 
 /** `essh log-drains list|create|delete` (CONTRACT §5, §9): thin over the drains routes. */
@@ -30,9 +32,9 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       if (opts.json) return out.json(drains);
       if (!drains.length) return void process.stderr.write(`Account ${account} has no log drains.\n`);
       process.stdout.write(out.table([
-        ['ID', 'HANDLE', 'TYPE', 'URL', 'BACKLOG', 'LAST ERROR'],
+        ['ID', 'HANDLE', 'TYPE', 'STATUS', 'URL', 'BACKLOG BYTES', 'LAST ERROR'],
         ...drains.map((d) => [
-          String(d.id), d.handle, d.drain_type, d.url, String(d.delivery?.backlog ?? 0), d.delivery?.last_error ?? '',
+          String(d.id), d.handle, d.drain_type, d.status ?? 'active', d.url, String(d.delivery?.backlog_bytes ?? 0), d.delivery?.last_error ?? '',
         ]),
       ]));
     });
@@ -82,6 +84,16 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
       await (await api()).delete(`/log_drains/${id}`);
       process.stderr.write(`Log drain ${id} deleted.\n`);
+    });
+
+  cmd
+    .command('resume')
+    .description('resume a paused log drain (after fixing its receiver or credentials): delivery goes on where it stopped')
+    .argument('<id>', 'drain id')
+    .action(async (id: string) => {
+      if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
+      await (await api()).post(`/log_drains/${id}/resume`, {});
+      process.stderr.write(`Log drain ${id} resumed.\n`);
     });
 
   return cmd;

@@ -1,6 +1,12 @@
-// A benchmark helper for `npm run bench`: drain throughput for a session printing a lot of output to an
-// HTTPS drain on loopback. It drives a running essh (API, workers, host agent) through its public API
-// only, so the figures include capture, the outbox, shipping and the receiver's parsing.
+// Benchmark helpers for `npm run bench` (bench/drain-throughput.ts): drain throughput for a session
+// printing a lot of output into an HTTPS drain on loopback.
+//
+// - benchShipperThroughput: the host shipper alone. The session's journal is written by the real
+//   JournalWriter, in 32 KiB chunks as the portal appends them (at full speed, or paced at a given
+//   rate), while the real DrainShipper delivers it to an HTTPS receiver that parses every request
+//   (in a worker thread of its own, as a receiver on another machine would be).
+// - benchDrainThroughput: end to end through a running essh's API (a session printing through the
+//   portal). Needs the exec portal, which writes sessions' journals.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -10,9 +16,193 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import Docker from 'dockerode';
+import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
+import { createLogger } from '../lib/log.js';
+import type { SecretBox } from '../lib/secrets.js';
+import { announceJournalAppended } from '../journal/news.js';
+import { JournalWriter } from '../journal/writer.js';
+import { DrainShipper } from './shipper.js';
 
 const run = promisify(execFile);
+const now = () => performance.timeOrigin + performance.now();
+
+async function selfSigned(dir: string) {
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'),
+    '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  return { cert: await readFile(path.join(dir, 'cert.pem'), 'utf8'), key: await readFile(path.join(dir, 'key.pem'), 'utf8') };
+}
+
+// The receiver: parses each body as JSON and reports what it got for the operation.
+const RECEIVER = `
+const https = require('node:https');
+const { parentPort, workerData } = require('node:worker_threads');
+const now = () => performance.timeOrigin + performance.now();
+let events = 0, bytes = 0, requests = 0, firstAt = 0, lastOutputAt = 0, lastOutputSeq = -1;
+const server = https.createServer({ cert: workerData.cert, key: workerData.key }, (req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    requests++;
+    const t = now();
+    for (const e of JSON.parse(Buffer.concat(chunks).toString('utf8'))) {
+      if (e.operation_id !== workerData.operationId) continue;
+      if (!firstAt) firstAt = t;
+      if (e.stream === 'stdout') {
+        events++;
+        bytes += Buffer.byteLength(e.log) + 2;
+        if (e.seq > lastOutputSeq) { lastOutputSeq = e.seq; lastOutputAt = t; }
+      } else if (e.event === 'session_ended') {
+        parentPort.postMessage({ ended: true, endedAt: t, events, bytes, requests, firstAt, lastOutputAt });
+      }
+    }
+    res.writeHead(200).end('{}');
+  });
+});
+server.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: server.address().port }));
+parentPort.on('message', () => server.close(() => process.exit(0)));
+`;
+
+export interface ShipperBenchResult {
+  megabytesPrinted: number;
+  /** Journal write rate asked for (MB/s); 0: as fast as the writer goes. */
+  pacedMBps: number;
+  outputEvents: number;
+  bytesReceived: number;
+  requests: number;
+  /** First event received → last output event received. */
+  seconds: number;
+  eventsPerSecond: number;
+  megabytesPerSecond: number;
+  /** How long writing the journal took. */
+  writeSeconds: number;
+  /** Last output appended to the journal → last output event received. */
+  lagAfterLastByteMs: number;
+  /** `ended` record appended → session_ended event received. */
+  lagAfterEndMs: number;
+}
+
+/**
+ * Writes a session's journal of `megabytes` MB in 100-byte lines (98 × "x" and "\r\n", as a TTY
+ * shows `yes`), in 32 KiB chunks, optionally paced at `pacedMBps`, while a DrainShipper on `db`
+ * delivers it to an HTTPS drain on loopback. Creates its own account, app, user and drain rows.
+ */
+export async function benchShipperThroughput(opts: {
+  db: Db; secrets: SecretBox; megabytes?: number; pacedMBps?: number; timeoutS?: number;
+}): Promise<ShipperBenchResult> {
+  const megabytes = opts.megabytes ?? 50;
+  const total = megabytes * 1024 * 1024;
+  const { db } = opts;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-shipper-bench-'));
+  const suffix = randomBytes(3).toString('hex');
+  const hostId = `bench-host-${suffix}`;
+  let worker: Worker | undefined;
+  let shipper: DrainShipper | undefined;
+  try {
+    const { cert, key } = await selfSigned(dir);
+    const at = nowIso();
+    const account = await db.insertInto('accounts').values({ handle: `bench-${suffix}`, plan: 'enterprise', max_concurrent_sessions: null, image_prefixes: null, created_at: at })
+      .returning('id').executeTakeFirstOrThrow();
+    const stack = await db.selectFrom('stacks').select('id').executeTakeFirst()
+      ?? await db.insertInto('stacks').values({ name: `bench-${suffix}`, max_session_duration_s: 604800, dedicated: 0, created_at: at }).returning('id').executeTakeFirstOrThrow();
+    const app = await db.insertInto('apps').values({
+      handle: `bench-${suffix}`, account_id: Number(account.id), stack_id: Number(stack.id), image: 'essh/demo:latest', env: '{}',
+      command: null, working_dir: null, user: null, network: null, warm_pool: 0, created_at: at,
+    }).returning('id').executeTakeFirstOrThrow();
+    const user = await db.insertInto('users').values({ name: 'Bench', email: `bench-${suffix}@example.com`, role: 'member', created_at: at })
+      .returning('id').executeTakeFirstOrThrow();
+    const op = await db.insertInto('operations').values({
+      type: 'execute', account_id: Number(account.id), app_id: Number(app.id), user_id: Number(user.id), stack: 'local', command: null,
+      container_size_mb: 1024, state: 'active', status: 'running', end_reason: null, end_message: null, ended_by: null, exit_code: null,
+      container_id: randomBytes(32).toString('hex'), workflow_id: null, created_at: at, updated_at: at, connected_at: at, ended_at: null, expires_at: null,
+    }).returning('id').executeTakeFirstOrThrow();
+    const operationId = Number(op.id);
+
+    worker = new Worker(RECEIVER, { eval: true, workerData: { cert, key, operationId } });
+    const messages: Record<string, number | boolean>[] = [];
+    let onMessage = () => undefined as void;
+    worker.on('message', (m: Record<string, number | boolean>) => {
+      messages.push(m);
+      onMessage();
+    });
+    const next = (pred: (m: Record<string, number | boolean>) => boolean, timeoutMs: number) => new Promise<Record<string, number | boolean>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the receiver did not get the session's end within ${timeoutMs / 1000} s`)), timeoutMs);
+      const check = () => {
+        const m = messages.find(pred);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m);
+        }
+      };
+      onMessage = check;
+      check();
+    });
+    const port = Number((await next((m) => 'port' in m, 10_000)).port);
+    await db.insertInto('log_drains').values({
+      account_id: Number(account.id), handle: 'bench', drain_type: 'https', url: opts.secrets.seal(`https://127.0.0.1:${port}/`), token: null,
+      ca_cert: cert, index_pattern: null, pipeline: null, drain_ephemeral_sessions: 1, delivered_events: 0, failed_events: 0,
+      paused_reason: null, paused_at: null, last_success_at: null, last_error_at: null, last_error: null, last_error_status: null,
+      last_error_detail: null, created_at: new Date(Date.now() - 1000).toISOString(),
+    }).execute();
+    await db.insertInto('session_journals').values({
+      operation_id: operationId, account_id: Number(account.id), host_id: hostId, created_at: at, ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null,
+    }).execute();
+
+    shipper = new DrainShipper({ db, log: createLogger('warn'), secrets: opts.secrets, hostId, dataDir: dir, settings: { allowPrivateTargets: true } });
+    shipper.start();
+
+    const writer = JournalWriter.open(dir, operationId);
+    writer.started({
+      user: { id: Number(user.id), name: 'Bench', email: `bench-${suffix}@example.com` }, app: `bench-${suffix}`, app_id: Number(app.id),
+      account: `bench-${suffix}`, container_size_mb: 1024, command: null, container_id: null, created_at: at,
+    });
+    announceJournalAppended(operationId);
+    const line = `${'x'.repeat(98)}\r\n`;
+    const chunk = Buffer.from(line.repeat(Math.floor(32 * 1024 / line.length)));
+    const writeStart = now();
+    let written = 0;
+    while (written < total) {
+      const piece = chunk.subarray(0, Math.min(chunk.length, total - written));
+      writer.output('stdout', piece);
+      announceJournalAppended(operationId);
+      written += piece.length;
+      if (opts.pacedMBps) {
+        const due = writeStart + (written / (opts.pacedMBps * 1024 * 1024)) * 1000;
+        const wait = due - now();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+        else if (written % (1024 * 1024) < chunk.length) await new Promise((r) => setImmediate(r));
+      } else if (written % (1024 * 1024) < chunk.length) {
+        await new Promise((r) => setImmediate(r)); // the portal's loop also serves other work
+      }
+    }
+    const lastByteAt = now();
+    writer.ended({ end_reason: 'exit', end_message: null, ended_by: null, exit_code: 0, duration_s: 1, output_complete: true });
+    const endAt = now();
+    writer.close();
+    await db.updateTable('session_journals').set({ ended_at: nowIso(), output_bytes: written }).where('operation_id', '=', operationId).execute();
+    announceJournalAppended(operationId);
+    const r = await next((m) => m.ended === true, (opts.timeoutS ?? 600) * 1000);
+    const seconds = (Number(r.lastOutputAt) - Number(r.firstAt)) / 1000;
+    return {
+      megabytesPrinted: megabytes, pacedMBps: opts.pacedMBps ?? 0,
+      outputEvents: Number(r.events), bytesReceived: Number(r.bytes), requests: Number(r.requests), seconds,
+      eventsPerSecond: Math.round(Number(r.events) / seconds),
+      megabytesPerSecond: Number((Number(r.bytes) / 1024 / 1024 / seconds).toFixed(2)),
+      writeSeconds: Number(((lastByteAt - writeStart) / 1000).toFixed(2)),
+      lagAfterLastByteMs: Math.round(Number(r.lastOutputAt) - lastByteAt),
+      lagAfterEndMs: Math.round(Number(r.endedAt) - endAt),
+    };
+  } finally {
+    await shipper?.stop();
+    if (worker) {
+      worker.postMessage('stop');
+      await new Promise((r) => worker!.once('exit', r));
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 
 export interface DrainBenchResult {
   megabytesPrinted: number;
@@ -30,8 +220,9 @@ export interface DrainBenchResult {
 }
 
 /**
- * Creates its own account, app (image `image`), user and HTTPS drain through the API at `apiUrl` with an
- * operator token, runs one session that prints `megabytes` MB in 100-byte lines, and measures the drain.
+ * End to end (needs the exec portal, which writes sessions' journals): creates its own account, app
+ * (image `image`), user and HTTPS drain through the API at `apiUrl` with an operator token, runs one
+ * session that prints `megabytes` MB in 100-byte lines, and measures the drain.
  */
 export async function benchDrainThroughput(opts: {
   apiUrl: string; operatorToken: string; image: string; stack?: string; megabytes?: number; timeoutS?: number;
@@ -43,11 +234,7 @@ export async function benchDrainThroughput(opts: {
   let server: https.Server | undefined;
   let events: Readable | undefined;
   try {
-    await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'),
-      '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
-    const cert = await readFile(path.join(dir, 'cert.pem'), 'utf8');
-    const key = await readFile(path.join(dir, 'key.pem'), 'utf8');
-
+    const { cert, key } = await selfSigned(dir);
     let outputEvents = 0;
     let bytesReceived = 0;
     let requests = 0;
@@ -61,14 +248,14 @@ export async function benchDrainThroughput(opts: {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         requests++;
-        const now = performance.now();
+        const t = performance.now();
         for (const e of JSON.parse(Buffer.concat(chunks).toString('utf8')) as { operation_id: number; stream: string; log: string; event?: string }[]) {
           if (e.operation_id !== operationId) continue;
-          if (!firstAt) firstAt = now;
+          if (!firstAt) firstAt = t;
           if (e.stream === 'stdout') {
             outputEvents++;
             bytesReceived += Buffer.byteLength(e.log) + 2;
-            lastAt = now;
+            lastAt = t;
           } else if (e.event === 'session_ended') ended();
         }
         res.writeHead(200).end('{}');
@@ -100,7 +287,7 @@ export async function benchDrainThroughput(opts: {
     events.on('data', (c: Buffer) => {
       for (const line of c.toString('utf8').split('\n').filter(Boolean)) {
         const e = JSON.parse(line) as { Actor?: { Attributes?: Record<string, string> } };
-        if (e.Actor?.Attributes?.name === `essh-${operationId}`) diedAt = performance.now();
+        if (e.Actor?.Attributes?.['essh.operation_id'] === String(operationId) || e.Actor?.Attributes?.name?.endsWith(`-${operationId}`)) diedAt = performance.now();
       }
     });
     const line = 'x'.repeat(98); // + "\r\n" from the TTY = 100 bytes a line

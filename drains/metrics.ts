@@ -1,11 +1,12 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Db } from '../lib/db.js';
-import { drainBacklog } from './service.js';
+import { drainBacklogs } from './service.js';
 
 interface DrainFigures {
   id: number;
   type: string;
   backlog: number;
+  paused: number;
   delivered: number;
   failed: number;
   lastSuccess: number | null;
@@ -16,7 +17,7 @@ interface DrainFigures {
  * another process). Labelled by drain id and type only: /metrics needs no token, so no account names.
  */
 export function registerDrainMetrics(registry: Registry, db: Db) {
-  // One read per scrape serves all four series.
+  // One read per scrape serves all the series.
   let reading: Promise<DrainFigures[]> | null = null;
   const figures = () => {
     reading ??= readDrainFigures(db).finally(() => setTimeout(() => (reading = null), 0));
@@ -36,8 +37,12 @@ export function registerDrainMetrics(registry: Registry, db: Db) {
   };
   const registers = [registry];
   new Gauge({
-    name: 'essh_drain_backlog_events', help: 'Events captured and not yet delivered to the drain', labelNames, registers,
+    name: 'essh_drain_backlog_bytes', help: 'Journal bytes of session output the hosts have not yet delivered to the drain', labelNames, registers,
     collect() { return fill(this, (d) => d.backlog); },
+  });
+  new Gauge({
+    name: 'essh_drain_paused', help: '1 while the drain is paused (its receiver refused our credentials or target: 401/403/404)', labelNames, registers,
+    collect() { return fill(this, (d) => d.paused); },
   });
   new Counter({
     name: 'essh_drain_delivered_events_total', help: 'Events the drain accepted', labelNames, registers,
@@ -55,12 +60,14 @@ export function registerDrainMetrics(registry: Registry, db: Db) {
 
 async function readDrainFigures(db: Db): Promise<DrainFigures[]> {
   const drains = await db.selectFrom('log_drains').selectAll().execute();
-  return Promise.all(drains.map(async (d) => ({
+  const backlogs = await drainBacklogs(db);
+  return drains.map((d) => ({
     id: Number(d.id),
     type: d.drain_type,
-    backlog: await drainBacklog(db, d),
+    backlog: d.drain_ephemeral_sessions ? (backlogs.get(Number(d.id))?.bytes ?? 0) : 0,
+    paused: d.status === 'paused' ? 1 : 0,
     delivered: Number(d.delivered_events),
     failed: Number(d.failed_events),
     lastSuccess: d.last_success_at ? Date.parse(d.last_success_at) / 1000 : null,
-  })));
+  }));
 }

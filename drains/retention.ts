@@ -1,20 +1,21 @@
+import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
-
-/** Deleted per statement, so that a large purge never holds the database's write lock for long. */
-const DELETE_CHUNK = 5000;
+import { journalPath } from '../journal/writer.js';
 
 /**
- * Deletes the captured output (the events behind drains and recordings) of sessions that ended more
- * than `retentionS` ago. Events a drain of the account has not yet delivered stay until it has: a
- * drain that is down when the retention runs out loses nothing. 0 keeps everything.
+ * Deletes, on its host, the journal (the drains' queue and the recording) of each session that ended
+ * more than `retentionS` ago, except while a drain of its account has not delivered it all: a drain
+ * that is down or paused when the retention runs out loses nothing. The session's `session_journals`
+ * row stays, with `deleted_at`, so that its recording answers 410 rather than 404. 0 keeps everything.
  */
-export class EventRetention {
+export class JournalRetention {
   private readonly passes: PeriodicPass<number>;
 
-  constructor(private readonly deps: { db: Db; retentionS: number; intervalS: number; log: Logger }) {
-    this.passes = new PeriodicPass(() => this.pass(), { intervalS: deps.intervalS, log: deps.log, what: 'purging expired session output' });
+  constructor(private readonly deps: { db: Db; log: Logger; hostId: string; dataDir: string; retentionS: number; intervalS: number }) {
+    this.passes = new PeriodicPass(() => this.pass(), { intervalS: deps.intervalS, log: deps.log, what: 'deleting session journals past their retention' });
   }
 
   start() {
@@ -25,38 +26,36 @@ export class EventRetention {
     return this.passes.stop();
   }
 
+  /** One pass now (tests); resolves with how many journals it deleted. */
+  async runOnce(): Promise<number> {
+    return (await this.passes.runOnce()) ?? 0;
+  }
+
   private async pass(): Promise<number> {
-    const { db, retentionS, log } = this.deps;
+    const { db, retentionS, hostId, dataDir, log } = this.deps;
     if (retentionS <= 0) return 0;
     const cutoff = new Date(Date.now() - retentionS * 1000).toISOString();
-    const expired = await db.selectFrom('operations as o').select('o.id')
-      .where('o.state', '=', 'ended').where('o.ended_at', '<', cutoff)
-      .where(({ or, exists, selectFrom }) => or([
-        exists(selectFrom('session_events as e').select('e.id').whereRef('e.operation_id', '=', 'o.id')),
-        exists(selectFrom('session_terminal_sizes as z').select('z.id').whereRef('z.operation_id', '=', 'o.id')),
-      ]))
+    const expired = await db.selectFrom('session_journals as sj').select('sj.operation_id')
+      .where('sj.host_id', '=', hostId).where('sj.deleted_at', 'is', null)
+      .where('sj.ended_at', 'is not', null).where('sj.ended_at', '<', cutoff)
+      // Not while a drain that takes the account's session output (and existed when the session ended)
+      // has not delivered it to the end.
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('log_drains as d').select('d.id')
+        .whereRef('d.account_id', '=', 'sj.account_id')
+        .where('d.drain_ephemeral_sessions', '=', 1)
+        .whereRef('d.created_at', '<=', 'sj.ended_at')
+        .where(({ not: not2, exists: exists2, selectFrom: from2 }) => not2(exists2(from2('drain_session_cursors as c').select('c.drain_id')
+          .whereRef('c.drain_id', '=', 'd.id').whereRef('c.operation_id', '=', 'sj.operation_id').where('c.done', '=', 1)))))))
+      .limit(1000)
       .execute();
     let deleted = 0;
-    for (const { id } of expired) {
-      for (;;) {
-        const chunk = db.selectFrom('session_events as e').select('e.id')
-          .where('e.operation_id', '=', id)
-          // Not past the cursor of a drain that takes session output: that drain still has to get it.
-          .where(({ not, exists, selectFrom }) => not(exists(selectFrom('log_drains as d').select('d.id')
-            .whereRef('d.account_id', '=', 'e.account_id')
-            .where('d.drain_ephemeral_sessions', '=', 1)
-            .whereRef('d.cursor', '<', 'e.id'))))
-          .limit(DELETE_CHUNK);
-        const r = await db.deleteFrom('session_events').where('id', 'in', chunk).executeTakeFirst();
-        const n = Number(r.numDeletedRows);
-        deleted += n;
-        if (n < DELETE_CHUNK) break;
-      }
-      // The terminal sizes belong to the recording: they go with its last event.
-      const left = await db.selectFrom('session_events').select('id').where('operation_id', '=', id).limit(1).executeTakeFirst();
-      if (!left) await db.deleteFrom('session_terminal_sizes').where('operation_id', '=', id).execute();
+    for (const { operation_id } of expired) {
+      const id = Number(operation_id);
+      await rm(journalPath(dataDir, id), { force: true });
+      await db.updateTable('session_journals').set({ deleted_at: nowIso() }).where('operation_id', '=', id).execute();
+      deleted++;
     }
-    if (deleted) log.info({ deleted, sessions: expired.length }, 'purged session output past its retention');
+    if (deleted) log.info({ deleted }, 'deleted session journals past their retention');
     return deleted;
   }
 }

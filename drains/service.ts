@@ -1,16 +1,16 @@
 import { X509Certificate } from 'node:crypto';
-import type { Readable } from 'node:stream';
 
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
-import { ApiError, conflict, invalid, notFound } from '../services/errors.js';
-import safeRegex from 'safe-regex2';
-import { asciicast } from './recording.js';
-import { REDACTION_PRESETS, compileRule, type RedactionPreset } from './redaction.js';
+import { conflict, invalid, notFound } from '../services/errors.js';
+import {
+  MAX_PATTERN_LENGTH, MAX_RULES_PER_ACCOUNT, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
+} from './redaction.js';
+import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Selectable } from 'kysely';
-import type { LogDrainsTable } from './tables.js';
+import type { DrainStatus, LogDrainsTable } from './tables.js';
 
 export const DRAIN_TYPES = ['https', 'syslog', 'elasticsearch'] as const;
 export type DrainType = (typeof DRAIN_TYPES)[number];
@@ -33,13 +33,6 @@ export interface RedactionRuleInput {
 }
 
 const isUniqueViolation = (err: unknown) => /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));
-
-/** The URL as shown back: a password in it is never echoed. */
-function displayUrl(raw: string): string {
-  const u = new URL(raw);
-  if (u.password) u.password = '****';
-  return u.toString();
-}
 
 /** Checks a drain's settings by type; every refusal says what to send instead. */
 export function validateDrain(input: DrainInput): void {
@@ -120,17 +113,26 @@ export async function sealStoredDrainSecrets(db: Db, secrets: SecretBox): Promis
   return resealed;
 }
 
-/** Events of the drain's account captured and not yet delivered to it. */
-export async function drainBacklog(db: Db, d: Pick<Selectable<LogDrainsTable>, 'account_id' | 'cursor' | 'drain_ephemeral_sessions'>) {
-  if (!d.drain_ephemeral_sessions) return 0;
-  const { n } = await db.selectFrom('session_events').select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('account_id', '=', d.account_id).where('id', '>', d.cursor).executeTakeFirstOrThrow();
-  return Number(n);
+/** What the hosts have not yet delivered to each drain (journal bytes, and sessions), summed over hosts. */
+export async function drainBacklogs(db: Db, drainIds?: number[]): Promise<Map<number, { bytes: number; sessions: number }>> {
+  let q = db.selectFrom('drain_host_backlogs').select((eb) => [
+    'drain_id', eb.fn.sum<number>('backlog_bytes').as('bytes'), eb.fn.sum<number>('backlog_sessions').as('sessions'),
+  ]).groupBy('drain_id');
+  if (drainIds) {
+    if (!drainIds.length) return new Map();
+    q = q.where('drain_id', 'in', drainIds);
+  }
+  const rows = await q.execute();
+  return new Map(rows.map((r) => [Number(r.drain_id), { bytes: Number(r.bytes ?? 0), sessions: Number(r.sessions ?? 0) }]));
 }
 
-/** Log drains, redaction rules and recordings: who may do what, and the views the API returns. */
+/** Log drains and redaction rules: who may do what, and the views the API returns. */
 export class DrainsService {
-  constructor(private readonly db: Db, private readonly secrets: SecretBox, private readonly retentionS = 0) {}
+  constructor(
+    private readonly db: Db,
+    private readonly secrets: SecretBox,
+    private readonly opts: { allowPrivateTargets?: boolean } = {},
+  ) {}
 
   private async account(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').select(['id', 'handle']).where('handle', '=', handle).executeTakeFirst();
@@ -138,20 +140,28 @@ export class DrainsService {
     return { id: Number(a.id), handle: a.handle };
   }
 
-  private async drainView(d: Selectable<LogDrainsTable>, accountHandle: string) {
+  private async drainView(p: Principal, d: Selectable<LogDrainsTable>, accountHandle: string, backlogs?: Map<number, { bytes: number; sessions: number }>) {
+    const backlog = (backlogs ?? (await drainBacklogs(this.db, [Number(d.id)]))).get(Number(d.id)) ?? { bytes: 0, sessions: 0 };
     return {
       id: Number(d.id), handle: d.handle, account: accountHandle, drain_type: d.drain_type, url: displayUrl(this.secrets.open(d.url)),
       has_token: d.token !== null, has_ca_cert: d.ca_cert !== null,
       index: d.index_pattern, pipeline: d.pipeline,
       drain_ephemeral_sessions: Boolean(d.drain_ephemeral_sessions),
+      status: d.status as DrainStatus,
+      paused_reason: d.paused_reason,
+      paused_at: d.paused_at,
       created_at: d.created_at,
       delivery: {
-        backlog: await drainBacklog(this.db, d),
+        backlog_bytes: d.drain_ephemeral_sessions ? backlog.bytes : 0,
+        backlog_sessions: d.drain_ephemeral_sessions ? backlog.sessions : 0,
         delivered_events: Number(d.delivered_events),
         failed_events: Number(d.failed_events),
         last_success_at: d.last_success_at,
         last_error_at: d.last_error_at,
         last_error: d.last_error,
+        last_error_status: d.last_error_status === null ? null : Number(d.last_error_status),
+        // The receiver's own words may echo anything (its internals, our request): operators only.
+        ...(access.isOperator(p) ? { last_error_detail: d.last_error_detail } : {}),
       },
     };
   }
@@ -160,17 +170,21 @@ export class DrainsService {
     const account = await this.account(p, accountHandle);
     access.requireAccountAdmin(p, account.id, `Account "${accountHandle}"`);
     validateDrain(input);
-    // A new drain starts with the events to come, not with the account's whole history.
-    const max = await this.db.selectFrom('session_events').select((eb) => eb.fn.max('id').as('m')).executeTakeFirst();
+    try {
+      await checkDrainTarget(new URL(input.url), this.opts.allowPrivateTargets ?? false);
+    } catch (err) {
+      throw invalid(`url: ${(err as Error).message}.`);
+    }
+    // A new drain starts with the events that come after it was created (the shippers compare times).
     try {
       const row = await this.db.insertInto('log_drains').values({
         account_id: account.id, handle: input.handle, drain_type: input.drain_type, url: this.secrets.seal(input.url),
         token: input.token === undefined ? null : this.secrets.seal(input.token), ca_cert: input.ca_cert ?? null, index_pattern: input.index ?? null, pipeline: input.pipeline ?? null,
         drain_ephemeral_sessions: input.drain_ephemeral_sessions === false ? 0 : 1,
-        cursor: Number(max?.m ?? 0), delivered_events: 0, failed_events: 0,
-        last_success_at: null, last_error_at: null, last_error: null, lease_owner: null, lease_until: null, created_at: nowIso(),
+        delivered_events: 0, failed_events: 0, paused_reason: null, paused_at: null,
+        last_success_at: null, last_error_at: null, last_error: null, last_error_status: null, last_error_detail: null, created_at: nowIso(),
       }).returningAll().executeTakeFirstOrThrow();
-      return this.drainView(row, account.handle);
+      return this.drainView(p, row, account.handle);
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`Account "${accountHandle}" already has a drain "${input.handle}"; pick another handle or delete that one.`);
       throw err;
@@ -180,7 +194,8 @@ export class DrainsService {
   async list(p: Principal, accountHandle: string) {
     const account = await this.account(p, accountHandle);
     const rows = await this.db.selectFrom('log_drains').selectAll().where('account_id', '=', account.id).orderBy('id').execute();
-    return Promise.all(rows.map((r) => this.drainView(r, account.handle)));
+    const backlogs = await drainBacklogs(this.db, rows.map((r) => Number(r.id)));
+    return Promise.all(rows.map((r) => this.drainView(p, r, account.handle, backlogs)));
   }
 
   private async drainRow(p: Principal, id: number) {
@@ -192,16 +207,30 @@ export class DrainsService {
 
   async get(p: Principal, id: number) {
     const row = await this.drainRow(p, id);
-    return this.drainView(row, row.account_handle);
+    return this.drainView(p, row, row.account_handle);
   }
 
   async failures(p: Principal, id: number) {
     await this.drainRow(p, id);
     const rows = await this.db.selectFrom('log_drain_failures').selectAll().where('drain_id', '=', id).orderBy('id', 'desc').limit(100).execute();
+    const num = (v: number | null) => (v === null ? null : Number(v));
     return rows.map((r) => ({
-      id: Number(r.id), first_event_id: Number(r.first_event_id), last_event_id: Number(r.last_event_id),
-      events: Number(r.events), status: r.status === null ? null : Number(r.status), message: r.message, at: r.at,
+      id: Number(r.id), operation_id: num(r.operation_id), first_seq: num(r.first_seq), last_seq: num(r.last_seq),
+      events: Number(r.events), status: num(r.status), message: r.message, at: r.at,
+      ...(access.isOperator(p) ? { detail: r.detail } : {}),
     }));
+  }
+
+  /**
+   * Resumes a paused drain (once its receiver or credentials are fixed): the hosts deliver again from
+   * where each session's cursor stopped, so nothing from the pause is lost.
+   */
+  async resume(p: Principal, id: number) {
+    const row = await this.drainRow(p, id);
+    access.requireAccountAdmin(p, Number(row.account_id), `Log drain ${id}`);
+    await this.db.updateTable('log_drains').set({ status: 'active', paused_reason: null, paused_at: null })
+      .where('id', '=', id).execute();
+    return this.get(p, id);
   }
 
   async delete(p: Principal, id: number) {
@@ -227,21 +256,23 @@ export class DrainsService {
     const preset = input.preset ? REDACTION_PRESETS[input.preset] : undefined;
     const pattern = input.pattern ?? preset!.pattern;
     const replacement = input.replacement ?? preset?.replacement ?? '[REDACTED]';
+    if (pattern.length > MAX_PATTERN_LENGTH) throw invalid(`"pattern" may be at most ${MAX_PATTERN_LENGTH} characters.`);
+    // Patterns run on RE2 (drains/redaction.ts): matching is linear in the text whatever the pattern,
+    // so no pattern can stall delivery; RE2 has no lookaround and no backreferences.
     let compiled;
     try {
       compiled = compileRule({ pattern, replacement, preset: input.preset ?? null });
     } catch (err) {
-      throw invalid(`"pattern" is not a valid regular expression (${(err as Error).message}); write it in JavaScript syntax, without slashes or flags.`);
+      if (!(err instanceof RedactionPatternError)) throw err;
+      throw invalid(`"pattern" is not a valid regular expression in RE2 syntax (${err.message}); write it without slashes or flags, ` +
+        'and without lookaround or backreferences (https://github.com/google/re2/wiki/Syntax).');
     }
     if (compiled.regex.test('')) throw invalid('"pattern" matches the empty string, so it would redact nothing useful; make it match the secret itself.');
-    // Every byte of every session of the account goes through these patterns: one that can backtrack
-    // exponentially would stall the capture. safe-regex2 (fastify's) flags repetition nested in
-    // repetition; it errs on the safe side, and the presets (checked by hand) are exempt.
-    if (!preset && !safeRegex(pattern)) {
-      throw invalid(
-        `"pattern" nests a repetition inside another (as in (a+)+), which can take exponential time on some output; ` +
-          'rewrite it so that no repeated group itself repeats, e.g. [a-z0-9]+ instead of ([a-z]+[0-9]*)+.',
-      );
+    const { n } = await this.db.selectFrom('redaction_rules').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('account_id', '=', account.id).executeTakeFirstOrThrow();
+    if (Number(n) >= MAX_RULES_PER_ACCOUNT) {
+      throw conflict(`Account "${accountHandle}" already has ${MAX_RULES_PER_ACCOUNT} redaction rules, the most an account may have ` +
+        '(each one is applied to every line of output); delete one, or combine two patterns with "|".');
     }
     const row = await this.db.insertInto('redaction_rules').values({
       account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
@@ -261,25 +292,4 @@ export class DrainsService {
     access.requireAccountAdmin(p, Number(row.account_id), `Redaction rule ${id}`);
     await this.db.deleteFrom('redaction_rules').where('id', '=', id).execute();
   }
-
-  // --- recordings -------------------------------------------------------------------------------
-  async recording(p: Principal, operationId: number): Promise<Readable> {
-    const op = await this.db.selectFrom('operations').innerJoin('apps', 'apps.id', 'operations.app_id')
-      .select(['operations.account_id', 'operations.user_id', 'operations.created_at', 'operations.ended_at', 'apps.handle as app'])
-      .where('operations.id', '=', operationId).executeTakeFirst();
-    if (!op || !access.canSeeSession(p, { account_id: Number(op.account_id), user_id: Number(op.user_id) })) {
-      throw notFound(`Session ${operationId}`);
-    }
-    if (this.retentionS > 0 && op.ended_at && Date.parse(op.ended_at) < Date.now() - this.retentionS * 1000) {
-      throw new ApiError(410, 'gone', `The recording of session ${operationId} was deleted: session output is kept for ` +
-        `${formatDuration(this.retentionS)} after a session ends (ESSH_EVENT_RETENTION_S).`);
-    }
-    return asciicast(this.db, { operationId, app: op.app, createdAt: op.created_at });
-  }
-}
-
-function formatDuration(s: number): string {
-  if (s % 86400 === 0) return `${s / 86400} day${s === 86400 ? '' : 's'}`;
-  if (s % 3600 === 0) return `${s / 3600} hour${s === 3600 ? '' : 's'}`;
-  return `${s} s`;
 }

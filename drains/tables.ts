@@ -2,8 +2,11 @@ import type { Generated } from 'kysely';
 
 // The drains part's tables, added to the shared Database type by declaration merging so that
 // lib/db.ts stays untouched. Timestamps are ISO text, booleans 0/1, as in the core tables.
+// How far a drain has delivered each session is in `drain_session_cursors` (journal/tables.ts).
 
-/** A log drain of an account; `cursor` is the id of the last session event it has settled (delivered or recorded as failed). */
+export type DrainStatus = 'active' | 'paused';
+
+/** A log drain of an account, with its delivery figures (summed over every host that ships to it). */
 export interface LogDrainsTable {
   id: Generated<number>;
   account_id: number;
@@ -15,27 +18,45 @@ export interface LogDrainsTable {
   index_pattern: string | null;
   pipeline: string | null;
   drain_ephemeral_sessions: number;
-  cursor: number;
+  /** `active`, or `paused` after the receiver refused our credentials or target (401/403/404). */
+  status: Generated<string>;
+  paused_reason: string | null;
+  paused_at: string | null;
   delivered_events: number;
   failed_events: number;
   last_success_at: string | null;
   last_error_at: string | null;
+  /** A sentence of ours, never the receiver's words: every member of the account may read it. */
   last_error: string | null;
-  lease_owner: string | null;
-  lease_until: string | null;
+  last_error_status: number | null;
+  /** The start of the receiver's answer: shown to operators only. */
+  last_error_detail: string | null;
   created_at: string;
 }
 
-/** Batches a drain refused for good (a 4xx other than 408/429): kept so that nothing is dropped silently. */
+/** Events a drain refused for good (a 4xx other than 401/403/404/408/413/429): kept so that nothing is dropped silently. */
 export interface LogDrainFailuresTable {
   id: Generated<number>;
   drain_id: number;
-  first_event_id: number;
-  last_event_id: number;
+  /** Null for failures recorded before session output moved to journals. */
+  operation_id: number | null;
+  first_seq: number | null;
+  last_seq: number | null;
   events: number;
   status: number | null;
   message: string;
+  /** The start of the receiver's answer: shown to operators only. */
+  detail: string | null;
   at: string;
+}
+
+/** What one host has not yet delivered to one drain (journal bytes), written by that host's shipper. */
+export interface DrainHostBacklogsTable {
+  drain_id: number;
+  host_id: string;
+  backlog_bytes: number;
+  backlog_sessions: number;
+  updated_at: string;
 }
 
 export interface RedactionRulesTable {
@@ -48,50 +69,11 @@ export interface RedactionRulesTable {
   created_at: string;
 }
 
-/**
- * The durable log of what each session showed, already redacted: the drains' shared outbox (each drain
- * keeps its own cursor into it) and the source of the session's recording.
- */
-export interface SessionEventsTable {
-  id: Generated<number>;
-  operation_id: number;
-  account_id: number;
-  seq: number;
-  kind: string; // output | session_started | session_ended
-  stream: string; // stdout | stderr (stdout for a TTY, which merges them) | lifecycle
-  time: string;
-  byte_offset: number;
-  host: string;
-  container_id: string | null;
-  data: string; // output text, or the lifecycle event's JSON details
-  created_at: string;
-}
-
-/** Per session: how far capture got in the container's output, and the next seq to hand out. */
-export interface SessionStreamsTable {
-  operation_id: number;
-  account_id: number;
-  next_seq: number;
-  bytes_captured: number;
-  capture_ended_at: string | null;
-}
-
-/** A TTY session's terminal size from a moment on (written by the portal; the recording's header and "r" events). */
-export interface SessionTerminalSizesTable {
-  id: Generated<number>;
-  operation_id: number;
-  time: string;
-  cols: number;
-  rows: number;
-}
-
 declare module '../lib/db.js' {
   interface Database {
     log_drains: LogDrainsTable;
     log_drain_failures: LogDrainFailuresTable;
+    drain_host_backlogs: DrainHostBacklogsTable;
     redaction_rules: RedactionRulesTable;
-    session_events: SessionEventsTable;
-    session_streams: SessionStreamsTable;
-    session_terminal_sizes: SessionTerminalSizesTable;
   }
 }

@@ -106,6 +106,18 @@ export async function* readEvents(
   from: JournalPosition = JOURNAL_START,
   opts: { now?: number; resizes?: boolean } = {},
 ): AsyncGenerator<JournalEvent> {
+  for await (const events of readEventChunks(file, from, opts)) yield* events;
+}
+
+/**
+ * readEvents, a journal record's events at a time: the same events, for readers of many events (a
+ * drain shipping 50 MB of short lines) that would otherwise pay an asynchronous step per event.
+ */
+export async function* readEventChunks(
+  file: string,
+  from: JournalPosition = JOURNAL_START,
+  opts: { now?: number; resizes?: boolean } = {},
+): AsyncGenerator<JournalEvent[]> {
   let seq = from.seq;
   let outputOffset = from.outputOffset;
   let partial: Partial | null = null;
@@ -116,12 +128,13 @@ export async function* readEvents(
   let posSkip = from.skip;
   const position = (): JournalPosition => ({ fileOffset: posOffset, skip: posSkip, seq, outputOffset });
 
-  function* cut(): Generator<JournalEvent> {
+  let out: JournalEvent[] = [];
+  function cut() {
     if (!partial) return;
     const p = partial;
     partial = null;
     const data = p.pieces.length === 1 ? p.pieces[0]! : Buffer.concat(p.pieces, p.bytes);
-    yield { kind: 'output', seq: seq++, stream: p.stream, time: p.time, offset: p.offset, data, next: position() };
+    out.push({ kind: 'output', seq: seq++, stream: p.stream, time: p.time, offset: p.offset, data, next: position() });
   }
 
   for await (const r of readRecords(file, from.fileOffset)) {
@@ -133,7 +146,7 @@ export async function* readEvents(
     if (r.type === RecordType.output) {
       const stream = r.stream ?? 'stdout';
       if (partial && (partial.stream !== stream || r.time - partial.lastTime >= PARTIAL_LINE_IDLE_MS)) {
-        yield* cut();
+        cut();
       }
       let from2 = 0;
       while (from2 < payload.length) {
@@ -156,40 +169,58 @@ export async function* readEvents(
         const consumedAll = from2 === payload.length;
         posOffset = consumedAll ? r.fileOffset + HEADER_BYTES + r.payload.length : r.fileOffset;
         posSkip = consumedAll ? 0 : skipped + from2;
-        if ((nl >= 0 && end === nl + 1) || full) yield* cut();
+        if ((nl >= 0 && end === nl + 1) || full) cut();
       }
       if (payload.length === 0) {
         posOffset = r.fileOffset + HEADER_BYTES + r.payload.length;
         posSkip = 0;
       }
+      if (out.length) {
+        yield out;
+        out = [];
+      }
       continue;
     }
 
     // A lifecycle or resize record: whatever output is pending comes first.
-    yield* cut();
+    cut();
     posOffset = r.fileOffset + HEADER_BYTES + r.payload.length;
     posSkip = 0;
     if (r.type === RecordType.resize) {
       if (opts.resizes) {
         const s = JSON.parse(r.payload.toString('utf8')) as { cols: number; rows: number };
-        yield { kind: 'resize', time: r.time, cols: s.cols, rows: s.rows };
+        out.push({ kind: 'resize', time: r.time, cols: s.cols, rows: s.rows });
+      }
+      if (out.length) {
+        yield out;
+        out = [];
       }
       continue;
     }
     const kind = r.type === RecordType.started ? 'session_started' : r.type === RecordType.ended ? 'session_ended' : r.type === RecordType.truncated ? 'output_truncated' : null;
-    if (!kind) continue; // a record type from a later version: skipped
+    if (!kind) {
+      // a record type from a later version: skipped
+      if (out.length) {
+        yield out;
+        out = [];
+      }
+      continue;
+    }
     let details: Record<string, unknown> = {};
     try {
       details = JSON.parse(r.payload.toString('utf8')) as Record<string, unknown>;
     } catch {
       // unreadable details still make an event: its seq must not be lost
     }
-    yield { kind, seq: seq++, time: r.time, offset: outputOffset, details, next: position() };
+    out.push({ kind, seq: seq++, time: r.time, offset: outputOffset, details, next: position() });
+    yield out;
+    out = [];
   }
   // The live end: a partial line is cut once it has been quiet long enough, never earlier.
   if (partial && opts.now !== undefined && opts.now - (partial as Partial).lastTime >= PARTIAL_LINE_IDLE_MS + TAIL_MARGIN_MS) {
-    yield* cut();
+    cut();
   }
+  if (out.length) yield out;
 }
 
 /**

@@ -50,10 +50,21 @@ const envSchema = z.object({
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
-  /** Log drains: the longest wait between two delivery attempts, and events per request. */
+  /** Log drains: the longest wait between two delivery attempts, and the most events and bytes per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
-  ESSH_DRAIN_BATCH_EVENTS: z.coerce.number().int().min(1).max(5000).default(500),
-  /** How long a session's captured output (drains' queue, recording) is kept after it ended; 0: forever. */
+  ESSH_DRAIN_BATCH_EVENTS: z.coerce.number().int().min(1).max(100_000).default(20_000),
+  ESSH_DRAIN_BATCH_BYTES: z.coerce.number().int().min(4096).max(64 * 1024 * 1024).default(2 * 1024 * 1024),
+  /**
+   * Drains may send to loopback, private, link-local, CGNAT and metadata addresses (refused by default:
+   * a drain must not become a way into the installation's own network). For tests and closed networks.
+   */
+  ESSH_DRAINS_ALLOW_PRIVATE: z.enum(['0', '1', 'true', 'false']).default('0'),
+  /** The host's internal endpoint (recordings for the API's processes): address and port (0: any free one). */
+  ESSH_HOST_INTERNAL_HOST: z.string().default('127.0.0.1'),
+  ESSH_HOST_INTERNAL_PORT: port.default(0),
+  /** The URL the API's processes use to reach it, when not http://<ESSH_HOST_INTERNAL_HOST>:<port> (a proxy, a NAT). */
+  ESSH_HOST_INTERNAL_URL: z.string().url().optional(),
+  /** How long a session's journal (drains' queue, recording) is kept after it ended; 0: forever. */
   ESSH_EVENT_RETENTION_S: z.coerce.number().int().min(0).default(30 * 24 * 3600),
   /** How old an open Operation row with no workflow must be before the reconciler closes it. */
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
@@ -102,7 +113,13 @@ export interface Config {
     createRatePerMinute: number;
   };
   reconcileIntervalS: number;
-  drains: { backoffCapMs: number; batchEvents: number; retentionS: number };
+  drains: {
+    backoffCapMs: number; batchEvents: number; batchBytes: number; retentionS: number;
+    /** Drains may target loopback, private, link-local, CGNAT and metadata addresses (ESSH_DRAINS_ALLOW_PRIVATE). */
+    allowPrivateTargets: boolean;
+  };
+  /** The host's internal endpoint (host/internal-server.ts). */
+  hostInternal: { host: string; port: number; url?: string };
   operationSettleS: number;
   installation?: string;
   initPath: string;
@@ -152,7 +169,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       createRatePerMinute: e.ESSH_SESSION_CREATE_RATE,
     },
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
-    drains: { backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, retentionS: e.ESSH_EVENT_RETENTION_S },
+    drains: {
+      backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, batchBytes: e.ESSH_DRAIN_BATCH_BYTES,
+      retentionS: e.ESSH_EVENT_RETENTION_S, allowPrivateTargets: e.ESSH_DRAINS_ALLOW_PRIVATE === '1' || e.ESSH_DRAINS_ALLOW_PRIVATE === 'true',
+    },
+    hostInternal: { host: e.ESSH_HOST_INTERNAL_HOST, port: e.ESSH_HOST_INTERNAL_PORT, url: e.ESSH_HOST_INTERNAL_URL },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     installation: e.ESSH_INSTALLATION,
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -62,6 +62,17 @@ export class SecretBox {
   /** Stored in clear (written before sealing existed), or sealed under a key other than the current one. */
   needsResealing(stored: string): boolean {
     return !stored.startsWith(`${SEALED_V2}${this.keyId}.`);
+  }
+
+  /**
+   * Values every process holding the same key derives alike, without sending the key anywhere: an
+   * HMAC-SHA256 of `label` under each key, the current key's first (a rotation in progress may have
+   * the other side still on a previous key).
+   */
+  derive(label: string): string[] {
+    const current = this.keys.get(this.keyId)!;
+    return [current, ...[...this.keys.values()].filter((k) => k !== current)]
+      .map((k) => createHmac('sha256', k).update(label, 'utf8').digest('base64url'));
   }
 
   /** A value written before sealing existed is returned as it is. */

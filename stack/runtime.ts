@@ -22,10 +22,13 @@ import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
-import { EventRetention } from '../drains/retention.js';
+import { JournalRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
+import { recordingRoutes } from '../api/routes/recordings.js';
+import { RecordingsService } from '../recordings/service.js';
+import { HostInternalServer } from '../host/internal-server.js';
 
 export const VERSION = '0.1.0';
 
@@ -112,12 +115,6 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const workers: Worker[] = [];
     if (parts.worker && connection) {
       workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
-      const shipper = new DrainShipper({ db, log, secrets, settings: config.drains });
-      shipper.start();
-      cleanups.push(() => shipper.stop());
-      const retention = new EventRetention({ db, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS, log });
-      retention.start();
-      cleanups.push(() => retention.stop());
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
       reconciler.start();
       cleanups.push(() => reconciler.stop());
@@ -152,6 +149,29 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await registration.start();
       const reg = registration;
       cleanups.push(() => reg.stop());
+      // This host's part of drains and recordings: it ships, keeps and serves the journals of the
+      // sessions that ran here.
+      const shipper = new DrainShipper({
+        db, log, secrets, hostId: config.hostId, dataDir: config.dataDir,
+        settings: {
+          batchEvents: config.drains.batchEvents, batchBytes: config.drains.batchBytes, backoffCapMs: config.drains.backoffCapMs,
+          allowPrivateTargets: config.drains.allowPrivateTargets,
+        },
+      });
+      shipper.start();
+      cleanups.push(() => shipper.stop());
+      const retention = new JournalRetention({
+        db, log, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS,
+      });
+      retention.start();
+      cleanups.push(() => retention.stop());
+      const internal = new HostInternalServer({
+        db, log, secrets, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS,
+        listen: config.hostInternal, publicUrl: config.hostInternal.url,
+      });
+      const internalUrl = await internal.start();
+      cleanups.push(() => internal.stop());
+      await registration.update({ internalUrl });
     }
     for (const w of workers) {
       const running = w.run();
@@ -164,7 +184,17 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (parts.api) {
       const metrics = createMetrics(db);
       registerDrainMetrics(metrics.registry, db);
-      const { app } = createApi({ db, sessions, admin, metrics, log, version: VERSION, extraRoutes: [drainRoutes(new DrainsService(db, secrets, config.drains.retentionS))] });
+      const recordings = new RecordingsService({
+        db, secrets, retentionS: config.drains.retentionS,
+        localHost: parts.hostStacks?.length ? { hostId: config.hostId, dataDir: config.dataDir } : undefined,
+      });
+      const { app } = createApi({
+        db, sessions, admin, metrics, log, version: VERSION,
+        extraRoutes: [
+          drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
+          recordingRoutes(recordings),
+        ],
+      });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });

@@ -65,7 +65,11 @@ describe('log drains', () => {
     expect(r.body).toMatchObject({
       handle: 'es', account: t.account, drain_type: 'elasticsearch', url: 'https://elastic:****@es.example.com:9200/',
       has_token: true, has_ca_cert: true, index: 'essh-{yyyy}.{MM}.{dd}', pipeline: 'p1', drain_ephemeral_sessions: true,
-      delivery: { backlog: 0, delivered_events: 0, failed_events: 0, last_success_at: null, last_error_at: null, last_error: null },
+      status: 'active', paused_reason: null,
+      delivery: {
+        backlog_bytes: 0, backlog_sessions: 0, delivered_events: 0, failed_events: 0, last_success_at: null, last_error_at: null,
+        last_error: null, last_error_status: null,
+      },
     });
     expect(JSON.stringify(r.body)).not.toContain('s3cret');
     expect(r.body).not.toHaveProperty('token');
@@ -88,13 +92,22 @@ describe('log drains', () => {
     expect((await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body.handle).toBe('es');
   });
 
+  it('show credentials in the URL masked: the password, every query value, secret-looking path segments', async () => {
+    const r = await create({ handle: 'hook', drain_type: 'https', url: 'https://u:pw@hooks.example.com/services/T0123/B0123/abcdefGHIJ0123456789xyzw?token=t0k3n&source=essh' });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body.url).toBe('https://u:****@hooks.example.com/services/T0123/B0123/****?token=****&source=****');
+    const listed = (await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body;
+    expect(JSON.stringify(listed)).not.toMatch(/abcdefGHIJ0123456789xyzw|t0k3n|:pw@/);
+    expect((await stack.api.delete(`/log_drains/${r.body.id}`, adminToken)).status).toBe(204);
+  });
+
   it('stored in clear by an earlier version are sealed at start-up and still read', async () => {
     const { db } = stack.runtime;
     const account = await db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow();
     const legacy = await db.insertInto('log_drains').values({
       account_id: account.id, handle: 'legacy', drain_type: 'elasticsearch', url: 'https://old:pl4in@es.example.com:9200',
       token: 'old-token', ca_cert: null, index_pattern: 'essh', pipeline: null, drain_ephemeral_sessions: 1,
-      cursor: 0, delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
+      delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
     }).returning('id').executeTakeFirstOrThrow();
     expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://old:****@es.example.com:9200/');
     await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir }));
@@ -164,9 +177,14 @@ describe('redaction rules', () => {
     expect(bad.status).toBe(422);
     expect(bad.body.message).toMatch(/not a valid regular expression/);
     expect((await rule({ name: 'empty', pattern: 'x*' })).body.message).toMatch(/matches the empty string/);
-    const slow = await rule({ name: 'slow', pattern: '(a+)+$' });
-    expect(slow.status).toBe(422);
-    expect(slow.body.message).toMatch(/nests a repetition inside another .* exponential time/);
+    // Patterns are RE2: nested repetition is harmless (linear time), lookaround and backreferences do not exist.
+    const nested = await rule({ name: 'nested', pattern: '(a+)+$' });
+    expect(nested.status, JSON.stringify(nested.body)).toBe(201);
+    const lookahead = await rule({ name: 'lookahead', pattern: 'secret(?=\\d)' });
+    expect(lookahead.status).toBe(422);
+    expect(lookahead.body.message).toMatch(/not a valid regular expression in RE2 syntax.*without lookaround or backreferences/);
+    expect((await rule({ name: 'long', pattern: 'a'.repeat(1001) })).status).toBe(422);
+    expect((await stack.api.delete(`/redaction_rules/${nested.body.id}`, adminToken)).status).toBe(204);
     expect((await rule({ name: 'both', pattern: 'x', preset: 'us_ssn' })).body.message).toMatch(/either "pattern".*or "preset"/);
     expect((await rule({ name: 'none' })).status).toBe(422);
     expect((await rule({ name: 'unknown', preset: 'passport' })).status).toBe(422);
@@ -177,9 +195,18 @@ describe('redaction rules', () => {
     expect((await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token)).body).toHaveLength(1);
   });
 
+  it('are at most 20 per account', async () => {
+    const other = await createTenant(stack);
+    const add = (i: number) => stack.api.post(`/accounts/${other.account}/redaction_rules`, stack.adminToken, { name: `r${i}`, pattern: `secret${i}` });
+    for (let i = 0; i < 20; i++) expect((await add(i)).status).toBe(201);
+    const over = await add(20);
+    expect(over.status).toBe(409);
+    expect(over.body.message).toMatch(/already has 20 redaction rules.*delete one/);
+  });
+
   it('are in the OpenAPI document with the drain routes', async () => {
     const doc = (await stack.api.get('/openapi.json')).body;
-    for (const p of ['/accounts/{account}/log_drains', '/log_drains/{id}', '/accounts/{account}/redaction_rules', '/sessions/{id}/recording']) {
+    for (const p of ['/accounts/{account}/log_drains', '/log_drains/{id}', '/log_drains/{id}/resume', '/accounts/{account}/redaction_rules', '/sessions/{id}/recording']) {
       expect(Object.keys(doc.paths)).toContain(p);
     }
   });

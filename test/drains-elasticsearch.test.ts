@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
+import { TestHost, type Tenant } from './drains-journals.js';
 import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './drains-receivers.js';
 
 // No Elasticsearch can be installed here, so this is a faithful `_bulk` endpoint written for the test:
@@ -61,18 +62,22 @@ class FakeBulk {
 }
 
 let stack: TestStack;
+let host: TestHost;
 let cert: Cert;
 let rx: HttpsReceiver;
 const es = new FakeBulk();
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '1', ESSH_DRAIN_BATCH_EVENTS: '20' } });
+  stack = await startTestStack({ parts: { api: true } });
+  host = await TestHost.create(stack);
+  await host.startShipper({ batchEvents: 20 });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
   rx.answer = (r) => es.handle(r);
   await rx.up();
 });
 afterAll(async () => {
+  await host?.stop();
   await rx?.down();
   await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
@@ -88,12 +93,13 @@ describe('an Elasticsearch drain', () => {
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body.url).toBe(`https://elastic:****@127.0.0.1:${rx.port}/cluster`);
 
-    const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {
-      command: ['sh', '-c', 'i=0; while [ $i -lt 60 ]; do echo "doc $i"; [ $i = 30 ] && echo "POISON pill"; i=$((i+1)); done; exit 0'],
-    });
-    expect(r.status).toBe(201);
-    const id = r.body.id as number;
-    await waitForState(stack, tenant.token, id, 'ended');
+    const session = await host.session(tenant as Tenant);
+    const id = session.id;
+    for (let i = 0; i < 60; i++) {
+      session.print(`doc ${i}\n`);
+      if (i === 30) session.print('POISON pill\n');
+    }
+    await session.end({ exit_code: 0 });
 
     const index = `essh-${tenant.app}-${new Date().toISOString().slice(0, 4)}.${new Date().toISOString().slice(5, 7)}`;
     const docs = await waitFor('the ended event in the index', async () => {
@@ -121,7 +127,7 @@ describe('an Elasticsearch drain', () => {
 
     const drain = await waitFor('the refusal on the drain', async () => {
       const x = (await stack.api.get(`/log_drains/${d.body.id}`, tenant.token)).body;
-      return x.delivery.backlog === 0 ? x : undefined;
+      return x.delivery.backlog_bytes === 0 && x.delivery.failed_events > 0 ? x : undefined;
     }, 20_000, 300);
     expect(drain.delivery.failed_events).toBe(1);
     expect(drain.delivery.delivered_events).toBe(max); // every other event, the ended one included
@@ -129,7 +135,12 @@ describe('an Elasticsearch drain', () => {
     expect(drain.delivery.last_error_at).toBeTruthy();
     const failures = (await stack.api.get(`/log_drains/${d.body.id}/failures`, tenant.token)).body;
     expect(failures).toHaveLength(1);
-    expect(failures[0]).toMatchObject({ status: 400, events: 1 });
-    expect(failures[0].message).toMatch(new RegExp(`${id}:\\d+: HTTP 400 .*mapper_parsing_exception`));
+    const poison = missing[0];
+    expect(failures[0]).toMatchObject({ status: 400, events: 1, operation_id: id, first_seq: poison, last_seq: poison });
+    expect(failures[0].message).toMatch(new RegExp(`${id}:${poison}: HTTP 400`));
+    // What Elasticsearch said is for operators only.
+    expect(JSON.stringify(failures)).not.toContain('mapper_parsing_exception');
+    const forOperator = (await stack.api.get(`/log_drains/${d.body.id}/failures`, stack.adminToken)).body;
+    expect(forOperator[0].detail).toMatch(/mapper_parsing_exception/);
   });
 });

@@ -4,12 +4,14 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
 import { selfSignedCert, type Cert } from './drains-receivers.js';
+import { TestHost, type Tenant } from './drains-journals.js';
 
 // Debian's rsyslogd (with rsyslog-gnutls) as the receiver: RFC 5425 TLS input, RFC 6587 octet-counted
 // framing, its default 8 KiB maximum message size, and every message written as rsyslog's own JSON.
 let stack: TestStack;
+let host: TestHost;
 let cert: Cert;
 let rsyslog: ChildProcess;
 let port: number;
@@ -24,7 +26,9 @@ async function freePort(): Promise<number> {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+  stack = await startTestStack({ parts: { api: true } });
+  host = await TestHost.create(stack);
+  await host.startShipper();
   cert = await selfSignedCert();
   port = await freePort();
   outFile = path.join(cert.dir, 'received.jsonl');
@@ -49,6 +53,7 @@ template(name="asJson" type="list") { property(name="jsonmesg") constant(value="
 });
 afterAll(async () => {
   if (rsyslog?.pid) rsyslog.kill('SIGTERM');
+  await host?.stop();
   await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
@@ -71,12 +76,15 @@ describe('a syslog drain (TLS) into rsyslog', () => {
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body).toMatchObject({ drain_type: 'syslog', has_token: true, has_ca_cert: true });
 
-    // 2048 × "ab€" = 10 240 bytes on one line; the session ends with exit code 0.
-    const script = 'echo "Grüße, 世界 🚀 done"; s="ab€"; i=0; while [ $i -lt 11 ]; do s="$s$s"; i=$((i+1)); done; echo "LONG[$s]END"; exit 0';
-    const r = await stack.api.post(`/apps/${tenant.app}/sessions`, u.body.token, { command: ['sh', '-c', script] });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    const id = r.body.id as number;
-    await waitForState(stack, u.body.token, id, 'ended');
+    // 2048 × "ab€" = 10 240 bytes on one line; the session ends with exit code 0. Written to the
+    // journal as the portal appends a session's output (here in chunks that split characters).
+    const user = { id: Number(u.body.id), name: u.body.name as string, email: u.body.email as string };
+    const session = await host.session({ ...tenant, token: u.body.token, user } as Tenant);
+    const id = session.id;
+    session.print('Grüße, 世界 🚀 done\n');
+    const long = Buffer.from(`LONG[${'ab€'.repeat(2048)}]END\n`);
+    for (let at = 0; at < long.length; at += 1000) session.print(long.subarray(at, at + 1000));
+    await session.end({ exit_code: 0 });
 
     const msgs = await waitFor('the ended event in rsyslog', async () => {
       const all = (await received()).filter((m) => m.procid === String(id));

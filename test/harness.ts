@@ -95,6 +95,8 @@ export async function startTestStack(
     ESSH_LOG_LEVEL: 'warn',
     // Tests create sessions in bursts; the rate limit has its own test.
     ESSH_SESSION_CREATE_RATE: '0',
+    // The tests' drain receivers listen on 127.0.0.1; the refusal of such targets has its own test.
+    ESSH_DRAINS_ALLOW_PRIVATE: '1',
     ...opts.env,
   });
   const runtime = await startRuntime(

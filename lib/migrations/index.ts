@@ -5,6 +5,7 @@ import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
 import { tenancyMigrations } from './0006_tenancy.js';
 import { journalMigrations } from './0007_journals.js';
+import { drainJournalMigrations } from './0008_drains_journals.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -17,5 +18,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...terminalSizeMigrations(engine),
     ...tenancyMigrations(engine),
     ...journalMigrations(engine),
+    ...drainJournalMigrations(engine),
   };
 }

@@ -1,0 +1,67 @@
+import { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { readEvents } from '../journal/reader.js';
+import { redact, type RuleSet } from '../drains/redaction.js';
+
+/** What a terminal is taken to be when the client's size is not known (no PTY). */
+export const DEFAULT_SIZE = { cols: 80, rows: 24 };
+
+export interface RecordedSession {
+  operationId: number;
+  app: string;
+  /** When the session was created: the header's time when the journal holds nothing yet. */
+  createdAt: string;
+}
+
+/**
+ * The session's recording as asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/), read from
+ * its journal as it is read, never whole in memory. The header has the terminal size the session's
+ * output started in (the last `resize` before its first output; 80×24 without one); later resizes are
+ * "r" events and output "o" events, redacted with the account's rules like the drains' events, and
+ * decoded as UTF-8 across events (a character split between two events shows whole). Times are
+ * seconds since the journal's first event.
+ */
+export async function* asciicastLines(file: string, session: RecordedSession, rules: RuleSet): AsyncGenerator<string> {
+  let start: number | null = null;
+  let size = DEFAULT_SIZE;
+  let headerSent = false;
+  let last = 0;
+  const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  const at = (time: number) => {
+    // Never backwards: players expect growing times.
+    last = Math.max(last, (time - start!) / 1000);
+    return Number(last.toFixed(6));
+  };
+  // A journal is read to its end: a partial line at the end of a running session's journal is shown too.
+  for await (const ev of readEvents(file, undefined, { resizes: true, now: Number.POSITIVE_INFINITY })) {
+    start ??= ev.time;
+    if (ev.kind === 'resize') {
+      if (!headerSent) size = { cols: ev.cols, rows: ev.rows };
+      else yield JSON.stringify([at(ev.time), 'r', `${ev.cols}x${ev.rows}`]) + '\n';
+      continue;
+    }
+    if (ev.kind !== 'output') continue;
+    if (!headerSent) {
+      headerSent = true;
+      yield header(session, start, size);
+    }
+    const text = decoders[ev.stream].write(ev.data);
+    if (text) yield JSON.stringify([at(ev.time), 'o', redact(text, rules)]) + '\n';
+  }
+  if (!headerSent) yield header(session, start ?? Date.parse(session.createdAt), size);
+  for (const d of Object.values(decoders)) {
+    const rest = d.end();
+    if (rest) yield JSON.stringify([last, 'o', redact(rest, rules)]) + '\n';
+  }
+}
+
+export function asciicastStream(file: string, session: RecordedSession, rules: RuleSet): Readable {
+  return Readable.from(asciicastLines(file, session, rules), { objectMode: false });
+}
+
+function header(session: RecordedSession, startMs: number, size: { cols: number; rows: number }): string {
+  return JSON.stringify({
+    version: 2, width: size.cols, height: size.rows, timestamp: Math.floor(startMs / 1000),
+    title: `essh session ${session.operationId} on ${session.app}`, env: { TERM: 'xterm', SHELL: '/bin/sh' },
+  }) + '\n';
+}
