@@ -12,6 +12,7 @@ import {
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
 import { JournalWriter } from '../journal/writer.js';
+import { announceJournalAppended } from '../journal/news.js';
 import { sealJournal } from '../journal/seal.js';
 import type { ContainerSpecRequest, EndSessionRequest } from '../workflows/definitions.js';
 
@@ -125,6 +126,8 @@ export function createHostActivities(deps: HostActivityDeps) {
       } finally {
         writer.close();
       }
+      // The drains on this host deliver the last event now rather than at their next look.
+      announceJournalAppended(req.operationId);
     },
 
     /** Sessions started before exec sessions (their workflows' teardown): removes the container by its old name too. */
@@ -158,6 +161,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     await db.insertInto('session_journals')
       .values({ operation_id: spec.operationId, account_id: accountId, host_id: hostId, created_at: nowIso(), ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null })
       .onConflict((oc) => oc.column('operation_id').doNothing()).execute();
+    announceJournalAppended(spec.operationId);
   }
 
   function provisionFailure(err: unknown, image: string, network: string) {
