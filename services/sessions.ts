@@ -1,10 +1,13 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { z } from 'zod';
+import type { operationSchema } from '../api/schemas.js';
 import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { grantProblem } from '../lib/grants.js';
 import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { closeOperation, insertOperation } from '../lib/operation-record.js';
 import { recordChangedWithin } from '../lib/record-news.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 import {
@@ -13,6 +16,7 @@ import {
   sessionWorkflowId,
   terminateSignal,
   type EndReason,
+  type OperationStatus,
   type SessionState,
   type Session,
   type SessionWorkflowInput,
@@ -35,21 +39,8 @@ export interface SessionTimeouts {
 /** The contract's Session (CONTRACT §3); the `describe` query answers the same shape. */
 export type SessionView = Session;
 
-export interface OperationView {
-  id: number;
-  type: 'execute';
-  status: string;
-  app: string;
-  user_name: string;
-  user_email: string;
-  command: string[] | null;
-  container_size_mb: number;
-  session_id: number;
-  end_reason: EndReason | null;
-  exit_code: number | null;
-  created_at: string;
-  updated_at: string;
-}
+/** The contract's Operation (CONTRACT §3), as the API's schema defines it. */
+export type OperationView = z.infer<typeof operationSchema>;
 
 export interface ConnectInfo {
   host: string;
@@ -187,30 +178,10 @@ export class SessionsService {
           { active_sessions: ids, limit },
         );
       }
-      const row = await trx
-        .insertInto('operations')
-        .values({
-          type: 'execute',
-          account_id: accountId,
-          app_id: Number(app.id),
-          user_id: principal.id,
-          stack: app.stack_name,
-          command: body.command ? JSON.stringify(body.command) : null,
-          container_size_mb: containerSizeMb,
-          state: 'provisioning',
-          status: 'queued',
-          created_at: createdAt,
-          updated_at: createdAt,
-          expires_at: expiresAt,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      const id = Number(row.id);
-      await trx
-        .updateTable('operations')
-        .set({ workflow_id: sessionWorkflowId(id) })
-        .where('id', '=', id)
-        .execute();
+      const id = await insertOperation(trx, {
+        accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,
+        containerSizeMb, createdAt, expiresAt,
+      });
       await trx
         .insertInto('session_tokens')
         .values({ operation_id: id, token_hash: hashToken(token), expires_at: tokenExpiresAt })
@@ -253,15 +224,7 @@ export class SessionsService {
         ],
       });
     } catch (err) {
-      const now = nowIso();
-      await db
-        .updateTable('operations')
-        .set({
-          state: 'ended', status: 'failed', end_reason: 'provision_failed', ended_at: now, updated_at: now,
-          end_message: 'the session workflow could not be started',
-        })
-        .where('id', '=', operationId)
-        .execute();
+      await closeOperation(db, operationId, { reason: 'provision_failed', message: 'the session workflow could not be started' });
       throw new ApiError(503, 'unavailable', `The session could not be started (Temporal: ${(err as Error).message}). Try again shortly.`);
     }
 
@@ -407,7 +370,7 @@ function toOperation(r: Row): OperationView {
   return {
     id,
     type: 'execute',
-    status: r.status,
+    status: r.status as OperationStatus,
     app: r.app_handle,
     user_name: r.user_name,
     user_email: r.user_email,

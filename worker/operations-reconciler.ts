@@ -1,9 +1,9 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
-import { nowIso } from '../lib/db.js';
+import { closeOperation } from '../lib/operation-record.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { operationStatusFor, sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
+import { sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
 
 /**
  * Closes the Operation record of a session whose workflow closed without recording its end (for
@@ -57,17 +57,8 @@ export class OperationsReconciler {
         reason = 'provision_failed';
         message = 'the session workflow does not exist';
       }
-      const now = nowIso();
       log.info({ operationId: Number(op.id), reason }, 'closing the record of a session whose workflow is closed');
-      await db
-        .updateTable('operations')
-        .set({
-          state: 'ended', status: operationStatusFor('ended', reason), end_reason: reason, end_message: message,
-          ended_by: reason === 'terminated' ? 'temporal' : null, exit_code: exitCode, ended_at: now, updated_at: now,
-        })
-        .where('id', '=', op.id)
-        .where('state', '!=', 'ended')
-        .execute();
+      await closeOperation(db, Number(op.id), { reason, message, endedBy: reason === 'terminated' ? 'temporal' : null, exitCode });
     }
   }
 }

@@ -1,0 +1,89 @@
+import type { Transaction } from 'kysely';
+import type { Database, Db } from './db.js';
+import { nowIso } from './db.js';
+import { announceRecordChanged } from './record-news.js';
+import {
+  SESSION_STATES, operationStatusFor, sessionWorkflowId, type EndReason, type SessionRecordUpdate,
+} from '../workflows/definitions.js';
+
+/**
+ * The one writer of the Operation record (the `operations` row, which is also the Session): made when
+ * a session is accepted, moved forward by the session's workflow, and closed by the API or the
+ * reconciler only when no workflow is there to do it. Every state change goes through here, so the
+ * rules (states only move forward, an ended row never changes, the status follows the state) hold
+ * whoever asks.
+ */
+
+export interface NewOperation {
+  accountId: number;
+  appId: number;
+  userId: number;
+  stack: string;
+  command: string[] | null;
+  containerSizeMb: number;
+  createdAt: string;
+  expiresAt: string;
+}
+
+/** Inserts a new session's record (`provisioning`, status `queued`) inside the caller's transaction; returns its id. */
+export async function insertOperation(trx: Transaction<Database>, op: NewOperation): Promise<number> {
+  const row = await trx.insertInto('operations').values({
+    type: 'execute',
+    account_id: op.accountId,
+    app_id: op.appId,
+    user_id: op.userId,
+    stack: op.stack,
+    command: op.command ? JSON.stringify(op.command) : null,
+    container_size_mb: op.containerSizeMb,
+    state: 'provisioning',
+    status: 'queued',
+    created_at: op.createdAt,
+    updated_at: op.createdAt,
+    expires_at: op.expiresAt,
+  }).returning('id').executeTakeFirstOrThrow();
+  const id = Number(row.id);
+  await trx.updateTable('operations').set({ workflow_id: sessionWorkflowId(id) }).where('id', '=', id).execute();
+  return id;
+}
+
+/**
+ * What the session's workflow publishes. Idempotent under retries and safe against reordering: a row
+ * only moves forward through the states, and an ended row is never changed again.
+ */
+export async function recordSessionState(db: Db, u: SessionRecordUpdate): Promise<void> {
+  const rank = SESSION_STATES.indexOf(u.state);
+  const notLaterThan = SESSION_STATES.slice(0, rank + 1);
+  await db
+    .updateTable('operations')
+    .set({
+      state: u.state,
+      status: operationStatusFor(u.state, u.endReason ?? null),
+      container_id: u.containerId ?? null,
+      connected_at: u.connectedAt ?? null,
+      ended_at: u.endedAt ?? null,
+      end_reason: u.endReason ?? null,
+      end_message: u.endMessage ?? null,
+      ended_by: u.endedBy ?? null,
+      exit_code: u.exitCode ?? null,
+      updated_at: nowIso(),
+    })
+    .where('id', '=', u.operationId)
+    .where('state', 'in', u.state === 'ended' ? SESSION_STATES.slice(0, -1) : notLaterThan)
+    .execute();
+  announceRecordChanged(u.operationId);
+}
+
+/**
+ * Ends a record whose workflow cannot: one that never started (the API could not reach Temporal) or
+ * one that closed without recording its end (terminated by hand). Leaves an ended row alone.
+ */
+export async function closeOperation(
+  db: Db, id: number, end: { reason: EndReason; message: string; endedBy?: string | null; exitCode?: number | null },
+): Promise<void> {
+  const now = nowIso();
+  await db.updateTable('operations').set({
+    state: 'ended', status: operationStatusFor('ended', end.reason), end_reason: end.reason, end_message: end.message,
+    ended_by: end.endedBy ?? null, exit_code: end.exitCode ?? null, ended_at: now, updated_at: now,
+  }).where('id', '=', id).where('state', '!=', 'ended').execute();
+  announceRecordChanged(id);
+}
