@@ -16,8 +16,7 @@ export const REDACTION_PRESETS = {
 } as const;
 export type RedactionPreset = keyof typeof REDACTION_PRESETS;
 
-/** Most rules an account may have, and the longest pattern: each one costs every output event a pass. */
-export const MAX_RULES_PER_ACCOUNT = 20;
+/** The longest pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;
 
 export interface CompiledRule {

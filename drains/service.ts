@@ -2,11 +2,12 @@ import { X509Certificate } from 'node:crypto';
 
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import { CAPS, insertWithinCap } from '../lib/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import {
-  MAX_PATTERN_LENGTH, MAX_RULES_PER_ACCOUNT, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
+  MAX_PATTERN_LENGTH, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
 } from './redaction.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Selectable } from 'kysely';
@@ -176,14 +177,19 @@ export class DrainsService {
       throw invalid(`url: ${(err as Error).message}.`);
     }
     // A new drain starts with the events that come after it was created (the shippers compare times).
+    const cap = CAPS.drainsPerAccount;
     try {
-      const row = await this.db.insertInto('log_drains').values({
+      const row = await insertWithinCap(this.db, { table: 'accounts', id: account.id }, cap,
+        async (trx) => Number((await trx.selectFrom('log_drains').select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n),
+        () => conflict(`Account "${accountHandle}" already has ${cap} log drains, the most an account may have; delete one it no longer uses.`),
+        (trx) => trx.insertInto('log_drains').values({
         account_id: account.id, handle: input.handle, drain_type: input.drain_type, url: this.secrets.seal(input.url),
         token: input.token === undefined ? null : this.secrets.seal(input.token), ca_cert: input.ca_cert ?? null, index_pattern: input.index ?? null, pipeline: input.pipeline ?? null,
         drain_ephemeral_sessions: input.drain_ephemeral_sessions === false ? 0 : 1,
         delivered_events: 0, failed_events: 0, paused_reason: null, paused_at: null,
         last_success_at: null, last_error_at: null, last_error: null, last_error_status: null, last_error_detail: null, created_at: nowIso(),
-      }).returningAll().executeTakeFirstOrThrow();
+      }).returningAll().executeTakeFirstOrThrow());
       return this.drainView(p, row, account.handle);
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`Account "${accountHandle}" already has a drain "${input.handle}"; pick another handle or delete that one.`);
@@ -268,15 +274,14 @@ export class DrainsService {
         'and without lookaround or backreferences (https://github.com/google/re2/wiki/Syntax).');
     }
     if (compiled.regex.test('')) throw invalid('"pattern" matches the empty string, so it would redact nothing useful; make it match the secret itself.');
-    const { n } = await this.db.selectFrom('redaction_rules').select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('account_id', '=', account.id).executeTakeFirstOrThrow();
-    if (Number(n) >= MAX_RULES_PER_ACCOUNT) {
-      throw conflict(`Account "${accountHandle}" already has ${MAX_RULES_PER_ACCOUNT} redaction rules, the most an account may have ` +
-        '(each one is applied to every line of output); delete one, or combine two patterns with "|".');
-    }
-    const row = await this.db.insertInto('redaction_rules').values({
-      account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
-    }).returningAll().executeTakeFirstOrThrow();
+    const row = await insertWithinCap(this.db, { table: 'accounts', id: account.id }, CAPS.redactionRulesPerAccount,
+      async (trx) => Number((await trx.selectFrom('redaction_rules').select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n),
+      () => conflict(`Account "${accountHandle}" already has ${CAPS.redactionRulesPerAccount} redaction rules, the most an account may have ` +
+        '(each one is applied to every line of output); delete one, or combine two patterns with "|".'),
+      (trx) => trx.insertInto('redaction_rules').values({
+        account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
+      }).returningAll().executeTakeFirstOrThrow());
     return this.ruleView(row, account.handle);
   }
 

@@ -110,6 +110,11 @@ export interface SessionTokensTable {
   expires_at: string;
   used_at: string | null;
 }
+export interface RateLimitsTable {
+  key: string;
+  window_start: number;
+  taken: number;
+}
 export interface SettingsTable {
   key: string;
   value: string;
@@ -127,6 +132,7 @@ export interface Database {
   operations: OperationsTable;
   session_tokens: SessionTokensTable;
   settings: SettingsTable;
+  rate_limits: RateLimitsTable;
 }
 
 export type Db = Kysely<Database>;

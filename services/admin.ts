@@ -7,6 +7,7 @@ import { hashToken, newToken } from '../lib/secrets.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
+import { CAPS, insertWithinCap } from '../lib/caps.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 
 export interface AccountInput {
@@ -298,9 +299,14 @@ export class AdminService {
   }
   async issueToken(userId: number, name?: string) {
     const token = newToken('essh');
-    const row = await this.db.insertInto('api_tokens')
-      .values({ user_id: userId, token_hash: hashToken(token), name: name ?? null, created_at: nowIso() })
-      .returning(['id', 'created_at']).executeTakeFirstOrThrow();
+    const cap = CAPS.apiTokensPerUser;
+    const row = await insertWithinCap(this.db, { table: 'users', id: userId }, cap,
+      async (trx) => Number((await trx.selectFrom('api_tokens').select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('user_id', '=', userId).where('revoked_at', 'is', null).executeTakeFirstOrThrow()).n),
+      () => conflict(`This user already has ${cap} API tokens in use, the most a user may have; revoke one it no longer needs (DELETE /users/${userId}/tokens/{id}).`),
+      (trx) => trx.insertInto('api_tokens')
+        .values({ user_id: userId, token_hash: hashToken(token), name: name ?? null, created_at: nowIso() })
+        .returning(['id', 'created_at']).executeTakeFirstOrThrow());
     return { id: Number(row.id), name: name ?? null, token, created_at: row.created_at };
   }
   async createToken(p: Principal, userId: number, name?: string) {
@@ -322,10 +328,15 @@ export class AdminService {
   async addSshKey(p: Principal, userId: number, publicKey: string) {
     await this.getUser(p, userId);
     const parsed = parseAuthorizedKey(publicKey);
+    const cap = CAPS.sshKeysPerUser;
     try {
-      const row = await this.db.insertInto('ssh_keys')
-        .values({ user_id: userId, public_key: parsed.line, fingerprint: parsed.fingerprint, created_at: nowIso() })
-        .returningAll().executeTakeFirstOrThrow();
+      const row = await insertWithinCap(this.db, { table: 'users', id: userId }, cap,
+        async (trx) => Number((await trx.selectFrom('ssh_keys').select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('user_id', '=', userId).executeTakeFirstOrThrow()).n),
+        () => conflict(`This user already has ${cap} SSH keys, the most a user may have; remove one it no longer uses (DELETE /users/${userId}/ssh_keys/{id}).`),
+        (trx) => trx.insertInto('ssh_keys')
+          .values({ user_id: userId, public_key: parsed.line, fingerprint: parsed.fingerprint, created_at: nowIso() })
+          .returningAll().executeTakeFirstOrThrow());
       return { id: Number(row.id), fingerprint: row.fingerprint, public_key: row.public_key, created_at: row.created_at };
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`This key (${parsed.fingerprint}) is already registered.`);

@@ -1,33 +1,40 @@
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { sql } from 'kysely';
+import type { Db } from '../lib/db.js';
 import type { Principal } from './auth.js';
 import { ApiError } from './errors.js';
 
+const WINDOW_S = 60;
+
 /**
- * Caps how many sessions one API token (or, over SSH, one user) may create per minute, so that a
- * leaked or looping client cannot churn containers. Keyed by the token's row id, never by its value.
- * The counters live in this process: with several API processes the cap applies per process.
+ * Caps how many sessions one user may create per minute, so that a leaked or looping client cannot
+ * churn containers. The counter is a row in the database, taken in one atomic upsert, so every API
+ * process (and the SSH portal, which creates sessions for `<app>@host` logins) shares it: a user
+ * spreading requests over several API processes gets no more. Fixed one-minute windows: at a window's
+ * edge a user may briefly get up to twice the rate, never more. (rate-limiter-flexible, used for
+ * the portal's in-process limits, has SQLite and PostgreSQL stores, but they take the raw driver
+ * client, which Node 24's built-in SQLite does not offer: see lib/db.ts.)
  */
 export class SessionCreateRateLimiter {
-  private readonly limiter?: RateLimiterMemory;
-
-  constructor(private readonly perMinute: number) {
-    if (perMinute > 0) this.limiter = new RateLimiterMemory({ points: perMinute, duration: 60 });
-  }
+  constructor(private readonly db: Db, private readonly perMinute: number) {}
 
   async take(principal: Principal): Promise<void> {
-    if (!this.limiter) return;
-    const key = principal.tokenId !== undefined ? `token:${principal.tokenId}` : `user:${principal.id}`;
-    try {
-      await this.limiter.consume(key);
-    } catch (res) {
-      if (!(res instanceof RateLimiterRes)) throw res;
-      const retryAfterS = Math.max(1, Math.ceil(res.msBeforeNext / 1000));
-      throw new ApiError(
-        429,
-        'rate_limited',
-        `Too many sessions created with these credentials: at most ${this.perMinute} a minute. Try again in ${retryAfterS} s.`,
-        { retry_after_s: retryAfterS },
-      );
-    }
+    if (this.perMinute <= 0) return;
+    const now = Math.floor(Date.now() / 1000);
+    const window = now - (now % WINDOW_S);
+    const key = `session-create:user:${principal.id}`;
+    const row = await this.db.insertInto('rate_limits').values({ key, window_start: window, taken: 1 })
+      .onConflict((oc) => oc.column('key').doUpdateSet({
+        taken: sql`case when rate_limits.window_start = ${window} then rate_limits.taken + 1 else 1 end`,
+        window_start: window,
+      }))
+      .returning('taken').executeTakeFirstOrThrow();
+    if (Number(row.taken) <= this.perMinute) return;
+    const retryAfterS = Math.max(1, window + WINDOW_S - now);
+    throw new ApiError(
+      429,
+      'rate_limited',
+      `Too many sessions created by ${principal.email}: at most ${this.perMinute} a minute. Try again in ${retryAfterS} s.`,
+      { retry_after_s: retryAfterS },
+    );
   }
 }

@@ -81,7 +81,7 @@ export class SessionsService {
       minFreeDiskBytes?: number;
     },
   ) {
-    this.createRate = new SessionCreateRateLimiter(deps.createRatePerMinute ?? 0);
+    this.createRate = new SessionCreateRateLimiter(deps.db, deps.createRatePerMinute ?? 0);
   }
 
   private rows() {

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { ApiClient, createTenant, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { startRuntime } from '../stack/runtime.js';
+import { createLogger } from '../lib/log.js';
 
 /**
  * Input hardening of the REST API: body size limit, schema validation on every route, the per-token
@@ -119,7 +121,7 @@ describe('authentication errors', () => {
 });
 
 describe('rate limit on session creation', () => {
-  it(`per token: ${RATE} a minute, then 429 rate_limited with Retry-After; another token has its own budget`, async () => {
+  it(`per user: ${RATE} a minute, then 429 rate_limited with Retry-After, whichever token or API process; another user has its own budget`, async () => {
     const body = { command: ['sleep', '600'] };
     for (let i = 0; i < RATE; i++) expect((await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body)).status).toBe(201);
     const limited = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body);
@@ -129,11 +131,21 @@ describe('rate limit on session creation', () => {
     expect(retry).toBeLessThanOrEqual(60);
     expect(limited.body.retry_after_s).toBe(retry);
     // The refused request made no session.
-    const mine = (await stack.api.get('/sessions', tenant.token)).body as unknown[];
+    const mine = (await stack.api.get(`/sessions?user=${tenant.user.id}`, stack.adminToken)).body as unknown[];
     expect(mine).toHaveLength(RATE);
-    // The same user's second token has a budget of its own.
+    // The same user's second token shares the budget, and so does a second API process on the same database.
     const second = await stack.api.post(`/users/${tenant.user.id}/tokens`, tenant.token, { name: 'second' });
-    expect((await stack.api.post(`/apps/${tenant.app}/sessions`, second.body.token, body)).status).toBe(201);
+    expectError(await stack.api.post(`/apps/${tenant.app}/sessions`, second.body.token, body), 429, 'rate_limited');
+    const otherApi = await startRuntime(stack.config, { api: true }, createLogger('silent'));
+    try {
+      const viaOther = await new ApiClient(otherApi.apiUrl!).post(`/apps/${tenant.app}/sessions`, tenant.token, body);
+      expect(viaOther.status, JSON.stringify(viaOther.body)).toBe(429);
+    } finally {
+      await otherApi.stop();
+    }
+    // Another user of the same account has a budget of its own.
+    const other = await stack.api.post('/users', stack.adminToken, { name: 'Other', email: `other-${Date.now()}@example.com`, role: 'member', accounts: [tenant.account] });
+    expect((await stack.api.post(`/apps/${tenant.app}/sessions`, other.body.token, body)).status).toBe(201);
     // Other routes are not limited.
     expect((await stack.api.get('/sessions', tenant.token)).status).toBe(200);
   });

@@ -161,3 +161,39 @@ describe('containers', () => {
     expect(ping.out).toMatch(/rc=[1-9]/);
   });
 });
+
+describe('per-account and per-user caps', () => {
+  it('API tokens and SSH keys per user, drains and redaction rules per account: concurrent requests never pass the cap', async () => {
+    const t = await createTenant(stack);
+    // The user has its first token; 30 more asked at once: exactly the cap is in use afterwards.
+    const tokens = await Promise.all(Array.from({ length: 30 }, (_, i) => stack.api.post(`/users/${t.user.id}/tokens`, t.token, { name: `t${i}` })));
+    expect(tokens.filter((r) => r.status === 201)).toHaveLength(19);
+    const refused = tokens.find((r) => r.status !== 201)!;
+    expect(refused.status).toBe(409);
+    expect(refused.body.message).toMatch(/20 API tokens in use.*revoke one/);
+    // Revoking one makes room for one.
+    const one = tokens.find((r) => r.status === 201)!;
+    expect((await stack.api.delete(`/users/${t.user.id}/tokens/${one.body.id}`, t.token)).status).toBe(204);
+    expect((await stack.api.post(`/users/${t.user.id}/tokens`, t.token, {})).status).toBe(201);
+
+    const { utils } = (await import('ssh2')).default;
+    const keys = await Promise.all(Array.from({ length: 25 }, () => {
+      const pub = utils.generateKeyPairSync('ed25519').public;
+      return stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: pub });
+    }));
+    expect(keys.filter((r) => r.status === 201)).toHaveLength(20);
+    expect(keys.find((r) => r.status !== 201)!.body.message).toMatch(/20 SSH keys/);
+
+    const drains = await Promise.all(Array.from({ length: 25 }, (_, i) => stack.api.post(`/accounts/${t.account}/log_drains`, stack.adminToken, {
+      handle: `d${i}`, drain_type: 'https', url: `https://127.0.0.1:9/ingest-${i}`,
+    })));
+    expect(drains.filter((r) => r.status === 201), JSON.stringify(drains.find((r) => r.status !== 201 && r.status !== 409)?.body)).toHaveLength(20);
+    expect(drains.find((r) => r.status === 409)!.body.message).toMatch(/20 log drains/);
+
+    const rules = await Promise.all(Array.from({ length: 25 }, (_, i) => stack.api.post(`/accounts/${t.account}/redaction_rules`, stack.adminToken, {
+      name: `r${i}`, pattern: `secret-${i}-[a-z]+`,
+    })));
+    expect(rules.filter((r) => r.status === 201)).toHaveLength(20);
+    expect(rules.find((r) => r.status === 409)!.body.message).toMatch(/20 redaction rules/);
+  });
+});

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DRAIN_TYPES, type DrainsService } from '../../drains/service.js';
-import { MAX_PATTERN_LENGTH, MAX_RULES_PER_ACCOUNT, REDACTION_PRESETS, type RedactionPreset } from '../../drains/redaction.js';
+import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, type RedactionPreset } from '../../drains/redaction.js';
+import { CAPS } from '../../lib/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
@@ -81,7 +82,7 @@ export function drainRoutes(drains: DrainsService): RouteModule {
     });
     route({
       method: 'post', path: '/accounts/{account}/redaction_rules',
-      summary: `Add a redaction rule: a regular expression in RE2 syntax, or a preset (card_number, us_ssn); applied before output reaches drains or recordings; at most ${MAX_RULES_PER_ACCOUNT} per account`,
+      summary: `Add a redaction rule: a regular expression in RE2 syntax, or a preset (card_number, us_ssn); applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account`,
       status: 201, params: s.params.account, body: ruleBody, response: ruleSchema,
       handler: ({ principal, params, body }) => drains.createRule(principal, params.account, body),
     });

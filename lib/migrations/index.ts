@@ -5,6 +5,7 @@ import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
 import { tenancyMigrations } from './0006_tenancy.js';
 import { journalMigrations } from './0007_journals.js';
+import { limitsMigrations } from './0009_limits.js';
 import { drainJournalMigrations } from './0008_drains_journals.js';
 
 /**
@@ -19,5 +20,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...tenancyMigrations(engine),
     ...journalMigrations(engine),
     ...drainJournalMigrations(engine),
+    ...limitsMigrations(engine),
   };
 }
