@@ -18,6 +18,9 @@ const envSchema = z.object({
   /** How often the SSH portal tells a session's workflow that its client is still there. */
   ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
   ESSH_PUBLIC_HOST: z.string().optional(),
+  /** The SSH portal's limits before authentication (portal/guard.ts). */
+  ESSH_PORTAL_MAX_CONNECTIONS: z.coerce.number().int().positive().optional(),
+  ESSH_PORTAL_AUTH_TIMEOUT_S: seconds.optional(),
   /**
    * The portal's public host key (its .pub line), announced in `connect` blocks; by default read from
    * the data dir, which suits an API that shares it with the portal.
@@ -90,7 +93,10 @@ export interface Config {
   /** Comma-separated base64 keys that sealed values may still be under (a rotation in progress). */
   previousSecretsKeys?: string;
   api: { host: string; port: number };
-  ssh: { host: string; port: number; publicHost: string; heartbeatIntervalS: number; hostKey?: string };
+  ssh: {
+    host: string; port: number; publicHost: string; heartbeatIntervalS: number; hostKey?: string;
+    limits: Partial<{ maxConnections: number; authTimeoutS: number }>;
+  };
   databaseUrl: string;
   temporal: {
     address?: string;
@@ -146,7 +152,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secretsKey: e.ESSH_SECRETS_KEY,
     previousSecretsKeys: e.ESSH_SECRETS_KEY_PREVIOUS,
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
-    ssh: { host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, hostKey: e.ESSH_PORTAL_HOST_KEY },
+    ssh: {
+      host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, hostKey: e.ESSH_PORTAL_HOST_KEY,
+      limits: {
+        ...(e.ESSH_PORTAL_MAX_CONNECTIONS ? { maxConnections: e.ESSH_PORTAL_MAX_CONNECTIONS } : {}),
+        ...(e.ESSH_PORTAL_AUTH_TIMEOUT_S ? { authTimeoutS: e.ESSH_PORTAL_AUTH_TIMEOUT_S } : {}),
+      },
+    },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),
     temporal: {
       address: e.TEMPORAL_ADDRESS,

@@ -9,6 +9,7 @@ import {
   PostgresDialect,
   SqliteDialect,
   type Generated,
+  type LogEvent,
   type MigrationProvider,
   type SqliteDatabase,
 } from 'kysely';
@@ -148,7 +149,7 @@ export function openDatabase(url: string): Db {
     // An idle connection the server closes (a restart, a failover, an admin) is dropped by the pool
     // and the next query opens a new one; unhandled, its 'error' event would end the process.
     pool.on('error', () => undefined);
-    return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: observe });
   }
   const file = url.replace(/^sqlite:(\/\/)?/, '');
   if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -157,7 +158,19 @@ export function openDatabase(url: string): Db {
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA busy_timeout = 5000');
   sqlite.exec('PRAGMA foreign_keys = ON');
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: observe });
+}
+
+let observer: ((sql: string) => void) | undefined;
+/**
+ * Lets a test see every statement this process sends (e.g. that unauthenticated SSH clients cause no
+ * write); nothing in essh itself observes queries.
+ */
+export function observeQueries(fn: ((sql: string) => void) | undefined) {
+  observer = fn;
+}
+function observe(event: LogEvent) {
+  if (observer && event.level === 'query') observer(event.query.sql);
 }
 
 /** Which SQLite binding this Node.js uses (see openSqlite). */

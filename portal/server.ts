@@ -1,7 +1,7 @@
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Client as TemporalClient } from '@temporalio/client';
 import type Docker from 'dockerode';
-import ssh2, { type Connection, type Server, type ServerChannel } from 'ssh2';
+import ssh2, { type Connection, type ServerChannel } from 'ssh2';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
@@ -10,9 +10,9 @@ import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
 import { Attachment, type PtySize } from './attachment.js';
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
+import { DEFAULT_PORTAL_LIMITS, PortalGuard } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
 
-const AUTH_TIMEOUT_MS = 60_000;
 
 export interface PortalDeps {
   config: Config;
@@ -28,17 +28,21 @@ export interface PortalDeps {
  * It never logs tokens or anything that passes through a session.
  */
 export class SshPortal {
-  private server?: Server;
+  private server?: net.Server;
   private readonly connections = new Set<Connection>();
   private readonly claims = new Set<number>();
   /** Channels being served; stop() lets them tell their workflows before the runtime closes the database. */
   private readonly serving = new Set<Promise<void>>();
   private readonly attachments = new Set<Attachment>();
   private readonly auth: PortalAuthenticator;
+  private readonly guard: PortalGuard;
+  /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
+  private readonly admitted = new Map<string, { authenticated: boolean; onAuthenticated?: () => void }>();
   port = 0;
 
   constructor(private readonly deps: PortalDeps) {
     this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
+    this.guard = new PortalGuard({ ...DEFAULT_PORTAL_LIMITS, ...deps.config.ssh.limits });
   }
 
   async start(): Promise<void> {
@@ -50,7 +54,10 @@ export class SshPortal {
       );
     }
     const hostKey = await loadOrCreateHostKey(config.dataDir);
-    const server = new ssh2.Server({ hostKeys: [hostKey], ident: 'essh' }, (conn) => this.onConnection(conn));
+    const ssh = new ssh2.Server({ hostKeys: [hostKey], ident: 'essh' }, (conn, info) => this.onConnection(conn, info));
+    // Connections are admitted before ssh2 sees them (portal/guard.ts): one refused costs a closed
+    // socket, not a key exchange.
+    const server = net.createServer((socket) => this.onSocket(socket, ssh));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.ssh.port, config.ssh.host, () => {
@@ -77,36 +84,75 @@ export class SshPortal {
     await Promise.race([Promise.all([closed, ...this.serving]), new Promise((r) => setTimeout(r, 5000))]);
   }
 
-  private onConnection(conn: Connection) {
+  private onSocket(socket: net.Socket, ssh: ssh2.Server) {
+    const address = socket.remoteAddress ?? '';
+    const guard = this.guard;
+    if (!guard.admit(address)) {
+      socket.destroy();
+      return;
+    }
+    const key = `${address}:${socket.remotePort}`;
+    const state: { authenticated: boolean; onAuthenticated?: () => void } = { authenticated: false };
+    this.admitted.set(key, state);
+    // A connection that never finishes authenticating (or never even says hello) is dropped.
+    const authDeadline = setTimeout(() => socket.destroy(), guard.limits.authTimeoutS * 1000);
+    authDeadline.unref();
+    state.onAuthenticated = () => {
+      clearTimeout(authDeadline);
+      state.authenticated = true;
+      guard.authenticated(address);
+    };
+    socket.once('close', () => {
+      clearTimeout(authDeadline);
+      this.admitted.delete(key);
+      guard.closed(address, state.authenticated);
+    });
+    ssh.injectSocket(socket);
+  }
+
+  private onConnection(conn: Connection, info: { ip: string; port: number }) {
     const { log } = this.deps;
+    const guard = this.guard;
+    const address = info.ip;
+    const admitted = this.admitted.get(`${info.ip}:${info.port}`);
     this.connections.add(conn);
+    let attempts = 0;
     // Without TCP_NODELAY each small handshake reply waits out the peer's delayed ACK (about 40 ms,
     // twice before the shell opens) and keystroke echoes are held back the same way, as OpenSSH knows.
     // (@types/ssh2 lacks the server side's setNoDelay, which ssh2 has.)
     (conn as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true);
     let identity: PortalIdentity | null = null;
-    // A connection that never finishes authenticating is dropped rather than held open forever.
-    const authDeadline = setTimeout(() => conn.end(), AUTH_TIMEOUT_MS);
-    authDeadline.unref();
-
     conn.on('authentication', (ctx) => {
       const methods = this.auth.methodsFor(ctx.username);
+      // `none` asks which methods there are, and a key offered without a signature asks whether it
+      // would do: neither is an attempt. Everything else is, and a connection gets a few.
+      const attempt = ctx.method !== 'none' && !(ctx.method === 'publickey' && !ctx.signature);
+      if (attempt && ++attempts > guard.limits.maxAuthAttempts) {
+        ctx.reject();
+        conn.end();
+        return;
+      }
+      const refuse = () => {
+        ctx.reject(methods);
+        if (attempt) void guard.failed(address).then((allowed) => allowed || conn.end());
+      };
+      if (guard.isBlocked(address)) return refuse();
       this.auth.decide(ctx).then(
         (who) => {
-          if (!who) return ctx.reject(methods);
+          if (!who) return refuse();
           // Without a signature a public key is only being offered: the real attempt follows.
           if (ctx.method !== 'publickey' || ctx.signature) identity = who;
           ctx.accept();
         },
         (err) => {
           log.warn({ err: (err as Error).message }, 'portal authentication check failed');
-          ctx.reject(methods);
+          refuse();
         },
       );
     });
 
     conn.on('ready', () => {
-      clearTimeout(authDeadline);
+      admitted?.onAuthenticated?.();
       // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
       // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
       // client per session rule still holds.
@@ -146,7 +192,6 @@ export class SshPortal {
     });
     conn.on('error', (err) => log.debug({ err: err.message }, 'SSH client connection error'));
     conn.on('close', () => {
-      clearTimeout(authDeadline);
       this.connections.delete(conn);
     });
   }

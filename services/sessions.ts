@@ -324,14 +324,16 @@ export class SessionsService {
    */
   async redeemSessionToken(operationId: number, token: string): Promise<boolean> {
     const now = nowIso();
-    const res = await this.deps.db
-      .updateTable('session_tokens')
-      .set({ used_at: now })
+    // A read first: a wrong token (anyone on the internet can send one) never becomes a write.
+    const match = await this.deps.db.selectFrom('session_tokens').select('id')
       .where('operation_id', '=', operationId)
       .where('token_hash', '=', hashToken(token))
       .where('used_at', 'is', null)
       .where(sql<boolean>`expires_at > ${now}`)
       .executeTakeFirst();
+    if (!match) return false;
+    const res = await this.deps.db.updateTable('session_tokens').set({ used_at: now })
+      .where('id', '=', match.id).where('used_at', 'is', null).executeTakeFirst();
     return Number(res.numUpdatedRows) === 1;
   }
 }

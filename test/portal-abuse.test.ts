@@ -1,0 +1,93 @@
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { observeQueries } from '../lib/db.js';
+import { projectRoot } from '../lib/config.js';
+import { openPortalShell, waitForShellOutput } from '../portal/client.js';
+import { DEMO_PROMPT } from '../stack/seed.js';
+import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
+
+/**
+ * The SSH portal under abuse (docs/threat-model.md): unauthenticated connections held open and bad
+ * passwords by the thousand, from a process of their own, while a real user opens sessions.
+ */
+
+let stack: TestStack;
+let tenant: Awaited<ReturnType<typeof createTenant>>;
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  tenant = await createTenant(stack, { plan: 'scale' });
+});
+afterAll(async () => {
+  observeQueries(undefined);
+  if (!stack) return;
+  await endAllSessions(stack);
+  await stack.stop();
+}, 120_000);
+
+/** A user's new session: POST, attach through the portal, and the prompt; ms from the POST. */
+async function timeToPrompt(): Promise<number> {
+  const started = performance.now();
+  const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  const shell = await openPortalShell(r.body.connect, { pty: { rows: 24, cols: 80 } });
+  await waitForShellOutput(shell, DEMO_PROMPT, 30_000);
+  const ms = performance.now() - started;
+  shell.channel.end('exit\n');
+  await shell.exitCode;
+  shell.close();
+  return ms;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+describe('the SSH portal under abuse', () => {
+  it('200 unauthenticated connections and 1000 bad passwords write nothing, and an authenticated user still gets a prompt within 2× its idle time', async () => {
+    const idle = median([await timeToPrompt(), await timeToPrompt(), await timeToPrompt()]);
+
+    // The bad passwords are for a real session: each one reaches the token check.
+    const target = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
+    const attack = (holdFrom: string, guessFrom: string) => {
+      const child = spawn(process.execPath, [
+        '--import', 'tsx', 'test/portal-attacker.ts', String(stack.runtime.sshPort), `session-${target.body.id}`, holdFrom, guessFrom, '200', '1000',
+      ], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      const report = new Promise<{ tried: number; heldOpen: number }>((resolve, reject) =>
+        child.once('exit', () => (out ? resolve(JSON.parse(out)) : reject(new Error('the attacker printed nothing')))));
+      report.catch(() => undefined);
+      return { child, report };
+    };
+
+    // Alone, the attack writes nothing: the writes watched here are the credential tables'.
+    const writes: string[] = [];
+    observeQueries((sql) => {
+      if (/^\s*(insert|update|delete)\b/i.test(sql) && /session_tokens|api_tokens|ssh_keys/.test(sql)) writes.push(sql);
+    });
+    const first = attack('127.0.0.2', '127.0.1.0');
+    const { tried, heldOpen } = await first.report.finally(() => observeQueries(undefined));
+    expect(tried).toBeGreaterThanOrEqual(1000);
+    expect(writes, writes.join('\n')).toEqual([]);
+    // One address keeps at most 10 connections in the authentication phase.
+    expect(heldOpen).toBeLessThanOrEqual(10);
+
+    // The same attack from fresh addresses, while the user opens sessions.
+    const second = attack('127.0.0.3', '127.0.2.0');
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      const underAttack = [await timeToPrompt(), await timeToPrompt(), await timeToPrompt()];
+      expect(median(underAttack), `idle ${idle.toFixed(0)} ms, under attack ${underAttack.map((x) => x.toFixed(0)).join(', ')} ms`)
+        .toBeLessThanOrEqual(2 * idle);
+    } finally {
+      second.child.kill('SIGKILL');
+    }
+    // The session the attackers aimed at still takes its real token.
+    const shell = await openPortalShell(target.body.connect, {});
+    // (Its output is read, or the channel would never end.)
+    shell.channel.resume();
+    shell.channel.stderr.resume();
+    shell.channel.end('exit 0\n');
+    expect(await shell.exitCode).toBe(0);
+    shell.close();
+  }, 240_000);
+});
