@@ -170,7 +170,9 @@ export async function startOperationIdsAt(db: Db, engine: DbEngine, base: number
   if (engine === 'postgres') {
     await sql`select setval(pg_get_serial_sequence('operations', 'id'), ${base})`.execute(db);
   } else {
-    await sql`insert or replace into sqlite_sequence (name, seq) values ('operations', ${base})`.execute(db);
+    // sqlite_sequence has no key on its name: "insert or replace" would add a second row, which SQLite ignores.
+    await sql`delete from sqlite_sequence where name = 'operations'`.execute(db);
+    await sql`insert into sqlite_sequence (name, seq) values ('operations', ${base})`.execute(db);
   }
 }
 
