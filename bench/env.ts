@@ -50,6 +50,8 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       // 60 a minute on purpose. A high cap (not 0) keeps the limiter on the measured path.
       ESSH_SESSION_CREATE_RATE: '1000000',
       ESSH_SSH_HOST: '127.0.0.1',
+      // The drain benchmarks' receivers listen on loopback.
+      ESSH_DRAINS_ALLOW_PRIVATE: '1',
     });
     // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, output capture) runs in
     // its own process (worker/main.ts), as in a scaled-out deployment, instead of beside the portal.
@@ -60,6 +62,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       const host = await startHostProcess({
         TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
         ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local',
+        ESSH_DRAINS_ALLOW_PRIVATE: '1',
       });
       stopAll.unshift(host);
     }

@@ -5,25 +5,24 @@
 //   JournalWriter, in 32 KiB chunks as the portal appends them (at full speed, or paced at a given
 //   rate), while the real DrainShipper delivers it to an HTTPS receiver that parses every request
 //   (in a worker thread of its own, as a receiver on another machine would be).
-// - benchDrainThroughput: end to end through a running essh's API (a session printing through the
-//   portal). Needs the exec portal, which writes sessions' journals.
+// - benchDrainThroughput: end to end through a running essh: a session created through its API, its
+//   client attached through the SSH portal (which journals the output the client gets), its host's
+//   shipper delivering the journal.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import { imageRepository } from '../lib/grants.js';
 import { createLogger } from '../lib/log.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { JournalWriter } from '../journal/writer.js';
+import { drainShell, openPortalShell } from '../portal/client.js';
 import { DrainShipper } from './shipper.js';
 
 const run = promisify(execFile);
@@ -35,11 +34,13 @@ async function selfSigned(dir: string) {
   return { cert: await readFile(path.join(dir, 'cert.pem'), 'utf8'), key: await readFile(path.join(dir, 'key.pem'), 'utf8') };
 }
 
-// The receiver: parses each body as JSON and reports what it got for the operation.
+// The receiver: parses each body as JSON and reports what it got for the operation it is told to
+// watch (with the byte count of the line ending its output lines had); "stop" ends it.
 const RECEIVER = `
 const https = require('node:https');
 const { parentPort, workerData } = require('node:worker_threads');
 const now = () => performance.timeOrigin + performance.now();
+let operationId = null, eol = 0;
 let events = 0, bytes = 0, requests = 0, firstAt = 0, lastOutputAt = 0, lastOutputSeq = -1;
 const server = https.createServer({ cert: workerData.cert, key: workerData.key }, (req, res) => {
   const chunks = [];
@@ -48,11 +49,11 @@ const server = https.createServer({ cert: workerData.cert, key: workerData.key }
     requests++;
     const t = now();
     for (const e of JSON.parse(Buffer.concat(chunks).toString('utf8'))) {
-      if (e.operation_id !== workerData.operationId) continue;
+      if (e.operation_id !== operationId) continue;
       if (!firstAt) firstAt = t;
       if (e.stream === 'stdout') {
         events++;
-        bytes += Buffer.byteLength(e.log) + 2;
+        bytes += Buffer.byteLength(e.log) + eol;
         if (e.seq > lastOutputSeq) { lastOutputSeq = e.seq; lastOutputAt = t; }
       } else if (e.event === 'session_ended') {
         parentPort.postMessage({ ended: true, endedAt: t, events, bytes, requests, firstAt, lastOutputAt });
@@ -62,8 +63,53 @@ const server = https.createServer({ cert: workerData.cert, key: workerData.key }
   });
 });
 server.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: server.address().port }));
-parentPort.on('message', () => server.close(() => process.exit(0)));
+parentPort.on('message', (m) => {
+  if (m === 'stop') server.close(() => process.exit(0));
+  else ({ operationId, eol } = m);
+});
 `;
+
+type ReceiverMessage = Record<string, number | boolean>;
+
+/** The HTTPS receiver in a worker thread of its own, as a receiver on another machine would be. */
+async function startReceiver(cert: string, key: string) {
+  const worker = new Worker(RECEIVER, { eval: true, workerData: { cert, key } });
+  const messages: ReceiverMessage[] = [];
+  let onMessage = () => undefined as void;
+  worker.on('message', (m: ReceiverMessage) => {
+    messages.push(m);
+    onMessage();
+  });
+  const next = (pred: (m: ReceiverMessage) => boolean, timeoutMs: number, what: string) => new Promise<ReceiverMessage>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the receiver did not get ${what} within ${timeoutMs / 1000} s`)), timeoutMs);
+    const check = () => {
+      const m = messages.find(pred);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    };
+    onMessage = check;
+    check();
+  });
+  const stop = async () => {
+    worker.postMessage('stop');
+    await new Promise((r) => worker.once('exit', r));
+  };
+  try {
+    const port = Number((await next((m) => 'port' in m, 10_000, 'its port')).port);
+    return {
+      port,
+      /** Counts the output of this operation, whose lines end in `eolBytes` bytes. */
+      watch: (operationId: number, eolBytes: number) => worker.postMessage({ operationId, eol: eolBytes }),
+      ended: (timeoutMs: number) => next((m) => m.ended === true, timeoutMs, "the session's end"),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
 
 export interface ShipperBenchResult {
   megabytesPrinted: number;
@@ -98,7 +144,7 @@ export async function benchShipperThroughput(opts: {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-shipper-bench-'));
   const suffix = randomBytes(3).toString('hex');
   const hostId = `bench-host-${suffix}`;
-  let worker: Worker | undefined;
+  let receiver: Awaited<ReturnType<typeof startReceiver>> | undefined;
   let shipper: DrainShipper | undefined;
   try {
     const { cert, key } = await selfSigned(dir);
@@ -120,26 +166,9 @@ export async function benchShipperThroughput(opts: {
     }).returning('id').executeTakeFirstOrThrow();
     const operationId = Number(op.id);
 
-    worker = new Worker(RECEIVER, { eval: true, workerData: { cert, key, operationId } });
-    const messages: Record<string, number | boolean>[] = [];
-    let onMessage = () => undefined as void;
-    worker.on('message', (m: Record<string, number | boolean>) => {
-      messages.push(m);
-      onMessage();
-    });
-    const next = (pred: (m: Record<string, number | boolean>) => boolean, timeoutMs: number) => new Promise<Record<string, number | boolean>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the receiver did not get the session's end within ${timeoutMs / 1000} s`)), timeoutMs);
-      const check = () => {
-        const m = messages.find(pred);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m);
-        }
-      };
-      onMessage = check;
-      check();
-    });
-    const port = Number((await next((m) => 'port' in m, 10_000)).port);
+    receiver = await startReceiver(cert, key);
+    receiver.watch(operationId, 2); // "\r\n"
+    const { port } = receiver;
     await db.insertInto('log_drains').values({
       account_id: Number(account.id), handle: 'bench', drain_type: 'https', url: opts.secrets.seal(`https://127.0.0.1:${port}/`), token: null,
       ca_cert: cert, index_pattern: null, pipeline: null, drain_ephemeral_sessions: 1, delivered_events: 0, failed_events: 0,
@@ -183,7 +212,7 @@ export async function benchShipperThroughput(opts: {
     writer.close();
     await db.updateTable('session_journals').set({ ended_at: nowIso(), output_bytes: written }).where('operation_id', '=', operationId).execute();
     announceJournalAppended(operationId);
-    const r = await next((m) => m.ended === true, (opts.timeoutS ?? 600) * 1000);
+    const r = await receiver.ended((opts.timeoutS ?? 600) * 1000);
     const seconds = (Number(r.lastOutputAt) - Number(r.firstAt)) / 1000;
     return {
       megabytesPrinted: megabytes, pacedMBps: opts.pacedMBps ?? 0,
@@ -196,10 +225,7 @@ export async function benchShipperThroughput(opts: {
     };
   } finally {
     await shipper?.stop();
-    if (worker) {
-      worker.postMessage('stop');
-      await new Promise((r) => worker!.once('exit', r));
-    }
+    await receiver?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }
@@ -213,16 +239,21 @@ export interface DrainBenchResult {
   seconds: number;
   eventsPerSecond: number;
   megabytesPerSecond: number;
-  /** From the container's exit (its last byte printed) to the last event received. */
+  /** From the last byte the client received (the last printed) to the last output event received. */
   lagAfterLastByteMs: number;
   /** HTTPS requests the drain made. */
   requests: number;
+  /** Output bytes the client received through the portal. */
+  bytesToClient: number;
+  /** The client's first byte to its last. */
+  clientSeconds: number;
 }
 
 /**
- * End to end (needs the exec portal, which writes sessions' journals): creates its own account, app
- * (image `image`), user and HTTPS drain through the API at `apiUrl` with an operator token, runs one
- * session that prints `megabytes` MB in 100-byte lines, and measures the drain.
+ * End to end: creates its own account, app (image `image`), user and HTTPS drain through the API at
+ * `apiUrl` with an operator token, runs one session that prints `megabytes` MB in 100-byte lines to
+ * its client (the ssh2 client through the portal, without a PTY, reading as fast as it can), and
+ * measures the drain against the client.
  */
 export async function benchDrainThroughput(opts: {
   apiUrl: string; operatorToken: string; image: string; stack?: string; megabytes?: number; timeoutS?: number;
@@ -230,39 +261,11 @@ export async function benchDrainThroughput(opts: {
   const megabytes = opts.megabytes ?? 50;
   const bytes = megabytes * 1024 * 1024;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-drain-bench-'));
-  const docker = new Docker();
-  let server: https.Server | undefined;
-  let events: Readable | undefined;
+  let receiver: Awaited<ReturnType<typeof startReceiver>> | undefined;
   try {
     const { cert, key } = await selfSigned(dir);
-    let outputEvents = 0;
-    let bytesReceived = 0;
-    let requests = 0;
-    let firstAt = 0;
-    let lastAt = 0;
-    let operationId = 0;
-    let ended: () => void = () => undefined;
-    const endedEvent = new Promise<void>((r) => (ended = r));
-    server = https.createServer({ cert, key }, (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        requests++;
-        const t = performance.now();
-        for (const e of JSON.parse(Buffer.concat(chunks).toString('utf8')) as { operation_id: number; stream: string; log: string; event?: string }[]) {
-          if (e.operation_id !== operationId) continue;
-          if (!firstAt) firstAt = t;
-          if (e.stream === 'stdout') {
-            outputEvents++;
-            bytesReceived += Buffer.byteLength(e.log) + 2;
-            lastAt = t;
-          } else if (e.event === 'session_ended') ended();
-        }
-        res.writeHead(200).end('{}');
-      });
-    });
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    receiver = await startReceiver(cert, key);
+    const { port } = receiver;
 
     const api = async (method: string, p: string, token: string, body?: unknown) => {
       const r = await fetch(opts.apiUrl + p, {
@@ -274,44 +277,43 @@ export async function benchDrainThroughput(opts: {
     };
     const suffix = randomBytes(3).toString('hex');
     const account = `bench-${suffix}`;
-    await api('POST', '/accounts', opts.operatorToken, { handle: account, plan: 'enterprise' });
+    await api('POST', '/accounts', opts.operatorToken, { handle: account, plan: 'enterprise', image_prefixes: [imageRepository(opts.image)] });
     await api('POST', '/apps', opts.operatorToken, { handle: `bench-${suffix}`, account, stack: opts.stack ?? 'local', image: opts.image });
     const user = await api('POST', '/users', opts.operatorToken, { name: 'Bench', email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
     await api('POST', `/accounts/${account}/log_drains`, opts.operatorToken, {
       handle: 'bench', drain_type: 'https', url: `https://127.0.0.1:${port}/`, ca_cert: cert,
     });
 
-    // The container's exit is the moment its last byte was printed.
-    let diedAt = 0;
-    events = (await docker.getEvents({ filters: { type: ['container'], event: ['die'] } })) as unknown as Readable;
-    events.on('data', (c: Buffer) => {
-      for (const line of c.toString('utf8').split('\n').filter(Boolean)) {
-        const e = JSON.parse(line) as { Actor?: { Attributes?: Record<string, string> } };
-        if (e.Actor?.Attributes?.['essh.operation_id'] === String(operationId) || e.Actor?.Attributes?.name?.endsWith(`-${operationId}`)) diedAt = performance.now();
-      }
-    });
-    const line = 'x'.repeat(98); // + "\r\n" from the TTY = 100 bytes a line
+    const line = 'x'.repeat(99); // + "\n" = 100 bytes a line
     const session = await api('POST', `/apps/bench-${suffix}/sessions`, user.token, {
       command: ['sh', '-c', `yes ${line} | head -c ${bytes}; exit 0`],
     });
-    operationId = session.id;
-    const timeout = new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error(`the drain did not receive the session's end within ${opts.timeoutS ?? 600} s`)), (opts.timeoutS ?? 600) * 1000).unref());
-    await Promise.race([endedEvent, timeout]);
-    const seconds = (lastAt - firstAt) / 1000;
+    receiver.watch(session.id, 1); // "\n"
+    // The program starts when its client attaches; the last byte the client gets is the last printed.
+    const shell = await openPortalShell(session.connect, { pty: null });
+    let lastByteAt = 0;
+    shell.channel.on('data', () => (lastByteAt = now()));
+    shell.channel.end();
+    const client = await drainShell(shell, (c) => process.stderr.write(c));
+    shell.close();
+    if (client.exitCode !== 0 || client.bytes !== bytes) {
+      throw new Error(`the session's client got ${client.bytes} of ${bytes} bytes and exit status ${client.exitCode}`);
+    }
+    const r = await receiver.ended((opts.timeoutS ?? 600) * 1000);
+    const outputEvents = Number(r.events);
+    const bytesReceived = Number(r.bytes);
+    const seconds = (Number(r.lastOutputAt) - Number(r.firstAt)) / 1000;
     return {
       megabytesPrinted: megabytes, outputEvents, bytesReceived, seconds,
       eventsPerSecond: Math.round(outputEvents / seconds),
       megabytesPerSecond: Number((bytesReceived / 1024 / 1024 / seconds).toFixed(2)),
-      lagAfterLastByteMs: Math.round(lastAt - diedAt),
-      requests,
+      lagAfterLastByteMs: Math.round(Number(r.lastOutputAt) - lastByteAt),
+      requests: Number(r.requests),
+      bytesToClient: client.bytes,
+      clientSeconds: Number(client.seconds.toFixed(2)),
     };
   } finally {
-    events?.destroy();
-    if (server) {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server!.close(() => r()));
-    }
+    await receiver?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

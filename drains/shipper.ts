@@ -150,6 +150,8 @@ interface PendingSession {
   accountId: number;
   position: JournalPosition;
   file: string;
+  /** Its journal has its `ended` record. */
+  ended: boolean;
 }
 
 /** How far a batch takes one session, and which of its seqs it sends. */
@@ -364,7 +366,7 @@ class DrainLoop {
   private async pendingSessions(drain: Drain): Promise<PendingSession[]> {
     const rows = await this.deps.db.selectFrom('session_journals as sj')
       .leftJoin('drain_session_cursors as c', (j) => j.on('c.drain_id', '=', this.id).onRef('c.operation_id', '=', 'sj.operation_id'))
-      .select(['sj.operation_id', 'sj.account_id', 'c.seq', 'c.file_offset', 'c.skip', 'c.output_offset'])
+      .select(['sj.operation_id', 'sj.account_id', 'sj.ended_at', 'c.seq', 'c.file_offset', 'c.skip', 'c.output_offset'])
       .where('sj.host_id', '=', this.deps.hostId).where('sj.account_id', '=', drain.account_id).where('sj.deleted_at', 'is', null)
       .where((eb) => eb.or([eb('c.done', 'is', null), eb('c.done', '=', 0)]))
       // A session that ended before the drain existed is none of its business.
@@ -375,6 +377,7 @@ class DrainLoop {
       operationId: Number(r.operation_id),
       accountId: Number(r.account_id),
       file: journalPath(this.deps.dataDir, Number(r.operation_id)),
+      ended: r.ended_at !== null,
       position: r.seq === null ? JOURNAL_START : {
         seq: Number(r.seq), fileOffset: Number(r.file_offset), skip: Number(r.skip), outputOffset: Number(r.output_offset),
       },
@@ -399,6 +402,12 @@ class DrainLoop {
       const s = sessions[i]!;
       if (sizes[i]! <= s.position.fileOffset) continue;
       const meta = await this.meta(s);
+      // The journal starts just before the container is made: every event carries the container's id
+      // once the session's record has it (a session whose container never came ends without one).
+      if (meta.containerId === null && !s.ended) {
+        partial = true;
+        continue;
+      }
       const p: SessionProgress = { operationId: s.operationId, to: s.position, done: false, firstSeq: null, lastSeq: null, sent: 0 };
       reading: for await (const chunk of readEventChunks(s.file, s.position, { now: Date.now() })) {
         for (const ev of chunk) {

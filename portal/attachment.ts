@@ -65,6 +65,8 @@ export class Attachment {
   private readonly watch: SessionWatch;
   private resizes = 0;
   private lastResizeAt = 0;
+  /** The size last journaled: the same size again tells a recording nothing. */
+  private journaledSize = '';
   private resizeTimer?: NodeJS.Timeout;
   private newsTimer?: NodeJS.Timeout;
   private truncated = false;
@@ -128,10 +130,13 @@ export class Attachment {
       return;
     }
     if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || isJournalSealed(this.sessionId)) return;
+    const size = `${this.pty.cols}x${this.pty.rows}`;
+    if (size === this.journaledSize) return;
     this.lastResizeAt = Date.now();
     this.resizes++;
     try {
       this.journal.resize(this.pty);
+      this.journaledSize = size;
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'journaling a resize failed');
     }

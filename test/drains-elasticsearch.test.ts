@@ -1,7 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
 import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './drains-receivers.js';
 
 // No Elasticsearch can be installed here, so this is a faithful `_bulk` endpoint written for the test:
@@ -62,23 +61,20 @@ class FakeBulk {
 }
 
 let stack: TestStack;
-let host: TestHost;
 let cert: Cert;
 let rx: HttpsReceiver;
 const es = new FakeBulk();
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true } });
-  host = await TestHost.create(stack);
-  await host.startShipper({ batchEvents: 20 });
+  stack = await startTestStack({ env: { ESSH_DRAIN_BATCH_EVENTS: '20', ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
   rx.answer = (r) => es.handle(r);
   await rx.up();
 });
 afterAll(async () => {
-  await host?.stop();
   await rx?.down();
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
@@ -93,13 +89,13 @@ describe('an Elasticsearch drain', () => {
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body.url).toBe(`https://elastic:****@127.0.0.1:${rx.port}/cluster`);
 
-    const session = await host.session(tenant as Tenant);
-    const id = session.id;
-    for (let i = 0; i < 60; i++) {
-      session.print(`doc ${i}\n`);
-      if (i === 30) session.print('POISON pill\n');
-    }
-    await session.end({ exit_code: 0 });
+    // A session printing 60 lines through the portal, with a line the cluster cannot map after the 31st.
+    const run = await runInSession(stack, tenant, {
+      command: ['sh', '-c', 'i=0; while [ $i -lt 60 ]; do echo "doc $i"; [ $i = 30 ] && echo "POISON pill"; i=$((i+1)); done; exit 0'],
+    });
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout.toString().split('\n')).toHaveLength(62);
+    const id = run.id;
 
     const index = `essh-${tenant.app}-${new Date().toISOString().slice(0, 4)}.${new Date().toISOString().slice(5, 7)}`;
     const docs = await waitFor('the ended event in the index', async () => {

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { HttpsReceiver, SessionTerminal, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
 
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
@@ -35,15 +35,17 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rx?.down();
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
-async function startSession(body: object = {}, waitUntilReady = true) {
-  const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body);
+/** A session of the app's shell with the user's terminal (80×24) attached through the portal. */
+async function startSession() {
+  const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
   expect(r.status, JSON.stringify(r.body)).toBe(201);
-  if (waitUntilReady) await waitForState(stack, tenant.token, r.body.id, 'waiting_for_client');
-  return r.body.id as number;
+  const term = await PortalTerminal.open(r.body.connect, { cols: 80, rows: 24 });
+  return { id: r.body.id as number, term };
 }
 
 function sessionEvents(id: number) {
@@ -72,28 +74,34 @@ async function metric(name: string, label: string): Promise<number | undefined> 
 }
 const drainMetric = (name: string, drainId: number) => metric(name, `drain_id="${drainId}"`);
 
-// needs the exec portal: these sessions print through the SSH portal into their journals, which the
-// capture-era SessionTerminal (attach to the container's main process) no longer does. The shipper's
-// behaviour itself is proven on journals in drains-shipper.test.ts.
-describe.skip('an HTTPS drain', () => {
+/** The demo image's shell prompt (busybox's line editor follows it with a cursor query and a redraw). */
+const PROMPT = /:\/app[$#] /;
+
+// Sessions printing through the SSH portal into their journals, shipped by the host's shipper.
+describe('an HTTPS drain', () => {
   it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
-    const id = await startSession();
-    const term = await SessionTerminal.open(stack, id);
+    const { id, term } = await startSession();
     try {
+      await term.waitFor(PROMPT);
       term.type('echo "héllo wörld ✓ $((6*7))"\n');
       await term.waitFor('héllo wörld ✓ 42');
-      term.type('read -s PW; echo "got ${#PW} chars"\n');
-      await sleep(500);
+      term.type('read -s -p "Password: " PW; echo; echo "got ${#PW} chars"\n');
+      // The prompt comes once echo is off; a moment more for a loaded machine.
+      await term.waitFor('Password: ');
+      await sleep(300);
       term.type(`${PASSWORD}\n`);
       await term.waitFor(`got ${PASSWORD.length} chars`);
       term.type('echo card 4111 1111 1111 1111 ssn 123-45-6789 key sk_live_abc123XYZ order 1234567890123\n');
       await term.waitFor('order 1234567890123\r\n');
       term.type('exit 5\n');
+      expect(await term.exitCode).toBe(5);
       const ended = await waitForState(stack, tenant.token, id, 'ended');
       expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 5 });
     } finally {
       term.close();
     }
+    // Nothing of the password reached the terminal either.
+    expect(term.output).not.toContain(PASSWORD);
     await waitForEnded(id);
     const events = sessionEvents(id);
 
@@ -146,7 +154,8 @@ describe.skip('an HTTPS drain', () => {
     expect(drains.body[0].delivery.delivered_events).toBeGreaterThanOrEqual(max + 1);
     expect(drains.body[0].delivery.last_success_at).toBeTruthy();
 
-    // The recording shows the same, with the same redactions and without the password.
+    // The recording shows the same, with the same redactions and without the password, at the size of
+    // the client's terminal (the program started when it attached).
     const rec = await stack.api.get(`/sessions/${id}/recording`, tenant.token);
     expect(rec.status).toBe(200);
     expect(rec.headers.get('content-type')).toMatch(/application\/x-asciicast/);
@@ -159,7 +168,10 @@ describe.skip('an HTTPS drain', () => {
   });
 
   it('loses nothing while the drain is down for 30 s in the middle of a session', async () => {
-    const id = await startSession({ command: ['sh', '-c', 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.15; done; exit 0'] });
+    const session = await openSession(stack, tenant, {
+      command: ['sh', '-c', 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.15; done; exit 0'],
+    });
+    const { id } = session;
     await waitFor('the first lines to arrive', async () => sessionEvents(id).some((e) => e.log === 'line 5'), 20_000, 100);
     await rx.down();
     const downAt = Date.now();
@@ -171,10 +183,13 @@ describe.skip('an HTTPS drain', () => {
     expect(Date.parse(during.delivery.last_error_at)).toBeGreaterThanOrEqual(downAt - 1000);
     // So does /metrics, for an operator's alerting.
     expect(await drainMetric('essh_drain_backlog_bytes', during.id)).toBeGreaterThan(100);
-    // The printing session is open and has no client.
-    expect(await metric('essh_sessions', 'state="waiting_for_client"')).toBeGreaterThanOrEqual(1);
+    // The printing session is open, its client attached.
+    expect(await metric('essh_sessions', 'state="active"')).toBeGreaterThanOrEqual(1);
     await sleep(30_000 - (Date.now() - downAt));
     await rx.up();
+    const run = await session.done;
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout.toString()).toBe(Array.from({ length: 300 }, (_, i) => `line ${i}\n`).join(''));
     await waitForEnded(id, 60_000);
     const events = sessionEvents(id);
     expectNoGaps(events);
@@ -190,14 +205,16 @@ describe.skip('an HTTPS drain', () => {
   }, 120_000);
 
   it('ends with a session_ended event naming who terminated it, after the last output', async () => {
-    const id = await startSession();
-    const term = await SessionTerminal.open(stack, id);
+    const { id, term } = await startSession();
     try {
+      await term.waitFor(PROMPT);
       term.type('echo before-terminate\n');
       await term.waitFor('before-terminate\r\n');
       const t = await stack.api.post(`/sessions/${id}/terminate`, tenant.token, { reason: 'lunch' });
       expect(t.status).toBe(202);
       await waitForState(stack, tenant.token, id, 'ended');
+      // The terminal is told why, on a line of its own (the portal's, not the session's output).
+      await term.waitFor(`essh: session ${id} terminated by ${tenant.user.email}: lunch`);
     } finally {
       term.close();
     }
@@ -211,8 +228,10 @@ describe.skip('an HTTPS drain', () => {
   });
 
   it('keeps stdout and stderr apart for a session without a TTY', async () => {
-    const id = await startSession({ tty: false, command: ['sh', '-c', 'echo out-line; echo err-line >&2; echo "out-2 ✓"; exit 0'] }, false);
-    await waitForState(stack, tenant.token, id, 'ended');
+    const run = await runInSession(stack, tenant, { command: ['sh', '-c', 'echo out-line; echo err-line >&2; echo "out-2 ✓"; exit 0'] });
+    expect(run.stdout.toString()).toBe('out-line\nout-2 ✓\n');
+    expect(run.stderr.toString()).toBe('err-line\n');
+    const { id } = run;
     await waitForEnded(id);
     const events = sessionEvents(id);
     expectNoGaps(events);
@@ -225,8 +244,8 @@ describe.skip('an HTTPS drain', () => {
   it('records a permanent refusal (4xx) on the drain instead of dropping it silently', async () => {
     rx.answer = () => ({ status: 400, body: '{"error":"schema mismatch"}' });
     try {
-      const id = await startSession({ command: ['sh', '-c', 'echo refused-output; exit 0'] }, false);
-      await waitForState(stack, tenant.token, id, 'ended');
+      const run = await runInSession(stack, tenant, { command: ['sh', '-c', 'echo refused-output; exit 0'] });
+      expect(run.stdout.toString()).toBe('refused-output\n');
       const d = await waitFor('the refusal to be recorded', async () => {
         const r = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
         return r.delivery.failed_events > 0 && r.delivery.backlog_bytes === 0 ? r : undefined;

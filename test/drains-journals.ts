@@ -31,13 +31,16 @@ export class TestHost {
     return new TestHost(stack, await mkdtemp(path.join(os.tmpdir(), 'essh-host-')));
   }
 
-  /** A running session of `tenant` on this host, with its `started` record written. */
-  async session(tenant: Tenant, opts: { maxBytes?: number; command?: string[] } = {}): Promise<TestSession> {
+  /**
+   * A running session of `tenant` on this host, with its `started` record written. `containerId`
+   * null: as provisioning starts it, before its container exists (`TestSession.containerMade`).
+   */
+  async session(tenant: Tenant, opts: { maxBytes?: number; command?: string[]; containerId?: string | null } = {}): Promise<TestSession> {
     const { db } = this.stack.runtime;
     const acc = await db.selectFrom('accounts').select('id').where('handle', '=', tenant.account).executeTakeFirstOrThrow();
     const app = await db.selectFrom('apps').select('id').where('handle', '=', tenant.app).executeTakeFirstOrThrow();
     const now = nowIso();
-    const containerId = randomBytes(32).toString('hex');
+    const containerId = opts.containerId === undefined ? randomBytes(32).toString('hex') : opts.containerId;
     const op = await db.insertInto('operations').values({
       type: 'execute', account_id: Number(acc.id), app_id: Number(app.id), user_id: tenant.user.id, stack: 'local',
       command: opts.command ? JSON.stringify(opts.command) : null, container_size_mb: 1024, state: 'active', status: 'running',
@@ -86,6 +89,12 @@ export class TestHost {
 /** One session's journal, written as the portal (output, resizes) and teardown (ended) write it. */
 export class TestSession {
   constructor(private readonly host: TestHost, readonly id: number, readonly writer: JournalWriter, private readonly startedAt: number) {}
+
+  /** The container was made: the session's record has its id, as the workflow records it. */
+  async containerMade(containerId = randomBytes(32).toString('hex')) {
+    await this.host.stack.runtime.db.updateTable('operations').set({ container_id: containerId }).where('id', '=', this.id).execute();
+    return containerId;
+  }
 
   print(text: string | Buffer, stream: OutputStream = 'stdout') {
     this.writer.output(stream, typeof text === 'string' ? Buffer.from(text) : text);

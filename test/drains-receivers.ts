@@ -1,5 +1,5 @@
-// Real receivers for the drain tests: TLS certificates from openssl, an HTTPS endpoint, a faithful
-// Elasticsearch `_bulk` endpoint, and a way to drive a session's TTY before the portal exists.
+// Real receivers for the drain tests: TLS certificates from openssl, an HTTPS endpoint that records
+// what it accepted, and a user's terminal on a session through the SSH portal.
 import { execFile } from 'node:child_process';
 import { StringDecoder } from 'node:string_decoder';
 import { rmSync } from 'node:fs';
@@ -8,10 +8,8 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
-import { heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
-import { docker, type TestStack } from './harness.js';
+import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
 
 const run = promisify(execFile);
 
@@ -52,6 +50,8 @@ export class HttpsReceiver {
   answer: (req: ReceivedRequest) => { status: number; body?: string; headers?: Record<string, string> } = () => ({ status: 200, body: '{}' });
   /** A slow receiver: each answer comes this long after the request. */
   delayMs = 0;
+  /** Requests received and not answered yet. */
+  inFlight = 0;
   private server?: https.Server;
   port = 0;
 
@@ -63,7 +63,9 @@ export class HttpsReceiver {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const r: ReceivedRequest = { path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
+        this.inFlight++;
         const reply = () => {
+          this.inFlight--;
           const a = this.answer(r);
           if (a.status >= 200 && a.status < 300) this.requests.push(r);
           res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers });
@@ -97,30 +99,32 @@ export function eventsOf(rx: HttpsReceiver): Record<string, any>[] {
 }
 
 /**
- * A terminal on the session's container: attaches to its TTY the way the portal does, and keeps the
- * session active with heartbeats. `output` is everything the terminal showed since attaching.
+ * A user's terminal on a session, through the real SSH portal: the ssh2 client with a PTY of `size`
+ * and the session's one-time token, as `essh ssh` attaches (the program starts then). `output` is
+ * everything the terminal was sent, decoded as the terminal would.
  */
-export class SessionTerminal {
+export class PortalTerminal {
   output = '';
-  private constructor(private readonly stream: Duplex, private readonly beat: NodeJS.Timeout) {}
+  private constructor(private readonly shell: PortalShell) {}
 
-  static async open(stack: TestStack, operationId: number): Promise<SessionTerminal> {
-    const handle = stack.runtime.client.workflow.getHandle(sessionWorkflowId(operationId));
-    const beat = () => handle.signal(heartbeatSignal, { connection_id: 'test-terminal' }).catch(() => undefined);
-    await beat();
-    const stream = (await docker.getContainer(`essh-${operationId}`).attach({
-      stream: true, stdin: true, stdout: true, stderr: true, hijack: true,
-    })) as unknown as Duplex;
-    const t = new SessionTerminal(stream, setInterval(beat, 1000));
+  static async open(connect: PortalTarget, size = { cols: 80, rows: 24 }): Promise<PortalTerminal> {
+    const shell = await openPortalShell(connect, { pty: size });
+    const t = new PortalTerminal(shell);
     // A character can be split across two chunks of the stream: decoded chunk by chunk, it would show
     // as two replacement characters the terminal never showed.
     const decoder = new StringDecoder('utf8');
-    stream.on('data', (c: Buffer) => (t.output += decoder.write(c)));
+    shell.channel.on('data', (c: Buffer) => (t.output += decoder.write(c)));
+    shell.channel.stderr.on('data', (c: Buffer) => (t.output += c.toString('utf8')));
     return t;
   }
 
+  /** The exit status the portal sent when the channel closed (null without one). */
+  get exitCode() {
+    return this.shell.exitCode;
+  }
+
   type(text: string) {
-    this.stream.write(text);
+    this.shell.channel.write(text);
   }
 
   async waitFor(pattern: RegExp | string, timeoutMs = 15_000): Promise<void> {
@@ -132,7 +136,6 @@ export class SessionTerminal {
   }
 
   close() {
-    clearInterval(this.beat);
-    this.stream.destroy();
+    this.shell.close();
   }
 }

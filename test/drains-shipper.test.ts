@@ -144,6 +144,25 @@ describe('the host shipper into an HTTPS drain', () => {
     expect(events.find((e) => e.seq === max)!.log).toMatch(/output shipped is incomplete/);
   });
 
+  it('gives every event the container\'s id: waits for it while the container is being made, ships without one a session that never got one', async () => {
+    const { tenant } = await drainedTenant('/ingest');
+    const s = await host.session(tenant, { containerId: null });
+    s.print('early line\n');
+    await sleep(1500);
+    expect(ofSession(s.id)).toEqual([]);
+    const containerId = await s.containerMade();
+    await waitFor('the early events', async () => ofSession(s.id).some((e) => e.log === 'early line'), 10_000, 50);
+    await s.end();
+    await waitForEnded(s.id);
+    expect(ofSession(s.id).filter((e) => e.container !== containerId)).toEqual([]);
+
+    // Provisioning failed: the session ends without a container, and its events go as they are.
+    const failed = await host.session(tenant, { containerId: null });
+    await failed.end({ end_reason: 'provision_failed', exit_code: null });
+    await waitForEnded(failed.id);
+    expect(ofSession(failed.id).map((e) => [e.seq, e.event, e.container])).toEqual([[0, 'session_started', null], [1, 'session_ended', null]]);
+  });
+
   it('skips what a session printed before the drain existed, and delivers the rest', async () => {
     const tenant = await createTenant(stack, { plan: 'scale' }) as Tenant;
     const s = await host.session(tenant);

@@ -4,14 +4,15 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
 import { selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { RecordType } from '../journal/format.js';
+import { readRecords } from '../journal/reader.js';
+import { journalPath } from '../journal/writer.js';
 
 // Debian's rsyslogd (with rsyslog-gnutls) as the receiver: RFC 5425 TLS input, RFC 6587 octet-counted
 // framing, its default 8 KiB maximum message size, and every message written as rsyslog's own JSON.
 let stack: TestStack;
-let host: TestHost;
 let cert: Cert;
 let rsyslog: ChildProcess;
 let port: number;
@@ -26,9 +27,7 @@ async function freePort(): Promise<number> {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true } });
-  host = await TestHost.create(stack);
-  await host.startShipper();
+  stack = await startTestStack();
   cert = await selfSignedCert();
   port = await freePort();
   outFile = path.join(cert.dir, 'received.jsonl');
@@ -53,7 +52,7 @@ template(name="asJson" type="list") { property(name="jsonmesg") constant(value="
 });
 afterAll(async () => {
   if (rsyslog?.pid) rsyslog.kill('SIGTERM');
-  await host?.stop();
+  if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
@@ -76,15 +75,20 @@ describe('a syslog drain (TLS) into rsyslog', () => {
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body).toMatchObject({ drain_type: 'syslog', has_token: true, has_ca_cert: true });
 
-    // 2048 × "ab€" = 10 240 bytes on one line; the session ends with exit code 0. Written to the
-    // journal as the portal appends a session's output (here in chunks that split characters).
-    const user = { id: Number(u.body.id), name: u.body.name as string, email: u.body.email as string };
-    const session = await host.session({ ...tenant, token: u.body.token, user } as Tenant);
-    const id = session.id;
-    session.print('Grüße, 世界 🚀 done\n');
-    const long = Buffer.from(`LONG[${'ab€'.repeat(2048)}]END\n`);
-    for (let at = 0; at < long.length; at += 1000) session.print(long.subarray(at, at + 1000));
-    await session.end({ exit_code: 0 });
+    // The user's session prints through the portal. 2048 × "ab€" = 10 240 bytes on one line, written
+    // in pieces of 999 bytes that split characters (separate writes, so separate chunks and journal
+    // records); the session ends with exit code 0.
+    const script = `printf 'Grüße, 世界 🚀 done\\n'
+      i=0; s=; while [ $i -lt 2048 ]; do s="\${s}ab€"; i=$((i+1)); done; printf 'LONG[%s]END\\n' "$s" > /tmp/long
+      i=0; while [ $i -lt 11 ]; do dd if=/tmp/long bs=999 skip=$i count=1 2>/dev/null; sleep 0.05; i=$((i+1)); done; exit 0`;
+    const run = await runInSession(stack, { app: tenant.app, token: u.body.token }, { command: ['sh', '-c', script] });
+    expect(run.exitCode).toBe(0);
+    const long = `LONG[${'ab€'.repeat(2048)}]END\n`;
+    expect(run.stdout.toString()).toBe(`Grüße, 世界 🚀 done\n${long}`);
+    const id = run.id;
+    const pieces: Buffer[] = [];
+    for await (const r of readRecords(journalPath(stack.dataDir, id))) if (r.type === RecordType.output) pieces.push(r.payload);
+    expect(pieces.some((p) => !Buffer.from(p.toString('utf8')).equals(p)), 'a journal record ending inside a character').toBe(true);
 
     const msgs = await waitFor('the ended event in rsyslog', async () => {
       const all = (await received()).filter((m) => m.procid === String(id));

@@ -170,7 +170,9 @@ export async function startOperationIdsAt(db: Db, engine: DbEngine, base: number
   if (engine === 'postgres') {
     await sql`select setval(pg_get_serial_sequence('operations', 'id'), ${base})`.execute(db);
   } else {
-    await sql`insert or replace into sqlite_sequence (name, seq) values ('operations', ${base})`.execute(db);
+    // sqlite_sequence has no key on its name: "insert or replace" would add a second row, which SQLite ignores.
+    await sql`delete from sqlite_sequence where name = 'operations'`.execute(db);
+    await sql`insert into sqlite_sequence (name, seq) values ('operations', ${base})`.execute(db);
   }
 }
 
@@ -315,17 +317,28 @@ export interface SessionRun {
   ended: any;
 }
 
+/** A session being run through the portal by the ssh2 client (see `openSession`). */
+export interface OpenSession {
+  id: number;
+  shell: import('../portal/client.js').PortalShell;
+  /** What the client has received so far. */
+  stdout(): Buffer;
+  stderr(): Buffer;
+  /** The output to the end, the exit status, and the session once it has ended. */
+  done: Promise<SessionRun>;
+}
+
 /**
  * Creates a session through the API and attaches to it through the real SSH portal with the ssh2
  * client and its one-time token, as `essh ssh` does: the program starts when the client attaches (by
- * docker exec). Writes `input` (then EOF without a TTY), collects the output to the end and the exit
- * status, and waits for the session to be `ended`.
+ * docker exec). Writes `input` (then EOF without a TTY) and collects the output while it comes; `done`
+ * resolves with all of it, the exit status, and the session once it is `ended`.
  */
-export async function runInSession(
+export async function openSession(
   stack: TestStack,
   t: { app: string; token: string },
   opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
-): Promise<SessionRun> {
+): Promise<OpenSession> {
   const { openPortalShell } = await import('../portal/client.js');
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
   if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
@@ -336,10 +349,24 @@ export async function runInSession(
   shell.channel.stderr.on('data', (c: Buffer) => err.push(c));
   if (opts.input !== undefined) shell.channel.write(opts.input);
   if (!opts.tty) shell.channel.end();
-  const exitCode = await shell.exitCode;
-  shell.close();
-  const ended = await waitForState(stack, t.token, r.body.id, 'ended', opts.endTimeoutMs ?? 30_000);
-  return { id: r.body.id, stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode, ended };
+  const id = r.body.id as number;
+  const done = (async (): Promise<SessionRun> => {
+    const exitCode = await shell.exitCode;
+    shell.close();
+    const ended = await waitForState(stack, t.token, id, 'ended', opts.endTimeoutMs ?? 30_000);
+    return { id, stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode, ended };
+  })();
+  done.catch(() => undefined); // the caller awaits it, or the test has failed already
+  return { id, shell, stdout: () => Buffer.concat(out), stderr: () => Buffer.concat(err), done };
+}
+
+/** `openSession` to its end: the session's output, its exit status, and the session once `ended`. */
+export async function runInSession(
+  stack: TestStack,
+  t: { app: string; token: string },
+  opts: Parameters<typeof openSession>[2] = {},
+): Promise<SessionRun> {
+  return (await openSession(stack, t, opts)).done;
 }
 
 /** The name of a session's container on the engine (CONTRACT §7: essh-<installation>-<operation id>). */

@@ -125,12 +125,12 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 7 });
     expect(await containerExists(sessionContainer(stack, s.id))).toBe(false);
 
-    // The recording replays at the sizes the terminal had: the container started before the client
-    // attached (at the engine's 80×24), then the client's 100×30, then 120×40 from the resize on.
+    // The recording replays at the sizes the terminal had: the program started when the client
+    // attached, in its 100×30 terminal; then 120×40 from the resize on.
     const { header, events } = await recordingOf(s.id);
-    expect(header).toMatchObject({ width: 80, height: 24 });
+    expect(header).toMatchObject({ width: 100, height: 30 });
     const resizes = events.filter((e) => e[1] === 'r').map((e) => e[2]);
-    expect(resizes[0]).toBe('100x30');
+    expect(resizes).not.toContain('100x30');
     expect(resizes.at(-1)).toBe('120x40');
     const resizedAt = events.findIndex((e) => e[1] === 'r' && e[2] === '120x40');
     const sttyAfter = events.findIndex((e) => e[1] === 'o' && e[2].includes('40 120'));
@@ -210,7 +210,7 @@ describe('the host key', () => {
   it('is announced in the connect block: OpenSSH trusting only that key gets in, and the essh client refuses any other key without spending the token', async () => {
     const file = path.join(stack.dataDir, 'ssh_host_ed25519_key.pub');
     const fingerprint = (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', file])).stdout.split(/\s+/)[1];
-    const s = await createSession({ command: ['sh', '-c', 'echo via-announced-key'], tty: false, start_on_connect: true });
+    const s = await createSession({ command: ['sh', '-c', 'echo via-announced-key'] });
     expect(s.connect.host_key_fingerprint).toBe(fingerprint);
     // known_hosts from the API's answer alone; OpenSSH takes the first value of an option, so these win.
     const knownHosts = await writeSecretFile(dir, 'known_hosts', `[127.0.0.1]:${port} ${s.connect.host_key}\n`);
@@ -221,7 +221,7 @@ describe('the host key', () => {
     expect(r.stdout.toString(), r.stderr).toBe('via-announced-key\n');
     expect(r.code).toBe(0);
 
-    const t = await createSession({ command: ['sh', '-c', 'echo token-still-good'], tty: false, start_on_connect: true });
+    const t = await createSession({ command: ['sh', '-c', 'echo token-still-good'] });
     const impostor = await generateKey(dir, 'impostor-host-key');
     await expect(openPortalShell({ ...t.connect, host_key: impostor.publicKey }, { pty: null })).rejects.toThrow(
       /presented a host key other than the essh API announced .*not sending the session token/,
@@ -255,7 +255,7 @@ describe('a session that expires while attached', () => {
 
 describe('keyboard-interactive', () => {
   it('takes the session token too', async () => {
-    const s = await createSession({ command: ['sh', '-c', 'echo via-kbd; exit 6'], start_on_connect: true, tty: false });
+    const s = await createSession({ command: ['sh', '-c', 'echo via-kbd; exit 6'] });
     const r = await runToEnd('sshpass', ['-e', 'ssh', '-T', ...sshArgs(port, kbdOnly), `${s.connect.user}@127.0.0.1`], {
       env: { ...process.env, SSHPASS: s.connect.token },
     });
@@ -348,7 +348,7 @@ describe('<app>@host with a registered key', () => {
     await term.typeLine('exit 5');
     expect(await term.exitStatus()).toBe(5);
 
-    // Its container started once the client was there: the recording starts at the client's size.
+    // Its program started once the client was there: the recording starts at the client's size.
     const [latest] = (await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token)).body as { id: number }[];
     await waitForState(stack, tenant.token, latest!.id, 'ended', 20_000);
     const { header, events } = await recordingOf(latest!.id);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
 import { existsSync } from 'node:fs';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, runInSession, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
 
 let stack: TestStack;
 let cert: Cert;
@@ -31,14 +31,14 @@ afterAll(async () => {
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
+/** A session that printed `line` to its client through the portal, and ended. */
 async function endedSession(t: typeof drained, line: string) {
-  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', `echo ${line}; exit 0`] });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  await waitForState(stack, t.token, r.body.id, 'ended', 30_000);
+  const r = await runInSession(stack, t, { command: ['sh', '-c', `echo ${line}; exit 0`] });
+  expect(r.stdout.toString()).toBe(`${line}\n`);
   // The record says `ended` a moment before teardown writes the journal's `ended` record.
   await waitFor('the journal\'s end', async () => Boolean((await stack.runtime.db.selectFrom('session_journals').select('ended_at')
-    .where('operation_id', '=', r.body.id).executeTakeFirst())?.ended_at));
-  return r.body.id as number;
+    .where('operation_id', '=', r.id).executeTakeFirst())?.ended_at));
+  return r.id;
 }
 
 /** 1 while the session's journal is on its host (the stack's own data dir), 0 once retention deleted it. */
@@ -46,9 +46,7 @@ async function storedEvents(id: number) {
   return existsSync(journalPath(stack.dataDir, id)) ? 1 : 0;
 }
 
-// needs the exec portal: sessions must print through the portal into their journals. Retention of
-// journals is proven in recording-journal.test.ts.
-describe.skip('retention of session output', () => {
+describe('retention of session output', () => {
   it('deletes an ended session\'s output after the retention; its recording then says so with 410', async () => {
     const id = await endedSession(undrained, 'kept-for-a-while');
     expect(await storedEvents(id)).toBeGreaterThan(0);
