@@ -81,6 +81,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
     channel.pipe(process.stdout, { end: false });
     channel.stderr.pipe(process.stderr, { end: false });
     const code = await shell.exitCode;
+    // The exit status may come before the last output has been written out here.
+    await outputDrained(channel);
     return code ?? 255;
   } finally {
     restore();
@@ -97,11 +99,33 @@ async function waitUntilReady(api: EsshApi, id: number): Promise<void> {
   for (;;) {
     const s = await api.get<Session>(`/sessions/${id}`);
     if (s.state === 'waiting_for_client' || s.state === 'active') return;
-    if (s.state === 'ending' || s.state === 'ended') {
+    // The portal attaches as soon as the container exists, so a quick program may have run and exited
+    // on this connection before the record ever said `waiting_for_client`: its output and exit status
+    // are on their way through the portal.
+    if (s.end_reason === 'exit') return;
+    if (s.state === 'ended' || (s.state === 'ending' && s.end_reason)) {
       process.stderr.write('\n');
       throw new CliError(`session ${id} ended before it was ready (${s.end_reason}${s.end_message ? `: ${s.end_message}` : ''})`);
     }
     if (Date.now() > deadline) throw new CliError(`session ${id} is still provisioning after 5 minutes; see essh operation ${id}`);
     await new Promise((r) => setTimeout(r, READY_POLL_MS));
   }
+}
+
+/** Resolves once stdout and stderr of the channel have ended (at most a few seconds after the exit status). */
+function outputDrained(channel: import('ssh2').ClientChannel): Promise<void> {
+  const ended = (stream: NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) =>
+    new Promise<void>((resolve) => {
+      if (stream.readableEnded || stream.destroyed) return resolve();
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+    });
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 5_000);
+    timer.unref();
+    void Promise.all([ended(channel), ended(channel.stderr)]).then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
