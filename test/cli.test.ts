@@ -315,6 +315,16 @@ describe('essh ssh: exit statuses and TTYs', () => {
     }
   });
 
+  it('a quick command\'s output and status arrive even when it ended before the CLI saw the session ready', async () => {
+    // The portal starts the program as soon as the container exists; `echo` may be done before the
+    // CLI's first poll sees `waiting_for_client` (about one run in ten here), which once made it a failure.
+    for (let i = 0; i < 12; i++) {
+      const r = await essh(['ssh', tenant.app, '--', 'sh', '-c', `echo quick-${i}; exit ${i % 3}`]);
+      expect({ code: r.code, stdout: r.stdout.toString(), stderr: r.stderr.replace(/^Provisioning container for session \d+… ready in \d+\.\d s\n/, '') })
+        .toEqual({ code: i % 3, stdout: `quick-${i}\n`, stderr: '' });
+    }
+  });
+
   it('-t asks for a TTY without a local terminal (its size 80x24, the local TERM)', async () => {
     // The pause: the portal sizes the exec's TTY just after starting it (Docker API 1.41 has no size at
     // exec creation), so a program's very first moment may see no size yet.
