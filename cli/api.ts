@@ -1,36 +1,68 @@
 import http from 'node:http';
 import https from 'node:https';
+import { VERSION } from '../lib/version.js';
 import { CliError, type CliConfig } from './config.js';
+
+const USER_AGENT = `essh-cli/${VERSION} node/${process.versions.node}`;
 
 /**
  * node:http rather than fetch: fetch loads undici on first use, about 30 ms of every `essh` start
  * (on the way to the prompt for `essh ssh`), for one small JSON request.
  */
-function send(url: URL, method: string, headers: Record<string, string>, body?: string) {
-  return new Promise<{ status: number; statusText: string; text: string }>((resolve, reject) => {
-    const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.once('error', reject);
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', text: Buffer.concat(chunks).toString('utf8') }));
-    });
+function open(url: URL, method: string, headers: Record<string, string>, body?: string) {
+  return new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers }, resolve);
     req.once('error', reject);
     req.end(body);
   });
+}
+
+function readAll(res: http.IncomingMessage) {
+  return new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.once('error', reject);
+    res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
+
+/**
+ * One page of a list answer. Today the API answers a plain JSON array; cursor pagination is on its
+ * way, and the CLI takes `{ items | data: [...], next_cursor }` too, following `next_cursor` (passed
+ * back as `?cursor=`) until it is null or absent. It sends no `limit`: the API's own page size is
+ * used, and an API without pagination would refuse the unknown parameter.
+ */
+export function pageOf<T>(body: unknown): { items: T[]; next: string | null } {
+  if (Array.isArray(body)) return { items: body as T[], next: null };
+  if (body && typeof body === 'object') {
+    const b = body as Record<string, unknown>;
+    const items = Array.isArray(b.items) ? b.items : Array.isArray(b.data) ? b.data : undefined;
+    if (items) {
+      const next = b.next_cursor;
+      return { items: items as T[], next: next === null || next === undefined || next === '' ? null : String(next) };
+    }
+  }
+  throw new CliError('the API answered a list in a shape this essh does not know (neither an array nor { items, next_cursor }); is essh up to date?');
 }
 
 /** The REST API as the CLI uses it: an error answer becomes one line naming what to do. */
 export class EsshApi {
   constructor(private readonly config: CliConfig) {}
 
-  async request<T>(method: 'GET' | 'POST' | 'DELETE', p: string, body?: unknown): Promise<T> {
-    let res: Awaited<ReturnType<typeof send>>;
+  get apiUrl() {
+    return this.config.api_url;
+  }
+
+  /** Sends a request and answers the response of a 2xx; any other answer becomes a CliError. */
+  private async send(method: 'GET' | 'POST' | 'DELETE', p: string, body?: unknown): Promise<http.IncomingMessage> {
+    let res: http.IncomingMessage;
     try {
-      res = await send(
+      res = await open(
         new URL(this.config.api_url + p),
         method,
         {
           authorization: `Bearer ${this.config.token}`,
+          'user-agent': USER_AGENT,
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         body === undefined ? undefined : JSON.stringify(body),
@@ -38,18 +70,26 @@ export class EsshApi {
     } catch (err) {
       throw new CliError(`cannot reach the essh API at ${this.config.api_url} (${(err as Error).message}); check the URL (essh login --api URL, or ESSH_API_URL)`);
     }
-    const { text } = res;
+    const status = res.statusCode ?? 0;
+    if (status >= 200 && status <= 299) return res;
+    const text = await readAll(res).catch(() => '');
     let parsed: any;
     try {
-      parsed = text ? JSON.parse(text) : undefined;
+      parsed = JSON.parse(text);
     } catch {
       parsed = undefined;
     }
-    if (res.status < 200 || res.status > 299) {
-      const message = typeof parsed?.message === 'string' ? parsed.message : `the API answered ${res.status} ${res.statusText}`;
-      throw new CliError(message);
+    const message = typeof parsed?.message === 'string' ? parsed.message : `the API answered ${status} ${res.statusMessage ?? ''}`.trim();
+    throw new CliError(message, 1, status);
+  }
+
+  async request<T>(method: 'GET' | 'POST' | 'DELETE', p: string, body?: unknown): Promise<T> {
+    const text = await readAll(await this.send(method, p, body));
+    try {
+      return (text ? JSON.parse(text) : undefined) as T;
+    } catch {
+      throw new CliError(`the API at ${this.config.api_url} answered something that is not JSON to ${method} ${p.replace(/\?.*/, '')}`);
     }
-    return parsed as T;
   }
 
   get<T>(p: string) {
@@ -61,11 +101,38 @@ export class EsshApi {
   delete(p: string) {
     return this.request<void>('DELETE', p);
   }
+
+  /** A GET whose body is not JSON (a recording): the response stream, for the caller to read. */
+  stream(p: string): Promise<http.IncomingMessage> {
+    return this.send('GET', p);
+  }
+
+  /** Every item of a list route, following `next_cursor` across pages (see pageOf). */
+  async list<T>(p: string, query: Record<string, string | number | undefined> = {}): Promise<T[]> {
+    const all: T[] = [];
+    const seen = new Set<string>();
+    let cursor: string | null = null;
+    for (;;) {
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v));
+      if (cursor !== null) params.set('cursor', cursor);
+      const qs = params.toString();
+      const page = pageOf<T>(await this.get<unknown>(qs ? `${p}?${qs}` : p));
+      all.push(...page.items);
+      if (page.next === null) return all;
+      if (seen.has(page.next)) throw new CliError(`the API gave the same next_cursor twice while listing ${p}; stopping rather than looping`);
+      seen.add(page.next);
+      cursor = page.next;
+    }
+  }
 }
 
 export interface Session {
   id: number;
+  operation_id?: number;
   app: string;
+  account?: string;
+  stack?: string;
   state: string;
   user: { id: number; name: string; email: string };
   end_reason: string | null;
@@ -74,11 +141,21 @@ export interface Session {
   exit_code: number | null;
   command: string[] | null;
   container_size_mb: number;
+  container_id?: string | null;
   created_at: string;
   connected_at: string | null;
   ended_at: string | null;
+  expires_at?: string | null;
 }
 
 export interface CreatedSession extends Session {
   connect: { host: string; port: number; user: string; token: string; token_expires_at: string; ssh_command: string; host_key?: string; host_key_fingerprint?: string };
+}
+
+export interface Me {
+  id: number;
+  name: string;
+  email: string;
+  role: string;
+  accounts: string[];
 }

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import type { EsshApi } from './api.js';
 import { CliError } from './config.js';
+import { readStdin } from './prompt.js';
 
 interface Drain {
   id: number;
@@ -19,16 +20,21 @@ interface Drain {
 export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
   json: (v: unknown) => void;
   table: (rows: string[][]) => string;
+  helpAfter: (cmd: Command, examples: [string, string?][]) => Command;
 }): Command {
-  const cmd = new Command('log-drains').description("manage an account's log drains");
+  const cmd = out.helpAfter(new Command('log-drains').description("manage an account's log drains").helpOption('-h, --help', 'show this help'), [
+    ['essh log-drains list acme'],
+    ['essh log-drains create acme --handle siem --type syslog --url syslog+tls://logs.example.com:6514'],
+    ['essh log-drains resume 7', 'after fixing its receiver'],
+  ]);
 
-  cmd
+  out.helpAfter(cmd
     .command('list')
     .description("list an account's log drains with their delivery state")
     .argument('<account>', 'account handle')
     .option('--json', 'print JSON')
     .action(async (account: string, opts: { json?: boolean }) => {
-      const drains = await (await api()).get<Drain[]>(`/accounts/${encodeURIComponent(account)}/log_drains`);
+      const drains = await (await api()).list<Drain>(`/accounts/${encodeURIComponent(account)}/log_drains`);
       if (opts.json) return out.json(drains);
       if (!drains.length) return void process.stderr.write(`Account ${account} has no log drains.\n`);
       process.stdout.write(out.table([
@@ -37,25 +43,28 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
           String(d.id), d.handle, d.drain_type, d.status ?? 'active', d.url, String(d.delivery?.backlog_bytes ?? 0), d.delivery?.last_error ?? '',
         ]),
       ]));
-    });
+    }), [['essh log-drains list acme'], ['essh log-drains list acme --json | jq \'.[] | {handle, status}\'']]);
 
-  cmd
+  out.helpAfter(cmd
     .command('create')
     .description('add a log drain to an account (account admins and operators)')
     .argument('<account>', 'account handle')
     .requiredOption('--handle <handle>', 'a name for the drain')
-    .requiredOption('--type <type>', 'https, syslog or elasticsearch')
+    .addOption(new Option('--type <type>', 'the kind of receiver').choices(['https', 'syslog', 'elasticsearch']).makeOptionMandatory())
     .requiredOption('--url <url>', 'https://…, syslog+tls://host:port, or the Elasticsearch cluster URL')
-    .option('--token <token>', 'syslog: prefix on every line; elasticsearch: API key')
+    .option('--token <token>', 'syslog: prefix on every line; elasticsearch: API key (a secret: prefer --token-stdin)')
+    .option('--token-stdin', 'read --token from stdin, so it stays out of shell history and ps')
     .option('--ca-cert <file>', 'PEM file of a private CA to trust')
     .option('--index <pattern>', 'elasticsearch: index pattern, e.g. essh-{yyyy}.{MM}.{dd}')
     .option('--pipeline <name>', 'elasticsearch: ingest pipeline')
     .option('--no-ephemeral-sessions', 'do not ship session output to this drain')
     .option('--json', 'print JSON')
     .action(async (account: string, opts: {
-      handle: string; type: string; url: string; token?: string; caCert?: string; index?: string; pipeline?: string;
+      handle: string; type: string; url: string; token?: string; tokenStdin?: boolean; caCert?: string; index?: string; pipeline?: string;
       ephemeralSessions: boolean; json?: boolean;
     }) => {
+      if (opts.token !== undefined && opts.tokenStdin) throw new CliError('give the drain token either with --token or on stdin with --token-stdin, not both');
+      const token = opts.tokenStdin ? await readStdin() : opts.token;
       let caCert: string | undefined;
       if (opts.caCert) {
         caCert = await readFile(opts.caCert, 'utf8').catch((err: Error) => {
@@ -66,7 +75,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
         handle: opts.handle,
         drain_type: opts.type,
         url: opts.url,
-        ...(opts.token ? { token: opts.token } : {}),
+        ...(token ? { token } : {}),
         ...(caCert ? { ca_cert: caCert } : {}),
         ...(opts.index ? { index: opts.index } : {}),
         ...(opts.pipeline ? { pipeline: opts.pipeline } : {}),
@@ -74,9 +83,13 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       });
       if (opts.json) return out.json(drain);
       process.stderr.write(`Log drain ${drain.handle} (id ${drain.id}) added to ${account}.\n`);
-    });
+    }), [
+    ['essh log-drains create acme --handle hook --type https --url https://logs.example.com/essh'],
+    ['essh log-drains create acme --handle es --type elasticsearch --url https://es.example.com:9200 --token-stdin < es-api-key'],
+    ['essh log-drains create acme --handle siem --type syslog --url syslog+tls://siem.example.com:6514 --ca-cert ca.pem'],
+  ]);
 
-  cmd
+  out.helpAfter(cmd
     .command('delete')
     .description('delete a log drain')
     .argument('<id>', 'drain id')
@@ -84,9 +97,9 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
       await (await api()).delete(`/log_drains/${id}`);
       process.stderr.write(`Log drain ${id} deleted.\n`);
-    });
+    }), [['essh log-drains delete 7']]);
 
-  cmd
+  out.helpAfter(cmd
     .command('resume')
     .description('resume a paused log drain (after fixing its receiver or credentials): delivery goes on where it stopped')
     .argument('<id>', 'drain id')
@@ -94,7 +107,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
       await (await api()).post(`/log_drains/${id}/resume`, {});
       process.stderr.write(`Log drain ${id} resumed.\n`);
-    });
+    }), [['essh log-drains resume 7', 'delivery goes on where it stopped']]);
 
   return cmd;
 }

@@ -1,13 +1,28 @@
-// `essh`: the command-line client (CONTRACT §5). Progress goes to stderr, data to stdout.
-import { Command, InvalidArgumentError } from 'commander';
-import { EsshApi, type Session } from './api.js';
-import { CliError, resolveConfig, saveConfig } from './config.js';
+// `essh`: the command-line client (CONTRACT §5). Progress goes to stderr, data to stdout. `essh ssh`
+// exits with the remote program's status, or 255 when essh itself fails (as OpenSSH does); the other
+// commands exit 0, or 1 when they fail.
+import { finished } from 'node:stream/promises';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { VERSION } from '../lib/version.js';
+import { EsshApi, type Me, type Session } from './api.js';
+import { bashCompletion, zshCompletion } from './completion.js';
+import { CliError, SSH_OWN_FAILURE, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
 import { logDrainsCommand } from './log-drains.js';
+import { playRecording } from './play.js';
+import { promptHidden, readStdin } from './prompt.js';
 import { sshToApp } from './ssh.js';
+import { watchSessions } from './watch.js';
+
+const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'];
 
 const positiveInt = (what: string) => (value: string) => {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive whole number.`);
+  return n;
+};
+const positiveNumber = (what: string) => (value: string) => {
+  const n = Number(value);
+  if (!/^\d*\.?\d+$/.test(value) || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive number, e.g. 2 or 0.5.`);
   return n;
 };
 
@@ -22,62 +37,209 @@ function table(rows: string[][]) {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
 
+const endOf = (s: Session) => (s.end_reason ? `${s.end_reason}${s.exit_code !== null ? ` (${s.exit_code})` : ''}` : '');
+
+function sessionsTable(sessions: Session[]) {
+  return table([
+    ['ID', 'APP', 'STATE', 'USER', 'CREATED', 'END'],
+    ...sessions.map((s) => [String(s.id), s.app, s.state, s.user.email, s.created_at, endOf(s)]),
+  ]);
+}
+
+const shown = (v: unknown) => (v === null || v === undefined || v === '' ? '-' : Array.isArray(v) ? JSON.stringify(v) : String(v));
+
+/** Name: value lines, the names aligned. */
+function fields(pairs: [string, unknown][]) {
+  return table(pairs.map(([k, v]) => [`${k}:`, shown(v)]));
+}
+
+// --- help text -------------------------------------------------------------------------------------
+
+const ENV = {
+  ESSH_API_URL: 'the essh API, e.g. https://essh.example.com (over the stored login\'s)',
+  ESSH_TOKEN: 'an API token (over the stored one), for CI and scripts',
+  ESSH_CONFIG: 'where the login is stored (default ~/.config/essh/config.json, or under $XDG_CONFIG_HOME)',
+  TERM: 'given to the session\'s program when essh ssh asks for a TTY',
+} as const;
+type EnvName = keyof typeof ENV;
+const CONNECTION_ENV: EnvName[] = ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG'];
+
+/** An Examples section and an Environment section under a command's help. */
+function helpAfter(cmd: Command, examples: [string, string?][], env: EnvName[] = CONNECTION_ENV, more = ''): Command {
+  const width = Math.max(...examples.map(([c]) => c.length));
+  const ex = examples.map(([c, note]) => `  $ ${note ? c.padEnd(width) + '   # ' + note : c}`).join('\n');
+  const envWidth = Math.max(...env.map((e) => e.length));
+  const en = env.map((e) => `  ${e.padEnd(envWidth)}   ${ENV[e]}`).join('\n');
+  return cmd.addHelpText('after', `\nExamples:\n${ex}\n${env.length ? `\nEnvironment:\n${en}\n` : ''}${more}`);
+}
+
+// --- the program -----------------------------------------------------------------------------------
+
 export function buildProgram(): Command {
   const program = new Command()
     .name('essh')
     .description('Ephemeral shell sessions: a fresh container like your app\'s, with a TTY over SSH.')
-    .version('0.1.0')
+    .version(VERSION, '-V, --version', 'print essh\'s version')
+    .helpOption('-h, --help', 'show this help')
     .showHelpAfterError('(run essh --help for usage)');
+  helpAfter(program, [
+    ['essh login --api https://essh.example.com', 'asks for your API token (not echoed)'],
+    ['essh ssh demo', 'a shell in a fresh container like demo\'s'],
+    ['essh ssh demo -- rake db:migrate; echo $?', 'a command; essh exits with its status'],
+    ['essh sessions --state active --watch', 'follow the sessions until Ctrl-C'],
+    ['essh recording 42 --play', 'replay session 42 in this terminal'],
+    ['source <(essh completion bash)', 'Tab completion (zsh: essh completion zsh)'],
+  ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM'], `
+Exit status:
+  essh ssh exits with the remote program's status, or 255 when essh itself fails (the API refused,
+  the portal could not be reached, …), as ssh does. The other commands exit 0, or 1 when they fail.
+`);
 
-  program
+  // login / logout / whoami ------------------------------------------------------------------------
+
+  helpAfter(program
     .command('login')
-    .description('store the API URL and token (in ~/.config/essh/config.json, or $ESSH_CONFIG)')
-    .requiredOption('--api <url>', 'the essh API, e.g. http://127.0.0.1:3000')
-    .requiredOption('--token <token>', 'your API token')
-    .action(async (opts: { api: string; token: string }) => {
+    .description('check an API token and store it with the API URL (0600, in $ESSH_CONFIG or ~/.config/essh/config.json)')
+    .option('--api <url>', 'the essh API (default: $ESSH_API_URL, else the one stored by the last login)')
+    .option('--token-stdin', 'read the token from stdin (e.g. from a secret store) instead of asking for it')
+    .addOption(new Option('--token <token>', 'deprecated: the token on the command line lands in shell history and ps; use the prompt or --token-stdin')
+      .conflicts('tokenStdin'))
+    .action(async (opts: { api?: string; token?: string; tokenStdin?: boolean }) => {
+      const stored = await readStoredConfig();
+      const apiArg = opts.api ?? process.env.ESSH_API_URL ?? stored.api_url;
+      if (!apiArg) throw new CliError('name the essh API: essh login --api URL (e.g. http://127.0.0.1:3000), or set ESSH_API_URL');
       let url: URL;
       try {
-        url = new URL(opts.api);
+        url = new URL(apiArg);
       } catch {
-        throw new CliError(`--api must be a URL such as http://127.0.0.1:3000 (got "${opts.api}")`);
+        throw new CliError(`--api must be a URL such as http://127.0.0.1:3000 (got "${apiArg}")`);
       }
-      const config = { api_url: url.toString().replace(/\/+$/, ''), token: opts.token };
-      const me = await new EsshApi(config).get<{ name: string; email: string }>('/me');
-      const file = await saveConfig(config);
-      process.stderr.write(`Logged in to ${config.api_url} as ${me.name} <${me.email}> (saved in ${file})\n`);
-    });
+      const api_url = url.toString().replace(/\/+$/, '');
+      let token: string;
+      if (opts.token !== undefined) {
+        process.stderr.write('essh: warning: --token leaves the token in your shell history and in ps; next time let essh login ask for it, or use --token-stdin\n');
+        token = opts.token;
+      } else if (opts.tokenStdin) {
+        token = await readStdin();
+      } else {
+        if (!process.stdin.isTTY) throw new CliError('no terminal to ask for the token on: pipe it in with --token-stdin (e.g. essh login --token-stdin < token-file)');
+        process.stderr.write(`Logging in to ${api_url}.\n`);
+        token = (await promptHidden('API token: ')).trim();
+      }
+      if (!token) throw new CliError('no token given; nothing was stored');
+      const me = await new EsshApi({ api_url, token }).get<Me>('/me');
+      const file = await saveConfig({ ...stored, api_url, token });
+      process.stderr.write(`Logged in to ${api_url} as ${me.name} <${me.email}> (saved in ${file})\n`);
+      if (process.env.ESSH_TOKEN) process.stderr.write('essh: note: ESSH_TOKEN is set in this environment and is used instead of the stored token\n');
+    }), [
+    ['essh login --api http://127.0.0.1:3000', 'asks for the token; nothing is echoed'],
+    ['essh login --token-stdin < ~/.essh-token', 'from a file or a secret store, never on the command line'],
+    ['pass show essh | essh login --api https://essh.example.com --token-stdin'],
+  ], ['ESSH_API_URL', 'ESSH_CONFIG']);
 
-  program
+  helpAfter(program
+    .command('logout')
+    .description('forget the stored API token (the API URL stays, so `essh login` needs no --api next time)')
+    .action(async () => {
+      const { file, hadToken } = await removeStoredToken();
+      process.stderr.write(hadToken ? `Logged out: the token is removed from ${file}.\n` : `Not logged in (no token in ${file}).\n`);
+      if (process.env.ESSH_TOKEN) process.stderr.write('essh: note: ESSH_TOKEN is still set in this environment, and essh still uses it\n');
+    }), [['essh logout']], ['ESSH_CONFIG']);
+
+  helpAfter(program
+    .command('whoami')
+    .description('show who the API token belongs to: user, role, accounts, and the API it is used with')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const config = await resolveConfig();
+      const me = await new EsshApi(config).get<Me>('/me');
+      if (opts.json) return printJson({ ...me, api_url: config.api_url, token_from: config.source.token });
+      process.stdout.write(fields([
+        ['user', `${me.name} <${me.email}> (id ${me.id})`],
+        ['role', me.role],
+        ['accounts', me.accounts.join(', ') || '(none)'],
+        ['api', config.api_url + (config.source.api_url === 'ESSH_API_URL' ? ' (from ESSH_API_URL)' : '')],
+        ['token from', config.source.token],
+      ]));
+    }), [['essh whoami'], ['ESSH_TOKEN=… essh whoami --json', 'which user a CI token is']]);
+
+  // ssh ---------------------------------------------------------------------------------------------
+
+  const ssh = helpAfter(program
     .command('ssh')
-    .description('start a session on APP and attach to it; exits with the remote exit status')
+    .description('start a session on APP and attach to it; exits with the remote exit status (255: essh itself failed)')
     .argument('<app>', 'the app whose container settings the session uses')
     .argument('[command...]', 'run this instead of the app\'s shell (put it after --)')
     .option('--container-size <mb>', 'container memory in MB (default 1024)', positiveInt('--container-size'))
-    .action(async (app: string, command: string[], opts: { containerSize?: number }) => {
-      process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, command });
-    });
+    .option('-t, --tty', 'ask for a TTY even without a local terminal (ssh -t)')
+    .option('-T, --no-tty', 'never ask for a TTY: plain stdin, stdout and stderr (ssh -T)')
+    .addHelpText('after', `
+Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`)
+    .action(async (app: string, command: string[], opts: { containerSize?: number; tty?: boolean }) => {
+      try {
+        process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, command, tty: opts.tty });
+      } catch (err) {
+        throw new CliError((err as Error).message, SSH_OWN_FAILURE);
+      }
+    }), [
+    ['essh ssh demo', 'an interactive shell'],
+    ['essh ssh demo -- sh -c \'exit 3\'; echo $?', '3; essh\'s own failures are 255'],
+    ['essh ssh -t demo -- ls --color=auto | less -R', 'a remote TTY without a local one'],
+    ['essh ssh -T demo -- tar c /app > app.tar', 'binary output: no TTY'],
+  ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM']);
 
-  program
-    .command('sessions')
-    .description('list the sessions you may see')
-    .option('--app <app>', 'only this app\'s sessions')
+  // sessions ----------------------------------------------------------------------------------------
+
+  helpAfter(program
+    .command('session')
+    .description('show one session')
+    .argument('<id>', 'session id', positiveInt('the session id'))
     .option('--json', 'print JSON')
-    .action(async (opts: { app?: string; json?: boolean }) => {
-      const sessions = await (await api()).get<Session[]>(`/sessions${opts.app ? `?app=${encodeURIComponent(opts.app)}` : ''}`);
+    .action(async (id: number, opts: { json?: boolean }) => {
+      const s = await (await api()).get<Session>(`/sessions/${id}`);
+      if (opts.json) return printJson(s);
+      process.stdout.write(fields([
+        ['id', s.id], ['app', s.app], ['account', s.account], ['state', s.state],
+        ['user', `${s.user.name} <${s.user.email}>`],
+        ['command', s.command ? s.command.join(' ') : '(the app\'s shell)'],
+        ['container size', `${s.container_size_mb} MB`], ['container', s.container_id],
+        ['created', s.created_at], ['connected', s.connected_at], ['ended', s.ended_at],
+        ['end reason', s.end_reason], ['exit code', s.exit_code], ['end message', s.end_message], ['ended by', s.ended_by],
+        ['expires', s.expires_at],
+      ]));
+    }), [['essh session 42'], ['essh session 42 --json | jq -r .state']]);
+
+  helpAfter(program
+    .command('sessions')
+    .description('list the sessions you may see (--watch: follow them until Ctrl-C)')
+    .option('--app <app>', 'only this app\'s sessions')
+    .addOption(new Option('--state <state>', 'only sessions in this state').choices(SESSION_STATES))
+    .option('--user <user>', 'only this user\'s sessions: a user id, an e-mail address, or "me"')
+    .option('-w, --watch', 'list again every --interval seconds and show what changed, until Ctrl-C')
+    .option('--interval <seconds>', 'how often --watch lists', positiveNumber('--interval'), 2)
+    .option('--json', 'print JSON (with --watch: one JSON object per line, per change)')
+    .action(async (opts: { app?: string; state?: string; user?: string; watch?: boolean; interval: number; json?: boolean }) => {
+      const client = await api();
+      const user = opts.user === undefined ? undefined : await userId(client, opts.user);
+      const fetch = () => client.list<Session>('/sessions', { app: opts.app, state: opts.state, user });
+      if (opts.watch) {
+        const title = ['essh sessions', opts.app && `--app ${opts.app}`, opts.state && `--state ${opts.state}`, opts.user && `--user ${opts.user}`].filter(Boolean).join(' ');
+        return watchSessions(client, fetch, {
+          intervalMs: opts.interval * 1000, json: Boolean(opts.json), redraw: Boolean(process.stdout.isTTY) && !opts.json, title, table: sessionsTable,
+        });
+      }
+      const sessions = await fetch();
       if (opts.json) return printJson(sessions);
       if (!sessions.length) return void process.stderr.write('No sessions.\n');
-      process.stdout.write(
-        table([
-          ['ID', 'APP', 'STATE', 'USER', 'CREATED', 'END'],
-          ...sessions.map((s) => [
-            String(s.id), s.app, s.state, s.user.email, s.created_at,
-            s.end_reason ? `${s.end_reason}${s.exit_code !== null ? ` (${s.exit_code})` : ''}` : '',
-          ]),
-        ]),
-      );
-    });
+      process.stdout.write(sessionsTable(sessions));
+    }), [
+    ['essh sessions --app demo'],
+    ['essh sessions --state active --user me'],
+    ['essh sessions --app demo --watch', 'a table redrawn every 2 s, changes under it'],
+    ['essh sessions --watch --json | jq -c \'{id,state}\'', 'one JSON line per change'],
+  ]);
 
-  program
+  helpAfter(program
     .command('terminate')
     .description('end a session (it ends with `terminated`)')
     .argument('<id>', 'session id', positiveInt('the session id'))
@@ -85,9 +247,30 @@ export function buildProgram(): Command {
     .action(async (id: number, opts: { reason?: string }) => {
       await (await api()).post(`/sessions/${id}/terminate`, opts.reason ? { reason: opts.reason } : {});
       process.stderr.write(`Session ${id} is being terminated.\n`);
-    });
+    }), [['essh terminate 42 --reason "maintenance at 18:00"']]);
 
-  program
+  helpAfter(program
+    .command('recording')
+    .description('a session\'s terminal recording: asciicast v2 on stdout, or --play it in this terminal')
+    .argument('<id>', 'session id', positiveInt('the session id'))
+    .option('--play', 'replay it here at its timing, like asciinema play (space pauses, Ctrl-C or q stops)')
+    .option('--speed <factor>', 'with --play: 2 plays twice as fast, 0.5 at half speed', positiveNumber('--speed'), 1)
+    .option('--idle-limit <seconds>', 'with --play: cut longer pauses to this many seconds', positiveNumber('--idle-limit'))
+    .action(async (id: number, opts: { play?: boolean; speed: number; idleLimit?: number }) => {
+      const res = await (await api()).stream(`/sessions/${id}/recording`);
+      if (opts.play) {
+        process.exitCode = await playRecording(res, { speed: opts.speed, idleLimitS: opts.idleLimit });
+        return;
+      }
+      if (process.stdout.isTTY) process.stderr.write(`(asciicast v2: save it with > session-${id}.cast, or watch it with essh recording ${id} --play)\n`);
+      res.pipe(process.stdout, { end: false });
+      await finished(res);
+    }), [
+    ['essh recording 42 > session-42.cast', 'asciinema play session-42.cast plays it too'],
+    ['essh recording 42 --play --speed 2 --idle-limit 1'],
+  ]);
+
+  helpAfter(program
     .command('operation')
     .description('show an Operation record')
     .argument('<id>', 'operation id', positiveInt('the operation id'))
@@ -95,25 +278,63 @@ export function buildProgram(): Command {
     .action(async (id: number, opts: { json?: boolean }) => {
       const op = await (await api()).get<Record<string, unknown>>(`/operations/${id}`);
       if (opts.json) return printJson(op);
-      const shown = (v: unknown) => (v === null || v === undefined ? '-' : Array.isArray(v) ? JSON.stringify(v) : String(v));
-      process.stdout.write(table(Object.entries(op).map(([k, v]) => [`${k}:`, shown(v)])));
+      process.stdout.write(fields(Object.entries(op)));
+    }), [['essh operation 42'], ['essh operation 42 --json']]);
+
+  program.addCommand(logDrainsCommand(api, { json: printJson, table, helpAfter }));
+
+  helpAfter(program
+    .command('completion')
+    .description('print a bash or zsh completion script, made from this program so it never drifts')
+    .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+    .action((shell: string) => {
+      process.stdout.write(shell === 'zsh' ? zshCompletion(program) : bashCompletion(program));
+    }), [
+    ['source <(essh completion bash)', 'in ~/.bashrc'],
+    ['source <(essh completion zsh)', 'in ~/.zshrc, after compinit'],
+    ['essh completion zsh > "${fpath[1]}/_essh"', 'or installed once'],
+  ], []);
+
+  // Usage errors end like the command's other failures: `essh ssh`'s with 255.
+  const overrideExits = (cmd: Command, code?: number) => {
+    cmd.exitOverride((err) => {
+      throw code !== undefined && err.exitCode !== 0 ? new CommanderError(code, err.code, err.message) : err;
     });
-
-  program.addCommand(logDrainsCommand(api, { json: printJson, table }));
-
+    for (const sub of cmd.commands) overrideExits(sub, sub === ssh ? SSH_OWN_FAILURE : code);
+  };
+  overrideExits(program);
   return program;
 }
 
+/** --user: a user id, "me", or an e-mail address among the users the caller may see. */
+async function userId(client: EsshApi, user: string): Promise<number> {
+  if (/^\d+$/.test(user)) return Number(user);
+  if (user === 'me') return (await client.get<Me>('/me')).id;
+  if (user.includes('@')) {
+    const users = await client.list<{ id: number; email: string }>('/users');
+    const found = users.find((u) => u.email.toLowerCase() === user.toLowerCase());
+    if (!found) throw new CliError(`no user with e-mail ${user} that you may see; give a user id instead`);
+    return found.id;
+  }
+  throw new CliError(`--user takes a user id, an e-mail address or "me" (got "${user}")`);
+}
+
 export async function main(argv = process.argv): Promise<void> {
+  // `essh recording 42 | head`: a reader that goes away is no error of essh's.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
-    if (err instanceof CliError) {
-      process.stderr.write(`essh: ${err.message}\n`);
+    if (err instanceof CommanderError) {
+      // commander has printed its message (or the help) already.
       process.exitCode = err.exitCode;
       return;
     }
     process.stderr.write(`essh: ${(err as Error).message}\n`);
-    process.exitCode = 1;
+    process.exitCode = err instanceof CliError ? err.exitCode : 1;
   }
 }
+

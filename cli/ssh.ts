@@ -5,13 +5,28 @@ import { CliError } from './config.js';
 const READY_POLL_MS = 100;
 const READY_TIMEOUT_MS = 5 * 60_000;
 
+export interface SshOptions {
+  containerSizeMb?: number;
+  command: string[];
+  /**
+   * Whether to ask for a remote TTY: true (`-t`) even without a local terminal, false (`-T`) never,
+   * undefined when stdin and stdout are both a terminal.
+   */
+  tty?: boolean;
+}
+
 /**
  * `essh ssh APP [-- command…]`: creates the session through the API, waits for its container, attaches
  * through the portal and resolves with the remote exit status. The local terminal is put in raw mode
- * only while attached and is restored on every way out (normal end, error, signal).
+ * only while attached and is restored on every way out (normal end, error, signal). Throws on essh's
+ * own failures; the caller turns those into exit status 255.
  */
-export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeMb?: number; command: string[] }): Promise<number> {
-  const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Promise<number> {
+  const tty = opts.tty ?? Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  // Raw mode only where there is a local terminal to put in it; with `-t` and stdin from a pipe the
+  // bytes go through as they come.
+  const interactive = tty && Boolean(process.stdin.isTTY);
+  const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
   const started = Date.now();
   const creating = api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
     ...(opts.command.length ? { command: opts.command } : {}),
@@ -25,7 +40,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
   // The SSH handshake runs while the container is provisioned (the portal holds the channel until the
   // session is ready), so it costs no time on the way to the prompt.
   const connecting = openPortalShell(created.connect, {
-    pty: interactive ? { rows: process.stdout.rows, cols: process.stdout.columns, term: process.env.TERM } : null,
+    pty: tty ? { ...size(), term: process.env.TERM || undefined } : null,
   });
   connecting.catch(() => undefined);
   try {
@@ -44,7 +59,10 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
     restored = true;
     stdin.setRawMode(false);
   };
-  const onResize = () => channel.setWindow(process.stdout.rows, process.stdout.columns, 0, 0);
+  const onResize = () => {
+    const { rows, cols } = size();
+    channel.setWindow(rows, cols, 0, 0);
+  };
   const onSignal = (signal: NodeJS.Signals) => {
     restore();
     shell.close();
@@ -53,8 +71,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
   process.on('exit', restore);
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, onSignal);
   try {
-    if (interactive) {
-      stdin.setRawMode(true);
+    if (interactive) stdin.setRawMode(true);
+    if (tty && process.stdout.isTTY) {
       process.stdout.on('resize', onResize);
       // The terminal may have been resized while the container was provisioned.
       onResize();
@@ -63,6 +81,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: { containerSizeM
     channel.pipe(process.stdout, { end: false });
     channel.stderr.pipe(process.stderr, { end: false });
     const code = await shell.exitCode;
+    // The exit status may come before the last output has been written out here.
+    await outputDrained(channel);
     return code ?? 255;
   } finally {
     restore();
@@ -79,11 +99,33 @@ async function waitUntilReady(api: EsshApi, id: number): Promise<void> {
   for (;;) {
     const s = await api.get<Session>(`/sessions/${id}`);
     if (s.state === 'waiting_for_client' || s.state === 'active') return;
-    if (s.state === 'ending' || s.state === 'ended') {
+    // The portal attaches as soon as the container exists, so a quick program may have run and exited
+    // on this connection before the record ever said `waiting_for_client`: its output and exit status
+    // are on their way through the portal.
+    if (s.end_reason === 'exit') return;
+    if (s.state === 'ended' || (s.state === 'ending' && s.end_reason)) {
       process.stderr.write('\n');
       throw new CliError(`session ${id} ended before it was ready (${s.end_reason}${s.end_message ? `: ${s.end_message}` : ''})`);
     }
     if (Date.now() > deadline) throw new CliError(`session ${id} is still provisioning after 5 minutes; see essh operation ${id}`);
     await new Promise((r) => setTimeout(r, READY_POLL_MS));
   }
+}
+
+/** Resolves once stdout and stderr of the channel have ended (at most a few seconds after the exit status). */
+function outputDrained(channel: import('ssh2').ClientChannel): Promise<void> {
+  const ended = (stream: NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) =>
+    new Promise<void>((resolve) => {
+      if (stream.readableEnded || stream.destroyed) return resolve();
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+    });
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 5_000);
+    timer.unref();
+    void Promise.all([ended(channel), ended(channel.stderr)]).then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

@@ -29,8 +29,10 @@ import { drainRoutes } from '../api/routes/drains.js';
 import { recordingRoutes } from '../api/routes/recordings.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
+import { VERSION } from '../lib/version.js';
 
-export const VERSION = '0.1.0';
+/** essh's version (package.json); kept as an export here for the runtime's callers. */
+export { VERSION };
 
 export interface RuntimeParts {
   /** Serve the REST API. */

@@ -53,7 +53,7 @@ const KNOWN_SHELL_WRAPPERS = new Set(['Terminal.start']);
 const SHELL_WORDS = new Set([
   'exit', 'echo', 'printf', 'cd', 'export', 'true', 'false', 'test', '[', 'if', 'then', 'else', 'elif', 'fi', 'for', 'while',
   'until', 'do', 'done', 'case', 'esac', 'read', 'set', 'unset', 'wait', 'kill', 'exec', 'eval', 'trap', 'shift', 'return', '{', '}',
-  'local', ':', '.', 'command', 'type',
+  'local', ':', '.', 'command', 'type', 'source', 'complete', 'compgen',
 ]);
 
 // --- source handling -------------------------------------------------------------------------------
