@@ -38,8 +38,8 @@ describe('a session recording', () => {
     // ssh's stderr, straight to the terminal).
     const tokenFile = await writeSecretFile(dir, `token-${id}`, r.body.connect.token);
     const shown = path.join(dir, `${id}.terminal`);
-    const ssh = ['sshpass', '-f', tokenFile, 'ssh', '-tt', ...sshArgs(r.body.connect.port, passwordOnly), `${r.body.connect.user}@127.0.0.1`];
-    const term = await Terminal.start(`${ssh.map(q).join(' ')} | tee ${q(shown)}`, { cols: 100, rows: 30 });
+    const sshArgv = ['-tt', ...sshArgs(r.body.connect.port, passwordOnly), `${r.body.connect.user}@127.0.0.1`];
+    const term = await Terminal.start(`sshpass -f ${q(tokenFile)} ssh ${sshArgv.map(q).join(' ')} | tee ${q(shown)}`, { cols: 100, rows: 30 });
     terminals.push(term);
     await term.waitForText(PROMPT);
     await term.typeLine('printf "\\033[1;32mgreen\\033[0m Ünïcødé ✓\\n"');
