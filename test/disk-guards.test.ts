@@ -1,0 +1,72 @@
+import { stat } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { journalPath } from '../journal/writer.js';
+import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
+
+/**
+ * A session cannot fill its host's disk with output (docs/threat-model.md): its journal stops at a
+ * bound, and a host short of disk takes no new session.
+ */
+
+const stacks: TestStack[] = [];
+afterAll(async () => {
+  for (const s of stacks) {
+    await endAllSessions(s).catch(() => undefined);
+    await s.stop();
+  }
+}, 120_000);
+
+describe('the session journal', () => {
+  let stack: TestStack;
+  let rx: HttpsReceiver;
+  let cert: Awaited<ReturnType<typeof selfSignedCert>>;
+  beforeAll(async () => {
+    stack = await startTestStack({ env: { ESSH_JOURNAL_MAX_MB: '1' } });
+    stacks.push(stack);
+    cert = await selfSignedCert();
+    rx = new HttpsReceiver(cert);
+    await rx.up();
+  });
+  afterAll(async () => rx?.down());
+
+  it('stops at its bound: the client still gets everything, the drains get a truncation event and an incomplete end', async () => {
+    const t = await createTenant(stack);
+    const drain = await stack.api.post(`/accounts/${t.account}/log_drains`, stack.adminToken, {
+      handle: 'bounded', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
+    });
+    expect(drain.status, JSON.stringify(drain.body)).toBe(201);
+    const r = await runInSession(stack, t, { command: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do echo "line $i of a session that prints more than its journal holds"; i=$((i+1)); done'] });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString().split('\n').filter(Boolean)).toHaveLength(30000);
+    expect(r.stdout.length).toBeGreaterThan(2 * 1024 * 1024);
+    const size = (await stat(journalPath(stack.dataDir, r.id))).size;
+    expect(size).toBeLessThanOrEqual(1024 * 1024 + 64 * 1024);
+    const events = await waitFor('the session_ended event at the drain', async () => {
+      const mine = eventsOf(rx).filter((e) => e.operation_id === r.id);
+      return mine.some((e) => e.event === 'session_ended') ? mine : undefined;
+    }, 30_000, 250);
+    const truncated = events.find((e) => e.event === 'output_truncated');
+    expect(truncated, JSON.stringify(events.slice(-3))).toBeTruthy();
+    expect(events.find((e) => e.event === 'session_ended')).toMatchObject({ output_complete: false, end_reason: 'exit', exit_code: 0 });
+    // Nothing after the truncation but the end; seqs without gaps.
+    const seqs = events.map((e) => e.seq as number).sort((a, b) => a - b);
+    expect(seqs).toEqual(seqs.map((_, i) => i));
+    expect(events.filter((e) => e.seq > truncated!.seq).map((e) => e.event)).toEqual(['session_ended']);
+  });
+});
+
+describe('a host short of disk', () => {
+  it('takes no new session: 503 with a sentence saying why', async () => {
+    // A threshold no disk meets: the host's own report of its free space is what refuses.
+    const stack = await startTestStack({ env: { ESSH_MIN_FREE_DISK_MB: String(1024 * 1024 * 1024) } });
+    stacks.push(stack);
+    const t = await createTenant(stack);
+    const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
+    expect(r.status, JSON.stringify(r.body)).toBe(503);
+    expect(r.body).toMatchObject({ error: 'unavailable' });
+    expect(r.body.message).toMatch(/low on disk \(\d+ MB free; it keeps 1073741824 MB free\)/);
+    // Nothing was started and no slot is held.
+    expect(((await stack.api.get('/sessions', stack.adminToken)).body as unknown[])).toHaveLength(0);
+  });
+});
