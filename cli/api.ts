@@ -55,12 +55,29 @@ export class EsshApi {
   get<T>(p: string) {
     return this.request<T>('GET', p);
   }
+  /** Every item of a list: the API answers a list one page at a time, { items, next_cursor }. */
+  async list<T>(p: string): Promise<T[]> {
+    const items: T[] = [];
+    const sep = p.includes('?') ? '&' : '?';
+    for (let cursor: string | null = null; ;) {
+      const page: Page<T> = await this.get<Page<T>>(`${p}${sep}limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      items.push(...page.items);
+      if (!page.next_cursor) return items;
+      cursor = page.next_cursor;
+    }
+  }
   post<T>(p: string, body?: unknown) {
     return this.request<T>('POST', p, body ?? {});
   }
   delete(p: string) {
     return this.request<void>('DELETE', p);
   }
+}
+
+/** One page of a list (GET /sessions, …): pass next_cursor as `cursor` for the next one; null on the last. */
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
 }
 
 export interface Session {

@@ -28,7 +28,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
     .argument('<account>', 'account handle')
     .option('--json', 'print JSON')
     .action(async (account: string, opts: { json?: boolean }) => {
-      const drains = await (await api()).get<Drain[]>(`/accounts/${encodeURIComponent(account)}/log_drains`);
+      const drains = await (await api()).list<Drain>(`/accounts/${encodeURIComponent(account)}/log_drains`);
       if (opts.json) return out.json(drains);
       if (!drains.length) return void process.stderr.write(`Account ${account} has no log drains.\n`);
       process.stdout.write(out.table([

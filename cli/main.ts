@@ -63,7 +63,7 @@ export function buildProgram(): Command {
     .option('--app <app>', 'only this app\'s sessions')
     .option('--json', 'print JSON')
     .action(async (opts: { app?: string; json?: boolean }) => {
-      const sessions = await (await api()).get<Session[]>(`/sessions${opts.app ? `?app=${encodeURIComponent(opts.app)}` : ''}`);
+      const sessions = await (await api()).list<Session>(`/sessions${opts.app ? `?app=${encodeURIComponent(opts.app)}` : ''}`);
       if (opts.json) return printJson(sessions);
       if (!sessions.length) return void process.stderr.write('No sessions.\n');
       process.stdout.write(
