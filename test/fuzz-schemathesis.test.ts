@@ -50,9 +50,10 @@ export function schemathesisArgs(url: string, token: string, opts: { examples?: 
     '--phases', opts.phases ?? 'examples,coverage,fuzzing,stateful',
     // Bounded so that the run stays well under two minutes; ESSH_FUZZ_EXAMPLES digs deeper by hand.
     '--max-examples', opts.examples ?? '25',
-    // One worker: with two, Hypothesis parses lambda sources from two threads at once, and CPython 3.11
-    // fails that with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905,
-    // fixed in 3.12) inside the coverage phase: an error of the tool, not of the API.
+    // One worker: with two, Hypothesis parses lambda sources from two threads at once, and CPython
+    // before 3.11.8 (Debian 12 has 3.11.2) fails that with "SystemError: AST constructor recursion depth
+    // mismatch" (python/cpython#106905, fixed by #113035) inside the coverage phase: an error of the
+    // tool's interpreter, not of the API.
     '--workers', '1',
     '--seed', '20261127',
     '--generation-database', 'none',
