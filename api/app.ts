@@ -78,8 +78,9 @@ export function createApi(deps: ApiDeps) {
   // A known path asked with a method it does not have: 405 and the methods it has (RFC 9110 §15.5.6).
   // OPTIONS is answered with those methods.
   const methodsByPath = new Map<string, Set<string>>();
-  for (const r of routes) (methodsByPath.get(expressPath(r.path)) ?? methodsByPath.set(expressPath(r.path), new Set()).get(expressPath(r.path))!).add(r.method.toUpperCase());
-  for (const page of deps.pages ?? []) methodsByPath.set(page.path, new Set(['GET']));
+  const methodsOf = (p: string) => methodsByPath.get(p) ?? methodsByPath.set(p, new Set()).get(p)!;
+  for (const r of routes) methodsOf(expressPath(r.path)).add(r.method.toUpperCase());
+  for (const page of deps.pages ?? []) methodsOf(page.path).add('GET');
   for (const [p, methods] of methodsByPath) {
     if (methods.has('GET')) methods.add('HEAD');
     methods.add('OPTIONS');

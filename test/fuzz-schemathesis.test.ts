@@ -12,6 +12,8 @@ import { createTenant, endAllSessions, startTestStack, type TestStack } from './
  */
 
 const st = path.join(projectRoot, '.tools/venv/bin/st');
+/** How long the run may take: 150 s, or ESSH_FUZZ_TIMEOUT_S for a deeper run by hand. */
+const runTimeoutMs = Number(process.env.ESSH_FUZZ_TIMEOUT_S ?? 150) * 1000;
 let stack: TestStack;
 
 beforeAll(async () => {
@@ -30,7 +32,7 @@ afterAll(async () => {
 function run(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     // In the stack's temporary data dir: schemathesis keeps a cache in its working directory.
-    execFile(st, args, { cwd: stack.dataDir, timeout: 150_000, maxBuffer: 32 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1', SCHEMATHESIS_TELEMETRY: 'false' } },
+    execFile(st, args, { cwd: stack.dataDir, timeout: runTimeoutMs, maxBuffer: 32 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1', SCHEMATHESIS_TELEMETRY: 'false' } },
       (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: `${stdout}\n${stderr}` }));
   });
 }
@@ -41,21 +43,21 @@ function run(args: string[]): Promise<{ code: number; out: string }> {
  * ones accepted, undeclared methods must answer 405 with Allow. test/schemathesis.toml says where this
  * API's documented behaviour differs from a check's default (and why).
  */
-export function schemathesisArgs(url: string, token: string, opts: { examples?: string; phases?: string } = {}) {
+export function schemathesisArgs(url: string, token: string, opts: { examples?: string; phases?: string; seed?: string } = {}) {
   return [
     '--config-file', path.join(projectRoot, 'test', 'schemathesis.toml'),
     'run', `${url}/openapi.json`,
     '--header', `Authorization: Bearer ${token}`,
     '--checks', 'all',
     '--phases', opts.phases ?? 'examples,coverage,fuzzing,stateful',
-    // Bounded so that the run stays well under two minutes; ESSH_FUZZ_EXAMPLES digs deeper by hand.
+    // Bounded so that the run stays well under two minutes; ESSH_FUZZ_EXAMPLES (and ESSH_FUZZ_SEED) dig deeper by hand.
     '--max-examples', opts.examples ?? '25',
     // One worker: with two, Hypothesis parses lambda sources from two threads at once, and CPython
     // before 3.11.8 (Debian 12 has 3.11.2) fails that with "SystemError: AST constructor recursion depth
     // mismatch" (python/cpython#106905, fixed by #113035) inside the coverage phase: an error of the
     // tool's interpreter, not of the API.
     '--workers', '1',
-    '--seed', '20261127',
+    '--seed', opts.seed ?? '20261127',
     '--generation-database', 'none',
     '--request-timeout', '10',
     '--no-color',
@@ -66,7 +68,7 @@ describe('schemathesis against /openapi.json', () => {
   it('finds no failure with every check, in the examples, coverage, fuzzing and stateful phases', async () => {
     expect(existsSync(st), `${st} is missing: run scripts/setup.sh`).toBe(true);
     const { code, out } = await run(schemathesisArgs(stack.url, stack.adminToken, {
-      examples: process.env.ESSH_FUZZ_EXAMPLES, phases: process.env.ESSH_FUZZ_PHASES,
+      examples: process.env.ESSH_FUZZ_EXAMPLES, phases: process.env.ESSH_FUZZ_PHASES, seed: process.env.ESSH_FUZZ_SEED,
     }));
     // The whole report, for reading a failure beyond the tail shown below.
     if (process.env.ESSH_FUZZ_LOG) writeFileSync(process.env.ESSH_FUZZ_LOG, out);
@@ -77,5 +79,5 @@ describe('schemathesis against /openapi.json', () => {
     for (const phase of ['Coverage', 'Fuzzing', 'Stateful']) expect(out).not.toMatch(new RegExp(`(⏭|🚫)\\s+${phase}`));
     // The API is still up after the run.
     expect((await stack.api.get('/healthz')).status).toBe(200);
-  }, 170_000);
+  }, runTimeoutMs + 20_000);
 });
