@@ -36,9 +36,10 @@ export const createSessionBody = z
       .optional()
       .describe('start the container only when the first client attaches, so no output is missed (default false)'),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }] });
 
-export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict();
+export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
 
 // --- pagination (services/pages.ts) ---------------------------------------------------------------
 const page = {
@@ -73,14 +74,16 @@ export const createAccountBody = z
     max_concurrent_sessions: z.number().int().min(0).max(10_000).optional(),
     ...grants,
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ handle: 'acme', plan: 'growth', image_prefixes: ['registry.example.com/acme/'] }] });
 export const patchAccountBody = z
   .object({
     plan: plan.optional(),
     max_concurrent_sessions: z.number().int().min(0).max(10_000).nullable().optional().describe('null: the plan\'s number again'),
     ...grants,
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ plan: 'scale', max_concurrent_sessions: 20 }] });
 
 export const createStackBody = z
   .object({
@@ -89,7 +92,8 @@ export const createStackBody = z
       .describe(`a dedicated stack may set less than the default ${DEFAULT_MAX_SESSION_DURATION_S} (7 days)`),
     dedicated: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ name: 'acme-dedicated', max_session_duration_s: 3600, dedicated: true }] });
 
 const appSettings = {
   image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
@@ -116,7 +120,8 @@ export const createAppBody = z
     network: appSettings.network.optional(),
     warm_pool: appSettings.warm_pool.optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ handle: 'acme-web', account: 'acme', stack: 'local', image: 'registry.example.com/acme/web:1.4', env: { RAILS_ENV: 'production' }, working_dir: '/app' }] });
 /** Any setting but the handle and the account; null clears an optional one. */
 export const patchAppBody = z
   .object({
@@ -129,7 +134,8 @@ export const patchAppBody = z
     network: appSettings.network.nullable().optional(),
     warm_pool: appSettings.warm_pool.optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ image: 'registry.example.com/acme/web:1.5', env: { RAILS_ENV: 'production' } }] });
 
 export const createUserBody = z
   .object({
@@ -139,9 +145,10 @@ export const createUserBody = z
     role: z.enum(ROLES),
     accounts: z.array(handle).max(100),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ name: 'Ada Lovelace', email: 'ada@example.com', role: 'member', accounts: ['acme'] }] });
 
-export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict();
+export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict().meta({ examples: [{ name: 'laptop' }] });
 // The shape of one OpenSSH public key line, so that /openapi.json says what is accepted; the key
 // data itself is checked by parseAuthorizedKey.
 const publicKeyLine = /^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?\s*$/;
@@ -149,7 +156,8 @@ export const addSshKeyBody = z
   .object({
     public_key: z.string().min(1).max(16_384).regex(publicKeyLine, 'one OpenSSH public key line, "<type> <base64> [comment]", e.g. the contents of ~/.ssh/id_ed25519.pub'),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ public_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO0C2MMECk+6LNsYmfn7zMlyOEpom37aw6dpL2W2dTM4 ada@laptop' }] });
 
 // --- answers: the shared component schemas of /openapi.json ----------------------------------------
 /** The component schemas of /openapi.json, by name; api/app.ts refers to them with `$ref`. */

@@ -15,7 +15,11 @@ const drainBody = z.object({
   index: z.string().min(1).max(255).optional(),
   pipeline: z.string().min(1).max(255).optional(),
   drain_ephemeral_sessions: z.boolean().optional(),
-}).strict();
+}).strict().meta({ examples: [
+  { handle: 'collector', drain_type: 'https', url: 'https://logs.example.com/ingest' },
+  { handle: 'papertrail', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', token: 'tenant-token' },
+  { handle: 'search', drain_type: 'elasticsearch', url: 'https://es.example.com:9200', index: 'essh-{yyyy}.{MM}.{dd}' },
+] });
 
 const drainSchema = s.component('Drain', z.object({
   id: z.number().int(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES),
@@ -46,7 +50,7 @@ const ruleBody = z.object({
   pattern: z.string().min(1).max(MAX_PATTERN_LENGTH).optional(),
   preset: z.enum(presetNames).optional(),
   replacement: z.string().max(100).optional(),
-}).strict();
+}).strict().meta({ examples: [{ name: 'cards', preset: 'card_number' }, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}', replacement: '[TOKEN]' }] });
 const ruleSchema = s.component('RedactionRule', z.object({
   id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(presetNames).nullable(),
   replacement: z.string(), created_at: z.iso.datetime(),
