@@ -1,4 +1,4 @@
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Db } from '../lib/db.js';
@@ -7,6 +7,7 @@ import type { AdminService } from '../services/admin.js';
 import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
 import type { Metrics } from '../lib/metrics.js';
+import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../services/pages.js';
 import * as s from './schemas.js';
 import { RawResponse, type Route, type RouteAdder, type RouteModule } from './route.js';
 import { registerAdminRoutes } from './routes/admin.js';
@@ -21,7 +22,15 @@ export interface ApiDeps {
   version: string;
   /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
   extraRoutes?: RouteModule[];
+  /**
+   * Pages served as they are, outside the JSON API (the web console): mounted at `path`, answering
+   * GET and HEAD only. Not in /openapi.json.
+   */
+  pages?: { path: string; handler: RequestHandler }[];
 }
+
+/** The largest JSON body the API reads; a larger one is a 413. */
+export const MAX_BODY_BYTES = 64 * 1024;
 
 /** Builds the REST API: thin handlers over the services, validated by the same schemas the OpenAPI document shows. */
 export function createApi(deps: ApiDeps) {
@@ -29,25 +38,22 @@ export function createApi(deps: ApiDeps) {
   const route: RouteAdder = (r) => void routes.push(r as Route<any, any, any>);
 
   for (const register of [registerSessionRoutes, registerAdminRoutes, ...(deps.extraRoutes ?? [])]) register(route, deps);
+  let document: unknown;
+  registerMetaRoutes(route, deps, () => (document ??= openApiDocument(routes, deps.version)));
+  const ids = new Set<string>();
+  for (const r of routes) {
+    if (ids.has(r.operationId)) throw new Error(`two routes with operationId ${r.operationId}`);
+    ids.add(r.operationId);
+  }
 
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use(express.json({ limit: '64kb', strict: true, type: () => true }));
-
-  app.get('/healthz', async (_req, res) => {
-    res.json({ ok: true, version: deps.version });
-  });
-  app.get('/metrics', async (_req, res) => {
-    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
-  });
-  app.get('/openapi.json', (_req, res) => {
-    res.json(openApiDocument(routes, deps.version));
-  });
+  // Only a route that takes a body reads one (a GET's body is never read).
+  const json = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
 
   for (const r of routes) {
-    const expressPath = r.path.replace(/\{(\w+)\}/g, ':$1');
-    app[r.method](expressPath, async (req: Request, res: Response, next: NextFunction) => {
+    const handler = async (req: Request, res: Response, next: NextFunction) => {
       try {
         const principal = r.auth === false ? (undefined as unknown as Principal) : await authenticate(deps.db, bearer(req));
         const params = parse(r.params ?? z.object({}), req.params, 'path');
@@ -64,6 +70,28 @@ export function createApi(deps: ApiDeps) {
       } catch (err) {
         next(err);
       }
+    };
+    app[r.method](expressPath(r.path), ...(r.body ? [json] : []), handler);
+  }
+  for (const page of deps.pages ?? []) app.get(page.path, page.handler);
+
+  // A known path asked with a method it does not have: 405 and the methods it has (RFC 9110 §15.5.6).
+  // OPTIONS is answered with those methods.
+  const methodsByPath = new Map<string, Set<string>>();
+  const methodsOf = (p: string) => methodsByPath.get(p) ?? methodsByPath.set(p, new Set()).get(p)!;
+  for (const r of routes) methodsOf(expressPath(r.path)).add(r.method.toUpperCase());
+  for (const page of deps.pages ?? []) methodsOf(page.path).add('GET');
+  for (const [p, methods] of methodsByPath) {
+    if (methods.has('GET')) methods.add('HEAD');
+    methods.add('OPTIONS');
+    const allow = [...methods].join(', ');
+    app.all(p, (req: Request, res: Response) => {
+      res.setHeader('Allow', allow);
+      if (req.method === 'OPTIONS') return void res.status(204).end();
+      res.status(405).json({
+        error: 'method_not_allowed',
+        message: `${req.method} is not a method of ${req.path}; it answers ${allow}. See GET /openapi.json for the API.`,
+      });
     });
   }
 
@@ -82,6 +110,26 @@ export function createApi(deps: ApiDeps) {
   });
 
   return { app, routes };
+}
+
+const expressPath = (openApiPath: string) => openApiPath.replace(/\{(\w+)\}/g, ':$1');
+
+/** /healthz, /metrics and /openapi.json: no token needed. */
+function registerMetaRoutes(route: RouteAdder, deps: ApiDeps, document: () => unknown) {
+  route({
+    method: 'get', path: '/healthz', operationId: 'getHealth', tag: 'meta', summary: 'Liveness', auth: false, response: s.healthSchema,
+    handler: async () => ({ ok: true, version: deps.version }),
+  });
+  route({
+    method: 'get', path: '/metrics', operationId: 'getMetrics', tag: 'meta', summary: 'Prometheus metrics', auth: false,
+    raw: { contentType: 'text/plain', description: 'The Prometheus text exposition format, version 0.0.4' },
+    handler: async () => new RawResponse(deps.metrics.registry.contentType, await deps.metrics.registry.metrics()),
+  });
+  route({
+    method: 'get', path: '/openapi.json', operationId: 'getOpenApi', tag: 'meta', summary: 'This API, as an OpenAPI 3.1 document', auth: false,
+    response: z.looseObject({ openapi: z.string(), info: z.looseObject({}), paths: z.looseObject({}) }),
+    handler: async () => document(),
+  });
 }
 
 function bearer(req: Request): string | undefined {
@@ -111,52 +159,160 @@ function toApiError(err: unknown): ApiError {
   const e = err as { type?: string; status?: number; statusCode?: number; message?: string };
   // body-parser's own errors: malformed JSON, a body over the limit, a bad charset.
   if (e?.type === 'entity.parse.failed') return new ApiError(400, 'invalid_request', 'The request body is not valid JSON; send a JSON object.');
-  if (e?.type === 'entity.too.large') return new ApiError(413 as number, 'invalid_request', 'The request body is larger than 64 KB; send less.');
+  if (e?.type === 'entity.too.large') return new ApiError(413, 'invalid_request', `The request body is larger than ${MAX_BODY_BYTES / 1024} KB; send less.`);
   if (e?.status && e.status >= 400 && e.status < 500) return new ApiError(e.status, 'invalid_request', `The request could not be read: ${e.message}.`);
   return new ApiError(500, 'internal', 'Something went wrong on our side; the error has been logged. Try again, or report it.');
 }
 
-function openApiDocument(routes: Route<any, any, any>[], version: string) {
-  const jsonSchema = (t: z.ZodType) => {
-    const { $schema: _drop, ...rest } = z.toJSONSchema(t, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+// --- /openapi.json ------------------------------------------------------------------------------
+
+const ERROR_RESPONSES: Record<number, { name: string; description: string; headers?: Record<string, unknown> }> = {
+  400: { name: 'BadRequest', description: 'invalid_request: a path or query parameter is invalid, or the body is not JSON' },
+  401: { name: 'Unauthorized', description: 'unauthorized: no token, or one that is unknown or revoked' },
+  403: { name: 'Forbidden', description: 'forbidden: the caller may see the resource but not do this' },
+  404: { name: 'NotFound', description: 'not_found: no such resource, or one the caller may not see (the two read alike)' },
+  405: {
+    name: 'MethodNotAllowed', description: 'method_not_allowed: the path has no such method; Allow lists the ones it has',
+    headers: { Allow: { description: 'the methods of the path', schema: { type: 'string' }, required: true } },
+  },
+  409: { name: 'Conflict', description: 'conflict: the handle or key is taken, or the resource is in a state that forbids this' },
+  410: { name: 'Gone', description: 'gone: it existed but is no longer kept' },
+  413: { name: 'ContentTooLarge', description: `invalid_request: the body is larger than ${MAX_BODY_BYTES / 1024} KB` },
+  422: { name: 'UnprocessableContent', description: 'invalid_request: the body does not match the schema (`problems` names each field), or breaks a rule the schema cannot state' },
+  429: {
+    name: 'TooManyRequests', description: 'plan_limit (the account is at its concurrent sessions) or rate_limited (too many creates this minute)',
+    headers: { 'Retry-After': { description: 'rate_limited: seconds to wait', schema: { type: 'integer' }, required: false } },
+  },
+  500: { name: 'InternalError', description: 'internal: an error on our side, logged' },
+  503: { name: 'ServiceUnavailable', description: 'unavailable: a part essh needs (Temporal, the host holding a recording) does not answer now; try again' },
+};
+
+const TAGS = [
+  { name: 'sessions', description: 'Ephemeral sessions and their recordings' },
+  { name: 'operations', description: 'Operation records: one per session' },
+  { name: 'accounts', description: 'Accounts, their plans and grants' },
+  { name: 'stacks', description: 'Stacks: where sessions run' },
+  { name: 'apps', description: 'Apps: the container settings sessions start from' },
+  { name: 'users', description: 'Users, API tokens and SSH keys' },
+  { name: 'log drains', description: 'Where session output is shipped' },
+  { name: 'redaction rules', description: 'What is masked before output is shipped or recorded' },
+  { name: 'meta', description: 'Health, metrics and this document' },
+];
+
+const DESCRIPTION = `Ephemeral shell sessions on durable Temporal workflows.
+
+Authenticate with \`Authorization: Bearer <token>\`. Every error is \`{ "error": "<code>", "message": "<sentence>" }\`
+(the Error schema). A path asked with a method it does not have answers 405 with an \`Allow\` header; OPTIONS
+answers 204 with the same header.
+
+Lists are paginated by cursor: \`limit\` (1–${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT}) and \`cursor\`; the answer is
+\`{ "items": [...], "next_cursor": "<cursor>" | null }\`. Pass \`next_cursor\` as \`cursor\` for the next page until it is
+null. Cursors are opaque, and stable when items are added between two pages.`;
+
+/**
+ * The OpenAPI 3.1 document, made from the routes' zod schemas (the ones that validate the requests):
+ * the answers' shared shapes are components referred to with `$ref`.
+ */
+export function openApiDocument(routes: Route<any, any, any>[], version: string) {
+  const clean = (js: Record<string, unknown>) => {
+    const { $schema: _s, $id: _i, ...rest } = js;
     return rest;
   };
+  // Answers: one registry with the components and every route's own answer schema, so that a
+  // component inside an answer becomes a $ref.
+  const registry = z.registry<{ id: string }>();
+  const componentOf = new Map<z.ZodType, string>();
+  for (const [name, schema] of s.components) {
+    registry.add(schema, { id: name });
+    componentOf.set(schema, name);
+  }
+  const ownAnswer = new Map<Route<any, any, any>, string>();
+  for (const r of routes) {
+    if (!r.response || componentOf.has(r.response)) continue;
+    const id = `__answer_${r.operationId}`;
+    registry.add(r.response, { id });
+    ownAnswer.set(r, id);
+  }
+  const converted = z.toJSONSchema(registry, {
+    io: 'output', unrepresentable: 'any', uri: (id) => `#/components/schemas/${id}`,
+  }).schemas as Record<string, Record<string, unknown>>;
+  if (converted.__shared) throw new Error('an answer schema is recursive: give its part a component name');
+  const schemas: Record<string, unknown> = {};
+  for (const name of componentOf.values()) schemas[name] = clean(converted[name]!);
+  const answerSchema = (r: Route<any, any, any>) =>
+    componentOf.has(r.response!) ? { $ref: `#/components/schemas/${componentOf.get(r.response!)}` } : clean(converted[ownAnswer.get(r)!]!);
+  const requestSchema = (t: z.ZodType) => clean(z.toJSONSchema(t, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>);
+
+  const parametersComponents: Record<string, unknown> = {};
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
     const parameters: unknown[] = [];
     for (const [where, schema] of [['path', r.params], ['query', r.query]] as const) {
       if (!schema) continue;
-      const js = jsonSchema(schema) as { properties?: Record<string, unknown>; required?: string[] };
+      const js = requestSchema(schema) as { properties?: Record<string, { description?: string }>; required?: string[] };
       for (const [name, sch] of Object.entries(js.properties ?? {})) {
-        parameters.push({ name, in: where, required: where === 'path' || (js.required ?? []).includes(name), schema: sch });
+        const { description, ...rest } = sch;
+        const parameter = {
+          name, in: where, required: where === 'path' || (js.required ?? []).includes(name), schema: rest,
+          ...(description ? { description } : {}),
+        };
+        // The page parameters are the same on every list.
+        if (where === 'query' && (name === 'limit' || name === 'cursor')) {
+          const component = name === 'limit' ? 'Limit' : 'Cursor';
+          parametersComponents[component] = parameter;
+          parameters.push({ $ref: `#/components/parameters/${component}` });
+        } else parameters.push(parameter);
       }
     }
-    const status = String(r.status ?? 200);
-    const errors = Object.fromEntries(
-      ['400', '401', '403', '404', '409', '422', '429', ...(r.errors ?? []).map(String)].map((c) => [c, { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }]),
-    );
+    const status = r.status ?? 200;
+    const errors = new Set<number>([400, 500, ...(r.errors ?? [])]);
+    if (r.auth !== false) errors.add(401);
+    if (r.params) errors.add(404);
+    if (r.body) {
+      errors.add(413);
+      errors.add(422);
+    }
+    const success = status === 204
+      ? { description: 'Done' }
+      : r.raw
+        ? { description: r.raw.description, content: { [r.raw.contentType]: { schema: r.raw.schema ?? { type: 'string' } } } }
+        : { description: 'Success', content: { 'application/json': { schema: answerSchema(r) } } };
+    if (r.links) {
+      (success as Record<string, unknown>).links = Object.fromEntries(Object.entries(r.links).map(([operationId, parameters]) => {
+        if (!routes.some((x) => x.operationId === operationId)) throw new Error(`route ${r.operationId} links to no operation ${operationId}`);
+        return [operationId, { operationId, parameters }];
+      }));
+    }
+    if (status !== 204 && !r.raw && !r.response) throw new Error(`route ${r.operationId} declares no answer schema`);
     (paths[r.path] ??= {})[r.method] = {
+      operationId: r.operationId,
+      tags: [r.tag],
       summary: r.summary,
+      ...(r.description ? { description: r.description } : {}),
       security: r.auth === false ? [] : [{ bearer: [] }],
       parameters,
-      ...(r.body ? { requestBody: { required: r.method === 'post' && !r.body.safeParse({}).success, content: { 'application/json': { schema: jsonSchema(r.body) } } } } : {}),
+      ...(r.body ? { requestBody: { required: r.method === 'post' && !r.body.safeParse({}).success, content: { 'application/json': { schema: requestSchema(r.body) } } } } : {}),
       responses: {
-        [status]: status === '204'
-          ? { description: 'Done' }
-          : { description: 'Success', content: { 'application/json': { schema: r.response ? jsonSchema(r.response) : {} } } },
-        ...errors,
+        [String(status)]: success,
+        ...Object.fromEntries([...errors].sort().map((c) => [String(c), { $ref: `#/components/responses/${ERROR_RESPONSES[c]!.name}` }])),
       },
     };
   }
-  paths['/healthz'] = { get: { summary: 'Liveness', security: [], responses: { '200': { description: 'OK' } } } };
+  const responses = Object.fromEntries(Object.values(ERROR_RESPONSES).map(({ name, description, headers }) => [name, {
+    description,
+    ...(headers ? { headers } : {}),
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  }]));
   return {
     openapi: '3.1.0',
-    info: { title: 'essh', version, description: 'Ephemeral shell sessions on durable Temporal workflows' },
-    components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
-      schemas: { Error: jsonSchema(s.errorSchema) },
-    },
+    info: { title: 'essh', version, description: DESCRIPTION },
+    tags: TAGS,
     paths,
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API token (essh login; POST /users/{id}/tokens)' } },
+      schemas,
+      parameters: parametersComponents,
+      responses,
+    },
   };
 }
-

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { PLANS } from '../lib/plans.js';
+import { DEFAULT_MAX_SESSION_DURATION_S, PLANS } from '../lib/plans.js';
+import { CURSOR_PATTERN, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, decodeCursor, type PageRequest } from '../services/pages.js';
 import { END_REASONS, SESSION_STATES } from '../workflows/definitions.js';
 import { ROLES } from '../services/auth.js';
 
@@ -8,7 +9,9 @@ export const handle = z
   .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a handle is 1–63 lower-case letters, digits, ".", "_" or "-", starting with a letter or digit');
 const id = z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const noNul = (s: string) => !s.includes('\0');
+// A string without NUL bytes, said as a pattern so that /openapi.json states it too (a refinement would not show).
+const noNul = /^[^\x00]*$/;
+const NO_NUL = 'must not contain NUL bytes';
 
 export const params = {
   app: z.object({ app: handle }),
@@ -22,7 +25,7 @@ export const params = {
 export const createSessionBody = z
   .object({
     command: z
-      .array(z.string().max(4096).refine(noNul, 'must not contain NUL bytes'))
+      .array(z.string().max(4096).regex(noNul, NO_NUL))
       .min(1, 'give at least the program to run, or leave "command" out for the app\'s shell')
       .max(256)
       .optional(),
@@ -33,17 +36,28 @@ export const createSessionBody = z
       .optional()
       .describe('start the container only when the first client attaches, so no output is missed (default false)'),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }] });
 
-export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict();
+export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
 
-export const listSessionsQuery = z
-  .object({
-    app: handle.optional(),
-    state: z.enum(SESSION_STATES).optional(),
-    user: id.optional(),
-  })
-  .strict();
+// --- pagination (services/pages.ts) ---------------------------------------------------------------
+const page = {
+  limit: z.coerce.number().int().min(1).max(MAX_PAGE_LIMIT).default(DEFAULT_PAGE_LIMIT)
+    .describe(`how many items a page holds: 1–${MAX_PAGE_LIMIT}, ${DEFAULT_PAGE_LIMIT} when left out`),
+  cursor: z.string().regex(CURSOR_PATTERN, 'a cursor is the next_cursor of an earlier page, as it was given').transform(decodeCursor).optional()
+    .describe('the next_cursor of the page before; left out: the first page'),
+};
+/** The query of a list: its filters and the page parameters. */
+export const listQuery = <S extends z.ZodRawShape = {}>(filters?: S) => z.object({ ...(filters ?? ({} as S)), ...page }).strict();
+/** The page a list's query asks for. */
+export const pageRequest = (q: { limit: number; cursor?: number }): PageRequest => ({ limit: q.limit, after: q.cursor });
+
+export const listSessionsQuery = listQuery({
+  app: handle.optional().describe("only this app's sessions"),
+  state: z.enum(SESSION_STATES).optional().describe('only sessions in this state'),
+  user: id.optional().describe("only this user's sessions (a user id)"),
+});
 
 const imagePrefix = z.string().min(1).max(255).regex(/^[^\s]+$/, 'an image prefix has no spaces, e.g. "registry.example.com/acme/" or "essh/demo"');
 const grants = {
@@ -60,28 +74,32 @@ export const createAccountBody = z
     max_concurrent_sessions: z.number().int().min(0).max(10_000).optional(),
     ...grants,
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ handle: 'acme', plan: 'growth', image_prefixes: ['registry.example.com/acme/'] }] });
 export const patchAccountBody = z
   .object({
     plan: plan.optional(),
     max_concurrent_sessions: z.number().int().min(0).max(10_000).nullable().optional().describe('null: the plan\'s number again'),
     ...grants,
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ plan: 'scale', max_concurrent_sessions: 20 }] });
 
 export const createStackBody = z
   .object({
     name: handle,
-    max_session_duration_s: z.number().int().min(1, 'at least 1 s').optional(),
+    max_session_duration_s: z.number().int().min(1, 'at least 1 s').max(DEFAULT_MAX_SESSION_DURATION_S, `at most ${DEFAULT_MAX_SESSION_DURATION_S} (7 days)`).optional()
+      .describe(`a dedicated stack may set less than the default ${DEFAULT_MAX_SESSION_DURATION_S} (7 days)`),
     dedicated: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ name: 'acme-dedicated', max_session_duration_s: 3600, dedicated: true }] });
 
 const appSettings = {
   image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
   env: z.record(
     z.string().regex(envName, 'environment variable names are letters, digits and "_"'),
-    z.string().max(32_768).refine(noNul, 'must not contain NUL bytes'),
+    z.string().max(32_768).regex(noNul, NO_NUL),
   ),
   command: z.array(z.string().max(4096)).min(1).max(256),
   working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024),
@@ -102,7 +120,8 @@ export const createAppBody = z
     network: appSettings.network.optional(),
     warm_pool: appSettings.warm_pool.optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ handle: 'acme-web', account: 'acme', stack: 'local', image: 'registry.example.com/acme/web:1.4', env: { RAILS_ENV: 'production' }, working_dir: '/app' }] });
 /** Any setting but the handle and the account; null clears an optional one. */
 export const patchAppBody = z
   .object({
@@ -115,18 +134,21 @@ export const patchAppBody = z
     network: appSettings.network.nullable().optional(),
     warm_pool: appSettings.warm_pool.optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ image: 'registry.example.com/acme/web:1.5', env: { RAILS_ENV: 'production' } }] });
 
 export const createUserBody = z
   .object({
     name: z.string().min(1).max(200),
-    email: z.email().max(320),
+    // RFC 5321: a local part of at most 64 octets, as the "email" format of /openapi.json requires too.
+    email: z.email().max(320).refine((e) => Buffer.byteLength(e.slice(0, e.lastIndexOf('@'))) <= 64, 'the part before "@" may be at most 64 characters'),
     role: z.enum(ROLES),
     accounts: z.array(handle).max(100),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ name: 'Ada Lovelace', email: 'ada@example.com', role: 'member', accounts: ['acme'] }] });
 
-export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict();
+export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict().meta({ examples: [{ name: 'laptop' }] });
 // The shape of one OpenSSH public key line, so that /openapi.json says what is accepted; the key
 // data itself is checked by parseAuthorizedKey.
 const publicKeyLine = /^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?\s*$/;
@@ -134,55 +156,142 @@ export const addSshKeyBody = z
   .object({
     public_key: z.string().min(1).max(16_384).regex(publicKeyLine, 'one OpenSSH public key line, "<type> <base64> [comment]", e.g. the contents of ~/.ssh/id_ed25519.pub'),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ public_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO0C2MMECk+6LNsYmfn7zMlyOEpom37aw6dpL2W2dTM4 ada@laptop' }] });
 
-const user = z.object({ id: z.number(), name: z.string(), email: z.string() });
-export const sessionSchema = z.object({
-  id: z.number(),
-  operation_id: z.number(),
-  workflow_id: z.string(),
+// --- answers: the shared component schemas of /openapi.json ----------------------------------------
+/** The component schemas of /openapi.json, by name; api/app.ts refers to them with `$ref`. */
+export const components = new Map<string, z.ZodType>();
+export function component<T extends z.ZodType>(name: string, schema: T): T {
+  if (components.has(name) && components.get(name) !== schema) throw new Error(`two component schemas named ${name}`);
+  components.set(name, schema);
+  return schema;
+}
+/** A page of a list (services/pages.ts), as the component `<Name>List`. */
+export function listOf<T extends z.ZodType>(name: string, item: T) {
+  return component(`${name}List`, z.object({
+    items: z.array(item),
+    next_cursor: z.string().nullable().describe('pass it as `cursor` for the next page; null on the last page'),
+  }).describe(`A page of ${name} items, in the list's order; follow next_cursor for the rest.`));
+}
+
+const time = z.iso.datetime().describe('RFC 3339, UTC');
+const intId = z.number().int().positive();
+
+export const ERROR_CODES = [
+  'unauthorized', 'forbidden', 'not_found', 'invalid_request', 'plan_limit', 'rate_limited', 'conflict', 'gone',
+  'method_not_allowed', 'unavailable', 'internal',
+] as const;
+export const errorSchema = component('Error', z.looseObject({
+  error: z.enum(ERROR_CODES),
+  message: z.string().describe('what went wrong and what to do about it, for a person to read'),
+  problems: z.array(z.string()).optional().describe('invalid_request: one line per invalid field, e.g. "body.command: …"'),
+  active_sessions: z.array(intId).optional().describe('plan_limit: the sessions that count toward the limit'),
+  limit: z.number().int().optional().describe('plan_limit: the account\'s limit of concurrent sessions'),
+  largest_container_mb: z.number().int().optional().describe("the plan's largest container, when container_size_mb is over it"),
+  retry_after_s: z.number().int().optional().describe('rate_limited: seconds until a new request may succeed (also in Retry-After)'),
+}).describe('Every error answer: a code and a sentence; some codes add fields.'));
+
+const sessionUser = component('SessionUser', z.object({ id: intId, name: z.string(), email: z.string() }));
+export const sessionSchema = component('Session', z.object({
+  id: intId,
+  operation_id: intId.describe('equals id'),
+  workflow_id: z.string().describe('the Temporal workflow: ssh-session-<operation_id>'),
   app: z.string(),
   account: z.string(),
   stack: z.string(),
-  user,
+  user: sessionUser,
   state: z.enum(SESSION_STATES),
   end_reason: z.enum(END_REASONS).nullable(),
   end_message: z.string().nullable(),
-  ended_by: z.string().nullable(),
-  exit_code: z.number().nullable(),
-  command: z.array(z.string()).nullable(),
-  container_size_mb: z.number(),
+  ended_by: z.string().nullable().describe('who ended it (a terminate), when someone did'),
+  exit_code: z.number().int().nullable(),
+  command: z.array(z.string()).nullable().describe("null: the app's shell"),
+  container_size_mb: z.number().int(),
   container_id: z.string().nullable(),
-  created_at: z.string(),
-  connected_at: z.string().nullable(),
-  ended_at: z.string().nullable(),
-  expires_at: z.string().nullable(),
-});
-export const createdSessionSchema = sessionSchema.extend({
-  connect: z.object({
+  created_at: time,
+  connected_at: time.nullable(),
+  ended_at: time.nullable(),
+  expires_at: time.nullable(),
+}));
+export const createdSessionSchema = component('CreatedSession', sessionSchema.extend({
+  connect: component('ConnectInfo', z.object({
     host: z.string(),
-    port: z.number(),
-    user: z.string(),
-    token: z.string(),
-    token_expires_at: z.string(),
+    port: z.number().int(),
+    user: z.string().describe('session-<id>'),
+    token: z.string().describe('one-time and short-lived: the SSH password of this session'),
+    token_expires_at: time,
     ssh_command: z.string(),
-    host_key: z.string().optional(),
+    host_key: z.string().optional().describe("the portal's SSH host key, to check it by"),
     host_key_fingerprint: z.string().optional(),
-  }),
-});
-export const operationSchema = z.object({
-  id: z.number(),
+  })),
+}));
+export const operationSchema = component('Operation', z.object({
+  id: intId,
   type: z.literal('execute'),
   status: z.enum(['queued', 'running', 'succeeded', 'failed']),
   app: z.string(),
   user_name: z.string(),
   user_email: z.string(),
   command: z.array(z.string()).nullable(),
-  container_size_mb: z.number(),
-  session_id: z.number(),
+  container_size_mb: z.number().int(),
+  session_id: intId,
   end_reason: z.enum(END_REASONS).nullable(),
-  exit_code: z.number().nullable(),
-  created_at: z.string(),
-  updated_at: z.string(),
-});
-export const errorSchema = z.object({ error: z.string(), message: z.string() });
+  exit_code: z.number().int().nullable(),
+  created_at: time,
+  updated_at: time,
+}));
+export const accountSchema = component('Account', z.object({
+  id: intId,
+  handle: z.string(),
+  plan,
+  max_concurrent_sessions: z.number().int().describe('the override when there is one, else the plan\'s'),
+  max_concurrent_sessions_override: z.number().int().nullable(),
+  largest_container_mb: z.number().int(),
+  cpus_per_container: z.number(),
+  stacks: z.array(z.string()).describe('the stacks its apps may use; empty: every shared stack'),
+  image_prefixes: z.array(z.string()),
+  created_at: time,
+}));
+export const stackSchema = component('Stack', z.object({
+  id: intId, name: z.string(), max_session_duration_s: z.number().int(), dedicated: z.boolean(), created_at: time,
+}));
+export const appSchema = component('App', z.object({
+  id: intId,
+  handle: z.string(),
+  account: z.string(),
+  stack: z.string(),
+  image: z.string(),
+  env: z.record(z.string(), z.string()).describe('values are "[hidden]" unless the caller may manage the app'),
+  command: z.array(z.string()).nullable(),
+  working_dir: z.string().nullable(),
+  user: z.string().nullable(),
+  network: z.string().nullable(),
+  warm_pool: z.number().int(),
+  created_at: time,
+}));
+export const userSchema = component('User', z.object({
+  id: intId, name: z.string(), email: z.string(), role: z.enum(ROLES), accounts: z.array(z.string()), created_at: time,
+}));
+export const createdUserSchema = component('CreatedUser', userSchema.extend({
+  token: z.string().describe('the user\'s first API token: shown this once'),
+}));
+export const apiTokenSchema = component('ApiToken', z.object({
+  id: intId, name: z.string().nullable(), created_at: time, last_used_at: time.nullable(), revoked_at: time.nullable(),
+}).describe('An API token, never its value'));
+export const issuedApiTokenSchema = component('IssuedApiToken', z.object({
+  id: intId, name: z.string().nullable(), token: z.string().describe('shown this once'), created_at: time,
+}));
+export const sshKeySchema = component('SshKey', z.object({
+  id: intId, fingerprint: z.string(), public_key: z.string(), created_at: time,
+}));
+export const healthSchema = component('Health', z.object({ ok: z.literal(true), version: z.string() }));
+
+export const sessionListSchema = listOf('Session', sessionSchema);
+export const operationListSchema = listOf('Operation', operationSchema);
+export const accountListSchema = listOf('Account', accountSchema);
+export const stackListSchema = listOf('Stack', stackSchema);
+export const appListSchema = listOf('App', appSchema);
+export const userListSchema = listOf('User', userSchema);
+export const apiTokenListSchema = listOf('ApiToken', apiTokenSchema);
+export const sshKeyListSchema = listOf('SshKey', sshKeySchema);

@@ -127,6 +127,12 @@ export class EsshApi {
   }
 }
 
+/** One page of a list (GET /sessions, …): pass next_cursor as `cursor` for the next one; null on the last. */
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
 export interface Session {
   id: number;
   operation_id?: number;

@@ -6,6 +6,7 @@ import { CAPS, insertWithinCap } from '../lib/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
+import { pageOf, type PageRequest } from '../services/pages.js';
 import {
   MAX_PATTERN_LENGTH, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
 } from './redaction.js';
@@ -197,11 +198,13 @@ export class DrainsService {
     }
   }
 
-  async list(p: Principal, accountHandle: string) {
+  async list(p: Principal, accountHandle: string, page: PageRequest) {
     const account = await this.account(p, accountHandle);
-    const rows = await this.db.selectFrom('log_drains').selectAll().where('account_id', '=', account.id).orderBy('id').execute();
-    const backlogs = await drainBacklogs(this.db, rows.map((r) => Number(r.id)));
-    return Promise.all(rows.map((r) => this.drainView(p, r, account.handle, backlogs)));
+    let q = this.db.selectFrom('log_drains').selectAll().where('account_id', '=', account.id).orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
+    const rows = await q.execute();
+    const backlogs = await drainBacklogs(this.db, rows.slice(0, page.limit).map((r) => Number(r.id)));
+    return pageOf(rows, page, (r) => Number(r.id), (r) => this.drainView(p, r, account.handle, backlogs));
   }
 
   private async drainRow(p: Principal, id: number) {
@@ -216,11 +219,13 @@ export class DrainsService {
     return this.drainView(p, row, row.account_handle);
   }
 
-  async failures(p: Principal, id: number) {
+  /** The batches a drain refused for good, most recent first, one page at a time. */
+  async failures(p: Principal, id: number, page: PageRequest) {
     await this.drainRow(p, id);
-    const rows = await this.db.selectFrom('log_drain_failures').selectAll().where('drain_id', '=', id).orderBy('id', 'desc').limit(100).execute();
+    let q = this.db.selectFrom('log_drain_failures').selectAll().where('drain_id', '=', id).orderBy('id', 'desc').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '<', page.after);
     const num = (v: number | null) => (v === null ? null : Number(v));
-    return rows.map((r) => ({
+    return pageOf(await q.execute(), page, (r) => Number(r.id), (r) => ({
       id: Number(r.id), operation_id: num(r.operation_id), first_seq: num(r.first_seq), last_seq: num(r.last_seq),
       events: Number(r.events), status: num(r.status), message: r.message, at: r.at,
       ...(access.isOperator(p) ? { detail: r.detail } : {}),
@@ -285,10 +290,11 @@ export class DrainsService {
     return this.ruleView(row, account.handle);
   }
 
-  async listRules(p: Principal, accountHandle: string) {
+  async listRules(p: Principal, accountHandle: string, page: PageRequest) {
     const account = await this.account(p, accountHandle);
-    const rows = await this.db.selectFrom('redaction_rules').selectAll().where('account_id', '=', account.id).orderBy('id').execute();
-    return rows.map((r) => this.ruleView(r, account.handle));
+    let q = this.db.selectFrom('redaction_rules').selectAll().where('account_id', '=', account.id).orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
+    return pageOf(await q.execute(), page, (r) => Number(r.id), (r) => this.ruleView(r, account.handle));
   }
 
   async deleteRule(p: Principal, id: number) {

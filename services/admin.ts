@@ -9,6 +9,7 @@ import { access, type Principal, type Role } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
 import { CAPS, insertWithinCap } from '../lib/caps.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
+import { emptyPage, pageOf, type PageRequest } from './pages.js';
 
 export interface AccountInput {
   handle: string; plan: string; max_concurrent_sessions?: number; stacks?: string[]; image_prefixes?: string[];
@@ -87,13 +88,14 @@ export class AdminService {
     });
     return this.accountView(await this.db.selectFrom('accounts').selectAll().where('id', '=', a.id).executeTakeFirstOrThrow());
   }
-  async listAccounts(p: Principal) {
-    let q = this.db.selectFrom('accounts').selectAll().orderBy('id');
+  async listAccounts(p: Principal, page: PageRequest) {
+    let q = this.db.selectFrom('accounts').selectAll().orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
     if (!access.isOperator(p)) {
-      if (p.accountIds.length === 0) return [];
+      if (p.accountIds.length === 0) return emptyPage<Awaited<ReturnType<AdminService['accountView']>>>();
       q = q.where('id', 'in', p.accountIds);
     }
-    return Promise.all((await q.execute()).map((a) => this.accountView(a)));
+    return pageOf(await q.execute(), page, (a) => Number(a.id), (a) => this.accountView(a));
   }
   async accountByHandle(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').selectAll().where('handle', '=', handle).executeTakeFirst();
@@ -130,8 +132,10 @@ export class AdminService {
       throw err;
     }
   }
-  async listStacks(_p: Principal) {
-    return (await this.db.selectFrom('stacks').selectAll().orderBy('id').execute()).map((s) => this.stackView(s));
+  async listStacks(_p: Principal, page: PageRequest) {
+    let q = this.db.selectFrom('stacks').selectAll().orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
+    return pageOf(await q.execute(), page, (s) => Number(s.id), (s) => this.stackView(s));
   }
   async getStack(_p: Principal, name: string) {
     const s = await this.db.selectFrom('stacks').selectAll().where('name', '=', name).executeTakeFirst();
@@ -193,7 +197,7 @@ export class AdminService {
     if (!stack) throw invalid(`Stack "${patch.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
     if (patch.stack !== undefined || patch.image !== undefined) await this.requireGranted(account, stack, patch.image ?? app.image);
     const json = (v: unknown) => (v === null ? null : JSON.stringify(v));
-    await this.db.updateTable('apps').set({
+    const set = {
       ...(patch.stack !== undefined ? { stack_id: stack.id } : {}),
       ...(patch.image !== undefined ? { image: patch.image } : {}),
       ...(patch.env !== undefined ? { env: JSON.stringify(patch.env) } : {}),
@@ -202,7 +206,9 @@ export class AdminService {
       ...(patch.user !== undefined ? { user: patch.user } : {}),
       ...(patch.network !== undefined ? { network: patch.network } : {}),
       ...(patch.warm_pool !== undefined ? { warm_pool: patch.warm_pool } : {}),
-    }).where('id', '=', app.id).execute();
+    };
+    // An empty patch changes nothing (an UPDATE with nothing to set is not SQL).
+    if (Object.keys(set).length) await this.db.updateTable('apps').set(set).where('id', '=', app.id).execute();
     return this.getAppById(p, Number(app.id));
   }
   private async requireGranted(account: Selectable<AccountsTable>, stack: { id: number; name: string }, image: string) {
@@ -218,13 +224,14 @@ export class AdminService {
     if (!a || !access.canSeeAccount(p, Number(a.account_id))) throw notFound(`App "${handle}"`);
     return this.appView(a, access.canAdminAccount(p, Number(a.account_id)));
   }
-  async listApps(p: Principal) {
-    let q = this.appsQuery().orderBy('a.id');
+  async listApps(p: Principal, page: PageRequest) {
+    let q = this.appsQuery().orderBy('a.id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('a.id', '>', page.after);
     if (!access.isOperator(p)) {
-      if (p.accountIds.length === 0) return [];
+      if (p.accountIds.length === 0) return emptyPage<ReturnType<AdminService['appView']>>();
       q = q.where('a.account_id', 'in', p.accountIds);
     }
-    return (await q.execute()).map((a) => this.appView(a, access.canAdminAccount(p, Number(a.account_id))));
+    return pageOf(await q.execute(), page, (a) => Number(a.id), (a) => this.appView(a, access.canAdminAccount(p, Number(a.account_id))));
   }
 
   // --- users, tokens, SSH keys -----------------------------------------------------------------
@@ -285,17 +292,20 @@ export class AdminService {
     await this.requireUserManager(p, id);
     return this.userView(id);
   }
-  async listUsers(p: Principal) {
-    let q = this.db.selectFrom('users').select('id').orderBy('id');
+  /** Operators: every user; account admins: themselves and the users of their accounts; members: themselves. */
+  async listUsers(p: Principal, page: PageRequest) {
+    let q = this.db.selectFrom('users').select('id').orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
     if (!access.isOperator(p)) {
       const adminOf = p.accountIds.filter((a) => access.canAdminAccount(p, a));
-      if (adminOf.length === 0) return [await this.userView(p.id)];
-      q = q.where((eb) => eb.or([
-        eb('id', '=', p.id),
-        eb('id', 'in', eb.selectFrom('user_accounts').select('user_id').where('account_id', 'in', adminOf)),
-      ]));
+      q = adminOf.length === 0
+        ? q.where('id', '=', p.id)
+        : q.where((eb) => eb.or([
+          eb('id', '=', p.id),
+          eb('id', 'in', eb.selectFrom('user_accounts').select('user_id').where('account_id', 'in', adminOf)),
+        ]));
     }
-    return Promise.all((await q.execute()).map((u) => this.userView(Number(u.id))));
+    return pageOf(await q.execute(), page, (u) => Number(u.id), (u) => this.userView(Number(u.id)));
   }
   async issueToken(userId: number, name?: string) {
     const token = newToken('essh');
@@ -313,11 +323,12 @@ export class AdminService {
     await this.getUser(p, userId);
     return this.issueToken(userId, name);
   }
-  async listTokens(p: Principal, userId: number) {
+  async listTokens(p: Principal, userId: number, page: PageRequest) {
     await this.getUser(p, userId);
-    const rows = await this.db.selectFrom('api_tokens').select(['id', 'name', 'created_at', 'last_used_at', 'revoked_at'])
-      .where('user_id', '=', userId).orderBy('id').execute();
-    return rows.map((r) => ({ ...r, id: Number(r.id) }));
+    let q = this.db.selectFrom('api_tokens').select(['id', 'name', 'created_at', 'last_used_at', 'revoked_at'])
+      .where('user_id', '=', userId).orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
+    return pageOf(await q.execute(), page, (r) => Number(r.id), (r) => ({ ...r, id: Number(r.id) }));
   }
   async revokeToken(p: Principal, userId: number, tokenId: number) {
     await this.getUser(p, userId);
@@ -348,10 +359,12 @@ export class AdminService {
     const res = await this.db.deleteFrom('ssh_keys').where('id', '=', keyId).where('user_id', '=', userId).executeTakeFirst();
     if (Number(res.numDeletedRows) === 0) throw notFound(`SSH key ${keyId}`);
   }
-  async listSshKeys(p: Principal, userId: number) {
+  async listSshKeys(p: Principal, userId: number, page: PageRequest) {
     await this.getUser(p, userId);
-    const rows = await this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('id').execute();
-    return rows.map((r) => ({ id: Number(r.id), fingerprint: r.fingerprint, public_key: r.public_key, created_at: r.created_at }));
+    let q = this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('id').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('id', '>', page.after);
+    return pageOf(await q.execute(), page, (r) => Number(r.id),
+      (r) => ({ id: Number(r.id), fingerprint: r.fingerprint, public_key: r.public_key, created_at: r.created_at }));
   }
 }
 

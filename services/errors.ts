@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'conflict'
   | 'gone'
+  | 'method_not_allowed'
   | 'unavailable'
   | 'internal';
 

@@ -26,6 +26,7 @@ import { hostForStack } from '../host/registry.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, invalid, notFound } from './errors.js';
+import { emptyPage, pageOf, type Page, type PageRequest } from './pages.js';
 import { SessionCreateRateLimiter } from './rate-limit.js';
 
 export interface SessionTimeouts {
@@ -259,17 +260,19 @@ export class SessionsService {
     return toSession(await this.visibleRow(principal, id));
   }
 
-  async list(principal: Principal, filter: { app?: string; state?: string; user?: number }): Promise<SessionView[]> {
-    let q = this.rows().orderBy('o.id', 'desc').limit(500);
+  /** The sessions the caller may see, newest first, one page at a time. */
+  async list(principal: Principal, filter: { app?: string; state?: string; user?: number }, page: PageRequest): Promise<Page<SessionView>> {
+    let q = this.rows().orderBy('o.id', 'desc').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('o.id', '<', page.after);
     if (filter.app) q = q.where('a.handle', '=', filter.app);
     if (filter.state) q = q.where('o.state', '=', filter.state);
     if (filter.user !== undefined) q = q.where('o.user_id', '=', filter.user);
     if (principal.role !== 'operator') {
-      if (principal.accountIds.length === 0) return [];
+      if (principal.accountIds.length === 0) return emptyPage();
       q = q.where('o.account_id', 'in', principal.accountIds);
       if (principal.role === 'member') q = q.where('o.user_id', '=', principal.id);
     }
-    return (await q.execute()).map(toSession);
+    return pageOf(await q.execute(), page, (r) => Number(r.id), toSession);
   }
 
   /**
@@ -310,12 +313,14 @@ export class SessionsService {
     return toOperation(row);
   }
 
-  async listAppOperations(principal: Principal, appHandle: string): Promise<OperationView[]> {
+  /** An app's Operation records the caller may see, newest first, one page at a time. */
+  async listAppOperations(principal: Principal, appHandle: string, page: PageRequest): Promise<Page<OperationView>> {
     const app = await this.deps.db.selectFrom('apps').select(['id', 'account_id']).where('handle', '=', appHandle).executeTakeFirst();
     if (!app || !access.canSeeAccount(principal, Number(app.account_id))) throw notFound(`App "${appHandle}"`);
-    let q = this.rows().where('o.app_id', '=', app.id).orderBy('o.id', 'desc').limit(500);
+    let q = this.rows().where('o.app_id', '=', app.id).orderBy('o.id', 'desc').limit(page.limit + 1);
+    if (page.after !== undefined) q = q.where('o.id', '<', page.after);
     if (principal.role === 'member') q = q.where('o.user_id', '=', principal.id);
-    return (await q.execute()).map(toOperation);
+    return pageOf(await q.execute(), page, (r) => Number(r.id), toOperation);
   }
 
   /**

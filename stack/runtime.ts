@@ -27,6 +27,7 @@ import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
 import { recordingRoutes } from '../api/routes/recordings.js';
+import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
 import { VERSION } from '../lib/version.js';
@@ -196,6 +197,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),
         ],
+        pages: consolePages(log),
       });
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);

@@ -51,6 +51,7 @@ async function main() {
       '',
       `essh is up${seeded ? ' (seeded the demo account, app and users)' : ''}`,
       `  REST API      ${runtime.apiUrl}   (OpenAPI: ${runtime.apiUrl}/openapi.json)`,
+      `  Web console   ${runtime.apiUrl}/console   (sign in with a token below)`,
       `  SSH portal    ${config.ssh.host}:${runtime.sshPort}   (ssh -t -p ${runtime.sshPort} session-<id>@${config.ssh.publicHost}, or <app>@ with a registered key)`,
       `  Temporal      ${config.temporal.address}, namespace ${config.temporal.namespace}`,
       dev ? `  Temporal UI   ${dev.uiUrl}` : undefined,

@@ -75,7 +75,7 @@ async function keyOf(userId: number): Promise<number> {
 }
 
 type Cell = (who: Who, actor: Actor) => Promise<ApiResponse>;
-/** A list cell: the answer is checked against "own", "account" or "all". */
+/** A list cell: the list's items (every page of it) are checked against "own", "account" or "all". */
 type ListCheck = (body: any[], kind: string, who: Who, actor: Actor) => void;
 
 const cells: Record<string, Cell> = {
@@ -107,7 +107,7 @@ const cells: Record<string, Cell> = {
   'POST /users/{user of other account}/tokens': (w) => api().post(`/users/${memberB.id}/tokens`, w.token, {}),
   'GET /users/{self}/tokens (no values)': async (w) => {
     const r = await api().get(`/users/${w.id}/tokens`, w.token);
-    expect(r.body.length).toBeGreaterThan(0);
+    expect(r.body.items.length).toBeGreaterThan(0);
     expect(JSON.stringify(r.body)).not.toMatch(/essh_|token_hash|"token"/);
     return r;
   },
@@ -139,7 +139,7 @@ const cells: Record<string, Cell> = {
   'DELETE /users/{fellow member}/ssh_keys/{id}': async (w) => {
     const key = await keyOf(fellow.id);
     const r = await api().delete(`/users/${fellow.id}/ssh_keys/${key}`, w.token);
-    const left = (await api().get(`/users/${fellow.id}/ssh_keys`, admin())).body as { id: number }[];
+    const left = await api().listAll<{ id: number }>(`/users/${fellow.id}/ssh_keys`, admin());
     expect(left.some((k) => k.id === key)).toBe(r.status !== 204);
     return r;
   },
@@ -177,9 +177,16 @@ async function drainOf(account: string): Promise<number | string> {
   return r.body.id;
 }
 
+/** A list read to its end, page by page, as a cell's answer. */
+async function wholeList(path: string, w: Who): Promise<ApiResponse> {
+  const first = await api().get(path, w.token);
+  if (first.status !== 200) return first;
+  return { ...first, body: await api().listAll(path, w.token) };
+}
+
 const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: ListCheck }> = {
   'GET /accounts (lists only)': {
-    get: (w) => api().get('/accounts', w.token),
+    get: (w) => wholeList('/accounts', w),
     check: (body, kind) => {
       const handles = body.map((a) => a.handle);
       if (kind === 'own') expect(handles).toEqual([A.account]);
@@ -187,7 +194,7 @@ const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: List
     },
   },
   'GET /apps (lists only)': {
-    get: (w) => api().get('/apps', w.token),
+    get: (w) => wholeList('/apps', w),
     check: (body, kind) => {
       const accounts = new Set(body.map((a) => a.account));
       if (kind === 'own') expect([...accounts]).toEqual([A.account]);
@@ -202,7 +209,7 @@ const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: List
     },
   },
   'GET /sessions (lists only)': {
-    get: (w) => api().get('/sessions', w.token),
+    get: (w) => wholeList('/sessions', w),
     check: (body, kind, w, actor) => {
       const ids = body.map((s) => s.id);
       expect(ids).toContain(ownSession[actor]);
@@ -215,7 +222,7 @@ const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: List
     },
   },
   'GET /apps/{own app}/operations (lists only)': {
-    get: (w) => api().get(`/apps/${A.app}/operations`, w.token),
+    get: (w) => wholeList(`/apps/${A.app}/operations`, w),
     check: (body, kind, w, actor) => {
       const ids = body.map((o) => o.id);
       expect(ids).toContain(ownSession[actor]);
@@ -246,10 +253,10 @@ beforeAll(async () => {
 afterAll(async () => {
   if (!stack) return;
   // End every session this file started, so that no container outlives the test.
-  const open = ((await api().get('/sessions', admin())).body as { id: number; state: string }[]).filter((s) => s.state !== 'ended');
+  const open = (await api().listAll<{ id: number; state: string }>('/sessions', admin())).filter((s) => s.state !== 'ended');
   await Promise.all(open.map((s) => api().post(`/sessions/${s.id}/terminate`, admin(), {})));
   await waitFor('every session to end', async () => {
-    const all = (await api().get('/sessions', admin())).body as { state: string }[];
+    const all = await api().listAll<{ state: string }>('/sessions', admin());
     return all.every((s) => s.state === 'ended');
   }, 60_000);
   await stack.stop();

@@ -88,7 +88,8 @@ describe('log drains', () => {
 
     const list = await stack.api.get(`/accounts/${t.account}/log_drains`, t.token);
     expect(list.status).toBe(200);
-    expect(list.body.map((d: any) => d.handle)).toEqual(['es', 'sys']);
+    expect(list.body.items.map((d: any) => d.handle)).toEqual(['es', 'sys']);
+    expect(list.body.next_cursor).toBeNull();
     expect((await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body.handle).toBe('es');
   });
 
@@ -190,9 +191,9 @@ describe('redaction rules', () => {
     expect((await rule({ name: 'unknown', preset: 'passport' })).status).toBe(422);
     expect((await rule({ name: 'member', preset: 'us_ssn' }, t.token)).status).toBe(403);
     const list = await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token);
-    expect(list.body.map((r: any) => r.name)).toEqual(['cards', 'tokens']);
-    expect((await stack.api.delete(`/redaction_rules/${list.body[1].id}`, adminToken)).status).toBe(204);
-    expect((await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token)).body).toHaveLength(1);
+    expect(list.body.items.map((r: any) => r.name)).toEqual(['cards', 'tokens']);
+    expect((await stack.api.delete(`/redaction_rules/${list.body.items[1].id}`, adminToken)).status).toBe(204);
+    expect((await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token)).body.items).toHaveLength(1);
   });
 
   it('are at most 20 per account', async () => {

@@ -129,14 +129,14 @@ describe('an Elasticsearch drain', () => {
     expect(drain.delivery.delivered_events).toBe(max); // every other event, the ended one included
     // last_error is the latest problem (a 429 retry, say); the refusal itself stays listed.
     expect(drain.delivery.last_error_at).toBeTruthy();
-    const failures = (await stack.api.get(`/log_drains/${d.body.id}/failures`, tenant.token)).body;
+    const failures = (await stack.api.get(`/log_drains/${d.body.id}/failures`, tenant.token)).body.items;
     expect(failures).toHaveLength(1);
     const poison = missing[0];
     expect(failures[0]).toMatchObject({ status: 400, events: 1, operation_id: id, first_seq: poison, last_seq: poison });
     expect(failures[0].message).toMatch(new RegExp(`${id}:${poison}: HTTP 400`));
     // What Elasticsearch said is for operators only.
     expect(JSON.stringify(failures)).not.toContain('mapper_parsing_exception');
-    const forOperator = (await stack.api.get(`/log_drains/${d.body.id}/failures`, stack.adminToken)).body;
+    const forOperator = (await stack.api.get(`/log_drains/${d.body.id}/failures`, stack.adminToken)).body.items;
     expect(forOperator[0].detail).toMatch(/mapper_parsing_exception/);
   });
 });

@@ -150,9 +150,9 @@ describe('an HTTPS drain', () => {
 
     const drains = await stack.api.get(`/accounts/${tenant.account}/log_drains`, tenant.token);
     expect(drains.status).toBe(200);
-    expect(drains.body[0].delivery).toMatchObject({ backlog_bytes: 0, failed_events: 0 });
-    expect(drains.body[0].delivery.delivered_events).toBeGreaterThanOrEqual(max + 1);
-    expect(drains.body[0].delivery.last_success_at).toBeTruthy();
+    expect(drains.body.items[0].delivery).toMatchObject({ backlog_bytes: 0, failed_events: 0 });
+    expect(drains.body.items[0].delivery.delivered_events).toBeGreaterThanOrEqual(max + 1);
+    expect(drains.body.items[0].delivery.last_success_at).toBeTruthy();
 
     // The recording shows the same, with the same redactions and without the password, at the size of
     // the client's terminal (the program started when it attached).
@@ -177,7 +177,7 @@ describe('an HTTPS drain', () => {
     const downAt = Date.now();
     // While it is down the drain shows why, and its backlog grows.
     const during = await waitFor('the drain to show the outage', async () => {
-      const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+      const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body.items[0];
       return d.delivery.backlog_bytes > 100 && /cannot reach/.test(d.delivery.last_error ?? '') ? d : undefined;
     }, 20_000, 500);
     expect(Date.parse(during.delivery.last_error_at)).toBeGreaterThanOrEqual(downAt - 1000);
@@ -197,7 +197,7 @@ describe('an HTTPS drain', () => {
     const missing = [];
     for (let i = 0; i < 300; i++) if (!lines.has(`line ${i}`)) missing.push(i);
     expect(missing).toEqual([]);
-    const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+    const d = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body.items[0];
     expect(d.delivery.backlog_bytes).toBe(0);
     expect(await drainMetric('essh_drain_backlog_bytes', d.id)).toBe(0);
     expect(await drainMetric('essh_drain_delivered_events_total', d.id)).toBe(d.delivery.delivered_events);
@@ -247,15 +247,15 @@ describe('an HTTPS drain', () => {
       const run = await runInSession(stack, tenant, { command: ['sh', '-c', 'echo refused-output; exit 0'] });
       expect(run.stdout.toString()).toBe('refused-output\n');
       const d = await waitFor('the refusal to be recorded', async () => {
-        const r = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body[0];
+        const r = (await stack.api.get(`/accounts/${tenant.account}/log_drains`, stack.adminToken)).body.items[0];
         return r.delivery.failed_events > 0 && r.delivery.backlog_bytes === 0 ? r : undefined;
       }, 20_000, 300);
       expect(d.delivery.last_error).toMatch(/HTTP 400/);
       expect(d.delivery.last_error_detail).toMatch(/schema mismatch/); // operators only
       const f = await stack.api.get(`/log_drains/${d.id}/failures`, tenant.token);
       expect(f.status).toBe(200);
-      expect(f.body[0]).toMatchObject({ status: 400 });
-      expect(f.body[0].events).toBeGreaterThan(0);
+      expect(f.body.items[0]).toMatchObject({ status: 400 });
+      expect(f.body.items[0].events).toBeGreaterThan(0);
     } finally {
       rx.answer = () => ({ status: 200, body: '{}' });
     }

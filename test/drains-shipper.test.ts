@@ -285,7 +285,7 @@ describe('the host shipper into an HTTPS drain', () => {
       for (let i = 0; i < 400; i++) expect(events.some((e) => e.log === `small line ${i}`)).toBe(true);
       expect(events.some((e) => e.log === 'after the big one')).toBe(true);
       for (const r of rx.requests.filter((q) => q.path === '/small')) expect(Buffer.byteLength(r.body)).toBeLessThanOrEqual(LIMIT);
-      const failures = (await stack.api.get(`/log_drains/${drain.id}/failures`, tenant.token)).body;
+      const failures = (await stack.api.get(`/log_drains/${drain.id}/failures`, tenant.token)).body.items;
       expect(failures).toHaveLength(1);
       expect(failures[0]).toMatchObject({ operation_id: s.id, first_seq: missing[0], last_seq: missing[0], events: 1, status: 413 });
       expect(failures[0].message).toMatch(/too large.*single event/);
@@ -310,11 +310,11 @@ describe('the host shipper into an HTTPS drain', () => {
       expect(d.delivery.last_error_status).toBe(400);
       expect(JSON.stringify(d)).not.toContain('INTERNAL-FIELD');
       const f = await stack.api.get(`/log_drains/${drain.id}/failures`, tenant.token);
-      expect(f.body[0]).toMatchObject({ status: 400, operation_id: s.id, first_seq: 0 });
-      expect(f.body[0].last_seq).toBeGreaterThanOrEqual(2);
-      expect(JSON.stringify(f.body)).not.toContain('INTERNAL-FIELD');
+      expect(f.body.items[0]).toMatchObject({ status: 400, operation_id: s.id, first_seq: 0 });
+      expect(f.body.items[0].last_seq).toBeGreaterThanOrEqual(2);
+      expect(JSON.stringify(f.body.items)).not.toContain('INTERNAL-FIELD');
       const fo = await stack.api.get(`/log_drains/${drain.id}/failures`, stack.adminToken);
-      expect(fo.body[0].detail).toContain('INTERNAL-FIELD');
+      expect(fo.body.items[0].detail).toContain('INTERNAL-FIELD');
     } finally {
       rx.answer = prev;
     }

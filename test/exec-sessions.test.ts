@@ -203,7 +203,7 @@ describe('OpenSSH connection multiplexing', () => {
       const tty = await run('sh', ['-c', `TERM=xterm-kitty ssh -tt ${base.map((a) => `'${a}'`).join(' ')} -o ControlMaster=no ${t.app}@127.0.0.1 'echo "term=$TERM"'`])
         .catch((e) => e);
       expect(String(tty.stdout)).toMatch(/term=xterm-kitty/);
-      const sessions = (await stack.api.get(`/sessions?app=${t.app}`, t.token)).body as { end_reason: string; exit_code: number }[];
+      const sessions = (await stack.api.get(`/sessions?app=${t.app}`, t.token)).body.items as { end_reason: string; exit_code: number }[];
       expect(sessions.length).toBe(3);
     } finally {
       master.kill('SIGTERM');
@@ -282,7 +282,7 @@ describe('kill -9 of the host process while a session prints', () => {
     } finally {
       await host.kill('SIGKILL');
       // The session ends without its client; a new host process would clean it up.
-      await split.runtime.client.workflow.getHandle(`ssh-session-${(await split.api.get('/sessions', split.adminToken)).body[0]?.id}`).terminate('test over').catch(() => undefined);
+      await split.runtime.client.workflow.getHandle(`ssh-session-${(await split.api.get('/sessions', split.adminToken)).body.items[0]?.id}`).terminate('test over').catch(() => undefined);
       await split.stop();
     }
   });

@@ -227,6 +227,18 @@ export class ApiClient {
   delete<T = any>(p: string, token?: string) {
     return this.request<T>('DELETE', p, token);
   }
+  /** Every item of a list, following its pages' next_cursor (API lists are paginated: { items, next_cursor }). */
+  async listAll<T = any>(p: string, token?: string): Promise<T[]> {
+    const items: T[] = [];
+    for (let cursor: string | null = null; ;) {
+      const sep = p.includes('?') ? '&' : '?';
+      const r: ApiResponse<{ items: T[]; next_cursor: string | null }> = await this.get(`${p}${sep}limit=500${cursor ? `&cursor=${cursor}` : ''}`, token);
+      if (r.status !== 200) throw new Error(`GET ${p}: ${r.status} ${JSON.stringify(r.body)}`);
+      items.push(...r.body.items);
+      if (!r.body.next_cursor) return items;
+      cursor = r.body.next_cursor;
+    }
+  }
 }
 
 /** An account with one app on `stack` and a member user; returns the member's token. */
@@ -302,10 +314,10 @@ export async function containerExists(nameOrId: string): Promise<boolean> {
 
 /** Ends every session this file started (also after a failed test), so no container outlives it. */
 export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
-  const open = ((await s.api.get('/sessions', s.adminToken)).body as { id: number; state: string }[]).filter((x) => x.state !== 'ended');
+  const open = (await s.api.listAll<{ id: number; state: string }>('/sessions', s.adminToken)).filter((x) => x.state !== 'ended');
   await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
   await waitFor('every session to end', async () =>
-    ((await s.api.get('/sessions', s.adminToken)).body as { state: string }[]).every((x) => x.state === 'ended'), timeoutMs, 500);
+    (await s.api.listAll<{ state: string }>('/sessions', s.adminToken)).every((x) => x.state === 'ended'), timeoutMs, 500);
 }
 
 export interface SessionRun {

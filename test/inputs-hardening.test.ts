@@ -114,9 +114,16 @@ describe('authentication errors', () => {
     expectError(await stack.api.get('/sessions', 'essh_not-a-real-token'), 401, 'unauthorized', /not valid/);
   });
 
-  it('an unknown route or method is a JSON 404 pointing at /openapi.json', async () => {
-    expectError(await stack.api.request('PUT', '/sessions/1', stack.adminToken, {}), 404, 'not_found', /openapi\.json/);
+  it('an unknown route is a JSON 404, an unknown method of a known path a JSON 405 with Allow; both point at /openapi.json', async () => {
     expectError(await stack.api.get('/nope', stack.adminToken), 404, 'not_found', /openapi\.json/);
+    const put = await stack.api.request('PUT', '/sessions/1', stack.adminToken, {});
+    expectError(put, 405, 'method_not_allowed', /openapi\.json/);
+    expect(put.headers.get('allow')).toBe('GET, HEAD, OPTIONS');
+    // Before the token is looked at: the method is wrong whoever asks.
+    expect((await stack.api.request('DELETE', '/sessions')).status).toBe(405);
+    const options = await stack.api.request('OPTIONS', '/apps/x');
+    expect(options.status).toBe(204);
+    expect(options.headers.get('allow')).toBe('GET, PATCH, HEAD, OPTIONS');
   });
 });
 
@@ -131,7 +138,7 @@ describe('rate limit on session creation', () => {
     expect(retry).toBeLessThanOrEqual(60);
     expect(limited.body.retry_after_s).toBe(retry);
     // The refused request made no session.
-    const mine = (await stack.api.get(`/sessions?user=${tenant.user.id}`, stack.adminToken)).body as unknown[];
+    const mine = (await stack.api.get(`/sessions?user=${tenant.user.id}`, stack.adminToken)).body.items as unknown[];
     expect(mine).toHaveLength(RATE);
     // The same user's second token shares the budget, and so does a second API process on the same database.
     const second = await stack.api.post(`/users/${tenant.user.id}/tokens`, tenant.token, { name: 'second' });
@@ -173,7 +180,7 @@ describe('internal failures', () => {
   it('no answer in this file carried a stack trace, a file path or a SQL error, and every error had the one format', () => {
     expect(seen.length).toBeGreaterThan(40);
     for (const r of seen) {
-      const text = JSON.stringify(r.body);
+      const text = JSON.stringify(r.body ?? null); // a 204 (OPTIONS) has no body
       expect(text).not.toMatch(/\bat .+\.(ts|js):\d+|node_modules|\/work\/|SQLITE_|syntax error at|relation "/);
       if (r.status >= 400) expect(Object.keys(r.body).slice(0, 2)).toEqual(['error', 'message']);
     }

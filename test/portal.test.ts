@@ -325,7 +325,7 @@ describe('<app>@host with a registered key', () => {
     expect(r.stderr).toBe('err\n');
     expect(r.code).toBe(3);
     const list = await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token);
-    const s = list.body.find((x: any) => x.command?.[2]?.startsWith('echo out-'));
+    const s = list.body.items.find((x: any) => x.command?.[2]?.startsWith('echo out-'));
     expect(s).toMatchObject({ command: ['/bin/sh', '-c', 'echo out-$((1+1)); echo err >&2; exit 3'], user: { id: tenant.user.id } });
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
     expect(ended).toMatchObject({ end_reason: 'exit', exit_code: 3 });
@@ -349,7 +349,7 @@ describe('<app>@host with a registered key', () => {
     expect(await term.exitStatus()).toBe(5);
 
     // Its program started once the client was there: the recording starts at the client's size.
-    const [latest] = (await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token)).body as { id: number }[];
+    const [latest] = (await stack.api.get(`/sessions?app=${tenant.app}`, tenant.token)).body.items as { id: number }[];
     await waitForState(stack, tenant.token, latest!.id, 'ended', 20_000);
     const { header, events } = await recordingOf(latest!.id);
     expect(header).toMatchObject({ width: 90, height: 20 });

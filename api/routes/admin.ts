@@ -1,47 +1,86 @@
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
-export const registerAdminRoutes: RouteModule = (route, { admin }) => {
-  route({ method: 'post', path: '/accounts', summary: 'Create an account (operator)', status: 201, body: s.createAccountBody,
-    handler: ({ principal, body }) => admin.createAccount(principal, body) });
-  route({ method: 'get', path: '/accounts', summary: 'List accounts', handler: ({ principal }) => admin.listAccounts(principal) });
-  route({ method: 'get', path: '/accounts/{account}', summary: 'One account', params: s.params.account,
-    handler: ({ principal, params }) => admin.getAccount(principal, params.account) });
-  route({ method: 'patch', path: '/accounts/{account}', summary: "Change an account's plan, limit and grants (operator)",
-    params: s.params.account, body: s.patchAccountBody,
-    handler: ({ principal, params, body }) => admin.patchAccount(principal, params.account, body) });
-  route({ method: 'post', path: '/stacks', summary: 'Create a stack (operator)', status: 201, body: s.createStackBody,
-    handler: ({ principal, body }) => admin.createStack(principal, body) });
-  route({ method: 'get', path: '/stacks', summary: 'List stacks', handler: ({ principal }) => admin.listStacks(principal) });
-  route({ method: 'get', path: '/stacks/{name}', summary: 'One stack', params: s.params.name,
-    handler: ({ principal, params }) => admin.getStack(principal, params.name) });
-  route({ method: 'post', path: '/apps', summary: 'Create an app', status: 201, body: s.createAppBody,
-    handler: ({ principal, body }) => admin.createApp(principal, body) });
-  route({ method: 'get', path: '/apps', summary: 'List apps', handler: ({ principal }) => admin.listApps(principal) });
-  route({ method: 'get', path: '/apps/{app}', summary: 'One app, by handle', params: s.params.app,
-    handler: ({ principal, params }) => admin.getApp(principal, params.app) });
-  route({ method: 'patch', path: '/apps/{app}', summary: "Change an app's settings (stack, network and warm_pool: operator)",
-    params: s.params.app, body: s.patchAppBody,
-    handler: ({ principal, params, body }) => admin.patchApp(principal, params.app, body) });
-  route({ method: 'post', path: '/users', summary: 'Create a user; the answer holds its first API token', status: 201,
-    body: s.createUserBody, handler: ({ principal, body }) => admin.createUser(principal, body) });
-  route({ method: 'get', path: '/users', summary: 'List users', handler: ({ principal }) => admin.listUsers(principal) });
-  route({ method: 'get', path: '/users/{id}', summary: 'One user', params: s.params.id,
-    handler: ({ principal, params }) => admin.getUser(principal, params.id) });
-  route({ method: 'post', path: '/users/{id}/tokens', summary: 'Issue an API token (shown once)', status: 201,
-    params: s.params.id, body: s.createTokenBody,
-    handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body?.name) });
-  route({ method: 'get', path: '/users/{id}/tokens', summary: "A user's tokens (never their values)", params: s.params.id,
-    handler: ({ principal, params }) => admin.listTokens(principal, params.id) });
-  route({ method: 'delete', path: '/users/{id}/tokens/{tokenId}', summary: 'Revoke a token', status: 204, params: s.params.userToken,
-    handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
-  route({ method: 'post', path: '/users/{id}/ssh_keys', summary: 'Register an SSH public key', status: 201,
-    params: s.params.id, body: s.addSshKeyBody,
-    handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body.public_key) });
-  route({ method: 'get', path: '/users/{id}/ssh_keys', summary: "A user's SSH keys", params: s.params.id,
-    handler: ({ principal, params }) => admin.listSshKeys(principal, params.id) });
-  route({ method: 'delete', path: '/users/{id}/ssh_keys/{keyId}', summary: 'Remove an SSH key', status: 204,
-    params: s.params.userSshKey, handler: ({ principal, params }) => admin.deleteSshKey(principal, params.id, params.keyId) });
-  route({ method: 'get', path: '/me', summary: 'The calling user', handler: async ({ principal }) => admin.getUser(principal, principal.id) });
+/** What a user's id opens. */
+const userLinks = Object.fromEntries(['getUser', 'createApiToken', 'listApiTokens', 'addSshKey', 'listSshKeys'].map((op) => [op, { id: '$response.body#/id' }]));
 
+/** Accounts, stacks, apps, users, their tokens and SSH keys (CONTRACT §3, README "Who may do what"). */
+export const registerAdminRoutes: RouteModule = (route, { admin }) => {
+  // --- accounts
+  route({ method: 'post', path: '/accounts', operationId: 'createAccount', tag: 'accounts', summary: 'Create an account (operator)',
+    status: 201, errors: [403, 409], body: s.createAccountBody, response: s.accountSchema,
+    links: Object.fromEntries(['getAccount', 'updateAccount', 'listLogDrains', 'createLogDrain', 'listRedactionRules', 'createRedactionRule']
+      .map((op) => [op, { account: '$response.body#/handle' }])),
+    handler: ({ principal, body }) => admin.createAccount(principal, body) });
+  route({ method: 'get', path: '/accounts', operationId: 'listAccounts', tag: 'accounts', summary: 'List the accounts you belong to (operators: all)',
+    query: s.listQuery(), response: s.accountListSchema,
+    handler: ({ principal, query }) => admin.listAccounts(principal, s.pageRequest(query)) });
+  route({ method: 'get', path: '/accounts/{account}', operationId: 'getAccount', tag: 'accounts', summary: 'One account',
+    params: s.params.account, response: s.accountSchema,
+    handler: ({ principal, params }) => admin.getAccount(principal, params.account) });
+  route({ method: 'patch', path: '/accounts/{account}', operationId: 'updateAccount', tag: 'accounts',
+    summary: "Change an account's plan, limit and grants (operator)", errors: [403, 409],
+    params: s.params.account, body: s.patchAccountBody, response: s.accountSchema,
+    handler: ({ principal, params, body }) => admin.patchAccount(principal, params.account, body) });
+
+  // --- stacks
+  route({ method: 'post', path: '/stacks', operationId: 'createStack', tag: 'stacks', summary: 'Create a stack (operator)',
+    status: 201, errors: [403, 409], body: s.createStackBody, response: s.stackSchema,
+    links: { getStack: { name: '$response.body#/name' } },
+    handler: ({ principal, body }) => admin.createStack(principal, body) });
+  route({ method: 'get', path: '/stacks', operationId: 'listStacks', tag: 'stacks', summary: 'List stacks',
+    query: s.listQuery(), response: s.stackListSchema,
+    handler: ({ principal, query }) => admin.listStacks(principal, s.pageRequest(query)) });
+  route({ method: 'get', path: '/stacks/{name}', operationId: 'getStack', tag: 'stacks', summary: 'One stack',
+    params: s.params.name, response: s.stackSchema,
+    handler: ({ principal, params }) => admin.getStack(principal, params.name) });
+
+  // --- apps
+  route({ method: 'post', path: '/apps', operationId: 'createApp', tag: 'apps', summary: 'Create an app (account admins and operators)',
+    status: 201, errors: [403, 404, 409], body: s.createAppBody, response: s.appSchema,
+    links: Object.fromEntries(['getApp', 'updateApp', 'createSession', 'listAppOperations'].map((op) => [op, { app: '$response.body#/handle' }])),
+    handler: ({ principal, body }) => admin.createApp(principal, body) });
+  route({ method: 'get', path: '/apps', operationId: 'listApps', tag: 'apps', summary: 'List the apps of your accounts (operators: all)',
+    query: s.listQuery(), response: s.appListSchema,
+    handler: ({ principal, query }) => admin.listApps(principal, s.pageRequest(query)) });
+  route({ method: 'get', path: '/apps/{app}', operationId: 'getApp', tag: 'apps', summary: 'One app, by handle',
+    params: s.params.app, response: s.appSchema,
+    handler: ({ principal, params }) => admin.getApp(principal, params.app) });
+  route({ method: 'patch', path: '/apps/{app}', operationId: 'updateApp', tag: 'apps',
+    summary: "Change an app's settings (stack, network and warm_pool: operator)", errors: [403],
+    params: s.params.app, body: s.patchAppBody, response: s.appSchema,
+    handler: ({ principal, params, body }) => admin.patchApp(principal, params.app, body) });
+
+  // --- users, tokens, SSH keys
+  route({ method: 'post', path: '/users', operationId: 'createUser', tag: 'users', summary: 'Create a user; the answer holds its first API token',
+    status: 201, errors: [403, 404, 409], body: s.createUserBody, response: s.createdUserSchema, links: userLinks,
+    handler: ({ principal, body }) => admin.createUser(principal, body) });
+  route({ method: 'get', path: '/users', operationId: 'listUsers', tag: 'users',
+    summary: 'List the users you may manage, and yourself', query: s.listQuery(), response: s.userListSchema,
+    handler: ({ principal, query }) => admin.listUsers(principal, s.pageRequest(query)) });
+  route({ method: 'get', path: '/users/{id}', operationId: 'getUser', tag: 'users', summary: 'One user', errors: [403],
+    params: s.params.id, response: s.userSchema,
+    handler: ({ principal, params }) => admin.getUser(principal, params.id) });
+  route({ method: 'post', path: '/users/{id}/tokens', operationId: 'createApiToken', tag: 'users', summary: 'Issue an API token (shown once)',
+    status: 201, errors: [403], params: s.params.id, body: s.createTokenBody, response: s.issuedApiTokenSchema,
+    links: { revokeApiToken: { id: '$request.path.id', tokenId: '$response.body#/id' } },
+    handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body?.name) });
+  route({ method: 'get', path: '/users/{id}/tokens', operationId: 'listApiTokens', tag: 'users', summary: "A user's tokens (never their values)",
+    errors: [403], params: s.params.id, query: s.listQuery(), response: s.apiTokenListSchema,
+    handler: ({ principal, params, query }) => admin.listTokens(principal, params.id, s.pageRequest(query)) });
+  route({ method: 'delete', path: '/users/{id}/tokens/{tokenId}', operationId: 'revokeApiToken', tag: 'users', summary: 'Revoke a token',
+    status: 204, errors: [403], params: s.params.userToken,
+    handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
+  route({ method: 'post', path: '/users/{id}/ssh_keys', operationId: 'addSshKey', tag: 'users', summary: 'Register an SSH public key',
+    status: 201, errors: [403, 409], params: s.params.id, body: s.addSshKeyBody, response: s.sshKeySchema,
+    links: { deleteSshKey: { id: '$request.path.id', keyId: '$response.body#/id' } },
+    handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body.public_key) });
+  route({ method: 'get', path: '/users/{id}/ssh_keys', operationId: 'listSshKeys', tag: 'users', summary: "A user's SSH keys",
+    errors: [403], params: s.params.id, query: s.listQuery(), response: s.sshKeyListSchema,
+    handler: ({ principal, params, query }) => admin.listSshKeys(principal, params.id, s.pageRequest(query)) });
+  route({ method: 'delete', path: '/users/{id}/ssh_keys/{keyId}', operationId: 'deleteSshKey', tag: 'users', summary: 'Remove an SSH key',
+    status: 204, errors: [403], params: s.params.userSshKey,
+    handler: ({ principal, params }) => admin.deleteSshKey(principal, params.id, params.keyId) });
+  route({ method: 'get', path: '/me', operationId: 'getMe', tag: 'users', summary: 'The calling user', response: s.userSchema, links: userLinks,
+    handler: async ({ principal }) => admin.getUser(principal, principal.id) });
 };

@@ -5,6 +5,8 @@ import { CAPS } from '../../lib/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
+const presetNames = Object.keys(REDACTION_PRESETS) as [RedactionPreset, ...RedactionPreset[]];
+
 const drainBody = z.object({
   handle: s.handle,
   drain_type: z.enum(DRAIN_TYPES),
@@ -14,80 +16,105 @@ const drainBody = z.object({
   index: z.string().min(1).max(255).optional(),
   pipeline: z.string().min(1).max(255).optional(),
   drain_ephemeral_sessions: z.boolean().optional(),
-}).strict();
+}).strict().meta({ examples: [
+  { handle: 'collector', drain_type: 'https', url: 'https://logs.example.com/ingest' },
+  { handle: 'papertrail', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', token: 'tenant-token' },
+  { handle: 'search', drain_type: 'elasticsearch', url: 'https://es.example.com:9200', index: 'essh-{yyyy}.{MM}.{dd}' },
+] });
 
-const drainSchema = z.object({
-  id: z.number(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES), url: z.string(),
+const drainSchema = s.component('Drain', z.object({
+  id: z.number().int(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES),
+  url: z.string().describe('credentials in it are masked'),
   has_token: z.boolean(), has_ca_cert: z.boolean(), index: z.string().nullable(), pipeline: z.string().nullable(),
-  drain_ephemeral_sessions: z.boolean(), created_at: z.string(),
+  drain_ephemeral_sessions: z.boolean(), created_at: z.iso.datetime(),
   status: z.enum(['active', 'paused']).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
-  paused_reason: z.string().nullable(), paused_at: z.string().nullable(),
+  paused_reason: z.string().nullable(), paused_at: z.iso.datetime().nullable(),
   delivery: z.object({
-    backlog_bytes: z.number().describe('journal bytes of session output not yet delivered, over every host'),
-    backlog_sessions: z.number().describe('sessions not yet delivered to the end'),
-    delivered_events: z.number(), failed_events: z.number(),
-    last_success_at: z.string().nullable(), last_error_at: z.string().nullable(),
+    backlog_bytes: z.number().int().describe('journal bytes of session output not yet delivered, over every host'),
+    backlog_sessions: z.number().int().describe('sessions not yet delivered to the end'),
+    delivered_events: z.number().int(), failed_events: z.number().int(),
+    last_success_at: z.iso.datetime().nullable(), last_error_at: z.iso.datetime().nullable(),
     last_error: z.string().nullable().describe("essh's sentence; the receiver's own answer is never shown to members"),
-    last_error_status: z.number().nullable().describe('HTTP status of the last error, when there was one'),
+    last_error_status: z.number().int().nullable().describe('HTTP status of the last error, when there was one'),
     last_error_detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
   }),
-});
+}));
+const drainFailureSchema = s.component('DrainFailure', z.object({
+  id: z.number().int(), operation_id: z.number().int().nullable(), first_seq: z.number().int().nullable(), last_seq: z.number().int().nullable(),
+  events: z.number().int(), status: z.number().int().nullable().describe("the receiver's HTTP status, when it answered one"),
+  message: z.string(), at: z.iso.datetime(),
+  detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
+}).describe('A batch the drain refused for good (it is not retried)'));
 
-const presetNames = Object.keys(REDACTION_PRESETS) as [RedactionPreset, ...RedactionPreset[]];
 const ruleBody = z.object({
   name: z.string().min(1).max(100),
   pattern: z.string().min(1).max(MAX_PATTERN_LENGTH).optional(),
   preset: z.enum(presetNames).optional(),
   replacement: z.string().max(100).optional(),
-}).strict();
-const ruleSchema = z.object({
-  id: z.number(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.string().nullable(),
-  replacement: z.string(), created_at: z.string(),
-});
+}).strict().meta({ examples: [{ name: 'cards', preset: 'card_number' }, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}', replacement: '[TOKEN]' }] });
+const ruleSchema = s.component('RedactionRule', z.object({
+  id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(presetNames).nullable(),
+  replacement: z.string(), created_at: z.iso.datetime(),
+}));
+
+const drainList = s.listOf('Drain', drainSchema);
+const failureList = s.listOf('DrainFailure', drainFailureSchema);
+const ruleList = s.listOf('RedactionRule', ruleSchema);
 
 /** Log drains (CONTRACT §9) and redaction rules (an extension). */
 export function drainRoutes(drains: DrainsService): RouteModule {
   return (route) => {
     route({
-      method: 'get', path: '/accounts/{account}/log_drains', summary: "An account's log drains, with their delivery state",
-      params: s.params.account, response: z.array(drainSchema),
-      handler: ({ principal, params }) => drains.list(principal, params.account),
+      method: 'get', path: '/accounts/{account}/log_drains', operationId: 'listLogDrains', tag: 'log drains',
+      summary: "An account's log drains, with their delivery state", params: s.params.account, query: s.listQuery(), response: drainList,
+      handler: ({ principal, params, query }) => drains.list(principal, params.account, s.pageRequest(query)),
     });
     route({
-      method: 'post', path: '/accounts/{account}/log_drains', summary: 'Add a log drain (account admins and operators)', status: 201,
+      method: 'post', path: '/accounts/{account}/log_drains', operationId: 'createLogDrain', tag: 'log drains',
+      summary: 'Add a log drain (account admins and operators)', status: 201, errors: [403, 409],
+      description: '422 also when the url does not suit the drain_type, or its host is not a public address.',
       params: s.params.account, body: drainBody, response: drainSchema,
+      links: Object.fromEntries(['getLogDrain', 'listLogDrainFailures', 'resumeLogDrain', 'deleteLogDrain'].map((op) => [op, { id: '$response.body#/id' }])),
       handler: ({ principal, params, body }) => drains.create(principal, params.account, body),
     });
     route({
-      method: 'get', path: '/log_drains/{id}', summary: 'One log drain, with its delivery state', params: s.params.id, response: drainSchema,
+      method: 'get', path: '/log_drains/{id}', operationId: 'getLogDrain', tag: 'log drains',
+      summary: 'One log drain, with its delivery state', params: s.params.id, response: drainSchema,
       handler: ({ principal, params }) => drains.get(principal, params.id),
     });
     route({
-      method: 'get', path: '/log_drains/{id}/failures', summary: 'Batches the drain refused for good (most recent first)', params: s.params.id,
-      handler: ({ principal, params }) => drains.failures(principal, params.id),
+      method: 'get', path: '/log_drains/{id}/failures', operationId: 'listLogDrainFailures', tag: 'log drains',
+      summary: 'Batches the drain refused for good, most recent first', params: s.params.id, query: s.listQuery(), response: failureList,
+      handler: ({ principal, params, query }) => drains.failures(principal, params.id, s.pageRequest(query)),
     });
     route({
-      method: 'post', path: '/log_drains/{id}/resume', summary: 'Resume a paused log drain (account admins and operators): delivery goes on from where it stopped',
-      params: s.params.id, response: drainSchema,
+      method: 'post', path: '/log_drains/{id}/resume', operationId: 'resumeLogDrain', tag: 'log drains',
+      summary: 'Resume a paused log drain (account admins and operators): delivery goes on from where it stopped',
+      errors: [403], params: s.params.id, response: drainSchema,
       handler: ({ principal, params }) => drains.resume(principal, params.id),
     });
     route({
-      method: 'delete', path: '/log_drains/{id}', summary: 'Delete a log drain (account admins and operators)', status: 204, params: s.params.id,
+      method: 'delete', path: '/log_drains/{id}', operationId: 'deleteLogDrain', tag: 'log drains',
+      summary: 'Delete a log drain (account admins and operators)', status: 204, errors: [403], params: s.params.id,
       handler: ({ principal, params }) => drains.delete(principal, params.id),
     });
     route({
-      method: 'get', path: '/accounts/{account}/redaction_rules', summary: "An account's redaction rules",
-      params: s.params.account, response: z.array(ruleSchema),
-      handler: ({ principal, params }) => drains.listRules(principal, params.account),
+      method: 'get', path: '/accounts/{account}/redaction_rules', operationId: 'listRedactionRules', tag: 'redaction rules',
+      summary: "An account's redaction rules", params: s.params.account, query: s.listQuery(), response: ruleList,
+      handler: ({ principal, params, query }) => drains.listRules(principal, params.account, s.pageRequest(query)),
     });
     route({
-      method: 'post', path: '/accounts/{account}/redaction_rules',
-      summary: `Add a redaction rule: a regular expression in RE2 syntax, or a preset (card_number, us_ssn); applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account`,
-      status: 201, params: s.params.account, body: ruleBody, response: ruleSchema,
+      method: 'post', path: '/accounts/{account}/redaction_rules', operationId: 'createRedactionRule', tag: 'redaction rules',
+      summary: 'Add a redaction rule (account admins and operators)',
+      description: `A regular expression in RE2 syntax ("pattern"), or a preset (card_number, us_ssn): exactly one of the two. ` +
+        `Applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account (409 past that).`,
+      status: 201, errors: [403, 409], params: s.params.account, body: ruleBody, response: ruleSchema,
+      links: { deleteRedactionRule: { id: '$response.body#/id' } },
       handler: ({ principal, params, body }) => drains.createRule(principal, params.account, body),
     });
     route({
-      method: 'delete', path: '/redaction_rules/{id}', summary: 'Delete a redaction rule', status: 204, params: s.params.id,
+      method: 'delete', path: '/redaction_rules/{id}', operationId: 'deleteRedactionRule', tag: 'redaction rules',
+      summary: 'Delete a redaction rule (account admins and operators)', status: 204, errors: [403], params: s.params.id,
       handler: ({ principal, params }) => drains.deleteRule(principal, params.id),
     });
   };

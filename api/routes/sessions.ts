@@ -1,35 +1,48 @@
-import { z } from 'zod';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
 export const registerSessionRoutes: RouteModule = (route, { sessions }) => {
   route({
-    method: 'post', path: '/apps/{app}/sessions', summary: 'Start an ephemeral session on an app', status: 201,
+    method: 'post', path: '/apps/{app}/sessions', operationId: 'createSession', tag: 'sessions',
+    summary: 'Start an ephemeral session on an app',
+    description: 'The answer\'s `connect` block holds a one-time token for the SSH portal. 429: the account is at its ' +
+      'plan\'s limit of concurrent sessions (plan_limit) or these credentials created too many sessions this minute ' +
+      '(rate_limited); 422: container_size_mb is over the plan\'s largest.',
+    status: 201, errors: [403, 429, 503],
     params: s.params.app, body: s.createSessionBody, response: s.createdSessionSchema,
+    links: {
+      getSession: { id: '$response.body#/id' }, terminateSession: { id: '$response.body#/id' },
+      getOperation: { id: '$response.body#/operation_id' }, getSessionRecording: { id: '$response.body#/id' },
+    },
     handler: ({ principal, params, body }) => sessions.create(principal, params.app, body ?? {}),
   });
   route({
-    method: 'get', path: '/sessions', summary: 'List the sessions you may see', query: s.listSessionsQuery,
-    response: z.array(s.sessionSchema),
-    handler: ({ principal, query }) => sessions.list(principal, query),
+    method: 'get', path: '/sessions', operationId: 'listSessions', tag: 'sessions',
+    summary: 'List the sessions you may see, newest first',
+    description: 'Members see their own sessions, account admins those of their accounts, operators all.',
+    query: s.listSessionsQuery, response: s.sessionListSchema,
+    handler: ({ principal, query }) => sessions.list(principal, { app: query.app, state: query.state, user: query.user }, s.pageRequest(query)),
   });
   route({
-    method: 'get', path: '/sessions/{id}', summary: 'One session', params: s.params.id, response: s.sessionSchema,
+    method: 'get', path: '/sessions/{id}', operationId: 'getSession', tag: 'sessions', summary: 'One session',
+    params: s.params.id, response: s.sessionSchema,
     handler: ({ principal, params }) => sessions.get(principal, params.id),
   });
   route({
-    method: 'post', path: '/sessions/{id}/terminate', summary: 'End a session (it ends with `terminated`)', status: 202,
+    method: 'post', path: '/sessions/{id}/terminate', operationId: 'terminateSession', tag: 'sessions',
+    summary: 'End a session (it ends with `terminated`)', status: 202, errors: [403],
     params: s.params.id, body: s.terminateBody, response: s.sessionSchema,
+    links: { getSession: { id: '$response.body#/id' } },
     handler: ({ principal, params, body }) => sessions.terminate(principal, params.id, body?.reason),
   });
   route({
-    method: 'get', path: '/operations/{id}', summary: 'One Operation record', params: s.params.id, response: s.operationSchema,
+    method: 'get', path: '/operations/{id}', operationId: 'getOperation', tag: 'operations', summary: 'One Operation record',
+    params: s.params.id, response: s.operationSchema,
     handler: ({ principal, params }) => sessions.getOperation(principal, params.id),
   });
   route({
-    method: 'get', path: '/apps/{app}/operations', summary: "An app's Operation records", params: s.params.app,
-    response: z.array(s.operationSchema),
-    handler: ({ principal, params }) => sessions.listAppOperations(principal, params.app),
+    method: 'get', path: '/apps/{app}/operations', operationId: 'listAppOperations', tag: 'operations',
+    summary: "An app's Operation records, newest first", params: s.params.app, query: s.listQuery(), response: s.operationListSchema,
+    handler: ({ principal, params, query }) => sessions.listAppOperations(principal, params.app, s.pageRequest(query)),
   });
-
 };

@@ -148,8 +148,8 @@ function paths(): PathSpec[] {
         const r = await runToEnd('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${t.app}@127.0.0.1`, 'echo from-portal; exit 3'], { timeoutMs: 30_000 });
         if (r.code !== 3) throw new Error(`ssh exited ${r.code}, not 3: ${r.stderr}`);
         const list = await stack.api.get(`/sessions?app=${t.app}`, t.token);
-        const [only] = list.body as { id: number }[];
-        if (!only || (list.body as unknown[]).length !== 1) throw new Error(`expected one session of ${t.app}: ${JSON.stringify(list.body)}`);
+        const [only] = list.body.items as { id: number }[];
+        if (!only || (list.body.items as unknown[]).length !== 1) throw new Error(`expected one session of ${t.app}: ${JSON.stringify(list.body)}`);
         return { id: only.id };
       },
     },

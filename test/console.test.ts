@@ -1,0 +1,184 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, endAllSessions, runInSession, startTestStack, type TestStack } from './harness.js';
+
+/**
+ * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
+ * never downloads a browser of its own). Signing in, the sessions list and its filters, one session's
+ * lifecycle, Operation record and recording played by asciinema-player, and the same permissions as
+ * the API: another account's session is a not-found, because the API answered 404.
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+let stack: TestStack;
+let A: Awaited<ReturnType<typeof createTenant>>;
+let B: Awaited<ReturnType<typeof createTenant>>;
+let mine: { id: number; text: string };
+let theirs: number;
+let profile: string;
+let browser: BrowserContext;
+/** Every request the pages made, and what the browser said in its console (CSP violations show there). */
+const requests: string[] = [];
+const browserConsole: string[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`test/console.test.ts needs ${CHROMIUM}: \`bash scripts/setup.sh --for-tests\` installs Debian's chromium (npm test runs it)`);
+  }
+  stack = await startTestStack();
+  A = await createTenant(stack, { plan: 'scale' });
+  B = await createTenant(stack, { plan: 'scale' });
+  const text = `console-check-${randomBytes(4).toString('hex')}`;
+  const run = await runInSession(stack, A, { command: ['sh', '-c', `echo ${text}; echo second line; exit 3`] });
+  expect(run.stdout.toString()).toContain(text);
+  mine = { id: run.id, text };
+  theirs = (await runInSession(stack, B, { command: ['sh', '-c', 'echo not-yours'] })).id;
+
+  // A fresh profile each run (the --user-data-dir), thrown away afterwards.
+  profile = await mkdtemp(path.join(os.tmpdir(), 'essh-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true });
+  browser.on('request', (r) => void requests.push(r.url()));
+  browser.on('console', (m) => void browserConsole.push(`${m.type()}: ${m.text()}`));
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close().catch(() => undefined);
+  if (profile) await rm(profile, { recursive: true, force: true });
+  if (!stack) return;
+  await endAllSessions(stack);
+  await stack.stop();
+}, 90_000);
+
+async function signIn(page: Page, token: string) {
+  await page.goto(`${stack.url}/console`);
+  await page.waitForURL(/#\/sign-in$/);
+  await page.fill('#token', token);
+  await page.click('#sign-in button[type=submit]');
+  await page.waitForSelector('#sessions tbody tr');
+}
+
+describe('the web console', () => {
+  it('is served from the API with a Content-Security-Policy that allows this origin only', async () => {
+    const res = await fetch(`${stack.url}/console`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    expect(csp).toMatch(/default-src 'none'/);
+    expect(csp).toMatch(/script-src 'self' 'wasm-unsafe-eval'(;|$)/);
+    expect(csp).toMatch(/connect-src 'self'(;|$)/);
+    expect(csp).toMatch(/frame-ancestors 'none'/);
+    expect(csp).not.toMatch(/unsafe-inline|https?:|\*/);
+    const html = await res.text();
+    expect(html).not.toMatch(/https?:\/\//);
+    expect(html).not.toMatch(/<script>|<style>|style=/);
+    for (const asset of ['console.js', 'console.css', 'licenses.txt']) {
+      const a = await fetch(`${stack.url}/console/assets/${asset}`);
+      expect(a.status, asset).toBe(200);
+      expect(a.headers.get('content-security-policy')).toBe(csp);
+    }
+    expect(await (await fetch(`${stack.url}/console/assets/licenses.txt`)).text()).toMatch(/asciinema-player[\s\S]*Apache License/);
+    expect((await fetch(`${stack.url}/console/assets/nope.js`)).status).toBe(404);
+    expect((await fetch(`${stack.url}/console`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it('signs in with an API token kept in sessionStorage only, lists the sessions, and plays one session\'s recording', async () => {
+    const page = await browser.newPage();
+    await signIn(page, A.token);
+    expect(await page.textContent('#who')).toContain(A.user.email);
+    // The token is in this tab's sessionStorage, and nowhere else.
+    expect(await page.evaluate(() => sessionStorage.getItem('essh.token'))).toBe(A.token);
+    expect(await page.evaluate(() => localStorage.length)).toBe(0);
+    expect(await browser.cookies()).toEqual([]);
+    expect(await page.evaluate(() => document.cookie)).toBe('');
+
+    const row = page.locator(`#sessions tr[data-session="${mine.id}"]`);
+    await expect.poll(() => row.count()).toBe(1);
+    expect(await row.textContent()).toMatch(/ended.*exit.*3/);
+    await row.locator('a').click();
+    await page.waitForURL(new RegExp(`#/sessions/${mine.id}$`));
+
+    // The lifecycle: created, connected, ended with its reason and exit code.
+    const lifecycle = await page.locator('#lifecycle').textContent();
+    expect(lifecycle).toMatch(/Created/);
+    expect(lifecycle).toMatch(/Client connected/);
+    expect(lifecycle).toMatch(/Ended.*reason: exit.*exit code 3/);
+    // The Operation record.
+    const operation = await page.locator('#operation').textContent();
+    expect(operation).toMatch(/Status\s*succeeded/);
+    expect(operation).toContain(A.user.email);
+    // The player shows what the session printed.
+    await page.waitForFunction((text) => document.querySelector('.ap-term-text')?.textContent?.includes(text), mine.text, { timeout: 15_000 });
+    expect(await page.locator('.ap-term-text').textContent()).toContain('second line');
+    // ESSH_CONSOLE_SCREENSHOT=file.png: what the page looked like, to see for oneself.
+    if (process.env.ESSH_CONSOLE_SCREENSHOT) await page.screenshot({ path: process.env.ESSH_CONSOLE_SCREENSHOT, fullPage: true });
+    await page.close();
+  });
+
+  it('shows another account\'s session as not found, because the API answered 404', async () => {
+    const page = await browser.newPage();
+    await signIn(page, A.token);
+    const answer = page.waitForResponse((r) => new URL(r.url()).pathname === `/sessions/${theirs}`);
+    await page.goto(`${stack.url}/console#/sessions/${theirs}`);
+    expect((await answer).status()).toBe(404);
+    const alert = page.locator('.alert.not-found');
+    await alert.waitFor();
+    expect(await alert.textContent()).toMatch(new RegExp(`Session ${theirs} was not found, or you may not see it`));
+    expect(await page.locator('.ap-term-text').count()).toBe(0);
+    // Nor is it in the list.
+    await page.goto(`${stack.url}/console#/sessions`);
+    await page.waitForSelector(`#sessions tr[data-session="${mine.id}"]`);
+    expect(await page.locator(`#sessions tr[data-session="${theirs}"]`).count()).toBe(0);
+    await page.close();
+  });
+
+  it('filters by app, state and user (an operator sees every account)', async () => {
+    const page = await browser.newPage();
+    await signIn(page, stack.adminToken);
+    await page.waitForSelector(`#sessions tr[data-session="${theirs}"]`);
+    await page.selectOption('#filter-app', B.app);
+    await page.click('#filters button[type=submit]');
+    await page.waitForURL(new RegExp(`#/sessions\\?app=${B.app}$`));
+    await page.waitForSelector(`#sessions tr[data-session="${theirs}"]`);
+    expect(await page.locator('#sessions tbody tr').count()).toBe(1);
+
+    await page.goto(`${stack.url}/console#/sessions?state=active`);
+    await page.waitForSelector('#list-status .alert');
+    expect(await page.locator('#sessions tbody tr').count()).toBe(0);
+
+    await page.selectOption('#filter-state', 'ended');
+    await page.selectOption('#filter-user', String(A.user.id));
+    await page.click('#filters button[type=submit]');
+    await page.waitForURL(/state=ended&user=/);
+    await page.waitForSelector(`#sessions tr[data-session="${mine.id}"]`);
+    expect(await page.locator('#sessions tbody tr').count()).toBe(1);
+    await page.close();
+  });
+
+  it('signs out: the token is gone and the API is not called again', async () => {
+    const page = await browser.newPage();
+    await signIn(page, A.token);
+    await page.click('#sign-out');
+    await page.waitForURL(/#\/sign-in$/);
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
+    await page.goto(`${stack.url}/console#/sessions/${mine.id}`);
+    await page.waitForURL(/#\/sign-in$/);
+    await page.close();
+  });
+
+  it('loaded nothing from another origin and broke no Content-Security-Policy rule', () => {
+    expect(requests.length).toBeGreaterThan(10);
+    const elsewhere = requests.filter((u) => !u.startsWith(`${stack.url}/`) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    expect(elsewhere).toEqual([]);
+    expect(browserConsole.filter((m) => /Content Security Policy|Refused to/i.test(m))).toEqual([]);
+  });
+});
