@@ -9,6 +9,7 @@ import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
+import { imageRepository } from '../lib/grants.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { startRuntime } from '../stack/runtime.js';
 import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
@@ -78,9 +79,12 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
         const suffix = randomBytes(3).toString('hex');
         const account = `bench-${suffix}`;
         const app = `bench-app-${suffix}`;
-        await runtime.admin.createAccount(operator, { handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions });
+        await runtime.admin.createAccount(operator, {
+          handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions, image_prefixes: [imageRepository(opts.image ?? DEMO_IMAGE)],
+        });
         await runtime.admin.createApp(operator, {
           handle: app, account, stack: 'local', image: opts.image ?? DEMO_IMAGE, env: { APP_ENV: 'bench' }, working_dir: '/app',
+          warm_pool: opts.warmPool ?? 0,
         });
         const user = await runtime.admin.createUser(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
         return { account, app, token: user.token };

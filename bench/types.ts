@@ -16,7 +16,7 @@ export interface BenchContext {
   apiUrl: string;
   docker: Docker;
   /** An account (its own plan limit), an app on stack `local` and a member; returns the member's token. */
-  createTenant(opts?: { maxConcurrentSessions?: number; image?: string }): Promise<{ account: string; app: string; token: string }>;
+  createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number }): Promise<{ account: string; app: string; token: string }>;
   /** Progress lines go to stderr; the table to stdout. */
   progress(line: string): void;
 }

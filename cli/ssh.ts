@@ -2,7 +2,7 @@ import { loadSshClient, openPortalShell } from '../portal/client.js';
 import type { CreatedSession, EsshApi, Session } from './api.js';
 import { CliError } from './config.js';
 
-const READY_POLL_MS = 100;
+const READY_POLL_MS = 50;
 const READY_TIMEOUT_MS = 5 * 60_000;
 
 export interface SshOptions {
@@ -37,20 +37,33 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   await loadSshClient().catch(() => undefined);
   const created = await creating;
   process.stderr.write(`Provisioning container for session ${created.id}… `);
-  // The SSH handshake runs while the container is provisioned (the portal holds the channel until the
-  // session is ready), so it costs no time on the way to the prompt.
+  // The SSH handshake runs while the container is provisioned: the portal holds the channel until the
+  // session is ready and starts the program then, so the channel's output is passed on from the
+  // start. "ready in" goes out when the API says the container is ready or the program's first byte
+  // arrives, whichever comes first: no poll stands between the user and the prompt.
   const connecting = openPortalShell(created.connect, {
     pty: tty ? { ...size(), term: process.env.TERM || undefined } : null,
   });
   connecting.catch(() => undefined);
-  try {
-    await waitUntilReady(api, created.id);
-  } catch (err) {
+  let ready = false;
+  const announceReady = () => {
+    if (ready) return;
+    ready = true;
+    process.stderr.write(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  };
+  const notReady = waitUntilReady(api, created.id, () => ready).then(announceReady);
+  const shell = await Promise.race([connecting, notReady.then(() => connecting)]).catch(async (err) => {
     void connecting.then((s) => s.close(), () => undefined);
     throw err;
-  }
-  process.stderr.write(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-  const shell = await connecting;
+  });
+  // Provisioning failed while we were connected: essh's failure, not the program's.
+  notReady.catch((err) => {
+    shell.close();
+    process.stderr.write(`essh: ${(err as Error).message}\n`);
+    process.exit(255);
+  });
+  shell.channel.once('data', announceReady);
+  shell.channel.stderr.once('data', announceReady);
   const { channel } = shell;
   const stdin = process.stdin;
   let restored = !interactive;
@@ -94,9 +107,10 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   }
 }
 
-async function waitUntilReady(api: EsshApi, id: number): Promise<void> {
+async function waitUntilReady(api: EsshApi, id: number, seenOutput: () => boolean): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
+    if (seenOutput()) return;
     const s = await api.get<Session>(`/sessions/${id}`);
     if (s.state === 'waiting_for_client' || s.state === 'active') return;
     // The portal attaches as soon as the container exists, so a quick program may have run and exited

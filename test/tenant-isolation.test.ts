@@ -37,8 +37,11 @@ async function inside(containerId: string, script: string): Promise<{ code: numb
   stream.on('data', (c: Buffer) => chunks.push(c));
   await new Promise((r) => stream.once('end', r));
   const { ExitCode } = await exec.inspect();
-  // Multiplexed frames: 8-byte headers; the text is enough for the messages asserted here.
-  return { code: ExitCode ?? -1, out: Buffer.concat(chunks).toString('latin1') };
+  // Without a TTY the engine multiplexes stdout and stderr in frames (an 8-byte header, then the payload).
+  const all = Buffer.concat(chunks);
+  const text: Buffer[] = [];
+  for (let at = 0; at + 8 <= all.length; at += 8 + all.readUInt32BE(at + 4)) text.push(all.subarray(at + 8, at + 8 + all.readUInt32BE(at + 4)));
+  return { code: ExitCode ?? -1, out: Buffer.concat(text).toString('latin1') };
 }
 
 async function liveSession(t: { app: string; token: string }) {

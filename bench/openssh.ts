@@ -1,0 +1,55 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { apiOk } from './api-client.js';
+import type { BenchContext } from './types.js';
+
+const run = promisify(execFile);
+
+/**
+ * OpenSSH against the portal as a user would run it: a key registered for the tenant's user, then
+ * `ssh -p PORT APP@127.0.0.1 …`. Returns the arguments that go before `APP@host`.
+ */
+export async function openSshFor(ctx: BenchContext, token: string): Promise<string[]> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-bench-ssh-'));
+  const key = path.join(dir, 'id_ed25519');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+  const me = await apiOk<{ id: number }>(ctx, 'GET', '/me', token);
+  await apiOk(ctx, 'POST', `/users/${me.id}/ssh_keys`, token, { public_key: await readFile(`${key}.pub`, 'utf8') });
+  return [
+    '-p', String(ctx.runtime.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
+    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+  ];
+}
+
+export interface StdoutTransfer {
+  bytes: number;
+  /** First byte to last. */
+  seconds: number;
+  code: number | null;
+  stderr: string;
+  /** When the process ended (performance.now()). */
+  endedAt: number;
+}
+
+/** Runs a client program and times its stdout from the first byte to the last, counting the bytes. */
+export function readStdout(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<StdoutTransfer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let bytes = 0;
+    let firstAt = 0;
+    let lastAt = 0;
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      lastAt = performance.now();
+      if (!firstAt) firstAt = lastAt;
+      bytes += c.length;
+    });
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ bytes, seconds: firstAt ? (lastAt - firstAt) / 1000 : 0, code, stderr, endedAt: performance.now() }));
+  });
+}
