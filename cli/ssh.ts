@@ -54,6 +54,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   const notReady = waitUntilReady(api, created.id, () => ready).then(announceReady);
   const shell = await Promise.race([connecting, notReady.then(() => connecting)]).catch(async (err) => {
     void connecting.then((s) => s.close(), () => undefined);
+    // The error goes on a line of its own, after the progress line.
+    if (!ready) process.stderr.write('\n');
     throw err;
   });
   // Provisioning failed while we were connected: essh's failure, not the program's.
@@ -118,7 +120,6 @@ async function waitUntilReady(api: EsshApi, id: number, seenOutput: () => boolea
     // are on their way through the portal.
     if (s.end_reason === 'exit') return;
     if (s.state === 'ended' || (s.state === 'ending' && s.end_reason)) {
-      process.stderr.write('\n');
       throw new CliError(`session ${id} ended before it was ready (${s.end_reason}${s.end_message ? `: ${s.end_message}` : ''})`);
     }
     if (Date.now() > deadline) throw new CliError(`session ${id} is still provisioning after 5 minutes; see essh operation ${id}`);
