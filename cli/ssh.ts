@@ -61,7 +61,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   // Provisioning failed while we were connected: essh's failure, not the program's.
   notReady.catch((err) => {
     shell.close();
-    process.stderr.write(`essh: ${(err as Error).message}\n`);
+    process.stderr.write(`${ready ? '' : '\n'}essh: ${(err as Error).message}\n`);
     process.exit(255);
   });
   shell.channel.once('data', announceReady);
