@@ -11,6 +11,7 @@ import {
   sessionContainerName, settingsHash,
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
+import type { SecretBox } from '../lib/secrets.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { sealJournal } from '../journal/seal.js';
@@ -23,6 +24,7 @@ export interface HostActivityDeps {
   installation: Installation;
   dataDir: string;
   initPath: string;
+  secrets: SecretBox;
   pool?: WarmPool;
 }
 
@@ -48,7 +50,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       if (notGranted) throw provisionError(notGranted);
       let settings;
       try {
-        settings = appContainerSettings(app, installation.id);
+        settings = appContainerSettings(app, installation.id, deps.secrets);
       } catch (err) {
         throw provisionError((err as Error).message);
       }

@@ -47,6 +47,26 @@ export async function readStoredConfig(env: NodeJS.ProcessEnv = process.env): Pr
   }
 }
 
+/**
+ * The token goes in every request's Authorization header: over plain http it would cross the network
+ * readable by anyone on the way. Only https, or http to this machine itself, is used.
+ */
+export function checkApiUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new CliError(`the API URL must be a URL such as https://essh.example.com (got "${raw}")`);
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  if (url.protocol === 'http:' && !loopback) {
+    throw new CliError(`refusing to send your API token over plain http to ${url.host}: use https://${url.host}${url.pathname === '/' ? '' : url.pathname} (plain http is for the API on this machine only)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CliError(`the API URL must start with https:// (got "${raw}")`);
+  return url.toString().replace(/\/+$/, '');
+}
+
 /** The stored login, with ESSH_API_URL / ESSH_TOKEN taking precedence over it. */
 export async function resolveConfig(env: NodeJS.ProcessEnv = process.env): Promise<ResolvedConfig> {
   const file = configPath(env);
@@ -61,7 +81,7 @@ export async function resolveConfig(env: NodeJS.ProcessEnv = process.env): Promi
     );
   }
   return {
-    api_url: api_url.replace(/\/+$/, ''),
+    api_url: checkApiUrl(api_url),
     token,
     source: { api_url: env.ESSH_API_URL ? 'ESSH_API_URL' : file, token: env.ESSH_TOKEN ? 'ESSH_TOKEN' : file },
   };

@@ -6,7 +6,7 @@ import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 
 import { VERSION } from '../lib/version.js';
 import { EsshApi, type Me, type Session } from './api.js';
 import { bashCompletion, zshCompletion } from './completion.js';
-import { CliError, SSH_OWN_FAILURE, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
+import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
 import { logDrainsCommand } from './log-drains.js';
 import { playRecording } from './play.js';
 import { promptHidden, readStdin } from './prompt.js';
@@ -114,7 +114,7 @@ Exit status:
       } catch {
         throw new CliError(`--api must be a URL such as http://127.0.0.1:3000 (got "${apiArg}")`);
       }
-      const api_url = url.toString().replace(/\/+$/, '');
+      const api_url = checkApiUrl(url.toString());
       let token: string;
       if (opts.token !== undefined) {
         process.stderr.write('essh: warning: --token leaves the token in your shell history and in ps; next time let essh login ask for it, or use --token-stdin\n');

@@ -36,6 +36,11 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   creating.catch(() => undefined);
   await loadSshClient().catch(() => undefined);
   const created = await creating;
+  // The token goes only to a portal whose key the API vouched for; an API that names none gets none.
+  if (!created.connect.host_key) {
+    void api.post(`/sessions/${created.id}/terminate`, { reason: 'the client refused a portal without an announced host key' }).catch(() => undefined);
+    throw new CliError(`the essh API announced no host key for its SSH portal (${created.connect.host}:${created.connect.port}); refusing to send the session token to a portal it cannot check. Ask the operator to set ESSH_PORTAL_HOST_KEY on the API.`);
+  }
   process.stderr.write(`Provisioning container for session ${created.id}… `);
   // The SSH handshake runs while the container is provisioned: the portal holds the channel until the
   // session is ready and starts the program then, so the channel's output is passed on from the

@@ -3,7 +3,9 @@ import type Docker from 'dockerode';
 import type { Selectable } from 'kysely';
 import type { AppsTable, Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { openEnv } from '../lib/app-env.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
+import type { SecretBox } from '../lib/secrets.js';
 
 const MB = 1024 * 1024;
 
@@ -49,12 +51,12 @@ export interface ContainerSettings {
 }
 
 /** The app's container settings; `network` is the app's, or the installation's isolated one. */
-export function appContainerSettings(app: Selectable<AppsTable>, installation: string): ContainerSettings {
+export function appContainerSettings(app: Selectable<AppsTable>, installation: string, secrets: SecretBox): ContainerSettings {
   const refused = app.network ? forbiddenNetworkReason(app.network) : null;
   if (refused) throw new Error(`app ${app.handle} names network "${app.network}", which is not allowed: ${refused}; an operator must change it`);
   return {
     image: app.image,
-    env: Object.entries(JSON.parse(app.env) as Record<string, string>).map(([k, v]) => `${k}=${v}`),
+    env: Object.entries(openEnv(secrets, app.env)).map(([k, v]) => `${k}=${v}`),
     workingDir: app.working_dir ?? undefined,
     user: app.user ?? undefined,
     network: app.network ?? sessionNetworkName(installation),

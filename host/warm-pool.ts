@@ -4,6 +4,7 @@ import type { Db } from '../lib/db.js';
 import { LABELS } from '../lib/docker.js';
 import { grantProblem } from '../lib/grants.js';
 import { PeriodicPass } from '../lib/periodic.js';
+import type { SecretBox } from '../lib/secrets.js';
 import { planCpus } from '../lib/plans.js';
 import {
   appContainerSettings, createAndStart, ensureSessionNetwork, poolContainerName, removeContainer, resize, settingsHash,
@@ -24,6 +25,7 @@ export interface WarmPoolDeps {
   pidsLimit: number;
   intervalS: number;
   log: Logger;
+  secrets: SecretBox;
 }
 
 /**
@@ -114,7 +116,7 @@ export class WarmPool {
       if (problem) continue;
       let hash: string;
       try {
-        hash = settingsHash(appContainerSettings(app, installation));
+        hash = settingsHash(appContainerSettings(app, installation, this.deps.secrets));
       } catch {
         continue; // a network no one may use: sessions of the app are refused with the reason
       }
@@ -147,7 +149,7 @@ export class WarmPool {
 
   private async create(app: { id: number; handle: string; account_handle: string; stack_name: string; plan: string } & Parameters<typeof appContainerSettings>[0], hash: string) {
     const { docker, installation, hostId, initPath, pidsLimit } = this.deps;
-    const settings = appContainerSettings(app, installation);
+    const settings = appContainerSettings(app, installation, this.deps.secrets);
     if (!app.network) settings.network = await ensureSessionNetwork(docker, installation, this.deps.db);
     await createAndStart(docker, {
       name: poolContainerName(installation),

@@ -3,7 +3,8 @@ import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
-import { hashToken, newToken } from '../lib/secrets.js';
+import { openEnv, sealEnv } from '../lib/app-env.js';
+import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
@@ -33,7 +34,7 @@ const isUniqueViolation = (err: unknown) =>
 
 /** Accounts, stacks, apps, users, tokens and SSH keys; every rule of who may do what lives here. */
 export class AdminService {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly db: Db, private readonly secrets: SecretBox) {}
 
   // --- accounts -------------------------------------------------------------------------------
   private async accountView(a: Selectable<AccountsTable>) {
@@ -151,7 +152,7 @@ export class AdminService {
       .selectAll('a').select(['acc.handle as account_handle', 's.name as stack_name']);
   }
   private appView(a: Awaited<ReturnType<ReturnType<AdminService['appsQuery']>['executeTakeFirstOrThrow']>>, showEnv: boolean) {
-    const env = JSON.parse(a.env) as Record<string, string>;
+    const env = openEnv(this.secrets, a.env);
     return {
       id: Number(a.id), handle: a.handle, account: a.account_handle, stack: a.stack_name, image: a.image,
       // Env values may be secrets: only those who may manage the app see them.
@@ -171,7 +172,7 @@ export class AdminService {
     try {
       const row = await this.db.insertInto('apps').values({
         handle: input.handle, account_id: account.id, stack_id: stack.id, image: input.image,
-        env: JSON.stringify(input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
+        env: sealEnv(this.secrets, input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
         working_dir: input.working_dir ?? null, user: input.user ?? null, network: input.network ?? null,
         warm_pool: input.warm_pool ?? 0, created_at: nowIso(),
       }).returning('id').executeTakeFirstOrThrow();
@@ -200,7 +201,7 @@ export class AdminService {
     const set = {
       ...(patch.stack !== undefined ? { stack_id: stack.id } : {}),
       ...(patch.image !== undefined ? { image: patch.image } : {}),
-      ...(patch.env !== undefined ? { env: JSON.stringify(patch.env) } : {}),
+      ...(patch.env !== undefined ? { env: sealEnv(this.secrets, patch.env) } : {}),
       ...(patch.command !== undefined ? { command: json(patch.command) } : {}),
       ...(patch.working_dir !== undefined ? { working_dir: patch.working_dir } : {}),
       ...(patch.user !== undefined ? { user: patch.user } : {}),

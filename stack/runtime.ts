@@ -9,11 +9,12 @@ import { openDocker } from '../lib/docker.js';
 import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { loadSecretBox } from '../lib/secrets.js';
+import { sealStoredAppEnvs } from '../lib/app-env.js';
+import { loadSecretBox, type SecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
@@ -57,6 +58,8 @@ export interface Runtime {
   client: Client;
   sessions: SessionsService;
   admin: AdminService;
+  /** Seals and opens stored secrets (drain credentials, app environments). */
+  secrets: SecretBox;
   log: Logger;
   apiUrl?: string;
   server?: Server;
@@ -77,6 +80,11 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     cleanups.length = 0;
   };
   try {
+    // The data dir holds the database, keys, tokens and the sessions' journals: essh's user only. Files
+    // this process (and its children, the Temporal dev server among them) makes are 0600, dirs 0700.
+    process.umask(0o077);
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    chmodSync(config.dataDir, 0o700);
     const engine = engineOf(config.databaseUrl);
     const db = openDatabase(config.databaseUrl);
     cleanups.push(() => db.destroy());
@@ -86,6 +94,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey, previousKeysBase64: config.previousSecretsKeys });
     const resealed = await sealStoredDrainSecrets(db, secrets);
     if (resealed) log.info({ drains: resealed, key: secrets.keyId }, 'sealed stored drain credentials under the current secrets key');
+    const envs = await sealStoredAppEnvs(db, secrets);
+    if (envs) log.info({ apps: envs, key: secrets.keyId }, 'sealed stored app environments under the current secrets key');
 
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());
@@ -112,8 +122,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       createRatePerMinute: config.session.createRatePerMinute,
       minFreeDiskBytes: config.minFreeDiskBytes,
     });
-    const admin = new AdminService(db);
-    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, log, stop };
+    const admin = new AdminService(db, secrets);
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop };
 
     const workers: Worker[] = [];
     if (parts.worker && connection) {
@@ -130,12 +140,12 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const docker = openDocker();
       const pool = new WarmPool({
         docker, db, installation: installation.id, hostId: config.hostId, stacks: parts.hostStacks, initPath: config.initPath,
-        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log,
+        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets,
       });
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
           connection, namespace: config.temporal.namespace, stack,
-          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool },
+          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets },
         }));
       }
       pool.start();

@@ -15,7 +15,9 @@ async function main() {
     console.error(`essh: ${(err as Error).message}`);
     process.exit(2);
   }
-  mkdirSync(config.dataDir, { recursive: true });
+  // Everything essh and the dev server write under the data dir is its user's alone (see runtime.ts).
+  process.umask(0o077);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const log = createLogger(config.logLevel);
 
   let dev: DevServer | undefined;
@@ -41,7 +43,7 @@ async function main() {
       config.temporal.address = dev.address;
     }
     runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true }, log);
-    const { seeded } = await seedDemo(runtime.db, config.dataDir, config.adminToken);
+    const { seeded } = await seedDemo(runtime.db, config.dataDir, runtime.secrets, config.adminToken);
     const shown = (file: string) => {
       const rel = path.relative(process.cwd(), file);
       return rel.startsWith('..') ? file : rel;

@@ -287,6 +287,31 @@ async function esshScriptInTerminal(args: string, opts: { cols?: number; rows?: 
 
 const sessionIdOf = (stderr: string) => Number(/session (\d+)/.exec(stderr)?.[1]);
 
+describe('where the CLI sends secrets', () => {
+  it('never sends the API token over plain http except to this machine', async () => {
+    const login = await essh(['login', '--api', 'http://essh.example.com:3000', '--token-stdin'], { input: `${tenant.token}\n` });
+    expect(login.code).not.toBe(0);
+    expect(login.stderr).toMatch(/refusing to send your API token over plain http to essh\.example\.com:3000: use https:\/\/essh\.example\.com:3000/);
+    const viaEnv = await essh(['sessions'], { env: { ESSH_API_URL: 'http://10.1.2.3:3000', ESSH_TOKEN: tenant.token } });
+    expect(viaEnv.code).not.toBe(0);
+    expect(viaEnv.stderr).toMatch(/refusing to send your API token over plain http to 10\.1\.2\.3:3000/);
+  });
+
+  it('never sends a session token to a portal whose host key the API did not announce', async () => {
+    const noKey = await apiProxy((c) => {
+      delete c.host_key;
+      delete c.host_key_fingerprint;
+    });
+    try {
+      const r = await essh(['ssh', tenant.app, '--', 'true'], { env: { ESSH_API_URL: noKey.url, ESSH_TOKEN: tenant.token } });
+      expect(r.code).toBe(255);
+      expect(r.stderr).toMatch(/announced no host key for its SSH portal .*refusing to send the session token/);
+    } finally {
+      await noKey.close();
+    }
+  });
+});
+
 describe('essh ssh: exit statuses and TTYs', () => {
   it('exits with the remote status, 1 included; 255 when the portal refuses the token or cannot be reached', async () => {
     const one = await essh(['ssh', tenant.app, '--', 'sh', '-c', 'exit 1']);

@@ -9,7 +9,6 @@ import { loadConfig, toolPath } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
-import { AdminService } from '../services/admin.js';
 import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../stack/runtime.js';
@@ -64,7 +63,7 @@ afterAll(async () => {
 it('a session on a default stack expires at 7 days, active or not, and not before', async () => {
   // The tenant, through the same services the API uses; the stack keeps the default maximum.
   const operator: Principal = { id: 0, name: 'Operator', email: 'ops@example.com', role: 'operator', accountIds: [] };
-  const admin = new AdminService(db);
+  const admin = runtime.admin;
   const stack = await admin.createStack(operator, { name: 'local' });
   expect(stack.max_session_duration_s).toBe(604_800);
   await admin.createAccount(operator, { handle: 'acme', plan: 'growth', image_prefixes: [imageRepository(DEMO_IMAGE)] });
