@@ -101,6 +101,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
     channel.pipe(process.stdout, { end: false });
     channel.stderr.pipe(process.stderr, { end: false });
     const code = await shell.exitCode;
+    // A program that printed nothing and exited at once ran all the same: its session was ready.
+    if (code !== null) announceReady();
     // The exit status may come before the last output has been written out here.
     await outputDrained(channel);
     return code ?? 255;

@@ -3,10 +3,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
+import { imageRepository } from '../lib/grants.js';
 import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
 
 /**
- * The permission matrix of the README ("Who may do what"), cell by cell, through the real API.
+ * The permission matrix of docs/permissions.md ("Who may do what"), cell by cell, through the real API.
  * The expectations are read from that table, so the documentation and the code cannot drift apart.
  */
 
@@ -14,8 +15,7 @@ const ACTORS = ['member', 'account_admin', 'operator'] as const;
 type Actor = (typeof ACTORS)[number];
 interface Who { token: string; id: number; email: string }
 
-const readme = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
-const section = readme.slice(readme.indexOf('## Who may do what'), readme.indexOf('\n## ', readme.indexOf('## Who may do what') + 1));
+const section = readFileSync(path.join(projectRoot, 'docs', 'permissions.md'), 'utf8');
 const matrix = section
   .split('\n')
   .filter((l) => l.startsWith('| `'))
@@ -87,6 +87,10 @@ const cells: Record<string, Cell> = {
   'POST /apps on own account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: A.account, stack: 'local', image: DEMO_IMAGE }),
   'POST /apps on other account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: B.account, stack: 'local', image: DEMO_IMAGE }),
   'GET /apps/{other app}': (w) => api().get(`/apps/${B.app}`, w.token),
+  'PATCH /accounts/{own account}': (w) => api().request('PATCH', `/accounts/${A.account}`, w.token, { image_prefixes: [imageRepository(DEMO_IMAGE)] }),
+  'PATCH /apps/{own app} env': (w) => api().request('PATCH', `/apps/${A.app}`, w.token, { env: { APP_ENV: 'test' } }),
+  'PATCH /apps/{own app} stack, network or warm_pool': (w) => api().request('PATCH', `/apps/${A.app}`, w.token, { warm_pool: 0 }),
+  'PATCH /apps/{other app}': (w) => api().request('PATCH', `/apps/${B.app}`, w.token, { env: { APP_ENV: 'test' } }),
   'POST /users member of own account': (w) =>
     api().post('/users', w.token, { name: 'New', email: `${uniq('new')}@example.com`, role: 'member', accounts: [A.account] }),
   'POST /users operator': (w) => api().post('/users', w.token, { name: 'Op', email: `${uniq('op')}@example.com`, role: 'operator', accounts: [] }),
@@ -157,6 +161,9 @@ const cells: Record<string, Cell> = {
   "GET /operations/{fellow member's session}": (w) => api().get(`/operations/${fellowSession}`, w.token),
   'GET /operations/{session of other account}': (w) => api().get(`/operations/${otherSession}`, w.token),
   'GET /apps/{other app}/operations': (w) => api().get(`/apps/${B.app}/operations`, w.token),
+  'GET /sessions/{own session}/recording': (_w, a) => api().get(`/sessions/${ownSession[a]}/recording`, actors[a].token),
+  "GET /sessions/{fellow member's session}/recording": (w) => api().get(`/sessions/${fellowSession}/recording`, w.token),
+  'GET /sessions/{session of other account}/recording': (w) => api().get(`/sessions/${otherSession}/recording`, w.token),
   'GET /accounts/{own account}/log_drains (URL credentials and tokens never shown)': async (w) => {
     if (drainsBuilt) await api().post(`/accounts/${A.account}/log_drains`, admin(), { ...drainBody(), url: 'https://user:secret@127.0.0.1:9/x', token: 'drain-secret' });
     const r = await api().get(`/accounts/${A.account}/log_drains`, w.token);
@@ -168,6 +175,9 @@ const cells: Record<string, Cell> = {
   'POST /accounts/{other account}/log_drains': (w) => api().post(`/accounts/${B.account}/log_drains`, w.token, drainBody()),
   'DELETE /log_drains/{drain of own account}': async (w) => api().delete(`/log_drains/${await drainOf(A.account)}`, w.token),
   'DELETE /log_drains/{drain of other account}': async (w) => api().delete(`/log_drains/${await drainOf(B.account)}`, w.token),
+  'POST /log_drains/{drain of own account}/resume': async (w) => api().post(`/log_drains/${await drainOf(A.account)}/resume`, w.token, {}),
+  'POST /accounts/{own account}/redaction_rules': (w) => api().post(`/accounts/${A.account}/redaction_rules`, w.token, { name: uniq('rule'), preset: 'us_ssn' }),
+  'POST /accounts/{other account}/redaction_rules': (w) => api().post(`/accounts/${B.account}/redaction_rules`, w.token, { name: uniq('rule'), preset: 'us_ssn' }),
 };
 const drainBody = () => ({ handle: uniq('drain'), drain_type: 'https', url: 'https://127.0.0.1:9/ingest' });
 async function drainOf(account: string): Promise<number | string> {
@@ -262,7 +272,7 @@ afterAll(async () => {
   await stack.stop();
 }, 90_000);
 
-describe('the permission matrix of the README', () => {
+describe('the permission matrix of docs/permissions.md', () => {
   it('has a test for every row and a row for every test', () => {
     expect(matrix.length).toBeGreaterThan(40);
     expect(matrix.map((r) => r.action).sort()).toEqual([...Object.keys(cells), ...Object.keys(lists)].sort());
