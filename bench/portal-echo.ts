@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { drainShell, openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
 import { apiOk, endSession } from './api-client.js';
+import { openSshFor, readStdout } from './openssh.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 
@@ -10,7 +11,7 @@ const IDLE_SAMPLES = 60;
 const SAMPLE_EVERY_MS = 50;
 
 async function openSession(ctx: BenchContext, app: string, token: string, body: object, pty: boolean) {
-  const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, { start_on_connect: true, ...body });
+  const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, body);
   const shell = await openPortalShell(created.connect, { pty: pty ? { rows: 24, cols: 80, term: 'xterm' } : null });
   return { id: created.id, shell };
 }
@@ -41,8 +42,9 @@ export const portalEcho: BenchModule = {
   description: `keystroke echo through the portal, idle and while another session prints ${MEGABYTES} MB (both in this runtime)`,
   async run(ctx) {
     const tenant = await ctx.createTenant({ maxConcurrentSessions: 3 });
-    const interactive = await openSession(ctx, tenant.app, tenant.token, { tty: true }, true);
-    const bulkIds: number[] = [];
+    const interactive = await openSession(ctx, tenant.app, tenant.token, {}, true);
+    // The bulk session is another user's OpenSSH, a process of its own, as it would be.
+    const sshArgs = await openSshFor(ctx, tenant.token);
     try {
       await waitForShellOutput(interactive.shell, DEMO_PROMPT);
       const echo = echoTimer(interactive.shell);
@@ -52,17 +54,16 @@ export const portalEcho: BenchModule = {
         await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
       }
 
-      const bulk = await openSession(ctx, tenant.app, tenant.token, { tty: false, command: ['sh', '-c', `head -c ${MEGABYTES * 1024 * 1024} /dev/urandom`] }, false);
-      bulkIds.push(bulk.id);
       let printing = true;
-      const drained = drainShell(bulk.shell).finally(() => (printing = false));
+      const drained = readStdout('ssh', [...sshArgs, `${tenant.app}@127.0.0.1`, `head -c ${MEGABYTES * 1024 * 1024} /dev/urandom`])
+        .finally(() => (printing = false));
       const busy: number[] = [];
       while (printing) {
         busy.push(await echo());
         await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
       }
       const transfer = await drained;
-      bulk.shell.close();
+      if (transfer.code !== 0 || transfer.bytes !== MEGABYTES * 1024 * 1024) throw new Error(`the bulk session: ${transfer.bytes} bytes, exit ${transfer.code}: ${transfer.stderr}`);
       ctx.progress(`portal-echo: idle p50 ${percentile(idle, 50).toFixed(1)} ms, during ${MEGABYTES} MB p50 ${percentile(busy, 50).toFixed(1)} ms p99 ${percentile(busy, 99).toFixed(1)} ms`);
       const rows: BenchRow[] = [
         { benchmark: 'portal-echo', metric: 'echo idle p50', value: percentile(idle, 50), unit: 'ms', note: `baseline: ${IDLE_SAMPLES} keystrokes, nothing else running` },
@@ -70,14 +71,16 @@ export const portalEcho: BenchModule = {
         { benchmark: 'portal-echo', metric: 'echo during bulk output p50', value: percentile(busy, 50), unit: 'ms', note: `${busy.length} keystrokes while another session printed ${MEGABYTES} MB` },
         { benchmark: 'portal-echo', metric: 'echo during bulk output p99', value: percentile(busy, 99), unit: 'ms' },
         { benchmark: 'portal-echo', metric: 'echo during bulk output max', value: Math.max(...busy), unit: 'ms' },
-        { benchmark: 'portal-echo', metric: 'ratio p99 busy / idle', value: percentile(busy, 99) / percentile(idle, 99), unit: 'x' },
-        { benchmark: 'portal-echo', metric: 'the bulk session meanwhile', value: transfer.bytes / 1024 / 1024 / transfer.seconds, unit: 'MB/s', note: 'in-process ssh2 client' },
+        {
+          benchmark: 'portal-echo', metric: 'ratio p99 busy / idle', value: percentile(busy, 99) / percentile(idle, 99), unit: 'x',
+          note: percentile(busy, 99) / percentile(idle, 99) <= 3 ? 'target <= 3 met' : 'target <= 3 NOT met',
+        },
+        { benchmark: 'portal-echo', metric: 'the bulk session meanwhile', value: transfer.bytes / 1024 / 1024 / transfer.seconds, unit: 'MB/s', note: 'OpenSSH client, its own process' },
       ];
       return rows;
     } finally {
       interactive.shell.close();
       await endSession(ctx, interactive.id, tenant.token);
-      for (const id of bulkIds) await endSession(ctx, id, tenant.token);
     }
   },
 };

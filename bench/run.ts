@@ -7,10 +7,11 @@ import { portalEcho } from './portal-echo.js';
 import { portalPrompt } from './portal-prompt.js';
 import { portalThroughput } from './portal-throughput.js';
 import { sessionReady } from './session-ready.js';
+import { slotAfterBulk } from './slot-after-bulk.js';
 import { formatTable } from './stats.js';
 import type { BenchModule, BenchRow } from './types.js';
 
-const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, portalEcho, drainThroughput, createThroughput];
+const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, drainThroughput, createThroughput];
 
 async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
