@@ -2,8 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { temporal } from '@temporalio/proto';
 import { LABELS } from '../lib/docker.js';
 import { heartbeatSignal, hostTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { journalPath } from '../journal/writer.js';
+import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
 import {
-  containerExists, createTenant, docker, sleep, startTestStack, waitForState, workflowBundle, type TestStack,
+  containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import { sessionContainer } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
@@ -19,20 +24,62 @@ beforeAll(async () => {
     const r = await stack.api.post('/stacks', stack.adminToken, { name });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
   }
+  // Each host a machine of its own as far as essh can tell: its own data dir (journals, portal host
+  // key), the installation's database and secrets key.
+  const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
   hosts.push(
     ...(await Promise.all(
-      ['east', 'west'].map((s) =>
-        startWorkerProcess(stack, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: s, ESSH_HOST_ID: `host-${s}` }),
-      ),
+      ['east', 'west'].map(async (s) => {
+        const dataDir = await mkdtemp(path.join(os.tmpdir(), `essh-host-${s}-`));
+        hostDirs.push(dataDir);
+        return startWorkerProcess(stack, {
+          ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: s, ESSH_HOST_ID: `host-${s}`, ESSH_DATA_DIR: dataDir, ESSH_SECRETS_KEY: secretsKey,
+        });
+      }),
     )),
   );
 }, 180_000);
 afterAll(async () => {
   for (const h of hosts) await h.stop();
   await stack?.stop();
+  for (const d of hostDirs) await rm(d, { recursive: true, force: true });
 });
+const hostDirs: string[] = [];
 
 describe('two stacks served by two host workers', () => {
+  it('sessions on both hosts attach through their own portal, are journaled there, reach a drain and serve their recording through the API', async () => {
+    const cert = await selfSignedCert();
+    const rx = new HttpsReceiver(cert);
+    await rx.up();
+    try {
+      for (const [i, name] of ['east', 'west'].entries()) {
+        const t = await createTenant(stack, { stackName: name });
+        const drain = await stack.api.post(`/accounts/${t.account}/log_drains`, stack.adminToken, {
+          handle: 'both-hosts', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
+        });
+        expect(drain.status, JSON.stringify(drain.body)).toBe(201);
+        const r = await runInSession(stack, t, { command: ['sh', '-c', `echo "hello from ${name}"`] });
+        expect(r.stdout.toString()).toBe(`hello from ${name}\n`);
+        // The API's connect block named that host's portal, and the journal is on that host.
+        const journal = await stack.runtime.db.selectFrom('session_journals').select('host_id').where('operation_id', '=', r.id).executeTakeFirstOrThrow();
+        expect(journal.host_id).toBe(`host-${name}`);
+        await waitFor(`the journal in ${name}'s data dir`, async () => (await readFile(journalPath(hostDirs[i]!, r.id)).catch(() => null))?.includes(`hello from ${name}`));
+        // The API (in this process, no host of its own) fetches the recording from the host.
+        const rec = await stack.api.get(`/sessions/${r.id}/recording`, t.token);
+        expect(rec.status).toBe(200);
+        expect(String(rec.body)).toContain(`hello from ${name}`);
+        // The host's shipper delivers the session to the account's drain.
+        const events = await waitFor(`${name}'s events at the drain`, async () => {
+          const mine = eventsOf(rx).filter((e) => e.operation_id === r.id);
+          return mine.some((e) => e.event === 'session_ended') ? mine : undefined;
+        }, 30_000, 250);
+        expect(events.find((e) => e.log === `hello from ${name}`)).toMatchObject({ app: t.app, seq: 1 });
+      }
+    } finally {
+      await rx.down();
+    }
+  });
+
   it("each session's container is created by its own stack's host worker", async () => {
     const sessions: { stack: string; id: number; token: string }[] = [];
     for (const name of ['east', 'west']) {
