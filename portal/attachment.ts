@@ -190,9 +190,12 @@ export class Attachment {
       AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty, DetachKeys: DETACH_KEYS,
       // The client's terminal type (CONTRACT §4); the rest of the environment is the app's.
       Env: tty ? [`TERM=${this.pty?.term || 'xterm'}`] : [],
+      // Engines with API 1.42+ start the TTY at the client's size; older ones ignore it, and the
+      // resize right after the start sets it (a program reading its size at once may see 0×0 there).
+      ...(this.pty ? { ConsoleSize: [this.pty.rows, this.pty.cols] } : {}),
     });
     const programStartedAt = Date.now();
-    const stream = (await exec.start({ hijack: true, stdin: true, Tty: tty })) as unknown as Duplex;
+    const stream = (await exec.start({ hijack: true, stdin: true, Tty: tty, ...(this.pty ? { ConsoleSize: [this.pty.rows, this.pty.cols] } : {}) })) as unknown as Duplex;
     this.exec = exec;
     if (this.pty) this.resize(this.pty);
 
