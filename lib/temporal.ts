@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
@@ -36,14 +37,19 @@ export async function connectWorker(t: TemporalConfig): Promise<NativeConnection
 }
 
 /**
- * Sends the Temporal SDK's own log lines through our logger, at our level. The SDK allows one Runtime
- * per process, so a second call (a test starting a second runtime) keeps the first.
+ * Installs the Temporal SDK's runtime for this process (the SDK allows one per process; a second call,
+ * a test starting a second essh runtime, keeps the first): its log lines go through our logger at our
+ * level, and, with `metricsPort`, its metrics (workflow task latencies, activity failures, sticky
+ * cache, pollers, slots…) are exported by the SDK's own Prometheus exporter on 127.0.0.1 (it has no
+ * authentication), which essh's /metrics serves on (`temporalSdkMetrics`). The SDK's own names and
+ * units (`temporal_` prefix, histograms in milliseconds), so that Temporal's SDK dashboards work as they are.
  */
-export function routeTemporalLogs(log: Logger) {
+export async function installTemporalRuntime(log: Logger, opts: { metricsPort?: number } = {}): Promise<void> {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   const level = (log.level === 'silent' ? 'ERROR' : log.level.toUpperCase()) as LogLevel;
   const sdkLevel: LogLevel = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR'].includes(level) ? level : 'WARN';
+  const port = opts.metricsPort === undefined ? undefined : opts.metricsPort || (await freeLoopbackPort());
   try {
     Runtime.install({
       logger: new DefaultLogger(sdkLevel === 'INFO' ? 'WARN' : sdkLevel, (entry) => {
@@ -52,9 +58,49 @@ export function routeTemporalLogs(log: Logger) {
         const fn = entry.level === 'ERROR' ? log.error.bind(log) : entry.level === 'WARN' ? log.warn.bind(log) : log.debug.bind(log);
         fn({ sdk: entry.meta }, entry.message);
       }),
+      ...(port !== undefined
+        ? { telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${port}` } } } }
+        : {}),
     });
-  } catch {
-    // Already installed by someone else in this process: keep theirs.
+    if (port !== undefined) sdkMetricsUrl = `http://127.0.0.1:${port}/metrics`;
+  } catch (err) {
+    // Already installed by someone else in this process: keep theirs. A port taken is a real problem.
+    if (port !== undefined && /address|bind|in use/i.test((err as Error).message)) {
+      throw new Error(`the Temporal SDK's metrics exporter could not listen on 127.0.0.1:${port} (${(err as Error).message}); set ESSH_TEMPORAL_METRICS_PORT to a free port, or 0`);
+    }
   }
 }
 let runtimeInstalled = false;
+let sdkMetricsUrl: string | undefined;
+
+/** Sends the Temporal SDK's own log lines through our logger (no metrics): for programs that only replay. */
+export function routeTemporalLogs(log: Logger): Promise<void> {
+  return installTemporalRuntime(log);
+}
+
+/**
+ * The Temporal SDK's metrics of this process in the Prometheus text format, read from its exporter on
+ * loopback; empty where no worker runs (an API-only process), a comment when the exporter does not answer.
+ */
+export async function temporalSdkMetrics(): Promise<string> {
+  if (!sdkMetricsUrl) return '';
+  try {
+    const res = await fetch(sdkMetricsUrl, { signal: AbortSignal.timeout(3000) });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const text = await res.text();
+    return text.endsWith('\n') || text === '' ? text : `${text}\n`;
+  } catch (err) {
+    return `# the Temporal SDK's metrics exporter did not answer: ${(err as Error).message.replace(/\s+/g, ' ')}\n`;
+  }
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+    srv.once('error', reject);
+  });
+}
+

@@ -55,6 +55,7 @@ async function main() {
       `  SSH portal    ${config.ssh.host}:${runtime.sshPort}   (ssh -t -p ${runtime.sshPort} session-<id>@${config.ssh.publicHost}, or <app>@ with a registered key)`,
       `  Temporal      ${config.temporal.address}, namespace ${config.temporal.namespace}`,
       dev ? `  Temporal UI   ${dev.uiUrl}` : undefined,
+      `  Metrics       ${runtime.metricsUrl}${config.metrics.token ? '   (bearer: ESSH_METRICS_TOKEN)' : ''}   (Prometheus: deploy/prometheus/)`,
       `  Data dir      ${config.dataDir}`,
       `  Tokens        ${tokenFile} (demo user), ${shown(path.join(config.dataDir, 'admin-token'))} (operator)`,
       '',

@@ -30,6 +30,7 @@ export async function startWorkerProcess(stack: TestStack, env: Record<string, s
       ESSH_RECONCILE_INTERVAL_S: String(stack.config.reconcileIntervalS),
       // A host process runs the portal of its stacks: on a port of its own, heartbeating as the tests' sessions expect.
       ESSH_SSH_PORT: '0',
+      ESSH_METRICS_PORT: '0',
       ESSH_HEARTBEAT_TIMEOUT_S: String(stack.config.session.heartbeatTimeoutS),
       ESSH_PORTAL_HEARTBEAT_S: String(stack.config.ssh.heartbeatIntervalS),
       ESSH_LOG_LEVEL: 'warn',

@@ -21,8 +21,12 @@ const runtime = await startRuntime(
     workflowBundle: bundlePath ? { code: readFileSync(bundlePath, 'utf8'), sourceMap: '' } : undefined,
   },
   log,
-);
-log.info({ roles, stacks: config.hostStacks }, 'worker started');
+).catch((err: Error) => {
+  // A sentence for the operator (a port taken…), not a stack trace.
+  process.stderr.write(`essh worker: could not start: ${err.message}\n`);
+  process.exit(1);
+});
+log.info({ roles, stacks: config.hostStacks, metrics: runtime.metricsUrl }, 'worker started');
 process.stdout.write('essh worker ready\n');
 const stop = async () => {
   await runtime.stop();
