@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
-import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import { Client, Connection, isGrpcServiceError, type ConnectionLike, type ConnectionOptions } from '@temporalio/client';
+import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
 import type { Config } from './config.js';
@@ -104,3 +105,86 @@ function freeLoopbackPort(): Promise<number> {
   });
 }
 
+/**
+ * The server's IndexedValueType numbers (temporal.api.enums.v1) and the `temporal` CLI's names for
+ * them: a dozen constants rather than a dependency on the generated protobuf package.
+ */
+const INDEXED_TYPES: Record<number, string> = { 1: 'Text', 2: 'Keyword', 3: 'Int', 4: 'Double', 5: 'Bool', 6: 'Datetime', 7: 'KeywordList' };
+const SA_TYPES: Record<string, { cli: string; indexed: number }> = { KEYWORD: { cli: 'Keyword', indexed: 2 }, INT: { cli: 'Int', indexed: 3 } };
+const cliTypeOf = (indexed: unknown): string => {
+  if (typeof indexed === 'number') return INDEXED_TYPES[indexed] ?? String(indexed);
+  // A name, should the enum come decoded as one (INDEXED_VALUE_TYPE_KEYWORD_LIST → KeywordList).
+  const words = String(indexed).replace(/^INDEXED_VALUE_TYPE_/, '').toLowerCase().split('_');
+  return words.map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('');
+};
+
+/** The failure of a start-up that found the namespace without essh's search attributes and could not add them. */
+export class SearchAttributesMissing extends Error {}
+
+/**
+ * Makes sure the namespace has essh's search attributes (CONTRACT §6): those missing are added through
+ * the operator service when the server lets us (a self-hosted server with an unrestricted client);
+ * when it does not (permission denied, a namespace the SDK cannot change, such as Temporal Cloud's),
+ * start-up stops with the exact `temporal operator search-attribute create` commands an operator runs.
+ * An attribute of the same name with another type is never changed: start-up stops, naming it.
+ */
+export async function ensureSearchAttributes(
+  connection: Pick<ConnectionLike, 'operatorService'>,
+  t: Pick<TemporalConfig, 'namespace'> & { address?: string },
+): Promise<{ added: string[] }> {
+  const { namespace } = t;
+  const wanted = SEARCH_ATTRIBUTE_KEYS.map((k) => ({ name: k.name, ...SA_TYPES[k.type]! }));
+  let existing: Record<string, unknown>;
+  try {
+    existing = (await connection.operatorService.listSearchAttributes({ namespace })).customAttributes ?? {};
+  } catch (err) {
+    throw new SearchAttributesMissing(
+      `could not read the search attributes of namespace ${namespace} (${grpcProblem(err)}), so essh cannot tell whether its own ` +
+        `(${wanted.map((w) => w.name).join(', ')}) are there. Check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE and the credentials' permissions.`,
+    );
+  }
+  const clash = wanted.filter((w) => w.name in existing && cliTypeOf(existing[w.name]) !== w.cli);
+  if (clash.length) {
+    throw new SearchAttributesMissing(
+      `namespace ${namespace} has ${clash.map((w) => `${w.name} as ${cliTypeOf(existing[w.name])} (essh needs ${w.cli})`).join(', ')}: ` +
+        'a search attribute\'s type cannot be changed. Use another namespace (TEMPORAL_NAMESPACE), or remove the attribute there first.',
+    );
+  }
+  const missing = wanted.filter((w) => !(w.name in existing));
+  if (!missing.length) return { added: [] };
+  try {
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((w) => [w.name, w.indexed])),
+    });
+  } catch (err) {
+    throw new SearchAttributesMissing(
+      `namespace ${namespace} lacks essh's search attributes ${missing.map((w) => w.name).join(', ')}, and essh may not add them ` +
+        `(${grpcProblem(err)}). An operator adds them with:\n` +
+        searchAttributeCommands(missing, { namespace, address: t.address }).map((c) => `  ${c}`).join('\n') +
+        '\n(with the same TLS or API key options as essh\'s; on Temporal Cloud, through the Cloud UI or `tcld namespace search-attributes add`), then starts essh again.',
+    );
+  }
+  return { added: missing.map((w) => w.name) };
+}
+
+/**
+ * The `temporal operator search-attribute create` commands that add `attrs`, one per attribute: the
+ * CLI pairs each --name with a --type of its own (one --type for several names adds only the first).
+ */
+export function searchAttributeCommands(attrs: { name: string; cli: string }[], t: { namespace: string; address?: string }): string[] {
+  return attrs.map((a) => ['temporal operator search-attribute create', ...(t.address ? [`--address ${t.address}`] : []),
+    `--namespace ${t.namespace}`, `--name ${a.name}`, `--type ${a.cli}`].join(' '));
+}
+
+/** gRPC status names (grpc-js's enum, without importing it for a dozen names). */
+const grpcStatus: Record<number, string> = {
+  1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND', 6: 'ALREADY_EXISTS',
+  7: 'PERMISSION_DENIED', 8: 'RESOURCE_EXHAUSTED', 9: 'FAILED_PRECONDITION', 12: 'UNIMPLEMENTED', 13: 'INTERNAL',
+  14: 'UNAVAILABLE', 16: 'UNAUTHENTICATED',
+};
+
+function grpcProblem(err: unknown): string {
+  if (isGrpcServiceError(err)) return `${grpcStatus[err.code] ?? err.code}: ${err.details || err.message}`;
+  return (err as Error)?.message ?? String(err);
+}

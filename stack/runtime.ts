@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics, registerDbMetrics } from '../lib/metrics.js';
 import { MetricsServer, type Exposition } from '../lib/metrics-server.js';
 import { loadSecretBox } from '../lib/secrets.js';
-import { connectClient, connectWorker, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
+import { connectClient, connectWorker, ensureSearchAttributes, temporalAddress, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { existsSync } from 'node:fs';
@@ -47,6 +47,12 @@ export interface RuntimeParts {
   workflowBundle?: WorkflowBundleWithSourceMap;
   /** Serve the SSH portal (on config.ssh.host:port). */
   portal?: boolean;
+  /**
+   * Check that the namespace has essh's search attributes, and register those it lacks (or stop,
+   * naming the commands that would): what `npm start` and worker/main.ts do; the tests' namespaces
+   * are made with them.
+   */
+  searchAttributes?: boolean;
 }
 
 export interface Runtime {
@@ -93,6 +99,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
 
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());
+    if (parts.searchAttributes && (parts.api || parts.worker)) {
+      const { added } = await ensureSearchAttributes(client.connection, { namespace: config.temporal.namespace, address: temporalAddress(config.temporal) });
+      if (added.length) log.info({ namespace: config.temporal.namespace, added }, 'registered essh\'s search attributes');
+    }
     const metrics = createMetrics();
     const exposition: Exposition = {
       contentType: metrics.registry.contentType,

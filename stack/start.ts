@@ -40,7 +40,7 @@ async function main() {
       });
       config.temporal.address = dev.address;
     }
-    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true }, log);
+    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true, searchAttributes: true }, log);
     const { seeded } = await seedDemo(runtime.db, config.dataDir, config.adminToken);
     const shown = (file: string) => {
       const rel = path.relative(process.cwd(), file);

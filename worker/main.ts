@@ -14,6 +14,7 @@ const bundlePath = process.env.ESSH_WORKFLOW_BUNDLE;
 const runtime = await startRuntime(
   config,
   {
+    searchAttributes: true,
     worker: roles.includes('main'),
     hostStacks: roles.includes('host') ? config.hostStacks : [],
     // A session's program runs and is journaled on its host: each host runs the portal for its stacks.
@@ -22,7 +23,7 @@ const runtime = await startRuntime(
   },
   log,
 ).catch((err: Error) => {
-  // A sentence for the operator (a port taken…), not a stack trace.
+  // A sentence for the operator (the search attribute commands, a port taken…), not a stack trace.
   process.stderr.write(`essh worker: could not start: ${err.message}\n`);
   process.exit(1);
 });
