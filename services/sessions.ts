@@ -25,6 +25,7 @@ import {
 import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
 import { hostForStack } from '../host/registry.js';
 import type { sessionWorkflow } from '../workflows/session.js';
+import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type Page, type PageRequest } from './pages.js';
@@ -228,6 +229,9 @@ export class SessionsService {
         requestEagerStart: this.deps.eagerClient !== undefined,
         workflowId: sessionWorkflowId(operationId),
         args: [input],
+        // What the Temporal UI shows of it (handles and ids only); the workflow keeps its current details.
+        staticSummary: sessionSummary(input),
+        staticDetails: sessionStaticDetails(input),
         // No e-mail or other personal data here: search attributes are visible to anyone with UI access.
         typedSearchAttributes: [
           { key: SA.app, value: app.handle },
