@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../lib/config.js';
+import { loadConfig, projectRoot } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
@@ -151,6 +151,23 @@ describe('the operators\' Prometheus set-up (deploy/prometheus)', () => {
       throw new Error(`${(err as Error).message}: ${await (await fetch(`${promUrl}/api/v1/targets`)).text()}`);
     });
     expect(targets.map((t) => t.labels.roles).sort()).toEqual(['api', 'worker,host']);
+  });
+
+  it('keeps /metrics off the public API port by default, and refuses a metrics listener beyond loopback without a token', async () => {
+    // The defaults: no token; the listener on loopback serves Prometheus, the API's port serves nothing.
+    const plain = await startRuntime({ ...stack.config, metrics: { ...stack.config.metrics, token: undefined } }, { api: true }, createLogger('silent'));
+    try {
+      const refused = await fetch(`${plain.apiUrl}/metrics`);
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { message: string }).message).toMatch(/ESSH_METRICS_HOST:ESSH_METRICS_PORT/);
+      expect(new URL(plain.metricsUrl).hostname).toBe('127.0.0.1');
+      expect((await fetch(plain.metricsUrl)).status).toBe(200);
+    } finally {
+      await plain.stop();
+    }
+    expect(() => loadConfig({ ESSH_METRICS_HOST: '0.0.0.0' })).toThrow(/ESSH_METRICS_HOST is 0\.0\.0\.0, which is not a loopback address: set ESSH_METRICS_TOKEN/);
+    expect(loadConfig({ ESSH_METRICS_HOST: '0.0.0.0', ESSH_METRICS_TOKEN: token }).metrics).toMatchObject({ host: '0.0.0.0', port: 9470, token });
+    expect(loadConfig({}).metrics).toMatchObject({ host: '127.0.0.1', port: 9470, token: undefined });
   });
 
   it('answers the sessions gauge, the Temporal SDK\'s metrics and the host\'s figures through its HTTP API', async () => {
