@@ -6,7 +6,8 @@ import { authenticate, type Principal } from '../services/auth.js';
 import type { AdminService } from '../services/admin.js';
 import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
-import type { Metrics } from '../lib/metrics.js';
+import { bearerMatches, type Metrics } from '../lib/metrics.js';
+import type { Exposition } from '../lib/metrics-server.js';
 import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../services/pages.js';
 import * as s from './schemas.js';
 import { RawResponse, type Route, type RouteAdder, type RouteModule } from './route.js';
@@ -18,6 +19,13 @@ export interface ApiDeps {
   sessions: SessionsService;
   admin: AdminService;
   metrics: Metrics;
+  /** What GET /metrics answers: the process's registry, with the Temporal SDK's figures where a worker runs. */
+  exposition?: Exposition;
+  /**
+   * The bearer token that opens GET /metrics here (ESSH_METRICS_TOKEN). Without one, the API's port
+   * (public) serves no metrics: Prometheus scrapes the process's metrics listener instead.
+   */
+  metricsToken?: string;
   log: Logger;
   version: string;
   /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
@@ -51,9 +59,16 @@ export function createApi(deps: ApiDeps) {
   app.set('query parser', 'simple');
   // Only a route that takes a body reads one (a GET's body is never read).
   const json = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
+  // Every request's duration, labelled by its route's OpenAPI path (a bounded set), never the raw path.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const end = deps.metrics.httpDuration.startTimer();
+    res.once('finish', () => end({ method: req.method, route: (res.locals.route as string | undefined) ?? 'unmatched', status: String(res.statusCode) }));
+    next();
+  });
 
   for (const r of routes) {
     const handler = async (req: Request, res: Response, next: NextFunction) => {
+      res.locals.route = r.path;
       try {
         const principal = r.auth === false ? (undefined as unknown as Principal) : await authenticate(deps.db, bearer(req));
         const params = parse(r.params ?? z.object({}), req.params, 'path');
@@ -73,7 +88,12 @@ export function createApi(deps: ApiDeps) {
     };
     app[r.method](expressPath(r.path), ...(r.body ? [json] : []), handler);
   }
-  for (const page of deps.pages ?? []) app.get(page.path, page.handler);
+  for (const page of deps.pages ?? []) {
+    app.get(page.path, (_req: Request, res: Response, next: NextFunction) => {
+      res.locals.route = page.path;
+      next();
+    }, page.handler);
+  }
 
   // A known path asked with a method it does not have: 405 and the methods it has (RFC 9110 §15.5.6).
   // OPTIONS is answered with those methods.
@@ -114,16 +134,30 @@ export function createApi(deps: ApiDeps) {
 
 const expressPath = (openApiPath: string) => openApiPath.replace(/\{(\w+)\}/g, ':$1');
 
-/** /healthz, /metrics and /openapi.json: no token needed. */
+/** /healthz and /openapi.json: no token needed; /metrics: the metrics token (not an API token). */
 function registerMetaRoutes(route: RouteAdder, deps: ApiDeps, document: () => unknown) {
   route({
     method: 'get', path: '/healthz', operationId: 'getHealth', tag: 'meta', summary: 'Liveness', auth: false, response: s.healthSchema,
     handler: async () => ({ ok: true, version: deps.version }),
   });
+  const exposition: Exposition = deps.exposition ?? { contentType: deps.metrics.registry.contentType, text: () => deps.metrics.registry.metrics() };
   route({
     method: 'get', path: '/metrics', operationId: 'getMetrics', tag: 'meta', summary: 'Prometheus metrics', auth: false,
+    description: 'For Prometheus, with `Authorization: Bearer <ESSH_METRICS_TOKEN>` (the installation\'s metrics token, not an API ' +
+      'token). Without a metrics token configured this port serves no metrics (403): each process serves them on its metrics ' +
+      'listener (ESSH_METRICS_HOST:ESSH_METRICS_PORT, loopback by default). See docs/operations.md.',
+    errors: [401, 403],
     raw: { contentType: 'text/plain', description: 'The Prometheus text exposition format, version 0.0.4' },
-    handler: async () => new RawResponse(deps.metrics.registry.contentType, await deps.metrics.registry.metrics()),
+    handler: async ({ req }) => {
+      if (!deps.metricsToken) {
+        throw new ApiError(403, 'forbidden',
+          'This installation serves no metrics on its API: scrape each process\'s metrics listener (ESSH_METRICS_HOST:ESSH_METRICS_PORT), or set ESSH_METRICS_TOKEN and send it as the bearer.');
+      }
+      if (!bearerMatches(req.headers.authorization, deps.metricsToken)) {
+        throw new ApiError(401, 'unauthorized', 'GET /metrics needs Authorization: Bearer <the metrics token> (ESSH_METRICS_TOKEN), not an API token.');
+      }
+      return new RawResponse(exposition.contentType, await exposition.text());
+    },
   });
   route({
     method: 'get', path: '/openapi.json', operationId: 'getOpenApi', tag: 'meta', summary: 'This API, as an OpenAPI 3.1 document', auth: false,

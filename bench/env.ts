@@ -45,6 +45,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       TEMPORAL_NAMESPACE: 'default',
       ESSH_API_PORT: '0',
       ESSH_SSH_PORT: '0',
+      ESSH_METRICS_PORT: '0',
       ESSH_STOP_GRACE_S: '2',
       ESSH_LOG_LEVEL: 'warn',
       // The per-token cap on creates guards against runaway clients; the benchmarks create far more than
@@ -63,7 +64,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       const host = await startHostProcess({
         TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
         ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local',
-        ESSH_DRAINS_ALLOW_PRIVATE: '1',
+        ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
       });
       stopAll.unshift(host);
     }

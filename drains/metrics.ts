@@ -14,7 +14,8 @@ interface DrainFigures {
 
 /**
  * Delivery figures of every drain, read from the database at each scrape (the shipper may run in
- * another process). Labelled by drain id and type only: /metrics needs no token, so no account names.
+ * another process). Labelled by drain id and type only, never the account's name: tenants' names stay out
+ * of the metrics, whoever may read them.
  */
 export function registerDrainMetrics(registry: Registry, db: Db) {
   // One read per scrape serves all the series.

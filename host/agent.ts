@@ -57,6 +57,11 @@ export class HostAgent {
     this.passes.start();
   }
 
+  /** When the agent's last reconcile pass succeeded (epoch ms): a stale figure means the agent is stuck or cannot reach the engine. */
+  get lastPassAt(): number | undefined {
+    return this.passes.lastSuccessAt;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.events?.stop();

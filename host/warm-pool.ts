@@ -42,6 +42,8 @@ export interface WarmPoolDeps {
 export class WarmPool {
   private readonly claimed = new Set<string>();
   private readonly passes: PeriodicPass<void>;
+  /** The pool size each app of this host's stacks asks for, as of the last pass: app id → stack and size. */
+  private targets = new Map<string, { stack: string; count: number }>();
 
   constructor(private readonly deps: WarmPoolDeps) {
     this.passes = new PeriodicPass(() => this.keep(), { intervalS: deps.intervalS, log: deps.log, what: 'warm pool pass' });
@@ -97,6 +99,26 @@ export class WarmPool {
     return null;
   }
 
+  /**
+   * For /metrics: each app's wanted pool size (as of the last pass) and its pool containers running now
+   * (made with its current settings or not yet replaced), by app id and stack.
+   */
+  async figures(): Promise<{ appId: string; stack: string; target: number; ready: number }[]> {
+    const { docker, installation, stacks } = this.deps;
+    const pool = await docker.listContainers({ filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`], status: ['running'] } });
+    const ready = new Map<string, { stack: string; n: number }>();
+    for (const c of pool) {
+      const stack = c.Labels[LABELS.stack] ?? '';
+      if (!stacks.includes(stack) || !c.Names.some((n) => n.includes('-pool-')) || this.claimed.has(c.Id)) continue;
+      const appId = c.Labels[LABELS.appId] ?? '';
+      ready.set(appId, { stack, n: (ready.get(appId)?.n ?? 0) + 1 });
+    }
+    const ids = new Set([...this.targets.keys(), ...ready.keys()]);
+    return [...ids].map((appId) => ({
+      appId, stack: this.targets.get(appId)?.stack ?? ready.get(appId)!.stack, target: this.targets.get(appId)?.count ?? 0, ready: ready.get(appId)?.n ?? 0,
+    }));
+  }
+
   private async keep(): Promise<void> {
     const { docker, db, installation, stacks, log } = this.deps;
     if (!stacks.length) return;
@@ -122,6 +144,7 @@ export class WarmPool {
       }
       wanted.set(String(app.id), { app, hash, count: Number(app.warm_pool) });
     }
+    this.targets = new Map([...wanted].map(([id, w]) => [id, { stack: w.app.stack_name, count: w.count }]));
 
     const pool = await docker.listContainers({ all: true, filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`] } });
     const kept = new Map<string, number>();

@@ -1,5 +1,6 @@
 import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, writevSync } from 'node:fs';
 import path from 'node:path';
+import { processCounters } from '../lib/metrics.js';
 import {
   RecordType, encodeHeader, type EndedDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
 } from './format.js';
@@ -101,5 +102,6 @@ export class JournalWriter {
       throw new JournalWriteError(`could not append to the session journal: wrote ${wrote} of ${want} bytes (is the disk full?)`);
     }
     this.size += want;
+    processCounters.journalBytes.inc(want);
   }
 }

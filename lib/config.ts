@@ -81,6 +81,19 @@ const envSchema = z.object({
   ESSH_JOURNAL_MAX_MB: z.coerce.number().int().positive().default(1024),
   /** New sessions are refused (503) while the stack host has less free disk than this. */
   ESSH_MIN_FREE_DISK_MB: z.coerce.number().int().min(0).default(1024),
+  /**
+   * Every process's own /metrics listener (API, main worker, host): loopback by default, so that neither
+   * the internet nor the tenants' containers can reach it. Another address needs ESSH_METRICS_TOKEN.
+   */
+  ESSH_METRICS_HOST: z.string().default('127.0.0.1'),
+  ESSH_METRICS_PORT: port.default(9470),
+  /** The bearer token Prometheus sends (its `authorization: credentials_file`); also opens the API's /metrics. */
+  ESSH_METRICS_TOKEN: z.string().min(16, 'ESSH_METRICS_TOKEN must be at least 16 characters').optional(),
+  /**
+   * The Temporal SDK's own Prometheus exporter (worker processes), on 127.0.0.1 only: it has no
+   * authentication, so its figures are served through essh's /metrics. 0: any free port.
+   */
+  ESSH_TEMPORAL_METRICS_PORT: port.default(0),
   ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -131,6 +144,8 @@ export interface Config {
   initPath: string;
   journalMaxBytes: number;
   minFreeDiskBytes: number;
+  /** The process's metrics listener (lib/metrics-server.ts) and the Temporal SDK's exporter. */
+  metrics: { host: string; port: number; token?: string; temporalSdkPort: number };
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
 
@@ -146,6 +161,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tlsGiven = e.TEMPORAL_TLS_CERT || e.TEMPORAL_TLS_KEY || e.TEMPORAL_TLS_CA;
   if ((e.TEMPORAL_TLS_CERT && !e.TEMPORAL_TLS_KEY) || (!e.TEMPORAL_TLS_CERT && e.TEMPORAL_TLS_KEY)) {
     throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: set both (mTLS) or neither.');
+  }
+  if (!isLoopback(e.ESSH_METRICS_HOST) && !e.ESSH_METRICS_TOKEN) {
+    throw new Error(
+      `ESSH_METRICS_HOST is ${e.ESSH_METRICS_HOST}, which is not a loopback address: set ESSH_METRICS_TOKEN too (Prometheus sends it ` +
+        'as its bearer), or the metrics would be open to whoever reaches that address, session containers included.',
+    );
   }
   return {
     dataDir,
@@ -191,8 +212,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),
     journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,
     minFreeDiskBytes: e.ESSH_MIN_FREE_DISK_MB * 1024 * 1024,
+    metrics: { host: e.ESSH_METRICS_HOST, port: e.ESSH_METRICS_PORT, token: e.ESSH_METRICS_TOKEN, temporalSdkPort: e.ESSH_TEMPORAL_METRICS_PORT },
     logLevel: e.ESSH_LOG_LEVEL,
   };
+}
+
+/** Whether `host` is a loopback address: what only this machine's own programs can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 /** The project-local venv's binary (installed by scripts/setup.sh), else the one on PATH. */

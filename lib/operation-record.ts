@@ -2,6 +2,7 @@ import type { Transaction } from 'kysely';
 import type { Database, Db } from './db.js';
 import { nowIso } from './db.js';
 import { announceRecordChanged } from './record-news.js';
+import { processCounters } from './metrics.js';
 import {
   SESSION_STATES, operationStatusFor, sessionWorkflowId, type EndReason, type SessionRecordUpdate,
 } from '../workflows/definitions.js';
@@ -53,7 +54,7 @@ export async function insertOperation(trx: Transaction<Database>, op: NewOperati
 export async function recordSessionState(db: Db, u: SessionRecordUpdate): Promise<void> {
   const rank = SESSION_STATES.indexOf(u.state);
   const notLaterThan = SESSION_STATES.slice(0, rank + 1);
-  await db
+  const result = await db
     .updateTable('operations')
     .set({
       state: u.state,
@@ -69,7 +70,9 @@ export async function recordSessionState(db: Db, u: SessionRecordUpdate): Promis
     })
     .where('id', '=', u.operationId)
     .where('state', 'in', u.state === 'ended' ? SESSION_STATES.slice(0, -1) : notLaterThan)
-    .execute();
+    .executeTakeFirst();
+  // Counted once: a retried activity finds the row ended already and changes nothing.
+  if (u.state === 'ended' && Number(result.numUpdatedRows) > 0) processCounters.sessionsEnded.inc({ end_reason: u.endReason ?? 'unknown' });
   announceRecordChanged(u.operationId);
 }
 
@@ -81,9 +84,10 @@ export async function closeOperation(
   db: Db, id: number, end: { reason: EndReason; message: string; endedBy?: string | null; exitCode?: number | null },
 ): Promise<void> {
   const now = nowIso();
-  await db.updateTable('operations').set({
+  const result = await db.updateTable('operations').set({
     state: 'ended', status: operationStatusFor('ended', end.reason), end_reason: end.reason, end_message: end.message,
     ended_by: end.endedBy ?? null, exit_code: end.exitCode ?? null, ended_at: now, updated_at: now,
-  }).where('id', '=', id).where('state', '!=', 'ended').execute();
+  }).where('id', '=', id).where('state', '!=', 'ended').executeTakeFirst();
+  if (Number(result.numUpdatedRows) > 0) processCounters.sessionsEnded.inc({ end_reason: end.reason });
   announceRecordChanged(id);
 }

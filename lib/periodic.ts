@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 export class PeriodicPass<T> {
   private timer?: NodeJS.Timeout;
   private running?: Promise<T | undefined>;
+  /** When a pass last finished without failing (epoch ms); undefined before the first. */
+  lastSuccessAt?: number;
 
   constructor(private readonly pass: () => Promise<T>, private readonly opts: { intervalS: number; log: Logger; what: string }) {}
 
@@ -17,6 +19,10 @@ export class PeriodicPass<T> {
 
   runOnce(): Promise<T | undefined> {
     this.running ??= this.pass()
+      .then((v) => {
+        this.lastSuccessAt = Date.now();
+        return v;
+      })
       .catch((err) => {
         this.opts.log.warn({ err }, `${this.opts.what} failed`);
         return undefined;

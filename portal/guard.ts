@@ -44,6 +44,14 @@ export class PortalGuard {
     this.failures = new RateLimiterMemory({ points: limits.failuresPerAddressPerMinute, duration: 60, blockDuration: limits.blockS });
   }
 
+  get openConnections(): number {
+    return this.open;
+  }
+
+  get unauthenticatedConnections(): number {
+    return this.unauthenticatedTotal;
+  }
+
   /** Whether a new connection from `address` may go on; if so, the caller reports its end with `closed`. */
   admit(address: string): boolean {
     const { limits } = this;

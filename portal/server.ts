@@ -70,6 +70,11 @@ export class SshPortal {
     this.port = (server.address() as AddressInfo).port;
   }
 
+  /** Open connections (admitted, authenticated or not) and those still authenticating, and channels attached to a session: for /metrics. */
+  figures(): { connections: number; unauthenticated: number; attachments: number } {
+    return { connections: this.guard.openConnections, unauthenticated: this.guard.unauthenticatedConnections, attachments: this.attachments.size };
+  }
+
   /** What each open channel has read from its container (for tests and diagnostics). */
   attachmentStats(): { sessionId: number; bytesFromContainer: number }[] {
     return [...this.attachments].map((a) => ({ sessionId: a.sessionId, bytesFromContainer: a.bytesFromContainer }));

@@ -4,6 +4,7 @@ import type { operationSchema } from '../api/schemas.js';
 import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
+import type { Metrics } from '../lib/metrics.js';
 import { nowIso } from '../lib/db.js';
 import { grantProblem } from '../lib/grants.js';
 import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
@@ -24,6 +25,7 @@ import {
 import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
 import { hostForStack } from '../host/registry.js';
 import type { sessionWorkflow } from '../workflows/session.js';
+import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type Page, type PageRequest } from './pages.js';
@@ -80,6 +82,8 @@ export class SessionsService {
       createRatePerMinute?: number;
       /** New sessions are refused while the stack's host reports less free disk than this. */
       minFreeDiskBytes?: number;
+      /** Sessions accepted and refused (lib/metrics.ts). */
+      metrics?: Pick<Metrics, 'sessionsCreated' | 'sessionCreateRejected'>;
     },
   ) {
     this.createRate = new SessionCreateRateLimiter(deps.db, deps.createRatePerMinute ?? 0);
@@ -95,7 +99,17 @@ export class SessionsService {
       .select(['a.handle as app_handle', 'acc.handle as account_handle', 'u.name as user_name', 'u.email as user_email']);
   }
 
-  async create(
+  /** Starts a session (API and portal alike); each acceptance and refusal is counted. */
+  async create(principal: Principal, appHandle: string, body: Parameters<SessionsService['createSession']>[2]) {
+    try {
+      return await this.createSession(principal, appHandle, body);
+    } catch (err) {
+      this.deps.metrics?.sessionCreateRejected.inc({ reason: err instanceof ApiError ? err.code : 'internal' });
+      throw err;
+    }
+  }
+
+  private async createSession(
     principal: Principal,
     appHandle: string,
     body: {
@@ -215,6 +229,9 @@ export class SessionsService {
         requestEagerStart: this.deps.eagerClient !== undefined,
         workflowId: sessionWorkflowId(operationId),
         args: [input],
+        // What the Temporal UI shows of it (handles and ids only); the workflow keeps its current details.
+        staticSummary: sessionSummary(input),
+        staticDetails: sessionStaticDetails(input),
         // No e-mail or other personal data here: search attributes are visible to anyone with UI access.
         typedSearchAttributes: [
           { key: SA.app, value: app.handle },
@@ -228,6 +245,7 @@ export class SessionsService {
       await closeOperation(db, operationId, { reason: 'provision_failed', message: 'the session workflow could not be started' });
       throw new ApiError(503, 'unavailable', `The session could not be started (Temporal: ${(err as Error).message}). Try again shortly.`);
     }
+    this.deps.metrics?.sessionsCreated.inc({ stack: app.stack_name });
 
     const session = await this.get(principal, operationId);
     const user = `session-${operationId}`;

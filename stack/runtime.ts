@@ -8,14 +8,16 @@ import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/
 import { openDocker } from '../lib/docker.js';
 import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
+import { createMetrics, registerDbMetrics } from '../lib/metrics.js';
+import { MetricsServer, type Exposition } from '../lib/metrics-server.js';
 import { sealStoredAppEnvs } from '../lib/app-env.js';
 import { loadSecretBox, type SecretBox } from '../lib/secrets.js';
-import { connectClient, connectWorker, routeTemporalLogs } from '../lib/temporal.js';
+import { connectClient, connectWorker, ensureSearchAttributes, temporalAddress, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
+import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
@@ -46,6 +48,12 @@ export interface RuntimeParts {
   workflowBundle?: WorkflowBundleWithSourceMap;
   /** Serve the SSH portal (on config.ssh.host:port). */
   portal?: boolean;
+  /**
+   * Check that the namespace has essh's search attributes, and register those it lacks (or stop,
+   * naming the commands that would): what `npm start` and worker/main.ts do; the tests' namespaces
+   * are made with them.
+   */
+  searchAttributes?: boolean;
 }
 
 export interface Runtime {
@@ -69,6 +77,8 @@ export interface Runtime {
   portal?: SshPortal;
   /** The port the SSH portal listens on (config.ssh.port, or the one picked for port 0). */
   sshPort?: number;
+  /** This process's /metrics (lib/metrics-server.ts). */
+  metricsUrl: string;
   stop(): Promise<void>;
 }
 
@@ -99,6 +109,15 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
 
     const client = await connectClient(config.temporal);
     cleanups.push(() => client.connection.close());
+    if (parts.searchAttributes && (parts.api || parts.worker)) {
+      const { added } = await ensureSearchAttributes(client.connection, { namespace: config.temporal.namespace, address: temporalAddress(config.temporal) });
+      if (added.length) log.info({ namespace: config.temporal.namespace, added }, 'registered essh\'s search attributes');
+    }
+    const metrics = createMetrics();
+    const exposition: Exposition = {
+      contentType: metrics.registry.contentType,
+      text: async () => (await metrics.registry.metrics()) + (await temporalSdkMetrics()),
+    };
 
     // The portal may pick its port (port 0): the `connect` blocks follow it once it listens.
     const sshEndpoint = {
@@ -109,7 +128,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     };
     let connection: NativeConnection | undefined;
     if (parts.worker || parts.hostStacks?.length) {
-      routeTemporalLogs(log);
+      await installTemporalRuntime(log, { metricsPort: config.metrics.temporalSdkPort });
       connection = await connectWorker(config.temporal);
       const conn = connection;
       cleanups.push(() => conn.close());
@@ -121,9 +140,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
       minFreeDiskBytes: config.minFreeDiskBytes,
+      metrics,
     });
     const admin = new AdminService(db, secrets);
-    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop };
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, metricsUrl: '' };
 
     const workers: Worker[] = [];
     if (parts.worker && connection) {
@@ -156,6 +176,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await agent.start();
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
+      registerHostMetrics(metrics.registry, {
+        docker, installation, hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
+        minFreeDiskBytes: config.minFreeDiskBytes, pool, agent, portal: () => runtime.portal,
+      });
       registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
         hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
       });
@@ -195,14 +219,14 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
 
     if (parts.api) {
-      const metrics = createMetrics(db);
+      registerDbMetrics(metrics.registry, db);
       registerDrainMetrics(metrics.registry, db);
       const recordings = new RecordingsService({
         db, secrets, retentionS: config.drains.retentionS,
         localHost: parts.hostStacks?.length ? { hostId: config.hostId, dataDir: config.dataDir } : undefined,
       });
       const { app } = createApi({
-        db, sessions, admin, metrics, log, version: VERSION,
+        db, sessions, admin, metrics, exposition, metricsToken: config.metrics.token, log, version: VERSION,
         extraRoutes: [
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),
@@ -229,6 +253,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
       });
     }
+    const metricsServer = new MetricsServer({ host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log });
+    runtime.metricsUrl = await metricsServer.start();
+    cleanups.push(() => metricsServer.stop());
     return runtime;
   } catch (err) {
     await stop();

@@ -42,7 +42,7 @@ async function main() {
       });
       config.temporal.address = dev.address;
     }
-    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true }, log);
+    runtime = await startRuntime(config, { api: true, worker: true, hostStacks: config.hostStacks, portal: true, searchAttributes: true }, log);
     const { seeded } = await seedDemo(runtime.db, config.dataDir, runtime.secrets, config.adminToken);
     const shown = (file: string) => {
       const rel = path.relative(process.cwd(), file);
@@ -57,6 +57,7 @@ async function main() {
       `  SSH portal    ${config.ssh.host}:${runtime.sshPort}   (ssh -t -p ${runtime.sshPort} session-<id>@${config.ssh.publicHost}, or <app>@ with a registered key)`,
       `  Temporal      ${config.temporal.address}, namespace ${config.temporal.namespace}`,
       dev ? `  Temporal UI   ${dev.uiUrl}` : undefined,
+      `  Metrics       ${runtime.metricsUrl}${config.metrics.token ? '   (bearer: ESSH_METRICS_TOKEN)' : ''}   (Prometheus: deploy/prometheus/)`,
       `  Data dir      ${config.dataDir}`,
       `  Tokens        ${tokenFile} (demo user), ${shown(path.join(config.dataDir, 'admin-token'))} (operator)`,
       '',

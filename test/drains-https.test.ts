@@ -66,9 +66,9 @@ function expectNoGaps(events: Record<string, any>[]) {
   return max;
 }
 
-/** A metric's value for one label, as Prometheus would scrape it from the API's /metrics. */
+/** A metric's value for one label, as Prometheus would scrape it from the API process's metrics listener. */
 async function metric(name: string, label: string): Promise<number | undefined> {
-  const text = await (await fetch(`${stack.url}/metrics`)).text();
+  const text = await (await fetch(stack.runtime.metricsUrl)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(label));
   return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }

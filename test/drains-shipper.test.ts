@@ -60,7 +60,7 @@ function expectAllSeqsInOrder(events: Record<string, any>[], from = 0) {
 }
 
 async function metric(name: string, label: string): Promise<number | undefined> {
-  const text = await (await fetch(`${stack.url}/metrics`)).text();
+  const text = await (await fetch(stack.runtime.metricsUrl)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(label));
   return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }

@@ -73,6 +73,7 @@ describe('npm start: the embedded stack', () => {
       TEMPORAL_UI_PORT: String(await freePort()),
       ESSH_API_PORT: String(await freePort()),
       ESSH_SSH_PORT: String(await freePort()),
+      ESSH_METRICS_PORT: String(await freePort()),
       ESSH_LOG_LEVEL: 'warn',
     };
     let first = await startStack(env);

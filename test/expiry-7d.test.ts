@@ -45,6 +45,7 @@ beforeAll(async () => {
     TEMPORAL_ADDRESS: env.connection.options.address,
     TEMPORAL_NAMESPACE: env.namespace ?? 'default',
     ESSH_HOST_ID: 'time-skipping',
+    ESSH_METRICS_PORT: '0',
     ESSH_STOP_GRACE_S: '1',
     ESSH_RECONCILE_INTERVAL_S: '2',
     ESSH_LOG_LEVEL: 'warn',

@@ -87,6 +87,7 @@ export async function startTestStack(
     TEMPORAL_NAMESPACE: namespace,
     ESSH_API_PORT: '0',
     ESSH_SSH_PORT: '0',
+    ESSH_METRICS_PORT: '0',
     ESSH_HEARTBEAT_TIMEOUT_S: '4',
     ESSH_PORTAL_HEARTBEAT_S: '1',
     ESSH_CONNECT_TIMEOUT_S: '120',

@@ -32,6 +32,7 @@ export async function startWorkerProcess(stack: TestStack, env: Record<string, s
       ESSH_SSH_PORT: '0',
       // The tests' drain receivers listen on loopback.
       ESSH_DRAINS_ALLOW_PRIVATE: '1',
+      ESSH_METRICS_PORT: '0',
       ESSH_HEARTBEAT_TIMEOUT_S: String(stack.config.session.heartbeatTimeoutS),
       ESSH_PORTAL_HEARTBEAT_S: String(stack.config.ssh.heartbeatIntervalS),
       ESSH_LOG_LEVEL: 'warn',

@@ -14,6 +14,7 @@ const bundlePath = process.env.ESSH_WORKFLOW_BUNDLE;
 const runtime = await startRuntime(
   config,
   {
+    searchAttributes: true,
     worker: roles.includes('main'),
     hostStacks: roles.includes('host') ? config.hostStacks : [],
     // A session's program runs and is journaled on its host: each host runs the portal for its stacks.
@@ -21,8 +22,12 @@ const runtime = await startRuntime(
     workflowBundle: bundlePath ? { code: readFileSync(bundlePath, 'utf8'), sourceMap: '' } : undefined,
   },
   log,
-);
-log.info({ roles, stacks: config.hostStacks }, 'worker started');
+).catch((err: Error) => {
+  // A sentence for the operator (the search attribute commands, a port taken…), not a stack trace.
+  process.stderr.write(`essh worker: could not start: ${err.message}\n`);
+  process.exit(1);
+});
+log.info({ roles, stacks: config.hostStacks, metrics: runtime.metricsUrl }, 'worker started');
 process.stdout.write('essh worker ready\n');
 const stop = async () => {
   await runtime.stop();

@@ -1,4 +1,5 @@
 import {
+  type ActivityOptions,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -10,6 +11,7 @@ import {
   log,
   patched,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -33,15 +35,19 @@ import {
   type SessionState,
   type SessionWorkflowInput,
 } from './definitions.js';
+import { sessionCurrentDetails } from './ui-metadata.js';
 
-const db = proxyActivities<DbActivities>({
+const MAIN_ACTIVITY_OPTIONS = {
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
-const drains = proxyActivities<LegacyMainActivities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
+} satisfies ActivityOptions;
+/**
+ * Activity proxies with a summary, which the Temporal UI shows on the activity: metadata of the
+ * command, not part of what replay compares (test/replay.test.ts replays the histories recorded
+ * before summaries existed).
+ */
+const db = (summary: string) => proxyActivities<DbActivities>({ ...MAIN_ACTIVITY_OPTIONS, summary });
+const drains = (summary: string) => proxyActivities<LegacyMainActivities>({ ...MAIN_ACTIVITY_OPTIONS, summary });
 
 /**
  * A history this long continues as new even if the server has not suggested it yet; the server's
@@ -64,12 +70,14 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     // No worker serving the stack's host queue: fail rather than wait in `provisioning` forever.
     scheduleToStartTimeout: '5 minutes',
     retry: { initialInterval: '1 second', maximumAttempts: 5, nonRetryableErrorTypes: ['ProvisionError'] },
+    summary: `Provision the session's container on a host of stack ${input.stack}`,
   });
-  const teardown = proxyActivities<HostActivities>({
+  const teardown = (summary: string) => proxyActivities<HostActivities>({
     taskQueue: hostTaskQueue(input.stack),
     startToCloseTimeout: `${input.stopGraceS + 60} seconds`,
     // Teardown must eventually happen: retried without a limit, with a capped interval.
     retry: { initialInterval: '1 second', maximumInterval: '1 minute' },
+    summary,
   });
 
   const s: CarriedState = input.carried ?? {
@@ -144,13 +152,22 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     connections: Object.keys(s.connections),
   }));
 
+  /** What the Temporal UI shows as the session's current details: ids, handles, state and end, never personal data. */
+  const showDetails = () =>
+    setCurrentDetails(sessionCurrentDetails(input, {
+      state: s.state, containerId: s.containerId, clients: Object.keys(s.connections).length, runs: s.runs,
+      end: ending ? { reason: ending.reason, exitCode: ending.exitCode, message: ending.message } : null,
+    }));
+  showDetails();
+
   const publish = async (state: SessionState) => {
     s.state = state;
+    showDetails();
     upsertSearchAttributes([
       { key: SA.state, value: state },
       ...(ending ? [{ key: SA.endReason, value: ending.reason }] : []),
     ]);
-    await db.recordSessionState({
+    await db(`Record the session as ${state}`).recordSessionState({
       operationId: input.operationId,
       state,
       containerId: s.containerId,
@@ -241,7 +258,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
         workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_CEILING;
       // Heartbeats only move the deadline; they do not wake this loop, so a steady stream of them
       // costs one timer per heartbeat timeout rather than one per heartbeat.
-      await condition(() => ending !== null || stateChanged || mustContinueAsNew(), wait);
+      await condition(() => ending !== null || stateChanged || mustContinueAsNew(), wait, { summary: timerSummary(deadline.ending.reason, input) });
       if (!ending && !stateChanged && mustContinueAsNew()) {
         await condition(allHandlersFinished);
         if (!ending && !stateChanged) {
@@ -269,7 +286,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     // replay and finish the old way below (docs/workflow-versioning.md).
     if (patched('exec-sessions')) {
       if (!hostNeverAnswered) {
-        await teardown.endSession({
+        await teardown(`Remove the container and close the output journal (${e.reason})`).endSession({
           operationId: input.operationId, containerId: s.containerId, stopGraceS: input.stopGraceS, createdAt: input.createdAt,
           endReason: e.reason, endMessage: e.message, endedBy: e.by, exitCode: e.exitCode,
         });
@@ -282,11 +299,11 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
     // one would keep the session open forever.
     if (!hostNeverAnswered) {
       await finishCapture();
-      await teardown.removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
+      await teardown('Remove the container').removeContainer({ operationId: input.operationId, stopGraceS: input.stopGraceS });
     }
     endedAt = new Date().toISOString();
     await publish('ended');
-    await drains.recordSessionEnded({
+    await drains('Tell the log drains the session ended').recordSessionEnded({
       operationId: input.operationId, endReason: e.reason, endMessage: e.message, endedBy: e.by, exitCode: e.exitCode, endedAt,
     });
   }
@@ -302,6 +319,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       scheduleToCloseTimeout: `${input.stopGraceS + 300} seconds`,
       heartbeatTimeout: '30 seconds',
       retry: { initialInterval: '1 second', maximumAttempts: 3 },
+      summary: 'Stop the container and let the capture read all its output',
     });
     try {
       await capture.stopAndFinishCapture({ operationId: input.operationId, stopGraceS: input.stopGraceS, timeoutMs: 240_000 });
@@ -313,6 +331,13 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   const e = ending as Ending | null;
   if (!e) throw ApplicationFailure.nonRetryable('session loop left without an end reason');
   return { end_reason: e.reason, exit_code: e.exitCode, end_message: e.message, ended_by: e.by, runs: s.runs };
+}
+
+/** What the wait loop's timer is for, as the Temporal UI shows it. */
+function timerSummary(reason: EndReason, input: SessionWorkflowInput): string {
+  if (reason === 'connect_timeout') return `Connect timeout: no client within ${input.connectTimeoutS} s of the container being ready`;
+  if (reason === 'disconnect') return `Heartbeat timeout: no heartbeat from the client for ${input.heartbeatTimeoutS} s`;
+  return `Maximum session duration: the session expires at ${input.expiresAt}`;
 }
 
 function isScheduleToStartTimeout(err: unknown): boolean {

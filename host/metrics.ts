@@ -1,0 +1,108 @@
+import { statfs } from 'node:fs/promises';
+import type Docker from 'dockerode';
+import { Gauge, type Registry } from 'prom-client';
+import { LABELS } from '../lib/docker.js';
+import type { Installation } from '../lib/instance.js';
+import type { SshPortal } from '../portal/server.js';
+import type { HostAgent } from './agent.js';
+import { roleOf } from './containers.js';
+import type { WarmPool } from './warm-pool.js';
+
+export interface HostMetricsDeps {
+  docker: Docker;
+  installation: Installation;
+  hostId: string;
+  stacks: string[];
+  dataDir: string;
+  minFreeDiskBytes: number;
+  pool: WarmPool;
+  agent: HostAgent;
+  /** Set once the portal listens (a host process runs one for its stacks). */
+  portal?: () => SshPortal | undefined;
+}
+
+/**
+ * A stack host's own figures, read at each scrape from the engine, the file system and the parts of
+ * this process: what the alert rules of deploy/prometheus/essh-rules.yml watch on a host. Apps are
+ * labelled by id (their handles name customers).
+ */
+export function registerHostMetrics(registry: Registry, deps: HostMetricsDeps) {
+  const registers = [registry];
+  new Gauge({
+    name: 'essh_host_info', help: 'Always 1: the host id and each stack this host process serves', labelNames: ['host_id', 'stack'], registers,
+    collect() {
+      for (const stack of deps.stacks) this.set({ host_id: deps.hostId, stack }, 1);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_sessions', help: 'Session containers on this host\'s engine (this installation\'s, this host\'s stacks), by stack and engine state',
+    labelNames: ['stack', 'state'], registers,
+    async collect() {
+      this.reset();
+      const all = await deps.docker.listContainers({ all: true, filters: { label: [`${LABELS.instance}=${deps.installation.id}`] } });
+      for (const stack of deps.stacks) this.set({ stack, state: 'running' }, 0);
+      for (const c of all) {
+        const stack = c.Labels[LABELS.stack] ?? '';
+        if (!deps.stacks.includes(stack)) continue;
+        if (!c.Names.some((n) => roleOf(n, deps.installation).kind === 'session')) continue;
+        this.inc({ stack, state: c.State === 'running' ? 'running' : 'other' });
+      }
+    },
+  });
+  // One engine listing per scrape serves both pool series.
+  let reading: ReturnType<WarmPool['figures']> | null = null;
+  const poolFigures = () => {
+    reading ??= deps.pool.figures().finally(() => setTimeout(() => (reading = null), 0));
+    return reading;
+  };
+  new Gauge({
+    name: 'essh_warm_pool_target', help: 'Warm pool containers each app asks for (its warm_pool), by app id and stack', labelNames: ['app_id', 'stack'], registers,
+    async collect() {
+      this.reset();
+      for (const f of await poolFigures()) this.set({ app_id: f.appId, stack: f.stack }, f.target);
+    },
+  });
+  new Gauge({
+    name: 'essh_warm_pool_ready', help: 'Warm pool containers running and not yet taken, by app id and stack', labelNames: ['app_id', 'stack'], registers,
+    async collect() {
+      this.reset();
+      for (const f of await poolFigures()) this.set({ app_id: f.appId, stack: f.stack }, f.ready);
+    },
+  });
+  new Gauge({
+    name: 'essh_portal_connections', help: 'SSH connections open on this host\'s portal, by whether they have authenticated yet',
+    labelNames: ['phase'], registers,
+    collect() {
+      const f = deps.portal?.()?.figures();
+      this.set({ phase: 'authenticated' }, f ? f.connections - f.unauthenticated : 0);
+      this.set({ phase: 'authenticating' }, f?.unauthenticated ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'essh_portal_attachments', help: 'Portal channels attached to a session (its program running by docker exec)', registers,
+    collect() {
+      this.set(deps.portal?.()?.figures().attachments ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_free_disk_bytes', help: 'Free space (for essh\'s user) on the file system of the data dir, where the session journals are', registers,
+    async collect() {
+      const fs = await statfs(deps.dataDir);
+      this.set(fs.bavail * fs.bsize);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_min_free_disk_bytes', help: 'Below this much free disk the host takes no new session (ESSH_MIN_FREE_DISK_MB)', registers,
+    collect() {
+      this.set(deps.minFreeDiskBytes);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_agent_last_pass_timestamp_seconds',
+    help: 'When the host agent\'s last reconcile pass over the engine\'s containers succeeded (every ESSH_RECONCILE_INTERVAL_S)', registers,
+    collect() {
+      const at = deps.agent.lastPassAt;
+      if (at !== undefined) this.set(at / 1000);
+    },
+  });
+}
