@@ -19,7 +19,7 @@ export interface RecordedSession {
  * output started in (the last `resize` before its first output; 80×24 without one); later resizes are
  * "r" events and output "o" events, redacted with the account's rules like the drains' events, and
  * decoded as UTF-8 across events (a character split between two events shows whole). Times are
- * seconds since the journal's first event.
+ * seconds since the program's attach (the journal's first resize or output).
  */
 export async function* asciicastLines(file: string, session: RecordedSession, rules: RuleSet): AsyncGenerator<string> {
   let start: number | null = null;
@@ -34,6 +34,9 @@ export async function* asciicastLines(file: string, session: RecordedSession, ru
   };
   // A journal is read to its end: a partial line at the end of a running session's journal is shown too.
   for await (const ev of readEvents(file, undefined, { resizes: true, now: Number.POSITIVE_INFINITY })) {
+    if (ev.kind !== 'resize' && ev.kind !== 'output') continue;
+    // Time starts when the program does (its attach writes the first resize), as asciinema's own
+    // recordings do: the wait between the session's start and the client's attach is not the program's.
     start ??= ev.time;
     if (ev.kind === 'resize') {
       if (!headerSent) size = { cols: ev.cols, rows: ev.rows };
