@@ -18,6 +18,12 @@ const ECHO_EVERY_MS = 50;
 /** ESSH_BENCH_LIVE_RESTART=1 (with ESSH_BENCH_SPLIT_MAIN=1): after the largest size's window, the main worker is killed and started again. */
 const RESTART = process.env.ESSH_BENCH_LIVE_RESTART === '1';
 const AFTER_RESTART_S = Number(process.env.ESSH_BENCH_LIVE_AFTER_RESTART_S ?? 120);
+/**
+ * ESSH_BENCH_LIVE_OUTAGE_S=S: after the largest size's window, the Temporal server is stopped (SIGSTOP)
+ * for S seconds and let go on (SIGCONT), as an outage of the server or of the way to it would: the
+ * portal's heartbeats cannot arrive meanwhile, and the heartbeat timers are overdue when it comes back.
+ */
+const OUTAGE_S = Number(process.env.ESSH_BENCH_LIVE_OUTAGE_S ?? 0);
 const B = 'live-sessions';
 const MB = 1024 * 1024;
 
@@ -218,7 +224,8 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     row('Temporal actions per session-hour', actions / sessionHours, '/h', 'signals, timers, activities, upserts, markers, continue-as-new');
     row('history events per session-hour', sum((s) => s.events) / sessionHours, '/h');
 
-    if (restartAfter) rows.push(...(await restartBurst(ctx, n, live, fleet)));
+    if (restartAfter && RESTART) rows.push(...(await restartBurst(ctx, n, live, fleet)));
+    if (restartAfter && OUTAGE_S > 0 && pids.temporal) rows.push(...(await temporalOutage(ctx, n, live, fleet, pids.temporal)));
   } finally {
     ctx.progress(`${B} N=${n}: ending the sessions`);
     const endStarted = performance.now();
@@ -259,13 +266,33 @@ async function restartBurst(ctx: BenchContext, n: number, live: Live[], fleet: C
   return rows;
 }
 
+/** The Temporal server stops for OUTAGE_S seconds (SIGSTOP) and goes on; the clients stay attached throughout. */
+async function temporalOutage(ctx: BenchContext, n: number, live: Live[], fleet: ClientFleet, pid: number): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const row = (metric: string, value: number, unit: string, note?: string) => rows.push({ benchmark: B, metric: `N=${n} Temporal outage: ${metric}`, value, unit, note });
+  ctx.progress(`${B} N=${n}: stopping the Temporal server for ${OUTAGE_S} s`);
+  const closesBefore = fleet.unexpectedCloses.length;
+  process.kill(pid, 'SIGSTOP');
+  try {
+    await sleep(OUTAGE_S * 1000);
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  await sleep(AFTER_RESTART_S * 1000);
+  const states = await Promise.all(live.map((l) => sessionState(ctx, l.id)));
+  const ended = states.filter((s) => s?.state !== 'active');
+  row('sessions not active after it', ended.length, 'sessions', `server stopped ${OUTAGE_S} s (heartbeat timeout ${ctx.runtime.config.session.heartbeatTimeoutS} s), watched ${AFTER_RESTART_S} s after`);
+  row('clients let go unasked', fleet.unexpectedCloses.length - closesBefore, 'clients', ended[0] ? `e.g. ${ended[0].state}: ${ended[0].end_message}` : undefined);
+  return rows;
+}
+
 export const liveSessions: BenchModule = {
   name: B,
   description: `${SIZES.join(', ')} live sessions on one host, each with an ssh2 client (PTY) in a separate process, held ${STEADY_S} s`,
   async run(ctx) {
     if (RESTART && !ctx.restartMainWorker) throw new Error('ESSH_BENCH_LIVE_RESTART=1 needs ESSH_BENCH_SPLIT_MAIN=1 (the main worker in a process of its own)');
     const rows: BenchRow[] = [];
-    for (const [i, n] of SIZES.entries()) rows.push(...(await runSize(ctx, n, RESTART && i === SIZES.length - 1)));
+    for (const [i, n] of SIZES.entries()) rows.push(...(await runSize(ctx, n, i === SIZES.length - 1)));
     return rows;
   },
 };
