@@ -33,6 +33,7 @@ import {
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from '../harness.js';
 import { generateKey, keyOnly, passwordOnly, runToEnd, sshArgs } from '../portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from '../worker-process.js';
 
 const run = promisify(execFile);
 
@@ -48,9 +49,13 @@ let stack: TestStack;
 /** A second stack whose sessions give up waiting for a client after 3 s. */
 let impatient: TestStack;
 let dir: string;
+/** Stacks a path started for itself (with a worker process it kills), stopped at the end. */
+const extra: { stack: TestStack; worker?: WorkerProcess }[] = [];
 
 interface Recorded {
   path: string;
+  /** The stack it ran on. */
+  on: TestStack;
   description: string;
   workflowId: string;
   result: SessionResult;
@@ -87,6 +92,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const e of extra) {
+    await endAllSessions(e.stack).catch(() => undefined);
+    await e.worker?.stop();
+    await e.stack.stop();
+  }
   for (const s of [stack, impatient]) {
     if (!s) continue;
     await endAllSessions(s).catch(() => undefined);
@@ -104,6 +114,36 @@ async function createSession(s: TestStack, t: { app: string; token: string }, bo
 const handleOf = (s: TestStack, id: number) => s.runtime.client.workflow.getHandle(sessionWorkflowId(id));
 const heartbeat = (s: TestStack, id: number, connection = 'rec-conn') =>
   handleOf(s, id).signal(heartbeatSignal, { connection_id: connection });
+
+/**
+ * A stack whose session workflows run in a worker process of its own, and a session on it made active
+ * by a heartbeat signalled directly; `outage()` then SIGKILLs that worker, stays silent for longer than
+ * the heartbeat timeout and starts the worker again: the workflow sees its heartbeat deadline only
+ * late, as after a Temporal outage, and gives the client one more timeout (the patch marker is then in
+ * the history).
+ */
+async function sessionBehindOutage() {
+  const own = await startTestStack({ parts: { api: true, hostStacks: ['local'] } });
+  const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };
+  extra.push(entry);
+  entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'main' });
+  const t = await createTenant(own, { plan: 'scale' });
+  const s = await createSession(own, t);
+  await waitForState(own, t.token, s.id, 'waiting_for_client', 60_000);
+  await heartbeat(own, s.id, 'c1');
+  await waitForState(own, t.token, s.id, 'active');
+  return {
+    stack: own, id: s.id,
+    async outage() {
+      await entry.worker!.kill('SIGKILL');
+      await sleep((own.config.session.heartbeatTimeoutS + 3) * 1000);
+      entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'main' });
+      await waitFor('the grace marker in the history', async () => patchIds(await handleOf(own, s.id).fetchHistory()).includes(GRACE_PATCH), 60_000, 250);
+    },
+  };
+}
+
+const GRACE_PATCH = 'heartbeat-grace-after-outage';
 
 function paths(): PathSpec[] {
   const local = () => createTenant(stack, { plan: 'scale' });
@@ -361,6 +401,39 @@ function paths(): PathSpec[] {
       },
     },
     {
+      name: 'outage-grace',
+      description:
+        'Active (heartbeat signalled directly), then the worker running the workflows is SIGKILLed and nothing is signalled for the 4 s heartbeat ' +
+        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): one more timeout ' +
+        '(patch heartbeat-grace-after-outage). Heartbeats resume for 6 s, then clientDisconnected.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat', 'clientDisconnected'],
+      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      async drive() {
+        const o = await sessionBehindOutage();
+        await o.outage();
+        for (let i = 0; i < 6; i++) {
+          await heartbeat(o.stack, o.id, 'c1');
+          await sleep(1000);
+        }
+        await handleOf(o.stack, o.id).signal(clientDisconnectedSignal, { connection_id: 'c1', reason: 'closed by client' });
+        return { id: o.id, on: o.stack };
+      },
+    },
+    {
+      name: 'outage-grace-timeout',
+      description:
+        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout after the late deadline was seen.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat'],
+      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      async drive() {
+        const o = await sessionBehindOutage();
+        await o.outage();
+        return { id: o.id, on: o.stack };
+      },
+    },
+    {
       name: 'continue-as-new',
       description:
         'Attached over the portal by the ssh2 client (PTY), plus heartbeats from 5 more connection ids signalled directly in bursts until the ' +
@@ -416,6 +489,16 @@ function heartbeatBeforeProvisioned(h: History): boolean {
   return beat >= 0 && done >= 0 && beat < done;
 }
 
+/** The ids of the patches whose markers a history holds. */
+function patchIds(h: History): string[] {
+  return (h.events ?? []).flatMap((e) => {
+    const a = e.markerRecordedEventAttributes;
+    if (a?.markerName !== 'core_patch') return [];
+    const data = a.details?.['patch-data']?.payloads?.[0]?.data;
+    return data ? [(JSON.parse(Buffer.from(data).toString('utf8')) as { id: string }).id] : [];
+  });
+}
+
 /** The JSON payloads of a history's signals of that name. */
 function signalInputs(h: History, name: string): string[] {
   return (h.events ?? []).flatMap((e) => {
@@ -452,7 +535,7 @@ async function record(spec: PathSpec): Promise<Recorded> {
   expect(problem, `${spec.name}: the history does not show its path`).toBeUndefined();
   const last = runs[runs.length - 1]!.history.events!;
   expect(last[last.length - 1]?.workflowExecutionCompletedEventAttributes, `${spec.name}: the last run did not complete`).toBeTruthy();
-  return { path: spec.name, description: spec.description, workflowId, result, runs };
+  return { path: spec.name, on, description: spec.description, workflowId, result, runs };
 }
 
 const fileNames = (r: Recorded) =>
@@ -501,7 +584,7 @@ it('records one history per session path', async () => {
   // (as JSON values: the two may order the keys of proto maps, such as payload metadata, differently).
   const sample = recorded.find((r) => r.path === 'disconnect-signal') ?? recorded[0];
   if (sample) {
-    const on = sample.path === 'connect-timeout' ? impatient : stack;
+    const on = sample.on;
     const { stdout } = await run(toolPath('temporal'), [
       'workflow', 'show', '--address', on.config.temporal.address!, '--namespace', on.namespace,
       '--workflow-id', sample.workflowId, '--run-id', sample.runs[0]!.runId, '--output', 'json',
