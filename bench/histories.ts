@@ -26,6 +26,8 @@ export async function chainEvents(client: Client, workflowId: string): Promise<{
 export interface WindowStats {
   /** heartbeat signal → the next WorkflowTaskCompleted, ms, for each heartbeat signalled in the window. */
   heartbeatToTask: number[];
+  /** When each of those heartbeats was signalled (epoch ms, server time). */
+  heartbeatAt: number[];
   heartbeats: number;
   /** Events whose time is in the window, and what Temporal counts as actions among them. */
   events: number;
@@ -35,7 +37,7 @@ export interface WindowStats {
 /** What happened in [fromMs, toMs) of a session's history. */
 export function windowStats(events: Event[], fromMs: number, toMs: number): WindowStats {
   const s: WindowStats = {
-    heartbeatToTask: [], heartbeats: 0, events: 0,
+    heartbeatToTask: [], heartbeatAt: [], heartbeats: 0, events: 0,
     actions: { signals: 0, timers: 0, activities: 0, searchAttributeUpserts: 0, markers: 0, continueAsNew: 0 },
   };
   for (let i = 0; i < events.length; i++) {
@@ -49,7 +51,10 @@ export function windowStats(events: Event[], fromMs: number, toMs: number): Wind
         s.heartbeats++;
         const done = events.slice(i + 1).find((x) => x.workflowTaskCompletedEventAttributes);
         // A continue-as-new may hand the signal to the next run's first task: the chain is flat here.
-        if (done) s.heartbeatToTask.push(ms(done.eventTime) - at);
+        if (done) {
+          s.heartbeatToTask.push(ms(done.eventTime) - at);
+          s.heartbeatAt.push(at);
+        }
       }
     }
     if (e.timerStartedEventAttributes) s.actions.timers++;

@@ -17,7 +17,10 @@ interface Held {
 
 const held = new Map<number, Held>();
 
-const send = (m: FleetReply) => process.send?.(m);
+/** To the parent, while it listens (a parent that left is no error of ours). */
+const send = (m: FleetReply) => {
+  if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
+};
 
 async function attach(id: number, connect: PortalTarget, pty: { rows: number; cols: number }) {
   const started = performance.now();

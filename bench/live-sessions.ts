@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { sessionWorkflowId } from '../workflows/definitions.js';
 import type { PortalTarget } from '../portal/client.js';
@@ -25,6 +27,8 @@ const AFTER_RESTART_S = Number(process.env.ESSH_BENCH_LIVE_AFTER_RESTART_S ?? 12
  */
 const OUTAGE_S = Number(process.env.ESSH_BENCH_LIVE_OUTAGE_S ?? 0);
 const B = 'live-sessions';
+/** ESSH_BENCH_LIVE_DUMP=DIR: every heartbeat's signal time and latency, and every echo, as JSON in DIR (for plots). */
+const DUMP = process.env.ESSH_BENCH_LIVE_DUMP;
 const MB = 1024 * 1024;
 
 interface Live {
@@ -60,7 +64,17 @@ async function openOne(ctx: BenchContext, fleet: ClientFleet, app: string, token
   const r = await apiCall<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, {});
   const createMs = performance.now() - t0;
   if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`);
-  await fleet.attach(r.body.id, r.body.connect);
+  try {
+    await fleet.attach(r.body.id, r.body.connect);
+  } catch (err) {
+    // Where it stood: the record, and what the portal read from the program.
+    const row = await sessionState(ctx, r.body.id);
+    const read = ctx.runtime.portal?.attachmentStats().find((a) => a.sessionId === r.body.id);
+    const events = await ctx.runtime.client.workflow.getHandle(sessionWorkflowId(r.body.id)).fetchHistory()
+      .then((h) => (h.events ?? []).slice(-6).map((e) => `${e.eventTime?.seconds} ${String(e.eventType)}`).join(', '), (e) => String(e));
+    ctx.progress(`${B}: session ${r.body.id}'s last events: ${events}`);
+    throw new Error(`${(err as Error).message} (session ${r.body.id} is ${row?.state}; the portal has ${read ? `read ${read.bytesFromContainer} bytes from its program` : 'no attachment for it'}; ${((performance.now() - t0) / 1000).toFixed(1)} s after the create)`);
+  }
   return { id: r.body.id, createMs, attachedMs: performance.now() - t0 };
 }
 
@@ -133,7 +147,10 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
       live.push({ id: o.id, containerId: '' });
       rampCreate.push(o.createMs);
       rampAttach.push(o.attachedMs);
-      if (++opened % 50 === 0) ctx.progress(`${B} N=${n}: ${opened} sessions attached (${((performance.now() - rampStarted) / 1000).toFixed(0)} s)`);
+      if (++opened % 50 === 0) {
+        const last = rampAttach.slice(-50);
+        ctx.progress(`${B} N=${n}: ${opened} sessions attached (${((performance.now() - rampStarted) / 1000).toFixed(0)} s; the last 50: create → prompt p50 ${percentile(last, 50).toFixed(0)} ms, max ${Math.max(...last).toFixed(0)} ms)`);
+      }
     });
     const rampS = (performance.now() - rampStarted) / 1000;
     for (const l of live) {
@@ -184,6 +201,10 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     ctx.progress(`${B} N=${n}: reading ${n} histories`);
     const stats = await mapLimit(live, 8, async (l) => windowStats((await chainEvents(ctx.runtime.client, sessionWorkflowId(l.id))).events, steadyFrom, steadyTo));
     const hb = stats.flatMap((s) => s.heartbeatToTask);
+    if (DUMP) {
+      await writeFile(path.join(DUMP, `live-${n}-heartbeats.json`), JSON.stringify(stats.flatMap((s) => s.heartbeatAt.map((at, i) => [at, s.heartbeatToTask[i]]))));
+      await writeFile(path.join(DUMP, `live-${n}-echo.json`), JSON.stringify(echo));
+    }
     const sum = (f: (s: WindowStats) => number) => stats.reduce((a, s) => a + f(s), 0);
     const sessionHours = (n * (steadyTo - steadyFrom)) / 3600_000;
     const actions = sum((s) => s.actions.signals + s.actions.timers + s.actions.activities + s.actions.searchAttributeUpserts + s.actions.markers + s.actions.continueAsNew);
@@ -231,7 +252,8 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     const endStarted = performance.now();
     await fleet.close().catch(() => undefined);
     await fleet.stop();
-    await endSessions(ctx, [...live.map((l) => l.id), ...probeIds], tenant.token).catch((err) => ctx.progress(`${B}: ${err}`));
+    // All N clients leave at once: the teardowns queue at the Docker engine, minutes for hundreds.
+    await endSessions(ctx, [...live.map((l) => l.id), ...probeIds], tenant.token, 600_000).catch((err) => ctx.progress(`${B}: ${err}`));
     ctx.progress(`${B} N=${n}: all ended ${((performance.now() - endStarted) / 1000).toFixed(0)} s after the clients left`);
   }
   return rows;
