@@ -7,7 +7,7 @@ import { grantProblem } from '../lib/grants.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { announceContainerKnown } from '../lib/record-news.js';
 import {
-  appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer, resize,
+  StepTimer, appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer, resize,
   sessionContainerName, settingsHash,
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
@@ -42,6 +42,7 @@ export function createHostActivities(deps: HostActivityDeps) {
      * client attaches. Idempotent: a retry finds the container an earlier attempt got (by its name).
      */
     async provisionContainer(spec: ContainerSpecRequest): Promise<{ containerId: string }> {
+      const steps = new StepTimer();
       // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
       const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
       if (!app) throw provisionError(`app ${spec.app} no longer exists`);
@@ -55,11 +56,13 @@ export function createHostActivities(deps: HostActivityDeps) {
         throw provisionError((err as Error).message);
       }
       await startJournal(spec, app.account_id);
+      steps.done('records');
 
       const name = sessionContainerName(installation.id, spec.operationId);
       const resources = { memoryMb: spec.containerSizeMb, cpus: spec.cpus, pidsLimit: spec.pidsLimit };
       let containerId: string;
       const existing = await inspectOrNull(docker, name);
+      steps.done('inspect');
       if (existing) {
         if (!isOurs(installation, existing.Config.Labels?.[LABELS.instance])) {
           throw provisionError(`a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`);
@@ -69,7 +72,9 @@ export function createHostActivities(deps: HostActivityDeps) {
           if (dockerStatus(err) !== 304) throw err;
         });
       } else {
-        const pooled = await deps.pool?.take(app.id, settingsHash(settings), name, resources);
+        // An app that keeps no pool has no pool container to look for (a list of every container on the engine).
+        const pooled = app.warm_pool > 0 ? await deps.pool?.take(app.id, settingsHash(settings), name, resources) : null;
+        steps.done('pool');
         if (pooled) {
           containerId = pooled;
         } else {
@@ -77,6 +82,7 @@ export function createHostActivities(deps: HostActivityDeps) {
           const network = app.network ?? await ensureSessionNetwork(docker, installation.id, db).catch((err) => {
             throw provisionError(`essh's session network could not be made: ${(err as Error).message}`);
           });
+          steps.done('network');
           try {
             containerId = await createAndStart(docker, {
               name, settings: { ...settings, network }, resources, initPath: deps.initPath,
@@ -90,6 +96,7 @@ export function createHostActivities(deps: HostActivityDeps) {
                 [LABELS.stack]: spec.stack,
                 [LABELS.host]: hostId,
               },
+              steps,
             });
           } catch (err) {
             throw provisionFailure(err, app.image, settings.network);
@@ -100,6 +107,8 @@ export function createHostActivities(deps: HostActivityDeps) {
       // next task has recorded it: that round trip is on the way to the user's prompt.
       announceContainerKnown(spec.operationId, containerId);
       log.info('container ready', { operationId: spec.operationId, containerId: containerId.slice(0, 12) });
+      // Where a slow provisioning spent its time (the Docker engine, most often, when it serves hundreds of containers).
+      if (steps.totalMs() > SLOW_PROVISIONING_MS) log.warn('slow provisioning', { operationId: spec.operationId, ms: steps.totalMs(), steps: steps.summary() });
       return { containerId };
     },
 
@@ -183,5 +192,7 @@ export function createHostActivities(deps: HostActivityDeps) {
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;
+
+const SLOW_PROVISIONING_MS = 10_000;
 
 export { resize };

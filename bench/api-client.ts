@@ -48,9 +48,9 @@ export async function endSession(ctx: BenchContext, id: number, token: string, t
   await waitForState(ctx, id, ['ended'], timeoutMs, 100);
 }
 
-/** Ends every session in `ids`, all at once, and reports the ones that would not end. */
-export async function endSessions(ctx: BenchContext, ids: Iterable<number>, token: string): Promise<void> {
-  const results = await Promise.allSettled([...ids].map((id) => endSession(ctx, id, token)));
+/** Ends every session in `ids`, all at once, and reports the ones that would not end (within `timeoutMs` each). */
+export async function endSessions(ctx: BenchContext, ids: Iterable<number>, token: string, timeoutMs = 120_000): Promise<void> {
+  const results = await Promise.allSettled([...ids].map((id) => endSession(ctx, id, token, timeoutMs)));
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length) throw new Error(`${failed.length} sessions did not end: ${failed[0]!.reason}`);
 }

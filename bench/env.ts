@@ -1,19 +1,21 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode } from '@temporalio/worker';
 import Docker from 'dockerode';
 import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
+import { imageRepository } from '../lib/grants.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
-import { imageRepository } from '../lib/grants.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { startRuntime } from '../stack/runtime.js';
 import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { workflowsPath } from '../worker/workers.js';
 import type { BenchContext } from './types.js';
 
 /**
@@ -58,15 +60,33 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, output capture) runs in
     // its own process (worker/main.ts), as in a scaled-out deployment, instead of beside the portal.
     const split = process.env.ESSH_BENCH_SPLIT_HOST === '1';
-    const runtime = await startRuntime(config, { api: true, worker: true, portal: true, hostStacks: split ? [] : ['local'] }, log);
+    // ESSH_BENCH_SPLIT_MAIN=1: the main worker (the session workflows) runs in a process of its own, which
+    // a benchmark may kill and start again (`restartMainWorker`) while the portal here keeps its clients.
+    const splitMain = process.env.ESSH_BENCH_SPLIT_MAIN === '1';
+    if (split && splitMain) throw new Error('ESSH_BENCH_SPLIT_HOST and ESSH_BENCH_SPLIT_MAIN go one at a time');
+    const runtime = await startRuntime(config, { api: true, worker: !splitMain, portal: true, hostStacks: split ? [] : ['local'] }, log);
     stopAll.unshift(() => runtime.stop());
+    const childEnv = {
+      TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
+      ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
+    };
     if (split) {
-      const host = await startHostProcess({
-        TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
-        ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local',
-        ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
-      });
-      stopAll.unshift(host);
+      const host = await startWorkerProcess({ ...childEnv, ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local' });
+      stopAll.unshift(host.stop);
+    }
+    let restartMainWorker: (() => Promise<void>) | undefined;
+    if (splitMain) {
+      // Bundled once: a started-again worker is polling within a second or two, not after bundling.
+      const bundle = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+      const bundlePath = path.join(dataDir, 'workflow-bundle.js');
+      await writeFile(bundlePath, bundle.code);
+      const mainEnv = { ...childEnv, ESSH_WORKER_ROLES: 'main', ESSH_WORKFLOW_BUNDLE: bundlePath };
+      let main = await startWorkerProcess(mainEnv);
+      stopAll.unshift(() => main.stop());
+      restartMainWorker = async () => {
+        await main.kill();
+        main = await startWorkerProcess(mainEnv);
+      };
     }
 
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
@@ -75,16 +95,20 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       runtime,
       apiUrl: runtime.apiUrl!,
       docker: new Docker(),
+      temporalAddress: temporal.connection.options.address,
+      restartMainWorker,
       progress: (line) => process.stderr.write(`bench: ${line}\n`),
       async createTenant(opts = {}) {
         const suffix = randomBytes(3).toString('hex');
         const account = `bench-${suffix}`;
         const app = `bench-app-${suffix}`;
+        const image = opts.image ?? DEMO_IMAGE;
+        // An account runs only the images under the prefixes an operator granted it.
         await runtime.admin.createAccount(operator, {
-          handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions, image_prefixes: [imageRepository(opts.image ?? DEMO_IMAGE)],
+          handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions, image_prefixes: [imageRepository(image)],
         });
         await runtime.admin.createApp(operator, {
-          handle: app, account, stack: 'local', image: opts.image ?? DEMO_IMAGE, env: { APP_ENV: 'bench' }, working_dir: '/app',
+          handle: app, account, stack: 'local', image, env: { APP_ENV: 'bench' }, working_dir: '/app',
           warm_pool: opts.warmPool ?? 0,
         });
         const user = await runtime.admin.createUser(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
@@ -98,21 +122,28 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
   }
 }
 
-/** worker/main.ts in its own process; resolves once it is ready, with the function that stops it. */
-async function startHostProcess(env: Record<string, string>): Promise<() => Promise<void>> {
+/** worker/main.ts in its own process; resolves once it is ready, with the functions that stop it and kill it. */
+async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: () => Promise<void>; kill: () => Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
   const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (gone()) return;
     const forced = setTimeout(() => child.kill('SIGKILL'), 15_000);
     child.kill('SIGTERM');
     await exited;
     clearTimeout(forced);
   };
+  /** As a crash or an OOM kill would end it: no goodbye to the server, its sticky caches lost. */
+  const kill = async () => {
+    if (gone()) return;
+    child.kill('SIGKILL');
+    await exited;
+  };
   let out = '';
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the host worker process was not ready within 90 s:\n${out}`)), 90_000);
+      const timer = setTimeout(() => reject(new Error(`the worker process was not ready within 90 s:\n${out}`)), 90_000);
       const onData = (chunk: Buffer) => {
         out += chunk.toString('utf8');
         if (out.includes('essh worker ready')) {
@@ -124,12 +155,17 @@ async function startHostProcess(env: Record<string, string>): Promise<() => Prom
       child.stderr.on('data', onData);
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`the host worker process exited (${code ?? signal}) before it was ready:\n${out}`));
+        reject(new Error(`the worker process exited (${code ?? signal}) before it was ready:\n${out}`));
       });
     });
   } catch (err) {
     await stop();
     throw err;
   }
-  return stop;
+  // Its warnings after start-up (failed tasks, say) belong in the benchmark's output.
+  child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
+  return { stop, kill };
 }
+
+const noop = () => undefined;
+const quietLogger = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: console.error };

@@ -15,6 +15,13 @@ export interface BenchContext {
   runtime: Runtime;
   apiUrl: string;
   docker: Docker;
+  /** The Temporal dev server's address (its process is found by its port). */
+  temporalAddress: string;
+  /**
+   * With ESSH_BENCH_SPLIT_MAIN=1 the main worker (the session workflows) runs in a process of its own:
+   * this SIGKILLs it and starts it again, as a crash and a restart would.
+   */
+  restartMainWorker?: () => Promise<void>;
   /** An account (its own plan limit), an app on stack `local` and a member; returns the member's token. */
   createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number }): Promise<{ account: string; app: string; token: string }>;
   /** Progress lines go to stderr; the table to stdout. */

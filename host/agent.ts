@@ -5,6 +5,7 @@ import { LABELS, dockerStatus } from '../lib/docker.js';
 import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { PeriodicPass } from '../lib/periodic.js';
+import { runningSessionWorkflows } from '../lib/running-sessions.js';
 import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
 import { removeContainer, roleOf } from './containers.js';
 import { noteOom } from './oom.js';
@@ -115,18 +116,21 @@ export class HostAgent {
   private async reconcile(): Promise<void> {
     const { docker, client, installation, stopGraceS, log } = this.deps;
     const containers = await docker.listContainers({ all: true, filters: { label: [LABELS.instance] } });
+    const listedRunning = await runningSessionWorkflows(client, log);
     for (const c of containers) {
       if (this.stopped) return;
       if (!isOurs(installation, c.Labels[LABELS.instance])) continue;
       const role = roleOf(c.Names[0] ?? '', installation);
       if (role.kind !== 'session') continue; // pool containers are the warm pool's
-      let running: boolean;
-      try {
-        const d = await client.workflow.getHandle(sessionWorkflowId(role.operationId)).describe();
-        running = d.status.name === 'RUNNING';
-      } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-        running = false;
+      const workflowId = sessionWorkflowId(role.operationId);
+      let running = listedRunning.has(workflowId);
+      if (!running) {
+        try {
+          const d = await client.workflow.getHandle(workflowId).describe();
+          running = d.status.name === 'RUNNING';
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+        }
       }
       if (!running) {
         log.info({ operationId: role.operationId, container: c.Id.slice(0, 12) }, 'removing a container whose session workflow is closed');

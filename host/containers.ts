@@ -81,9 +81,10 @@ export interface Resources {
  */
 export async function createAndStart(
   docker: Docker,
-  opts: { name: string; labels: Record<string, string>; settings: ContainerSettings; resources: Resources; initPath: string },
+  opts: { name: string; labels: Record<string, string>; settings: ContainerSettings; resources: Resources; initPath: string; steps?: StepTimer },
 ): Promise<string> {
   const { settings, resources } = opts;
+  const limits = await resourceLimits(docker, resources);
   const container = await docker.createContainer({
     name: opts.name,
     Image: settings.image,
@@ -94,7 +95,7 @@ export async function createAndStart(
     User: settings.user,
     Labels: opts.labels,
     HostConfig: {
-      ...(await resourceLimits(docker, resources)),
+      ...limits,
       PidsLimit: resources.pidsLimit,
       RestartPolicy: { Name: 'no' },
       Privileged: false,
@@ -108,13 +109,36 @@ export async function createAndStart(
       Mounts: [{ Type: 'bind', Source: opts.initPath, Target: INIT_IN_CONTAINER, ReadOnly: true }],
     },
   });
+  opts.steps?.done('create');
   try {
     await container.start();
   } catch (err) {
     await container.remove({ force: true }).catch(() => undefined);
     throw err;
   }
+  opts.steps?.done('start');
   return container.id;
+}
+
+/** How long each step of something took, for the log line of one that was slow. */
+export class StepTimer {
+  private readonly started = Date.now();
+  private last = this.started;
+  private readonly steps: [string, number][] = [];
+
+  done(step: string) {
+    const now = Date.now();
+    this.steps.push([step, now - this.last]);
+    this.last = now;
+  }
+
+  totalMs(): number {
+    return Date.now() - this.started;
+  }
+
+  summary(): Record<string, number> {
+    return Object.fromEntries(this.steps);
+  }
 }
 
 /** Memory (and swap: the same, so none beyond it) and CPUs of a container of this size. */

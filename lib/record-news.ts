@@ -1,4 +1,4 @@
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 
 /**
  * News, within this process, of a session's record: its container is known, or the record changed. A portal in the same
@@ -20,19 +20,27 @@ export function announceContainerKnown(operationId: number, containerId: string)
 }
 
 /** The session's container if this process announced it, or once it does within `ms`; else undefined. */
-export async function containerKnownWithin(operationId: number, ms: number): Promise<string | undefined> {
+export function containerKnownWithin(operationId: number, ms: number): Promise<string | undefined> {
   const now = known.get(operationId);
-  if (now || ms <= 0) return now;
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), ms);
-  try {
-    const [id] = (await once(news, String(operationId), { signal: abort.signal })) as [string];
-    return id;
-  } catch {
-    return undefined; // the timeout: the caller reads the record again
-  } finally {
-    clearTimeout(timer);
-  }
+  if (now || ms <= 0) return Promise.resolve(now);
+  return firstWithin<string>(String(operationId), ms);
+}
+
+/**
+ * The first value emitted under `name` within `ms`, else undefined. A plain listener and timer: an
+ * aborted `events.once` builds an AbortError (a DOMException, with its stack) per timeout, which
+ * hundreds of waiting clients pay for several times a second.
+ */
+function firstWithin<T>(name: string, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const done = (value?: T) => {
+      clearTimeout(timer);
+      news.off(name, done);
+      resolve(value);
+    };
+    const timer = setTimeout(done, ms);
+    news.on(name, done);
+  });
 }
 
 /** Tells this process's watchers that a session's record changed (the record activity runs here). */
@@ -42,13 +50,12 @@ export function announceRecordChanged(operationId: number) {
 
 /** Resolves after `ms`, or sooner when this process changes the session's record. */
 export async function recordChangedWithin(operationId: number, ms: number): Promise<void> {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), ms);
-  try {
-    await once(news, `record:${operationId}`, { signal: abort.signal });
-  } catch {
-    // the timeout
-  } finally {
-    clearTimeout(timer);
-  }
+  await firstWithin(`record:${operationId}`, ms);
+}
+
+/** Calls `listener` each time this process changes one of these sessions' records; returns the function that stops it. */
+export function onRecordChanged(operationId: number, listener: () => void): () => void {
+  const name = `record:${operationId}`;
+  news.on(name, listener);
+  return () => news.off(name, listener);
 }

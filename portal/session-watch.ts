@@ -1,14 +1,75 @@
 import type { Db } from '../lib/db.js';
-import { containerKnownWithin, recordChangedWithin } from '../lib/record-news.js';
+import { containerKnownWithin, onRecordChanged, recordChangedWithin } from '../lib/record-news.js';
 
 export type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;
 
+const COLUMNS = ['id', 'state', 'container_id', 'command', 'app_id', 'end_reason', 'end_message', 'ended_by', 'exit_code'] as const;
+
 function readSession(db: Db, id: number) {
-  return db
-    .selectFrom('operations')
-    .select(['id', 'state', 'container_id', 'command', 'app_id', 'end_reason', 'end_message', 'ended_by', 'exit_code'])
-    .where('id', '=', id)
-    .executeTakeFirst();
+  return db.selectFrom('operations').select(COLUMNS).where('id', '=', id).executeTakeFirst();
+}
+
+/** How often the records of running sessions are read for news from other processes. */
+const RUNNING_POLL_MS = 1000;
+/** Ids per query (SQLite allows 32 766 parameters; PostgreSQL 65 535). */
+const IDS_PER_QUERY = 1000;
+
+/**
+ * The records of every session this process's portal serves, read in one query a second rather than one
+ * query per session a second (500 attached clients were 500 queries a second, the portal's largest cost:
+ * docs/scale.md), and at once for a session whose record this process itself changed.
+ */
+class RunningSessionsPoller {
+  private readonly watchers = new Map<number, Set<(row: SessionRow | undefined) => void>>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly db: Db) {}
+
+  /** Calls `onRow` with the session's record at each read until the returned function is called. */
+  watch(id: number, onRow: (row: SessionRow | undefined) => void): () => void {
+    let set = this.watchers.get(id);
+    if (!set) this.watchers.set(id, (set = new Set()));
+    set.add(onRow);
+    const offNews = onRecordChanged(id, () => void this.readOne(id));
+    this.timer ??= setTimeout(() => void this.pass(), RUNNING_POLL_MS);
+    return () => {
+      offNews();
+      set.delete(onRow);
+      if (set.size === 0) this.watchers.delete(id);
+    };
+  }
+
+  private deliver(id: number, row: SessionRow | undefined) {
+    for (const onRow of [...(this.watchers.get(id) ?? [])]) onRow(row);
+  }
+
+  private async readOne(id: number) {
+    const row = await readSession(this.db, id).catch(() => null);
+    if (row !== null) this.deliver(id, row);
+  }
+
+  private async pass() {
+    try {
+      const ids = [...this.watchers.keys()];
+      for (let i = 0; i < ids.length; i += IDS_PER_QUERY) {
+        const chunk = ids.slice(i, i + IDS_PER_QUERY);
+        const rows = await this.db.selectFrom('operations').select(COLUMNS).where('id', 'in', chunk).execute().catch(() => null);
+        // A failed read is tried again at the next pass, as each watcher's own read used to be.
+        if (rows === null) continue;
+        const byId = new Map(rows.map((r) => [Number(r.id), r]));
+        for (const id of chunk) this.deliver(id, byId.get(id));
+      }
+    } finally {
+      this.timer = this.watchers.size > 0 ? setTimeout(() => void this.pass(), RUNNING_POLL_MS) : undefined;
+    }
+  }
+}
+
+const pollers = new WeakMap<Db, RunningSessionsPoller>();
+function runningPoller(db: Db): RunningSessionsPoller {
+  let p = pollers.get(db);
+  if (!p) pollers.set(db, (p = new RunningSessionsPoller(db)));
+  return p;
 }
 
 export const isOver = (state: string) => state === 'ending' || state === 'ended';
@@ -22,10 +83,11 @@ const READY_TIMEOUT_MS = 5 * 60_000;
  * and the moment it is `ending` after the program exited. It reads the record, waking early on news
  * from this process (the host's own provisioning and record-keeping activities), and otherwise at a
  * pace that suits the wait: every 15 ms while a user waits for a prompt or an exit status, every
- * second while the session simply runs.
+ * second while the session simply runs (in one query for all the sessions this process serves).
  */
 export class SessionWatch {
   private stopped = false;
+  private unwatch?: () => void;
 
   constructor(private readonly db: Db, readonly sessionId: number) {}
 
@@ -35,6 +97,7 @@ export class SessionWatch {
 
   stop() {
     this.stopped = true;
+    this.unwatch?.();
   }
 
   /**
@@ -65,14 +128,21 @@ export class SessionWatch {
     }
   }
 
-  /** Resolves with the record once the session has ended for a reason other than its own program. */
-  async untilEndedElsewhere(): Promise<SessionRow | null> {
-    for (;;) {
-      if (this.stopped) return null;
-      const row = await this.read().catch(() => undefined);
-      if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') return row;
-      await recordChangedWithin(this.sessionId, 1000);
-    }
+  /**
+   * Resolves with the record once the session has ended for a reason other than its own program. Once
+   * the watch is stopped it never resolves (the caller has its answer from elsewhere).
+   */
+  untilEndedElsewhere(): Promise<SessionRow> {
+    return new Promise((resolve) => {
+      if (this.stopped) return;
+      const unwatch = runningPoller(this.db).watch(this.sessionId, (row) => {
+        if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') {
+          unwatch();
+          resolve(row);
+        }
+      });
+      this.unwatch = unwatch;
+    });
   }
 
   /**

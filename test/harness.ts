@@ -72,18 +72,21 @@ export function workflowBundle() {
 export async function startTestStack(
   opts: {
     env?: Record<string, string>; parts?: RuntimeParts; namespace?: string; hostStacks?: string[];
+    /** A Temporal server of the test's own (one it stops and starts, say) instead of the run's. */
+    temporalAddress?: string;
     /** Start on the data dir and database of an earlier stack whose runtime was stopped (a restart). */
     reuse?: Pick<TestStack, 'dataDir' | 'databaseUrl'>;
   } = {},
 ): Promise<TestStack> {
   const dataDir = opts.reuse?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'essh-stack-')));
   const testDb = opts.reuse ? { url: opts.reuse.databaseUrl, drop: async () => {} } : await createTestDatabase(dataDir);
-  const namespace = opts.namespace ?? (await createNamespace(inject('temporalAddress')));
+  const temporalAddress = opts.temporalAddress ?? inject('temporalAddress');
+  const namespace = opts.namespace ?? (await createNamespace(temporalAddress));
   const config = loadConfig({
     ...process.env,
     ESSH_DATA_DIR: dataDir,
     DATABASE_URL: testDb.url,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: temporalAddress,
     TEMPORAL_NAMESPACE: namespace,
     ESSH_API_PORT: '0',
     ESSH_SSH_PORT: '0',

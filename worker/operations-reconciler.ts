@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { closeOperation } from '../lib/operation-record.js';
 import { PeriodicPass } from '../lib/periodic.js';
+import { runningSessionWorkflows } from '../lib/running-sessions.js';
 import { sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
 
 /**
@@ -35,7 +36,9 @@ export class OperationsReconciler {
       .where('state', '!=', 'ended')
       .where('created_at', '<', settled)
       .execute();
+    const listedRunning = open.length ? await runningSessionWorkflows(client, log) : new Set<string>();
     for (const op of open) {
+      if (listedRunning.has(sessionWorkflowId(Number(op.id)))) continue;
       let reason: EndReason;
       let message: string;
       let exitCode: number | null = null;

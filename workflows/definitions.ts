@@ -127,6 +127,12 @@ export interface CarriedState {
   /** connection id → last heartbeat (epoch ms). */
   connections: Record<string, number>;
   runs: number;
+  /**
+   * When the workflow last saw its heartbeat deadline only after it had passed (a Temporal outage): the
+   * heartbeat timeout counts from here too (epoch ms). Absent in runs that never did, and in state carried
+   * by runs of code before `heartbeat-grace-after-outage`.
+   */
+  heartbeatGraceFrom?: number;
 }
 
 export interface SessionResult {

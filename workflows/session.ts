@@ -55,6 +55,14 @@ const drains = (summary: string) => proxyActivities<LegacyMainActivities>({ ...M
  */
 const HISTORY_EVENTS_CEILING = 20_000;
 
+/**
+ * A heartbeat deadline whose timer the workflow sees this late (a fraction of the heartbeat timeout, at
+ * least a second) passed while no workflow task could run on it: the Temporal server, or the way to it,
+ * was down, so the portal's heartbeats could not arrive either (heartbeats that did arrive come in the
+ * same task as the overdue timer, and are seen first).
+ */
+const lateAfterMs = (heartbeatTimeoutS: number) => Math.max(1000, (heartbeatTimeoutS * 1000) / 6);
+
 interface Ending {
   reason: EndReason;
   message: string | null;
@@ -193,7 +201,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
         why = { reason: 'connect_timeout', message: `no client attached within ${input.connectTimeoutS} s`, by: null, exitCode: null };
       }
     } else if (s.state === 'active') {
-      const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections));
+      const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections), s.heartbeatGraceFrom ?? 0);
       const silentBy = last + input.heartbeatTimeoutS * 1000;
       if (silentBy < at) {
         at = silentBy;
@@ -251,6 +259,18 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       const deadline = nextDeadline();
       const wait = deadline.at - Date.now();
       if (wait <= 0) {
+        // The heartbeat deadline passed while the workflow could not run (a Temporal outage): the client
+        // gets one more heartbeat timeout from now, once per silence, before it counts as gone. Sessions
+        // whose history went past here on the code before this take the old way (docs/workflow-versioning.md).
+        const lastBeat = Math.max(0, ...Object.values(s.connections));
+        if (
+          deadline.ending.reason === 'disconnect' && -wait > lateAfterMs(input.heartbeatTimeoutS) &&
+          (s.heartbeatGraceFrom ?? 0) < lastBeat && patched('heartbeat-grace-after-outage')
+        ) {
+          s.heartbeatGraceFrom = Date.now();
+          log.warn('heartbeat deadline seen late: one more heartbeat timeout for the client', { lateMs: -wait });
+          continue;
+        }
         end(deadline.ending);
         break;
       }

@@ -9,6 +9,12 @@
 // drives one session down each path, and writes every run of each workflow as
 // `<prefix>-<path>.json` (`<prefix>-<path>-run<N>.json` for a continue-as-new chain): the JSON that
 // `temporal workflow show --output json` prints. It never overwrites a fixture.
+//
+// Sessions are driven as the current code runs them: the program starts by `docker exec` when a
+// client attaches through the portal (the harness's ssh2 client, or OpenSSH), and the portal signals
+// heartbeat, clientDisconnected and programExited. Signals are sent directly only where no client
+// could produce the path (a heartbeat timeout, a heartbeat during provisioning, extra connections for
+// continue-as-new). The v1 fixtures came from this file's version at their commit (see the manifest).
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,9 +30,10 @@ import {
   clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type EndReason, type SessionResult,
 } from '../../workflows/definitions.js';
 import {
-  createTenant, endAllSessions, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
+  createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from '../harness.js';
 import { generateKey, keyOnly, passwordOnly, runToEnd, sshArgs } from '../portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from '../worker-process.js';
 
 const run = promisify(execFile);
 
@@ -42,9 +49,13 @@ let stack: TestStack;
 /** A second stack whose sessions give up waiting for a client after 3 s. */
 let impatient: TestStack;
 let dir: string;
+/** Stacks a path started for itself (with a worker process it kills), stopped at the end. */
+const extra: { stack: TestStack; worker?: WorkerProcess }[] = [];
 
 interface Recorded {
   path: string;
+  /** The stack it ran on. */
+  on: TestStack;
   description: string;
   workflowId: string;
   result: SessionResult;
@@ -81,6 +92,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const e of extra) {
+    await endAllSessions(e.stack).catch(() => undefined);
+    await e.worker?.stop();
+    await e.stack.stop();
+  }
   for (const s of [stack, impatient]) {
     if (!s) continue;
     await endAllSessions(s).catch(() => undefined);
@@ -99,34 +115,68 @@ const handleOf = (s: TestStack, id: number) => s.runtime.client.workflow.getHand
 const heartbeat = (s: TestStack, id: number, connection = 'rec-conn') =>
   handleOf(s, id).signal(heartbeatSignal, { connection_id: connection });
 
-/** Heartbeats every second (the portal's rhythm in this stack) until stopped. */
-function keepBeating(s: TestStack, id: number, connection = 'rec-conn') {
-  const timer = setInterval(() => void heartbeat(s, id, connection).catch(() => undefined), 1000);
-  return () => clearInterval(timer);
+/**
+ * A stack whose session workflows run in a worker process of its own, and a session on it made active
+ * by a heartbeat signalled directly; `outage()` then SIGKILLs that worker, stays silent for longer than
+ * the heartbeat timeout and starts the worker again: the workflow sees its heartbeat deadline only
+ * late, as after a Temporal outage, and gives the client one more timeout (the patch marker is then in
+ * the history).
+ */
+async function sessionBehindOutage() {
+  const own = await startTestStack({ parts: { api: true, hostStacks: ['local'] } });
+  const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };
+  extra.push(entry);
+  entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'main' });
+  const t = await createTenant(own, { plan: 'scale' });
+  const s = await createSession(own, t);
+  await waitForState(own, t.token, s.id, 'waiting_for_client', 60_000);
+  await heartbeat(own, s.id, 'c1');
+  await waitForState(own, t.token, s.id, 'active');
+  return {
+    stack: own, id: s.id,
+    async outage() {
+      await entry.worker!.kill('SIGKILL');
+      await sleep((own.config.session.heartbeatTimeoutS + 3) * 1000);
+      entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'main' });
+      await waitFor('the grace marker in the history', async () => patchIds(await handleOf(own, s.id).fetchHistory()).includes(GRACE_PATCH), 60_000, 250);
+    },
+  };
 }
+
+const GRACE_PATCH = 'heartbeat-grace-after-outage';
 
 function paths(): PathSpec[] {
   const local = () => createTenant(stack, { plan: 'scale' });
+  /**
+   * A session attached through the SSH portal with the ssh2 client and its token, as `essh ssh` does
+   * (the program starts by docker exec when the client attaches): once the session is `active`.
+   */
+  const attached = async (t: { app: string; token: string }, opts: Parameters<typeof openSession>[2] = {}, on: TestStack = stack) => {
+    const s = await openSession(on, t, { tty: true, ...opts });
+    await waitForState(on, t.token, s.id, 'active');
+    return s;
+  };
   return [
     {
       name: 'exit',
-      description: 'API session with command `sh -c "sleep 2; exit 3"`, no client attached; the host agent reports the exit (containerExited).',
+      description: 'API session with command `sh -c "echo hi; exit 3"`, attached over the SSH portal by the ssh2 client without a PTY; the program exits 3 and the portal signals programExited.',
       expect: { end_reason: 'exit', exit_code: 3 },
-      signals: ['containerExited'],
+      signals: ['heartbeat', 'programExited'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t, { command: ['sh', '-c', 'sleep 2; exit 3'] });
-        return { id: s.id };
+        const r = await runInSession(stack, t, { command: ['sh', '-c', 'echo hi; exit 3'] });
+        if (r.exitCode !== 3 || r.stdout.toString() !== 'hi\n') throw new Error(`the client got ${r.exitCode} and ${JSON.stringify(r.stdout.toString())}`);
+        return { id: r.id };
       },
     },
     {
       name: 'exit-attached',
-      description: 'API session (TTY) with command `sh -c "sleep 4; exit 5"`, attached over the SSH portal with the session token (OpenSSH -tt); exits 5 while active.',
+      description: 'API session with command `sh -c "sleep 2; exit 5"`, attached over the SSH portal with the session token by OpenSSH (-tt, a PTY); exits 5 while active.',
       expect: { end_reason: 'exit', exit_code: 5 },
-      signals: ['heartbeat', 'containerExited'],
+      signals: ['heartbeat', 'programExited'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t, { command: ['sh', '-c', 'sleep 4; exit 5'] });
+        const s = await createSession(stack, t, { command: ['sh', '-c', 'sleep 2; exit 5'] });
         await waitForState(stack, t.token, s.id, 'waiting_for_client');
         const r = await runToEnd('sshpass', ['-e', 'ssh', '-tt', ...sshArgs(stack.runtime.sshPort!, passwordOnly), `${s.connect.user}@127.0.0.1`], {
           env: { ...process.env, SSHPASS: s.connect.token }, timeoutMs: 30_000,
@@ -136,10 +186,23 @@ function paths(): PathSpec[] {
       },
     },
     {
+      name: 'exit-oom',
+      description: 'A 128 MB session whose program holds 300 MB (`head -c 300m /dev/zero | tail`), attached by the ssh2 client: the kernel OOM-kills it, exit 137, programExited {oom_killed: true}.',
+      expect: { end_reason: 'exit', exit_code: 137 },
+      signals: ['heartbeat', 'programExited'],
+      check: ([h]) => (signalInputs(h!, 'programExited').some((x) => /"oom_killed":true/.test(x)) ? undefined : 'no programExited with oom_killed: true'),
+      async drive() {
+        const t = await local();
+        const r = await runInSession(stack, t, { command: ['sh', '-c', 'head -c 300m /dev/zero | tail; exit $?'], body: { container_size_mb: 128 } });
+        if (r.exitCode !== 137) throw new Error(`the client got exit status ${r.exitCode}, not 137: ${r.stderr.toString()}`);
+        return { id: r.id };
+      },
+    },
+    {
       name: 'portal-exec-exit',
-      description: 'The portal\'s own session: `ssh <app>@portal \'exit 3\'` with a registered key and no PTY, i.e. start_on_connect + tty:false, created and attached by the portal; exits 3.',
+      description: 'The portal\'s own session: `ssh <app>@portal \'echo from-portal; exit 3\'` with a registered key and no PTY (OpenSSH): the portal creates the session and attaches; exits 3.',
       expect: { end_reason: 'exit', exit_code: 3 },
-      signals: ['heartbeat', 'containerExited'],
+      signals: ['heartbeat', 'programExited'],
       async drive() {
         const t = await local();
         const key = await generateKey(dir, `key-${t.app}`);
@@ -154,25 +217,23 @@ function paths(): PathSpec[] {
       },
     },
     {
-      name: 'start-on-connect-exit',
-      description: 'API session with body {start_on_connect:true, tty:false, command: `sh -c "echo hi; exit 6"`}, attached with the token over the portal without a PTY (OpenSSH -T); exits 6.',
-      expect: { end_reason: 'exit', exit_code: 6 },
-      signals: ['heartbeat', 'containerExited'],
+      name: 'exit-container',
+      description: 'The container\'s own end while waiting for a client: `docker exec <container> kill -TERM 1` ends its idle init (exit 0, not through the engine\'s kill): the host agent signals containerExited {lost: false}.',
+      expect: { end_reason: 'exit', exit_code: 0 },
+      signals: ['containerExited'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t, { command: ['sh', '-c', 'echo hi; exit 6'], start_on_connect: true, tty: false });
-        const r = await runToEnd('sshpass', ['-e', 'ssh', '-T', ...sshArgs(stack.runtime.sshPort!, passwordOnly), `${s.connect.user}@127.0.0.1`], {
-          env: { ...process.env, SSHPASS: s.connect.token }, timeoutMs: 30_000,
-        });
-        if (r.code !== 6 || r.stdout.toString() !== 'hi\n') throw new Error(`ssh exited ${r.code} with ${JSON.stringify(r.stdout.toString())}: ${r.stderr}`);
+        const s = await createSession(stack, t);
+        const waiting = await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        await run('docker', ['exec', waiting.container_id, 'kill', '-TERM', '1']);
         return { id: s.id };
       },
     },
     {
       name: 'heartbeat-while-provisioning',
       description:
-        'API session with {start_on_connect:true, tty:false}; its first heartbeat is signalled while provisionContainer is still running ' +
-        '(the portal\'s attach-before-ready case: the workflow goes from waiting_for_client to active right after provisioning), then clientDisconnected.',
+        'A heartbeat signalled the moment the session exists, while provisionContainer is still running (the workflow goes from ' +
+        'waiting_for_client to active right after provisioning), then clientDisconnected. Signals sent directly.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat', 'clientDisconnected'],
       check: ([h]) => (heartbeatBeforeProvisioned(h!) ? undefined : 'the first heartbeat came after provisionContainer completed'),
@@ -180,7 +241,7 @@ function paths(): PathSpec[] {
         const t = await local();
         // The race is ours to win (the heartbeat goes the moment the workflow exists); a few tries at most.
         for (let attempt = 1; ; attempt++) {
-          const s = await createSession(stack, t, { start_on_connect: true, tty: false });
+          const s = await createSession(stack, t);
           await heartbeat(stack, s.id, 'early');
           await waitForState(stack, t.token, s.id, 'active');
           await handleOf(stack, s.id).signal(clientDisconnectedSignal, { connection_id: 'early', reason: 'closed by client' });
@@ -191,24 +252,21 @@ function paths(): PathSpec[] {
     },
     {
       name: 'disconnect-signal',
-      description: 'Heartbeat from connection c1 (active), then clientDisconnected {connection_id: c1}.',
+      description: 'Attached over the portal by the ssh2 client with a PTY (the app\'s shell), heartbeating for ~3 s, then the client closes its connection: the portal signals clientDisconnected.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat', 'clientDisconnected'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t);
-        await waitForState(stack, t.token, s.id, 'waiting_for_client');
-        await heartbeat(stack, s.id, 'c1');
-        await waitForState(stack, t.token, s.id, 'active');
-        await sleep(1500);
-        await heartbeat(stack, s.id, 'c1');
-        await handleOf(stack, s.id).signal(clientDisconnectedSignal, { connection_id: 'c1', reason: 'closed by client' });
+        const s = await attached(t);
+        await sleep(3000);
+        s.shell.close();
+        await s.done;
         return { id: s.id };
       },
     },
     {
       name: 'disconnect-heartbeat-timeout',
-      description: 'Active with heartbeats for ~6 s, then silent: ended by the 4 s heartbeat timeout (a timer).',
+      description: 'Active with heartbeats (signalled directly) for ~6 s, then silent: ended by the 4 s heartbeat timeout (a timer).',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat'],
       async drive() {
@@ -239,58 +297,58 @@ function paths(): PathSpec[] {
       },
     },
     {
-      name: 'terminate-signal',
-      description: 'Active (heartbeats), then the Temporal signal `terminate` {reason: maintenance, by: ops@example.com} sent directly to the workflow.',
+      name: 'terminate-api-attached',
+      description: 'Attached over the portal by the ssh2 client (PTY), then POST /sessions/{id}/terminate by the owner; the client is told and let go.',
       expect: { end_reason: 'terminated' },
       signals: ['heartbeat', 'terminate'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t);
-        await waitForState(stack, t.token, s.id, 'waiting_for_client');
-        const stop = keepBeating(stack, s.id);
-        try {
-          await waitForState(stack, t.token, s.id, 'active');
-          await sleep(1500);
-          await handleOf(stack, s.id).signal(terminateSignal, { reason: 'maintenance', by: 'ops@example.com' });
-          await waitForState(stack, t.token, s.id, 'ended');
-        } finally {
-          stop();
-        }
+        const s = await attached(t);
+        await sleep(1500);
+        const r = await stack.api.post(`/sessions/${s.id}/terminate`, t.token, { reason: 'done for today' });
+        if (r.status !== 202) throw new Error(`terminate: ${r.status} ${JSON.stringify(r.body)}`);
+        await s.done;
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'terminate-signal',
+      description: 'Attached over the portal by the ssh2 client (PTY), then the Temporal signal `terminate` {reason: maintenance, by: ops@example.com} sent directly to the workflow.',
+      expect: { end_reason: 'terminated' },
+      signals: ['heartbeat', 'terminate'],
+      async drive() {
+        const t = await local();
+        const s = await attached(t);
+        await sleep(1500);
+        await handleOf(stack, s.id).signal(terminateSignal, { reason: 'maintenance', by: 'ops@example.com' });
+        await s.done;
         return { id: s.id };
       },
     },
     {
       name: 'cancel',
-      description: 'Active (heartbeats), then a Temporal cancellation request (WorkflowHandle.cancel()): ended as terminated by temporal.',
+      description: 'Attached over the portal by the ssh2 client (PTY), then a Temporal cancellation request (WorkflowHandle.cancel()): ended as terminated by temporal.',
       expect: { end_reason: 'terminated' },
       signals: ['heartbeat'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t);
-        await waitForState(stack, t.token, s.id, 'waiting_for_client');
-        await heartbeat(stack, s.id);
-        await waitForState(stack, t.token, s.id, 'active');
+        const s = await attached(t);
         await handleOf(stack, s.id).cancel();
+        await s.done;
         return { id: s.id };
       },
     },
     {
       name: 'expired',
-      description: 'On a dedicated stack `short` with max_session_duration_s 6, active and heartbeating every second until it expires.',
+      description: 'On a dedicated stack `short` with max_session_duration_s 6, attached over the portal by the ssh2 client (PTY, heartbeats every second) until it expires.',
       expect: { end_reason: 'expired' },
       signals: ['heartbeat'],
       async drive() {
         const st = await stack.api.post('/stacks', stack.adminToken, { name: 'short', max_session_duration_s: 6, dedicated: true });
         if (st.status !== 201) throw new Error(`creating stack short: ${st.status} ${JSON.stringify(st.body)}`);
         const t = await createTenant(stack, { stackName: 'short', plan: 'growth' });
-        const s = await createSession(stack, t);
-        await waitForState(stack, t.token, s.id, 'waiting_for_client');
-        const stop = keepBeating(stack, s.id);
-        try {
-          await waitForState(stack, t.token, s.id, 'ended', 30_000);
-        } finally {
-          stop();
-        }
+        const s = await openSession(stack, t, { tty: true });
+        await s.done;
         return { id: s.id };
       },
     },
@@ -318,9 +376,9 @@ function paths(): PathSpec[] {
       name: 'provision-no-host',
       description:
         'An app on a dedicated stack `nohost` that no host worker serves: provisionContainer times out after its 5 min schedule-to-start ' +
-        'timeout, the session ends provision_failed and, since no host ever took the container, skips the capture and removal activities.',
+        'timeout, the session ends provision_failed and, since no host ever took the container, skips the teardown on the host (endSession).',
       expect: { end_reason: 'provision_failed' },
-      check: ([h]) => (activityNames(h!).includes('removeContainer') ? 'removeContainer was scheduled' : undefined),
+      check: ([h]) => (activityNames(h!).includes('endSession') ? 'endSession was scheduled' : undefined),
       async drive() {
         const st = await stack.api.post('/stacks', stack.adminToken, { name: 'nohost', dedicated: true });
         if (st.status !== 201) throw new Error(`creating stack nohost: ${st.status} ${JSON.stringify(st.body)}`);
@@ -343,21 +401,52 @@ function paths(): PathSpec[] {
       },
     },
     {
+      name: 'outage-grace',
+      description:
+        'Active (heartbeat signalled directly), then the worker running the workflows is SIGKILLed and nothing is signalled for the 4 s heartbeat ' +
+        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): one more timeout ' +
+        '(patch heartbeat-grace-after-outage). Heartbeats resume for 6 s, then clientDisconnected.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat', 'clientDisconnected'],
+      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      async drive() {
+        const o = await sessionBehindOutage();
+        await o.outage();
+        for (let i = 0; i < 6; i++) {
+          await heartbeat(o.stack, o.id, 'c1');
+          await sleep(1000);
+        }
+        await handleOf(o.stack, o.id).signal(clientDisconnectedSignal, { connection_id: 'c1', reason: 'closed by client' });
+        return { id: o.id, on: o.stack };
+      },
+    },
+    {
+      name: 'outage-grace-timeout',
+      description:
+        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout after the late deadline was seen.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat'],
+      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      async drive() {
+        const o = await sessionBehindOutage();
+        await o.outage();
+        return { id: o.id, on: o.stack };
+      },
+    },
+    {
       name: 'continue-as-new',
       description:
-        'Heartbeats from 5 connection ids in bursts until the workflow has continued as new at least twice (the dev server suggests it at 300 events), ' +
-        'then clientDisconnected for each connection: the last run ends with disconnect using the carried connections. One file per run.',
+        'Attached over the portal by the ssh2 client (PTY), plus heartbeats from 5 more connection ids signalled directly in bursts until the ' +
+        'workflow has continued as new at least twice (the dev server suggests it at 300 events); then clientDisconnected for those 5, and the ' +
+        'client closes: the last run ends with disconnect from the carried connections. One file per run.',
       expect: { end_reason: 'disconnect', runs_at_least: 3 },
-      signals: ['heartbeat'],
+      signals: ['heartbeat', 'clientDisconnected'],
       async drive() {
         const t = await local();
-        const s = await createSession(stack, t);
-        await waitForState(stack, t.token, s.id, 'waiting_for_client');
+        const s = await attached(t);
         const handle = handleOf(stack, s.id);
         const firstRunId = (await handle.describe()).runId;
         const connections = Array.from({ length: 5 }, (_, i) => `conn-${i}`);
-        await handle.signal(heartbeatSignal, { connection_id: connections[0]! });
-        await waitForState(stack, t.token, s.id, 'active');
         let sent = 0;
         await waitFor('two continue-as-new hand-overs', async () => {
           // A burst, then a pause: a run can only hand over in a moment when no signal waits for it.
@@ -365,8 +454,10 @@ function paths(): PathSpec[] {
           await sleep(300);
           return (await runChain(stack.runtime.client, sessionWorkflowId(s.id), firstRunId)).length >= 3;
         }, 90_000, 0);
-        // Every connection leaves; the last one to go ends the session (in whichever run is current).
         for (const c of connections) await handle.signal(clientDisconnectedSignal, { connection_id: c, reason: 'closed by client' });
+        // The portal's own connection, carried across the runs, is the last to go.
+        s.shell.close();
+        await s.done;
         return { id: s.id };
       },
     },
@@ -398,6 +489,25 @@ function heartbeatBeforeProvisioned(h: History): boolean {
   return beat >= 0 && done >= 0 && beat < done;
 }
 
+/** The ids of the patches whose markers a history holds. */
+function patchIds(h: History): string[] {
+  return (h.events ?? []).flatMap((e) => {
+    const a = e.markerRecordedEventAttributes;
+    if (a?.markerName !== 'core_patch') return [];
+    const data = a.details?.['patch-data']?.payloads?.[0]?.data;
+    return data ? [(JSON.parse(Buffer.from(data).toString('utf8')) as { id: string }).id] : [];
+  });
+}
+
+/** The JSON payloads of a history's signals of that name. */
+function signalInputs(h: History, name: string): string[] {
+  return (h.events ?? []).flatMap((e) => {
+    const a = e.workflowExecutionSignaledEventAttributes;
+    if (a?.signalName !== name) return [];
+    return (a.input?.payloads ?? []).map((p) => Buffer.from(p.data ?? new Uint8Array()).toString('utf8'));
+  });
+}
+
 function signalNames(h: History): string[] {
   return (h.events ?? []).flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
 }
@@ -425,7 +535,7 @@ async function record(spec: PathSpec): Promise<Recorded> {
   expect(problem, `${spec.name}: the history does not show its path`).toBeUndefined();
   const last = runs[runs.length - 1]!.history.events!;
   expect(last[last.length - 1]?.workflowExecutionCompletedEventAttributes, `${spec.name}: the last run did not complete`).toBeTruthy();
-  return { path: spec.name, description: spec.description, workflowId, result, runs };
+  return { path: spec.name, on, description: spec.description, workflowId, result, runs };
 }
 
 const fileNames = (r: Recorded) =>
@@ -474,7 +584,7 @@ it('records one history per session path', async () => {
   // (as JSON values: the two may order the keys of proto maps, such as payload metadata, differently).
   const sample = recorded.find((r) => r.path === 'disconnect-signal') ?? recorded[0];
   if (sample) {
-    const on = sample.path === 'connect-timeout' ? impatient : stack;
+    const on = sample.on;
     const { stdout } = await run(toolPath('temporal'), [
       'workflow', 'show', '--address', on.config.temporal.address!, '--namespace', on.namespace,
       '--workflow-id', sample.workflowId, '--run-id', sample.runs[0]!.runId, '--output', 'json',
