@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { observeQueries } from '../lib/db.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
 import type { PortalTarget } from '../portal/client.js';
 import { apiCall, endSessions, sessionState, sleep, waitForState } from './api-client.js';
@@ -30,6 +31,27 @@ const B = 'live-sessions';
 /** ESSH_BENCH_LIVE_DUMP=DIR: every heartbeat's signal time and latency, and every echo, as JSON in DIR (for plots). */
 const DUMP = process.env.ESSH_BENCH_LIVE_DUMP;
 const MB = 1024 * 1024;
+
+/**
+ * The statements this process sends to the database, reads and writes apart, since the last take: what
+ * one host's sessions ask of the central database. With the main worker in a process of its own
+ * (ESSH_BENCH_SPLIT_MAIN=1) its activities' statements are not seen, so nothing is reported.
+ */
+const statements = (() => {
+  let reads = 0;
+  let writes = 0;
+  const observed = process.env.ESSH_BENCH_SPLIT_MAIN !== '1' && process.env.ESSH_BENCH_SPLIT_HOST !== '1';
+  if (observed) observeQueries((sql) => (/^\s*(insert|update|delete)/i.test(sql) ? writes++ : reads++));
+  return {
+    observed,
+    take() {
+      const r = { reads, writes };
+      reads = 0;
+      writes = 0;
+      return r;
+    },
+  };
+})();
 
 interface Live {
   id: number;
@@ -138,6 +160,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     const before = await snapshot(ctx, pids);
 
     // --- ramp: N sessions, each with its client attached, RAMP_PARALLEL at a time --------------------
+    const rampStatements = statements.take();
     const rampStarted = performance.now();
     const rampCreate: number[] = [];
     const rampAttach: number[] = [];
@@ -153,6 +176,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
       }
     });
     const rampS = (performance.now() - rampStarted) / 1000;
+    const rampDb = statements.take();
     for (const l of live) {
       const row = await ctx.runtime.db.selectFrom('operations').select(['container_id', 'state']).where('id', '=', l.id).executeTakeFirstOrThrow();
       l.containerId = row.container_id ?? '';
@@ -164,6 +188,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     loopDelay.enable();
     const steadyFrom = Date.now();
     const atStart = await snapshot(ctx, pids);
+    statements.take();
     await fleet.echoStart(live[0]!.id, ECHO_EVERY_MS);
     const probe = createProbe(ctx, probeTenant.app, probeTenant.token);
     const closesBefore = fleet.unexpectedCloses.length;
@@ -174,6 +199,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     }
     const echo = await fleet.echoStop();
     const probes = await probe.stop();
+    const steadyDb = statements.take();
     probes.ids.forEach((id) => probeIds.add(id));
     const atEnd = await snapshot(ctx, pids);
     const steadyTo = Date.now();
@@ -242,6 +268,11 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     if (cgroups.length) {
       row('container memory (cgroup rss) per session', cgroups.reduce((a, m) => a + m.rss, 0) / cgroups.length / MB, 'MB', 'idle init + the exec\'d shell; page cache apart');
     }
+    if (statements.observed) {
+      row('database writes per session created', rampDb.writes / n, 'statements', `${(rampDb.reads / n).toFixed(1)} reads; create, provision, attach (the ramp, ${n} sessions); ${rampStatements.writes} before it`);
+      const steadyS = (steadyTo - steadyFrom) / 1000;
+      row('database writes per second while live', steadyDb.writes / steadyS, '/s', `${(steadyDb.reads / steadyS).toFixed(1)} reads/s; ${n} live sessions and the ${probes.created.length} probe sessions' lives`);
+    }
     row('Temporal actions per session-hour', actions / sessionHours, '/h', 'signals, timers, activities, upserts, markers, continue-as-new');
     row('history events per session-hour', sum((s) => s.events) / sessionHours, '/h');
 
@@ -250,11 +281,16 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
   } finally {
     ctx.progress(`${B} N=${n}: ending the sessions`);
     const endStarted = performance.now();
+    statements.take();
     await fleet.close().catch(() => undefined);
     await fleet.stop();
     // All N clients leave at once: the teardowns queue at the Docker engine, minutes for hundreds.
     await endSessions(ctx, [...live.map((l) => l.id), ...probeIds], tenant.token, 600_000).catch((err) => ctx.progress(`${B}: ${err}`));
-    ctx.progress(`${B} N=${n}: all ended ${((performance.now() - endStarted) / 1000).toFixed(0)} s after the clients left`);
+    const endS = (performance.now() - endStarted) / 1000;
+    ctx.progress(`${B} N=${n}: all ended ${endS.toFixed(0)} s after the clients left`);
+    const endDb = statements.take();
+    row('all N ended after the clients left', endS, 's', 'every client leaves at once: the teardowns queue at the Docker engine');
+    if (statements.observed) row('database writes per session ended', endDb.writes / (live.length + probeIds.size), 'statements', `${(endDb.reads / (live.length + probeIds.size)).toFixed(1)} reads, the bench's own waits included`);
   }
   return rows;
 }
