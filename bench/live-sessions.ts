@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { observeQueries } from '../lib/db.js';
+import { formatTable } from './stats.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
 import type { PortalTarget } from '../portal/client.js';
 import { apiCall, endSessions, sessionState, sleep, waitForState } from './api-client.js';
@@ -18,6 +19,8 @@ const STEADY_S = Number(process.env.ESSH_BENCH_LIVE_S ?? 300);
 const RAMP_PARALLEL = Number(process.env.ESSH_BENCH_LIVE_RAMP_PARALLEL ?? 8);
 const PROBE_EVERY_MS = Number(process.env.ESSH_BENCH_LIVE_CREATE_EVERY_MS ?? 3000);
 const ECHO_EVERY_MS = 50;
+/** Seconds with the N sessions live and nothing else going on, for the database's share of them. */
+const QUIET_S = 30;
 /** ESSH_BENCH_LIVE_RESTART=1 (with ESSH_BENCH_SPLIT_MAIN=1): after the largest size's window, the main worker is killed and started again. */
 const RESTART = process.env.ESSH_BENCH_LIVE_RESTART === '1';
 const AFTER_RESTART_S = Number(process.env.ESSH_BENCH_LIVE_AFTER_RESTART_S ?? 120);
@@ -92,9 +95,14 @@ async function openOne(ctx: BenchContext, fleet: ClientFleet, app: string, token
     // Where it stood: the record, and what the portal read from the program.
     const row = await sessionState(ctx, r.body.id);
     const read = ctx.runtime.portal?.attachmentStats().find((a) => a.sessionId === r.body.id);
-    const events = await ctx.runtime.client.workflow.getHandle(sessionWorkflowId(r.body.id)).fetchHistory()
+    const handle = ctx.runtime.client.workflow.getHandle(sessionWorkflowId(r.body.id));
+    const events = await handle.fetchHistory()
       .then((h) => (h.events ?? []).slice(-6).map((e) => `${e.eventTime?.seconds} ${String(e.eventType)}`).join(', '), (e) => String(e));
-    ctx.progress(`${B}: session ${r.body.id}'s last events: ${events}`);
+    // An activity still pending (Temporal writes its start only when it ends): which, how often tried, why it failed.
+    const pending = await handle.describe().then((d) => (d.raw.pendingActivities ?? []).map((a) =>
+      `${a.activityType?.name} state ${String(a.state)} attempt ${a.attempt}${a.lastFailure?.message ? ` last failure: ${a.lastFailure.message}` : ''}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}`,
+    ).join('; '), (e) => String(e));
+    ctx.progress(`${B}: session ${r.body.id}'s last events: ${events}; pending: ${pending || 'none'}`);
     throw new Error(`${(err as Error).message} (session ${r.body.id} is ${row?.state}; the portal has ${read ? `read ${read.bytesFromContainer} bytes from its program` : 'no attachment for it'}; ${((performance.now() - t0) / 1000).toFixed(1)} s after the create)`);
   }
   return { id: r.body.id, createMs, attachedMs: performance.now() - t0 };
@@ -187,8 +195,11 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
     const steadyFrom = Date.now();
-    const atStart = await snapshot(ctx, pids);
+    // What N live sessions alone ask of the database (no creates, no typing), before the probes start.
     statements.take();
+    await sleep(QUIET_S * 1000);
+    const quietDb = statements.take();
+    const atStart = await snapshot(ctx, pids);
     await fleet.echoStart(live[0]!.id, ECHO_EVERY_MS);
     const probe = createProbe(ctx, probeTenant.app, probeTenant.token);
     const closesBefore = fleet.unexpectedCloses.length;
@@ -272,6 +283,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
       row('database writes per session created', rampDb.writes / n, 'statements', `${(rampDb.reads / n).toFixed(1)} reads; create, provision, attach (the ramp, ${n} sessions); ${rampStatements.writes} before it`);
       const steadyS = (steadyTo - steadyFrom) / 1000;
       row('database writes per second while live', steadyDb.writes / steadyS, '/s', `${(steadyDb.reads / steadyS).toFixed(1)} reads/s; ${n} live sessions and the ${probes.created.length} probe sessions' lives`);
+      row('database statements per second, live sessions alone', (quietDb.reads + quietDb.writes) / QUIET_S, '/s', `${(quietDb.writes / QUIET_S).toFixed(2)} of them writes; ${QUIET_S} s with ${n} live sessions and nothing else`);
     }
     row('Temporal actions per session-hour', actions / sessionHours, '/h', 'signals, timers, activities, upserts, markers, continue-as-new');
     row('history events per session-hour', sum((s) => s.events) / sessionHours, '/h');
@@ -350,7 +362,18 @@ export const liveSessions: BenchModule = {
   async run(ctx) {
     if (RESTART && !ctx.restartMainWorker) throw new Error('ESSH_BENCH_LIVE_RESTART=1 needs ESSH_BENCH_SPLIT_MAIN=1 (the main worker in a process of its own)');
     const rows: BenchRow[] = [];
-    for (const [i, n] of SIZES.entries()) rows.push(...(await runSize(ctx, n, i === SIZES.length - 1)));
+    for (const [i, n] of SIZES.entries()) {
+      try {
+        const sized = await runSize(ctx, n, i === SIZES.length - 1);
+        rows.push(...sized);
+        // A size takes many minutes: its figures are shown as soon as they are known.
+        ctx.progress(`${B} N=${n} done:\n${formatTable(sized)}`);
+      } catch (err) {
+        // The sizes measured so far stand; the one that broke says where.
+        rows.push({ benchmark: B, metric: `N=${n} failed`, value: 1, unit: '', note: (err as Error).message.slice(0, 400) });
+        break;
+      }
+    }
     return rows;
   },
 };
