@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -57,8 +58,9 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       // The drain benchmarks' receivers listen on loopback.
       ESSH_DRAINS_ALLOW_PRIVATE: '1',
     });
-    // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, output capture) runs in
-    // its own process (worker/main.ts), as in a scaled-out deployment, instead of beside the portal.
+    // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, its portal, journals)
+    // runs in its own process (worker/main.ts), as in a scaled-out deployment, which a benchmark may
+    // kill and start again (`restartHost`): every client of its portal loses its connection.
     const split = process.env.ESSH_BENCH_SPLIT_HOST === '1';
     // ESSH_BENCH_SPLIT_MAIN=1: the main worker (the session workflows) runs in a process of its own, which
     // a benchmark may kill and start again (`restartMainWorker`) while the portal here keeps its clients.
@@ -70,9 +72,19 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
       ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
     };
+    let restartHost: (() => Promise<void>) | undefined;
     if (split) {
-      const host = await startWorkerProcess({ ...childEnv, ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local' });
-      stopAll.unshift(host.stop);
+      // A port of its own, kept across a restart: the `connect` blocks clients hold stay valid.
+      const hostEnv = {
+        ...childEnv, ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: 'bench-host',
+        ESSH_SSH_HOST: '127.0.0.1', ESSH_SSH_PORT: String(await freePort()),
+      };
+      let host = await startWorkerProcess(hostEnv);
+      stopAll.unshift(() => host.stop());
+      restartHost = async () => {
+        await host.kill();
+        host = await startWorkerProcess(hostEnv);
+      };
     }
     let restartMainWorker: (() => Promise<void>) | undefined;
     if (splitMain) {
@@ -97,6 +109,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       docker: new Docker(),
       temporalAddress: temporal.connection.options.address,
       restartMainWorker,
+      restartHost,
       progress: (line) => process.stderr.write(`bench: ${line}\n`),
       async createTenant(opts = {}) {
         const suffix = randomBytes(3).toString('hex');
@@ -112,7 +125,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
           warm_pool: opts.warmPool ?? 0,
         });
         const user = await runtime.admin.createUser(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
-        return { account, app, token: user.token };
+        return { account, app, token: user.token, userId: Number(user.id) };
       },
       stop,
     };
@@ -165,6 +178,17 @@ async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: 
   // Its warnings after start-up (failed tasks, say) belong in the benchmark's output.
   child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
   return { stop, kill };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 const noop = () => undefined;

@@ -1,61 +1,173 @@
 // The SSH clients of the live-sessions benchmark and of test/scale-live-sessions.test.ts, in a process
 // of their own (node --import tsx bench/live-clients.ts, started by bench/live-fleet.ts): each holds one
 // ssh2 connection with a PTY shell open on its session through the portal, as a user's terminal would,
-// so that the runtime under test pays for the portal's side only. Driven over the IPC channel.
+// so that the runtime under test pays for the portal's side only. Driven over the IPC channel. A client
+// given its session owner's key comes back by itself when its connection is lost (the portal's process
+// killed), as `ssh -p PORT session-<id>@HOST` with that key would.
 import { performance } from 'node:perf_hooks';
-import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
 import { DEMO_PROMPT as PROMPT } from '../stack/seed.js';
 import type { FleetReply, FleetRequest } from './live-fleet.js';
 
 interface Held {
   shell: PortalShell;
-  /** The parent asked to close it: its end is no surprise. */
-  closing: boolean;
   /** The last of what the portal wrote on stderr (an end notice says why). */
   stderr: string;
+  /** The connection itself went (the portal's process killed, say), not just the channel. */
+  lost: boolean;
 }
 
-const held = new Map<number, Held>();
+/** How to come back after a lost connection: the owner's key, and for how long to keep trying. */
+interface Reattach {
+  privateKey: string;
+  withinMs: number;
+}
+
+interface Client {
+  id: number;
+  connect: PortalTarget;
+  pty: { rows: number; cols: number };
+  reattach?: Reattach;
+  /** Where it connects from, when it has an address of its own. */
+  localAddress?: string;
+  held?: Held;
+  /** The parent asked to close it (also while it is reattaching). */
+  closing: boolean;
+}
+
+const clients = new Map<number, Client>();
+let attachedSoFar = 0;
 
 /** To the parent, while it listens (a parent that left is no error of ours). */
 const send = (m: FleetReply) => {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
 };
 
-async function attach(id: number, connect: PortalTarget, pty: { rows: number; cols: number }) {
-  const started = performance.now();
-  const shell = await openPortalShell(connect, { pty: { ...pty, term: 'xterm' }, readyTimeoutMs: 120_000 });
-  const h: Held = { shell, closing: false, stderr: '' };
-  held.set(id, h);
-  shell.channel.stderr.on('data', (c: Buffer) => (h.stderr = (h.stderr + c.toString('utf8')).slice(-500)));
-  // The portal closes the channel when the session ends for a reason of its own (terminate, expiry,
-  // or the workflow deciding the client is gone): that is what a false disconnect looks like here.
-  void shell.exitCode.then((code) => {
-    held.delete(id);
-    shell.close();
-    if (!h.closing) send({ type: 'closed', id, at: Date.now(), exitCode: code, stderr: h.stderr });
+/**
+ * With SPREAD, each client to a loopback portal connects from an address of its own in 127.0.0.0/8, as
+ * clients on many machines would: the portal's guard counts connections still authenticating per
+ * address (10 each), which would otherwise hold a burst of reconnects from one address back.
+ */
+const SPREAD = process.env.ESSH_FLEET_ONE_ADDRESS !== '1';
+function sourceAddress(host: string, n: number): string | undefined {
+  if (!SPREAD || !/^127\./.test(host)) return undefined;
+  return `127.0.${1 + Math.floor(n / 250)}.${2 + (n % 250)}`;
+}
+
+/** Opens the shell (with the token, or the key once the token is spent) and waits for the prompt. */
+async function connectOnce(c: Client, withKey: boolean): Promise<Held> {
+  const shell = await openPortalShell(c.connect, {
+    pty: { ...c.pty, term: 'xterm' }, readyTimeoutMs: 120_000, localAddress: c.localAddress,
+    ...(withKey ? { privateKey: c.reattach!.privateKey } : {}),
   });
+  const h: Held = { shell, stderr: '', lost: false };
+  // ssh2 emits the client's 'close' (and 'end') before it closes the channels: by the channel's close
+  // we know whether the connection went with it.
+  shell.client.on('end', () => (h.lost = true));
+  shell.client.on('close', () => (h.lost = true));
+  shell.channel.stderr.on('data', (chunk: Buffer) => (h.stderr = (h.stderr + chunk.toString('utf8')).slice(-500)));
   // Attached once the program answers: its prompt (a shell) or any first output.
-  await new Promise<void>((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error(`no prompt from session ${id} within 120 s: ${JSON.stringify(text.slice(-200))} ${h.stderr}`)), 120_000);
-    const onData = (c: Buffer) => {
-      text += c.toString('latin1');
-      if (PROMPT.test(text)) {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      const timer = setTimeout(() => reject(new Error(`no prompt from session ${c.id} within 120 s: ${JSON.stringify(text.slice(-200))} ${h.stderr}`)), 120_000);
+      const onData = (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if (PROMPT.test(text)) {
+          clearTimeout(timer);
+          shell.channel.off('data', onData);
+          resolve();
+        }
+      };
+      shell.channel.on('data', onData);
+      shell.channel.once('close', () => {
         clearTimeout(timer);
-        shell.channel.off('data', onData);
-        resolve();
-      }
-    };
-    shell.channel.on('data', onData);
-    shell.channel.once('close', () => {
-      clearTimeout(timer);
-      reject(new Error(`session ${id} closed before its prompt: ${h.stderr}`));
+        reject(new Error(`session ${c.id} closed before its prompt: ${h.stderr}`));
+      });
     });
-  });
+  } catch (err) {
+    shell.close();
+    throw err;
+  }
   // Output is read and dropped from now on (a shell that prints must never be held back by us).
   shell.channel.on('data', () => undefined);
+  return h;
+}
+
+/** Holds the client's shell, and follows its end: the parent asked, the session ended, or the connection went. */
+function hold(c: Client, h: Held) {
+  c.held = h;
+  // The portal closes the channel when the session ends for a reason of its own (terminate, expiry,
+  // or the workflow deciding the client is gone): that is what a false disconnect looks like here.
+  void h.shell.exitCode.then((code) => {
+    if (c.held === h) c.held = undefined;
+    h.shell.close();
+    if (c.closing) {
+      clients.delete(c.id);
+      return;
+    }
+    // No exit status and the connection gone: the portal went away, the session may well live on.
+    if (code === null && h.lost && c.reattach) {
+      void reattach(c, Date.now());
+      return;
+    }
+    clients.delete(c.id);
+    send({ type: 'closed', id: c.id, at: Date.now(), exitCode: code, stderr: h.stderr });
+  });
+}
+
+async function attach(m: Extract<FleetRequest, { type: 'attach' }>) {
+  const started = performance.now();
+  const c: Client = {
+    id: m.id, connect: m.connect, pty: m.pty ?? { rows: 30, cols: 100 }, reattach: m.reattach,
+    localAddress: sourceAddress(m.connect.host, attachedSoFar++), closing: false,
+  };
+  clients.set(m.id, c);
+  try {
+    hold(c, await connectOnce(c, false));
+  } catch (err) {
+    clients.delete(m.id);
+    throw err;
+  }
   return performance.now() - started;
+}
+
+/**
+ * Comes back to the session as `session-<id>` with the owner's key, as a user whose connection broke
+ * would, until the prompt is there again or `withinMs` has passed. Refused credentials end it at once
+ * (the session has ended); anything else (the portal not listening yet, its guard turning the socket
+ * away) is tried again after a short, jittered pause, so that N clients do not come back in lockstep.
+ */
+async function reattach(c: Client, lostAt: number) {
+  send({ type: 'lost', id: c.id, at: lostAt });
+  const deadline = lostAt + c.reattach!.withinMs;
+  let attempts = 0;
+  let pause = 200;
+  let last = '';
+  /** Each different reason an attempt failed, for the report (a few suffice). */
+  const reasons = new Set<string>();
+  while (!c.closing && Date.now() < deadline) {
+    attempts++;
+    try {
+      const h = await connectOnce(c, true);
+      if (c.closing) {
+        h.shell.close();
+        break;
+      }
+      hold(c, h);
+      send({ type: 'reattached', id: c.id, at: Date.now(), lostAt, attempts });
+      return;
+    } catch (err) {
+      last = (err as Error).message;
+      if (reasons.size < 4) reasons.add(last.replace(/\d+/g, 'N'));
+      if (err instanceof PortalRefusedError) break;
+    }
+    await sleep(pause * (0.5 + Math.random()));
+    pause = Math.min(pause * 1.5, 2000);
+  }
+  clients.delete(c.id);
+  if (c.closing) return;
+  send({ type: 'closed', id: c.id, at: Date.now(), exitCode: null, stderr: `reattach failed after ${attempts} attempts in ${((Date.now() - lostAt) / 1000).toFixed(1)} s: ${last} (failures seen: ${[...reasons].join('; ')})`, reattachFailed: true });
 }
 
 /** Keystroke echo: one key every `everyMs`, each timed from its write to the first output after it. */
@@ -111,12 +223,12 @@ process.on('message', (m: FleetRequest) => {
     try {
       switch (m.type) {
         case 'attach': {
-          const ms = await attach(m.id, m.connect, m.pty ?? { rows: 30, cols: 100 });
+          const ms = await attach(m);
           send({ type: 'attached', req: m.req, id: m.id, ms });
           break;
         }
         case 'echo-start': {
-          const h = held.get(m.id);
+          const h = clients.get(m.id)?.held;
           if (!h) throw new Error(`no client holds session ${m.id}`);
           probe = new EchoProbe(h.shell, m.everyMs);
           probe.start();
@@ -131,15 +243,16 @@ process.on('message', (m: FleetRequest) => {
           break;
         }
         case 'status':
-          send({ type: 'status', req: m.req, open: [...held.keys()] });
+          // Open: attached now (a client that is reattaching is not).
+          send({ type: 'status', req: m.req, open: [...clients.values()].filter((c) => c.held).map((c) => c.id) });
           break;
         case 'close': {
-          const ids = m.ids ?? [...held.keys()];
+          const ids = m.ids ?? [...clients.keys()];
           for (const id of ids) {
-            const h = held.get(id);
-            if (!h) continue;
-            h.closing = true;
-            h.shell.close();
+            const c = clients.get(id);
+            if (!c) continue;
+            c.closing = true;
+            c.held?.shell.close();
           }
           send({ type: 'ok', req: m.req });
           break;

@@ -1,13 +1,17 @@
 // A process of SSH clients (bench/live-clients.ts) that the live-sessions benchmark and the scale test
-// drive from the parent: attach one client per session, time keystroke echoes in one, and hear of every
-// client the portal let go without being asked.
+// drive from the parent: attach one client per session, time keystroke echoes in one, hear of every
+// client the portal let go without being asked, and of every lost connection and reattach.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PortalTarget } from '../portal/client.js';
 
 export type FleetRequest = { req: number } & (
-  | { type: 'attach'; id: number; connect: PortalTarget; pty?: { rows: number; cols: number } }
+  | {
+    type: 'attach'; id: number; connect: PortalTarget; pty?: { rows: number; cols: number };
+    /** The session owner's private key: on a lost connection the client reattaches with it for up to `withinMs`. */
+    reattach?: { privateKey: string; withinMs: number };
+  }
   | { type: 'echo-start'; id: number; everyMs: number }
   | { type: 'echo-stop' }
   | { type: 'status' }
@@ -21,8 +25,15 @@ export type FleetReply =
   | { type: 'status'; req: number; open: number[] }
   | { type: 'ok'; req: number }
   | { type: 'error'; req: number; id?: number; message: string }
-  /** A client whose channel the portal closed without the parent asking: its session ended under it. */
-  | { type: 'closed'; id: number; at: number; exitCode: number | null; stderr: string };
+  /**
+   * A client whose channel the portal closed without the parent asking: its session ended under it; or
+   * one that lost its connection and could not reattach (`reattachFailed`).
+   */
+  | { type: 'closed'; id: number; at: number; exitCode: number | null; stderr: string; reattachFailed?: boolean }
+  /** A client with a key lost its connection (epoch ms) and is reattaching. */
+  | { type: 'lost'; id: number; at: number }
+  /** …and has its prompt again (epoch ms), after `attempts` connections. */
+  | { type: 'reattached'; id: number; at: number; lostAt: number; attempts: number };
 
 type Pending = { resolve: (r: FleetReply) => void; reject: (e: Error) => void };
 type RequestBody = FleetRequest extends infer R ? (R extends { req: number } ? Omit<R, 'req'> : never) : never;
@@ -31,15 +42,21 @@ const CLIENTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'live-cl
 
 export interface ClientFleet {
   pid: number;
-  /** Opens a PTY shell on the session through the portal; resolves once its prompt is there (ms it took). */
-  attach(id: number, connect: PortalTarget): Promise<number>;
+  /**
+   * Opens a PTY shell on the session through the portal; resolves once its prompt is there (ms it took).
+   * With `reattach`, a lost connection is followed by reattaching with the owner's key.
+   */
+  attach(id: number, connect: PortalTarget, reattach?: { privateKey: string; withinMs: number }): Promise<number>;
   echoStart(id: number, everyMs: number): Promise<void>;
   echoStop(): Promise<{ samples: number[]; missed: string[] }>;
   open(): Promise<number[]>;
   /** Closes these clients (all if none named), as their users would. */
   close(ids?: number[]): Promise<void>;
-  /** Clients the portal let go unasked, in order. */
+  /** Clients the portal let go unasked, and those that could not reattach, in order. */
   readonly unexpectedCloses: Extract<FleetReply, { type: 'closed' }>[];
+  /** Lost connections and reattaches, in order. */
+  readonly losses: Extract<FleetReply, { type: 'lost' }>[];
+  readonly reattaches: Extract<FleetReply, { type: 'reattached' }>[];
   stop(): Promise<void>;
 }
 
@@ -50,6 +67,8 @@ export async function startClientFleet(): Promise<ClientFleet> {
   });
   const pending = new Map<number, Pending>();
   const unexpectedCloses: Extract<FleetReply, { type: 'closed' }>[] = [];
+  const losses: Extract<FleetReply, { type: 'lost' }>[] = [];
+  const reattaches: Extract<FleetReply, { type: 'reattached' }>[] = [];
   let next = 1;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const ready = new Promise<void>((resolve, reject) => {
@@ -58,6 +77,14 @@ export async function startClientFleet(): Promise<ClientFleet> {
       if (m.type === 'ready') return resolve();
       if (m.type === 'closed') {
         unexpectedCloses.push(m);
+        return;
+      }
+      if (m.type === 'lost') {
+        losses.push(m);
+        return;
+      }
+      if (m.type === 'reattached') {
+        reattaches.push(m);
         return;
       }
       const p = pending.get(m.req);
@@ -81,8 +108,10 @@ export async function startClientFleet(): Promise<ClientFleet> {
   return {
     pid: child.pid!,
     unexpectedCloses,
-    async attach(id, connect) {
-      const r = await call({ type: 'attach', id, connect });
+    losses,
+    reattaches,
+    async attach(id, connect, reattach) {
+      const r = await call({ type: 'attach', id, connect, reattach });
       return r.type === 'attached' ? r.ms : NaN;
     },
     async echoStart(id, everyMs) {

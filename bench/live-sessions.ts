@@ -1,11 +1,12 @@
 import { writeFile } from 'node:fs/promises';
+import ssh2 from 'ssh2';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { observeQueries } from '../lib/db.js';
 import { formatTable } from './stats.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
 import type { PortalTarget } from '../portal/client.js';
-import { apiCall, endSessions, sessionState, sleep, waitForState } from './api-client.js';
+import { apiCall, apiOk, endSessions, sessionState, sleep, waitForState } from './api-client.js';
 import { chainEvents, mapLimit, windowStats, type WindowStats } from './histories.js';
 import { startClientFleet, type ClientFleet } from './live-fleet.js';
 import {
@@ -30,6 +31,12 @@ const AFTER_RESTART_S = Number(process.env.ESSH_BENCH_LIVE_AFTER_RESTART_S ?? 12
  * portal's heartbeats cannot arrive meanwhile, and the heartbeat timers are overdue when it comes back.
  */
 const OUTAGE_S = Number(process.env.ESSH_BENCH_LIVE_OUTAGE_S ?? 0);
+/**
+ * ESSH_BENCH_LIVE_PORTAL_RESTART=1 (with ESSH_BENCH_SPLIT_HOST=1): after the largest size's window, the
+ * host process (its SSH portal) is SIGKILLed and started again: all N clients lose their connection at
+ * once and reattach with their session owner's key, as users would, within the heartbeat timeout.
+ */
+const PORTAL_RESTART = process.env.ESSH_BENCH_LIVE_PORTAL_RESTART === '1';
 const B = 'live-sessions';
 /** ESSH_BENCH_LIVE_DUMP=DIR: every heartbeat's signal time and latency, and every echo, as JSON in DIR (for plots). */
 const DUMP = process.env.ESSH_BENCH_LIVE_DUMP;
@@ -83,14 +90,16 @@ async function snapshot(ctx: BenchContext, pids: { temporal?: number; dockerd?: 
   };
 }
 
+type ReattachWith = { privateKey: string; withinMs: number };
+
 /** Creates a session and attaches a client of the fleet to it; the create and the attach times. */
-async function openOne(ctx: BenchContext, fleet: ClientFleet, app: string, token: string) {
+async function openOne(ctx: BenchContext, fleet: ClientFleet, app: string, token: string, reattach?: ReattachWith) {
   const t0 = performance.now();
   const r = await apiCall<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, {});
   const createMs = performance.now() - t0;
   if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`);
   try {
-    await fleet.attach(r.body.id, r.body.connect);
+    await fleet.attach(r.body.id, r.body.connect, reattach);
   } catch (err) {
     // Where it stood: the record, and what the portal read from the program.
     const row = await sessionState(ctx, r.body.id);
@@ -163,6 +172,14 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
   };
   const live: Live[] = [];
   const probeIds = new Set<number>();
+  // Before a portal restart the clients need a way back: their owner's key (the tokens are spent).
+  let reattach: ReattachWith | undefined;
+  if (restartAfter && PORTAL_RESTART) {
+    const key = ssh2.utils.generateKeyPairSync('ed25519');
+    await apiOk(ctx, 'POST', `/users/${tenant.userId}/ssh_keys`, tenant.token, { public_key: key.public });
+    // Past the heartbeat timeout a reattach can only be refused (the session ended): it is then reported.
+    reattach = { privateKey: key.private, withinMs: (ctx.runtime.config.session.heartbeatTimeoutS + 30) * 1000 };
+  }
   try {
     global.gc?.();
     const before = await snapshot(ctx, pids);
@@ -174,7 +191,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
     const rampAttach: number[] = [];
     let opened = 0;
     await mapLimit(Array.from({ length: n }), RAMP_PARALLEL, async () => {
-      const o = await openOne(ctx, fleet, tenant.app, tenant.token);
+      const o = await openOne(ctx, fleet, tenant.app, tenant.token, reattach);
       live.push({ id: o.id, containerId: '' });
       rampCreate.push(o.createMs);
       rampAttach.push(o.attachedMs);
@@ -290,6 +307,7 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
 
     if (restartAfter && RESTART) rows.push(...(await restartBurst(ctx, n, live, fleet)));
     if (restartAfter && OUTAGE_S > 0 && pids.temporal) rows.push(...(await temporalOutage(ctx, n, live, fleet, pids.temporal)));
+    if (restartAfter && PORTAL_RESTART) rows.push(...(await portalRestart(ctx, n, live, fleet)));
   } finally {
     ctx.progress(`${B} N=${n}: ending the sessions`);
     const endStarted = performance.now();
@@ -336,6 +354,56 @@ async function restartBurst(ctx: BenchContext, n: number, live: Live[], fleet: C
   return rows;
 }
 
+/**
+ * The host process (its SSH portal, journals and container activities) is SIGKILLed and started again
+ * on the same port: every client loses its connection and reattaches at once with its owner's key (a
+ * new `docker exec` of the program in the same container). The workflows only see the heartbeats stop;
+ * no session may end. Times are per client, from the kill to its prompt again.
+ */
+async function portalRestart(ctx: BenchContext, n: number, live: Live[], fleet: ClientFleet): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const row = (metric: string, value: number, unit: string, note?: string) => rows.push({ benchmark: B, metric: `N=${n} portal restart: ${metric}`, value, unit, note });
+  const timeoutS = ctx.runtime.config.session.heartbeatTimeoutS;
+  ctx.progress(`${B} N=${n}: killing the host process (the portal of all ${n} clients) and starting it again`);
+  const ids = new Set(live.map((l) => l.id));
+  const closesBefore = fleet.unexpectedCloses.length;
+  const reattachesBefore = fleet.reattaches.length;
+  const killedAt = Date.now();
+  await ctx.restartHost!();
+  const downS = (Date.now() - killedAt) / 1000;
+  // Every client either has its prompt again or has given up (refused, or out of time).
+  const settled = () => {
+    const done = new Set([...fleet.reattaches.slice(reattachesBefore), ...fleet.unexpectedCloses.slice(closesBefore)].map((r) => r.id));
+    return [...ids].every((id) => done.has(id));
+  };
+  const deadline = Date.now() + (timeoutS + 60) * 1000;
+  while (!settled() && Date.now() < deadline) await sleep(200);
+  const reattached = fleet.reattaches.slice(reattachesBefore).filter((r) => ids.has(r.id));
+  const failed = fleet.unexpectedCloses.slice(closesBefore).filter((c) => ids.has(c.id));
+  const afterKill = reattached.map((r) => r.at - killedAt);
+  const afterUp = reattached.map((r) => r.at - killedAt - downS * 1000);
+  const attempts = reattached.reduce((a, r) => a + r.attempts, 0);
+  const missing = n - reattached.length - failed.length;
+  ctx.progress(`${B} N=${n}: ${reattached.length} clients reattached, ${failed.length} failed${missing ? `, ${missing} still trying` : ''}; watching ${AFTER_RESTART_S} s`);
+  await sleep(AFTER_RESTART_S * 1000);
+  const states = await Promise.all(live.map(async (l) => ({ id: l.id, row: await sessionState(ctx, l.id) })));
+  const ended = states.filter((s) => s.row?.state !== 'active');
+  const open = new Set(await fleet.open());
+
+  row('reattaches failed', failed.length + missing, 'clients',
+    `host process down ${downS.toFixed(1)} s (SIGKILL, start, ready); heartbeat timeout ${timeoutS} s` + (failed[0] ? `; e.g. ${failed[0].stderr.slice(0, 200)}` : ''));
+  row('sessions not active after it', ended.length, 'sessions',
+    `watched ${AFTER_RESTART_S} s after; clients attached then: ${[...ids].filter((id) => open.has(id)).length}` + (ended[0] ? `; e.g. ${ended[0].row?.state}: ${ended[0].row?.end_message}` : ''));
+  if (afterKill.length) {
+    row('kill → client at its prompt again p50', percentile(afterKill, 50), 'ms', `${reattached.length} clients, ${(attempts / reattached.length).toFixed(1)} connections each on average (refused while the portal was down)`);
+    row('kill → client at its prompt again p99', percentile(afterKill, 99), 'ms');
+    row('kill → client at its prompt again max', Math.max(...afterKill), 'ms', `all ${reattached.length} reattached: the margin to the heartbeat timeout is ${(timeoutS - Math.max(...afterKill) / 1000).toFixed(1)} s`);
+    row('host ready → client at its prompt again p50', percentile(afterUp, 50), 'ms', 'the portal\'s share: from the restarted process being ready');
+    row('host ready → client at its prompt again max', Math.max(...afterUp), 'ms');
+  }
+  return rows;
+}
+
 /** The Temporal server stops for OUTAGE_S seconds (SIGSTOP) and goes on; the clients stay attached throughout. */
 async function temporalOutage(ctx: BenchContext, n: number, live: Live[], fleet: ClientFleet, pid: number): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
@@ -361,6 +429,7 @@ export const liveSessions: BenchModule = {
   description: `${SIZES.join(', ')} live sessions on one host, each with an ssh2 client (PTY) in a separate process, held ${STEADY_S} s`,
   async run(ctx) {
     if (RESTART && !ctx.restartMainWorker) throw new Error('ESSH_BENCH_LIVE_RESTART=1 needs ESSH_BENCH_SPLIT_MAIN=1 (the main worker in a process of its own)');
+    if (PORTAL_RESTART && !ctx.restartHost) throw new Error('ESSH_BENCH_LIVE_PORTAL_RESTART=1 needs ESSH_BENCH_SPLIT_HOST=1 (the host and its portal in a process of their own)');
     const rows: BenchRow[] = [];
     for (const [i, n] of SIZES.entries()) {
       try {

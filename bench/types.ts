@@ -22,8 +22,13 @@ export interface BenchContext {
    * this SIGKILLs it and starts it again, as a crash and a restart would.
    */
   restartMainWorker?: () => Promise<void>;
+  /**
+   * With ESSH_BENCH_SPLIT_HOST=1 the `local` host (its worker, agent and SSH portal) runs in a process of
+   * its own: this SIGKILLs it and starts it again on the same port, as a crash and a restart would.
+   */
+  restartHost?: () => Promise<void>;
   /** An account (its own plan limit), an app on stack `local` and a member; returns the member's token. */
-  createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number }): Promise<{ account: string; app: string; token: string }>;
+  createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number }): Promise<{ account: string; app: string; token: string; userId: number }>;
   /** Progress lines go to stderr; the table to stdout. */
   progress(line: string): void;
 }

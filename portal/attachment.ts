@@ -11,9 +11,9 @@ import { oomSince } from '../host/oom.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { isJournalSealed } from '../journal/seal.js';
 import { JournalWriteError, JournalWriter } from '../journal/writer.js';
-import { clientDisconnectedSignal, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import { JournaledOutput, OutputStopped } from './output.js';
-import { SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
+import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
 /**
  * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
@@ -29,6 +29,39 @@ const RESIZE_RECORD_MS = 100;
 const MAX_RESIZE_RECORDS = 10_000;
 /** The drains on this host hear of new output at most this often. */
 const JOURNAL_NEWS_MS = 50;
+/** How long a reattach waits for the workflow to say which connections it has. */
+const DESCRIBE_TIMEOUT_MS = 10_000;
+
+/**
+ * This portal process: the stack host it serves (when it runs on one) and a random id for this start of
+ * it. Both go into each connection id, so that the portal a host process runs after a crash can tell
+ * the connections of its dead predecessor (same host, another start) from those of a live portal.
+ */
+export interface PortalInstance {
+  hostId?: string;
+  bootId: string;
+}
+
+export function newPortalInstance(hostId?: string): PortalInstance {
+  return { hostId, bootId: randomBytes(4).toString('hex') };
+}
+
+/** `portal-<boot>-<random>@<host>` (a portal on no host: `portal-<boot>-<random>`). */
+function connectionIdFor(p: PortalInstance): string {
+  const id = `portal-${p.bootId}-${randomBytes(6).toString('hex')}`;
+  return p.hostId ? `${id}@${p.hostId}` : id;
+}
+
+/**
+ * Whether the connection was one of an earlier start of this host's portal: that process is gone (a
+ * host runs one essh host process at a time; its journals, drains and registration assume as much),
+ * and with it the connection, though it never sent `clientDisconnected` (SIGKILL, OOM, power loss).
+ */
+export function isPredecessorConnection(connectionId: string, p: PortalInstance): boolean {
+  if (!p.hostId) return false;
+  const m = /^portal-([0-9a-f]+)-[0-9a-f]+@(.+)$/.exec(connectionId);
+  return m !== null && m[2] === p.hostId && m[1] !== p.bootId;
+}
 
 export interface AttachmentDeps {
   db: Db;
@@ -40,6 +73,7 @@ export interface AttachmentDeps {
   log: Logger;
   /** Sessions this portal has a client attached to (a second attach is refused). */
   claims: Set<number>;
+  portal: PortalInstance;
 }
 
 export interface PtySize {
@@ -54,7 +88,9 @@ export interface PtySize {
  * how it ended, with exactly one way out.
  */
 export class Attachment {
-  private readonly connectionId = `portal-${randomBytes(6).toString('hex')}`;
+  private readonly connectionId: string;
+  /** Connections of a dead predecessor of this portal that this attachment replaces (a reattach). */
+  private replaces: string[] = [];
   /** Output bytes taken from the program so far (what the portal has read, not what the client got). */
   bytesFromContainer = 0;
   private exec?: Docker.Exec;
@@ -77,6 +113,7 @@ export class Attachment {
     private readonly channel: ServerChannel,
     private readonly pty: (PtySize & { term?: string }) | null,
   ) {
+    this.connectionId = connectionIdFor(deps.portal);
     this.watch = new SessionWatch(deps.db, sessionId);
     this.closed = new Promise((resolve) =>
       channel.once('close', () => {
@@ -173,7 +210,7 @@ export class Attachment {
       if (!opts.progress) return;
       announced = true;
       this.say(`essh: session ${id}: provisioning container…`);
-    });
+    }, () => this.mayReattach());
     if (ready === null) {
       await opts.onLeftEarly?.();
       return;
@@ -228,6 +265,13 @@ export class Attachment {
       // The first heartbeat is what makes the session `active`.
       await workflow.signal(heartbeatSignal, { connection_id: this.connectionId });
       this.heartbeatSent = true;
+      // A reattach: the dead connections go only now that this one is known, so the workflow is never
+      // left without a connection (which would end the session). Left in place, one would keep the
+      // session for a heartbeat timeout after this client leaves.
+      for (const gone of this.replaces) {
+        await workflow.signal(clientDisconnectedSignal, { connection_id: gone, reason: 'its portal stopped; the client reattached' })
+          .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'clientDisconnected signal for a dead connection failed'));
+      }
       beat = setInterval(() => {
         workflow.signal(heartbeatSignal, { connection_id: this.connectionId }).catch((err) =>
           log.warn({ err: (err as Error).message, session: id }, 'heartbeat signal failed'),
@@ -269,6 +313,35 @@ export class Attachment {
       stream.unpipe(output);
       stream.destroy();
       output.destroy();
+    }
+  }
+
+  /**
+   * The session is `active`, and not through this portal (its claims say so): a client is attached
+   * elsewhere, and this one is refused, unless every connection the workflow knows of was a dead
+   * predecessor's of this portal. Then the client that lost its connection to it is coming back (with
+   * the owner's key: the token was spent), and the session lives on if it does so within the
+   * heartbeat timeout. Asked only for sessions that are already active: a first attach costs nothing.
+   */
+  private async mayReattach(): Promise<true | string> {
+    const { client, log, portal } = this.deps;
+    const id = this.sessionId;
+    if (!portal.hostId) return ALREADY_ATTACHED(id);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const d = await Promise.race([
+        client.workflow.getHandle(sessionWorkflowId(id)).query(describeQuery),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no answer')), DESCRIBE_TIMEOUT_MS))),
+      ]);
+      if (d.state !== 'active' || d.end_reason) return ALREADY_ATTACHED(id);
+      if (!d.connections.every((c) => isPredecessorConnection(c, portal))) return ALREADY_ATTACHED(id);
+      this.replaces = d.connections;
+      return true;
+    } catch (err) {
+      log.warn({ err: (err as Error).message, session: id }, 'asking the workflow whether a client may reattach failed');
+      return `essh: session ${id} could not be reattached just now (its workflow did not answer); try again in a moment.`;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

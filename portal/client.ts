@@ -21,7 +21,18 @@ export interface PortalShellOptions {
   /** Ask for a PTY of this size (interactive use); none: plain stdin/stdout/stderr. */
   pty?: { rows: number; cols: number; term?: string } | null;
   readyTimeoutMs?: number;
+  /**
+   * The private key (OpenSSH or PEM text) of a key registered to the session's owner: authenticates with
+   * it alone, not with the token. What a client that lost its connection reattaches with, since the
+   * token works only once (CONTRACT §4).
+   */
+  privateKey?: string | Buffer;
+  /** The local address to connect from (a benchmark's clients spread over 127.0.0.0/8 as many users' would). */
+  localAddress?: string;
 }
+
+/** The portal refused the credentials (token or key): trying again with the same ones will not help. */
+export class PortalRefusedError extends Error {}
 
 export interface PortalShell {
   client: Client;
@@ -34,8 +45,8 @@ export interface PortalShell {
 
 /**
  * Opens the session's shell through the portal with the ssh2 client, authenticating with the one-time
- * token (as a password, or keyboard-interactive for portals that ask that way). Used by `essh ssh` and
- * by anything that drives the portal programmatically (benchmarks).
+ * token (as a password, or keyboard-interactive for portals that ask that way), or with the owner's key
+ * (`privateKey`). Used by `essh ssh` and by anything that drives the portal programmatically (benchmarks).
  *
  * The portal must present the host key the API announced in the same `connect` block: the token goes
  * only to the portal the caller's authenticated API connection vouched for.
@@ -53,7 +64,12 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
       reject(err);
     };
     client.on('keyboard-interactive', (_name, _instructions, _lang, prompts, finish) => finish(prompts.map(() => target.token)));
-    client.once('error', (err) => fail(authMessage(err, target)));
+    // `on`, not `once`: a connection that breaks later (the portal killed) may say so more than once,
+    // and an error without a listener would bring the whole process down.
+    client.on('error', (err) => fail(authMessage(err, target, opts.privateKey !== undefined)));
+    // A connection closed before the shell opened (the portal stopping, an authentication deadline)
+    // may come without an error: without this the caller would wait forever.
+    client.once('close', () => fail(new Error(`the SSH portal at ${target.host}:${target.port} closed the connection before the shell opened`)));
     client.once('ready', () => {
       const pty = opts.pty ? { rows: opts.pty.rows, cols: opts.pty.cols, term: opts.pty.term ?? 'xterm-256color', height: 0, width: 0 } : false;
       client.shell(pty, (err, channel) => {
@@ -72,9 +88,10 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
     client.connect({
       host: target.host,
       port: target.port,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
       username: target.user,
-      password: target.token,
-      tryKeyboard: true,
+      // With a key, only the key: a spent token offered first would count as a failed attempt.
+      ...(opts.privateKey !== undefined ? { privateKey: opts.privateKey } : { password: target.token, tryKeyboard: true }),
       readyTimeout: opts.readyTimeoutMs ?? 20_000,
       hostVerifier: (presented: Buffer) => expectedKey === null || presented.equals(expectedKey),
     });
@@ -83,9 +100,11 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
   });
 }
 
-function authMessage(err: Error & { level?: string }, target: PortalTarget): Error {
+function authMessage(err: Error & { level?: string }, target: PortalTarget, withKey: boolean): Error {
   if (err.level === 'client-authentication') {
-    return new Error(`the portal refused the session token for ${target.user} (it works once and expires after a few minutes); start a new session`);
+    return new PortalRefusedError(withKey
+      ? `the portal refused the key for ${target.user} (it must be registered to the session's owner, and the session must not have ended)`
+      : `the portal refused the session token for ${target.user} (it works once and expires after a few minutes); start a new session`);
   }
   if (/Host denied/.test(err.message)) {
     return new Error(

@@ -8,7 +8,7 @@ import type { Logger } from '../lib/log.js';
 import { principalForUser } from '../services/auth.js';
 import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
-import { Attachment, type PtySize } from './attachment.js';
+import { Attachment, newPortalInstance, type PortalInstance, type PtySize } from './attachment.js';
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
 import { DEFAULT_PORTAL_LIMITS, PortalGuard } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
@@ -21,6 +21,11 @@ export interface PortalDeps {
   client: TemporalClient;
   docker: Docker;
   log: Logger;
+  /**
+   * The stack host this portal runs on (its config.hostId), if it runs on one: a client whose
+   * connection went with an earlier start of this host's process may then reattach (attachment.ts).
+   */
+  hostId?: string;
 }
 
 /**
@@ -38,9 +43,11 @@ export class SshPortal {
   private readonly guard: PortalGuard;
   /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
   private readonly admitted = new Map<string, { authenticated: boolean; onAuthenticated?: () => void }>();
+  private readonly instance: PortalInstance;
   port = 0;
 
   constructor(private readonly deps: PortalDeps) {
+    this.instance = newPortalInstance(deps.hostId);
     this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
     this.guard = new PortalGuard({ ...DEFAULT_PORTAL_LIMITS, ...deps.config.ssh.limits });
   }
@@ -211,7 +218,7 @@ export class SshPortal {
     const { config } = this.deps;
     const deps = {
       db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
-      dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims,
+      dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
     };
     if (who.kind === 'session') {
       const attachment = new Attachment(deps, who.sessionId, channel, pty);

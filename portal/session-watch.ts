@@ -74,6 +74,8 @@ function runningPoller(db: Db): RunningSessionsPoller {
 
 export const isOver = (state: string) => state === 'ending' || state === 'ended';
 
+export const ALREADY_ATTACHED = (id: number) => `essh: session ${id} already has a client attached; only one connection at a time is allowed.`;
+
 /** How long a client waits for a session that is still provisioning. */
 const READY_TIMEOUT_MS = 5 * 60_000;
 
@@ -104,7 +106,14 @@ export class SessionWatch {
    * The session's container, or the sentence that says why there is none to attach to. `onSlow` is
    * called once if the wait passes 300 ms (a progress line). Null when the watch was stopped.
    */
-  async untilContainer(onSlow?: () => void): Promise<{ row: SessionRow; containerId: string } | { refused: string } | null> {
+  async untilContainer(
+    onSlow?: () => void,
+    /**
+     * Asked when the session is `active` (a client attached, as far as the record knows): whether this
+     * client may attach all the same, the one that made it active being gone with its portal.
+     */
+    mayReattach?: () => Promise<true | string>,
+  ): Promise<{ row: SessionRow; containerId: string } | { refused: string } | null> {
     const id = this.sessionId;
     const started = Date.now();
     let slow = false;
@@ -113,7 +122,10 @@ export class SessionWatch {
       const row = await this.read();
       if (!row) return { refused: `essh: session ${id} was not found.` };
       if (isOver(row.state)) return { refused: endNotice(row) };
-      if (row.state === 'active') return { refused: `essh: session ${id} already has a client attached; only one connection at a time is allowed.` };
+      if (row.state === 'active') {
+        const answer = row.container_id && mayReattach ? await mayReattach() : ALREADY_ATTACHED(id);
+        return answer === true ? { row, containerId: row.container_id! } : { refused: answer };
+      }
       const announced = await containerKnownWithin(id, 0);
       const containerId = row.container_id ?? announced;
       if (containerId) return { row, containerId };

@@ -242,7 +242,11 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       runtime.apiUrl = `http://${config.api.host}:${port}`;
     }
     if (parts.portal) {
-      const portal = new SshPortal({ config, db, sessions, client, docker: openDocker(), log });
+      const portal = new SshPortal({
+        config, db, sessions, client, docker: openDocker(), log,
+        // Only a portal on a stack host: it is the one that host's restarted process takes over from.
+        hostId: parts.hostStacks?.length ? config.hostId : undefined,
+      });
       await portal.start();
       cleanups.push(() => portal.stop());
       runtime.portal = portal;

@@ -4,16 +4,21 @@
 // - the worker that runs the session workflows is SIGKILLed and started again while every client stays:
 //   N replays at once, with every heartbeat timer overdue, and no session ends;
 // - the Temporal server itself is stopped for longer than the heartbeat timeout and started again: the
-//   portal's heartbeats could not arrive meanwhile, yet no session whose client stayed ends.
+//   portal's heartbeats could not arrive meanwhile, yet no session whose client stayed ends;
+// - the process that runs the portal (and the host worker) is SIGKILLed and started again: every client
+//   loses its connection and reattaches with its session owner's key within the heartbeat timeout, and
+//   no session ends.
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as
@@ -26,9 +31,15 @@ interface Opened {
   id: number;
 }
 
-/** Creates `n` sessions and attaches a client of the fleet to each, a few at a time. */
-async function openSessions(stack: TestStack, fleet: ClientFleet, n: number): Promise<Opened[]> {
-  const t = await createTenant(stack, { plan: 'enterprise' });
+/**
+ * Creates `n` sessions and attaches a client of the fleet to each, a few at a time; with `reattach`,
+ * as the tenant `t`'s member whose key that is, each client reattaching on a lost connection.
+ */
+async function openSessions(
+  stack: TestStack, fleet: ClientFleet, n: number,
+  opts: { tenant?: Awaited<ReturnType<typeof createTenant>>; reattach?: { privateKey: string; withinMs: number } } = {},
+): Promise<Opened[]> {
+  const t = opts.tenant ?? (await createTenant(stack, { plan: 'enterprise' }));
   const opened: Opened[] = [];
   let next = 0;
   await Promise.all(Array.from({ length: 6 }, async () => {
@@ -36,7 +47,7 @@ async function openSessions(stack: TestStack, fleet: ClientFleet, n: number): Pr
       next++;
       const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
       if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
-      await fleet.attach(r.body.id, r.body.connect);
+      await fleet.attach(r.body.id, r.body.connect, opts.reattach);
       opened.push({ id: r.body.id });
     }
   }));
@@ -138,6 +149,94 @@ describe('the Temporal server stopped for longer than the heartbeat timeout, and
     expect(await casualties(stack, fleet, sessions)).toEqual([]);
     expect((await fleet.open()).length).toBe(SESSIONS);
   }, 150_000);
+});
+
+describe('the portal\'s process SIGKILLed and started again: every client reattaches with its owner\'s key', () => {
+  const SESSIONS = 30;
+  // Longer than the file's 8 s: the killed process has to start again (a few seconds) and 30 clients
+  // come back through it before the workflows take them for gone.
+  const REATTACH_TIMEOUT_S = 20;
+  let stack: TestStack;
+  let host: WorkerProcess | undefined;
+  let hostEnv: Record<string, string>;
+  let fleet: ClientFleet;
+
+  beforeAll(async () => {
+    // The API and the session workflows here; the portal and the host worker (ESSH_WORKER_ROLES=host)
+    // in a process of their own, on a fixed port so that the `connect` blocks hold across its restart.
+    stack = await startTestStack({
+      parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+      env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(REATTACH_TIMEOUT_S) },
+    });
+    hostEnv = {
+      ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `portal-restart-${randomBytes(3).toString('hex')}`,
+      ESSH_SSH_PORT: String(await freePort()),
+    };
+    host = await startWorkerProcess(stack, hostEnv);
+    fleet = await startClientFleet();
+  }, 180_000);
+  afterAll(async () => {
+    await fleet?.close().catch(() => undefined);
+    await fleet?.stop();
+    if (stack && host) await endAllSessions(stack).catch(() => undefined);
+    await host?.stop();
+    await stack?.stop();
+  }, 120_000);
+
+  it(`${SESSIONS} clients reattach within the heartbeat timeout (${REATTACH_TIMEOUT_S} s); no session ends; one that leaves then ends its session`, async () => {
+    const t = await createTenant(stack, { plan: 'enterprise' });
+    const key = ssh2.utils.generateKeyPairSync('ed25519');
+    const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.public });
+    expect(k.status).toBe(201);
+    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: key.private, withinMs: REATTACH_TIMEOUT_S * 1000 } });
+    expect((await fleet.open()).length).toBe(SESSIONS);
+    // Every session `active`, its heartbeats flowing, before the kill.
+    await sleep(2 * HEARTBEAT_S * 1000);
+    expect(await casualties(stack, fleet, sessions)).toEqual([]);
+
+    const killedAt = Date.now();
+    await host!.kill('SIGKILL');
+    host = await startWorkerProcess(stack, hostEnv);
+    const upS = (Date.now() - killedAt) / 1000;
+    const ids = sessions.map((s) => s.id).sort();
+    // A reattach counts once its client has its program's prompt again (a new `docker exec` in the
+    // same container); a refused one is reported as a close.
+    await waitFor('every client to reattach', async () =>
+      fleet.unexpectedCloses.length > 0 || new Set(fleet.reattaches.map((r) => r.id)).size === SESSIONS, REATTACH_TIMEOUT_S * 1000, 100)
+      .catch(() => undefined);
+    const where = () => `host back after ${upS.toFixed(1)} s; reattached: ` +
+      fleet.reattaches.map((r) => `${r.id} at ${((r.at - killedAt) / 1000).toFixed(1)} s (${r.attempts})`).join(', ') +
+      `\nthe host process said:\n${host!.output().slice(-3000)}`;
+    expect(await casualties(stack, fleet, sessions), where()).toEqual([]);
+    expect([...new Set(fleet.losses.map((l) => l.id))].sort()).toEqual(ids);
+    expect([...new Set(fleet.reattaches.map((r) => r.id))].sort()).toEqual(ids);
+    const after = fleet.reattaches.map((r) => r.at - killedAt).sort((a, b) => a - b);
+    console.info(
+      `portal restart: the host process was back ${upS.toFixed(1)} s after the kill; ${SESSIONS} clients reattached ` +
+        `${(after[0]! / 1000).toFixed(1)}–${(after.at(-1)! / 1000).toFixed(1)} s after it ` +
+        `(${fleet.reattaches.reduce((a, r) => a + r.attempts, 0)} connections in all)`,
+    );
+    expect(after.at(-1)!).toBeLessThan(REATTACH_TIMEOUT_S * 1000);
+    expect((await fleet.open()).length).toBe(SESSIONS);
+
+    // Twice the heartbeat timeout on the reattached connections: nothing ends, nobody is let go.
+    await sleep(2 * REATTACH_TIMEOUT_S * 1000);
+    expect(await casualties(stack, fleet, sessions)).toEqual([]);
+    expect((await fleet.open()).length).toBe(SESSIONS);
+
+    // A client that leaves now ends its session at once, by the portal's clientDisconnected for the
+    // reattached connection (not a heartbeat timeout, whose message would say so).
+    const [first] = sessions;
+    const leftAt = Date.now();
+    await fleet.close([first!.id]);
+    const ended = await waitFor('the session whose client left to end', async () => {
+      const r = await stack.runtime.db.selectFrom('operations').select(['state', 'end_reason', 'end_message']).where('id', '=', first!.id).executeTakeFirstOrThrow();
+      return r.state === 'ended' ? r : undefined;
+    }, 3 * REATTACH_TIMEOUT_S * 1000);
+    expect(ended).toMatchObject({ end_reason: 'disconnect', end_message: 'the client closed the connection' });
+    expect(Date.now() - leftAt).toBeLessThan(REATTACH_TIMEOUT_S * 1000);
+    expect(await casualties(stack, fleet, sessions.slice(1))).toEqual([]);
+  }, 300_000);
 });
 
 function freePort(): Promise<number> {
