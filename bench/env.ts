@@ -7,6 +7,7 @@ import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import Docker from 'dockerode';
+import { removeInstallationFromEngine } from '../host/containers.js';
 import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
 import { imageRepository } from '../lib/grants.js';
 import { createLogger } from '../lib/log.js';
@@ -67,6 +68,9 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     const splitMain = process.env.ESSH_BENCH_SPLIT_MAIN === '1';
     if (split && splitMain) throw new Error('ESSH_BENCH_SPLIT_HOST and ESSH_BENCH_SPLIT_MAIN go one at a time');
     const runtime = await startRuntime(config, { api: true, worker: !splitMain, portal: true, hostStacks: split ? [] : ['local'] }, log);
+    // After the runtime and its child processes stop: what the benchmark's installation left on the engine
+    // (sessions of a module that failed midway, the warm pool, its network).
+    stopAll.unshift(() => removeInstallationFromEngine(new Docker(), runtime.instanceId));
     stopAll.unshift(() => runtime.stop());
     const childEnv = {
       TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,

@@ -223,6 +223,19 @@ async function makeSessionNetwork(docker: Docker, installation: string, db: Db, 
   }
 }
 
+/**
+ * Removes everything an installation made on an engine: its containers (sessions and warm pool) and
+ * its session network. Only for installations that are thrown away (a test file's, a benchmark's): a
+ * real one keeps its network for as long as it runs sessions, and the engine has address ranges for
+ * a few dozen networks only.
+ */
+export async function removeInstallationFromEngine(docker: Docker, installation: string): Promise<void> {
+  const left = await docker.listContainers({ all: true, filters: { label: [`${LABELS.instance}=${installation}`] } });
+  await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+  await docker.getNetwork(sessionNetworkName(installation)).remove().catch(() => undefined);
+  sessionNetworks.delete(sessionNetworkName(installation));
+}
+
 /** Stops (with a grace period) and removes a container; nothing to do if it is gone. */
 export async function removeContainer(docker: Docker, nameOrId: string, stopGraceS: number): Promise<{ removed: boolean }> {
   const container = docker.getContainer(nameOrId);

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot, toolPath } from '../lib/config.js';
-import { ApiClient, containerExists, waitFor } from './harness.js';
+import { removeInstallationFromEngine } from '../host/containers.js';
+import { ApiClient, containerExists, docker, waitFor } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -103,6 +104,10 @@ describe('npm start: the embedded stack', () => {
     const id = created.body.id as number;
     await waitFor('the demo session to be ready', async () => (await api.get(`/sessions/${id}`, demoToken)).body.state === 'waiting_for_client');
     const containerId = (await api.get(`/sessions/${id}`, demoToken)).body.container_id as string;
+    // The stack's installation keeps its warm pool and network on the engine after it stops, as a real
+    // one must; this throw-away one is removed when the file ends, after the stack has stopped.
+    const installation = (await docker.getContainer(containerId).inspect()).Config.Labels['essh.instance']!;
+    cleanups.unshift(() => removeInstallationFromEngine(docker, installation));
 
     // The six search attributes are registered: the operator's query finds the session.
     const temporal = toolPath('temporal');

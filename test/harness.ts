@@ -15,8 +15,7 @@ import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
-import { sessionContainerName } from '../host/containers.js';
-import { sessionNetworkName } from '../lib/networks.js';
+import { removeInstallationFromEngine, sessionContainerName } from '../host/containers.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
 import pg from 'pg';
 
@@ -124,11 +123,9 @@ export async function startTestStack(
     async stop() {
       await runtime.stop();
       // Sessions still open when a file ends would leave their containers on the shared engine, with
-      // no reconciler of this installation left to remove them.
-      const left = await docker.listContainers({ all: true, filters: { label: [`essh.instance=${runtime.instanceId}`] } });
-      await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
-      // Each installation has a network of its own, and the engine has addresses for a few dozen.
-      await docker.getNetwork(sessionNetworkName(runtime.instanceId)).remove().catch(() => undefined);
+      // no reconciler of this installation left to remove them; and its network would hold one of the
+      // engine's few dozen address ranges.
+      await removeInstallationFromEngine(docker, runtime.instanceId);
       await testDb.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
