@@ -1,4 +1,4 @@
-import { ApplicationFailure, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
@@ -42,7 +42,9 @@ export function createHostActivities(deps: HostActivityDeps) {
      * client attaches. Idempotent: a retry finds the container an earlier attempt got (by its name).
      */
     async provisionContainer(spec: ContainerSpecRequest): Promise<{ containerId: string }> {
-      const steps = new StepTimer();
+      // Each step done is the activity's heartbeat detail: `temporal workflow describe` shows where a
+      // provisioning that takes long stands (no heartbeat timeout: nothing is cut short by it).
+      const steps = new StepTimer((step, ms) => Context.current().heartbeat({ done: step, ms }));
       // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
       const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
       if (!app) throw provisionError(`app ${spec.app} no longer exists`);

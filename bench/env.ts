@@ -179,7 +179,11 @@ async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: 
     await stop();
     throw err;
   }
-  // Its warnings after start-up (failed tasks, say) belong in the benchmark's output.
+  // Its warnings after start-up (failed tasks, a slow provisioning) belong in the benchmark's output;
+  // its log lines go to stdout.
+  child.stdout.removeAllListeners('data');
+  child.stderr.removeAllListeners('data');
+  child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
   child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
   return { stop, kill };
 }

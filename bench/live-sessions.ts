@@ -109,7 +109,7 @@ async function openOne(ctx: BenchContext, fleet: ClientFleet, app: string, token
       .then((h) => (h.events ?? []).slice(-6).map((e) => `${e.eventTime?.seconds} ${String(e.eventType)}`).join(', '), (e) => String(e));
     // An activity still pending (Temporal writes its start only when it ends): which, how often tried, why it failed.
     const pending = await handle.describe().then((d) => (d.raw.pendingActivities ?? []).map((a) =>
-      `${a.activityType?.name} state ${String(a.state)} attempt ${a.attempt}${a.lastFailure?.message ? ` last failure: ${a.lastFailure.message}` : ''}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}`,
+      `${a.activityType?.name} state ${String(a.state)} attempt ${a.attempt}${a.lastFailure?.message ? ` last failure: ${a.lastFailure.message}` : ''}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}${a.heartbeatDetails?.payloads?.length ? ` last step ${Buffer.from(a.heartbeatDetails.payloads[0]!.data ?? []).toString('utf8')}` : ''}`,
     ).join('; '), (e) => String(e));
     ctx.progress(`${B}: session ${r.body.id}'s last events: ${events}; pending: ${pending || 'none'}`);
     throw new Error(`${(err as Error).message} (session ${r.body.id} is ${row?.state}; the portal has ${read ? `read ${read.bytesFromContainer} bytes from its program` : 'no attachment for it'}; ${((performance.now() - t0) / 1000).toFixed(1)} s after the create)`);

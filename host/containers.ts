@@ -126,9 +126,13 @@ export class StepTimer {
   private last = this.started;
   private readonly steps: [string, number][] = [];
 
+  /** `onStep` hears of each step as it is done (an activity's heartbeat: where a pending one stands). */
+  constructor(private readonly onStep?: (step: string, ms: number) => void) {}
+
   done(step: string) {
     const now = Date.now();
     this.steps.push([step, now - this.last]);
+    this.onStep?.(step, now - this.last);
     this.last = now;
   }
 
