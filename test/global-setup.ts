@@ -21,14 +21,7 @@ declare module 'vitest' {
  * test file gets a namespace of its own on it. The workflow bundle is built once and shared.
  */
 export default async function setup(project: TestProject) {
-  const env = await TestWorkflowEnvironment.createLocal({
-    server: {
-      executable: { type: 'existing-path', path: toolPath('temporal') },
-      searchAttributes: SEARCH_ATTRIBUTE_KEYS,
-      // Suggest continue-as-new early so that every session test also exercises it.
-      extraArgs: [...EAGER_START_ARGS, '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
-    },
-  });
+  const env = await startServer();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-test-'));
   const bundle = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
   const bundlePath = path.join(dir, 'workflow-bundle.js');
@@ -39,6 +32,28 @@ export default async function setup(project: TestProject) {
     await env.teardown();
     await rm(dir, { recursive: true, force: true });
   };
+}
+
+/**
+ * The SDK gives the server 5 s to answer, which a machine busy compiling native modules (the first
+ * `npm ci` of a Node 24 run) can miss: a run must not fail for that, so it is tried three times.
+ */
+async function startServer(): Promise<TestWorkflowEnvironment> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await TestWorkflowEnvironment.createLocal({
+        server: {
+          executable: { type: 'existing-path', path: toolPath('temporal') },
+          searchAttributes: SEARCH_ATTRIBUTE_KEYS,
+          // Suggest continue-as-new early so that every session test also exercises it.
+          extraArgs: [...EAGER_START_ARGS, '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
+        },
+      });
+    } catch (err) {
+      if (attempt === 3 || !/did not start within/.test((err as Error).message)) throw err;
+      console.error(`the Temporal dev server did not answer within the SDK's 5 s (attempt ${attempt} of 3); starting it again`);
+    }
+  }
 }
 
 const noop = () => undefined;
