@@ -36,7 +36,8 @@ export default async function setup(project: TestProject) {
 
 /**
  * The SDK gives the server 5 s to answer, which a machine busy compiling native modules (the first
- * `npm ci` of a Node 24 run) can miss: a run must not fail for that, so it is tried three times.
+ * `npm ci` of a Node 24 run) can miss, and once missed it three times in 30 s on an idle machine: a
+ * run must not fail for that, so it is tried five times over about a minute.
  */
 async function startServer(): Promise<TestWorkflowEnvironment> {
   for (let attempt = 1; ; attempt++) {
@@ -50,8 +51,9 @@ async function startServer(): Promise<TestWorkflowEnvironment> {
         },
       });
     } catch (err) {
-      if (attempt === 3 || !/did not start within/.test((err as Error).message)) throw err;
-      console.error(`the Temporal dev server did not answer within the SDK's 5 s (attempt ${attempt} of 3); starting it again`);
+      if (attempt === 5 || !/did not start within/.test((err as Error).message)) throw err;
+      console.error(`the Temporal dev server did not answer within the SDK's 5 s (attempt ${attempt} of 5); starting it again`);
+      await new Promise((r) => setTimeout(r, 2000 * 2 ** (attempt - 1)));
     }
   }
 }
