@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -19,6 +18,7 @@ import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { workflowsPath } from '../worker/workers.js';
 import type { BenchContext } from './types.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
  * A whole essh stack for the benchmarks, as `npm start` runs it but on throw-away state: a Temporal
@@ -188,16 +188,6 @@ async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: 
   return { stop, kill };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const noop = () => undefined;
 const quietLogger = { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: console.error };

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
-import net, { type AddressInfo } from 'node:net';
 import { Client, Connection, isGrpcServiceError, type ConnectionLike, type ConnectionOptions } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
 import type { Config } from './config.js';
+import { freeLoopbackPort } from './free-port.js';
 
 type TemporalConfig = Config['temporal'];
 
@@ -95,15 +95,6 @@ export async function temporalSdkMetrics(): Promise<string> {
   }
 }
 
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.once('error', reject);
-  });
-}
 
 /**
  * The server's IndexedValueType numbers (temporal.api.enums.v1) and the `temporal` CLI's names for

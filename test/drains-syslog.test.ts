@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +8,7 @@ import { selfSignedCert, type Cert } from './drains-receivers.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // Debian's rsyslogd (with rsyslog-gnutls) as the receiver: RFC 5425 TLS input, RFC 6587 octet-counted
 // framing, its default 8 KiB maximum message size, and every message written as rsyslog's own JSON.
@@ -18,13 +18,6 @@ let rsyslog: ChildProcess;
 let port: number;
 let outFile: string;
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 beforeAll(async () => {
   stack = await startTestStack();

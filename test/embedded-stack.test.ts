@@ -1,6 +1,5 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,18 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot, toolPath } from '../lib/config.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { ApiClient, containerExists, docker, waitFor } from './harness.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.once('error', reject);
-  });
-}
 
 interface Started {
   child: ChildProcess;

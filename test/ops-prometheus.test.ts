@@ -2,7 +2,6 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -12,6 +11,7 @@ import { createLogger } from '../lib/log.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
  * What an operator deploys (deploy/prometheus, deploy/grafana) against a running essh: an API process
@@ -37,15 +37,6 @@ let tenant: Awaited<ReturnType<typeof createTenant>>;
 let appId: number;
 let waiting: number;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.once('error', reject);
-  });
-}
 
 async function query(expr: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> {
   const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);

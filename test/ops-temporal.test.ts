@@ -1,7 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +16,7 @@ import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import { startWorkerProcess } from './worker-process.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
  * essh against an external Temporal that it did not start: a separate `temporal server start-dev`
@@ -44,15 +44,6 @@ let stack: TestStack | undefined;
 let dir: string;
 let browser: BrowserContext | undefined;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.once('error', reject);
-  });
-}
 
 /** essh's attributes present in the namespace, with their types as the CLI names them. */
 async function esshAttributes(namespace: string): Promise<Record<string, string>> {

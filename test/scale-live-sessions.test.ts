@@ -9,7 +9,6 @@
 //   loses its connection and reattaches with its session owner's key within the heartbeat timeout, and
 //   no session ends.
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +19,7 @@ import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
 import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as
 // 150 would by default, and 40 s cross the heartbeat timeout five times.
@@ -239,13 +239,3 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
   }, 300_000);
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
