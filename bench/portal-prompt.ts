@@ -88,7 +88,7 @@ function cliStartup(): Promise<number> {
 }
 
 /** The same path without the CLI process: POST, then the portal with ssh2 in this process. */
-async function promptInProcess(ctx: BenchContext, app: string, token: string): Promise<PromptSample & { id: number }> {
+export async function promptInProcess(ctx: BenchContext, app: string, token: string): Promise<PromptSample & { id: number }> {
   const started = performance.now();
   const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, {});
   const shell = await openPortalShell(created.connect, { pty: { rows: 24, cols: 80, term: 'xterm' } });

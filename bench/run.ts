@@ -4,6 +4,7 @@ import { startBenchEnv } from './env.js';
 import { createThroughput } from './create-throughput.js';
 import { drainThroughput } from './drain-throughput.js';
 import { liveSessions } from './live-sessions.js';
+import { portalAbuse } from './portal-abuse.js';
 import { portalEcho } from './portal-echo.js';
 import { portalPrompt } from './portal-prompt.js';
 import { portalThroughput } from './portal-throughput.js';
@@ -12,7 +13,7 @@ import { slotAfterBulk } from './slot-after-bulk.js';
 import { formatTable } from './stats.js';
 import type { BenchModule, BenchRow } from './types.js';
 
-const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, drainThroughput, createThroughput, liveSessions];
+const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions];
 
 async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
