@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot, toolPath } from '../lib/config.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
-import { ApiClient, containerExists, docker, waitFor } from './harness.js';
+import { ApiClient, containerExists, docker, rememberInstallation, waitFor } from './harness.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 const run = promisify(execFile);
@@ -98,6 +98,7 @@ describe('npm start: the embedded stack', () => {
     // The stack's installation keeps its warm pool and network on the engine after it stops, as a real
     // one must; this throw-away one is removed when the file ends, after the stack has stopped.
     const installation = (await docker.getContainer(containerId).inspect()).Config.Labels['essh.instance']!;
+    rememberInstallation(installation);
     cleanups.unshift(() => removeInstallationFromEngine(docker, installation));
 
     // The six search attributes are registered: the operator's query finds the session.

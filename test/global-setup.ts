@@ -1,9 +1,11 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
+import Docker from 'dockerode';
 import type { TestProject } from 'vitest/node';
+import { removeInstallationFromEngine } from '../host/containers.js';
 import { toolPath } from '../lib/config.js';
 import { workflowsPath } from '../worker/workers.js';
 import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
@@ -29,9 +31,19 @@ export default async function setup(project: TestProject) {
   project.provide('temporalAddress', env.connection.options.address);
   project.provide('workflowBundlePath', bundlePath);
   return async () => {
+    await removeInstallationsLeft(installationsFile(bundlePath));
     await env.teardown();
     await rm(dir, { recursive: true, force: true });
   };
+}
+
+/** The file where test/harness.ts notes each installation a run makes: one per line. */
+export const installationsFile = (workflowBundlePath: string) => path.join(path.dirname(workflowBundlePath), 'installations.txt');
+
+async function removeInstallationsLeft(file: string) {
+  const ids = new Set((await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean));
+  const docker = new Docker();
+  for (const id of ids) await removeInstallationFromEngine(docker, id).catch(() => undefined);
 }
 
 /**
