@@ -1,6 +1,6 @@
 import { statfs } from 'node:fs/promises';
 import type Docker from 'dockerode';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { LABELS } from '../lib/docker.js';
 import type { Installation } from '../lib/instance.js';
 import type { SshPortal } from '../portal/server.js';
@@ -76,6 +76,23 @@ export function registerHostMetrics(registry: Registry, deps: HostMetricsDeps) {
       const f = deps.portal?.()?.figures();
       this.set({ phase: 'authenticated' }, f ? f.connections - f.unauthenticated : 0);
       this.set({ phase: 'authenticating' }, f?.unauthenticated ?? 0);
+    },
+  });
+  new Counter({
+    name: 'essh_portal_refused_connections_total',
+    help: 'Connections the portal closed before their key exchange, by the limit that refused them (docs/threat-model.md)',
+    labelNames: ['limit'], registers,
+    collect() {
+      const refused = deps.portal?.()?.figures().refused;
+      this.reset();
+      for (const [limit, n] of Object.entries(refused ?? {})) this.inc({ limit }, n);
+    },
+  });
+  new Gauge({
+    name: 'essh_portal_reattach_waiting',
+    help: 'Sessions the reattach window keeps for clients of a crashed predecessor portal that are not back yet', registers,
+    collect() {
+      this.set(deps.portal?.()?.figures().reattachWaiting ?? 0);
     },
   });
   new Gauge({

@@ -17,6 +17,8 @@ const envSchema = z.object({
   ESSH_SSH_PORT: port.default(2222),
   /** How often the SSH portal tells a session's workflow that its client is still there. */
   ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
+  /** After a portal crash: how long its successor keeps the sessions of the clients it had for them to come back. */
+  ESSH_REATTACH_WINDOW_S: seconds.default(120),
   ESSH_PUBLIC_HOST: z.string().optional(),
   /** The SSH portal's limits before authentication (portal/guard.ts). */
   ESSH_PORTAL_MAX_CONNECTIONS: z.coerce.number().int().positive().optional(),
@@ -107,7 +109,7 @@ export interface Config {
   previousSecretsKeys?: string;
   api: { host: string; port: number };
   ssh: {
-    host: string; port: number; publicHost: string; heartbeatIntervalS: number; hostKey?: string;
+    host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
     limits: Partial<{ maxConnections: number; authTimeoutS: number }>;
   };
   databaseUrl: string;
@@ -174,7 +176,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     previousSecretsKeys: e.ESSH_SECRETS_KEY_PREVIOUS,
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
     ssh: {
-      host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, hostKey: e.ESSH_PORTAL_HOST_KEY,
+      host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, reattachWindowS: e.ESSH_REATTACH_WINDOW_S, hostKey: e.ESSH_PORTAL_HOST_KEY,
       limits: {
         ...(e.ESSH_PORTAL_MAX_CONNECTIONS ? { maxConnections: e.ESSH_PORTAL_MAX_CONNECTIONS } : {}),
         ...(e.ESSH_PORTAL_AUTH_TIMEOUT_S ? { authTimeoutS: e.ESSH_PORTAL_AUTH_TIMEOUT_S } : {}),

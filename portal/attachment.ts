@@ -12,6 +12,7 @@ import { announceJournalAppended } from '../journal/news.js';
 import { isJournalSealed } from '../journal/seal.js';
 import { JournalWriteError, JournalWriter } from '../journal/writer.js';
 import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import type { AttachedNotes } from './attached-notes.js';
 import { JournaledOutput, OutputStopped } from './output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
@@ -73,7 +74,14 @@ export interface AttachmentDeps {
   log: Logger;
   /** Sessions this portal has a client attached to (a second attach is refused). */
   claims: Set<number>;
+  notes: AttachedNotes;
   portal: PortalInstance;
+}
+
+/** When the connection got past the portal's guard and when it authenticated (ms since the epoch). */
+export interface ConnectionTiming {
+  admittedAt: number;
+  authenticatedAt: number;
 }
 
 export interface PtySize {
@@ -96,6 +104,7 @@ export class Attachment {
   private exec?: Docker.Exec;
   private journal?: JournalWriter;
   private heartbeatSent = false;
+  private beat?: NodeJS.Timeout;
   private channelClosed = false;
   private readonly closed: Promise<void>;
   private readonly watch: SessionWatch;
@@ -112,6 +121,7 @@ export class Attachment {
     readonly sessionId: number,
     private readonly channel: ServerChannel,
     private readonly pty: (PtySize & { term?: string }) | null,
+    private readonly timing?: ConnectionTiming,
   ) {
     this.connectionId = connectionIdFor(deps.portal);
     this.watch = new SessionWatch(deps.db, sessionId);
@@ -193,6 +203,8 @@ export class Attachment {
       await this.fail(`essh: session ${id}: ${why}`);
       if (this.heartbeatSent) await this.disconnected('the portal could not serve the client');
     } finally {
+      this.stopHeartbeats();
+      this.deps.notes.forget(id, this.connectionId);
       claims.delete(id);
       this.watch.stop();
       clearTimeout(this.resizeTimer);
@@ -216,14 +228,21 @@ export class Attachment {
       return;
     }
     if ('refused' in ready) return this.fail(ready.refused);
+    // A client back after its portal died: the session is active and its heartbeat timeout running
+    // since the crash, so this client counts from now on, however long the engine takes with the
+    // `docker exec` when hundreds come back at once.
+    if (this.replaces.length > 0) await this.startHeartbeats();
+    const readyAt = Date.now();
     if (announced) this.say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
     const container = docker.getContainer(ready.containerId);
     const tty = this.pty !== null;
     this.journal = JournalWriter.open(this.deps.dataDir, id, { maxBytes: this.deps.journalMaxBytes });
     if (this.pty) this.journalResize();
+    const program = await this.program(ready.row);
+    const execAskedAt = Date.now();
     const exec = await container.exec({
-      Cmd: await this.program(ready.row),
+      Cmd: program,
       AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty, DetachKeys: DETACH_KEYS,
       // The client's terminal type (CONTRACT §4); the rest of the environment is the app's.
       Env: tty ? [`TERM=${this.pty?.term || 'xterm'}`] : [],
@@ -234,6 +253,7 @@ export class Attachment {
     const programStartedAt = Date.now();
     const stream = (await exec.start({ hijack: true, stdin: true, Tty: tty, ...(this.pty ? { ConsoleSize: [this.pty.rows, this.pty.cols] } : {}) })) as unknown as Duplex;
     this.exec = exec;
+    this.logAttached(readyAt, execAskedAt, programStartedAt);
     if (this.pty) this.resize(this.pty);
 
     const journal = this.journal;
@@ -244,7 +264,6 @@ export class Attachment {
       this.journalNews();
       return true;
     });
-    let beat: NodeJS.Timeout | undefined;
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => (this.bytesFromContainer += chunk.length));
@@ -262,28 +281,15 @@ export class Attachment {
       this.channel.pipe(stream, { end: !tty });
 
       const workflow = client.workflow.getHandle(sessionWorkflowId(id));
-      // The first heartbeat is what makes the session `active`.
-      await workflow.signal(heartbeatSignal, { connection_id: this.connectionId });
-      this.heartbeatSent = true;
-      // A reattach: the dead connections go only now that this one is known, so the workflow is never
-      // left without a connection (which would end the session). Left in place, one would keep the
-      // session for a heartbeat timeout after this client leaves.
-      for (const gone of this.replaces) {
-        await workflow.signal(clientDisconnectedSignal, { connection_id: gone, reason: 'its portal stopped; the client reattached' })
-          .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'clientDisconnected signal for a dead connection failed'));
-      }
-      beat = setInterval(() => {
-        workflow.signal(heartbeatSignal, { connection_id: this.connectionId }).catch((err) =>
-          log.warn({ err: (err as Error).message, session: id }, 'heartbeat signal failed'),
-        );
-      }, this.deps.heartbeatIntervalS * 1000);
+      // The first heartbeat is what makes the session `active` (a reattach has sent it already).
+      await this.startHeartbeats();
 
       const outcome = await Promise.race([
         programEnded,
         this.watch.untilEndedElsewhere().then((row) => ({ kind: 'ended' as const, row })),
         this.closed.then(() => ({ kind: 'client' as const })),
       ]);
-      clearInterval(beat);
+      this.stopHeartbeats();
       this.watch.stop();
 
       if (outcome.kind === 'client') {
@@ -308,7 +314,7 @@ export class Attachment {
       else if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
       await this.finish(code);
     } finally {
-      clearInterval(beat);
+      this.stopHeartbeats();
       this.channel.unpipe(stream);
       stream.unpipe(output);
       stream.destroy();
@@ -327,6 +333,14 @@ export class Attachment {
     const { client, log, portal } = this.deps;
     const id = this.sessionId;
     if (!portal.hostId) return ALREADY_ATTACHED(id);
+    // The common case, and the one that comes by the hundred: the note this host's portal left.
+    const noted = this.deps.notes.read(id);
+    if (noted !== null) {
+      if (!isPredecessorConnection(noted, portal)) return ALREADY_ATTACHED(id);
+      this.replaces = [noted];
+      return true;
+    }
+    // No note (attached through a portal that kept none): the workflow knows its connections.
     let timer: NodeJS.Timeout | undefined;
     try {
       const d = await Promise.race([
@@ -343,6 +357,21 @@ export class Attachment {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Like sshd's "Accepted publickey", one line per client attached, with where its wait went: the key
+   * exchange and authentication, the session's readiness (and for a reattach the workflow's answer),
+   * and the `docker exec`. A burst of reattaches after a portal restart is read from these lines.
+   */
+  private logAttached(readyAt: number, execAskedAt: number, execCreatedAt: number) {
+    const t = this.timing;
+    const now = Date.now();
+    this.deps.log.info({
+      session: this.sessionId, reattach: this.replaces.length > 0,
+      ...(t ? { handshake_ms: t.authenticatedAt - t.admittedAt, until_ready_ms: readyAt - t.authenticatedAt } : {}),
+      prepare_ms: execAskedAt - readyAt, exec_create_ms: execCreatedAt - execAskedAt, exec_start_ms: now - execCreatedAt,
+    }, 'client attached');
   }
 
   /** The session's command, else the app's, else what the image runs by default. */
@@ -365,6 +394,38 @@ export class Attachment {
       this.newsTimer = undefined;
       announceJournalAppended(this.sessionId);
     }, JOURNAL_NEWS_MS);
+  }
+
+  /**
+   * The first heartbeat, then one every interval until `stopHeartbeats`. A reattach's dead predecessor
+   * connections go only once this one is known, so the workflow is never left without a connection
+   * (which would end the session); left in place, one would keep the session for a heartbeat timeout
+   * after this client leaves.
+   */
+  private async startHeartbeats() {
+    if (this.heartbeatSent) return;
+    const { client, log, notes } = this.deps;
+    const id = this.sessionId;
+    const workflow = client.workflow.getHandle(sessionWorkflowId(id));
+    // Noted first: a reattach window (portal/reattach-window.ts) stops vouching for the dead
+    // connection as soon as the note names this one.
+    notes.note(id, this.connectionId);
+    await workflow.signal(heartbeatSignal, { connection_id: this.connectionId });
+    this.heartbeatSent = true;
+    for (const gone of this.replaces) {
+      await workflow.signal(clientDisconnectedSignal, { connection_id: gone, reason: 'its portal stopped; the client reattached' })
+        .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'clientDisconnected signal for a dead connection failed'));
+    }
+    this.beat = setInterval(() => {
+      workflow.signal(heartbeatSignal, { connection_id: this.connectionId }).catch((err) =>
+        log.warn({ err: (err as Error).message, session: id }, 'heartbeat signal failed'),
+      );
+    }, this.deps.heartbeatIntervalS * 1000);
+  }
+
+  private stopHeartbeats() {
+    clearInterval(this.beat);
+    this.beat = undefined;
   }
 
   private async disconnected(reason: string) {

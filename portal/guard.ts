@@ -15,6 +15,9 @@ export interface PortalLimits {
   authTimeoutS: number;
 }
 
+/** Which limit turned a connection away. */
+export type PortalRefusal = 'connections' | 'authenticating' | 'authenticating_per_address' | 'blocked_address';
+
 export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
   maxConnections: 2000,
   maxUnauthenticated: 200,
@@ -35,6 +38,8 @@ export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
  */
 export class PortalGuard {
   private open = 0;
+  /** Connections turned away since start, by the limit that did it (for /metrics). */
+  readonly refusals: Record<PortalRefusal, number> = { connections: 0, authenticating: 0, authenticating_per_address: 0, blocked_address: 0 };
   private readonly unauthenticated = new Map<string, number>();
   private unauthenticatedTotal = 0;
   private readonly failures: RateLimiterMemory;
@@ -54,15 +59,24 @@ export class PortalGuard {
 
   /** Whether a new connection from `address` may go on; if so, the caller reports its end with `closed`. */
   admit(address: string): boolean {
-    const { limits } = this;
-    if (this.open >= limits.maxConnections) return false;
-    if (this.unauthenticatedTotal >= limits.maxUnauthenticated) return false;
-    if ((this.unauthenticated.get(address) ?? 0) >= limits.maxUnauthenticatedPerAddress) return false;
-    if (this.isBlocked(address)) return false;
+    const refusal = this.refusalFor(address);
+    if (refusal) {
+      this.refusals[refusal]++;
+      return false;
+    }
     this.open++;
     this.unauthenticatedTotal++;
     this.unauthenticated.set(address, (this.unauthenticated.get(address) ?? 0) + 1);
     return true;
+  }
+
+  private refusalFor(address: string): PortalRefusal | null {
+    const { limits } = this;
+    if (this.open >= limits.maxConnections) return 'connections';
+    if (this.unauthenticatedTotal >= limits.maxUnauthenticated) return 'authenticating';
+    if ((this.unauthenticated.get(address) ?? 0) >= limits.maxUnauthenticatedPerAddress) return 'authenticating_per_address';
+    if (this.isBlocked(address)) return 'blocked_address';
+    return null;
   }
 
   /** The connection authenticated: it no longer counts as one still trying. */

@@ -8,9 +8,12 @@ import type { Logger } from '../lib/log.js';
 import { principalForUser } from '../services/auth.js';
 import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
-import { Attachment, newPortalInstance, type PortalInstance, type PtySize } from './attachment.js';
+import { Attachment, newPortalInstance, type ConnectionTiming, type PortalInstance, type PtySize } from './attachment.js';
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
-import { DEFAULT_PORTAL_LIMITS, PortalGuard } from './guard.js';
+import { PeriodicPass } from '../lib/periodic.js';
+import { AttachedNotes } from './attached-notes.js';
+import { ReattachWindow } from './reattach-window.js';
+import { DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
 
 
@@ -42,12 +45,21 @@ export class SshPortal {
   private readonly auth: PortalAuthenticator;
   private readonly guard: PortalGuard;
   /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
-  private readonly admitted = new Map<string, { authenticated: boolean; onAuthenticated?: () => void }>();
+  private readonly notes: AttachedNotes;
+  private readonly notesSweep: PeriodicPass<number>;
+  private readonly reattachWindow: ReattachWindow;
+  private readonly admitted = new Map<string, { authenticated: boolean; admittedAt: number; onAuthenticated?: () => void }>();
   private readonly instance: PortalInstance;
   port = 0;
 
   constructor(private readonly deps: PortalDeps) {
     this.instance = newPortalInstance(deps.hostId);
+    this.notes = new AttachedNotes(deps.config.dataDir);
+    this.reattachWindow = new ReattachWindow({
+      client: deps.client, notes: this.notes, portal: this.instance, log: deps.log,
+      heartbeatIntervalS: deps.config.ssh.heartbeatIntervalS, windowS: deps.config.ssh.reattachWindowS,
+    });
+    this.notesSweep = new PeriodicPass(() => this.notes.sweep(deps.db), { intervalS: 3600, log: deps.log, what: 'sweeping the notes of ended sessions\' clients' });
     this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
     this.guard = new PortalGuard({ ...DEFAULT_PORTAL_LIMITS, ...deps.config.ssh.limits });
   }
@@ -61,6 +73,9 @@ export class SshPortal {
       );
     }
     const hostKey = await loadOrCreateHostKey(config.dataDir);
+    // Notes a crashed predecessor left for sessions that ended while no portal ran.
+    await this.notesSweep.runOnce();
+    this.notesSweep.start();
     const ssh = new ssh2.Server({ hostKeys: [hostKey], ident: 'essh' }, (conn, info) => this.onConnection(conn, info));
     // Connections are admitted before ssh2 sees them (portal/guard.ts): one refused costs a closed
     // socket, not a key exchange.
@@ -73,13 +88,18 @@ export class SshPortal {
       });
     });
     server.on('error', (err: Error) => log.error({ err }, 'SSH portal server error'));
+    // While the clients of a crashed predecessor come back through the socket just opened.
+    void this.reattachWindow.open().catch((err) => log.warn({ err }, 'opening the reattach window failed'));
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
   }
 
   /** Open connections (admitted, authenticated or not) and those still authenticating, and channels attached to a session: for /metrics. */
-  figures(): { connections: number; unauthenticated: number; attachments: number } {
-    return { connections: this.guard.openConnections, unauthenticated: this.guard.unauthenticatedConnections, attachments: this.attachments.size };
+  figures(): { connections: number; unauthenticated: number; attachments: number; refused: Record<PortalRefusal, number>; reattachWaiting: number } {
+    return {
+      connections: this.guard.openConnections, unauthenticated: this.guard.unauthenticatedConnections, attachments: this.attachments.size,
+      refused: { ...this.guard.refusals }, reattachWaiting: this.reattachWindow.size,
+    };
   }
 
   /** What each open channel has read from its container (for tests and diagnostics). */
@@ -91,6 +111,8 @@ export class SshPortal {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
+    await this.notesSweep.stop();
+    this.reattachWindow.stop();
     const closed = new Promise<void>((r) => server.close(() => r()));
     for (const conn of this.connections) conn.end();
     await Promise.race([Promise.all([closed, ...this.serving]), new Promise((r) => setTimeout(r, 5000))]);
@@ -104,7 +126,7 @@ export class SshPortal {
       return;
     }
     const key = `${address}:${socket.remotePort}`;
-    const state: { authenticated: boolean; onAuthenticated?: () => void } = { authenticated: false };
+    const state: { authenticated: boolean; admittedAt: number; onAuthenticated?: () => void } = { authenticated: false, admittedAt: Date.now() };
     this.admitted.set(key, state);
     // A connection that never finishes authenticating (or never even says hello) is dropped.
     const authDeadline = setTimeout(() => socket.destroy(), guard.limits.authTimeoutS * 1000);
@@ -165,6 +187,7 @@ export class SshPortal {
 
     conn.on('ready', () => {
       admitted?.onAuthenticated?.();
+      const timing: ConnectionTiming = { admittedAt: admitted?.admittedAt ?? Date.now(), authenticatedAt: Date.now() };
       // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
       // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
       // client per session rule still holds.
@@ -188,7 +211,7 @@ export class SshPortal {
         session.on('subsystem', (_ok, no) => no?.());
         session.on('sftp', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null) => {
-          const served = this.serve(who, channel, pty, command, (a) => {
+          const served = this.serve(who, channel, pty, command, timing, (a) => {
             attachment = a;
             this.attachments.add(a);
             channel.once('close', () => this.attachments.delete(a));
@@ -213,15 +236,17 @@ export class SshPortal {
     channel: ServerChannel,
     pty: (PtySize & { term: string }) | null,
     command: string | null,
+    timing: ConnectionTiming,
     onAttachment: (a: Attachment) => void,
   ) {
     const { config } = this.deps;
     const deps = {
       db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
+      notes: this.notes,
     };
     if (who.kind === 'session') {
-      const attachment = new Attachment(deps, who.sessionId, channel, pty);
+      const attachment = new Attachment(deps, who.sessionId, channel, pty, timing);
       onAttachment(attachment);
       if (command !== null) {
         return attachment.fail(
@@ -245,7 +270,7 @@ export class SshPortal {
       if (err instanceof ApiError) return early.fail(`essh: ${err.message}`);
       throw err;
     }
-    const attachment = new Attachment(deps, sessionId, channel, pty);
+    const attachment = new Attachment(deps, sessionId, channel, pty, timing);
     onAttachment(attachment);
     await attachment.run({
       progress: pty !== null,

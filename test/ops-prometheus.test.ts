@@ -182,6 +182,8 @@ describe('the operators\' Prometheus set-up (deploy/prometheus)', () => {
         value('essh_journal_written_bytes_total{roles="worker,host"}').then((v) => (v ?? 0) > 0),
         value('sum(essh_host_sessions{state="running"})').then((v) => (v ?? 0) >= 1),
         value('sum(essh_portal_connections)').then((v) => v !== undefined),
+        value('sum(essh_portal_refused_connections_total)').then((v) => v !== undefined),
+        value('essh_portal_reattach_waiting').then((v) => v === 0),
         value('essh_sessions_ended_total{end_reason="exit"}').then((v) => (v ?? 0) >= 1),
         value('sum(essh_sessions_created_total)').then((v) => (v ?? 0) >= 2),
         value('essh_session_create_rejected_total{reason="not_found"}').then((v) => (v ?? 0) >= 1),

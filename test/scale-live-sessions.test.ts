@@ -9,6 +9,7 @@
 //   loses its connection and reattaches with its session owner's key within the heartbeat timeout, and
 //   no session ends.
 import { randomBytes } from 'node:crypto';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,7 +60,7 @@ async function casualties(stack: TestStack, fleet: ClientFleet, sessions: Opened
   const rows = await stack.runtime.db.selectFrom('operations').select(['id', 'state', 'end_reason', 'end_message'])
     .where('id', 'in', sessions.map((s) => s.id)).execute();
   const ended = rows.filter((r) => r.state !== 'active').map((r) => `session ${r.id}: ${r.state} ${r.end_reason ?? ''} (${r.end_message ?? ''})`);
-  const closed = fleet.unexpectedCloses.map((c) => `client of session ${c.id} let go: ${c.stderr.trim()}`);
+  const closed = fleet.unexpectedCloses.filter((c) => sessions.some((s) => s.id === c.id)).map((c) => `client of session ${c.id} let go: ${c.stderr.trim()}`);
   return [...ended, ...closed];
 }
 
@@ -156,6 +157,9 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
   // Longer than the file's 8 s: the killed process has to start again (a few seconds) and 30 clients
   // come back through it before the workflows take them for gone.
   const REATTACH_TIMEOUT_S = 20;
+  // The new portal keeps the sessions of the clients its predecessor had for this long (the
+  // reattach window, portal/reattach-window.ts): longer than the heartbeat timeout, so that it shows.
+  const REATTACH_WINDOW_S = 45;
   let stack: TestStack;
   let host: WorkerProcess | undefined;
   let hostEnv: Record<string, string>;
@@ -171,6 +175,7 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     hostEnv = {
       ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `portal-restart-${randomBytes(3).toString('hex')}`,
       ESSH_SSH_PORT: String(await freePort()),
+      ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S),
     };
     host = await startWorkerProcess(stack, hostEnv);
     fleet = await startClientFleet();
@@ -189,20 +194,31 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.public });
     expect(k.status).toBe(201);
     const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: key.private, withinMs: REATTACH_TIMEOUT_S * 1000 } });
-    expect((await fleet.open()).length).toBe(SESSIONS);
+    // And one whose client will not come back: its session lasts as long as the reattach window.
+    const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t });
+    expect((await fleet.open()).length).toBe(SESSIONS + 1);
     // Every session `active`, its heartbeats flowing, before the kill.
     await sleep(2 * HEARTBEAT_S * 1000);
     expect(await casualties(stack, fleet, sessions)).toEqual([]);
+    // The portal noted on the host's disk which connection each client is on: the process that takes
+    // over reads these instead of asking each workflow (portal/attached-notes.ts).
+    const noted = () => readdirSync(path.join(stack.dataDir, 'attached')).map(Number).filter((id) => sessions.some((s) => s.id === id)).sort();
+    expect(noted()).toEqual(sessions.map((s) => s.id).sort());
+    expect(readdirSync(path.join(stack.dataDir, 'attached'))).toContain(String(stayAway!.id));
+    // One a crash left for a session that has ended since: the next start sweeps it.
+    const stray = path.join(stack.dataDir, 'attached', '999999999999');
+    writeFileSync(stray, `portal-0badb007-000000000000@${hostEnv.ESSH_HOST_ID}`);
 
     const killedAt = Date.now();
     await host!.kill('SIGKILL');
     host = await startWorkerProcess(stack, hostEnv);
     const upS = (Date.now() - killedAt) / 1000;
+    expect(readdirSync(path.dirname(stray))).not.toContain(path.basename(stray));
     const ids = sessions.map((s) => s.id).sort();
     // A reattach counts once its client has its program's prompt again (a new `docker exec` in the
     // same container); a refused one is reported as a close.
     await waitFor('every client to reattach', async () =>
-      fleet.unexpectedCloses.length > 0 || new Set(fleet.reattaches.map((r) => r.id)).size === SESSIONS, REATTACH_TIMEOUT_S * 1000, 100)
+      fleet.unexpectedCloses.some((c) => c.id !== stayAway!.id) || new Set(fleet.reattaches.map((r) => r.id)).size === SESSIONS, REATTACH_TIMEOUT_S * 1000, 100)
       .catch(() => undefined);
     const where = () => `host back after ${upS.toFixed(1)} s; reattached: ` +
       fleet.reattaches.map((r) => `${r.id} at ${((r.at - killedAt) / 1000).toFixed(1)} s (${r.attempts})`).join(', ') +
@@ -224,6 +240,15 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     expect(await casualties(stack, fleet, sessions)).toEqual([]);
     expect((await fleet.open()).length).toBe(SESSIONS);
 
+    // The session whose client stayed away outlived the heartbeat timeout, and ended when the window
+    // closed, saying so.
+    const strayEnd = await waitFor('the session whose client stayed away to end', async () => {
+      const r = await stack.runtime.db.selectFrom('operations').select(['state', 'end_reason', 'end_message', 'ended_at']).where('id', '=', stayAway!.id).executeTakeFirstOrThrow();
+      return r.state === 'ended' ? r : undefined;
+    }, (REATTACH_WINDOW_S + REATTACH_TIMEOUT_S) * 1000);
+    expect(strayEnd).toMatchObject({ end_reason: 'disconnect', end_message: `its client did not come back within ${REATTACH_WINDOW_S} s of its portal's restart` });
+    expect(Date.parse(strayEnd.ended_at!) - killedAt).toBeGreaterThan(REATTACH_TIMEOUT_S * 1000);
+
     // A client that leaves now ends its session at once, by the portal's clientDisconnected for the
     // reattached connection (not a heartbeat timeout, whose message would say so).
     const [first] = sessions;
@@ -236,6 +261,8 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     expect(ended).toMatchObject({ end_reason: 'disconnect', end_message: 'the client closed the connection' });
     expect(Date.now() - leftAt).toBeLessThan(REATTACH_TIMEOUT_S * 1000);
     expect(await casualties(stack, fleet, sessions.slice(1))).toEqual([]);
+    // Its note went with it; the others' stay, now naming the new process's connections.
+    expect(noted()).toEqual(sessions.slice(1).map((s) => s.id).sort());
   }, 300_000);
 });
 
