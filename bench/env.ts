@@ -74,7 +74,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     stopAll.unshift(() => runtime.stop());
     const childEnv = {
       TEMPORAL_ADDRESS: temporal.connection.options.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: config.databaseUrl,
-      ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: 'warn', ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
+      ESSH_DATA_DIR: dataDir, ESSH_STOP_GRACE_S: '2', ESSH_LOG_LEVEL: process.env.ESSH_BENCH_HOST_LOG_LEVEL ?? 'warn', ESSH_DRAINS_ALLOW_PRIVATE: '1', ESSH_METRICS_PORT: '0',
     };
     let restartHost: (() => Promise<void>) | undefined;
     if (split) {
