@@ -13,7 +13,8 @@ import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../stack/runtime.js';
 import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
-import { containerExists, docker, DEMO_IMAGE, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';
+import { removeInstallationFromEngine } from '../host/containers.js';
+import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;
@@ -53,10 +54,12 @@ beforeAll(async () => {
   // The real workers, activities, host agent and reconcilers, on the time-skipping server.
   runtime = await startRuntime(config, { worker: true, hostStacks: ['local'], workflowBundle: workflowBundle() }, createLogger('warn'));
   db = runtime.db;
+  rememberInstallation(runtime.instanceId);
   await startOperationIdsAt(db, 'sqlite', uniqueIdBase());
 });
 afterAll(async () => {
   await runtime?.stop();
+  if (runtime) await removeInstallationFromEngine(docker, runtime.instanceId);
   await env?.teardown();
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
