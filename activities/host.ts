@@ -45,6 +45,10 @@ export function createHostActivities(deps: HostActivityDeps) {
       // Each step done is the activity's heartbeat detail: `temporal workflow describe` shows where a
       // provisioning that takes long stands (no heartbeat timeout: nothing is cut short by it).
       const steps = new StepTimer((step, ms) => Context.current().heartbeat({ done: step, ms }));
+      // The first heartbeat says the code began, and how long after the task was scheduled: a stall
+      // seen at about 480 containers (docs/scale.md) left no step at all behind.
+      const { currentAttemptScheduledTimestampMs } = Context.current().info;
+      Context.current().heartbeat({ done: 'picked up', ms: Date.now() - currentAttemptScheduledTimestampMs });
       // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
       const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
       if (!app) throw provisionError(`app ${spec.app} no longer exists`);
@@ -57,8 +61,9 @@ export function createHostActivities(deps: HostActivityDeps) {
       } catch (err) {
         throw provisionError((err as Error).message);
       }
+      steps.done('app');
       await startJournal(spec, app.account_id);
-      steps.done('records');
+      steps.done('journal');
 
       const name = sessionContainerName(installation.id, spec.operationId);
       const resources = { memoryMb: spec.containerSizeMb, cpus: spec.cpus, pidsLimit: spec.pidsLimit };
