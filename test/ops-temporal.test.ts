@@ -203,14 +203,21 @@ describe('each session in the Temporal UI', () => {
     const url = `${uiUrl}/namespaces/default/workflows/ssh-session-${id}/${runId}/${tab}`;
     let text = '';
     const deadline = Date.now() + 60_000;
-    await page.goto(url);
+    // A request dropped that way may also leave the page blank (an asset that never loaded): that is
+    // loaded again too, after a while.
+    const load = async () => {
+      loadedAt = Date.now();
+      await page.goto(url).catch(() => undefined);
+    };
+    let loadedAt = 0;
+    await load();
     while (!until(text)) {
       if (Date.now() > deadline) throw new Error(`the Temporal UI's ${tab} page of session ${id} did not show what was expected within 60 s; it showed:\n${text}`);
       await sleep(500);
       // Temporal markdown (summary, details) is rendered in sandboxed frames of their own.
       text = (await Promise.all(page.frames().map((f) => f.evaluate(() => document.body?.innerText ?? '').catch(() => '')))).join('\n');
-      if (/Internal Error|Uh oh/.test(text)) {
-        await page.goto(url);
+      if (/Internal Error|Uh oh/.test(text) || (!text.trim() && Date.now() - loadedAt > 10_000)) {
+        await load();
         text = '';
       }
     }
