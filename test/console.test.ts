@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
 
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
@@ -141,6 +141,10 @@ describe('the web console', () => {
     await page.close();
   });
 
+  /** Waits for the list to hold exactly the one session's row (CI once read it between two renders). */
+  const onlyRow = (page: Page, id: number) => waitFor(`the list to hold only session ${id}`, async () =>
+    (await page.locator('#sessions tbody tr').count()) === 1 && (await page.locator(`#sessions tr[data-session="${id}"]`).count()) === 1, 15_000, 50);
+
   it('filters by app, state and user (an operator sees every account)', async () => {
     const page = await browser.newPage();
     await signIn(page, stack.adminToken);
@@ -148,8 +152,8 @@ describe('the web console', () => {
     await page.selectOption('#filter-app', B.app);
     await page.click('#filters button[type=submit]');
     await page.waitForURL(new RegExp(`#/sessions\\?app=${B.app}$`));
-    await page.waitForSelector(`#sessions tr[data-session="${theirs}"]`);
-    expect(await page.locator('#sessions tbody tr').count()).toBe(1);
+    // The unfiltered list is still on the page until the filtered one replaces it.
+    await onlyRow(page, theirs);
 
     await page.goto(`${stack.url}/console#/sessions?state=active`);
     await page.waitForSelector('#list-status .alert');
@@ -159,8 +163,7 @@ describe('the web console', () => {
     await page.selectOption('#filter-user', String(A.user.id));
     await page.click('#filters button[type=submit]');
     await page.waitForURL(/state=ended&user=/);
-    await page.waitForSelector(`#sessions tr[data-session="${mine.id}"]`);
-    expect(await page.locator('#sessions tbody tr').count()).toBe(1);
+    await onlyRow(page, mine.id);
     await page.close();
   });
 
