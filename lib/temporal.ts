@@ -95,7 +95,6 @@ export async function temporalSdkMetrics(): Promise<string> {
   }
 }
 
-
 /**
  * The server's IndexedValueType numbers (temporal.api.enums.v1) and the `temporal` CLI's names for
  * them: a dozen constants rather than a dependency on the generated protobuf package.

@@ -5,12 +5,12 @@ import ssh2, { type Connection, type ServerChannel } from 'ssh2';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
+import { PeriodicPass } from '../lib/periodic.js';
 import { principalForUser } from '../services/auth.js';
 import { ApiError } from '../services/errors.js';
 import type { SessionsService } from '../services/sessions.js';
 import { Attachment, newPortalInstance, type ConnectionTiming, type PortalInstance, type PtySize } from './attachment.js';
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
-import { PeriodicPass } from '../lib/periodic.js';
 import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
 import { DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
@@ -44,10 +44,10 @@ export class SshPortal {
   private readonly attachments = new Set<Attachment>();
   private readonly auth: PortalAuthenticator;
   private readonly guard: PortalGuard;
-  /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
   private readonly notes: AttachedNotes;
   private readonly notesSweep: PeriodicPass<number>;
   private readonly reattachWindow: ReattachWindow;
+  /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
   private readonly admitted = new Map<string, { authenticated: boolean; admittedAt: number; onAuthenticated?: () => void }>();
   private readonly instance: PortalInstance;
   port = 0;

@@ -18,7 +18,6 @@ let rsyslog: ChildProcess;
 let port: number;
 let outFile: string;
 
-
 beforeAll(async () => {
   stack = await startTestStack();
   cert = await selfSignedCert();

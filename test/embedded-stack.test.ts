@@ -11,7 +11,6 @@ import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 const run = promisify(execFile);
 
-
 interface Started {
   child: ChildProcess;
   output: () => string;

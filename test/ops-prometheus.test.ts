@@ -37,7 +37,6 @@ let tenant: Awaited<ReturnType<typeof createTenant>>;
 let appId: number;
 let waiting: number;
 
-
 async function query(expr: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> {
   const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
   const body = (await res.json()) as { status: string; error?: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
