@@ -14,6 +14,7 @@ import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../stack/runtime.js';
 import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
+import { startTemporalServer } from './temporal-start.js';
 import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';
 
 const HOUR = 3600_000;
@@ -27,9 +28,9 @@ let dataDir: string;
 beforeAll(async () => {
   // Before the environment starts the SDK's runtime, so that its log lines follow our level.
   routeTemporalLogs(createLogger('warn'));
-  env = await TestWorkflowEnvironment.createTimeSkipping({
+  env = await startTemporalServer(() => TestWorkflowEnvironment.createTimeSkipping({
     server: { executable: { type: 'existing-path', path: toolPath('temporal-test-server') } },
-  });
+  }), 'the time-skipping test server');
   // The time-skipping server knows no custom search attribute until told (it implements
   // AddSearchAttributes, though not ListSearchAttributes); without them, starting the session fails.
   const types = temporal.api.enums.v1.IndexedValueType;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { removeInstallationFromEngine, sessionContainerName } from '../host/containers.js';
-import { installationsFile } from './global-setup.js';
+import { noteInstallation } from './installations.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
 import pg from 'pg';
 
@@ -134,14 +134,9 @@ export async function startTestStack(
   };
 }
 
-/**
- * Notes an installation the run made, for the run's teardown (test/global-setup.ts) to remove from the
- * engine whatever of it is left: a file whose afterAll timed out, or a process it spawned that made the
- * session network again after `stop()` removed it, would otherwise keep one of the engine's few dozen
- * address ranges for good (seventeen were found left after a day of runs).
- */
+/** Notes an installation the run made, for the run's teardown to remove what is left of it (test/installations.ts). */
 export function rememberInstallation(installation: string) {
-  appendFileSync(installationsFile(inject('workflowBundlePath')), `${installation}\n`);
+  noteInstallation(inject('workflowBundlePath'), installation);
 }
 
 /**
