@@ -68,6 +68,8 @@ describe('the SSH portal under abuse', () => {
     expect(writes, writes.join('\n')).toEqual([]);
     // One address keeps at most 10 connections in the authentication phase.
     expect(heldOpen).toBeLessThanOrEqual(10);
+    // And /metrics' essh_portal_refused_connections_total says which limit turned the other 190 away.
+    expect(stack.runtime.portal!.figures().refused.authenticating_per_address).toBeGreaterThanOrEqual(190);
 
     // The same attack from fresh addresses, while the user opens sessions.
     const second = attack('127.0.0.3', '127.0.2.0');
