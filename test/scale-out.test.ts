@@ -27,11 +27,13 @@ beforeAll(async () => {
   // Each host a machine of its own as far as essh can tell: its own data dir (journals, portal host
   // key), the installation's database and secrets key.
   const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
+  // Made in order: hostDirs[i] is the i-th host's (pushed from inside the parallel start below, the
+  // order was whichever mkdtemp finished first, and the test once looked for east's journal in west's).
+  for (const s of ['east', 'west']) hostDirs.push(await mkdtemp(path.join(os.tmpdir(), `essh-host-${s}-`)));
   hosts.push(
     ...(await Promise.all(
-      ['east', 'west'].map(async (s) => {
-        const dataDir = await mkdtemp(path.join(os.tmpdir(), `essh-host-${s}-`));
-        hostDirs.push(dataDir);
+      ['east', 'west'].map(async (s, i) => {
+        const dataDir = hostDirs[i]!;
         return startWorkerProcess(stack, {
           ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: s, ESSH_HOST_ID: `host-${s}`, ESSH_DATA_DIR: dataDir, ESSH_SECRETS_KEY: secretsKey,
         });
