@@ -7,7 +7,7 @@ import { grantProblem } from '../lib/grants.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { announceContainerKnown } from '../lib/record-news.js';
 import {
-  StepTimer, appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer, resize,
+  StepTimer, appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer,
   sessionContainerName, settingsHash,
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
@@ -201,5 +201,3 @@ export function createHostActivities(deps: HostActivityDeps) {
 export type HostActivities = ReturnType<typeof createHostActivities>;
 
 const SLOW_PROVISIONING_MS = 10_000;
-
-export { resize };

@@ -27,10 +27,10 @@ function readAll(res: http.IncomingMessage) {
 }
 
 /**
- * One page of a list answer. Today the API answers a plain JSON array; cursor pagination is on its
- * way, and the CLI takes `{ items | data: [...], next_cursor }` too, following `next_cursor` (passed
- * back as `?cursor=`) until it is null or absent. It sends no `limit`: the API's own page size is
- * used, and an API without pagination would refuse the unknown parameter.
+ * One page of a list answer: the API answers `{ items: [...], next_cursor }` (api/schemas.ts `listOf`),
+ * and the CLI follows `next_cursor` (passed back as `?cursor=`) until it is null or absent. It sends no
+ * `limit`: the API's own page size is used. A plain JSON array (an API from before pagination) is
+ * taken as the only page, and `data` for `items`.
  */
 export function pageOf<T>(body: unknown): { items: T[]; next: string | null } {
   if (Array.isArray(body)) return { items: body as T[], next: null };

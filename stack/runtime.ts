@@ -35,9 +35,6 @@ import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
 import { VERSION } from '../lib/version.js';
 
-/** essh's version (package.json); kept as an export here for the runtime's callers. */
-export { VERSION };
-
 export interface RuntimeParts {
   /** Serve the REST API. */
   api?: boolean;

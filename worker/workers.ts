@@ -15,15 +15,13 @@ export function createMainWorker(opts: {
   namespace: string;
   db: Db;
   workflowBundle?: WorkflowBundleWithSourceMap;
-  /** Other parts' activities on the main task queue (drain lifecycle events, …). */
-  extraActivities?: object;
 }) {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
-    activities: { ...createDbActivities(opts.db), ...createLegacyMainActivities(), ...opts.extraActivities },
+    activities: { ...createDbActivities(opts.db), ...createLegacyMainActivities() },
   });
 }
 

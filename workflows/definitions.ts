@@ -8,10 +8,6 @@ import type { sessionSchema } from '../api/schemas.js';
 export const TASK_QUEUE = 'essh';
 export const hostTaskQueue = (stack: string) => `essh-host-${stack}`;
 export const sessionWorkflowId = (operationId: number | string) => `ssh-session-${operationId}`;
-export const operationIdFromWorkflowId = (workflowId: string): number | undefined => {
-  const m = /^ssh-session-(\d+)$/.exec(workflowId);
-  return m ? Number(m[1]) : undefined;
-};
 
 export const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'] as const;
 export type SessionState = (typeof SESSION_STATES)[number];

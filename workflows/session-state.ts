@@ -1,0 +1,292 @@
+// The session's state machine: what `sessionWorkflow` carries, how each signal and each activity's
+// outcome moves it, when it must end unless something happens first, and how it ended. Pure: no
+// Temporal API is called here (the clock comes in as `now`), so it is tested without a server
+// (test/session-state.test.ts); workflows/session.ts wires signals, the query, the timer and the
+// activities to it. Deterministic: safe in workflow code.
+import { ActivityFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/common';
+import {
+  hostTaskQueue,
+  type CarriedState,
+  type ContainerExitedSignal,
+  type EndReason,
+  type ProgramExitedSignal,
+  type SessionRecordUpdate,
+  type SessionResult,
+  type SessionSnapshot,
+  type SessionState,
+  type SessionWorkflowInput,
+} from './definitions.js';
+import { sessionCurrentDetails } from './ui-metadata.js';
+
+export interface Ending {
+  reason: EndReason;
+  message: string | null;
+  by: string | null;
+  exitCode: number | null;
+}
+
+/** The earliest moment something ends the session unless a signal comes first, and what the timer is for. */
+export interface Deadline {
+  at: number;
+  ending: Ending;
+  /** What the Temporal UI shows on the wait loop's timer. */
+  summary: string;
+}
+
+/**
+ * A heartbeat deadline whose timer the workflow sees this late (a fraction of the heartbeat timeout, at
+ * least a second) passed while no workflow task could run on it: the Temporal server, or the way to it,
+ * was down, so the portal's heartbeats could not arrive either (heartbeats that did arrive come in the
+ * same task as the overdue timer, and are seen first).
+ */
+export const lateAfterMs = (heartbeatTimeoutS: number) => Math.max(1000, (heartbeatTimeoutS * 1000) / 6);
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const ending = (reason: EndReason, message: string | null, exitCode: number | null = null, by: string | null = null): Ending =>
+  ({ reason, message, by, exitCode });
+
+export class SessionMachine {
+  private readonly s: CarriedState;
+  private end: Ending | null = null;
+  private endedAt: string | null = null;
+  private unpublished = false;
+  /** Provisioning failed because no host worker ever took it: nothing on a host to tear down. */
+  hostNeverAnswered = false;
+
+  constructor(private readonly input: SessionWorkflowInput) {
+    this.s = input.carried ?? { state: 'provisioning', containerId: null, readyAt: null, connectedAt: null, connections: {}, runs: 1 };
+  }
+
+  get state(): SessionState {
+    return this.s.state;
+  }
+  get containerId(): string | null {
+    return this.s.containerId;
+  }
+  /** How the session ends, once something has decided it. */
+  get ending(): Ending | null {
+    return this.end;
+  }
+  /** Something the wait loop must act on: an ending, or a state not yet recorded. */
+  get hasNews(): boolean {
+    return this.end !== null || this.unpublished;
+  }
+
+  private closing(): boolean {
+    return this.end !== null || this.s.state === 'ending' || this.s.state === 'ended';
+  }
+  /** The first ending decided wins; once the session is ending, nothing changes it. */
+  private endWith(e: Ending): void {
+    if (!this.closing()) this.end = e;
+  }
+  private attach(now: number): void {
+    this.s.state = 'active';
+    this.s.connectedAt = iso(now);
+    this.unpublished = true;
+  }
+
+  heartbeat(connectionId: string, now: number): void {
+    if (this.closing()) return;
+    this.s.connections[connectionId] = now;
+    if (this.s.state === 'waiting_for_client') this.attach(now);
+  }
+
+  clientDisconnected(connectionId: string, reason?: string): void {
+    delete this.s.connections[connectionId];
+    if (this.s.state === 'active' && Object.keys(this.s.connections).length === 0) {
+      this.endWith(ending('disconnect', reason ?? 'the client disconnected'));
+    }
+  }
+
+  terminate(reason?: string, by?: string): void {
+    this.endWith(ending('terminated', reason ?? 'terminated', null, by ?? null));
+  }
+
+  /** The host agent saw a container of this session exit or vanish (a signal about another container is ignored). */
+  containerExited({ container_id, exit_code, lost, oom_killed, message }: ContainerExitedSignal): void {
+    if (this.s.containerId && container_id && container_id !== this.s.containerId) return;
+    if (lost) {
+      this.endWith(ending('container_lost', message ?? 'the container vanished outside essh', exit_code));
+    } else {
+      const oom = oom_killed ? 'the container ran out of memory and was killed' : null;
+      this.endWith(ending('exit', oom ?? message ?? null, exit_code));
+    }
+  }
+
+  /** The portal saw the session's program (its docker exec) exit: the session ends with its exit code. */
+  programExited({ exit_code, oom_killed }: Pick<ProgramExitedSignal, 'exit_code' | 'oom_killed'>): void {
+    const oom = oom_killed ? `the program ran out of the container's ${this.input.containerSizeMb} MB of memory and was killed` : null;
+    this.endWith(ending('exit', oom, exit_code));
+  }
+
+  /** The Temporal workflow was cancelled. */
+  cancelled(): void {
+    this.endWith(ending('terminated', 'the workflow was cancelled', null, 'temporal'));
+  }
+
+  provisioned(containerId: string, now: number): void {
+    this.s.containerId = containerId;
+    this.s.readyAt = iso(now);
+  }
+
+  /**
+   * The container is recorded as waiting for its client. A start-on-attach container is attached to as
+   * soon as it exists: the client's first heartbeat may have come while it was provisioned (one during
+   * that record's write already made the session active).
+   */
+  readyForClients(now: number): void {
+    if (!this.end && this.s.state === 'waiting_for_client' && Object.keys(this.s.connections).length > 0) this.attach(now);
+  }
+
+  provisionFailed(err: unknown): void {
+    this.hostNeverAnswered = isScheduleToStartTimeout(err);
+    this.endWith(ending('provision_failed', failureMessage(err, this.input.stack)));
+  }
+
+  /** The earliest moment something ends the session unless a signal comes first. */
+  nextDeadline(): Deadline {
+    const { input, s } = this;
+    if (s.state === 'waiting_for_client' && s.readyAt) {
+      const connectBy = Date.parse(s.readyAt) + input.connectTimeoutS * 1000;
+      if (connectBy < this.expiresAtMs) {
+        return {
+          at: connectBy,
+          ending: ending('connect_timeout', `no client attached within ${input.connectTimeoutS} s`),
+          summary: `Connect timeout: no client within ${input.connectTimeoutS} s of the container being ready`,
+        };
+      }
+    } else if (s.state === 'active') {
+      const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections), s.heartbeatGraceFrom ?? 0);
+      const silentBy = last + input.heartbeatTimeoutS * 1000;
+      if (silentBy < this.expiresAtMs) {
+        return {
+          at: silentBy,
+          ending: ending('disconnect', `no heartbeat for ${input.heartbeatTimeoutS} s`),
+          summary: `Heartbeat timeout: no heartbeat from the client for ${input.heartbeatTimeoutS} s`,
+        };
+      }
+    }
+    return {
+      at: this.expiresAtMs,
+      ending: ending('expired', 'the maximum session duration passed'),
+      summary: `Maximum session duration: the session expires at ${input.expiresAt}`,
+    };
+  }
+
+  private get expiresAtMs(): number {
+    return Date.parse(this.input.expiresAt);
+  }
+
+  /**
+   * `deadline` has passed at `now`: the session ends with its ending. Except a heartbeat deadline seen
+   * late (a Temporal outage kept the workflow from running): the client gets one more heartbeat timeout
+   * from now, once per silence, before it counts as gone, if `graceAllowed()` (the workflow's
+   * `patched()` marker, asked only when it would apply). Returns whether the session goes on.
+   */
+  deadlinePassed(deadline: Deadline, now: number, graceAllowed: () => boolean): boolean {
+    const lastBeat = Math.max(0, ...Object.values(this.s.connections));
+    if (
+      deadline.ending.reason === 'disconnect' && now - deadline.at > lateAfterMs(this.input.heartbeatTimeoutS) &&
+      (this.s.heartbeatGraceFrom ?? 0) < lastBeat && graceAllowed()
+    ) {
+      this.s.heartbeatGraceFrom = now;
+      return true;
+    }
+    this.endWith(deadline.ending);
+    return false;
+  }
+
+  /** The state to record next, if one changed by a signal is not recorded yet (the flag is cleared). */
+  takeUnpublished(): SessionState | null {
+    if (!this.unpublished) return null;
+    this.unpublished = false;
+    return this.s.state;
+  }
+
+  /** The session moves to `state` (the workflow then records it). */
+  enter(state: SessionState): void {
+    this.s.state = state;
+  }
+
+  /** The session's resources are gone: only the `ended` record is left to write. Returns its end time. */
+  tornDown(now: number): string {
+    return (this.endedAt = iso(now));
+  }
+
+  /** What the next run starts from when this one continues as new. */
+  carryOver(): CarriedState {
+    return { ...this.s, runs: this.s.runs + 1 };
+  }
+
+  /** The Operation record's fields the workflow writes. */
+  record(): SessionRecordUpdate {
+    const e = this.end;
+    return {
+      operationId: this.input.operationId,
+      state: this.s.state,
+      containerId: this.s.containerId,
+      connectedAt: this.s.connectedAt,
+      endedAt: this.endedAt,
+      endReason: e?.reason ?? null,
+      endMessage: e?.message ?? null,
+      endedBy: e?.by ?? null,
+      exitCode: e?.exitCode ?? null,
+    };
+  }
+
+  /** The `describe` query's answer. */
+  snapshot(workflowId: string): SessionSnapshot {
+    const { input, s, end: e } = this;
+    return {
+      id: input.operationId,
+      operation_id: input.operationId,
+      workflow_id: workflowId,
+      app: input.app.handle,
+      account: input.account.handle,
+      stack: input.stack,
+      user: input.user,
+      state: s.state,
+      end_reason: e?.reason ?? null,
+      end_message: e?.message ?? null,
+      ended_by: e?.by ?? null,
+      exit_code: e?.exitCode ?? null,
+      command: input.command,
+      container_size_mb: input.containerSizeMb,
+      container_id: s.containerId,
+      created_at: input.createdAt,
+      connected_at: s.connectedAt,
+      ended_at: this.endedAt,
+      expires_at: input.expiresAt,
+      connections: Object.keys(s.connections),
+    };
+  }
+
+  /** What the Temporal UI shows as the session's current details: ids, handles, state and end, never personal data. */
+  details(): string {
+    const { s, end: e } = this;
+    return sessionCurrentDetails(this.input, {
+      state: s.state, containerId: s.containerId, clients: Object.keys(s.connections).length, runs: s.runs,
+      end: e ? { reason: e.reason, exitCode: e.exitCode, message: e.message } : null,
+    });
+  }
+
+  result(): SessionResult {
+    const e = this.end;
+    if (!e) throw ApplicationFailure.nonRetryable('session loop left without an end reason');
+    return { end_reason: e.reason, exit_code: e.exitCode, end_message: e.message, ended_by: e.by, runs: this.s.runs };
+  }
+}
+
+export function isScheduleToStartTimeout(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
+}
+
+export function failureMessage(err: unknown, stack: string): string {
+  if (isScheduleToStartTimeout(err)) {
+    return `no host worker picked up the container for stack ${stack} (task queue ${hostTaskQueue(stack)}); start one with ESSH_HOST_STACKS=${stack}`;
+  }
+  let cur: any = err;
+  // Activity failures wrap the activity's own error as their cause; its message is the useful one.
+  while (cur?.cause) cur = cur.cause;
+  return String(cur?.message ?? err);
+}
