@@ -7,7 +7,7 @@ import { grantProblem } from '../lib/grants.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { announceContainerKnown } from '../lib/record-news.js';
 import {
-  StepTimer, appContainerSettings, createAndStart, ensureSessionNetwork, inspectOrNull, legacyContainerName, removeContainer,
+  StepTimer, appContainerSettings, createAndStart, inspectOrNull, legacyContainerName, removeContainer,
   sessionContainerName, settingsHash,
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
@@ -16,6 +16,7 @@ import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { sealJournal } from '../journal/seal.js';
 import type { ContainerSpecRequest, EndSessionRequest } from '../workflows/definitions.js';
+import type { EgressGuard } from '../host/egress.js';
 
 export interface HostActivityDeps {
   docker: Docker;
@@ -26,6 +27,8 @@ export interface HostActivityDeps {
   initPath: string;
   secrets: SecretBox;
   pool?: WarmPool;
+  /** The session network, its egress rules set. */
+  egress: EgressGuard;
 }
 
 /** Activities that touch a stack's Docker engine and its journals; they run on that stack's host task queue. */
@@ -86,7 +89,7 @@ export function createHostActivities(deps: HostActivityDeps) {
           containerId = pooled;
         } else {
           // The installation's network joins by id: two networks may briefly share its name.
-          const network = app.network ?? await ensureSessionNetwork(docker, installation.id, db).catch((err) => {
+          const network = app.network ?? await deps.egress.sessionNetwork().catch((err) => {
             throw provisionError(`essh's session network could not be made: ${(err as Error).message}`);
           });
           steps.done('network');

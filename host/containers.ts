@@ -5,6 +5,7 @@ import type { AppsTable, Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
 import { openEnv } from '../lib/app-env.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
+import { removeEgressRules } from './egress.js';
 import type { SecretBox } from '../lib/secrets.js';
 
 const MB = 1024 * 1024;
@@ -228,8 +229,8 @@ async function makeSessionNetwork(docker: Docker, installation: string, db: Db, 
 }
 
 /**
- * Removes everything an installation made on an engine: its containers (sessions and warm pool) and
- * its session network. Only for installations that are thrown away (a test file's, a benchmark's): a
+ * Removes everything an installation made on an engine: its containers (sessions and warm pool), its
+ * session network and that network's egress rules (host/egress.ts). Only for installations that are thrown away (a test file's, a benchmark's): a
  * real one keeps its network for as long as it runs sessions, and the engine has address ranges for
  * a few dozen networks only.
  */
@@ -238,6 +239,7 @@ export async function removeInstallationFromEngine(docker: Docker, installation:
   await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
   await docker.getNetwork(sessionNetworkName(installation)).remove().catch(() => undefined);
   sessionNetworks.delete(sessionNetworkName(installation));
+  await removeEgressRules(installation);
 }
 
 /** Stops (with a grace period) and removes a container; nothing to do if it is gone. */

@@ -7,9 +7,10 @@ import { PeriodicPass } from '../lib/periodic.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { planCpus } from '../lib/plans.js';
 import {
-  appContainerSettings, createAndStart, ensureSessionNetwork, poolContainerName, removeContainer, resize, settingsHash,
+  appContainerSettings, createAndStart, poolContainerName, removeContainer, resize, settingsHash,
   type Resources,
 } from './containers.js';
+import type { EgressGuard } from './egress.js';
 
 /** A pool container is made at the default session size, then sized for the session that takes it. */
 const POOL_CONTAINER_MB = 1024;
@@ -26,6 +27,8 @@ export interface WarmPoolDeps {
   intervalS: number;
   log: Logger;
   secrets: SecretBox;
+  /** The session network, its egress rules set. */
+  egress: EgressGuard;
 }
 
 /**
@@ -173,7 +176,7 @@ export class WarmPool {
   private async create(app: { id: number; handle: string; account_handle: string; stack_name: string; plan: string } & Parameters<typeof appContainerSettings>[0], hash: string) {
     const { docker, installation, hostId, initPath, pidsLimit } = this.deps;
     const settings = appContainerSettings(app, installation, this.deps.secrets);
-    if (!app.network) settings.network = await ensureSessionNetwork(docker, installation, this.deps.db);
+    if (!app.network) settings.network = await this.deps.egress.sessionNetwork();
     await createAndStart(docker, {
       name: poolContainerName(installation),
       labels: {

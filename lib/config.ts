@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_EGRESS_DENY, parseCidrList, type EgressPolicy } from './networks.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -96,6 +97,15 @@ const envSchema = z.object({
    * authentication, so its figures are served through essh's /metrics. 0: any free port.
    */
   ESSH_TEMPORAL_METRICS_PORT: port.default(0),
+  /**
+   * The egress rules of session containers (host/egress.ts): on unless an operator turns them off, and
+   * then the host says so loudly at every start.
+   */
+  ESSH_EGRESS_ENFORCE: z.enum(['0', '1', 'true', 'false']).default('1'),
+  /** Ranges session containers may not connect to (comma-separated CIDRs; empty: none beyond those always refused). */
+  ESSH_EGRESS_DENY: z.string().default(DEFAULT_EGRESS_DENY),
+  /** Exceptions to ESSH_EGRESS_DENY (never to link-local, metadata or the host's own addresses). */
+  ESSH_EGRESS_ALLOW: z.string().default(''),
   ESSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -148,6 +158,8 @@ export interface Config {
   minFreeDiskBytes: number;
   /** The process's metrics listener (lib/metrics-server.ts) and the Temporal SDK's exporter. */
   metrics: { host: string; port: number; token?: string; temporalSdkPort: number };
+  /** Where session containers may connect (host/egress.ts). */
+  egress: EgressPolicy;
   logLevel: EnvConfig['ESSH_LOG_LEVEL'];
 }
 
@@ -215,6 +227,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,
     minFreeDiskBytes: e.ESSH_MIN_FREE_DISK_MB * 1024 * 1024,
     metrics: { host: e.ESSH_METRICS_HOST, port: e.ESSH_METRICS_PORT, token: e.ESSH_METRICS_TOKEN, temporalSdkPort: e.ESSH_TEMPORAL_METRICS_PORT },
+    egress: {
+      enforce: e.ESSH_EGRESS_ENFORCE === '1' || e.ESSH_EGRESS_ENFORCE === 'true',
+      deny: parseCidrList('ESSH_EGRESS_DENY', e.ESSH_EGRESS_DENY),
+      allow: parseCidrList('ESSH_EGRESS_ALLOW', e.ESSH_EGRESS_ALLOW),
+    },
     logLevel: e.ESSH_LOG_LEVEL,
   };
 }

@@ -17,6 +17,7 @@ import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
+import { EgressGuard } from '../host/egress.js';
 import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
@@ -155,14 +156,18 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         throw new Error(`the idle init for session containers is missing at ${config.initPath}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH`);
       }
       const docker = openDocker();
+      // Before anything can put a container on the session network: a host that cannot set its rules stops here.
+      const egress = new EgressGuard({ docker, db, installation: installation.id, policy: config.egress, intervalS: config.reconcileIntervalS, log });
+      await egress.start();
+      cleanups.push(() => egress.stop());
       const pool = new WarmPool({
         docker, db, installation: installation.id, hostId: config.hostId, stacks: parts.hostStacks, initPath: config.initPath,
-        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets,
+        pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets, egress,
       });
       for (const stack of parts.hostStacks) {
         workers.push(await createHostWorker({
           connection, namespace: config.temporal.namespace, stack,
-          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets },
+          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets, egress },
         }));
       }
       pool.start();
