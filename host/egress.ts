@@ -90,6 +90,12 @@ export function hostResolvers(): string[] {
   return own.length ? own : read('/run/systemd/resolve/resolv.conf').filter(notLoopback);
 }
 
+class NftError extends Error {
+  constructor(message: string, readonly kind: 'no-program' | 'no-table' | 'not-permitted' | 'other') {
+    super(message);
+  }
+}
+
 async function nft(args: string[], input?: string): Promise<string> {
   const call = run('nft', args, { maxBuffer: 4 * 1024 * 1024 });
   if (input !== undefined) call.child.stdin?.end(input);
@@ -97,12 +103,12 @@ async function nft(args: string[], input?: string): Promise<string> {
     return (await call).stdout;
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    const why = e.code === 'ENOENT'
-      ? 'the nft program is missing (Debian package nftables; scripts/setup.sh installs it)'
-      : /not permitted/i.test(e.stderr ?? '')
-        ? 'this process may not change the firewall (it needs CAP_NET_ADMIN: run the host role as root, or grant it that capability)'
-        : `nft ${args.join(' ')} failed: ${(e.stderr ?? e.message).trim()}`;
-    throw Object.assign(new Error(why), { nftMissingTable: /No such file or directory/.test(e.stderr ?? '') });
+    if (e.code === 'ENOENT') throw new NftError('the nft program is missing (Debian package nftables; scripts/setup.sh installs it)', 'no-program');
+    const stderr = (e.stderr ?? e.message).trim();
+    if (/not permitted/i.test(stderr)) {
+      throw new NftError('this process may not change the firewall (it needs CAP_NET_ADMIN: run the host role as root, or grant it that capability)', 'not-permitted');
+    }
+    throw new NftError(`nft ${args.join(' ')} failed: ${stderr}`, /No such file or directory/.test(stderr) ? 'no-table' : 'other');
   }
 }
 
@@ -111,7 +117,7 @@ export async function listEgressRules(installation: string): Promise<string | nu
   try {
     return await nft(['-s', 'list', 'table', 'inet', egressTableName(installation)]);
   } catch (err) {
-    if ((err as { nftMissingTable?: boolean }).nftMissingTable) return null;
+    if (err instanceof NftError && err.kind === 'no-table') return null;
     throw err;
   }
 }
@@ -121,7 +127,7 @@ export async function removeEgressRules(installation: string): Promise<void> {
   try {
     await nft(['delete', 'table', 'inet', egressTableName(installation)]);
   } catch (err) {
-    if ((err as { nftMissingTable?: boolean }).nftMissingTable || /nft program is missing/.test((err as Error).message)) return;
+    if (err instanceof NftError && (err.kind === 'no-table' || err.kind === 'no-program')) return;
     throw err;
   }
 }
@@ -138,7 +144,8 @@ async function bridgeOf(docker: Docker, networkId: string): Promise<string> {
  * every pass: rules changed or removed outside essh (`nft flush ruleset`, a firewall reload) are put
  * back, and the host says so. With the operator's ESSH_EGRESS_ENFORCE=0 it sets nothing and warns
  * at every start; otherwise a host that cannot set them (no nft, no CAP_NET_ADMIN, an engine whose
- * bridges are not in this process's network namespace) refuses to start.
+ * bridges are not in this process's network namespace) refuses to start. `stop()` leaves the rules
+ * in place: the sessions' containers outlive the process, and its successor takes them over.
  */
 export class EgressGuard {
   private applied?: { networkId: string; listing: string };
@@ -158,6 +165,8 @@ export class EgressGuard {
       return;
     }
     try {
+      // nft and the right to use it first: a host that has neither leaves no network behind either.
+      await nft(['list', 'tables']);
       await this.sessionNetwork();
     } catch (err) {
       throw new Error(`the host cannot set the egress rules of session containers: ${(err as Error).message}. Fix that, or, if this host is firewalled otherwise, set ESSH_EGRESS_ENFORCE=0 (docs/configuration.md).`);
@@ -172,7 +181,8 @@ export class EgressGuard {
   /** The session network's id, its rules set. */
   async sessionNetwork(): Promise<string> {
     const networkId = await ensureSessionNetwork(this.deps.docker, this.deps.installation, this.deps.db);
-    if (this.deps.policy.enforce && this.applied?.networkId !== networkId) await this.apply(networkId);
+    // Again if a pass in progress was setting them for a network made before this one.
+    while (this.deps.policy.enforce && this.applied?.networkId !== networkId) await this.apply(networkId);
     return networkId;
   }
 

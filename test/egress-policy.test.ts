@@ -4,8 +4,12 @@ import net from 'node:net';
 import os from 'node:os';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { listEgressRules } from '../host/egress.js';
+import { loadConfig } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
+import { startRuntime } from '../stack/runtime.js';
 import { createTenant, docker, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
 
 /**
@@ -149,5 +153,27 @@ describe('egress of session containers', () => {
       await plain.stop();
     }
     expect(await listEgressRules(plain.runtime.instanceId)).toBeNull();
+  });
+
+  it('a host that cannot set them refuses to start, saying why and how to opt out', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-egress-'));
+    const noPrograms = await mkdtemp(path.join(os.tmpdir(), 'essh-egress-path-'));
+    const searchPath = process.env.PATH;
+    process.env.PATH = noPrograms; // the runtime's nft is looked up here: none
+    try {
+      const config = loadConfig({
+        ...process.env, ESSH_DATA_DIR: dataDir, TEMPORAL_ADDRESS: stack.config.temporal.address, TEMPORAL_NAMESPACE: stack.namespace,
+        ESSH_INSTALLATION: `eg${suffix}`, ESSH_API_PORT: '0', ESSH_METRICS_PORT: '0', ESSH_LOG_LEVEL: 'silent',
+      });
+      await expect(startRuntime(config, { hostStacks: ['local'] })).rejects.toThrow(
+        /cannot set the egress rules of session containers: the nft program is missing \(Debian package nftables.*ESSH_EGRESS_ENFORCE=0/,
+      );
+    } finally {
+      process.env.PATH = searchPath;
+      await rm(dataDir, { recursive: true, force: true });
+      await rm(noPrograms, { recursive: true, force: true });
+    }
+    // Nothing of it is left on the engine.
+    expect((await docker.listNetworks({ filters: { name: [sessionNetworkName(`eg${suffix}`)] } }))).toEqual([]);
   });
 });
