@@ -208,7 +208,8 @@ export class SshPortal {
       admitted?.authenticated();
       const timing: ConnectionTiming = { admittedAt: admitted?.admission.admittedAt ?? Date.now(), authenticatedAt: Date.now() };
       const who = identity!;
-      // Past the user's cap the connection stays only to say so on its first channel.
+      // Past the user's cap the connection stays only to say so on its channels (the client closes it
+      // once told; ending it here could beat the exit status to the client), 10 s at most.
       const overCap = !guard.claimUser(who.userId);
       if (overCap) {
         setTimeout(() => conn.end(), 10_000).unref();
@@ -262,10 +263,7 @@ export class SshPortal {
             log.warn({ err: (err as Error).message }, 'portal channel failed'),
           );
           this.serving.add(served);
-          void served.finally(() => {
-            this.serving.delete(served);
-            if (overCap) conn.end();
-          });
+          void served.finally(() => this.serving.delete(served));
         };
         session.once('shell', (ok) => begin(ok(), null));
         session.once('exec', (ok, _no, info) => begin(ok(), info.command));
