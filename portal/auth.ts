@@ -110,9 +110,8 @@ export class PortalAuthenticator {
   }
 
   /**
-   * The registered owner of the offered key. Without a signature the client only asks whether the key
-   * would do (the answer lets it go on to sign); with one, the signature must verify, as the ssh2
-   * documentation shows.
+   * The registered owner of a signed key: the signature must verify, as the ssh2 documentation shows.
+   * A key offered without one never gets here (`wouldConsider` answers it) and is never an owner.
    */
   private async keyOwner(ctx: AuthContext): Promise<{ userId: number; fingerprint: string } | undefined> {
     if (ctx.method !== 'publickey') return undefined;
@@ -128,6 +127,6 @@ function verifies(ctx: PublicKeyAuthContext, registeredLine: string): boolean {
   if (key instanceof Error || Array.isArray(key)) return false;
   const registered = key.getPublicSSH();
   if (registered.length !== ctx.key.data.length || !timingSafeEqual(registered, ctx.key.data)) return false;
-  if (!ctx.signature || !ctx.blob) return true;
+  if (!ctx.signature || !ctx.blob) return false;
   return key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
 }
