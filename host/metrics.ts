@@ -80,7 +80,7 @@ export function registerHostMetrics(registry: Registry, deps: HostMetricsDeps) {
   });
   new Counter({
     name: 'essh_portal_refused_connections_total',
-    help: 'Connections the portal closed before their key exchange, by the limit that refused them (docs/threat-model.md)',
+    help: 'Connections the portal turned away before their key exchange, by the limit that refused them, and authenticating ones it closed to make room for a newcomer (limit="evicted"; docs/threat-model.md)',
     labelNames: ['limit'], registers,
     collect() {
       const refused = deps.portal?.()?.figures().refused;

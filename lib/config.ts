@@ -4,11 +4,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { DEFAULT_EGRESS_DENY, parseCidrList, type EgressPolicy } from './networks.js';
+import type { PortalLimits } from '../portal/guard.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const port = z.coerce.number().int().min(0).max(65535);
 const seconds = z.coerce.number().positive();
+
+function startups(value: string): Pick<PortalLimits, 'earlyDropStart' | 'earlyDropRate' | 'maxUnauthenticated'> {
+  const [earlyDropStart, earlyDropRate, maxUnauthenticated] = value.split(':').map(Number) as [number, number, number];
+  return { earlyDropStart, earlyDropRate, maxUnauthenticated };
+}
 
 const envSchema = z.object({
   ESSH_DATA_DIR: z.string().default(path.join(projectRoot, '.data')),
@@ -24,6 +30,11 @@ const envSchema = z.object({
   /** The SSH portal's limits before authentication (portal/guard.ts). */
   ESSH_PORTAL_MAX_CONNECTIONS: z.coerce.number().int().positive().optional(),
   ESSH_PORTAL_AUTH_TIMEOUT_S: seconds.optional(),
+  /** sshd's MaxStartups for connections still authenticating: `start:rate:full`. */
+  ESSH_PORTAL_MAX_STARTUPS: z.string().regex(/^\d+:\d+:\d+$/, 'start:rate:full, three whole numbers as sshd\'s MaxStartups (say 100:30:200)').optional(),
+  /** An authenticated portal connection with no channel open this long is closed. */
+  ESSH_PORTAL_IDLE_TIMEOUT_S: seconds.optional(),
+  ESSH_PORTAL_MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().optional(),
   /**
    * The portal's public host key (its .pub line), announced in `connect` blocks; by default read from
    * the data dir, which suits an API that shares it with the portal.
@@ -120,7 +131,7 @@ export interface Config {
   api: { host: string; port: number };
   ssh: {
     host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
-    limits: Partial<{ maxConnections: number; authTimeoutS: number }>;
+    limits: Partial<PortalLimits>;
   };
   databaseUrl: string;
   temporal: {
@@ -192,6 +203,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       limits: {
         ...(e.ESSH_PORTAL_MAX_CONNECTIONS ? { maxConnections: e.ESSH_PORTAL_MAX_CONNECTIONS } : {}),
         ...(e.ESSH_PORTAL_AUTH_TIMEOUT_S ? { authTimeoutS: e.ESSH_PORTAL_AUTH_TIMEOUT_S } : {}),
+        ...(e.ESSH_PORTAL_MAX_STARTUPS ? startups(e.ESSH_PORTAL_MAX_STARTUPS) : {}),
+        ...(e.ESSH_PORTAL_IDLE_TIMEOUT_S ? { idleTimeoutS: e.ESSH_PORTAL_IDLE_TIMEOUT_S } : {}),
+        ...(e.ESSH_PORTAL_MAX_CONNECTIONS_PER_USER ? { maxConnectionsPerUser: e.ESSH_PORTAL_MAX_CONNECTIONS_PER_USER } : {}),
       },
     },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),

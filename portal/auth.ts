@@ -3,15 +3,20 @@ import ssh2, { type AuthContext, type PublicKeyAuthContext } from 'ssh2';
 
 // ssh2 is CommonJS: Node's ESM loader only offers its default export (vitest hides this).
 const { utils } = ssh2;
-import type { Db } from '../lib/db.js';
+import { sql } from 'kysely';
+import { nowIso, type Db } from '../lib/db.js';
 import type { SessionsService } from '../services/sessions.js';
 
-/** Who a portal connection is, once authenticated. */
-export type PortalIdentity =
+/** What a connection logged in with, checked again before each new channel (`stillValid`). */
+export type PortalCredential = { kind: 'key'; fingerprint: string } | { kind: 'token'; tokenId: number };
+
+/** Who a portal connection is, once authenticated; `userId` is the user it counts against (the session's owner for a token). */
+export type PortalIdentity = { userId: number; credential: PortalCredential } & (
   /** `session-<id>`: attach to an existing session (its token, or its owner's key). */
   | { kind: 'session'; sessionId: number }
   /** `<app>`: a registered user's key; a new session is created for the app on the first channel. */
-  | { kind: 'app'; app: string; userId: number };
+  | { kind: 'app'; app: string }
+);
 
 export const SESSION_USER = /^session-(\d{1,15})$/;
 const SESSION_METHODS = ['publickey', 'password', 'keyboard-interactive'] as const;
@@ -28,8 +33,41 @@ export class PortalAuthenticator {
     const m = SESSION_USER.exec(ctx.username);
     if (m) return this.sessionLogin(ctx, Number(m[1]));
     if (ctx.method !== 'publickey') return null;
-    const userId = await this.keyOwner(ctx);
-    return userId === undefined ? null : { kind: 'app', app: ctx.username, userId };
+    const owner = await this.keyOwner(ctx);
+    return owner ? { kind: 'app', app: ctx.username, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } } : null;
+  }
+
+  /**
+   * The answer to a key offered without a signature: yes for any well-formed key, whoever owns it and
+   * whatever the user name, so that the offer tells nothing (OpenSSH's client needs the yes to go on
+   * and sign); only the signed attempt is decided.
+   */
+  wouldConsider(ctx: PublicKeyAuthContext): boolean {
+    const key = utils.parseKey(`${ctx.key.algo} ${ctx.key.data.toString('base64')}`);
+    return !(key instanceof Error) && !Array.isArray(key);
+  }
+
+  /**
+   * Whether what `who` logged in with still stands: its key still registered to its user, its token
+   * neither expired nor revoked. A refusal is the line the client is told; null: it stands.
+   */
+  async stillValid(who: PortalIdentity): Promise<string | null> {
+    const { db } = this.deps;
+    if (!(await db.selectFrom('users').select('id').where('id', '=', who.userId).executeTakeFirst())) {
+      return 'essh: the user this connection logged in as no longer exists; this connection opens no new sessions.';
+    }
+    if (who.credential.kind === 'key') {
+      const key = await db.selectFrom('ssh_keys').select('id')
+        .where('fingerprint', '=', who.credential.fingerprint).where('user_id', '=', who.userId).executeTakeFirst();
+      return key ? null
+        : `essh: the SSH key this connection logged in with (${who.credential.fingerprint}) has been removed; ` +
+          'this connection opens no new sessions. Connect again with a registered key (essh keys add FILE).';
+    }
+    const token = await db.selectFrom('session_tokens').select('id')
+      .where('id', '=', who.credential.tokenId).where(sql<boolean>`expires_at > ${nowIso()}`).executeTakeFirst();
+    return token ? null
+      : 'essh: the session token this connection logged in with has expired or was revoked; this connection opens no ' +
+        'new sessions. Attach again with a registered SSH key of the session\'s owner.';
   }
 
   methodsFor(username: string): ('publickey' | 'password' | 'keyboard-interactive')[] {
@@ -41,40 +79,46 @@ export class PortalAuthenticator {
       const row = await this.deps.db.selectFrom('operations').select(['user_id', 'state']).where('id', '=', sessionId).executeTakeFirst();
       return row && row.state !== 'ending' && row.state !== 'ended' ? row : undefined;
     };
+    const byToken = async (token: string): Promise<PortalIdentity | null> => {
+      const tokenId = await this.redeem(sessionId, token);
+      const row = tokenId !== null ? await open() : undefined;
+      return row ? { kind: 'session', sessionId, userId: Number(row.user_id), credential: { kind: 'token', tokenId: tokenId! } } : null;
+    };
     switch (ctx.method) {
       case 'password':
-        return (await this.redeem(sessionId, ctx.password)) && (await open()) ? { kind: 'session', sessionId } : null;
+        return byToken(ctx.password);
       case 'keyboard-interactive': {
         const answers = await new Promise<string[]>((resolve) => ctx.prompt([{ prompt: 'Password (the session token): ', echo: false }], resolve));
-        return (await this.redeem(sessionId, answers[0] ?? '')) && (await open()) ? { kind: 'session', sessionId } : null;
+        return byToken(answers[0] ?? '');
       }
       case 'publickey': {
         const row = await open();
         if (!row) return null;
-        const userId = await this.keyOwner(ctx);
-        return userId !== undefined && userId === Number(row.user_id) ? { kind: 'session', sessionId } : null;
+        const owner = await this.keyOwner(ctx);
+        return owner && owner.userId === Number(row.user_id)
+          ? { kind: 'session', sessionId, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } }
+          : null;
       }
       default:
         return null;
     }
   }
 
-  private redeem(sessionId: number, token: string): Promise<boolean> {
-    if (!token || token.length > 200) return Promise.resolve(false);
+  private redeem(sessionId: number, token: string): Promise<number | null> {
+    if (!token || token.length > 200) return Promise.resolve(null);
     return this.deps.sessions.redeemSessionToken(sessionId, token);
   }
 
   /**
-   * The registered owner of the offered key. Without a signature the client only asks whether the key
-   * would do (the answer lets it go on to sign); with one, the signature must verify, as the ssh2
-   * documentation shows.
+   * The registered owner of a signed key: the signature must verify, as the ssh2 documentation shows.
+   * A key offered without one never gets here (`wouldConsider` answers it) and is never an owner.
    */
-  private async keyOwner(ctx: AuthContext): Promise<number | undefined> {
+  private async keyOwner(ctx: AuthContext): Promise<{ userId: number; fingerprint: string } | undefined> {
     if (ctx.method !== 'publickey') return undefined;
     const fingerprint = 'SHA256:' + createHash('sha256').update(ctx.key.data).digest('base64').replace(/=+$/, '');
     const row = await this.deps.db.selectFrom('ssh_keys').select(['user_id', 'public_key']).where('fingerprint', '=', fingerprint).executeTakeFirst();
     if (!row) return undefined;
-    return verifies(ctx, row.public_key) ? Number(row.user_id) : undefined;
+    return verifies(ctx, row.public_key) ? { userId: Number(row.user_id), fingerprint } : undefined;
   }
 }
 
@@ -83,6 +127,6 @@ function verifies(ctx: PublicKeyAuthContext, registeredLine: string): boolean {
   if (key instanceof Error || Array.isArray(key)) return false;
   const registered = key.getPublicSSH();
   if (registered.length !== ctx.key.data.length || !timingSafeEqual(registered, ctx.key.data)) return false;
-  if (!ctx.signature || !ctx.blob) return true;
+  if (!ctx.signature || !ctx.blob) return false;
   return key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
 }

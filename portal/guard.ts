@@ -1,51 +1,105 @@
+import net from 'node:net';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 
 export interface PortalLimits {
   /** Open connections, authenticated or not. */
   maxConnections: number;
-  /** Connections still authenticating, in all and from one address. */
+  /**
+   * sshd's MaxStartups `start:rate:full` for connections still authenticating: past `earlyDropStart`
+   * a newcomer from a source that already has one authenticating is dropped with a probability rising
+   * from `earlyDropRate`% to 100% at `maxUnauthenticated`; at `maxUnauthenticated` a newcomer takes
+   * the oldest slot of the source holding the most, if that source holds more than one beyond it.
+   */
+  earlyDropStart: number;
+  earlyDropRate: number;
   maxUnauthenticated: number;
+  /** Connections still authenticating from one source (an IPv4 address, an IPv6 /64). */
   maxUnauthenticatedPerAddress: number;
-  /** Failed authentications from one address per minute before it is shut out for `blockS`. */
+  /** Failed authentications (a key offered counts) from one source per minute before it is shut out for `blockS`. */
   failuresPerAddressPerMinute: number;
   blockS: number;
-  /** Authentication attempts one connection may make (OpenSSH's MaxAuthTries). */
+  /** Authentication attempts one connection may make (OpenSSH's MaxAuthTries); each key offered is one. */
   maxAuthAttempts: number;
   /** Time a connection has to authenticate. */
   authTimeoutS: number;
+  /** An authenticated connection with no channel open this long is closed. */
+  idleTimeoutS: number;
+  /** Authenticated connections one user may have open on this portal. */
+  maxConnectionsPerUser: number;
 }
 
-/** Which limit turned a connection away. */
-export type PortalRefusal = 'connections' | 'authenticating' | 'authenticating_per_address' | 'blocked_address';
+/** Which limit turned a connection away (`evicted`: an authenticating one closed to make room for a newcomer). */
+export type PortalRefusal = 'connections' | 'authenticating' | 'authenticating_per_address' | 'blocked_address' | 'early_drop' | 'evicted';
 
 export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
   maxConnections: 2000,
+  earlyDropStart: 100,
+  earlyDropRate: 30,
   maxUnauthenticated: 200,
   maxUnauthenticatedPerAddress: 10,
   failuresPerAddressPerMinute: 20,
   blockS: 300,
   maxAuthAttempts: 6,
   authTimeoutS: 20,
+  idleTimeoutS: 600,
+  maxConnectionsPerUser: 20,
 };
 
 /**
- * What the portal lets in before anyone has authenticated (docs/threat-model.md), in the spirit of
- * sshd's MaxStartups, MaxAuthTries and LoginGraceTime plus fail2ban: a cap on connections, on those
- * still authenticating (in all and per address, so one address cannot take every slot), and on failed
- * authentications per address (rate-limiter-flexible's in-memory limiter, with a block once passed).
+ * The source an address is limited as: an IPv4 address, or the /64 of an IPv6 one (one host or one
+ * customer is handed a whole /64, so per-address limits on IPv6 would be limits on nothing).
+ * Node's `net` validates; the expansion is the few lines RFC 4291's text form needs.
+ */
+export function addressSource(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const bare = address.replace(/%.*$/, '');
+  if (!net.isIPv6(bare)) return address;
+  const [head = '', tail] = bare.split('::');
+  const groups = (s: string) => (s ? s.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])) : []);
+  const front = groups(head);
+  const back = tail === undefined ? [] : groups(tail);
+  const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back];
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
+
+/** One admitted connection, from its socket to its close. */
+export class Admission {
+  authenticated = false;
+  closed = false;
+  constructor(readonly source: string, readonly admittedAt: number, readonly evict: () => void) {}
+}
+
+/**
+ * What the portal lets in (docs/threat-model.md), in the spirit of sshd's MaxStartups, MaxAuthTries and
+ * LoginGraceTime plus fail2ban: a cap on connections; on those still authenticating, shared fairly
+ * between sources (random early drop, then eviction from the source holding the most, so that a
+ * source with none always gets one); on failed authentications per source (rate-limiter-flexible's
+ * in-memory limiter, with a block once passed); and on authenticated connections per user.
  * All of it lives in the portal's memory: nothing an unauthenticated client does reaches the database
  * beyond the reads that check its credentials.
  */
 export class PortalGuard {
   private open = 0;
   /** Connections turned away since start, by the limit that did it (for /metrics). */
-  readonly refusals: Record<PortalRefusal, number> = { connections: 0, authenticating: 0, authenticating_per_address: 0, blocked_address: 0 };
-  private readonly unauthenticated = new Map<string, number>();
+  readonly refusals: Record<PortalRefusal, number> = {
+    connections: 0, authenticating: 0, authenticating_per_address: 0, blocked_address: 0, early_drop: 0, evicted: 0,
+  };
+  /** Connections still authenticating by source, oldest first (a Set keeps insertion order). */
+  private readonly unauthenticated = new Map<string, Set<Admission>>();
   private unauthenticatedTotal = 0;
   private readonly failures: RateLimiterMemory;
   private readonly blockedUntil = new Map<string, number>();
+  private readonly perUser = new Map<number, number>();
 
-  constructor(readonly limits: PortalLimits) {
+  constructor(readonly limits: PortalLimits, private readonly random: () => number = Math.random) {
+    const { earlyDropStart, earlyDropRate, maxUnauthenticated } = limits;
+    if (!(earlyDropStart > 0 && earlyDropStart <= maxUnauthenticated && earlyDropRate >= 0 && earlyDropRate <= 100)) {
+      throw new Error(
+        `The portal's start:rate:full (${earlyDropStart}:${earlyDropRate}:${maxUnauthenticated}) needs 0 < start <= full and a rate from 0 to 100, ` +
+          'as sshd\'s MaxStartups; for example ESSH_PORTAL_MAX_STARTUPS=100:30:200.',
+      );
+    }
     this.failures = new RateLimiterMemory({ points: limits.failuresPerAddressPerMinute, duration: 60, blockDuration: limits.blockS });
   }
 
@@ -57,61 +111,112 @@ export class PortalGuard {
     return this.unauthenticatedTotal;
   }
 
-  /** Whether a new connection from `address` may go on; if so, the caller reports its end with `closed`. */
-  admit(address: string): boolean {
-    const refusal = this.refusalFor(address);
+  /**
+   * Whether a new connection from `address` may go on; if so, the caller reports its authentication
+   * and its end, and `evict` ends it should a newcomer need its slot before it has authenticated.
+   */
+  admit(address: string, evict: () => void): Admission | null {
+    const source = addressSource(address);
+    const refusal = this.refusalFor(source);
     if (refusal) {
       this.refusals[refusal]++;
-      return false;
+      return null;
     }
+    const admission = new Admission(source, Date.now(), evict);
     this.open++;
     this.unauthenticatedTotal++;
-    this.unauthenticated.set(address, (this.unauthenticated.get(address) ?? 0) + 1);
-    return true;
+    const held = this.unauthenticated.get(source) ?? new Set();
+    held.add(admission);
+    this.unauthenticated.set(source, held);
+    return admission;
   }
 
-  private refusalFor(address: string): PortalRefusal | null {
+  private refusalFor(source: string): PortalRefusal | null {
     const { limits } = this;
     if (this.open >= limits.maxConnections) return 'connections';
-    if (this.unauthenticatedTotal >= limits.maxUnauthenticated) return 'authenticating';
-    if ((this.unauthenticated.get(address) ?? 0) >= limits.maxUnauthenticatedPerAddress) return 'authenticating_per_address';
-    if (this.isBlocked(address)) return 'blocked_address';
+    if (this.isBlocked(source)) return 'blocked_address';
+    const held = this.unauthenticated.get(source)?.size ?? 0;
+    if (held >= limits.maxUnauthenticatedPerAddress) return 'authenticating_per_address';
+    const total = this.unauthenticatedTotal;
+    if (total >= limits.maxUnauthenticated) return this.makeRoomFor(held) ? null : 'authenticating';
+    if (total >= limits.earlyDropStart && held > 0) {
+      const span = Math.max(1, limits.maxUnauthenticated - limits.earlyDropStart);
+      const p = limits.earlyDropRate / 100 + (1 - limits.earlyDropRate / 100) * ((total - limits.earlyDropStart) / span);
+      if (this.random() < p) return 'early_drop';
+    }
     return null;
   }
 
+  /** Closes the oldest authenticating connection of the source holding the most, if it holds more than one beyond `held`. */
+  private makeRoomFor(held: number): boolean {
+    let top: Set<Admission> | undefined;
+    for (const set of this.unauthenticated.values()) if (!top || set.size > top.size) top = set;
+    if (!top || top.size <= held + 1) return false;
+    const oldest = top.values().next().value!;
+    this.refusals.evicted++;
+    this.closed(oldest);
+    oldest.evict();
+    return true;
+  }
+
   /** The connection authenticated: it no longer counts as one still trying. */
-  authenticated(address: string) {
-    this.release(address);
+  authenticated(admission: Admission) {
+    if (admission.authenticated || admission.closed) return;
+    admission.authenticated = true;
+    this.release(admission);
   }
 
-  closed(address: string, wasAuthenticated: boolean) {
+  closed(admission: Admission) {
+    if (admission.closed) return;
+    admission.closed = true;
     this.open--;
-    if (!wasAuthenticated) this.release(address);
+    if (!admission.authenticated) this.release(admission);
   }
 
-  /** Records a failed attempt; false once the address is shut out. */
+  /** Records a failed attempt (or a key offered) from `address`; false once its source is shut out. */
   async failed(address: string): Promise<boolean> {
+    const source = addressSource(address);
     try {
-      await this.failures.consume(address);
+      await this.failures.consume(source);
       return true;
     } catch {
-      this.blockedUntil.set(address, Date.now() + this.limits.blockS * 1000);
+      this.blockedUntil.set(source, Date.now() + this.limits.blockS * 1000);
       return false;
     }
   }
 
-  isBlocked(address: string): boolean {
-    const until = this.blockedUntil.get(address);
+  /** Gives back what the keys a connection offered cost its source, once one of them logged it in. */
+  async forgive(address: string, points: number) {
+    if (points > 0) await this.failures.reward(addressSource(address), points);
+  }
+
+  isBlocked(addressOrSource: string): boolean {
+    const source = addressSource(addressOrSource);
+    const until = this.blockedUntil.get(source);
     if (until === undefined) return false;
     if (until > Date.now()) return true;
-    this.blockedUntil.delete(address);
+    this.blockedUntil.delete(source);
     return false;
   }
 
-  private release(address: string) {
+  /** Counts an authenticated connection of `userId`; false (and not counted) past the per-user cap. */
+  claimUser(userId: number): boolean {
+    const n = this.perUser.get(userId) ?? 0;
+    if (n >= this.limits.maxConnectionsPerUser) return false;
+    this.perUser.set(userId, n + 1);
+    return true;
+  }
+
+  releaseUser(userId: number) {
+    const n = (this.perUser.get(userId) ?? 1) - 1;
+    if (n <= 0) this.perUser.delete(userId);
+    else this.perUser.set(userId, n);
+  }
+
+  private release(admission: Admission) {
     this.unauthenticatedTotal--;
-    const n = (this.unauthenticated.get(address) ?? 1) - 1;
-    if (n <= 0) this.unauthenticated.delete(address);
-    else this.unauthenticated.set(address, n);
+    const held = this.unauthenticated.get(admission.source);
+    held?.delete(admission);
+    if (held && held.size === 0) this.unauthenticated.delete(admission.source);
   }
 }

@@ -13,7 +13,7 @@ import { Attachment, newPortalInstance, type ConnectionTiming, type PortalInstan
 import { PortalAuthenticator, type PortalIdentity } from './auth.js';
 import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
-import { DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
+import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
 
 
@@ -48,7 +48,7 @@ export class SshPortal {
   private readonly notesSweep: PeriodicPass<number>;
   private readonly reattachWindow: ReattachWindow;
   /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
-  private readonly admitted = new Map<string, { authenticated: boolean; admittedAt: number; onAuthenticated?: () => void }>();
+  private readonly admitted = new Map<string, { admission: Admission; authenticated: () => void }>();
   private readonly instance: PortalInstance;
   port = 0;
 
@@ -121,25 +121,26 @@ export class SshPortal {
   private onSocket(socket: net.Socket, ssh: ssh2.Server) {
     const address = socket.remoteAddress ?? '';
     const guard = this.guard;
-    if (!guard.admit(address)) {
+    const admission = guard.admit(address, () => socket.destroy());
+    if (!admission) {
       socket.destroy();
       return;
     }
     const key = `${address}:${socket.remotePort}`;
-    const state: { authenticated: boolean; admittedAt: number; onAuthenticated?: () => void } = { authenticated: false, admittedAt: Date.now() };
-    this.admitted.set(key, state);
     // A connection that never finishes authenticating (or never even says hello) is dropped.
     const authDeadline = setTimeout(() => socket.destroy(), guard.limits.authTimeoutS * 1000);
     authDeadline.unref();
-    state.onAuthenticated = () => {
-      clearTimeout(authDeadline);
-      state.authenticated = true;
-      guard.authenticated(address);
-    };
+    this.admitted.set(key, {
+      admission,
+      authenticated: () => {
+        clearTimeout(authDeadline);
+        guard.authenticated(admission);
+      },
+    });
     socket.once('close', () => {
       clearTimeout(authDeadline);
       this.admitted.delete(key);
-      guard.closed(address, state.authenticated);
+      guard.closed(admission);
     });
     ssh.injectSocket(socket);
   }
@@ -151,6 +152,10 @@ export class SshPortal {
     const admitted = this.admitted.get(`${info.ip}:${info.port}`);
     this.connections.add(conn);
     let attempts = 0;
+    /** The key last offered without a signature: its signed attempt is the same attempt. */
+    let offered: Buffer | null = null;
+    /** Keys this connection offered, each charged to its address until one logs it in. */
+    let offers = 0;
     // Without TCP_NODELAY each small handshake reply waits out the peer's delayed ACK (about 40 ms,
     // twice before the shell opens) and keystroke echoes are held back the same way, as OpenSSH knows.
     // (@types/ssh2 lacks the server side's setNoDelay, which ssh2 has.)
@@ -158,9 +163,13 @@ export class SshPortal {
     let identity: PortalIdentity | null = null;
     conn.on('authentication', (ctx) => {
       const methods = this.auth.methodsFor(ctx.username);
-      // `none` asks which methods there are, and a key offered without a signature asks whether it
-      // would do: neither is an attempt. Everything else is, and a connection gets a few.
-      const attempt = ctx.method !== 'none' && !(ctx.method === 'publickey' && !ctx.signature);
+      // `none` asks which methods there are: not an attempt. A key offered without a signature is one
+      // (and charged to the address until a key logs in), or anyone could ask key after key which
+      // sessions a public key owns; its signed attempt that follows is the same attempt.
+      const probe = ctx.method === 'publickey' && !ctx.signature;
+      const signedOffer = ctx.method === 'publickey' && !!ctx.signature && offered !== null && offered.equals(ctx.key.data);
+      offered = probe ? ctx.key.data : null;
+      const attempt = ctx.method !== 'none' && !signedOffer;
       if (attempt && ++attempts > guard.limits.maxAuthAttempts) {
         ctx.reject();
         conn.end();
@@ -171,11 +180,21 @@ export class SshPortal {
         if (attempt) void guard.failed(address).then((allowed) => allowed || conn.end());
       };
       if (guard.isBlocked(address)) return refuse();
+      if (probe) {
+        if (!this.auth.wouldConsider(ctx)) return refuse();
+        offers++;
+        void guard.failed(address).then((allowed) => {
+          if (allowed) return ctx.accept();
+          ctx.reject(methods);
+          conn.end();
+        });
+        return;
+      }
       this.auth.decide(ctx).then(
         (who) => {
           if (!who) return refuse();
-          // Without a signature a public key is only being offered: the real attempt follows.
-          if (ctx.method !== 'publickey' || ctx.signature) identity = who;
+          identity = who;
+          void guard.forgive(address, offers);
           ctx.accept();
         },
         (err) => {
@@ -186,15 +205,40 @@ export class SshPortal {
     });
 
     conn.on('ready', () => {
-      admitted?.onAuthenticated?.();
-      const timing: ConnectionTiming = { admittedAt: admitted?.admittedAt ?? Date.now(), authenticatedAt: Date.now() };
+      admitted?.authenticated();
+      const timing: ConnectionTiming = { admittedAt: admitted?.admission.admittedAt ?? Date.now(), authenticatedAt: Date.now() };
+      const who = identity!;
+      // Past the user's cap the connection stays only to say so on its channels (the client closes it
+      // once told; ending it here could beat the exit status to the client), 10 s at most.
+      const overCap = !guard.claimUser(who.userId);
+      if (overCap) {
+        setTimeout(() => conn.end(), 10_000).unref();
+      } else {
+        conn.once('close', () => guard.releaseUser(who.userId));
+      }
+      // A connection with no channel open for the idle timeout is closed (a ControlMaster left behind,
+      // a client that authenticated and went quiet): keepalives do not count, a channel does.
+      let channels = 0;
+      let idleTimer: NodeJS.Timeout | undefined;
+      const idleFromNow = () => {
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(() => {
+          if (channels === 0) conn.end();
+        }, guard.limits.idleTimeoutS * 1000);
+        idleTimer.unref();
+      };
+      idleFromNow();
+      conn.once('close', () => clearTimeout(idleTimer));
       // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
       // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
       // client per session rule still holds.
-      conn.on('session', (accept, reject) => {
-        if (!identity) return reject();
+      conn.on('session', (accept) => {
         const session = accept();
-        const who = identity;
+        channels++;
+        clearTimeout(idleTimer);
+        session.once('close', () => {
+          if (--channels === 0) idleFromNow();
+        });
         let pty: (PtySize & { term: string }) | null = null;
         let attachment: Attachment | null = null;
         session.on('pty', (ok, _no, info) => {
@@ -211,7 +255,7 @@ export class SshPortal {
         session.on('subsystem', (_ok, no) => no?.());
         session.on('sftp', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null) => {
-          const served = this.serve(who, channel, pty, command, timing, (a) => {
+          const served = this.serve(who, overCap, channel, pty, command, timing, (a) => {
             attachment = a;
             this.attachments.add(a);
             channel.once('close', () => this.attachments.delete(a));
@@ -233,6 +277,7 @@ export class SshPortal {
 
   private async serve(
     who: PortalIdentity,
+    overCap: boolean,
     channel: ServerChannel,
     pty: (PtySize & { term: string }) | null,
     command: string | null,
@@ -245,6 +290,17 @@ export class SshPortal {
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
       notes: this.notes,
     };
+    if (overCap) {
+      const cap = this.guard.limits.maxConnectionsPerUser;
+      return new Attachment(deps, 0, channel, pty).fail(
+        `essh: your user already has ${cap} connections open to this portal, the most one user may have; ` +
+          'close one (a ControlMaster left open: ssh -O exit) and connect again.',
+      );
+    }
+    // A key removed, a token expired or revoked, a user gone since the connection logged in: no new
+    // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).
+    const revoked = await this.auth.stillValid(who);
+    if (revoked) return new Attachment(deps, 0, channel, pty).fail(revoked);
     if (who.kind === 'session') {
       const attachment = new Attachment(deps, who.sessionId, channel, pty, timing);
       onAttachment(attachment);

@@ -343,9 +343,10 @@ export class SessionsService {
 
   /**
    * The portal's check of a session token: valid, unexpired, unused, and for this session. It is
-   * marked used in the same statement, so it works exactly once.
+   * marked used in the same statement, so it works exactly once. Answers the token's row (the portal
+   * checks it again, expiry included, before each new channel of the connection it opened), or null.
    */
-  async redeemSessionToken(operationId: number, token: string): Promise<boolean> {
+  async redeemSessionToken(operationId: number, token: string): Promise<number | null> {
     const now = nowIso();
     // A read first: a wrong token (anyone on the internet can send one) never becomes a write.
     const match = await this.deps.db.selectFrom('session_tokens').select('id')
@@ -354,10 +355,10 @@ export class SessionsService {
       .where('used_at', 'is', null)
       .where(sql<boolean>`expires_at > ${now}`)
       .executeTakeFirst();
-    if (!match) return false;
+    if (!match) return null;
     const res = await this.deps.db.updateTable('session_tokens').set({ used_at: now })
       .where('id', '=', match.id).where('used_at', 'is', null).executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1;
+    return Number(res.numUpdatedRows) === 1 ? Number(match.id) : null;
   }
 }
 

@@ -1,6 +1,8 @@
 // A hostile client of the SSH portal, run as a process of its own by test/portal-abuse.test.ts so that
 // its work does not share the portal's event loop: it holds unauthenticated connections open and
 // tries bad passwords, from loopback addresses of its own (127.0.0.0/8 all reach this host).
+// Held connections come from one address (`127.0.0.2`) or from several (`127.0.3.1*50`: 50 addresses
+// from there on, sharing the connections; one the portal let in and dropped is opened again).
 import net from 'node:net';
 import ssh2 from 'ssh2';
 
@@ -8,14 +10,25 @@ const [port = '', user = '', holdFrom = '', guessFrom = '', holds = '0', guesses
 const PORT = Number(port);
 const held: net.Socket[] = [];
 
+let stopped = false;
+
 /** Connections that say hello and then nothing, until the portal drops them. */
 function hold(n: number, from: string) {
-  for (let i = 0; i < n; i++) {
-    const s = net.connect({ host: '127.0.0.1', port: PORT, localAddress: from });
+  const [first = '', count = '1'] = from.split('*');
+  const [a, b, c, d] = first.split('.').map(Number);
+  const sources = Array.from({ length: Number(count) }, (_, i) => `${a}.${b}.${c}.${d! + i}`);
+  const open = (source: string) => {
+    const s = net.connect({ host: '127.0.0.1', port: PORT, localAddress: source });
     s.on('connect', () => s.write('SSH-2.0-attacker\r\n'));
     s.on('error', () => undefined);
+    if (sources.length > 1) {
+      let admitted = false;
+      s.once('data', () => (admitted = true));
+      s.on('close', () => admitted && !stopped && setTimeout(() => open(source), 500));
+    }
     held.push(s);
-  }
+  };
+  for (let i = 0; i < n; i++) open(sources[i % sources.length]!);
 }
 
 /** One connection trying passwords until the portal stops it; resolves with how many it got to try. */
@@ -65,6 +78,7 @@ await Promise.all(Array.from({ length: 20 }, async () => {
     if (n === 0) addresses.splice(addresses.indexOf(from), 1);
   }
 }));
+stopped = true;
 const stillOpen = held.filter((s) => !s.destroyed && s.readyState === 'open').length;
 process.stdout.write(JSON.stringify({ tried, heldOpen: stillOpen }) + '\n');
 for (const s of held) s.destroy();
