@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, createTenant, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createLogger } from '../lib/log.js';
 
@@ -69,6 +69,23 @@ describe('bodies', () => {
       const r = await stack.api.post(p, stack.adminToken, body);
       expectError(r, 422, 'invalid_request', message);
     }
+  });
+
+  it('an empty program is refused at app creation, app change and session creation, and the app keeps running sessions', async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    const program = /body\.command: the first element is the program to run and may not be empty/;
+    for (const command of [[''], ['  ', '-c', 'true']]) {
+      expectError(await stack.api.post('/apps', stack.adminToken, { handle: 'empty-prog', account: t.account, stack: 'local', image: 'x', command }), 422, 'invalid_request', program);
+      expectError(await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command }), 422, 'invalid_request', program);
+      expectError(await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command }), 422, 'invalid_request', program);
+    }
+    expectError(await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command: [] }), 422, 'invalid_request', /give at least the program to run/);
+    expect((await stack.api.get('/apps/empty-prog', stack.adminToken)).status).toBe(404);
+    expect((await stack.api.get(`/apps/${t.app}`, stack.adminToken)).body.command).toBeNull();
+    // The refused change changed nothing: a session of the app still runs (the engine was never given "").
+    const r = await runInSession(stack, t, { command: ['sh', '-c', 'echo still runs'] });
+    expect(r.stdout.toString()).toBe('still runs\n');
+    expect((await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command: ['sh', '-c', 'echo app command'] })).status).toBe(200);
   });
 
   it('path and query parameters are validated: 400 naming the parameter', async () => {
