@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import { Readable } from 'node:stream';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
@@ -7,10 +8,8 @@ import { ApiError, notFound } from '../services/errors.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
 import { RedactionRulesCache } from '../drains/redaction.js';
+import { internalRecordingToken } from '../host/internal-auth.js';
 import { asciicastStream } from './asciicast.js';
-
-/** The label whose HMAC under the shared secrets key is the bearer of the hosts' internal endpoints. */
-export const INTERNAL_BEARER_LABEL = 'essh host internal endpoint v1';
 
 export function recordingPath(operationId: number) {
   return `/internal/v1/sessions/${operationId}/recording`;
@@ -51,8 +50,8 @@ export async function localRecording(
  * Recordings for the API: who may see one (the session's owner, its account's admins, operators), and
  * where it is. A session's journal is on the host that ran it (`session_journals.host_id`): read
  * directly when that host runs in this process, else streamed from the host's internal endpoint
- * (host/internal-server.ts), authenticated with a bearer derived from the secrets key all essh
- * processes share.
+ * (host/internal-server.ts), with a token made for that one request (host/internal-auth.ts), over
+ * HTTPS when the host's URL says so.
  */
 export class RecordingsService {
   private readonly rules: RedactionRulesCache;
@@ -64,6 +63,8 @@ export class RecordingsService {
       retentionS: number;
       /** The host whose journals this process holds, when it runs one. */
       localHost?: { hostId: string; dataDir: string };
+      /** PEM CA certificates trusted for hosts' https:// internal endpoints, instead of the system's. */
+      internalCa?: string;
     },
   ) {
     this.rules = new RedactionRulesCache(deps.db);
@@ -105,8 +106,11 @@ export class RecordingsService {
       `The recording of session ${operationId} is on host ${hostId}, which ${why}; try again once that host is back.`);
     if (!host?.internal_url) throw unavailable('has no internal endpoint registered');
     const url = new URL(recordingPath(operationId), host.internal_url);
+    const headers = { authorization: `Bearer ${internalRecordingToken(this.deps.secrets, operationId)}` };
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.get(url, { headers: { authorization: `Bearer ${this.deps.secrets.derive(INTERNAL_BEARER_LABEL)[0]}` }, timeout: FETCH_TIMEOUT_MS }, resolve);
+      const req = url.protocol === 'https:'
+        ? https.get(url, { headers, timeout: FETCH_TIMEOUT_MS, ...(this.deps.internalCa ? { ca: this.deps.internalCa } : {}) }, resolve)
+        : http.get(url, { headers, timeout: FETCH_TIMEOUT_MS }, resolve);
       req.once('timeout', () => req.destroy(new Error('no answer in time')));
       req.once('error', reject);
     }).catch((err: Error) => {
