@@ -80,6 +80,8 @@ const envSchema = z.object({
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
   ESSH_SESSION_CREATE_RATE: z.coerce.number().int().min(0).default(60),
+  /** Recording downloads allowed per user per minute; 0 turns the limit off. */
+  ESSH_RECORDING_DOWNLOAD_RATE: z.coerce.number().int().min(0).default(30),
   /** This installation's short id (container names, labels); by default made once per database. */
   ESSH_INSTALLATION: z.string().optional(),
   /** The idle init every session container runs as its main process, on the Docker host (built by scripts/setup.sh). */
@@ -146,6 +148,8 @@ export interface Config {
   };
   /** The host's internal endpoint (host/internal-server.ts). */
   hostInternal: { host: string; port: number; url?: string; tls?: { certFile: string; keyFile: string }; caFile?: string };
+  /** Recording downloads per user per minute (ESSH_RECORDING_DOWNLOAD_RATE). */
+  recordingDownloadsPerMinute: number;
   operationSettleS: number;
   installation?: string;
   initPath: string;
@@ -221,6 +225,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tls: e.ESSH_HOST_INTERNAL_TLS_CERT && e.ESSH_HOST_INTERNAL_TLS_KEY ? { certFile: e.ESSH_HOST_INTERNAL_TLS_CERT, keyFile: e.ESSH_HOST_INTERNAL_TLS_KEY } : undefined,
       caFile: e.ESSH_HOST_INTERNAL_TLS_CA,
     },
+    recordingDownloadsPerMinute: e.ESSH_RECORDING_DOWNLOAD_RATE,
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     installation: e.ESSH_INSTALLATION,
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),

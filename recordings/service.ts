@@ -5,6 +5,7 @@ import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { ApiError, notFound } from '../services/errors.js';
+import { PerUserRateLimiter } from '../services/rate-limit.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
 import { RedactionRulesCache } from '../drains/redaction.js';
@@ -55,6 +56,7 @@ export async function localRecording(
  */
 export class RecordingsService {
   private readonly rules: RedactionRulesCache;
+  private readonly downloads: PerUserRateLimiter;
 
   constructor(
     private readonly deps: {
@@ -65,13 +67,21 @@ export class RecordingsService {
       localHost?: { hostId: string; dataDir: string };
       /** PEM CA certificates trusted for hosts' https:// internal endpoints, instead of the system's. */
       internalCa?: string;
+      /** Recordings one user may download per minute (ESSH_RECORDING_DOWNLOAD_RATE); 0: no limit. */
+      downloadsPerMinute?: number;
     },
   ) {
     this.rules = new RedactionRulesCache(deps.db);
+    this.downloads = new PerUserRateLimiter(deps.db, {
+      action: 'recording-download', perMinute: deps.downloadsPerMinute ?? 0,
+      refusal: (who, n) => `Too many recordings downloaded by ${who}: at most ${n} a minute (each one is read whole from its session's journal).`,
+    });
   }
 
   async recording(p: Principal, operationId: number): Promise<Readable> {
     const { db } = this.deps;
+    // Counted before anything is looked up: asking for sessions one may not see costs the same.
+    await this.downloads.take(p);
     const op = await db.selectFrom('operations').innerJoin('apps', 'apps.id', 'operations.app_id')
       .select(['operations.account_id', 'operations.user_id', 'operations.created_at', 'operations.state', 'apps.handle as app'])
       .where('operations.id', '=', operationId).executeTakeFirst();

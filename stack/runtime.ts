@@ -228,6 +228,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         db, secrets, retentionS: config.drains.retentionS,
         localHost: parts.hostStacks?.length ? { hostId: config.hostId, dataDir: config.dataDir } : undefined,
         internalCa: config.hostInternal.caFile ? readFileSync(config.hostInternal.caFile, 'utf8') : undefined,
+        downloadsPerMinute: config.recordingDownloadsPerMinute,
       });
       const { app } = createApi({
         db, sessions, admin, metrics, exposition, metricsToken: config.metrics.token, log, version: VERSION,

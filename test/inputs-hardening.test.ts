@@ -9,12 +9,13 @@ import { createLogger } from '../lib/log.js';
  */
 
 const RATE = 3;
+const DOWNLOADS = 4;
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 const seen: ApiResponse[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE) } });
+  stack = await startTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE), ESSH_RECORDING_DOWNLOAD_RATE: String(DOWNLOADS) } });
   tenant = await createTenant(stack, { plan: 'scale' });
   // Every answer this file gets goes through the error-format checks at the end.
   const request = stack.api.request.bind(stack.api);
@@ -141,6 +142,27 @@ describe('authentication errors', () => {
     const options = await stack.api.request('OPTIONS', '/apps/x');
     expect(options.status).toBe(204);
     expect(options.headers.get('allow')).toBe('GET, PATCH, HEAD, OPTIONS');
+  });
+});
+
+describe('rate limit on recording downloads', () => {
+  it(`per user: ${DOWNLOADS} a minute, then 429 rate_limited with Retry-After and a sentence; asking for others' sessions counts too; another user has its own budget`, async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    const run = await runInSession(stack, t, { command: ['sh', '-c', 'echo recorded'] });
+    const download = (token: string, id = run.id) => stack.api.get(`/sessions/${id}/recording`, token);
+    for (let i = 0; i < DOWNLOADS - 1; i++) {
+      const r = await download(t.token);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(String(r.body)).toContain('recorded');
+    }
+    expect((await download(t.token, 999_999_999_999)).status).toBe(404); // the last of the minute's budget
+    const limited = await download(t.token);
+    expectError(limited, 429, 'rate_limited', new RegExp(`^Too many recordings downloaded by ${t.user.email.replace(/[.+]/g, '\\$&')}: at most ${DOWNLOADS} a minute .*Try again in \\d+ s\\.$`));
+    const retry = Number(limited.headers.get('retry-after'));
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect(retry).toBeLessThanOrEqual(60);
+    expect(limited.body.retry_after_s).toBe(retry);
+    expect((await download(stack.adminToken)).status).toBe(200);
   });
 });
 
