@@ -214,7 +214,7 @@ const ERROR_RESPONSES: Record<number, { name: string; description: string; heade
   413: { name: 'ContentTooLarge', description: `invalid_request: the body is larger than ${MAX_BODY_BYTES / 1024} KB` },
   422: { name: 'UnprocessableContent', description: 'invalid_request: the body does not match the schema (`problems` names each field), or breaks a rule the schema cannot state' },
   429: {
-    name: 'TooManyRequests', description: 'plan_limit (the account is at its concurrent sessions) or rate_limited (too many creates this minute)',
+    name: 'TooManyRequests', description: 'plan_limit (the account is at its concurrent sessions) or rate_limited (too many session creations or recording downloads this minute)',
     headers: { 'Retry-After': { description: 'rate_limited: seconds to wait', schema: { type: 'integer' }, required: false } },
   },
   500: { name: 'InternalError', description: 'internal: an error on our side, logged' },

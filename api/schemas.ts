@@ -22,13 +22,21 @@ export const params = {
   userSshKey: z.object({ id, keyId: id }),
 };
 
+/**
+ * A program and its arguments, as an app's or a session's command. An empty program would pass to
+ * the engine and fail every session with its raw OCI error, so it is refused here with a sentence.
+ */
+const argv = (whenLeftOut: string) => z
+  .array(z.string().max(4096).regex(noNul, NO_NUL))
+  .min(1, `give at least the program to run, or ${whenLeftOut}`)
+  .max(256)
+  .refine((a) => a.length === 0 || a[0]!.trim() !== '', {
+    message: `the first element is the program to run and may not be empty (e.g. ["sh", "-c", "echo hello"]); or ${whenLeftOut}`,
+  });
+
 export const createSessionBody = z
   .object({
-    command: z
-      .array(z.string().max(4096).regex(noNul, NO_NUL))
-      .min(1, 'give at least the program to run, or leave "command" out for the app\'s shell')
-      .max(256)
-      .optional(),
+    command: argv('leave "command" out for the app\'s command or shell').optional(),
     container_size_mb: z.number().int().min(128, 'at least 128 MB').max(65536, 'at most 65536 MB').optional(),
     tty: z.boolean().optional().describe('false: no TTY, separate stdout and stderr (default true)'),
     start_on_connect: z
@@ -101,7 +109,7 @@ const appSettings = {
     z.string().regex(envName, 'environment variable names are letters, digits and "_"'),
     z.string().max(32_768).regex(noNul, NO_NUL),
   ),
-  command: z.array(z.string().max(4096)).min(1).max(256),
+  command: argv('leave "command" out (or send null to clear it) for the image\'s own'),
   working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024),
   user: z.string().min(1).max(256),
   network: z.string().min(1).max(256).describe('operator only; never host, none or container:…'),

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import type { EsshApi } from './api.js';
 import { CliError } from './config.js';
+import { printable } from '../lib/printable.js';
 import { readStdin } from './prompt.js';
 
 interface Drain {
@@ -36,7 +37,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
     .action(async (account: string, opts: { json?: boolean }) => {
       const drains = await (await api()).list<Drain>(`/accounts/${encodeURIComponent(account)}/log_drains`);
       if (opts.json) return out.json(drains);
-      if (!drains.length) return void process.stderr.write(`Account ${account} has no log drains.\n`);
+      if (!drains.length) return void process.stderr.write(`Account ${printable(account)} has no log drains.\n`);
       process.stdout.write(out.table([
         ['ID', 'HANDLE', 'TYPE', 'STATUS', 'URL', 'BACKLOG BYTES', 'LAST ERROR'],
         ...drains.map((d) => [
@@ -82,7 +83,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
         drain_ephemeral_sessions: opts.ephemeralSessions,
       });
       if (opts.json) return out.json(drain);
-      process.stderr.write(`Log drain ${drain.handle} (id ${drain.id}) added to ${account}.\n`);
+      process.stderr.write(`Log drain ${printable(drain.handle)} (id ${drain.id}) added to ${printable(account)}.\n`);
     }), [
     ['essh log-drains create acme --handle hook --type https --url https://logs.example.com/essh'],
     ['essh log-drains create acme --handle es --type elasticsearch --url https://es.example.com:9200 --token-stdin < es-api-key'],

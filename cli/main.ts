@@ -9,6 +9,7 @@ import { bashCompletion, zshCompletion } from './completion.js';
 import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
 import { logDrainsCommand } from './log-drains.js';
 import { playRecording } from './play.js';
+import { printable, printableJson } from '../lib/printable.js';
 import { promptHidden, readStdin } from './prompt.js';
 import { sshToApp } from './ssh.js';
 import { watchSessions } from './watch.js';
@@ -29,10 +30,12 @@ const positiveNumber = (what: string) => (value: string) => {
 const api = async () => new EsshApi(await resolveConfig());
 
 function printJson(value: unknown) {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(printableJson(value, 2) + '\n');
 }
 
-function table(rows: string[][]) {
+/** Aligned columns; every cell shown printable (they hold what users and the server wrote). */
+function table(cells: string[][]) {
+  const rows = cells.map((r) => r.map(printable));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
@@ -129,7 +132,7 @@ Exit status:
       if (!token) throw new CliError('no token given; nothing was stored');
       const me = await new EsshApi({ api_url, token }).get<Me>('/me');
       const file = await saveConfig({ ...stored, api_url, token });
-      process.stderr.write(`Logged in to ${api_url} as ${me.name} <${me.email}> (saved in ${file})\n`);
+      process.stderr.write(`Logged in to ${api_url} as ${printable(`${me.name} <${me.email}>`)} (saved in ${file})\n`);
       if (process.env.ESSH_TOKEN) process.stderr.write('essh: note: ESSH_TOKEN is set in this environment and is used instead of the stored token\n');
     }), [
     ['essh login --api http://127.0.0.1:3000', 'asks for the token; nothing is echoed'],
@@ -333,7 +336,7 @@ export async function main(argv = process.argv): Promise<void> {
       process.exitCode = err.exitCode;
       return;
     }
-    process.stderr.write(`essh: ${(err as Error).message}\n`);
+    process.stderr.write(`essh: ${printable((err as Error).message)}\n`);
     process.exitCode = err instanceof CliError ? err.exitCode : 1;
   }
 }

@@ -1,6 +1,7 @@
 import { loadSshClient, openPortalShell } from '../portal/client.js';
 import type { CreatedSession, EsshApi, Session } from './api.js';
 import { CliError } from './config.js';
+import { printable } from '../lib/printable.js';
 
 const READY_POLL_MS = 50;
 const READY_TIMEOUT_MS = 5 * 60_000;
@@ -66,7 +67,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   // Provisioning failed while we were connected: essh's failure, not the program's.
   notReady.catch((err) => {
     shell.close();
-    process.stderr.write(`${ready ? '' : '\n'}essh: ${(err as Error).message}\n`);
+    process.stderr.write(`${ready ? '' : '\n'}essh: ${printable((err as Error).message)}\n`);
     process.exit(255);
   });
   shell.channel.once('data', announceReady);

@@ -1,5 +1,6 @@
 import type { EsshApi, Session } from './api.js';
 import { CliError } from './config.js';
+import { printable, printableJson } from '../lib/printable.js';
 
 export interface WatchOptions {
   intervalMs: number;
@@ -15,10 +16,10 @@ export interface WatchOptions {
 function describeChange(before: Session | undefined, after: Session | null, id: number): string {
   const time = new Date().toISOString().slice(11, 19);
   if (!after) return `${time}  session ${id}: no longer visible`;
-  const who = `session ${after.id} (${after.app}, ${after.user.email})`;
+  const who = `session ${after.id} (${printable(after.app)}, ${printable(after.user.email)})`;
   const code = after.exit_code !== null ? `exit ${after.exit_code}` : '';
   const reason = after.end_reason === 'exit' ? code : [after.end_reason, code].filter(Boolean).join(', ');
-  const end = reason ? ` (${reason})` : '';
+  const end = reason ? ` (${printable(reason)})` : '';
   if (!before) return `${time}  ${who}: new, ${after.state}${end}`;
   return `${time}  ${who}: ${before.state} → ${after.state}${end}`;
 }
@@ -57,13 +58,13 @@ export async function watchSessions(api: EsshApi, fetch: () => Promise<Session[]
         // The first list must work; later, a passing outage is shown and the watch goes on, but a
         // refusal (the token was revoked, say) ends it.
         if (!known || !(err instanceof CliError) || (err.status !== undefined && err.status < 500)) throw err;
-        trouble = `(${new Date().toISOString().slice(11, 19)}: ${err.message}; trying again)`;
+        trouble = `(${new Date().toISOString().slice(11, 19)}: ${printable(err.message)}; trying again)`;
         if (!opts.redraw) process.stderr.write(`essh: ${trouble}\n`);
       }
       if (list) {
         const now = new Map(list.map((s) => [s.id, s]));
         if (!known) {
-          if (opts.json) for (const s of list) out.write(JSON.stringify(s) + '\n');
+          if (opts.json) for (const s of list) out.write(printableJson(s) + '\n');
           else if (!opts.redraw) out.write(list.length ? opts.table(list) : '');
         } else {
           const changes: [Session | undefined, Session | null, number][] = [];
@@ -89,7 +90,7 @@ export async function watchSessions(api: EsshApi, fetch: () => Promise<Session[]
           for (const [before, after, id] of changes) {
             const line = describeChange(before, after, id);
             recent.push(line);
-            if (opts.json) out.write(JSON.stringify(after ?? { id, visible: false }) + '\n');
+            if (opts.json) out.write(printableJson(after ?? { id, visible: false }) + '\n');
             else if (!opts.redraw) out.write(line + '\n');
           }
           recent.splice(0, Math.max(0, recent.length - 8));

@@ -5,6 +5,7 @@
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import './style.css';
+import { printable } from '../lib/printable.js';
 
 // --- the API ------------------------------------------------------------------------------------
 
@@ -53,7 +54,8 @@ async function listAll<T>(path: string): Promise<T[]> {
 
 const messageOf = (r: Answer) => (typeof r.body?.message === 'string' ? r.body.message : `The API answered ${r.status}.`);
 
-// --- DOM helpers (text only: nothing from the API is ever parsed as HTML) --------------------------
+// --- DOM helpers (text only: nothing from the API is ever parsed as HTML, and its control characters
+// are shown escaped, lib/printable.ts) ------------------------------------------------------------------
 
 type Child = Node | string | number | null | undefined | false;
 function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string | boolean | undefined> = {}, ...children: Child[]) {
@@ -62,7 +64,7 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, 
     if (v === undefined || v === false) continue;
     el.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(typeof c === 'number' ? String(c) : c);
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(typeof c === 'string' ? printable(c) : typeof c === 'number' ? String(c) : c);
   return el;
 }
 const main = () => document.getElementById('main')!;

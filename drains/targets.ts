@@ -3,80 +3,70 @@
 // drain could reach loopback services, the cloud metadata endpoint or private hosts.
 import dns from 'node:dns';
 import net from 'node:net';
+import ipaddr from 'ipaddr.js';
 
-/**
- * Address ranges a drain may not connect to, with the reason shown to whoever tries. Node's own
- * net.BlockList does the matching (it also matches IPv4-mapped IPv6 addresses such as ::ffff:127.0.0.1
- * against the IPv4 ranges).
+/*
+ * Which addresses are special-purpose comes from ipaddr.js (its range() follows the IANA
+ * special-purpose registries: private, loopback, link-local, unique local, CGNAT, benchmarking,
+ * documentation, Teredo, NAT64, 6to4, discard…): a maintained list, where a hand-written one had
+ * missed 64:ff9b:1::/48, 2001::/32, 192.0.0.0/24 and 198.18.0.0/15. A drain may send only to what
+ * it calls "unicast" (public), or through a translator to a public IPv4 address (below).
  */
-const FORBIDDEN: { net: string; prefix: number; family: 'ipv4' | 'ipv6'; what: string }[] = [
-  { net: '0.0.0.0', prefix: 8, family: 'ipv4', what: 'an unspecified ("this network") address' },
-  { net: '10.0.0.0', prefix: 8, family: 'ipv4', what: 'a private address (RFC 1918)' },
-  { net: '100.64.0.0', prefix: 10, family: 'ipv4', what: 'a carrier-grade NAT address (RFC 6598)' },
-  { net: '127.0.0.0', prefix: 8, family: 'ipv4', what: 'a loopback address' },
-  { net: '169.254.169.254', prefix: 32, family: 'ipv4', what: 'the cloud metadata address' },
-  { net: '169.254.0.0', prefix: 16, family: 'ipv4', what: 'a link-local address' },
-  { net: '172.16.0.0', prefix: 12, family: 'ipv4', what: 'a private address (RFC 1918)' },
-  { net: '192.168.0.0', prefix: 16, family: 'ipv4', what: 'a private address (RFC 1918)' },
-  { net: '224.0.0.0', prefix: 4, family: 'ipv4', what: 'a multicast address' },
-  { net: '240.0.0.0', prefix: 4, family: 'ipv4', what: 'a reserved or broadcast address' },
-  { net: '::', prefix: 128, family: 'ipv6', what: 'an unspecified address' },
-  { net: '::1', prefix: 128, family: 'ipv6', what: 'a loopback address' },
-  { net: 'fd00:ec2::254', prefix: 128, family: 'ipv6', what: 'the cloud metadata address' },
-  { net: 'fc00::', prefix: 7, family: 'ipv6', what: 'a private (unique local) address' },
-  { net: 'fe80::', prefix: 10, family: 'ipv6', what: 'a link-local address' },
-  { net: 'ff00::', prefix: 8, family: 'ipv6', what: 'a multicast address' },
-];
 
-const lists = FORBIDDEN.map((r) => {
-  const list = new net.BlockList();
-  list.addSubnet(r.net, r.prefix, r.family);
-  return { list, what: r.what };
-});
+/** Why each of ipaddr.js's ranges is refused; a range it adds later is refused under its own name. */
+const RANGE_REASONS: Record<string, string> = {
+  unspecified: 'an unspecified ("this network") address',
+  broadcast: 'the broadcast address',
+  multicast: 'a multicast address',
+  linkLocal: 'a link-local address',
+  loopback: 'a loopback address',
+  carrierGradeNat: 'a carrier-grade NAT address (RFC 6598)',
+  private: 'a private address (RFC 1918)',
+  uniqueLocal: 'a private (unique local) address',
+  reserved: 'a reserved address (IETF protocol assignments, documentation, benchmarking or future use)',
+  benchmarking: 'a benchmarking address (RFC 5180)',
+  teredo: 'a Teredo tunnel address (RFC 4380)',
+  rfc6052: 'a local-use NAT64 address (RFC 8215)',
+  rfc6145: 'an IPv4-translated address (RFC 6145)',
+  discard: 'a discard-only address (RFC 6666)',
+  deprecatedSiteLocal: 'a site-local address',
+};
 
-/** An IPv4 address carried inside an IPv6 one that routes to it (NAT64 64:ff9b::/96, 6to4 2002::/16). */
-function embeddedIpv4(address: string): string | null {
-  const bytes = ipv6Bytes(address);
-  if (!bytes) return null;
-  const isNat64 = bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && bytes.subarray(4, 12).every((b) => b === 0);
-  if (isNat64) return Array.from(bytes.subarray(12, 16)).join('.');
-  if (bytes[0] === 0x20 && bytes[1] === 0x02) return Array.from(bytes.subarray(2, 6)).join('.');
+type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
+const inCidr = (a: ipaddr.IPv4 | ipaddr.IPv6, cidr: Cidr) => a.kind() === cidr[0].kind() && a.match(cidr);
+
+/** The cloud metadata addresses: inside ranges ipaddr.js covers, but named so whoever tries knows what they hit. */
+const METADATA: Cidr[] = [ipaddr.parseCIDR('169.254.169.254/32'), ipaddr.parseCIDR('fd00:ec2::254/128')];
+/** What ipaddr.js calls unicast but is not public: the deprecated IPv4-compatible addresses (RFC 4291). */
+const IPV4_COMPATIBLE: Cidr = ipaddr.parseCIDR('::/96');
+
+/** Translators to IPv4 whose embedded address is what is reached: allowed when that one is public. */
+const NAT64_WELL_KNOWN = ipaddr.parseCIDR('64:ff9b::/96');
+
+function embeddedIpv4(address: ipaddr.IPv6, range: string): string | null {
+  const b = address.toByteArray();
+  if (range === 'rfc6052' && address.match(NAT64_WELL_KNOWN)) return b.slice(12, 16).join('.');
+  if (range === '6to4') return b.slice(2, 6).join('.');
   return null;
-}
-
-function ipv6Bytes(address: string): Buffer | null {
-  if (net.isIPv6(address) === false) return null;
-  const [head, tail] = address.includes('::') ? address.split('::') as [string, string] : [address, null];
-  const parse = (part: string) => (part ? part.split(':') : []).flatMap((g) => (g.includes('.') ? ipv4Groups(g) : [g]));
-  const h = parse(head);
-  const t = tail === null ? [] : parse(tail);
-  const groups = tail === null ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  if (groups.length !== 8) return null;
-  const buf = Buffer.alloc(16);
-  groups.forEach((g, i) => buf.writeUInt16BE(parseInt(g, 16), i * 2));
-  return buf;
-}
-
-function ipv4Groups(v4: string): string[] {
-  const o = v4.split('.').map(Number);
-  return [((o[0]! << 8) | o[1]!).toString(16), ((o[2]! << 8) | o[3]!).toString(16)];
 }
 
 /** Why a drain may not connect to this IP address, or null when it may. */
 export function forbiddenAddressReason(address: string): string | null {
   const bare = address.replace(/^\[|\]$/g, '').replace(/%.*$/, '');
-  const family = net.isIP(bare);
-  if (!family) return 'not an IP address';
-  const type = family === 4 ? 'ipv4' : 'ipv6';
-  for (const { list, what } of lists) if (list.check(bare, type)) return what;
-  if (family === 6) {
-    const v4 = embeddedIpv4(bare);
+  if (!net.isIP(bare)) return 'not an IP address';
+  // process() turns an IPv4-mapped IPv6 address (::ffff:127.0.0.1) into the IPv4 one it reaches.
+  const parsed = ipaddr.process(bare);
+  if (METADATA.some((cidr) => inCidr(parsed, cidr))) return 'the cloud metadata address';
+  const range = parsed.range();
+  if (range === 'unicast') return inCidr(parsed, IPV4_COMPATIBLE) ? 'an IPv4-compatible address (deprecated, RFC 4291)' : null;
+  if (parsed.kind() === 'ipv6') {
+    const v4 = embeddedIpv4(parsed as ipaddr.IPv6, range);
     if (v4) {
       const inner = forbiddenAddressReason(v4);
-      if (inner) return `${inner} (inside ${bare})`;
+      return inner ? `${inner} (inside ${bare})` : null;
     }
   }
-  return null;
+  return RANGE_REASONS[range] ?? `a special-purpose address (${range})`;
 }
 
 export class ForbiddenTargetError extends Error {
@@ -160,13 +150,16 @@ export function isForbiddenTarget(err: unknown): err is ForbiddenTargetError {
 const SECRET_SEGMENT = /^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9._~%+=-]{16,}$/;
 
 /**
- * The URL as shown back: credentials masked as `****`. Masked are the password, every query value
+ * The URL as shown back: credentials masked as `****`. Masked are the whole userinfo (a receiver often
+ * takes its key as the user name alone, `https://KEY@host`, so the name is no less secret than a
+ * password), every query value
  * (`?token=****&api_key=****`: a query carries keys more often than not) and every path segment of
  * 16 or more characters mixing letters and digits (`/services/T0/B0/****`, `/hooks/****`): such a
  * segment is far more likely a key than a name.
  */
 export function displayUrl(raw: string): string {
   const u = new URL(raw);
+  if (u.username) u.username = '****';
   if (u.password) u.password = '****';
   u.pathname = u.pathname.split('/').map((seg) => (SECRET_SEGMENT.test(seg) ? '****' : seg)).join('/');
   if (u.search) {

@@ -81,12 +81,19 @@ const envSchema = z.object({
   ESSH_HOST_INTERNAL_PORT: port.default(0),
   /** The URL the API's processes use to reach it, when not http://<ESSH_HOST_INTERNAL_HOST>:<port> (a proxy, a NAT). */
   ESSH_HOST_INTERNAL_URL: z.string().url().optional(),
+  /** PEM certificate and key files: the host's internal endpoint speaks HTTPS. */
+  ESSH_HOST_INTERNAL_TLS_CERT: z.string().optional(),
+  ESSH_HOST_INTERNAL_TLS_KEY: z.string().optional(),
+  /** PEM CA file the API's processes trust for the hosts' https:// internal endpoints (default: the system's CAs). */
+  ESSH_HOST_INTERNAL_TLS_CA: z.string().optional(),
   /** How long a session's journal (drains' queue, recording) is kept after it ended; 0: forever. */
   ESSH_EVENT_RETENTION_S: z.coerce.number().int().min(0).default(30 * 24 * 3600),
   /** How old an open Operation row with no workflow must be before the reconciler closes it. */
   ESSH_OPERATION_SETTLE_S: seconds.default(30),
   /** Session creations allowed per API token (or SSH user) per minute; 0 turns the limit off. */
   ESSH_SESSION_CREATE_RATE: z.coerce.number().int().min(0).default(60),
+  /** Recording downloads allowed per user per minute; 0 turns the limit off. */
+  ESSH_RECORDING_DOWNLOAD_RATE: z.coerce.number().int().min(0).default(30),
   /** This installation's short id (container names, labels); by default made once per database. */
   ESSH_INSTALLATION: z.string().optional(),
   /** The idle init every session container runs as its main process, on the Docker host (built by scripts/setup.sh). */
@@ -161,7 +168,9 @@ export interface Config {
     allowPrivateTargets: boolean;
   };
   /** The host's internal endpoint (host/internal-server.ts). */
-  hostInternal: { host: string; port: number; url?: string };
+  hostInternal: { host: string; port: number; url?: string; tls?: { certFile: string; keyFile: string }; caFile?: string };
+  /** Recording downloads per user per minute (ESSH_RECORDING_DOWNLOAD_RATE). */
+  recordingDownloadsPerMinute: number;
   operationSettleS: number;
   installation?: string;
   initPath: string;
@@ -186,6 +195,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tlsGiven = e.TEMPORAL_TLS_CERT || e.TEMPORAL_TLS_KEY || e.TEMPORAL_TLS_CA;
   if ((e.TEMPORAL_TLS_CERT && !e.TEMPORAL_TLS_KEY) || (!e.TEMPORAL_TLS_CERT && e.TEMPORAL_TLS_KEY)) {
     throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: set both (mTLS) or neither.');
+  }
+  if (Boolean(e.ESSH_HOST_INTERNAL_TLS_CERT) !== Boolean(e.ESSH_HOST_INTERNAL_TLS_KEY)) {
+    throw new Error('ESSH_HOST_INTERNAL_TLS_CERT and ESSH_HOST_INTERNAL_TLS_KEY go together: set both (the internal endpoint speaks HTTPS) or neither.');
   }
   if (!isLoopback(e.ESSH_METRICS_HOST) && !e.ESSH_METRICS_TOKEN) {
     throw new Error(
@@ -234,7 +246,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, batchBytes: e.ESSH_DRAIN_BATCH_BYTES,
       retentionS: e.ESSH_EVENT_RETENTION_S, allowPrivateTargets: e.ESSH_DRAINS_ALLOW_PRIVATE === '1' || e.ESSH_DRAINS_ALLOW_PRIVATE === 'true',
     },
-    hostInternal: { host: e.ESSH_HOST_INTERNAL_HOST, port: e.ESSH_HOST_INTERNAL_PORT, url: e.ESSH_HOST_INTERNAL_URL },
+    hostInternal: {
+      host: e.ESSH_HOST_INTERNAL_HOST, port: e.ESSH_HOST_INTERNAL_PORT, url: e.ESSH_HOST_INTERNAL_URL,
+      tls: e.ESSH_HOST_INTERNAL_TLS_CERT && e.ESSH_HOST_INTERNAL_TLS_KEY ? { certFile: e.ESSH_HOST_INTERNAL_TLS_CERT, keyFile: e.ESSH_HOST_INTERNAL_TLS_KEY } : undefined,
+      caFile: e.ESSH_HOST_INTERNAL_TLS_CA,
+    },
+    recordingDownloadsPerMinute: e.ESSH_RECORDING_DOWNLOAD_RATE,
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
     installation: e.ESSH_INSTALLATION,
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
@@ -152,13 +152,40 @@ export function openDatabase(url: string): Db {
     return new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: observe });
   }
   const file = url.replace(/^sqlite:(\/\/)?/, '');
-  if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  if (file !== ':memory:') {
+    mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    createOwnerOnlySqliteFile(file);
+  }
   const sqlite = openSqlite(file);
   // WAL lets the API read while a worker writes; busy_timeout covers the moments they collide.
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA busy_timeout = 5000');
   sqlite.exec('PRAGMA foreign_keys = ON');
   return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: observe });
+}
+
+/**
+ * Makes a SQLite database and its -wal and -shm files its user's alone (0600) whatever the umask of
+ * the process that opens it: the file is created 0600 before SQLite opens it, and SQLite creates the
+ * -wal and -shm with the mode of the database file.
+ */
+function createOwnerOnlySqliteFile(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  tightenSqliteFiles(file);
+}
+
+/**
+ * Sets a SQLite database and its -wal and -shm files, those that exist, to 0600: an earlier version
+ * made them under the default umask, readable to every user of the machine.
+ */
+export function tightenSqliteFiles(file: string): void {
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
 }
 
 let observer: ((sql: string) => void) | undefined;

@@ -1,5 +1,6 @@
 import type { Db } from '../lib/db.js';
 import { containerKnownWithin, onRecordChanged, recordChangedWithin } from '../lib/record-news.js';
+import { printable } from '../lib/printable.js';
 
 export type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;
 
@@ -174,7 +175,9 @@ export class SessionWatch {
 /** The one line a user sees when the session ends for a reason other than its program exiting. */
 export function endNotice(row: Pick<SessionRow, 'id' | 'end_reason' | 'end_message' | 'ended_by'>): string {
   const id = Number(row.id);
-  const why = row.end_message ? `: ${row.end_message}` : '';
+  // The reason was written by whoever ended it (an account admin, say): shown, never obeyed, by the
+  // user's terminal.
+  const why = row.end_message ? `: ${printable(row.end_message)}` : '';
   switch (row.end_reason) {
     case 'terminated':
       return `essh: session ${id} terminated by ${row.ended_by ?? 'an operator'}${why}`;

@@ -1,16 +1,16 @@
 import http from 'node:http';
+import https from 'node:https';
 import { Readable } from 'node:stream';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { ApiError, notFound } from '../services/errors.js';
+import { PerUserRateLimiter } from '../services/rate-limit.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
 import { RedactionRulesCache } from '../drains/redaction.js';
+import { internalRecordingToken } from '../host/internal-auth.js';
 import { asciicastStream } from './asciicast.js';
-
-/** The label whose HMAC under the shared secrets key is the bearer of the hosts' internal endpoints. */
-export const INTERNAL_BEARER_LABEL = 'essh host internal endpoint v1';
 
 export function recordingPath(operationId: number) {
   return `/internal/v1/sessions/${operationId}/recording`;
@@ -51,11 +51,12 @@ export async function localRecording(
  * Recordings for the API: who may see one (the session's owner, its account's admins, operators), and
  * where it is. A session's journal is on the host that ran it (`session_journals.host_id`): read
  * directly when that host runs in this process, else streamed from the host's internal endpoint
- * (host/internal-server.ts), authenticated with a bearer derived from the secrets key all essh
- * processes share.
+ * (host/internal-server.ts), with a token made for that one request (host/internal-auth.ts), over
+ * HTTPS when the host's URL says so.
  */
 export class RecordingsService {
   private readonly rules: RedactionRulesCache;
+  private readonly downloads: PerUserRateLimiter;
 
   constructor(
     private readonly deps: {
@@ -64,13 +65,23 @@ export class RecordingsService {
       retentionS: number;
       /** The host whose journals this process holds, when it runs one. */
       localHost?: { hostId: string; dataDir: string };
+      /** PEM CA certificates trusted for hosts' https:// internal endpoints, instead of the system's. */
+      internalCa?: string;
+      /** Recordings one user may download per minute (ESSH_RECORDING_DOWNLOAD_RATE); 0: no limit. */
+      downloadsPerMinute?: number;
     },
   ) {
     this.rules = new RedactionRulesCache(deps.db);
+    this.downloads = new PerUserRateLimiter(deps.db, {
+      action: 'recording-download', perMinute: deps.downloadsPerMinute ?? 0,
+      refusal: (who, n) => `Too many recordings downloaded by ${who}: at most ${n} a minute (each one is read whole from its session's journal).`,
+    });
   }
 
   async recording(p: Principal, operationId: number): Promise<Readable> {
     const { db } = this.deps;
+    // Counted before anything is looked up: asking for sessions one may not see costs the same.
+    await this.downloads.take(p);
     const op = await db.selectFrom('operations').innerJoin('apps', 'apps.id', 'operations.app_id')
       .select(['operations.account_id', 'operations.user_id', 'operations.created_at', 'operations.state', 'apps.handle as app'])
       .where('operations.id', '=', operationId).executeTakeFirst();
@@ -105,8 +116,11 @@ export class RecordingsService {
       `The recording of session ${operationId} is on host ${hostId}, which ${why}; try again once that host is back.`);
     if (!host?.internal_url) throw unavailable('has no internal endpoint registered');
     const url = new URL(recordingPath(operationId), host.internal_url);
+    const headers = { authorization: `Bearer ${internalRecordingToken(this.deps.secrets, operationId)}` };
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.get(url, { headers: { authorization: `Bearer ${this.deps.secrets.derive(INTERNAL_BEARER_LABEL)[0]}` }, timeout: FETCH_TIMEOUT_MS }, resolve);
+      const req = url.protocol === 'https:'
+        ? https.get(url, { headers, timeout: FETCH_TIMEOUT_MS, ...(this.deps.internalCa ? { ca: this.deps.internalCa } : {}) }, resolve)
+        : http.get(url, { headers, timeout: FETCH_TIMEOUT_MS }, resolve);
       req.once('timeout', () => req.destroy(new Error('no answer in time')));
       req.once('error', reject);
     }).catch((err: Error) => {

@@ -29,7 +29,7 @@ import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.j
 import { access, type Principal } from './auth.js';
 import { ApiError, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type Page, type PageRequest } from './pages.js';
-import { SessionCreateRateLimiter } from './rate-limit.js';
+import { PerUserRateLimiter } from './rate-limit.js';
 
 export interface SessionTimeouts {
   heartbeatTimeoutS: number;
@@ -63,7 +63,7 @@ const TERMINATE_ANSWER_WAIT_MS = 5000;
 
 /** Everything the API, the portal and the CLI do with sessions goes through here. */
 export class SessionsService {
-  private readonly createRate: SessionCreateRateLimiter;
+  private readonly createRate: PerUserRateLimiter;
 
   constructor(
     private readonly deps: {
@@ -86,7 +86,10 @@ export class SessionsService {
       metrics?: Pick<Metrics, 'sessionsCreated' | 'sessionCreateRejected'>;
     },
   ) {
-    this.createRate = new SessionCreateRateLimiter(deps.db, deps.createRatePerMinute ?? 0);
+    this.createRate = new PerUserRateLimiter(deps.db, {
+      action: 'session-create', perMinute: deps.createRatePerMinute ?? 0,
+      refusal: (who, n) => `Too many sessions created by ${who}: at most ${n} a minute.`,
+    });
   }
 
   private rows() {

@@ -15,7 +15,7 @@ import { loadSecretBox, type SecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, ensureSearchAttributes, temporalAddress, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
 import { EgressGuard } from '../host/egress.js';
 import { registerHostMetrics } from '../host/metrics.js';
@@ -207,6 +207,9 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const internal = new HostInternalServer({
         db, log, secrets, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS,
         listen: config.hostInternal, publicUrl: config.hostInternal.url,
+        tls: config.hostInternal.tls && {
+          cert: readFileSync(config.hostInternal.tls.certFile, 'utf8'), key: readFileSync(config.hostInternal.tls.keyFile, 'utf8'),
+        },
       });
       const internalUrl = await internal.start();
       cleanups.push(() => internal.stop());
@@ -226,6 +229,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const recordings = new RecordingsService({
         db, secrets, retentionS: config.drains.retentionS,
         localHost: parts.hostStacks?.length ? { hostId: config.hostId, dataDir: config.dataDir } : undefined,
+        internalCa: config.hostInternal.caFile ? readFileSync(config.hostInternal.caFile, 'utf8') : undefined,
+        downloadsPerMinute: config.recordingDownloadsPerMinute,
       });
       const { app } = createApi({
         db, sessions, admin, metrics, exposition, metricsToken: config.metrics.token, log, version: VERSION,

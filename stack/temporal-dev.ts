@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { tightenSqliteFiles } from '../lib/db.js';
 
 export interface DevServer {
   address: string;
@@ -23,12 +24,17 @@ const typeNames: Record<string, string> = { KEYWORD: 'Keyword', INT: 'Int' };
  * UI and essh's search attributes. Started again on the same file, its workflows carry on.
  */
 export async function startDevServer(opts: { binary: string; dataDir: string; port: number; uiPort: number; namespace: string }): Promise<DevServer> {
+  // The server's workflow histories hold what sessions were and who ran them: its user's alone,
+  // whatever umask the caller has. The file cannot be made in advance (the server sets up its schema
+  // only in a file that does not exist yet), so the server runs under umask 077 (below).
+  const dbFile = path.join(opts.dataDir, 'temporal.sqlite');
+  tightenSqliteFiles(dbFile);
   const args = [
     'server', 'start-dev',
     '--ip', '127.0.0.1',
     '--port', String(opts.port),
     '--ui-port', String(opts.uiPort),
-    '--db-filename', path.join(opts.dataDir, 'temporal.sqlite'),
+    '--db-filename', dbFile,
     '--namespace', opts.namespace,
     '--log-level', 'warn',
     ...EAGER_START_ARGS,
@@ -38,8 +44,9 @@ export async function startDevServer(opts: { binary: string; dataDir: string; po
     '--sqlite-pragma', 'synchronous=normal',
     ...SEARCH_ATTRIBUTE_KEYS.flatMap((k) => ['--search-attribute', `${k.name}=${typeNames[k.type]}`]),
   ];
-  const logFile = createWriteStream(path.join(opts.dataDir, 'temporal.log'), { flags: 'a' });
-  const child: ChildProcess = spawn(opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logFile = createWriteStream(path.join(opts.dataDir, 'temporal.log'), { flags: 'a', mode: 0o600 });
+  // Node cannot give a child a umask of its own: a shell sets it and then becomes the server.
+  const child: ChildProcess = spawn('/bin/sh', ['-c', 'umask 077 && exec "$0" "$@"', opts.binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.pipe(logFile);
   child.stderr?.pipe(logFile);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

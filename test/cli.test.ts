@@ -235,6 +235,46 @@ describe('essh ssh without a terminal, and the other commands', () => {
   });
 });
 
+describe('what the CLI prints from the server', () => {
+  // Escape sequences that would retitle the operator's window, clear the screen and colour what follows
+  // (C1 CSI), then a newline that would forge a line of output.
+  const PAYLOAD = '\u001b]0;pwned\u0007\u001b[2J\u009b31m\nforged: line';
+  const SHOWN = '\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\nforged: line';
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/; // all but the newlines ending essh's own lines
+
+  it('shows control characters escaped: a terminate reason, a user name, an error message; --json stays the same data', async () => {
+    const s = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
+    await waitForState(stack, tenant.token, s.body.id, 'waiting_for_client');
+    expect((await stack.api.post(`/sessions/${s.body.id}/terminate`, stack.adminToken, { reason: PAYLOAD })).status).toBe(202);
+    await waitForState(stack, tenant.token, s.body.id, 'ended');
+
+    const text = await essh(['session', String(s.body.id)]);
+    expect(text.code, text.stderr).toBe(0);
+    const out = text.stdout.toString();
+    expect(out).not.toMatch(RAW_CONTROL);
+    expect(out.split('\n').find((l) => l.startsWith('end message:'))?.replace(/^end message:\s+/, '')).toBe(SHOWN);
+    expect(out).not.toMatch(/^forged/m);
+    const json = await essh(['session', String(s.body.id), '--json']);
+    expect(json.stdout.toString()).not.toMatch(RAW_CONTROL);
+    expect(JSON.parse(json.stdout.toString()).end_message).toBe(PAYLOAD);
+
+    // A user whose name another admin wrote, seen by its own CLI.
+    const named = await stack.api.post('/users', stack.adminToken, {
+      name: `Mallory ${PAYLOAD}`, email: `mallory-${s.body.id}@example.com`, role: 'member', accounts: [tenant.account],
+    });
+    expect(named.status).toBe(201);
+    const who = await essh(['whoami'], { env: { ESSH_TOKEN: named.body.token, ESSH_API_URL: stack.url } });
+    expect(who.code, who.stderr).toBe(0);
+    expect(who.stdout.toString()).not.toMatch(RAW_CONTROL);
+    expect(who.stdout.toString()).toContain(`Mallory ${SHOWN} <mallory-`);
+
+    // An error sentence naming what was asked for is printed escaped too.
+    const refused = await essh(['sessions', '--user', 'nobody\u001b[2J@example.com']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).not.toMatch(RAW_CONTROL);
+  });
+});
+
 /** An API in front of the real one that changes the `connect` block of a created session. */
 async function apiProxy(rewrite: (connect: Record<string, unknown>) => void) {
   const server = http.createServer(async (req, res) => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
@@ -164,6 +164,36 @@ describe('the web console', () => {
     await page.click('#filters button[type=submit]');
     await page.waitForURL(/state=ended&user=/);
     await onlyRow(page, mine.id);
+    await page.close();
+  });
+
+  it('shows what users wrote as text, never as HTML, with its control characters escaped', async () => {
+    const HOSTILE = '<img src=x onerror="window.__pwned=1"><b id="injected">bold</b>\u001b]0;pwned\u0007\u001b[2J\u009b31m';
+    const SHOWN = '<img src=x onerror="window.__pwned=1"><b id="injected">bold</b>\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m';
+    const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+    const s = await stack.api.post(`/apps/${A.app}/sessions`, A.token, {});
+    await waitForState(stack, A.token, s.body.id, 'waiting_for_client');
+    expect((await stack.api.post(`/sessions/${s.body.id}/terminate`, stack.adminToken, { reason: HOSTILE })).status).toBe(202);
+    await waitForState(stack, A.token, s.body.id, 'ended');
+    const mallory = await stack.api.post('/users', stack.adminToken, {
+      name: `Mallory ${HOSTILE}`, email: `mallory-${s.body.id}@example.com`, role: 'account_admin', accounts: [A.account],
+    });
+    expect(mallory.status).toBe(201);
+
+    const page = await browser.newPage();
+    await signIn(page, mallory.body.token);
+    expect(await page.textContent('#who')).toContain(`Mallory ${SHOWN}`);
+    const row = page.locator(`#sessions tr[data-session="${s.body.id}"]`);
+    await expect.poll(() => row.count()).toBe(1);
+    await row.locator('a').click();
+    await page.waitForSelector('#lifecycle');
+    expect(await page.locator('#lifecycle').textContent()).toContain(`“${SHOWN}”`);
+    const main = await page.locator('#main').textContent();
+    expect(main).toContain(SHOWN);
+    expect(main).not.toMatch(RAW_CONTROL);
+    // Nothing of it became markup, and nothing of it ran.
+    expect(await page.locator('#injected, img[src="x"]').count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
     await page.close();
   });
 

@@ -63,7 +63,7 @@ describe('log drains', () => {
     });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     expect(r.body).toMatchObject({
-      handle: 'es', account: t.account, drain_type: 'elasticsearch', url: 'https://elastic:****@es.example.com:9200/',
+      handle: 'es', account: t.account, drain_type: 'elasticsearch', url: 'https://****:****@es.example.com:9200/',
       has_token: true, has_ca_cert: true, index: 'essh-{yyyy}.{MM}.{dd}', pipeline: 'p1', drain_ephemeral_sessions: true,
       status: 'active', paused_reason: null,
       delivery: {
@@ -96,9 +96,22 @@ describe('log drains', () => {
   it('show credentials in the URL masked: the password, every query value, secret-looking path segments', async () => {
     const r = await create({ handle: 'hook', drain_type: 'https', url: 'https://u:pw@hooks.example.com/services/T0123/B0123/abcdefGHIJ0123456789xyzw?token=t0k3n&source=essh' });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body.url).toBe('https://u:****@hooks.example.com/services/T0123/B0123/****?token=****&source=****');
+    expect(r.body.url).toBe('https://****:****@hooks.example.com/services/T0123/B0123/****?token=****&source=****');
     const listed = (await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body;
-    expect(JSON.stringify(listed)).not.toMatch(/abcdefGHIJ0123456789xyzw|t0k3n|:pw@/);
+    expect(JSON.stringify(listed)).not.toMatch(/abcdefGHIJ0123456789xyzw|t0k3n|:pw@|u:/);
+    expect((await stack.api.delete(`/log_drains/${r.body.id}`, adminToken)).status).toBe(204);
+  });
+
+  it('show a key given as the URL\'s user name alone (https://KEY@host) masked to members, in the view and the list', async () => {
+    const r = await create({ handle: 'userkey', drain_type: 'https', url: 'https://sk_live_Q7hZx2@ingest.example.com/in' });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body.url).toBe('https://****@ingest.example.com/in');
+    const seen = JSON.stringify([
+      (await stack.api.get(`/log_drains/${r.body.id}`, t.token)).body,
+      (await stack.api.get(`/accounts/${t.account}/log_drains`, t.token)).body,
+    ]);
+    expect(seen).toContain('https://****@ingest.example.com/in');
+    expect(seen).not.toContain('sk_live_Q7hZx2');
     expect((await stack.api.delete(`/log_drains/${r.body.id}`, adminToken)).status).toBe(204);
   });
 
@@ -110,13 +123,13 @@ describe('log drains', () => {
       token: 'old-token', ca_cert: null, index_pattern: 'essh', pipeline: null, drain_ephemeral_sessions: 1,
       delivered_events: 0, failed_events: 0, created_at: new Date().toISOString(),
     }).returning('id').executeTakeFirstOrThrow();
-    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://old:****@es.example.com:9200/');
+    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body.url).toBe('https://****:****@es.example.com:9200/');
     await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir }));
     const stored = await db.selectFrom('log_drains').select(['url', 'token']).where('id', '=', legacy.id).executeTakeFirstOrThrow();
     expect(stored.url).toMatch(/^v2\./);
     expect(stored.token).toMatch(/^v2\./);
     expect(JSON.stringify(stored)).not.toMatch(/pl4in|old-token/);
-    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body).toMatchObject({ url: 'https://old:****@es.example.com:9200/', has_token: true });
+    expect((await stack.api.get(`/log_drains/${legacy.id}`, t.token)).body).toMatchObject({ url: 'https://****:****@es.example.com:9200/', has_token: true });
     expect((await stack.api.delete(`/log_drains/${legacy.id}`, adminToken)).status).toBe(204);
   });
 
@@ -147,7 +160,7 @@ describe('log drains', () => {
       await sealStoredDrainSecrets(db, await loadSecretBox({ dataDir: stack.dataDir, previousKeysBase64: newKey }));
     }
     expect((await storedNow()).url.startsWith(`v2.${oldOnly.keyId}.`)).toBe(true);
-    expect((await stack.api.get(`/log_drains/${r.body.id}`, adminToken)).body).toMatchObject({ url: 'https://u:****@es.example.com:9200/', has_token: true });
+    expect((await stack.api.get(`/log_drains/${r.body.id}`, adminToken)).body).toMatchObject({ url: 'https://****:****@es.example.com:9200/', has_token: true });
     expect((await stack.api.delete(`/log_drains/${r.body.id}`, adminToken)).status).toBe(204);
   });
 

@@ -87,7 +87,7 @@ describe('an Elasticsearch drain', () => {
       index: 'essh-{app}-{yyyy}.{MM}', pipeline: 'essh-ingest', token: 'api-key-123', ca_cert: cert.cert,
     });
     expect(d.status, JSON.stringify(d.body)).toBe(201);
-    expect(d.body.url).toBe(`https://elastic:****@127.0.0.1:${rx.port}/cluster`);
+    expect(d.body.url).toBe(`https://****:****@127.0.0.1:${rx.port}/cluster`);
 
     // A session printing 60 lines through the portal, with a line the cluster cannot map after the 31st.
     const run = await runInSession(stack, tenant, {

@@ -48,6 +48,14 @@ describe('drain targets', () => {
     ['https', 'https://[fe80::1]/in', /link-local/],
     ['https', 'https://0.0.0.0/in', /unspecified/],
     ['https', 'https://[64:ff9b::a00:1]/in', /private address.*inside/],
+    // Ranges the hand-written list had missed, now from ipaddr.js's special-purpose registry.
+    ['https', 'https://[64:ff9b:1::a00:1]/in', /64:ff9b:1::a00:1 is a local-use NAT64 address/],
+    ['https', 'https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/in', /Teredo tunnel address/],
+    ['https', 'https://192.0.0.170/in', /192\.0\.0\.170 is a reserved address/],
+    ['https', 'https://198.18.0.1/in', /198\.18\.0\.1 is a reserved address/],
+    ['https', 'https://198.19.255.254/in', /reserved address/],
+    ['https', 'https://[::7f00:1]/in', /IPv4-compatible address/],
+    ['https', 'https://[2002:a00:1::1]/in', /private address.*inside/],
     ['syslog', 'syslog+tls://192.168.0.1:6514', /private address/],
     ['elasticsearch', 'https://127.0.0.2:9200', /loopback/],
     ['https', 'https://no-such-host.invalid/in', /does not resolve/],
@@ -61,7 +69,7 @@ describe('drain targets', () => {
   });
 
   it('classifies public addresses as allowed', () => {
-    for (const a of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '100.128.0.1', '172.32.0.1', '64:ff9b::808:808']) expect(forbiddenAddressReason(a), a).toBeNull();
+    for (const a of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '100.128.0.1', '172.32.0.1', '64:ff9b::808:808', '2002:808:808::1', '198.20.0.1']) expect(forbiddenAddressReason(a), a).toBeNull();
   });
 
   it('refuses at connect time a drain whose address became private after creation (DNS changed), pausing it, and sends nothing', async () => {
@@ -94,9 +102,10 @@ describe('drain targets', () => {
     expect(rx.requests).toEqual([]);
   });
 
-  it('shows drain URLs with passwords, query values and secret-looking path segments masked', async () => {
+  it('shows drain URLs with user names, passwords, query values and secret-looking path segments masked', async () => {
     expect(displayUrl('https://user:pw@hooks.example.com/services/T0123ABCD/B0123ABCD/abcdefGHIJ0123456789xyzw'))
-      .toBe('https://user:****@hooks.example.com/services/T0123ABCD/B0123ABCD/****');
+      .toBe('https://****:****@hooks.example.com/services/T0123ABCD/B0123ABCD/****');
+    expect(displayUrl('https://SECRETKEY@logs.example.com/in')).toBe('https://****@logs.example.com/in');
     expect(displayUrl('https://logs.example.com/ingest?token=s3cr3t&api_key=abc&source=essh'))
       .toBe('https://logs.example.com/ingest?token=****&api_key=****&source=****');
     expect(displayUrl('https://logs.example.com/v1/input/3f2b9c1e-8d7a-4b6c-9e5f-0a1b2c3d4e5f'))

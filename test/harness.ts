@@ -97,8 +97,9 @@ export async function startTestStack(
     ESSH_STOP_GRACE_S: '2',
     ESSH_RECONCILE_INTERVAL_S: '2',
     ESSH_LOG_LEVEL: 'warn',
-    // Tests create sessions in bursts; the rate limit has its own test.
+    // Tests create sessions and poll recordings in bursts; the rate limits have their own tests.
     ESSH_SESSION_CREATE_RATE: '0',
+    ESSH_RECORDING_DOWNLOAD_RATE: '0',
     // The tests' drain receivers listen on 127.0.0.1; the refusal of such targets has its own test.
     ESSH_DRAINS_ALLOW_PRIVATE: '1',
     ...opts.env,

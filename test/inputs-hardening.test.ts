@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, createTenant, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createLogger } from '../lib/log.js';
 
@@ -9,12 +9,13 @@ import { createLogger } from '../lib/log.js';
  */
 
 const RATE = 3;
+const DOWNLOADS = 4;
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 const seen: ApiResponse[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE) } });
+  stack = await startTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE), ESSH_RECORDING_DOWNLOAD_RATE: String(DOWNLOADS) } });
   tenant = await createTenant(stack, { plan: 'scale' });
   // Every answer this file gets goes through the error-format checks at the end.
   const request = stack.api.request.bind(stack.api);
@@ -71,6 +72,23 @@ describe('bodies', () => {
     }
   });
 
+  it('an empty program is refused at app creation, app change and session creation, and the app keeps running sessions', async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    const program = /body\.command: the first element is the program to run and may not be empty/;
+    for (const command of [[''], ['  ', '-c', 'true']]) {
+      expectError(await stack.api.post('/apps', stack.adminToken, { handle: 'empty-prog', account: t.account, stack: 'local', image: 'x', command }), 422, 'invalid_request', program);
+      expectError(await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command }), 422, 'invalid_request', program);
+      expectError(await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command }), 422, 'invalid_request', program);
+    }
+    expectError(await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command: [] }), 422, 'invalid_request', /give at least the program to run/);
+    expect((await stack.api.get('/apps/empty-prog', stack.adminToken)).status).toBe(404);
+    expect((await stack.api.get(`/apps/${t.app}`, stack.adminToken)).body.command).toBeNull();
+    // The refused change changed nothing: a session of the app still runs (the engine was never given "").
+    const r = await runInSession(stack, t, { command: ['sh', '-c', 'echo still runs'] });
+    expect(r.stdout.toString()).toBe('still runs\n');
+    expect((await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { command: ['sh', '-c', 'echo app command'] })).status).toBe(200);
+  });
+
   it('path and query parameters are validated: 400 naming the parameter', async () => {
     for (const p of ['/sessions/abc', '/sessions/-1', '/sessions/1.5', '/sessions/99999999999999999999', '/users/0/tokens']) {
       expectError(await stack.api.get(p, stack.adminToken), 400, 'invalid_request', /path\.id/);
@@ -124,6 +142,27 @@ describe('authentication errors', () => {
     const options = await stack.api.request('OPTIONS', '/apps/x');
     expect(options.status).toBe(204);
     expect(options.headers.get('allow')).toBe('GET, PATCH, HEAD, OPTIONS');
+  });
+});
+
+describe('rate limit on recording downloads', () => {
+  it(`per user: ${DOWNLOADS} a minute, then 429 rate_limited with Retry-After and a sentence; asking for others' sessions counts too; another user has its own budget`, async () => {
+    const t = await createTenant(stack, { plan: 'scale' });
+    const run = await runInSession(stack, t, { command: ['sh', '-c', 'echo recorded'] });
+    const download = (token: string, id = run.id) => stack.api.get(`/sessions/${id}/recording`, token);
+    for (let i = 0; i < DOWNLOADS - 1; i++) {
+      const r = await download(t.token);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(String(r.body)).toContain('recorded');
+    }
+    expect((await download(t.token, 999_999_999_999)).status).toBe(404); // the last of the minute's budget
+    const limited = await download(t.token);
+    expectError(limited, 429, 'rate_limited', new RegExp(`^Too many recordings downloaded by ${t.user.email.replace(/[.+]/g, '\\$&')}: at most ${DOWNLOADS} a minute .*Try again in \\d+ s\\.$`));
+    const retry = Number(limited.headers.get('retry-after'));
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect(retry).toBeLessThanOrEqual(60);
+    expect(limited.body.retry_after_s).toBe(retry);
+    expect((await download(stack.adminToken)).status).toBe(200);
   });
 });
 

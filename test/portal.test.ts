@@ -152,20 +152,23 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
     await waitFor('the container to be removed', async () => !(await containerExists(sessionContainer(stack, s.id))), killedAt + (stack.config.session.heartbeatTimeoutS + 5) * 1000 - Date.now());
   });
 
-  it('an operator terminating the session shows one line saying why and by whom, and closes', async () => {
+  it('an operator terminating the session shows one line saying why (its control characters escaped) and by whom, and closes', async () => {
     const s = await createSession();
-    const term = await sshInTerminal(s.connect.user, s.connect.token);
+    const term = await sshInTerminal(s.connect.user, s.connect.token, { cols: 160 }); // the notice on one line
     await term.waitForText(PROMPT);
     await waitForState(stack, tenant.token, s.id, 'active', 10_000);
     const me = await stack.api.get('/me', stack.adminToken);
-    const r = await stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, { reason: 'maintenance' });
+    // A reason that, obeyed by the terminal, would clear the screen and retitle the window.
+    const reason = 'maintenance\u001b]0;pwned\u0007\u001b[2J';
+    const r = await stack.api.post(`/sessions/${s.id}/terminate`, stack.adminToken, { reason });
     expect(r.status).toBe(202);
-    await term.waitForText(new RegExp(`^essh: session ${s.id} terminated by ${me.body.email.replace(/[.]/g, '\\.')}: maintenance\\s*$`, 'm'));
+    await term.waitForText(new RegExp(`^essh: session ${s.id} terminated by ${me.body.email.replace(/[.]/g, '\\.')}: maintenance\\\\x1b\\]0;pwned\\\\x07\\\\x1b\\[2J\\s*$`, 'm'));
+    expect(await term.screen()).toMatch(PROMPT); // the screen was not cleared
     expect(await term.exitStatus()).not.toBe(0);
     const screen = await term.screen();
     expect(screen.match(/essh: session \d+ terminated/g)).toHaveLength(1);
     const ended = await waitForState(stack, tenant.token, s.id, 'ended', 20_000);
-    expect(ended).toMatchObject({ end_reason: 'terminated', ended_by: me.body.email, end_message: 'maintenance' });
+    expect(ended).toMatchObject({ end_reason: 'terminated', ended_by: me.body.email, end_message: reason });
   });
 });
 

@@ -1,6 +1,7 @@
 // Recordings built from a session's journal, served by the API from the host's internal endpoint (or
 // read in-process), and the hosts' retention of journals.
 import { execFile } from 'node:child_process';
+import https from 'node:https';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,6 +14,7 @@ import { loadSecretBox } from '../lib/secrets.js';
 import { principalForUser } from '../services/auth.js';
 import { journalPath } from '../journal/writer.js';
 import { HostInternalServer } from '../host/internal-server.js';
+import { INTERNAL_TOKEN_TTL_MS, internalRecordingToken } from '../host/internal-auth.js';
 import { HostRegistration } from '../host/registry.js';
 import { JournalRetention } from '../drains/retention.js';
 import { RecordingsService } from '../recordings/service.js';
@@ -28,14 +30,17 @@ let internal: HostInternalServer;
 let registration: HostRegistration;
 let tenant: Tenant;
 let dir: string;
+let cert: Cert;
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S) } });
+  // The host's internal endpoint speaks HTTPS with a certificate the API's process trusts by its CA file.
+  cert = await selfSignedCert();
+  stack = await startTestStack({ parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_HOST_INTERNAL_TLS_CA: cert.certPath } });
   host = await TestHost.create(stack);
   const log = createLogger('warn');
   internal = new HostInternalServer({
     db: stack.runtime.db, log, secrets: await loadSecretBox({ dataDir: stack.dataDir }), hostId: host.hostId, dataDir: host.dataDir,
-    retentionS: RETENTION_S, listen: { host: '127.0.0.1', port: 0 },
+    retentionS: RETENTION_S, listen: { host: '127.0.0.1', port: 0 }, tls: { cert: cert.cert, key: cert.key },
   });
   const url = await internal.start();
   registration = new HostRegistration({ db: stack.runtime.db, log, intervalS: 60 }, { hostId: host.hostId, stacks: ['local'], dataDir: host.dataDir });
@@ -50,6 +55,7 @@ afterAll(async () => {
   await host?.stop();
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
+  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 async function recordedSession() {
@@ -130,16 +136,43 @@ describe('a recording from the journal', () => {
     expect((await stack.api.get('/sessions/999999999999/recording', stack.adminToken)).status).toBe(404);
   });
 
-  it('is refused by the host\'s internal endpoint without the derived bearer, and answers 503 while its host is unreachable', async () => {
+  it('is served by the host\'s internal endpoint over HTTPS only with a short-lived token made for that session, and answers 503 while its host is unreachable', async () => {
     const s = await host.session(tenant);
     s.print('x\n');
-    const url = `${internal.url}/internal/v1/sessions/${s.id}/recording`;
-    expect((await fetch(url)).status).toBe(401);
-    expect((await fetch(url, { headers: { authorization: 'Bearer nope' } })).status).toBe(401);
+    const other = await host.session(tenant);
+    other.print('y\n');
+    expect(internal.url).toMatch(/^https:\/\//);
+    const url = (id: number) => `${internal.url}/internal/v1/sessions/${id}/recording`;
+    // Node's https with the test CA: what the API's process does, without its token.
+    const get = (target: string, bearer?: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      https.get(target, { ca: cert.cert, headers: bearer ? { authorization: `Bearer ${bearer}` } : {} }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => (body += c)).once('end', () => resolve({ status: res.statusCode!, body }));
+      }).once('error', reject);
+    });
     const secrets = await loadSecretBox({ dataDir: stack.dataDir });
-    const bearer = secrets.derive('essh host internal endpoint v1')[0]!;
-    expect((await fetch(url, { headers: { authorization: `Bearer ${bearer}` } })).status).toBe(200);
-    expect((await fetch(`${internal.url}/internal/v1/anything-else`, { headers: { authorization: `Bearer ${bearer}` } })).status).toBe(404);
+    const refused = async (bearer: string | undefined, why: RegExp) => {
+      const r = await get(url(s.id), bearer);
+      expect(r.status, r.body).toBe(401);
+      expect(JSON.parse(r.body).message).toMatch(why);
+    };
+    await refused(undefined, /no bearer token/);
+    await refused('nope', /not an internal request token/);
+    // The permanent bearer every process used to derive from the secrets key opens nothing any more.
+    await refused(secrets.derive('essh host internal endpoint v1')[0]!, /not an internal request token/);
+    await refused(internalRecordingToken(secrets, other.id), new RegExp(`it is for session ${other.id}`));
+    await refused(internalRecordingToken(secrets, s.id, Date.now() - INTERNAL_TOKEN_TTL_MS - 1000), /expired/);
+    await refused(internalRecordingToken(secrets, s.id, Date.now() + 24 * 3600_000), /longer life/);
+    const forged = internalRecordingToken(secrets, s.id).replace(/\.[^.]+$/, `.${'A'.repeat(43)}`);
+    await refused(forged, /signature does not match/);
+    const ok = await get(url(s.id), internalRecordingToken(secrets, s.id));
+    expect(ok.status, ok.body).toBe(200);
+    expect(ok.body).toContain('x');
+    expect((await get(`${internal.url}/internal/v1/anything-else`, internalRecordingToken(secrets, s.id))).status).toBe(404);
+    // Plain HTTP to the HTTPS endpoint is no way around it.
+    await expect(fetch(url(s.id).replace('https:', 'http:'), { headers: { authorization: `Bearer ${internalRecordingToken(secrets, s.id)}` } })
+      .then((r) => r.status)).rejects.toThrow();
+    await other.end();
     await stack.runtime.db.updateTable('hosts').set({ internal_url: 'http://127.0.0.1:9' }).where('host_id', '=', host.hostId).execute();
     try {
       const r = await stack.api.get(`/sessions/${s.id}/recording`, tenant.token);

@@ -1,8 +1,12 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toolPath } from '../lib/config.js';
+import { freeLoopbackPort } from '../lib/free-port.js';
 import { newToken } from '../lib/secrets.js';
 import { seedDemo } from '../stack/seed.js';
+import { startDevServer } from '../stack/temporal-dev.js';
 import { createTenant, endAllSessions, runInSession, startTestStack, waitForState, type TestStack } from './harness.js';
 
 /** Secrets at rest (docs/threat-model.md): what a copy of the database or a look at the data dir gives away. */
@@ -63,6 +67,45 @@ describe('the data dir', () => {
     expect(loose).toEqual([]);
     expect((await readdir(stack.dataDir)).length).toBeGreaterThan(2);
   });
+});
+
+describe('the databases', () => {
+  const modes = async (file: string) => Object.fromEntries(await Promise.all(['', '-wal', '-shm'].map(async (suffix) =>
+    [path.basename(file + suffix), ((await stat(file + suffix)).mode & 0o777).toString(8)])));
+
+  it('essh.sqlite and temporal.sqlite, with their -wal and -shm, are 0600 under a permissive umask, and one an earlier version left 0644 is tightened', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-modes-'));
+    const umask = process.umask(0o022);
+    try {
+      // The Temporal dev server writes its own file: started as `npm start` starts it, but from a
+      // process whose umask lets others read what it makes.
+      const temporalDb = path.join(dir, 'temporal.sqlite');
+      const server = await startDevServer({
+        binary: toolPath('temporal'), dataDir: dir, port: await freeLoopbackPort(), uiPort: await freeLoopbackPort(), namespace: 'default',
+      });
+      try {
+        expect(await modes(temporalDb)).toEqual({ 'temporal.sqlite': '600', 'temporal.sqlite-wal': '600', 'temporal.sqlite-shm': '600' });
+        expect(((await stat(path.join(dir, 'temporal.log'))).mode & 0o777).toString(8)).toBe('600');
+      } finally {
+        await server.stop();
+      }
+
+      // essh's database as an earlier version made it under that umask, then a stack started on it.
+      const esshDb = path.join(dir, 'essh.sqlite');
+      await writeFile(esshDb, '', { mode: 0o644 });
+      for (const suffix of ['-wal', '-shm']) await writeFile(esshDb + suffix, '', { mode: 0o644 });
+      const again = await startTestStack({ reuse: { dataDir: dir, databaseUrl: esshDb }, parts: { api: true } });
+      try {
+        expect((await again.api.get('/me', again.adminToken)).status).toBe(200);
+        expect(await modes(esshDb)).toEqual({ 'essh.sqlite': '600', 'essh.sqlite-wal': '600', 'essh.sqlite-shm': '600' });
+      } finally {
+        await again.runtime.stop();
+      }
+    } finally {
+      process.umask(umask);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe('ESSH_ADMIN_TOKEN', () => {
