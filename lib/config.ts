@@ -54,6 +54,8 @@ const envSchema = z.object({
   ESSH_STOP_GRACE_S: z.coerce.number().int().min(0).default(10),
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
+  /** How long an API token issued without `expires_at` lasts, in seconds; 0: it does not expire. */
+  ESSH_TOKEN_DEFAULT_TTL_S: z.coerce.number().int().min(0).default(0),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
   /** Log drains: the longest wait between two delivery attempts, and the most events and bytes per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
@@ -142,6 +144,8 @@ export interface Config {
   /** The host's internal endpoint (host/internal-server.ts). */
   hostInternal: { host: string; port: number; url?: string };
   operationSettleS: number;
+  /** ESSH_TOKEN_DEFAULT_TTL_S: the life of an API token issued without `expires_at`; 0: none. */
+  tokenDefaultTtlS: number;
   installation?: string;
   initPath: string;
   journalMaxBytes: number;
@@ -210,6 +214,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     hostInternal: { host: e.ESSH_HOST_INTERNAL_HOST, port: e.ESSH_HOST_INTERNAL_PORT, url: e.ESSH_HOST_INTERNAL_URL },
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
+    tokenDefaultTtlS: e.ESSH_TOKEN_DEFAULT_TTL_S,
     installation: e.ESSH_INSTALLATION,
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),
     journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,
