@@ -65,6 +65,7 @@ export interface AuditChange {
   target: { id: number | string; name?: string | null };
   /** The accounts the change concerns (its drains get it, its admins read it); none: operators only. */
   accountIds: readonly number[];
+  /** The names of the fields the change set (kept sorted). */
   fields?: readonly string[];
   details?: Record<string, unknown>;
 }
@@ -88,7 +89,7 @@ export async function recordAudit(db: Kysely<Database>, p: Principal, change: Au
     target_type: change.action.slice(0, change.action.indexOf('.')),
     target_id: String(change.target.id),
     target_name: change.target.name ?? null,
-    fields: JSON.stringify(change.fields ?? []),
+    fields: JSON.stringify([...(change.fields ?? [])].sort()),
     details: JSON.stringify(change.details ?? {}),
   }).returning('id').executeTakeFirstOrThrow();
   for (const accountId of new Set(change.accountIds)) {
