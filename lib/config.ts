@@ -55,7 +55,7 @@ const envSchema = z.object({
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
   /** How long an API token issued without `expires_at` lasts, in seconds; 0: it does not expire. */
-  ESSH_TOKEN_DEFAULT_TTL_S: z.coerce.number().int().min(0).default(0),
+  ESSH_TOKEN_DEFAULT_TTL_S: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600, 'at most 10 years').default(0),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
   /** Log drains: the longest wait between two delivery attempts, and the most events and bytes per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),

@@ -30,6 +30,9 @@ export type AppPatch = Partial<{
 }>;
 export interface UserInput { name: string; email: string; role: Role; accounts: string[] }
 
+/** The longest an API token may be issued for: a token that outlives its purpose is a standing risk. */
+const MAX_TOKEN_LIFE_S = 10 * 365 * 24 * 3600;
+
 const isUniqueViolation = (err: unknown) =>
   /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));
 
@@ -369,6 +372,9 @@ export class AdminService {
       : ttlS > 0 ? new Date(Date.now() + ttlS * 1000).toISOString() : null;
     if (expiresAt !== null && Date.parse(expiresAt) <= Date.now()) {
       throw invalid(`expires_at (${opts.expiresAt}) is not in the future; give a later time, or leave it out for the default.`);
+    }
+    if (expiresAt !== null && Date.parse(expiresAt) > Date.now() + MAX_TOKEN_LIFE_S * 1000) {
+      throw invalid(`expires_at (${opts.expiresAt}) is more than 10 years away; give an earlier time, or leave it out for the default.`);
     }
     const token = newToken('essh');
     const cap = CAPS.apiTokensPerUser;

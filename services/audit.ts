@@ -130,17 +130,19 @@ export class AuditService {
   constructor(private readonly db: Db) {}
 
   async list(p: Principal, f: AuditFilters, page: PageRequest) {
+    let accountIds: number[] | undefined;
+    if (f.account !== undefined) {
+      // An account the caller may not see reads as missing, whatever its role (no existence leak).
+      const a = await this.db.selectFrom('accounts').select('id').where('handle', '=', f.account).executeTakeFirst();
+      if (!a || !access.canSeeAccount(p, Number(a.id))) throw notFound(`Account "${f.account}"`);
+      accountIds = [Number(a.id)];
+    }
     if (!access.isOperator(p) && p.role !== 'account_admin') {
       throw forbidden('Only an operator, or an account admin for its own accounts, may read the audit trail.');
     }
-    if (f.since && f.until && f.since > f.until) throw invalid(`"since" (${f.since}) is after "until" (${f.until}); swap them.`);
-    let accountIds: number[] | undefined;
-    if (f.account !== undefined) {
-      const a = await this.db.selectFrom('accounts').select('id').where('handle', '=', f.account).executeTakeFirst();
-      if (!a) throw notFound(`Account "${f.account}"`);
-      access.requireAccountAdmin(p, Number(a.id), `Account "${f.account}"`);
-      accountIds = [Number(a.id)];
-    } else if (!access.isOperator(p)) {
+    if (accountIds) access.requireAccountAdmin(p, accountIds[0]!, `Account "${f.account}"`);
+    if (f.since && f.until && Date.parse(f.since) > Date.parse(f.until)) throw invalid(`"since" (${f.since}) is after "until" (${f.until}); swap them.`);
+    if (!accountIds && !access.isOperator(p)) {
       accountIds = p.accountIds.filter((a) => access.canAdminAccount(p, a));
       if (!accountIds.length) return emptyPage<AuditEventView>();
     }
