@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import https from 'node:https';
+import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
@@ -7,6 +8,7 @@ import type { SecretBox } from '../lib/secrets.js';
 import { auditEventView, onAuditRecorded } from '../services/audit.js';
 import { auditBulkBody, auditEventJson, auditSyslogFrame, type ShippedAuditEvent } from './formats.js';
 import { backoffDelay, pauseDrain, recordDrainError } from './shipper.js';
+import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
 import { classifyStatus, httpsPost, syslogTlsSend, type Outcome } from './transports.js';
 
@@ -37,18 +39,9 @@ interface Deps {
   settings?: Partial<AuditShipperSettings>;
 }
 
-interface DrainRow {
-  id: number;
-  account_id: number;
-  account: string;
-  drain_type: string;
-  url: string;
-  token: string | null;
-  ca_cert: string | null;
-  index_pattern: string | null;
-  pipeline: string | null;
-  created_at: string;
-}
+/** A drain as this shipper reads it: its target (url and token still sealed) and its account's handle. */
+type DrainRow = Pick<Selectable<LogDrainsTable>, 'drain_type' | 'url' | 'token' | 'ca_cert' | 'index_pattern' | 'pipeline' | 'created_at'>
+  & { id: number; account_id: number; account: string };
 
 /**
  * Ships the audit trail (services/audit.ts) to the log drains of the accounts each event concerns, at
