@@ -101,8 +101,12 @@ describe('the audit trail', () => {
     await ok(api().delete(`/log_drains/${d.id}`, adminA.token), 204);
     const rule = await ok(api().post(`/accounts/${A.account}/redaction_rules`, adminA.token, { name: 'cards', preset: 'card_number' }), 201);
     await ok(api().request('DELETE', `/redaction_rules/${rule.id}`, adminA.token), 204);
-    // Another account's change, by an operator.
-    await ok(api().request('PATCH', `/apps/${B.app}`, op(), { env: { ONLY_B: '1' } }), 200);
+    // Another account's change, by an operator, claiming another address (a header anyone can send).
+    const spoofed = await fetch(`${stack.url}/apps/${B.app}`, {
+      method: 'PATCH', body: JSON.stringify({ env: { ONLY_B: '1' } }),
+      headers: { authorization: `Bearer ${op()}`, 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.7' },
+    });
+    expect(spoofed.status).toBe(200);
     events = await eventsSince(op());
   }, 60_000);
 
@@ -149,7 +153,9 @@ describe('the audit trail', () => {
     expect(one('log_drain.deleted', (e) => e.target.name === 'with-password')).toMatchObject({ actor: adminActor });
     expect(one('redaction_rule.created')).toMatchObject({ actor: adminActor, target: { name: 'cards' }, fields: ['name', 'preset'] });
     expect(one('redaction_rule.deleted')).toMatchObject({ target: { name: 'cards' } });
-    expect(one('app.updated', (e) => e.target.name === B.app)).toMatchObject({ accounts: [B.account], details: { env: { added: ['ONLY_B'] } } });
+    const spoofed = one('app.updated', (e) => e.target.name === B.app);
+    expect(spoofed).toMatchObject({ accounts: [B.account], details: { env: { added: ['ONLY_B'] } } });
+    expect(spoofed.source_address).not.toContain('203.0.113.7');
   });
 
   it('never holds a secret: env values, tokens, drain credentials, public keys', () => {

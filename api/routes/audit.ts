@@ -6,7 +6,7 @@ import * as s from '../schemas.js';
 const time = z.iso.datetime().describe('RFC 3339, UTC');
 const queryTime = z.iso.datetime({ offset: true });
 
-export const auditEventSchema = s.component('AuditEvent', z.object({
+const auditEventSchema = s.component('AuditEvent', z.object({
   id: z.number().int().positive(),
   at: time,
   accounts: z.array(z.string()).describe('the accounts the change concerns that the caller administers; empty: an operator-level change'),
@@ -18,6 +18,8 @@ export const auditEventSchema = s.component('AuditEvent', z.object({
   fields: z.array(z.string()).describe('the names of the fields the change set'),
   details: z.record(z.string(), z.unknown()).describe('what changed, without secrets: env variables by name only, SSH keys by fingerprint, drain URLs masked'),
 }).describe('One change an administrator made'));
+
+const auditEventList = s.listOf('AuditEvent', auditEventSchema);
 
 const auditQuery = s.listQuery({
   account: s.handle.optional().describe("only the events of this account (account admins: one they administer)"),
@@ -36,7 +38,7 @@ export function auditRoutes(audit: AuditService): RouteModule {
       method: 'get', path: '/audit_events', operationId: 'listAuditEvents', tag: 'audit',
       summary: "Administrators' changes, newest first (operators; account admins: their accounts')",
       description: '403 for members. Filters combine; a time range is `since` (inclusive) to `until` (exclusive).',
-      errors: [403, 404, 422], query: auditQuery, response: s.listOf('AuditEvent', auditEventSchema),
+      errors: [403, 404, 422], query: auditQuery, response: auditEventList,
       handler: ({ principal, query }) => {
         const { limit, cursor, ...filters } = query;
         return audit.list(principal, filters, s.pageRequest({ limit, cursor }));
