@@ -70,7 +70,10 @@ export function createApi(deps: ApiDeps) {
     const handler = async (req: Request, res: Response, next: NextFunction) => {
       res.locals.route = r.path;
       try {
-        const principal = r.auth === false ? (undefined as unknown as Principal) : await authenticate(deps.db, bearer(req));
+        // The source address is the peer's: essh sets no `trust proxy`, so a client cannot name another with X-Forwarded-For.
+        const principal = r.auth === false
+          ? (undefined as unknown as Principal)
+          : { ...(await authenticate(deps.db, bearer(req))), sourceAddress: req.ip ?? req.socket.remoteAddress };
         const params = parse(r.params ?? z.object({}), req.params, 'path');
         const query = parse(r.query ?? z.object({}).strict(), req.query, 'query');
         // An empty POST body means "no options": the same as {}.
@@ -230,6 +233,7 @@ const TAGS = [
   { name: 'users', description: 'Users, API tokens and SSH keys' },
   { name: 'log drains', description: 'Where session output is shipped' },
   { name: 'redaction rules', description: 'What is masked before output is shipped or recorded' },
+  { name: 'audit', description: "Administrators' changes: who changed what, when, from where" },
   { name: 'meta', description: 'Health, metrics and this document' },
 ];
 

@@ -156,7 +156,11 @@ export const createUserBody = z
   .strict()
   .meta({ examples: [{ name: 'Ada Lovelace', email: 'ada@example.com', role: 'member', accounts: ['acme'] }] });
 
-export const createTokenBody = z.object({ name: z.string().max(200).optional() }).strict().meta({ examples: [{ name: 'laptop' }] });
+export const createTokenBody = z.object({
+  name: z.string().max(200).optional(),
+  expires_at: z.iso.datetime({ offset: true }).optional()
+    .describe("when the token stops working (RFC 3339, in the future); left out: the installation's default (ESSH_TOKEN_DEFAULT_TTL_S), or never"),
+}).strict().meta({ examples: [{ name: 'laptop' }, { name: 'ci', expires_at: '2030-01-01T00:00:00Z' }] });
 // The shape of one OpenSSH public key line, so that /openapi.json says what is accepted; the key
 // data itself is checked by parseAuthorizedKey.
 const publicKeyLine = /^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?\s*$/;
@@ -283,12 +287,15 @@ export const userSchema = component('User', z.object({
 }));
 export const createdUserSchema = component('CreatedUser', userSchema.extend({
   token: z.string().describe('the user\'s first API token: shown this once'),
+  token_expires_at: time.nullable().describe("when that token stops working (the installation's default); null: never"),
 }));
 export const apiTokenSchema = component('ApiToken', z.object({
   id: intId, name: z.string().nullable(), created_at: time, last_used_at: time.nullable(), revoked_at: time.nullable(),
+  expires_at: time.nullable().describe('past it the token gets 401; null: it does not expire'),
 }).describe('An API token, never its value'));
 export const issuedApiTokenSchema = component('IssuedApiToken', z.object({
   id: intId, name: z.string().nullable(), token: z.string().describe('shown this once'), created_at: time,
+  expires_at: time.nullable().describe('past it the token gets 401; null: it does not expire'),
 }));
 export const sshKeySchema = component('SshKey', z.object({
   id: intId, fingerprint: z.string(), public_key: z.string(), created_at: time,

@@ -3,6 +3,7 @@
 // per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
 // output (the common case) is copied from the journal without ever becoming a JavaScript string.
 import { utf8Boundary } from '../journal/reader.js';
+import type { AuditEventView } from '../services/audit.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
 export interface SessionMeta {
@@ -185,13 +186,17 @@ export function syslogFrames(e: ShippedEvent, token: string | null): Buffer[] {
 
 /** `index` patterns may use {yyyy}, {MM}, {dd} (of the event's time, UTC), {app} and {account}. */
 export function indexName(pattern: string, e: ShippedEvent): string {
-  const d = e.time.slice(0, 10).split('-');
+  return indexOf(pattern, e.time, e.session.app, e.session.account);
+}
+
+function indexOf(pattern: string, time: string, app: string, account: string): string {
+  const d = time.slice(0, 10).split('-');
   return pattern
     .replaceAll('{yyyy}', d[0] ?? '')
     .replaceAll('{MM}', d[1] ?? '')
     .replaceAll('{dd}', d[2] ?? '')
-    .replaceAll('{app}', e.session.app)
-    .replaceAll('{account}', e.session.account);
+    .replaceAll('{app}', app)
+    .replaceAll('{account}', account);
 }
 
 export const esDocumentId = (e: ShippedEvent) => `${e.session.operationId}:${e.seq}`;
@@ -327,4 +332,47 @@ class JsonWriter {
   done(): Buffer {
     return this.buf.subarray(0, this.at);
   }
+}
+
+// ---- audit events (services/audit.ts), shipped to the drains of their accounts ----
+
+/** What an audit event is shipped as; `account` is the drain's account (an event may concern several). */
+export interface ShippedAuditEvent {
+  event: AuditEventView;
+  account: string;
+}
+
+/** One sentence: who did what to which thing, from where. */
+export function auditLogText(e: AuditEventView): string {
+  const who = e.actor ? `${e.actor.name} <${e.actor.email}> (${e.actor.role})` : 'essh';
+  const target = `${e.target.type} ${e.target.name ?? e.target.id}`;
+  const fields = e.fields.length ? ` (${e.fields.join(', ')})` : '';
+  return `essh audit: ${who} ${e.action.slice(e.action.indexOf('.') + 1)} ${target}${fields}${e.source_address ? ` from ${e.source_address}` : ''}`;
+}
+
+/** The HTTPS (and Elasticsearch document) shape of an audit event: the session events' time and log fields, then the audit's. */
+export function auditEventJson({ event: e, account }: ShippedAuditEvent): Record<string, unknown> {
+  return {
+    '@timestamp': e.at, time: e.at, log: auditLogText(e), stream: 'audit', layer: 'api', source: 'audit', account, event: 'audit',
+    audit_id: e.id, action: e.action, actor_id: e.actor?.id ?? null, actor_name: e.actor?.name ?? null, actor_email: e.actor?.email ?? null,
+    actor_role: e.actor?.role ?? null, source_address: e.source_address, target_type: e.target.type, target_id: e.target.id,
+    target_name: e.target.name, fields: e.fields, details: e.details,
+  };
+}
+
+/** An audit event as one RFC 5424 message (APP-NAME essh-audit, MSGID the action), octet-count framed; a long text is cut. */
+export function auditSyslogFrame({ event: e }: ShippedAuditEvent, token: string | null): Buffer {
+  const header = `<${PRI_USER_NOTICE}>1 ${e.at} essh essh-audit ${e.id} ${headerField(e.action, 32)} `;
+  const sd = `[essh-audit@32473 audit_id="${e.id}" actor_email="${sdEscape(e.actor?.email ?? '')}" target_type="${e.target.type}"` +
+    ` target_id="${sdEscape(e.target.id)}" source_address="${sdEscape(e.source_address ?? '')}"]`;
+  const head = Buffer.from(`${header}${sd} ${token ? `${token} ` : ''}`, 'utf8');
+  const text = Buffer.from(`${auditLogText(e)} ${JSON.stringify(e.details)}`, 'utf8');
+  const msg = Buffer.concat([head, text.subarray(0, utf8Boundary(text, Math.max(256, SYSLOG_MAX_MESSAGE_BYTES - head.length)))]);
+  return Buffer.concat([Buffer.from(`${msg.length} `, 'ascii'), msg]);
+}
+
+/** `_bulk` of audit events: `create` with `_id` audit-<id>, so that a retried batch counts as delivered (409). */
+export function auditBulkBody(events: readonly ShippedAuditEvent[], pattern: string): string {
+  return events.map((e) => `{"create":{"_index":${JSON.stringify(indexOf(pattern, e.event.at, 'audit', e.account))},"_id":"audit-${e.event.id}"}}\n` +
+    `${JSON.stringify(auditEventJson(e))}\n`).join('');
 }

@@ -1,17 +1,18 @@
 import { X509Certificate } from 'node:crypto';
 
-import type { Db } from '../lib/db.js';
+import type { Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { CAPS, insertWithinCap } from '../lib/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { pageOf, type PageRequest } from '../services/pages.js';
+import { recordAudit } from '../services/audit.js';
 import {
   MAX_PATTERN_LENGTH, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
 } from './redaction.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
-import type { Selectable } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import type { DrainStatus, LogDrainsTable } from './tables.js';
 
 export const DRAIN_TYPES = ['https', 'syslog', 'elasticsearch'] as const;
@@ -184,13 +185,13 @@ export class DrainsService {
         async (trx) => Number((await trx.selectFrom('log_drains').select((eb) => eb.fn.countAll<number>().as('n'))
           .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n),
         () => conflict(`Account "${accountHandle}" already has ${cap} log drains, the most an account may have; delete one it no longer uses.`),
-        (trx) => trx.insertInto('log_drains').values({
+        async (trx) => drainCreated(trx, p, await trx.insertInto('log_drains').values({
         account_id: account.id, handle: input.handle, drain_type: input.drain_type, url: this.secrets.seal(input.url),
         token: input.token === undefined ? null : this.secrets.seal(input.token), ca_cert: input.ca_cert ?? null, index_pattern: input.index ?? null, pipeline: input.pipeline ?? null,
         drain_ephemeral_sessions: input.drain_ephemeral_sessions === false ? 0 : 1,
         delivered_events: 0, failed_events: 0, paused_reason: null, paused_at: null,
         last_success_at: null, last_error_at: null, last_error: null, last_error_status: null, last_error_detail: null, created_at: nowIso(),
-      }).returningAll().executeTakeFirstOrThrow());
+      }).returningAll().executeTakeFirstOrThrow(), input));
       return this.drainView(p, row, account.handle);
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`Account "${accountHandle}" already has a drain "${input.handle}"; pick another handle or delete that one.`);
@@ -239,8 +240,13 @@ export class DrainsService {
   async resume(p: Principal, id: number) {
     const row = await this.drainRow(p, id);
     access.requireAccountAdmin(p, Number(row.account_id), `Log drain ${id}`);
-    await this.db.updateTable('log_drains').set({ status: 'active', paused_reason: null, paused_at: null })
-      .where('id', '=', id).execute();
+    await this.db.transaction().execute(async (tx) => {
+      await tx.updateTable('log_drains').set({ status: 'active', paused_reason: null, paused_at: null }).where('id', '=', id).execute();
+      await recordAudit(tx, p, {
+        action: 'log_drain.resumed', target: { id, name: row.handle }, accountIds: [Number(row.account_id)], fields: ['status'],
+        details: { from: row.status, paused_reason: row.paused_reason },
+      });
+    });
     return this.get(p, id);
   }
 
@@ -250,6 +256,10 @@ export class DrainsService {
     await this.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('log_drain_failures').where('drain_id', '=', id).execute();
       await tx.deleteFrom('log_drains').where('id', '=', id).execute();
+      await recordAudit(tx, p, {
+        action: 'log_drain.deleted', target: { id, name: row.handle }, accountIds: [Number(row.account_id)],
+        details: { drain_type: row.drain_type, url: displayUrl(this.secrets.open(row.url)) },
+      });
     });
   }
 
@@ -284,9 +294,16 @@ export class DrainsService {
         .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n),
       () => conflict(`Account "${accountHandle}" already has ${CAPS.redactionRulesPerAccount} redaction rules, the most an account may have ` +
         '(each one is applied to every line of output); delete one, or combine two patterns with "|".'),
-      (trx) => trx.insertInto('redaction_rules').values({
-        account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
-      }).returningAll().executeTakeFirstOrThrow());
+      async (trx) => {
+        const row = await trx.insertInto('redaction_rules').values({
+          account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
+        }).returningAll().executeTakeFirstOrThrow();
+        await recordAudit(trx, p, {
+          action: 'redaction_rule.created', target: { id: row.id, name: row.name }, accountIds: [account.id], fields: Object.keys(input),
+          details: { pattern, preset: row.preset, replacement },
+        });
+        return row;
+      });
     return this.ruleView(row, account.handle);
   }
 
@@ -301,6 +318,24 @@ export class DrainsService {
     const row = await this.db.selectFrom('redaction_rules').selectAll().where('id', '=', id).executeTakeFirst();
     if (!row || !access.canSeeAccount(p, Number(row.account_id))) throw notFound(`Redaction rule ${id}`);
     access.requireAccountAdmin(p, Number(row.account_id), `Redaction rule ${id}`);
-    await this.db.deleteFrom('redaction_rules').where('id', '=', id).execute();
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('redaction_rules').where('id', '=', id).execute();
+      await recordAudit(tx, p, {
+        action: 'redaction_rule.deleted', target: { id, name: row.name }, accountIds: [Number(row.account_id)],
+        details: { pattern: row.pattern, preset: row.preset },
+      });
+    });
   }
+}
+
+/** The audit event of a new drain, in its insert's transaction: its settings, credentials masked or only said to be there. */
+async function drainCreated<R extends Selectable<LogDrainsTable>>(trx: Kysely<Database>, p: Principal, row: R, input: DrainInput): Promise<R> {
+  await recordAudit(trx, p, {
+    action: 'log_drain.created', target: { id: row.id, name: row.handle }, accountIds: [Number(row.account_id)], fields: Object.keys(input),
+    details: {
+      drain_type: row.drain_type, url: displayUrl(input.url), has_token: input.token !== undefined, has_ca_cert: input.ca_cert !== undefined,
+      index: row.index_pattern, pipeline: row.pipeline, drain_ephemeral_sessions: Boolean(row.drain_ephemeral_sessions),
+    },
+  });
+  return row;
 }

@@ -612,18 +612,11 @@ class DrainLoop {
   }
 
   private async recordError(e: { message: string; status?: number | null; detail?: string }) {
-    await this.deps.db.updateTable('log_drains')
-      .set({ last_error: e.message, last_error_at: nowIso(), last_error_status: e.status ?? null, last_error_detail: e.detail ?? null })
-      .where('id', '=', this.id).execute();
+    await recordDrainError(this.deps.db, this.id, e);
   }
 
   private async pause(o: { message: string; status: number | null; detail?: string }) {
-    const now = nowIso();
-    await this.deps.db.updateTable('log_drains').set({
-      status: 'paused', paused_reason: o.message, paused_at: now,
-      last_error: o.message, last_error_at: now, last_error_status: o.status, last_error_detail: o.detail ?? null,
-    }).where('id', '=', this.id).execute();
-    this.log.warn({ drain: this.id, status: o.status }, 'log drain paused: the receiver refused our credentials or target; resume it once fixed');
+    await pauseDrain(this.deps.db, this.log, this.id, o);
   }
 
   /** This host's figure of what the drain has not received yet, for the API and /metrics. */
@@ -642,6 +635,23 @@ class DrainLoop {
       this.log.debug({ err, drain: this.id }, 'writing a drain backlog figure failed');
     }
   }
+}
+
+/** A delivery attempt failed and will be tried again: the drain shows why. */
+export async function recordDrainError(db: Db, drainId: number, e: { message: string; status?: number | null; detail?: string }) {
+  await db.updateTable('log_drains')
+    .set({ last_error: e.message, last_error_at: nowIso(), last_error_status: e.status ?? null, last_error_detail: e.detail ?? null })
+    .where('id', '=', drainId).execute();
+}
+
+/** The receiver refused our credentials or target: nothing is sent (nor dropped) until an admin resumes the drain. */
+export async function pauseDrain(db: Db, log: Logger, drainId: number, o: { message: string; status: number | null; detail?: string }) {
+  const now = nowIso();
+  await db.updateTable('log_drains').set({
+    status: 'paused', paused_reason: o.message, paused_at: now,
+    last_error: o.message, last_error_at: now, last_error_status: o.status, last_error_detail: o.detail ?? null,
+  }).where('id', '=', drainId).execute();
+  log.warn({ drain: drainId, status: o.status }, 'log drain paused: the receiver refused our credentials or target; resume it once fixed');
 }
 
 /** The same events always carry the same key, so a receiver can drop a batch it already has. */

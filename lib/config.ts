@@ -66,6 +66,8 @@ const envSchema = z.object({
   ESSH_STOP_GRACE_S: z.coerce.number().int().min(0).default(10),
   ESSH_PIDS_LIMIT: z.coerce.number().int().positive().default(512),
   ESSH_SESSION_TOKEN_TTL_S: seconds.default(300),
+  /** How long an API token issued without `expires_at` lasts, in seconds; 0: it does not expire. */
+  ESSH_TOKEN_DEFAULT_TTL_S: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600, 'at most 10 years').default(0),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
   /** Log drains: the longest wait between two delivery attempts, and the most events and bytes per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
@@ -172,6 +174,8 @@ export interface Config {
   /** Recording downloads per user per minute (ESSH_RECORDING_DOWNLOAD_RATE). */
   recordingDownloadsPerMinute: number;
   operationSettleS: number;
+  /** ESSH_TOKEN_DEFAULT_TTL_S: the life of an API token issued without `expires_at`; 0: none. */
+  tokenDefaultTtlS: number;
   installation?: string;
   initPath: string;
   journalMaxBytes: number;
@@ -253,6 +257,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     recordingDownloadsPerMinute: e.ESSH_RECORDING_DOWNLOAD_RATE,
     operationSettleS: e.ESSH_OPERATION_SETTLE_S,
+    tokenDefaultTtlS: e.ESSH_TOKEN_DEFAULT_TTL_S,
     installation: e.ESSH_INSTALLATION,
     initPath: path.resolve(e.ESSH_INIT_PATH ?? path.join(projectRoot, '.tools', 'essh-init')),
     journalMaxBytes: e.ESSH_JOURNAL_MAX_MB * 1024 * 1024,

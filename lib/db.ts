@@ -8,6 +8,7 @@ import {
   Migrator,
   PostgresDialect,
   SqliteDialect,
+  type ColumnType,
   type Generated,
   type LogEvent,
   type MigrationProvider,
@@ -72,6 +73,8 @@ export interface ApiTokensTable {
   created_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
+  /** Past it the token is refused; null: it does not expire. Optional on insert (tokens made before expiry existed). */
+  expires_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 export interface SshKeysTable {
   id: Generated<number>;

@@ -11,6 +11,7 @@ import { grantProblem, parsePrefixes } from '../lib/grants.js';
 import { CAPS, insertWithinCap } from '../lib/caps.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type PageRequest } from './pages.js';
+import { accountIdsOfUser, envChanges, recordAudit } from './audit.js';
 
 export interface AccountInput {
   handle: string; plan: string; max_concurrent_sessions?: number; stacks?: string[]; image_prefixes?: string[];
@@ -29,12 +30,20 @@ export type AppPatch = Partial<{
 }>;
 export interface UserInput { name: string; email: string; role: Role; accounts: string[] }
 
+/** The longest an API token may be issued for: a token that outlives its purpose is a standing risk. */
+const MAX_TOKEN_LIFE_S = 10 * 365 * 24 * 3600;
+
 const isUniqueViolation = (err: unknown) =>
   /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));
 
 /** Accounts, stacks, apps, users, tokens and SSH keys; every rule of who may do what lives here. */
 export class AdminService {
-  constructor(private readonly db: Db, private readonly secrets: SecretBox) {}
+  constructor(
+    private readonly db: Db,
+    private readonly secrets: SecretBox,
+    /** tokenDefaultTtlS: how long an API token issued without `expires_at` lasts (ESSH_TOKEN_DEFAULT_TTL_S); 0: for ever. */
+    private readonly opts: { tokenDefaultTtlS?: number } = {},
+  ) {}
 
   // --- accounts -------------------------------------------------------------------------------
   private async accountView(a: Selectable<AccountsTable>) {
@@ -63,6 +72,10 @@ export class AdminService {
           })
           .returning('id').executeTakeFirstOrThrow();
         if (input.stacks) await grantStacks(trx, Number(row.id), input.stacks);
+        await recordAudit(trx, p, {
+          action: 'account.created', target: { id: row.id, name: input.handle }, accountIds: [Number(row.id)], fields: Object.keys(input),
+          details: { plan: input.plan, max_concurrent_sessions: input.max_concurrent_sessions ?? null, stacks: input.stacks ?? [], image_prefixes: input.image_prefixes ?? [] },
+        });
         return Number(row.id);
       });
       return this.accountView(await this.db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
@@ -76,6 +89,13 @@ export class AdminService {
     access.requireOperator(p);
     const a = await this.accountByHandle(p, handle);
     await this.db.transaction().execute(async (trx) => {
+      const stacksBefore = patch.stacks === undefined ? [] : (await trx.selectFrom('account_stacks as g').innerJoin('stacks as s', 's.id', 'g.stack_id')
+        .select('s.name').where('g.account_id', '=', a.id).orderBy('s.name').execute()).map((x) => x.name);
+      const before = { plan: a.plan, max_concurrent_sessions: a.max_concurrent_sessions, image_prefixes: parsePrefixes(a.image_prefixes), stacks: stacksBefore };
+      await recordAudit(trx, p, {
+        action: 'account.updated', target: { id: a.id, name: a.handle }, accountIds: [Number(a.id)], fields: Object.keys(patch),
+        details: Object.fromEntries(Object.entries(patch).map(([k, to]) => [k, { from: before[k as keyof typeof before], to }])),
+      });
       const set = {
         ...(patch.plan !== undefined ? { plan: patch.plan } : {}),
         ...(patch.max_concurrent_sessions !== undefined ? { max_concurrent_sessions: patch.max_concurrent_sessions } : {}),
@@ -124,9 +144,16 @@ export class AdminService {
       throw invalid(`max_session_duration_s may be at most ${DEFAULT_MAX_SESSION_DURATION_S} (7 days).`);
     }
     try {
-      const row = await this.db.insertInto('stacks')
-        .values({ name: input.name, max_session_duration_s: max, dedicated: input.dedicated ? 1 : 0, created_at: nowIso() })
-        .returningAll().executeTakeFirstOrThrow();
+      const row = await this.db.transaction().execute(async (trx) => {
+        const row = await trx.insertInto('stacks')
+          .values({ name: input.name, max_session_duration_s: max, dedicated: input.dedicated ? 1 : 0, created_at: nowIso() })
+          .returningAll().executeTakeFirstOrThrow();
+        await recordAudit(trx, p, {
+          action: 'stack.created', target: { id: row.id, name: row.name }, accountIds: [], fields: Object.keys(input),
+          details: { max_session_duration_s: max, dedicated: Boolean(input.dedicated) },
+        });
+        return row;
+      });
       return this.stackView(row);
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`A stack named "${input.name}" already exists.`);
@@ -170,12 +197,20 @@ export class AdminService {
     if (!stack) throw invalid(`Stack "${input.stack}" does not exist; create it first (POST /stacks) or use an existing one.`);
     await this.requireGranted(account, stack, input.image);
     try {
-      const row = await this.db.insertInto('apps').values({
-        handle: input.handle, account_id: account.id, stack_id: stack.id, image: input.image,
-        env: sealEnv(this.secrets, input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
-        working_dir: input.working_dir ?? null, user: input.user ?? null, network: input.network ?? null,
-        warm_pool: input.warm_pool ?? 0, created_at: nowIso(),
-      }).returning('id').executeTakeFirstOrThrow();
+      const row = await this.db.transaction().execute(async (trx) => {
+        const row = await trx.insertInto('apps').values({
+          handle: input.handle, account_id: account.id, stack_id: stack.id, image: input.image,
+          env: sealEnv(this.secrets, input.env ?? {}), command: input.command ? JSON.stringify(input.command) : null,
+          working_dir: input.working_dir ?? null, user: input.user ?? null, network: input.network ?? null,
+          warm_pool: input.warm_pool ?? 0, created_at: nowIso(),
+        }).returning('id').executeTakeFirstOrThrow();
+        const { env, ...settings } = input;
+        await recordAudit(trx, p, {
+          action: 'app.created', target: { id: row.id, name: input.handle }, accountIds: [Number(account.id)], fields: Object.keys(input),
+          details: { ...settings, env: envChanges({}, env ?? {}) },
+        });
+        return row;
+      });
       return this.getAppById(p, Number(row.id));
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`An app with handle "${input.handle}" already exists; pick another handle.`);
@@ -209,7 +244,22 @@ export class AdminService {
       ...(patch.warm_pool !== undefined ? { warm_pool: patch.warm_pool } : {}),
     };
     // An empty patch changes nothing (an UPDATE with nothing to set is not SQL).
-    if (Object.keys(set).length) await this.db.updateTable('apps').set(set).where('id', '=', app.id).execute();
+    if (Object.keys(set).length) {
+      await this.db.transaction().execute(async (trx) => {
+        await trx.updateTable('apps').set(set).where('id', '=', app.id).execute();
+        const { env, ...settings } = patch;
+        const before: Record<string, unknown> = {
+          ...app, command: app.command === null ? null : JSON.parse(app.command), stack: (await trx.selectFrom('stacks').select('name').where('id', '=', app.stack_id).executeTakeFirst())?.name,
+        };
+        await recordAudit(trx, p, {
+          action: 'app.updated', target: { id: app.id, name: app.handle }, accountIds: [Number(app.account_id)], fields: Object.keys(patch),
+          details: {
+            ...Object.fromEntries(Object.entries(settings).map(([k, to]) => [k, { from: before[k] ?? null, to }])),
+            ...(env !== undefined ? { env: envChanges(openEnv(this.secrets, app.env), env) } : {}),
+          },
+        });
+      });
+    }
     return this.getAppById(p, Number(app.id));
   }
   private async requireGranted(account: Selectable<AccountsTable>, stack: { id: number; name: string }, image: string) {
@@ -261,10 +311,14 @@ export class AdminService {
         for (const accountId of accountIds) {
           await trx.insertInto('user_accounts').values({ user_id: row.id, account_id: accountId }).execute();
         }
+        await recordAudit(trx, p, {
+          action: 'user.created', target: { id: row.id, name: input.email.toLowerCase() }, accountIds, fields: Object.keys(input),
+          details: { name: input.name, email: input.email.toLowerCase(), role: input.role, accounts: input.accounts },
+        });
         return Number(row.id);
       });
-      const { token } = await this.issueToken(id, 'first token');
-      return { ...(await this.userView(id)), token };
+      const first = await this.issueToken(id, 'first token', { by: p });
+      return { ...(await this.userView(id)), token: first.token, token_expires_at: first.expires_at };
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`A user with e-mail ${input.email} already exists.`);
       throw err;
@@ -308,34 +362,62 @@ export class AdminService {
     }
     return pageOf(await q.execute(), page, (u) => Number(u.id), (u) => this.userView(Number(u.id)));
   }
-  async issueToken(userId: number, name?: string) {
+  /**
+   * A new API token of the user; without `expiresAt` it lasts the operator's default (none unless
+   * ESSH_TOKEN_DEFAULT_TTL_S is set). `by`: the administrator issuing it, whose audit event it gets.
+   */
+  async issueToken(userId: number, name?: string, opts: { expiresAt?: string; by?: Principal } = {}) {
+    const ttlS = this.opts.tokenDefaultTtlS ?? 0;
+    const expiresAt = opts.expiresAt !== undefined ? new Date(opts.expiresAt).toISOString()
+      : ttlS > 0 ? new Date(Date.now() + ttlS * 1000).toISOString() : null;
+    if (expiresAt !== null && Date.parse(expiresAt) <= Date.now()) {
+      throw invalid(`expires_at (${opts.expiresAt}) is not in the future; give a later time, or leave it out for the default.`);
+    }
+    if (expiresAt !== null && Date.parse(expiresAt) > Date.now() + MAX_TOKEN_LIFE_S * 1000) {
+      throw invalid(`expires_at (${opts.expiresAt}) is more than 10 years away; give an earlier time, or leave it out for the default.`);
+    }
     const token = newToken('essh');
     const cap = CAPS.apiTokensPerUser;
     const row = await insertWithinCap(this.db, { table: 'users', id: userId }, cap,
       async (trx) => Number((await trx.selectFrom('api_tokens').select((eb) => eb.fn.countAll<number>().as('n'))
         .where('user_id', '=', userId).where('revoked_at', 'is', null).executeTakeFirstOrThrow()).n),
       () => conflict(`This user already has ${cap} API tokens in use, the most a user may have; revoke one it no longer needs (DELETE /users/${userId}/tokens/{id}).`),
-      (trx) => trx.insertInto('api_tokens')
-        .values({ user_id: userId, token_hash: hashToken(token), name: name ?? null, created_at: nowIso() })
-        .returning(['id', 'created_at']).executeTakeFirstOrThrow());
-    return { id: Number(row.id), name: name ?? null, token, created_at: row.created_at };
+      async (trx) => {
+        const row = await trx.insertInto('api_tokens')
+          .values({ user_id: userId, token_hash: hashToken(token), name: name ?? null, created_at: nowIso(), expires_at: expiresAt })
+          .returning(['id', 'created_at']).executeTakeFirstOrThrow();
+        if (opts.by) {
+          await recordAudit(trx, opts.by, {
+            action: 'api_token.created', target: { id: row.id, name: name ?? null }, accountIds: await accountIdsOfUser(trx, userId),
+            fields: ['name', 'expires_at'], details: { user_id: userId, expires_at: expiresAt },
+          });
+        }
+        return row;
+      });
+    return { id: Number(row.id), name: name ?? null, token, created_at: row.created_at, expires_at: expiresAt };
   }
-  async createToken(p: Principal, userId: number, name?: string) {
+  async createToken(p: Principal, userId: number, input: { name?: string; expires_at?: string } = {}) {
     await this.getUser(p, userId);
-    return this.issueToken(userId, name);
+    return this.issueToken(userId, input.name, { expiresAt: input.expires_at, by: p });
   }
   async listTokens(p: Principal, userId: number, page: PageRequest) {
     await this.getUser(p, userId);
-    let q = this.db.selectFrom('api_tokens').select(['id', 'name', 'created_at', 'last_used_at', 'revoked_at'])
+    let q = this.db.selectFrom('api_tokens').select(['id', 'name', 'created_at', 'last_used_at', 'revoked_at', 'expires_at'])
       .where('user_id', '=', userId).orderBy('id').limit(page.limit + 1);
     if (page.after !== undefined) q = q.where('id', '>', page.after);
     return pageOf(await q.execute(), page, (r) => Number(r.id), (r) => ({ ...r, id: Number(r.id) }));
   }
   async revokeToken(p: Principal, userId: number, tokenId: number) {
     await this.getUser(p, userId);
-    const res = await this.db.updateTable('api_tokens').set({ revoked_at: nowIso() })
-      .where('id', '=', tokenId).where('user_id', '=', userId).where('revoked_at', 'is', null).executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) throw notFound(`Token ${tokenId}`);
+    await this.db.transaction().execute(async (trx) => {
+      const res = await trx.updateTable('api_tokens').set({ revoked_at: nowIso() })
+        .where('id', '=', tokenId).where('user_id', '=', userId).where('revoked_at', 'is', null).executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) throw notFound(`Token ${tokenId}`);
+      await recordAudit(trx, p, {
+        action: 'api_token.revoked', target: { id: tokenId }, accountIds: await accountIdsOfUser(trx, userId), fields: ['revoked_at'],
+        details: { user_id: userId },
+      });
+    });
   }
   async addSshKey(p: Principal, userId: number, publicKey: string) {
     await this.getUser(p, userId);
@@ -346,9 +428,16 @@ export class AdminService {
         async (trx) => Number((await trx.selectFrom('ssh_keys').select((eb) => eb.fn.countAll<number>().as('n'))
           .where('user_id', '=', userId).executeTakeFirstOrThrow()).n),
         () => conflict(`This user already has ${cap} SSH keys, the most a user may have; remove one it no longer uses (DELETE /users/${userId}/ssh_keys/{id}).`),
-        (trx) => trx.insertInto('ssh_keys')
-          .values({ user_id: userId, public_key: parsed.line, fingerprint: parsed.fingerprint, created_at: nowIso() })
-          .returningAll().executeTakeFirstOrThrow());
+        async (trx) => {
+          const row = await trx.insertInto('ssh_keys')
+            .values({ user_id: userId, public_key: parsed.line, fingerprint: parsed.fingerprint, created_at: nowIso() })
+            .returningAll().executeTakeFirstOrThrow();
+          await recordAudit(trx, p, {
+            action: 'ssh_key.added', target: { id: row.id, name: parsed.fingerprint }, accountIds: await accountIdsOfUser(trx, userId),
+            fields: ['public_key'], details: { user_id: userId, type: parsed.type, fingerprint: parsed.fingerprint },
+          });
+          return row;
+        });
       return { id: Number(row.id), fingerprint: row.fingerprint, public_key: row.public_key, created_at: row.created_at };
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`This key (${parsed.fingerprint}) is already registered.`);
@@ -357,8 +446,14 @@ export class AdminService {
   }
   async deleteSshKey(p: Principal, userId: number, keyId: number) {
     await this.getUser(p, userId);
-    const res = await this.db.deleteFrom('ssh_keys').where('id', '=', keyId).where('user_id', '=', userId).executeTakeFirst();
-    if (Number(res.numDeletedRows) === 0) throw notFound(`SSH key ${keyId}`);
+    await this.db.transaction().execute(async (trx) => {
+      const key = await trx.deleteFrom('ssh_keys').where('id', '=', keyId).where('user_id', '=', userId).returning('fingerprint').executeTakeFirst();
+      if (!key) throw notFound(`SSH key ${keyId}`);
+      await recordAudit(trx, p, {
+        action: 'ssh_key.removed', target: { id: keyId, name: key.fingerprint }, accountIds: await accountIdsOfUser(trx, userId),
+        fields: ['public_key'], details: { user_id: userId, fingerprint: key.fingerprint },
+      });
+    });
   }
   async listSshKeys(p: Principal, userId: number, page: PageRequest) {
     await this.getUser(p, userId);

@@ -13,6 +13,8 @@ export interface Principal {
   accountIds: number[];
   /** The API token the request came with; absent for SSH public-key logins. Rate limits key on it. */
   tokenId?: number;
+  /** Where the request came from (the API's req.ip): written on the audit events of its changes. */
+  sourceAddress?: string;
 }
 
 export async function principalForUser(db: Db, userId: number): Promise<Principal | undefined> {
@@ -28,20 +30,27 @@ export async function principalForUser(db: Db, userId: number): Promise<Principa
   };
 }
 
-/** Resolves a bearer token to its user; an unknown or revoked token is a 401 that says what to do. */
+/** A token past its `expires_at` is refused (this is the one check of API tokens: the portal takes none). */
+const tokenExpired = (expiresAt: string | null) => expiresAt !== null && Date.parse(expiresAt) <= Date.now();
+
+/** Resolves a bearer token to its user; an unknown, revoked or expired token is a 401 that says what to do. */
 export async function authenticate(db: Db, token: string | undefined): Promise<Principal> {
   if (!token) {
     throw new ApiError(401, 'unauthorized', 'Missing bearer token: send "Authorization: Bearer <token>" (see `essh login`).');
   }
   const row = await db
     .selectFrom('api_tokens')
-    .select(['id', 'user_id', 'last_used_at'])
+    .select(['id', 'user_id', 'last_used_at', 'expires_at'])
     .where('token_hash', '=', hashToken(token))
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
   const principal = row && (await principalForUser(db, Number(row.user_id)));
   if (!row || !principal) {
     throw new ApiError(401, 'unauthorized', 'This API token is not valid (unknown or revoked); ask an admin for a new one.');
+  }
+  if (tokenExpired(row.expires_at)) {
+    throw new ApiError(401, 'unauthorized', `This API token expired at ${row.expires_at}; ask an admin for a new one, or issue yourself ` +
+      `one with another token that is still valid (POST /users/${principal.id}/tokens), then \`essh login\` with it.`);
   }
   // At most one write a minute per token: a burst of requests with one token would otherwise queue
   // on that row's lock (PostgreSQL) or on the single writer (SQLite).

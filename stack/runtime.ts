@@ -31,6 +31,9 @@ import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
 import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
 import { recordingRoutes } from '../api/routes/recordings.js';
+import { auditRoutes } from '../api/routes/audit.js';
+import { AuditService } from '../services/audit.js';
+import { AuditShipper } from '../drains/audit-shipper.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
@@ -140,7 +143,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       minFreeDiskBytes: config.minFreeDiskBytes,
       metrics,
     });
-    const admin = new AdminService(db, secrets);
+    const admin = new AdminService(db, secrets, { tokenDefaultTtlS: config.tokenDefaultTtlS });
     const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, metricsUrl: '' };
 
     const workers: Worker[] = [];
@@ -237,6 +240,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         extraRoutes: [
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),
+          auditRoutes(new AuditService(db)),
         ],
         pages: consolePages(log),
       });
@@ -244,6 +248,13 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });
       cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+      // The audit trail goes to the drains from the API's processes, where it is written.
+      const auditShipper = new AuditShipper({
+        db, log, secrets,
+        settings: { backoffCapMs: config.drains.backoffCapMs, allowPrivateTargets: config.drains.allowPrivateTargets },
+      });
+      auditShipper.start();
+      cleanups.push(() => auditShipper.stop());
       const { port } = server.address() as AddressInfo;
       runtime.server = server;
       runtime.apiUrl = `http://${config.api.host}:${port}`;

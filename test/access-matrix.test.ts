@@ -178,6 +178,18 @@ const cells: Record<string, Cell> = {
   'POST /log_drains/{drain of own account}/resume': async (w) => api().post(`/log_drains/${await drainOf(A.account)}/resume`, w.token, {}),
   'POST /accounts/{own account}/redaction_rules': (w) => api().post(`/accounts/${A.account}/redaction_rules`, w.token, { name: uniq('rule'), preset: 'us_ssn' }),
   'POST /accounts/{other account}/redaction_rules': (w) => api().post(`/accounts/${B.account}/redaction_rules`, w.token, { name: uniq('rule'), preset: 'us_ssn' }),
+  "GET /audit_events (account admins: their accounts' events only)": async (w, actor) => {
+    const r = await wholeList('/audit_events', w);
+    if (r.status === 200) {
+      expect(r.body.length).toBeGreaterThan(0);
+      const accounts = new Set((r.body as { accounts: string[] }[]).flatMap((e) => e.accounts));
+      if (actor === 'account_admin') expect([...accounts]).toEqual([A.account]);
+      else expect([...accounts]).toEqual(expect.arrayContaining([A.account, B.account]));
+    }
+    return r;
+  },
+  'GET /audit_events?account={own account}': (w) => api().get(`/audit_events?account=${A.account}`, w.token),
+  'GET /audit_events?account={other account}': (w) => api().get(`/audit_events?account=${B.account}`, w.token),
 };
 const drainBody = () => ({ handle: uniq('drain'), drain_type: 'https', url: 'https://127.0.0.1:9/ingest' });
 async function drainOf(account: string): Promise<number | string> {

@@ -103,7 +103,7 @@ describe('lists are paginated by cursor', () => {
     const lists = [
       '/sessions', `/apps/${tenant.app}/operations`, '/accounts', '/stacks', '/apps', '/users',
       `/users/${tenant.user.id}/tokens`, `/users/${tenant.user.id}/ssh_keys`,
-      `/accounts/${tenant.account}/log_drains`, `/accounts/${tenant.account}/redaction_rules`,
+      `/accounts/${tenant.account}/log_drains`, `/accounts/${tenant.account}/redaction_rules`, '/audit_events',
     ];
     for (const p of lists) {
       const r = await stack.api.get(`${p}?limit=1`, admin());
@@ -171,7 +171,7 @@ describe('/openapi.json', () => {
 
   it('gives every list the same limit (default and maximum stated) and cursor parameters', () => {
     const lists = operations().filter(({ op }) => /List$/.test(op.responses['200']?.content?.['application/json']?.schema?.$ref ?? ''));
-    expect(lists.length).toBe(11);
+    expect(lists.length).toBe(12);
     for (const { p, op } of lists) {
       expect(op.parameters, p).toEqual(expect.arrayContaining([{ $ref: '#/components/parameters/Limit' }, { $ref: '#/components/parameters/Cursor' }]));
     }

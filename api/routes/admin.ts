@@ -64,7 +64,7 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   route({ method: 'post', path: '/users/{id}/tokens', operationId: 'createApiToken', tag: 'users', summary: 'Issue an API token (shown once)',
     status: 201, errors: [403], params: s.params.id, body: s.createTokenBody, response: s.issuedApiTokenSchema,
     links: { revokeApiToken: { id: '$request.path.id', tokenId: '$response.body#/id' } },
-    handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body?.name) });
+    handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body) });
   route({ method: 'get', path: '/users/{id}/tokens', operationId: 'listApiTokens', tag: 'users', summary: "A user's tokens (never their values)",
     errors: [403], params: s.params.id, query: s.listQuery(), response: s.apiTokenListSchema,
     handler: ({ principal, params, query }) => admin.listTokens(principal, params.id, s.pageRequest(query)) });

@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import { AUDIT_ACTIONS, AUDIT_TARGET_TYPES, type AuditService } from '../../services/audit.js';
+import type { RouteModule } from '../route.js';
+import * as s from '../schemas.js';
+
+const time = z.iso.datetime().describe('RFC 3339, UTC');
+const queryTime = z.iso.datetime({ offset: true });
+
+const auditEventSchema = s.component('AuditEvent', z.object({
+  id: z.number().int().positive(),
+  at: time,
+  accounts: z.array(z.string()).describe('the accounts the change concerns that the caller administers; empty: an operator-level change'),
+  actor: z.object({ id: z.number().int().positive(), name: z.string().nullable(), email: z.string().nullable(), role: z.string().nullable() })
+    .nullable().describe('who made the change, as they were then'),
+  source_address: z.string().nullable().describe('the address the request came from'),
+  action: z.enum(AUDIT_ACTIONS),
+  target: z.object({ type: z.enum(AUDIT_TARGET_TYPES), id: z.string(), name: z.string().nullable() }),
+  fields: z.array(z.string()).describe('the names of the fields the change set'),
+  details: z.record(z.string(), z.unknown()).describe('what changed, without secrets: env variables by name only, SSH keys by fingerprint, drain URLs masked'),
+}).describe('One change an administrator made'));
+
+const auditEventList = s.listOf('AuditEvent', auditEventSchema);
+
+const auditQuery = s.listQuery({
+  account: s.handle.optional().describe("only the events of this account (account admins: one they administer)"),
+  actor: z.string().min(1).max(320).regex(/^[^\x00]*$/, 'must not contain NUL bytes').optional()
+    .describe('only the changes of this user: a user id or an e-mail address'),
+  target_type: z.enum(AUDIT_TARGET_TYPES).optional().describe('only changes of this kind of thing'),
+  action: z.enum(AUDIT_ACTIONS).optional().describe('only this action'),
+  since: queryTime.optional().describe('only events at or after this time (RFC 3339)'),
+  until: queryTime.optional().describe('only events before this time (RFC 3339)'),
+});
+
+/** The audit trail of administrators' changes (CONTRACT §3, GET /audit_events). */
+export function auditRoutes(audit: AuditService): RouteModule {
+  return (route) => {
+    route({
+      method: 'get', path: '/audit_events', operationId: 'listAuditEvents', tag: 'audit',
+      summary: "Administrators' changes, newest first (operators; account admins: their accounts')",
+      description: '403 for members. Filters combine; a time range is `since` (inclusive) to `until` (exclusive).',
+      errors: [403, 404, 422], query: auditQuery, response: auditEventList,
+      handler: ({ principal, query }) => {
+        const { limit, cursor, ...filters } = query;
+        return audit.list(principal, filters, s.pageRequest({ limit, cursor }));
+      },
+    });
+  };
+}
