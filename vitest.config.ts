@@ -5,7 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
     // A test file whose programs are missing says so in one line (scripts/requirements.tsv).
-    setupFiles: ['test/programs-present.ts'],
+    setupFiles: ['test/programs-present.ts', 'test/file-cost.ts'],
     // Each file runs its own essh runtime in its own Temporal namespace. Three at a time on 2 cores: most
     // files spend their time waiting on Docker, Temporal and timers (2 → 3 took the suite from 707 to
     // 474 s on the 2-core machine, the same tests green).
