@@ -35,12 +35,7 @@ interface Client {
   closing: boolean;
 }
 
-/** The portal's progress lines on a PTY (portal/attachment.ts): the container is being provisioned, then ready. */
-const PROVISIONING_LINE = /provisioning container/;
-const READY_LINE = /ready in \d/;
-/** The portal announces a wait for the container after 300 ms of it; this leaves room for a loaded machine. */
-const ANNOUNCED_WITHIN_MS = 5_000;
-/** From the container's readiness to the program's prompt: a `docker exec` and a shell starting. */
+/** From the shell channel opening to the program's prompt: the container's provisioning, a `docker exec`, a shell starting. */
 const PROMPT_WITHIN_MS = 120_000;
 
 const clients = new Map<number, Client>();
@@ -74,55 +69,28 @@ async function connectOnce(c: Client, withKey: boolean): Promise<Held> {
   shell.client.on('end', () => (h.lost = true));
   shell.client.on('close', () => (h.lost = true));
   shell.channel.stderr.on('data', (chunk: Buffer) => (h.stderr = (h.stderr + chunk.toString('utf8')).slice(-500)));
-  // Attached once the program answers with its prompt. While the portal says the container is being
-  // provisioned, the portal's own limit governs that wait (it then closes the channel with a sentence);
-  // from the container's readiness the program's prompt gets PROMPT_WITHIN_MS.
+  // Attached once the program answers: its prompt (a shell) or any first output. A session-<id> attach
+  // hears nothing from the portal while the container is provisioned, so a wait that ends here says what
+  // the client saw, and the caller adds what the session's record says.
   try {
     await new Promise<void>((resolve, reject) => {
       let text = '';
-      let timer: NodeJS.Timeout | undefined;
-      let settled = false;
-      const since = Date.now();
-      const phase = () => {
-        if (text) return `the program printed ${JSON.stringify(text.slice(-200))} but no prompt`;
-        if (READY_LINE.test(h.stderr)) return 'its container was ready (the portal said so); no output yet from the program (docker exec, then the shell)';
-        if (PROVISIONING_LINE.test(h.stderr)) return 'the portal said it was provisioning its container';
-        return 'the portal has said nothing since the shell channel opened (no provisioning line, no output)';
-      };
-      const startClock = () => {
-        if (settled) return;
-        timer ??= setTimeout(() => reject(new Error(
-          `no prompt from session ${c.id} within ${PROMPT_WITHIN_MS / 1000} s of its container being ready ` +
-            `(${((Date.now() - since) / 1000).toFixed(1)} s after the shell opened); it was at: ${phase()}; the portal wrote: ${JSON.stringify(h.stderr)}`,
-        )), PROMPT_WITHIN_MS);
-      };
-      const onStderr = () => {
-        if (READY_LINE.test(h.stderr)) startClock();
-      };
+      const seen = () => text
+        ? `the program printed ${JSON.stringify(text.slice(-200))} but no prompt`
+        : `no output from the program${h.stderr ? `; the portal wrote ${JSON.stringify(h.stderr)}` : ' and no word from the portal'}`;
+      const timer = setTimeout(() => reject(new Error(`no prompt from session ${c.id} within ${PROMPT_WITHIN_MS / 1000} s of its shell channel opening: ${seen()}`)), PROMPT_WITHIN_MS);
       const onData = (chunk: Buffer) => {
-        startClock();
         text += chunk.toString('latin1');
         if (PROMPT.test(text)) {
-          settled = true;
           clearTimeout(timer);
-          clearTimeout(unannounced);
           shell.channel.off('data', onData);
-          shell.channel.stderr.off('data', onStderr);
           resolve();
         }
       };
       shell.channel.on('data', onData);
-      // After the recording listener above, so that h.stderr holds the chunk.
-      shell.channel.stderr.on('data', onStderr);
-      // Unless the portal announces a wait for the container at once, the container is there already.
-      const unannounced = setTimeout(() => {
-        if (!PROVISIONING_LINE.test(h.stderr)) startClock();
-      }, ANNOUNCED_WITHIN_MS);
       shell.channel.once('close', () => {
-        settled = true;
         clearTimeout(timer);
-        clearTimeout(unannounced);
-        reject(new Error(`session ${c.id} closed before its prompt, while at: ${phase()}; the portal wrote: ${JSON.stringify(h.stderr)}`));
+        reject(new Error(`session ${c.id} closed before its prompt (${seen()})`));
       });
     });
   } catch (err) {
