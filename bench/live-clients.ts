@@ -35,6 +35,9 @@ interface Client {
   closing: boolean;
 }
 
+/** From the shell channel opening to the program's prompt: the container's provisioning, a `docker exec`, a shell starting. */
+const PROMPT_WITHIN_MS = 120_000;
+
 const clients = new Map<number, Client>();
 let attachedSoFar = 0;
 
@@ -66,11 +69,16 @@ async function connectOnce(c: Client, withKey: boolean): Promise<Held> {
   shell.client.on('end', () => (h.lost = true));
   shell.client.on('close', () => (h.lost = true));
   shell.channel.stderr.on('data', (chunk: Buffer) => (h.stderr = (h.stderr + chunk.toString('utf8')).slice(-500)));
-  // Attached once the program answers: its prompt (a shell) or any first output.
+  // Attached once the program answers: its prompt (a shell) or any first output. A session-<id> attach
+  // hears nothing from the portal while the container is provisioned, so a wait that ends here says what
+  // the client saw, and the caller adds what the session's record says.
   try {
     await new Promise<void>((resolve, reject) => {
       let text = '';
-      const timer = setTimeout(() => reject(new Error(`no prompt from session ${c.id} within 120 s: ${JSON.stringify(text.slice(-200))} ${h.stderr}`)), 120_000);
+      const seen = () => text
+        ? `the program printed ${JSON.stringify(text.slice(-200))} but no prompt`
+        : `no output from the program${h.stderr ? `; the portal wrote ${JSON.stringify(h.stderr)}` : ' and no word from the portal'}`;
+      const timer = setTimeout(() => reject(new Error(`no prompt from session ${c.id} within ${PROMPT_WITHIN_MS / 1000} s of its shell channel opening: ${seen()}`)), PROMPT_WITHIN_MS);
       const onData = (chunk: Buffer) => {
         text += chunk.toString('latin1');
         if (PROMPT.test(text)) {
@@ -82,7 +90,7 @@ async function connectOnce(c: Client, withKey: boolean): Promise<Held> {
       shell.channel.on('data', onData);
       shell.channel.once('close', () => {
         clearTimeout(timer);
-        reject(new Error(`session ${c.id} closed before its prompt: ${h.stderr}`));
+        reject(new Error(`session ${c.id} closed before its prompt (${seen()})`));
       });
     });
   } catch (err) {

@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -16,7 +16,7 @@ import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import { startWorkerProcess } from './worker-process.js';
-import { freeLoopbackPort as freePort } from '../lib/free-port.js';
+import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 
 /**
  * essh against an external Temporal that it did not start: a separate `temporal server start-dev`
@@ -36,8 +36,7 @@ const ARGS = [
 const temporal = toolPath('temporal');
 const run = promisify(execFile);
 
-let server: ChildProcess | undefined;
-let serverOut = '';
+let server: DevServer | undefined;
 let address: string;
 let uiUrl: string;
 let stack: TestStack | undefined;
@@ -83,25 +82,12 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`test/ops-temporal.test.ts needs ${CHROMIUM}: \`bash scripts/setup.sh --for-tests\` installs Debian's chromium (npm test runs it)`);
   }
-  const [port, uiPort] = [await freePort(), await freePort()];
-  address = `127.0.0.1:${port}`;
-  uiUrl = `http://127.0.0.1:${uiPort}`;
-  // An external server as an operator runs one: no --search-attribute flags.
-  server = spawn(temporal, [
-    'server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stdout!.on('data', (d) => (serverOut += d));
-  server.stderr!.on('data', (d) => (serverOut += d));
-  await waitFor('the separate Temporal server', async () => {
-    const conn = await Connection.connect({ address, connectTimeout: 1000 });
-    try {
-      await conn.workflowService.describeNamespace({ namespace: 'default' });
-      return true;
-    } finally {
-      await conn.close();
-    }
-  }, 60_000, 500).catch((err) => { throw new Error(`${(err as Error).message}\n${serverOut}`); });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-temporal-ui-'));
+  // An external server as an operator runs one: no --search-attribute flags. (Started with its process
+  // watched: one that ends says so at once, with its exit status and what it printed.)
+  server = await startDevServer({ binary: temporal, dataDir: dir, namespace: 'default', inMemory: true, withoutEsshSettings: true });
+  address = server.address;
+  uiUrl = server.uiUrl;
 }, 120_000);
 
 afterAll(async () => {
@@ -110,11 +96,7 @@ afterAll(async () => {
     await endAllSessions(stack).catch(() => undefined);
     await stack.stop();
   }
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server!.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 }, 120_000);
 

@@ -38,7 +38,11 @@ interface Opened {
  */
 async function openSessions(
   stack: TestStack, fleet: ClientFleet, n: number,
-  opts: { tenant?: Awaited<ReturnType<typeof createTenant>>; reattach?: { privateKey: string; withinMs: number } } = {},
+  opts: {
+    tenant?: Awaited<ReturnType<typeof createTenant>>; reattach?: { privateKey: string; withinMs: number };
+    /** The process running the portal, when it is not this one: its output goes with a failed attach. */
+    portalProcess?: WorkerProcess;
+  } = {},
 ): Promise<Opened[]> {
   const t = opts.tenant ?? (await createTenant(stack, { plan: 'enterprise' }));
   const opened: Opened[] = [];
@@ -48,7 +52,15 @@ async function openSessions(
       next++;
       const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
       if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
-      await fleet.attach(r.body.id, r.body.connect, opts.reattach);
+      await fleet.attach(r.body.id, r.body.connect, opts.reattach).catch(async (err: Error) => {
+        // The client's side of the wait says where it was; the record says how far the workflow got.
+        const row = await stack.runtime.db.selectFrom('operations').select(['state', 'container_id', 'end_reason', 'end_message'])
+          .where('id', '=', r.body.id).executeTakeFirst();
+        throw new Error(`attaching a client to session ${r.body.id} (${opened.length} of ${n} attached so far): ${err.message}\n` +
+          `its record: ${row ? `state ${row.state}, ${row.container_id ? `container ${row.container_id.slice(0, 12)}` : 'no container yet'}` +
+            `${row.end_reason ? `, ended ${row.end_reason} (${row.end_message ?? ''})` : ''}` : 'not found'}` +
+          (opts.portalProcess ? `\nthe portal's process said:\n${opts.portalProcess.output().slice(-3000)}` : ''));
+      });
       opened.push({ id: r.body.id });
     }
   }));
@@ -126,8 +138,9 @@ describe('the Temporal server stopped for longer than the heartbeat timeout, and
   beforeAll(async () => {
     // A server of this file's own, on a database file, so that it can stop and come back as it was.
     dir = await mkdtemp(path.join(os.tmpdir(), 'essh-temporal-'));
-    serverOpts = { binary: toolPath('temporal'), dataDir: dir, port: await freePort(), uiPort: await freePort(), namespace: 'default' };
-    server = await startDevServer(serverOpts);
+    server = await startDevServer({ binary: toolPath('temporal'), dataDir: dir, namespace: 'default' });
+    // Started again where the stack expects it.
+    serverOpts = { binary: toolPath('temporal'), dataDir: dir, port: server.port, uiPort: server.uiPort, namespace: 'default' };
     stack = await startTestStack({ temporalAddress: server.address, env });
     fleet = await startClientFleet();
   }, 180_000);
@@ -195,9 +208,9 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     const key = ssh2.utils.generateKeyPairSync('ed25519');
     const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.public });
     expect(k.status).toBe(201);
-    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: key.private, withinMs: REATTACH_TIMEOUT_S * 1000 } });
+    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: key.private, withinMs: REATTACH_TIMEOUT_S * 1000 }, portalProcess: host });
     // And one whose client will not come back: its session lasts as long as the reattach window.
-    const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t });
+    const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t, portalProcess: host });
     expect((await fleet.open()).length).toBe(SESSIONS + 1);
     // Every session `active`, its heartbeats flowing, before the kill.
     await sleep(2 * HEARTBEAT_S * 1000);
