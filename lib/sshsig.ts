@@ -84,11 +84,16 @@ export function parseSshSignature(armored: string): SshSignature {
   return { publicKey, namespace, hashAlgorithm, signature };
 }
 
-/** The key of an OpenSSH public key line, for node:crypto. */
-function publicKeyObject(publicKeyLine: string): KeyObject {
+/** The key of an OpenSSH public key line, for node:crypto; an Error saying why when its data is no such key. */
+export function sshPublicKey(publicKeyLine: string): KeyObject | Error {
   const key = utils.parseKey(publicKeyLine);
-  if (key instanceof Error || Array.isArray(key)) throw new SshSigError(`its key cannot be read (${key instanceof Error ? key.message : 'several keys'})`);
-  return createPublicKey(key.getPublicPEM());
+  if (key instanceof Error) return key;
+  if (Array.isArray(key)) return new Error('several keys');
+  try {
+    return createPublicKey(key.getPublicPEM());
+  } catch (err) {
+    return err as Error;
+  }
 }
 
 /** An SSH `mpint` as a fixed-width unsigned big-endian integer (the r and s of IEEE P1363). */
@@ -105,7 +110,17 @@ function fixedWidth(mpint: Buffer, size: number): Buffer {
  * The caller checks `sig.publicKey` and `sig.namespace` first, to say which one was wrong.
  */
 export function verifySshSignature(sig: SshSignature, message: Buffer, publicKeyLine: string): boolean {
-  const key = publicKeyObject(publicKeyLine);
+  const key = sshPublicKey(publicKeyLine);
+  if (key instanceof Error) return false;
+  try {
+    return verifies(sig, message, key);
+  } catch {
+    // A signature blob cut short or out of range for its curve: no signature of this message.
+    return false;
+  }
+}
+
+function verifies(sig: SshSignature, message: Buffer, key: KeyObject): boolean {
   const signed = Buffer.concat([
     MAGIC, sshString(sig.namespace), sshString(''), sshString(sig.hashAlgorithm),
     sshString(createHash(sig.hashAlgorithm).update(message).digest()),

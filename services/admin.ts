@@ -6,7 +6,7 @@ import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planL
 import { openEnv, sealEnv } from '../lib/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
 import { SSH_KEY_NAMESPACE, issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
-import { SshSigError, parseSshSignature, verifySshSignature } from '../lib/sshsig.js';
+import { SshSigError, parseSshSignature, sshPublicKey, verifySshSignature } from '../lib/sshsig.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
@@ -464,6 +464,8 @@ export function parseAuthorizedKey(text: string): { line: string; fingerprint: s
   if (type.startsWith('sk-')) {
     throw invalid(`Security-key (${type}) keys cannot sign in to the portal: its SSH library (ssh2) does not verify them. Register an ed25519, ECDSA or RSA key.`);
   }
+  const key = sshPublicKey(`${type} ${b64}`);
+  if (key instanceof Error) throw invalid(`The key data of this ${type} key cannot be read (${key.message}). ${help}`);
   const fingerprint = 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
   return { line: parts.slice(0, 3).join(' '), fingerprint, type, blob };
 }
