@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { SSH_KEY_NAMESPACE, readKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { resolveUserId, type EsshApi } from './api.js';
 import { CliError } from './config.js';
 
@@ -71,7 +71,7 @@ export function signKeyChallenge(keyFile: string, challenge: string): Promise<st
 export async function addKey(client: EsshApi, userId: number, keyFile: string): Promise<SshKey> {
   const publicKey = await publicKeyOf(keyFile);
   const blob = Buffer.from(PUBLIC_KEY_LINE.exec(publicKey)![2]!, 'base64');
-  const fingerprint = 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
+  const fingerprint = sshFingerprint(blob);
   const issued = await client.post<{ challenge: string; namespace: string }>(`/users/${userId}/ssh_keys/challenge`, { public_key: publicKey });
   const challenge = readKeyChallenge(issued.challenge);
   if (issued.namespace !== SSH_KEY_NAMESPACE || !challenge || challenge.userId !== userId || challenge.fingerprint !== fingerprint) {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
@@ -6,6 +5,7 @@ import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planL
 import { openEnv, sealEnv } from '../lib/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
 import { SSH_KEY_NAMESPACE, issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
+import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { SshSigError, parseSshSignature, sshPublicKey, verifySshSignature } from '../lib/sshsig.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
@@ -439,8 +439,7 @@ function checkKeyProof(secrets: SecretBox, userId: number, key: ReturnType<typeo
     throw err;
   }
   if (!sig.publicKey.equals(key.blob)) {
-    const by = 'SHA256:' + createHash('sha256').update(sig.publicKey).digest('base64').replace(/=+$/, '');
-    throw refuse(`it was made by another key (${by}), not by the key in public_key (${key.fingerprint})`);
+    throw refuse(`it was made by another key (${sshFingerprint(sig.publicKey)}), not by the key in public_key (${key.fingerprint})`);
   }
   if (sig.namespace !== SSH_KEY_NAMESPACE) throw refuse(`it was made for the namespace "${sig.namespace}", not "${SSH_KEY_NAMESPACE}" (ssh-keygen's -n)`);
   // `jq -r .challenge | ssh-keygen -Y sign` signs the line with its newline: that is the same challenge.
@@ -466,6 +465,5 @@ export function parseAuthorizedKey(text: string): { line: string; fingerprint: s
   }
   const key = sshPublicKey(`${type} ${b64}`);
   if (key instanceof Error) throw invalid(`The key data of this ${type} key cannot be read (${key.message}). ${help}`);
-  const fingerprint = 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
-  return { line: parts.slice(0, 3).join(' '), fingerprint, type, blob };
+  return { line: parts.slice(0, 3).join(' '), fingerprint: sshFingerprint(blob), type, blob };
 }
