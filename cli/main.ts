@@ -89,6 +89,7 @@ export function buildProgram(): Command {
     ['essh ssh demo -- rake db:migrate; echo $?', 'a command; essh exits with its status'],
     ['essh sessions --state active --watch', 'follow the sessions until Ctrl-C'],
     ['essh recording 42 --play', 'replay session 42 in this terminal'],
+    ['essh keys add ~/.ssh/id_ed25519', 'then ssh APP@portal signs in with that key'],
     ['source <(essh completion bash)', 'Tab completion (zsh: essh completion zsh)'],
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM'], `
 Exit status:
