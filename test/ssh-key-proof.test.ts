@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { SSH_KEY_NAMESPACE, issueKeyChallenge } from '../lib/ssh-key-challenge.js';
 import { createTenant, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { generateKey, keyOnly, run, runToEnd, sshArgs } from './portal-terminal.js';
+import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 type Tenant = Awaited<ReturnType<typeof createTenant>>;
@@ -222,6 +222,22 @@ describe('essh keys', () => {
     const removed = await essh(['keys', 'remove', id], carol.token);
     expect(removed.code, removed.stderr).toBe(0);
     expect(await keysOf(carol.id)).not.toContain(fingerprint);
+  });
+
+  it('add asks for a passphrase on the terminal (ssh-keygen\'s prompt) when no agent holds the key', async () => {
+    const keyFile = path.join(dir, 'with-passphrase');
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'correct horse', '-C', 'with-passphrase', '-f', keyFile]);
+    const env = `ESSH_API_URL=${q(stack.url)} ESSH_TOKEN=${q(carol.token)} ESSH_CONFIG=${q(path.join(dir, 'no-config.json'))} SSH_AUTH_SOCK=${q(path.join(dir, 'no-agent.sock'))}`;
+    const term = await Terminal.start(`${env} ${q(process.execPath)} ${q(ESSH)} keys add ${q(keyFile)}`);
+    try {
+      await term.waitForText(/Enter passphrase/);
+      await term.typeLine('correct horse');
+      await term.waitForText(/Registered SHA256:\S+ \(key \d+\)/);
+      expect(await term.exitStatus()).toBe(0);
+    } finally {
+      await term.stop();
+    }
+    expect(await keysOf(carol.id)).toContain(await fingerprintOf({ keyFile, publicKey: '' }));
   });
 
   it('says what to do when the key cannot sign', async () => {
