@@ -162,7 +162,7 @@ export const sshKeyChallengeBody = z
 export const addSshKeyBody = z
   .object({
     public_key: publicKey,
-    challenge: z.string().min(1).max(512).describe('the "challenge" of POST /users/{id}/ssh_keys/challenge for this key, as it was given'),
+    challenge: z.string().min(1).max(512).describe('the "challenge" of POST /users/{id}/ssh_key_challenges for this key, as it was given'),
     signature: z.string().min(1).max(16_384)
       .describe(`the key's signature of the challenge, as \`ssh-keygen -Y sign -n ${SSH_KEY_NAMESPACE} -f KEY\` writes it ("-----BEGIN SSH SIGNATURE-----" …)`),
   })

@@ -72,7 +72,7 @@ export async function addKey(client: EsshApi, userId: number, keyFile: string): 
   const publicKey = await publicKeyOf(keyFile);
   const blob = Buffer.from(PUBLIC_KEY_LINE.exec(publicKey)![2]!, 'base64');
   const fingerprint = sshFingerprint(blob);
-  const issued = await client.post<{ challenge: string; namespace: string }>(`/users/${userId}/ssh_keys/challenge`, { public_key: publicKey });
+  const issued = await client.post<{ challenge: string; namespace: string }>(`/users/${userId}/ssh_key_challenges`, { public_key: publicKey });
   const challenge = readKeyChallenge(issued.challenge);
   if (issued.namespace !== SSH_KEY_NAMESPACE || !challenge || challenge.userId !== userId || challenge.fingerprint !== fingerprint) {
     throw new CliError(`the API at ${client.apiUrl} answered a challenge that is not one for key ${fingerprint} and user ${userId}; nothing was signed`);

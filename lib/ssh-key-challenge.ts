@@ -47,12 +47,12 @@ export function readKeyChallenge(text: string): KeyChallenge | undefined {
 /** What is wrong with `text` as the challenge for this user and key, as a sentence; undefined when it holds. */
 export function keyChallengeProblem(secrets: SecretBox, text: string, userId: number, fingerprint: string, nowMs = Date.now()): string | undefined {
   const m = CHALLENGE.exec(text);
-  if (!m) return 'The challenge is not one this API issues; pass the "challenge" of POST /users/{id}/ssh_keys/challenge as it was given.';
+  if (!m) return 'The challenge is not one this API issues; pass the "challenge" of POST /users/{id}/ssh_key_challenges as it was given.';
   const [, user, key, expires, nonce, mac] = m;
   const given = Buffer.from(mac!);
   const genuine = secrets.derive(macInput(Number(user), key!, Number(expires), nonce!))
     .some((expected) => timingSafeEqual(Buffer.from(expected), given));
-  if (!genuine) return 'The challenge was not issued by this essh installation, or was altered; ask for a new one (POST /users/{id}/ssh_keys/challenge).';
+  if (!genuine) return 'The challenge was not issued by this essh installation, or was altered; ask for a new one (POST /users/{id}/ssh_key_challenges).';
   if (Number(user) !== userId) return `The challenge was issued for user ${user}, not user ${userId}; ask for one for user ${userId}.`;
   if (key !== fingerprint) return `The challenge was issued for key ${key}, not for this public_key (${fingerprint}); ask for one with this key.`;
   if (Number(expires) * 1000 <= nowMs) {

@@ -67,7 +67,7 @@ const newKey = () => generateKey(keyDir, uniq('key'));
  */
 async function provenKey(userId: number, key?: { keyFile: string; publicKey: string }) {
   const k = key ?? (await newKey());
-  const issued = await api().post(`/users/${userId}/ssh_keys/challenge`, admin(), { public_key: k.publicKey });
+  const issued = await api().post(`/users/${userId}/ssh_key_challenges`, admin(), { public_key: k.publicKey });
   expect(issued.status, JSON.stringify(issued.body)).toBe(200);
   return { public_key: k.publicKey, challenge: issued.body.challenge, signature: await signKeyChallenge(k.keyFile, issued.body.challenge) };
 }
@@ -142,11 +142,11 @@ const cells: Record<string, Cell> = {
     expect((await api().get('/me', t.token)).status).toBe(r.status === 204 ? 401 : 200);
     return r;
   },
-  'POST /users/{self}/ssh_keys/challenge': async (w) => api().post(`/users/${w.id}/ssh_keys/challenge`, w.token, { public_key: (await newKey()).publicKey }),
-  'POST /users/{fellow member}/ssh_keys/challenge': async (w) =>
-    api().post(`/users/${fellow.id}/ssh_keys/challenge`, w.token, { public_key: (await newKey()).publicKey }),
-  'POST /users/{user of other account}/ssh_keys/challenge': async (w) =>
-    api().post(`/users/${memberB.id}/ssh_keys/challenge`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{self}/ssh_key_challenges': async (w) => api().post(`/users/${w.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{fellow member}/ssh_key_challenges': async (w) =>
+    api().post(`/users/${fellow.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{user of other account}/ssh_key_challenges': async (w) =>
+    api().post(`/users/${memberB.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
   'POST /users/{self}/ssh_keys': async (w) => api().post(`/users/${w.id}/ssh_keys`, w.token, await provenKey(w.id)),
   'POST /users/{fellow member}/ssh_keys': async (w) => api().post(`/users/${fellow.id}/ssh_keys`, w.token, await provenKey(fellow.id)),
   'POST /users/{user of other account}/ssh_keys': async (w) => api().post(`/users/${memberB.id}/ssh_keys`, w.token, await provenKey(memberB.id)),

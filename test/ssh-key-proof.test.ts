@@ -42,7 +42,7 @@ afterAll(async () => {
 });
 
 const challengeFor = async (userId: number, token: string, publicKey: string) => {
-  const r = await stack.api.post(`/users/${userId}/ssh_keys/challenge`, token, { public_key: publicKey });
+  const r = await stack.api.post(`/users/${userId}/ssh_key_challenges`, token, { public_key: publicKey });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   return r.body as { challenge: string; namespace: string; fingerprint: string; expires_at: string };
 };
@@ -142,7 +142,7 @@ describe('POST /users/{id}/ssh_keys takes the key\'s signature of a challenge fo
   it('refuses security-key (sk-…) keys, which the portal cannot verify, saying which keys to use', async () => {
     const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
     const blob = Buffer.concat([str(Buffer.from('sk-ssh-ed25519@openssh.com')), str(Buffer.alloc(32, 7)), str(Buffer.from('ssh:'))]);
-    const r = await stack.api.post(`/users/${alice.user.id}/ssh_keys/challenge`, alice.token, { public_key: `sk-ssh-ed25519@openssh.com ${blob.toString('base64')} yubikey` });
+    const r = await stack.api.post(`/users/${alice.user.id}/ssh_key_challenges`, alice.token, { public_key: `sk-ssh-ed25519@openssh.com ${blob.toString('base64')} yubikey` });
     expectRefused(r, /Security-key .* Register an ed25519, ECDSA or RSA key/);
   });
 });
@@ -265,7 +265,7 @@ describe('essh keys', () => {
       const r = await essh(['keys', 'add', key.keyFile], 'essh_whatever', { ESSH_API_URL: `http://127.0.0.1:${(evil.address() as AddressInfo).port}` });
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/answered a challenge that is not one for key SHA256:\S+ and user 5; nothing was signed/);
-      expect(posted).toEqual(['GET /me', 'POST /users/5/ssh_keys/challenge']);
+      expect(posted).toEqual(['GET /me', 'POST /users/5/ssh_key_challenges']);
     } finally {
       evil.close();
     }

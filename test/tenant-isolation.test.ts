@@ -188,7 +188,7 @@ describe('per-account and per-user caps', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-caps-'));
     const proven = await Promise.all(Array.from({ length: 25 }, async (_, i) => {
       const key = await generateKey(dir, `k${i}`);
-      const issued = await stack.api.post(`/users/${t.user.id}/ssh_keys/challenge`, t.token, { public_key: key.publicKey });
+      const issued = await stack.api.post(`/users/${t.user.id}/ssh_key_challenges`, t.token, { public_key: key.publicKey });
       return { public_key: key.publicKey, challenge: issued.body.challenge, signature: await signKeyChallenge(key.keyFile, issued.body.challenge) };
     }));
     const keys = await Promise.all(proven.map((body) => stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, body)));

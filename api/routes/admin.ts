@@ -71,13 +71,13 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   route({ method: 'delete', path: '/users/{id}/tokens/{tokenId}', operationId: 'revokeApiToken', tag: 'users', summary: 'Revoke a token',
     status: 204, errors: [403], params: s.params.userToken,
     handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
-  route({ method: 'post', path: '/users/{id}/ssh_keys/challenge', operationId: 'createSshKeyChallenge', tag: 'users',
+  route({ method: 'post', path: '/users/{id}/ssh_key_challenges', operationId: 'createSshKeyChallenge', tag: 'users',
     summary: 'A challenge to sign with a key you register (it lasts 5 minutes)',
     errors: [403], params: s.params.id, body: s.sshKeyChallengeBody, response: s.sshKeyChallengeSchema,
     handler: ({ principal, params, body }) => admin.sshKeyChallenge(principal, params.id, body.public_key) });
   route({ method: 'post', path: '/users/{id}/ssh_keys', operationId: 'addSshKey', tag: 'users',
     summary: 'Register an SSH public key, with proof of holding its private key',
-    description: 'First POST /users/{id}/ssh_keys/challenge with the public_key; sign its "challenge" with the key ' +
+    description: 'First POST /users/{id}/ssh_key_challenges with the public_key; sign its "challenge" with the key ' +
       '(`printf %s "$CHALLENGE" | ssh-keygen -Y sign -n essh-key-registration -f ~/.ssh/id_ed25519`) and send the three here. ' +
       '`essh keys add ~/.ssh/id_ed25519` does it all. 422 names what was wrong with the challenge or the signature.',
     status: 201, errors: [403, 409], params: s.params.id, body: s.addSshKeyBody, response: s.sshKeySchema,
