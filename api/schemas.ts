@@ -3,6 +3,7 @@ import { DEFAULT_MAX_SESSION_DURATION_S, PLANS } from '../lib/plans.js';
 import { CURSOR_PATTERN, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, decodeCursor, type PageRequest } from '../services/pages.js';
 import { END_REASONS, SESSION_STATES } from '../workflows/definitions.js';
 import { ROLES } from '../services/auth.js';
+import { SSH_KEY_NAMESPACE } from '../lib/ssh-key-challenge.js';
 
 export const handle = z
   .string()
@@ -164,12 +165,25 @@ export const createTokenBody = z.object({
 // The shape of one OpenSSH public key line, so that /openapi.json says what is accepted; the key
 // data itself is checked by parseAuthorizedKey.
 const publicKeyLine = /^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?\s*$/;
+const publicKey = z.string().min(1).max(16_384).regex(publicKeyLine, 'one OpenSSH public key line, "<type> <base64> [comment]", e.g. the contents of ~/.ssh/id_ed25519.pub');
+const examplePublicKey = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO0C2MMECk+6LNsYmfn7zMlyOEpom37aw6dpL2W2dTM4 ada@laptop';
+export const sshKeyChallengeBody = z
+  .object({ public_key: publicKey })
+  .strict()
+  .meta({ examples: [{ public_key: examplePublicKey }] });
 export const addSshKeyBody = z
   .object({
-    public_key: z.string().min(1).max(16_384).regex(publicKeyLine, 'one OpenSSH public key line, "<type> <base64> [comment]", e.g. the contents of ~/.ssh/id_ed25519.pub'),
+    public_key: publicKey,
+    challenge: z.string().min(1).max(512).describe('the "challenge" of POST /users/{id}/ssh_key_challenges for this key, as it was given'),
+    signature: z.string().min(1).max(16_384)
+      .describe(`the key's signature of the challenge, as \`ssh-keygen -Y sign -n ${SSH_KEY_NAMESPACE} -f KEY\` writes it ("-----BEGIN SSH SIGNATURE-----" …)`),
   })
   .strict()
-  .meta({ examples: [{ public_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO0C2MMECk+6LNsYmfn7zMlyOEpom37aw6dpL2W2dTM4 ada@laptop' }] });
+  .meta({ examples: [{
+    public_key: examplePublicKey,
+    challenge: 'essh-key-registration v1 user=7 key=SHA256:5q0gKJ4vOuE0x0kXbJXhXK0D0tqRYy3HSEhEWBQ8Bhg expires=1765065600 nonce=3m2r5cT0Q7yN8p1L mac=Xr5lq2iG2Hs7kFvJ0wq8n1Yd3bT6cPzA9uE4oRmSx0k',
+    signature: '-----BEGIN SSH SIGNATURE-----\nU1NIU0lHAAAAAQ…\n-----END SSH SIGNATURE-----\n',
+  }] });
 
 // --- answers: the shared component schemas of /openapi.json ----------------------------------------
 /** The component schemas of /openapi.json, by name; api/app.ts refers to them with `$ref`. */
@@ -300,6 +314,12 @@ export const issuedApiTokenSchema = component('IssuedApiToken', z.object({
 export const sshKeySchema = component('SshKey', z.object({
   id: intId, fingerprint: z.string(), public_key: z.string(), created_at: time,
 }));
+export const sshKeyChallengeSchema = component('SshKeyChallenge', z.object({
+  challenge: z.string().describe('sign it with the key, as it is: printf %s "$CHALLENGE" | ssh-keygen -Y sign -n NAMESPACE -f KEY'),
+  namespace: z.literal(SSH_KEY_NAMESPACE).describe("ssh-keygen's -n"),
+  fingerprint: z.string().describe('the key the challenge is for'),
+  expires_at: time,
+}).describe('What to sign to prove you hold the private key of a key you register'));
 export const healthSchema = component('Health', z.object({ ok: z.literal(true), version: z.string() }));
 
 export const sessionListSchema = listOf('Session', sessionSchema);

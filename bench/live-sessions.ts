@@ -1,5 +1,4 @@
-import { writeFile } from 'node:fs/promises';
-import ssh2 from 'ssh2';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { observeQueries } from '../lib/db.js';
@@ -9,6 +8,7 @@ import type { PortalTarget } from '../portal/client.js';
 import { apiCall, apiOk, endSessions, sessionState, sleep, waitForState } from './api-client.js';
 import { chainEvents, mapLimit, windowStats, type WindowStats } from './histories.js';
 import { startClientFleet, type ClientFleet } from './live-fleet.js';
+import { registeredKey } from './openssh.js';
 import {
   containerMemory, cpuSeconds, memoryOf, memoryOfAll, pidOf, shimPids, temporalServerPid,
 } from './proc.js';
@@ -178,11 +178,10 @@ async function runSize(ctx: BenchContext, n: number, restartAfter: boolean): Pro
   // Before a portal restart the clients need a way back: their owner's key (the tokens are spent).
   let reattach: ReattachWith | undefined;
   if (restartAfter && PORTAL_RESTART) {
-    const key = ssh2.utils.generateKeyPairSync('ed25519');
-    await apiOk(ctx, 'POST', `/users/${tenant.userId}/ssh_keys`, tenant.token, { public_key: key.public });
+    const keyFile = await registeredKey(ctx, tenant.token, tenant.userId);
     // Past the reattach window (portal/reattach-window.ts) a reattach can only be refused (the session
     // ended): it is then reported.
-    reattach = { privateKey: key.private, withinMs: (Math.max(ctx.runtime.config.session.heartbeatTimeoutS, ctx.runtime.config.ssh.reattachWindowS) + 30) * 1000 };
+    reattach = { privateKey: await readFile(keyFile, 'utf8'), withinMs: (Math.max(ctx.runtime.config.session.heartbeatTimeoutS, ctx.runtime.config.ssh.reattachWindowS) + 30) * 1000 };
   }
   try {
     global.gc?.();

@@ -1,9 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
+import { EsshApi } from '../cli/api.js';
+import { addKey } from '../cli/keys.js';
 import { apiOk } from './api-client.js';
 import type { BenchContext } from './types.js';
 
@@ -14,15 +16,21 @@ const run = promisify(execFile);
  * `ssh -p PORT APP@127.0.0.1 …`. Returns the arguments that go before `APP@host`.
  */
 export async function openSshFor(ctx: BenchContext, token: string): Promise<string[]> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-bench-ssh-'));
-  const key = path.join(dir, 'id_ed25519');
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   const me = await apiOk<{ id: number }>(ctx, 'GET', '/me', token);
-  await apiOk(ctx, 'POST', `/users/${me.id}/ssh_keys`, token, { public_key: await readFile(`${key}.pub`, 'utf8') });
+  const key = await registeredKey(ctx, token, me.id);
   return [
     '-p', String(ctx.runtime.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
     '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
   ];
+}
+
+/** A new ed25519 key from ssh-keygen, registered for `userId` as `essh keys add` does it; answers the private key's file. */
+export async function registeredKey(ctx: BenchContext, token: string, userId: number): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-bench-ssh-'));
+  const key = path.join(dir, 'id_ed25519');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+  await addKey(new EsshApi({ api_url: ctx.apiUrl, token }), userId, key);
+  return key;
 }
 
 export interface StdoutTransfer {

@@ -127,6 +127,19 @@ export class EsshApi {
   }
 }
 
+/** --user: a user id, "me", or an e-mail address among the users the caller may see. */
+export async function resolveUserId(client: EsshApi, user: string): Promise<number> {
+  if (/^\d+$/.test(user)) return Number(user);
+  if (user === 'me') return (await client.get<Me>('/me')).id;
+  if (user.includes('@')) {
+    const users = await client.list<{ id: number; email: string }>('/users');
+    const found = users.find((u) => u.email.toLowerCase() === user.toLowerCase());
+    if (!found) throw new CliError(`no user with e-mail ${user} that you may see; give a user id instead`);
+    return found.id;
+  }
+  throw new CliError(`--user takes a user id, an e-mail address or "me" (got "${user}")`);
+}
+
 /** One page of a list (GET /sessions, …): pass next_cursor as `cursor` for the next one; null on the last. */
 export interface Page<T> {
   items: T[];

@@ -4,9 +4,10 @@
 import { finished } from 'node:stream/promises';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../lib/version.js';
-import { EsshApi, type Me, type Session } from './api.js';
+import { EsshApi, resolveUserId, type Me, type Session } from './api.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
+import { keysCommand } from './keys.js';
 import { logDrainsCommand } from './log-drains.js';
 import { playRecording } from './play.js';
 import { printable, printableJson } from '../lib/printable.js';
@@ -91,6 +92,7 @@ export function buildProgram(): Command {
     ['essh ssh demo -- rake db:migrate; echo $?', 'a command; essh exits with its status'],
     ['essh sessions --state active --watch', 'follow the sessions until Ctrl-C'],
     ['essh recording 42 --play', 'replay session 42 in this terminal'],
+    ['essh keys add ~/.ssh/id_ed25519', 'then ssh APP@portal signs in with that key'],
     ['source <(essh completion bash)', 'Tab completion (zsh: essh completion zsh)'],
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM'], `
 Exit status:
@@ -223,7 +225,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     .option('--json', 'print JSON (with --watch: one JSON object per line, per change)')
     .action(async (opts: { app?: string; state?: string; user?: string; watch?: boolean; interval: number; json?: boolean }) => {
       const client = await api();
-      const user = opts.user === undefined ? undefined : await userId(client, opts.user);
+      const user = opts.user === undefined ? undefined : await resolveUserId(client, opts.user);
       const fetch = () => client.list<Session>('/sessions', { app: opts.app, state: opts.state, user });
       if (opts.watch) {
         const title = ['essh sessions', opts.app && `--app ${opts.app}`, opts.state && `--state ${opts.state}`, opts.user && `--user ${opts.user}`].filter(Boolean).join(' ');
@@ -285,6 +287,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     }), [['essh operation 42'], ['essh operation 42 --json']]);
 
   program.addCommand(logDrainsCommand(api, { json: printJson, table, helpAfter }));
+  program.addCommand(keysCommand(api, { json: printJson, table, helpAfter }));
 
   helpAfter(program
     .command('completion')
@@ -307,19 +310,6 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
   };
   overrideExits(program);
   return program;
-}
-
-/** --user: a user id, "me", or an e-mail address among the users the caller may see. */
-async function userId(client: EsshApi, user: string): Promise<number> {
-  if (/^\d+$/.test(user)) return Number(user);
-  if (user === 'me') return (await client.get<Me>('/me')).id;
-  if (user.includes('@')) {
-    const users = await client.list<{ id: number; email: string }>('/users');
-    const found = users.find((u) => u.email.toLowerCase() === user.toLowerCase());
-    if (!found) throw new CliError(`no user with e-mail ${user} that you may see; give a user id instead`);
-    return found.id;
-  }
-  throw new CliError(`--user takes a user id, an e-mail address or "me" (got "${user}")`);
 }
 
 export async function main(argv = process.argv): Promise<void> {

@@ -1,10 +1,11 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import ssh2, { type AuthContext, type PublicKeyAuthContext } from 'ssh2';
 
 // ssh2 is CommonJS: Node's ESM loader only offers its default export (vitest hides this).
 const { utils } = ssh2;
 import { sql } from 'kysely';
 import { nowIso, type Db } from '../lib/db.js';
+import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import type { SessionsService } from '../services/sessions.js';
 
 /** What a connection logged in with, checked again before each new channel (`stillValid`). */
@@ -115,7 +116,7 @@ export class PortalAuthenticator {
    */
   private async keyOwner(ctx: AuthContext): Promise<{ userId: number; fingerprint: string } | undefined> {
     if (ctx.method !== 'publickey') return undefined;
-    const fingerprint = 'SHA256:' + createHash('sha256').update(ctx.key.data).digest('base64').replace(/=+$/, '');
+    const fingerprint = sshFingerprint(ctx.key.data);
     const row = await this.deps.db.selectFrom('ssh_keys').select(['user_id', 'public_key']).where('fingerprint', '=', fingerprint).executeTakeFirst();
     if (!row) return undefined;
     return verifies(ctx, row.public_key) ? { userId: Number(row.user_id), fingerprint } : undefined;

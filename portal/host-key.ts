@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { chmod, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
+import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 
 // ssh2 is CommonJS: Node's ESM loader only offers its default export.
 const { utils } = ssh2;
@@ -71,6 +71,6 @@ export function announcedHostKey(key: Buffer | string): AnnouncedHostKey {
   const blob = one.getPublicSSH();
   return {
     line: `${one.type} ${blob.toString('base64')}`,
-    fingerprint: `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`,
+    fingerprint: sshFingerprint(blob),
   };
 }

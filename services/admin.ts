@@ -1,10 +1,12 @@
-import { createHash } from 'node:crypto';
 import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
 import { openEnv, sealEnv } from '../lib/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
+import { SSH_KEY_NAMESPACE, issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
+import { sshFingerprint } from '../lib/ssh-fingerprint.js';
+import { SshSigError, parseSshSignature, sshPublicKey, verifySshSignature } from '../lib/sshsig.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal, type Role } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
@@ -419,9 +421,25 @@ export class AdminService {
       });
     });
   }
-  async addSshKey(p: Principal, userId: number, publicKey: string) {
+  /** A challenge whose signature by the key proves its holder asks for it to be `userId`'s (lib/ssh-key-challenge.ts). */
+  async sshKeyChallenge(p: Principal, userId: number, publicKey: string) {
     await this.getUser(p, userId);
     const parsed = parseAuthorizedKey(publicKey);
+    return {
+      ...issueKeyChallenge(this.secrets, userId, parsed.fingerprint),
+      namespace: SSH_KEY_NAMESPACE, fingerprint: parsed.fingerprint,
+    };
+  }
+  /**
+   * Registers a key only with proof that the caller holds its private key: without it, anyone could
+   * register a colleague's published key and be the owner of the sessions the colleague opens with it.
+   * Whether the key is registered already is said only after the proof, so that the API does not tell
+   * a stranger whose public keys essh knows.
+   */
+  async addSshKey(p: Principal, userId: number, input: { public_key: string; challenge: string; signature: string }) {
+    await this.getUser(p, userId);
+    const parsed = parseAuthorizedKey(input.public_key);
+    checkKeyProof(this.secrets, userId, parsed, input.challenge, input.signature);
     const cap = CAPS.sshKeysPerUser;
     try {
       const row = await insertWithinCap(this.db, { table: 'users', id: userId }, cap,
@@ -497,6 +515,35 @@ const KEY_TYPES = new Set([
   'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com',
 ]);
 
+const SIGN_HOW = `Sign the challenge with the key: printf %s "$CHALLENGE" | ssh-keygen -Y sign -n ${SSH_KEY_NAMESPACE} -f ~/.ssh/id_ed25519, ` +
+  'and pass its output as "signature"; or let the CLI do it all: essh keys add ~/.ssh/id_ed25519.';
+
+/** Refuses, saying why, unless `signature` is the key's SSHSIG over a genuine, current challenge for this user and key. */
+function checkKeyProof(secrets: SecretBox, userId: number, key: ReturnType<typeof parseAuthorizedKey>, challenge: string, signature: string) {
+  const problem = keyChallengeProblem(secrets, challenge, userId, key.fingerprint);
+  if (problem) throw invalid(problem, { problems: [`body.challenge: ${problem}`] });
+  const refuse = (why: string) => {
+    const message = `The signature is no proof that you hold this key's private key: ${why}. ${SIGN_HOW}`;
+    return invalid(message, { problems: [`body.signature: ${why}`] });
+  };
+  let sig;
+  try {
+    sig = parseSshSignature(signature);
+  } catch (err) {
+    if (err instanceof SshSigError) throw refuse(err.message);
+    throw err;
+  }
+  if (!sig.publicKey.equals(key.blob)) {
+    throw refuse(`it was made by another key (${sshFingerprint(sig.publicKey)}), not by the key in public_key (${key.fingerprint})`);
+  }
+  if (sig.namespace !== SSH_KEY_NAMESPACE) throw refuse(`it was made for the namespace "${sig.namespace}", not "${SSH_KEY_NAMESPACE}" (ssh-keygen's -n)`);
+  // `jq -r .challenge | ssh-keygen -Y sign` signs the line with its newline: that is the same challenge.
+  const text = Buffer.from(challenge, 'utf8');
+  if (!verifySshSignature(sig, text, key.line) && !verifySshSignature(sig, Buffer.concat([text, Buffer.from('\n')]), key.line)) {
+    throw refuse('it does not verify over the challenge (was another text signed?)');
+  }
+}
+
 /** Accepts one OpenSSH public key line ("type base64 [comment]"); the fingerprint is OpenSSH's SHA256 form. */
 export function parseAuthorizedKey(text: string): { line: string; fingerprint: string; type: string; blob: Buffer } {
   const parts = text.trim().split(/\s+/);
@@ -508,6 +555,10 @@ export function parseAuthorizedKey(text: string): { line: string; fingerprint: s
   if (len <= 0 || blob.subarray(4, 4 + len).toString('latin1') !== type) {
     throw invalid(`The key data does not match its type ${type}. ${help}`);
   }
-  const fingerprint = 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
-  return { line: parts.slice(0, 3).join(' '), fingerprint, type, blob };
+  if (type.startsWith('sk-')) {
+    throw invalid(`Security-key (${type}) keys cannot sign in to the portal: its SSH library (ssh2) does not verify them. Register an ed25519, ECDSA or RSA key.`);
+  }
+  const key = sshPublicKey(`${type} ${b64}`);
+  if (key instanceof Error) throw invalid(`The key data of this ${type} key cannot be read (${key.message}). ${help}`);
+  return { line: parts.slice(0, 3).join(' '), fingerprint: sshFingerprint(blob), type, blob };
 }

@@ -1,10 +1,14 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { imageRepository } from '../lib/grants.js';
+import { signKeyChallenge } from '../cli/keys.js';
 import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
+import { generateKey, registerKey } from './portal-terminal.js';
 
 /**
  * The permission matrix of docs/permissions.md ("Who may do what"), cell by cell, through the real API.
@@ -37,6 +41,7 @@ let fellowSession: number;
 let otherSession: number;
 /** Log drains are another part's routes; until they are registered their cells must answer "no route". */
 let drainsBuilt = false;
+let keyDir: string;
 
 const uniq = (prefix: string) => `${prefix}-${randomBytes(4).toString('hex')}`;
 const api = () => stack.api;
@@ -54,13 +59,17 @@ async function startSession(token: string, app: string): Promise<number> {
   return r.body.id;
 }
 
-/** One OpenSSH ed25519 public key line, new each time (fingerprints are unique across users). */
-function newPublicKey(): string {
-  const { publicKey } = generateKeyPairSync('ed25519');
-  const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
-  // The SSH wire format: each field is a 32-bit length and its bytes.
-  const str = (b: Buffer) => { const len = Buffer.alloc(4); len.writeUInt32BE(b.length); return Buffer.concat([len, b]); };
-  return `ssh-ed25519 ${Buffer.concat([str(Buffer.from('ssh-ed25519')), str(raw)]).toString('base64')} test@essh`;
+/** A new key from ssh-keygen (fingerprints are unique across users). */
+const newKey = () => generateKey(keyDir, uniq('key'));
+/**
+ * The body that registers `key` for `userId` with a valid proof: the operator's challenge for that
+ * user and key, signed with the key. What a cell then tests is only who may send it.
+ */
+async function provenKey(userId: number, key?: { keyFile: string; publicKey: string }) {
+  const k = key ?? (await newKey());
+  const issued = await api().post(`/users/${userId}/ssh_key_challenges`, admin(), { public_key: k.publicKey });
+  expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+  return { public_key: k.publicKey, challenge: issued.body.challenge, signature: await signKeyChallenge(k.keyFile, issued.body.challenge) };
 }
 
 async function tokenOf(userId: number): Promise<{ id: number; token: string }> {
@@ -69,9 +78,7 @@ async function tokenOf(userId: number): Promise<{ id: number; token: string }> {
   return r.body;
 }
 async function keyOf(userId: number): Promise<number> {
-  const r = await api().post(`/users/${userId}/ssh_keys`, admin(), { public_key: newPublicKey() });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return r.body.id;
+  return (await registerKey(stack, admin(), userId, (await newKey()).keyFile)).id;
 }
 
 type Cell = (who: Who, actor: Actor) => Promise<ApiResponse>;
@@ -135,9 +142,14 @@ const cells: Record<string, Cell> = {
     expect((await api().get('/me', t.token)).status).toBe(r.status === 204 ? 401 : 200);
     return r;
   },
-  'POST /users/{self}/ssh_keys': (w) => api().post(`/users/${w.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
-  'POST /users/{fellow member}/ssh_keys': (w) => api().post(`/users/${fellow.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
-  'POST /users/{user of other account}/ssh_keys': (w) => api().post(`/users/${memberB.id}/ssh_keys`, w.token, { public_key: newPublicKey() }),
+  'POST /users/{self}/ssh_key_challenges': async (w) => api().post(`/users/${w.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{fellow member}/ssh_key_challenges': async (w) =>
+    api().post(`/users/${fellow.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{user of other account}/ssh_key_challenges': async (w) =>
+    api().post(`/users/${memberB.id}/ssh_key_challenges`, w.token, { public_key: (await newKey()).publicKey }),
+  'POST /users/{self}/ssh_keys': async (w) => api().post(`/users/${w.id}/ssh_keys`, w.token, await provenKey(w.id)),
+  'POST /users/{fellow member}/ssh_keys': async (w) => api().post(`/users/${fellow.id}/ssh_keys`, w.token, await provenKey(fellow.id)),
+  'POST /users/{user of other account}/ssh_keys': async (w) => api().post(`/users/${memberB.id}/ssh_keys`, w.token, await provenKey(memberB.id)),
   'GET /users/{self}/ssh_keys': (w) => api().get(`/users/${w.id}/ssh_keys`, w.token),
   'DELETE /users/{self}/ssh_keys/{id}': async (w) => api().delete(`/users/${w.id}/ssh_keys/${await keyOf(w.id)}`, w.token),
   'DELETE /users/{fellow member}/ssh_keys/{id}': async (w) => {
@@ -255,6 +267,7 @@ const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: List
 };
 
 beforeAll(async () => {
+  keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-matrix-keys-'));
   stack = await startTestStack();
   A = await createTenant(stack, { plan: 'scale' });
   B = await createTenant(stack, { plan: 'scale' });
@@ -282,6 +295,7 @@ afterAll(async () => {
     return all.every((s) => s.state === 'ended');
   }, 60_000);
   await stack.stop();
+  await rm(keyDir, { recursive: true, force: true });
 }, 90_000);
 
 describe('the permission matrix of docs/permissions.md', () => {
@@ -336,12 +350,13 @@ describe('tokens', () => {
   });
 
   it('an SSH key belongs to one user: the same key twice is a 409, removal frees it', async () => {
-    const key = newPublicKey();
-    const first = await api().post(`/users/${fellow.id}/ssh_keys`, fellow.token, { public_key: key });
+    // Both users hold the key here (a copy of one private key): the proof passes, the uniqueness does not.
+    const key = await newKey();
+    const first = await api().post(`/users/${fellow.id}/ssh_keys`, fellow.token, await provenKey(fellow.id, key));
     expect(first.status).toBe(201);
     expect(first.body.fingerprint).toMatch(/^SHA256:/);
-    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, { public_key: key })).status).toBe(409);
+    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, await provenKey(memberB.id, key))).status).toBe(409);
     expect((await api().delete(`/users/${fellow.id}/ssh_keys/${first.body.id}`, fellow.token)).status).toBe(204);
-    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, { public_key: key })).status).toBe(201);
+    expect((await api().post(`/users/${memberB.id}/ssh_keys`, memberB.token, await provenKey(memberB.id, key))).status).toBe(201);
   });
 });

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,7 @@ import {
   createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, uniqueIdBase, waitFor,
   waitForState, type TestStack,
 } from './harness.js';
+import { generateKey, registerKey } from './portal-terminal.js';
 import { startWorkerProcess } from './worker-process.js';
 
 /**
@@ -101,10 +102,9 @@ describe('the program', () => {
 
 /** Registers a new OpenSSH key for the tenant's user; returns the ssh arguments that use it against the portal. */
 async function sshWithKey(t: { user: { id: number } }, name: string): Promise<string[]> {
-  const keyFile = path.join(dir, name);
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
-  const pub = await readFile(`${keyFile}.pub`, 'utf8');
-  expect((await stack.api.post(`/users/${t.user.id}/ssh_keys`, stack.adminToken, { public_key: pub })).status).toBe(201);
+  const { keyFile } = await generateKey(dir, name);
+  // The operator registers it, holding the key it made.
+  await registerKey(stack, stack.adminToken, t.user.id, keyFile);
   return [
     '-p', String(stack.runtime.sshPort), '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no',
     '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes',

@@ -64,7 +64,8 @@ describe('bodies', () => {
       ['/users', { name: 'x', email: 'a@example.com', role: 'root', accounts: [] }, /body\.role/],
       ['/apps', { handle: 'a1', account: tenant.account, stack: 'local', image: 'x', working_dir: 'relative' }, /absolute path/],
       ['/apps', { handle: 'a1', account: tenant.account, stack: 'local', image: 'x', env: { 'BAD-NAME': 'v' } }, /body\.env\.BAD-NAME: environment variable names are letters/],
-      ['/users/1/ssh_keys', { public_key: 'ssh-ed25519 AAAA' }, /does not match its type|Not an OpenSSH public key/],
+      ['/users/1/ssh_key_challenges', { public_key: 'ssh-ed25519 AAAA' }, /does not match its type|Not an OpenSSH public key/],
+      ['/users/1/ssh_keys', { public_key: 'ssh-ed25519 AAAA' }, /body\.challenge.*body\.signature|body\.signature.*body\.challenge/s],
     ];
     for (const [p, body, message] of cases) {
       const r = await stack.api.post(p, stack.adminToken, body);

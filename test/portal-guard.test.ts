@@ -8,6 +8,7 @@ import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addressSource, DEFAULT_PORTAL_LIMITS, PortalGuard } from '../portal/guard.js';
 import { createTenant, endAllSessions, startTestStack, waitFor, type TestStack } from './harness.js';
+import { generateKey, registerKey } from './portal-terminal.js';
 
 /**
  * The portal's share of itself (docs/threat-model.md, issue 18): slots for authenticating connections
@@ -49,11 +50,10 @@ type Tenant = Awaited<ReturnType<typeof createTenant>>;
 
 /** A new ed25519 key registered to the tenant's user: its file, its id, and OpenSSH's arguments for it. */
 async function registeredKey(t: Tenant, name: string) {
-  const file = path.join(dir, name);
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file]);
-  const r = await stack.api.post(`/users/${t.user.id}/ssh_keys`, stack.adminToken, { public_key: await readFile(`${file}.pub`, 'utf8') });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return { file, id: r.body.id as number, args: sshArgs(file) };
+  const { keyFile: file } = await generateKey(dir, name);
+  // The operator registers it, holding the key it made.
+  const key = await registerKey(stack, stack.adminToken, t.user.id, file);
+  return { file, id: key.id, args: sshArgs(file) };
 }
 
 function sshArgs(keyFile: string): string[] {

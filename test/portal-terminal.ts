@@ -5,6 +5,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { EsshApi } from '../cli/api.js';
+import { addKey } from '../cli/keys.js';
 import { sleep, waitFor, type TestStack } from './harness.js';
 
 export const run = promisify(execFile);
@@ -146,6 +148,14 @@ export async function generateKey(dir: string, name = 'id_ed25519'): Promise<{ k
   const keyFile = path.join(dir, name);
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `essh-test-${name}`, '-f', keyFile]);
   return { keyFile, publicKey: (await readFile(`${keyFile}.pub`, 'utf8')).trim() };
+}
+
+/**
+ * Registers the key of `keyFile` for user `userId` as its holder does, by `essh keys add`'s own steps:
+ * the API's challenge, signed by ssh-keygen with the key, sent with the public key.
+ */
+export function registerKey(stack: Pick<TestStack, 'url'>, token: string, userId: number, keyFile: string) {
+  return addKey(new EsshApi({ api_url: stack.url, token }), userId, keyFile);
 }
 
 export interface RunResult {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
 import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { endAllSessions, generateKey, keyOnly, sshArgs } from './portal-terminal.js';
+import { endAllSessions, generateKey, keyOnly, registerKey, sshArgs } from './portal-terminal.js';
 import { waitForState } from './harness.js';
 
 const MB = 1024 * 1024;
@@ -37,8 +37,7 @@ afterAll(async () => {
 
 it('50 MB of random bytes arrive intact, and a stalled client does not make the portal buffer them', async () => {
   const key = await generateKey(dir, 'bulk');
-  const reg = await stack.api.post(`/users/${tenant.user.id}/ssh_keys`, tenant.token, { public_key: key.publicKey });
-  expect(reg.status).toBe(201);
+  await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
 
   // The container writes the data to a file first and reports its checksum on stderr, then streams it.
   const remote = `head -c ${SIZE} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data`;

@@ -16,7 +16,7 @@ import {
 } from './harness.js';
 import { sessionContainer } from './harness.js';
 import {
-  Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, run, runToEnd, sshArgs, writeSecretFile,
+  Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
 } from './portal-terminal.js';
 
 /** The demo image's shell prompt. */
@@ -69,10 +69,9 @@ async function recordingOf(id: number) {
   return { header: JSON.parse(first!) as { width: number; height: number }, events: rest.map((l) => JSON.parse(l) as [number, string, string]) };
 }
 
-async function registerKey(t: { user: { id: number }; token: string }, name: string) {
+async function newRegisteredKey(t: { user: { id: number }; token: string }, name: string) {
   const key = await generateKey(dir, name);
-  const r = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.publicKey });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  await registerKey(stack, t.token, t.user.id, key.keyFile);
   return key;
 }
 
@@ -276,8 +275,8 @@ describe('refusals: nothing leaks', () => {
   it('a token works once, a wrong token, an unknown session, another user\'s key and a second client are all refused', async () => {
     const s = await createSession();
     const other = await createTenant(stack, { plan: 'scale' });
-    const ownerKey = await registerKey(tenant, 'owner');
-    const otherKey = await registerKey(other, 'other');
+    const ownerKey = await newRegisteredKey(tenant, 'owner');
+    const otherKey = await newRegisteredKey(other, 'other');
 
     // The first client, without a PTY: it holds the session while the others try.
     const tokenFile = await writeSecretFile(dir, 'first', s.connect.token);
@@ -319,7 +318,7 @@ describe('refusals: nothing leaks', () => {
 describe('<app>@host with a registered key', () => {
   let key: { keyFile: string; publicKey: string };
   beforeAll(async () => {
-    key = await registerKey(tenant, 'app-login');
+    key = await newRegisteredKey(tenant, 'app-login');
   });
 
   it('runs a command without a PTY: separate stdout and stderr, and its exit status', async () => {
@@ -374,7 +373,7 @@ describe('<app>@host with a registered key', () => {
 
   it('the plan limit is one clear line and exit status 1', async () => {
     const small = await createTenant(stack, { plan: 'development' });
-    const smallKey = await registerKey(small, 'small');
+    const smallKey = await newRegisteredKey(small, 'small');
     const held = await createSession({}, small);
     const r = await runToEnd('ssh', [...sshArgs(port, keyOnly(smallKey.keyFile)), `${small.app}@127.0.0.1`, 'true']);
     expect(r.code).toBe(1);

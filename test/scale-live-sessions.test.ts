@@ -10,15 +10,15 @@
 //   no session ends.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
 import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
+import { generateKey, registerKey } from './portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
@@ -205,10 +205,9 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
 
   it(`${SESSIONS} clients reattach within the heartbeat timeout (${REATTACH_TIMEOUT_S} s); no session ends; one that leaves then ends its session`, async () => {
     const t = await createTenant(stack, { plan: 'enterprise' });
-    const key = ssh2.utils.generateKeyPairSync('ed25519');
-    const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.public });
-    expect(k.status).toBe(201);
-    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: key.private, withinMs: REATTACH_TIMEOUT_S * 1000 }, portalProcess: host });
+    const key = await generateKey(stack.dataDir, 'reattach');
+    await registerKey(stack, t.token, t.user.id, key.keyFile);
+    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: await readFile(key.keyFile, 'utf8'), withinMs: REATTACH_TIMEOUT_S * 1000 }, portalProcess: host });
     // And one whose client will not come back: its session lasts as long as the reattach window.
     const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t, portalProcess: host });
     expect((await fleet.open()).length).toBe(SESSIONS + 1);

@@ -1,6 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signKeyChallenge } from '../cli/keys.js';
 import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { generateKey } from './portal-terminal.js';
 
 /**
  * Tenant isolation (docs/threat-model.md): what an account admin, a member or an anonymous client can
@@ -179,11 +184,15 @@ describe('per-account and per-user caps', () => {
     expect((await stack.api.delete(`/users/${t.user.id}/tokens/${one.body.id}`, t.token)).status).toBe(204);
     expect((await stack.api.post(`/users/${t.user.id}/tokens`, t.token, {})).status).toBe(201);
 
-    const { utils } = (await import('ssh2')).default;
-    const keys = await Promise.all(Array.from({ length: 25 }, () => {
-      const pub = utils.generateKeyPairSync('ed25519').public;
-      return stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: pub });
+    // 25 keys, each with its proof made first, so that their registrations come at once.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-caps-'));
+    const proven = await Promise.all(Array.from({ length: 25 }, async (_, i) => {
+      const key = await generateKey(dir, `k${i}`);
+      const issued = await stack.api.post(`/users/${t.user.id}/ssh_key_challenges`, t.token, { public_key: key.publicKey });
+      return { public_key: key.publicKey, challenge: issued.body.challenge, signature: await signKeyChallenge(key.keyFile, issued.body.challenge) };
     }));
+    const keys = await Promise.all(proven.map((body) => stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, body)));
+    await rm(dir, { recursive: true, force: true });
     expect(keys.filter((r) => r.status === 201)).toHaveLength(20);
     expect(keys.find((r) => r.status !== 201)!.body.message).toMatch(/20 SSH keys/);
 

@@ -2,7 +2,7 @@ import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
 /** What a user's id opens. */
-const userLinks = Object.fromEntries(['getUser', 'createApiToken', 'listApiTokens', 'addSshKey', 'listSshKeys'].map((op) => [op, { id: '$response.body#/id' }]));
+const userLinks = Object.fromEntries(['getUser', 'createApiToken', 'listApiTokens', 'createSshKeyChallenge', 'addSshKey', 'listSshKeys'].map((op) => [op, { id: '$response.body#/id' }]));
 
 /** Accounts, stacks, apps, users, their tokens and SSH keys (CONTRACT §3, README "Who may do what"). */
 export const registerAdminRoutes: RouteModule = (route, { admin }) => {
@@ -71,10 +71,18 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   route({ method: 'delete', path: '/users/{id}/tokens/{tokenId}', operationId: 'revokeApiToken', tag: 'users', summary: 'Revoke a token',
     status: 204, errors: [403], params: s.params.userToken,
     handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
-  route({ method: 'post', path: '/users/{id}/ssh_keys', operationId: 'addSshKey', tag: 'users', summary: 'Register an SSH public key',
+  route({ method: 'post', path: '/users/{id}/ssh_key_challenges', operationId: 'createSshKeyChallenge', tag: 'users',
+    summary: 'A challenge to sign with a key you register (it lasts 5 minutes)',
+    errors: [403], params: s.params.id, body: s.sshKeyChallengeBody, response: s.sshKeyChallengeSchema,
+    handler: ({ principal, params, body }) => admin.sshKeyChallenge(principal, params.id, body.public_key) });
+  route({ method: 'post', path: '/users/{id}/ssh_keys', operationId: 'addSshKey', tag: 'users',
+    summary: 'Register an SSH public key, with proof of holding its private key',
+    description: 'First POST /users/{id}/ssh_key_challenges with the public_key; sign its "challenge" with the key ' +
+      '(`printf %s "$CHALLENGE" | ssh-keygen -Y sign -n essh-key-registration -f ~/.ssh/id_ed25519`) and send the three here. ' +
+      '`essh keys add ~/.ssh/id_ed25519` does it all. 422 names what was wrong with the challenge or the signature.',
     status: 201, errors: [403, 409], params: s.params.id, body: s.addSshKeyBody, response: s.sshKeySchema,
     links: { deleteSshKey: { id: '$request.path.id', keyId: '$response.body#/id' } },
-    handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body.public_key) });
+    handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body) });
   route({ method: 'get', path: '/users/{id}/ssh_keys', operationId: 'listSshKeys', tag: 'users', summary: "A user's SSH keys",
     errors: [403], params: s.params.id, query: s.listQuery(), response: s.sshKeyListSchema,
     handler: ({ principal, params, query }) => admin.listSshKeys(principal, params.id, s.pageRequest(query)) });

@@ -32,7 +32,7 @@ import {
 import {
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from '../harness.js';
-import { generateKey, keyOnly, passwordOnly, runToEnd, sshArgs } from '../portal-terminal.js';
+import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from '../worker-process.js';
 
 const run = promisify(execFile);
@@ -206,8 +206,7 @@ function paths(): PathSpec[] {
       async drive() {
         const t = await local();
         const key = await generateKey(dir, `key-${t.app}`);
-        const k = await stack.api.post(`/users/${t.user.id}/ssh_keys`, t.token, { public_key: key.publicKey });
-        if (k.status !== 201) throw new Error(`registering a key: ${k.status} ${JSON.stringify(k.body)}`);
+        await registerKey(stack, t.token, t.user.id, key.keyFile);
         const r = await runToEnd('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${t.app}@127.0.0.1`, 'echo from-portal; exit 3'], { timeoutMs: 30_000 });
         if (r.code !== 3) throw new Error(`ssh exited ${r.code}, not 3: ${r.stderr}`);
         const list = await stack.api.get(`/sessions?app=${t.app}`, t.token);
