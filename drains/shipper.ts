@@ -11,7 +11,8 @@ import { onJournalAppended } from '../journal/news.js';
 import { JOURNAL_START, readEventChunks, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { bulkBody, esDocumentId, httpsBody, isoTime, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
-import { RedactionRulesCache, redact, type RuleSet } from './redaction.js';
+import type { RuleSpec } from './redaction.js';
+import { Redactor } from './redaction-pool.js';
 import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
 import { classifyStatus, httpsPost, syslogTlsSend, type Outcome } from './transports.js';
@@ -68,7 +69,7 @@ interface Deps {
  */
 export class DrainShipper {
   private readonly loops = new Map<number, DrainLoop>();
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
   private stopped = false;
@@ -78,7 +79,7 @@ export class DrainShipper {
 
   constructor(readonly deps: Deps) {
     this.settings = { ...DEFAULT_SHIPPER_SETTINGS, ...deps.settings };
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
   }
 
   start(): void {
@@ -136,7 +137,7 @@ export class DrainShipper {
 
   private ensureLoop(id: number) {
     if (this.stopped || this.loops.has(id)) return;
-    const loop = new DrainLoop(id, this.deps, this.settings, this.rules, () => {
+    const loop = new DrainLoop(id, this.deps, this.settings, this.redactor, () => {
       if (this.loops.get(id) === loop) this.loops.delete(id);
     });
     this.loops.set(id, loop);
@@ -193,7 +194,7 @@ class DrainLoop {
     private readonly id: number,
     private readonly deps: Deps,
     private readonly s: ShipperSettings,
-    private readonly rules: RedactionRulesCache,
+    private readonly redactor: Redactor,
     private readonly onExit: () => void,
   ) {
     this.limitEvents = s.batchEvents;
@@ -265,9 +266,9 @@ class DrainLoop {
           this.held = undefined;
           pause = this.s.pollMs;
         } else {
-          let rules: RuleSet;
+          let rules: RuleSpec[];
           try {
-            rules = await this.rules.rulesFor(drain.account_id);
+            rules = await this.redactor.rulesFor(drain.account_id);
           } catch (err) {
             throw new Error(`the account's redaction rules cannot be applied, so nothing is sent: ${(err as Error).message}`);
           }
@@ -290,7 +291,7 @@ class DrainLoop {
    * full batch means more is waiting); the next is sent once the first is settled. Returns how long to
    * wait before the next pass.
    */
-  private async sendAll(drain: Drain, sessions: PendingSession[], rules: RuleSet, first: Batch): Promise<number> {
+  private async sendAll(drain: Drain, sessions: PendingSession[], rules: RuleSpec[], first: Batch): Promise<number> {
     let batch: Batch | undefined = first;
     for (let sent = 0; batch && !this.stopped; sent++) {
       const current: Batch = batch;
@@ -389,7 +390,7 @@ class DrainLoop {
    * time, so that one busy session cannot starve the others), up to the batch limits. `partial`: a
    * journal ends in output not yet cut into an event (a prompt), worth a look again soon.
    */
-  private async build(drain: Drain, sessions: PendingSession[], sizes: number[], rules: RuleSet): Promise<{ batch?: Batch; partial: boolean }> {
+  private async build(drain: Drain, sessions: PendingSession[], sizes: number[], rules: RuleSpec[]): Promise<{ batch?: Batch; partial: boolean }> {
     const events: ShippedEvent[] = [];
     const progress = new Map<number, SessionProgress>();
     let bytes = 0;
@@ -417,7 +418,7 @@ class DrainLoop {
           progress.set(s.operationId, p);
           // A new drain starts with the events that come after it was created.
           if (ev.time < drain.createdMs) continue;
-          const e = shippedEvent(ev, meta, rules);
+          const e = shippedEvent(ev, meta);
           events.push(e);
           p.firstSeq ??= e.seq;
           p.lastSeq = e.seq;
@@ -437,6 +438,12 @@ class DrainLoop {
       if (p.done) this.metas.delete(s.operationId);
     }
     if (!progress.size) return { partial };
+    if (rules.length) {
+      // In the redaction workers, off this event loop (the portal's); without rules the bytes go as they are.
+      const outputs = events.filter((e) => e.kind === 'output');
+      const texts = await this.redactor.redact(drain.account_id, outputs.map((e) => e.data!.toString('utf8')), rules);
+      outputs.forEach((e, i) => (e.text = texts[i]!));
+    }
     return { batch: { events, progress, key: idempotencyKey(this.id, progress), full }, partial };
   }
 
@@ -651,12 +658,12 @@ function idempotencyKey(drainId: number, progress: Map<number, SessionProgress>)
   return `essh-drain-${drainId}-${createHash('sha256').update(ranges.join(',')).digest('hex').slice(0, 32)}`;
 }
 
-function shippedEvent(ev: Exclude<JournalEvent, { kind: 'resize' }>, meta: SessionMeta, rules: RuleSet): ShippedEvent {
+/** An event as shipped; an output event's text is its redacted text (build fills it in), null without rules. */
+function shippedEvent(ev: Exclude<JournalEvent, { kind: 'resize' }>, meta: SessionMeta): ShippedEvent {
   const time = isoTime(ev.time);
   if (ev.kind === 'output') {
     // Without rules the bytes go as they are (formats.ts copies plain ASCII without decoding it).
-    const text = rules.any ? redact(ev.data.toString('utf8'), rules) : null;
-    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text, data: ev.data };
+    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text: null, data: ev.data };
   }
   return { session: meta, seq: ev.seq, kind: ev.kind, stream: 'lifecycle', time, offset: ev.offset, text: '', details: ev.details };
 }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { ApiError } from '../services/errors.js';
-import { RedactionRulesCache } from '../drains/redaction.js';
+import { Redactor } from '../drains/redaction-pool.js';
 import { INTERNAL_BEARER_LABEL, localRecording } from '../recordings/service.js';
 
 const RECORDING = /^\/internal\/v1\/sessions\/(\d{1,15})\/recording$/;
@@ -20,7 +20,7 @@ const RECORDING = /^\/internal\/v1\/sessions\/(\d{1,15})\/recording$/;
  */
 export class HostInternalServer {
   private server?: http.Server;
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
   private readonly accepted: Buffer[];
   url?: string;
 
@@ -32,7 +32,7 @@ export class HostInternalServer {
       publicUrl?: string;
     },
   ) {
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
     this.accepted = deps.secrets.derive(INTERNAL_BEARER_LABEL).map((t) => Buffer.from(t));
   }
 
@@ -72,7 +72,7 @@ export class HostInternalServer {
       const m = RECORDING.exec(new URL(req.url ?? '/', 'http://x').pathname);
       if (req.method !== 'GET' || !m) return reply(404, 'not_found', 'No such internal route.');
       const id = Number(m[1]);
-      const stream = await localRecording({ db: this.deps.db, rules: this.rules, dataDir: this.deps.dataDir, hostId: this.deps.hostId, retentionS: this.deps.retentionS }, id);
+      const stream = await localRecording({ db: this.deps.db, redactor: this.redactor, dataDir: this.deps.dataDir, hostId: this.deps.hostId, retentionS: this.deps.retentionS }, id);
       if (!stream) return reply(404, 'not_found', `Host ${this.deps.hostId} has no journal of session ${id}.`);
       res.writeHead(200, { 'content-type': 'application/x-asciicast' });
       await pipeline(stream, res);

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { readEvents } from '../journal/reader.js';
-import { redact, type RuleSet } from '../drains/redaction.js';
+
 
 /** What a terminal is taken to be when the client's size is not known (no PTY). */
 export const DEFAULT_SIZE = { cols: 80, rows: 24 };
@@ -21,12 +21,23 @@ export interface RecordedSession {
  * decoded as UTF-8 across events (a character split between two events shows whole). Times are
  * seconds since the program's attach (the journal's first resize or output).
  */
-export async function* asciicastLines(file: string, session: RecordedSession, rules: RuleSet): AsyncGenerator<string> {
+export async function* asciicastLines(file: string, session: RecordedSession, redact: Redact): AsyncGenerator<string> {
   let start: number | null = null;
   let size = DEFAULT_SIZE;
   let headerSent = false;
   let last = 0;
   const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  // Lines wait here to be redacted many at a time (a trip to the redaction workers each).
+  let pending: { time: number; code: 'o' | 'r'; text: string }[] = [];
+  let pendingChars = 0;
+  async function* flush() {
+    const outputs = pending.filter((p) => p.code === 'o');
+    const redacted = await redact(outputs.map((p) => p.text));
+    outputs.forEach((p, i) => (p.text = redacted[i]!));
+    for (const p of pending) yield JSON.stringify([p.time, p.code, p.text]) + '\n';
+    pending = [];
+    pendingChars = 0;
+  }
   const at = (time: number) => {
     // Never backwards: players expect growing times.
     last = Math.max(last, (time - start!) / 1000);
@@ -40,7 +51,7 @@ export async function* asciicastLines(file: string, session: RecordedSession, ru
     start ??= ev.time;
     if (ev.kind === 'resize') {
       if (!headerSent) size = { cols: ev.cols, rows: ev.rows };
-      else yield JSON.stringify([at(ev.time), 'r', `${ev.cols}x${ev.rows}`]) + '\n';
+      else pending.push({ time: at(ev.time), code: 'r', text: `${ev.cols}x${ev.rows}` });
       continue;
     }
     if (ev.kind !== 'output') continue;
@@ -49,17 +60,27 @@ export async function* asciicastLines(file: string, session: RecordedSession, ru
       yield header(session, start, size);
     }
     const text = decoders[ev.stream].write(ev.data);
-    if (text) yield JSON.stringify([at(ev.time), 'o', redact(text, rules)]) + '\n';
+    if (text) {
+      pending.push({ time: at(ev.time), code: 'o', text });
+      pendingChars += text.length;
+      if (pending.length >= PENDING_LINES || pendingChars >= PENDING_CHARS) yield* flush();
+    }
   }
   if (!headerSent) yield header(session, start ?? Date.parse(session.createdAt), size);
   for (const d of Object.values(decoders)) {
     const rest = d.end();
-    if (rest) yield JSON.stringify([last, 'o', redact(rest, rules)]) + '\n';
+    if (rest) pending.push({ time: last, code: 'o', text: rest });
   }
+  yield* flush();
 }
 
-export function asciicastStream(file: string, session: RecordedSession, rules: RuleSet): Readable {
-  return Readable.from(asciicastLines(file, session, rules), { objectMode: false });
+/** The account's redaction, text for text (drains/redaction-pool.ts Redactor). */
+export type Redact = (texts: string[]) => Promise<string[]>;
+const PENDING_LINES = 512;
+const PENDING_CHARS = 64 * 1024;
+
+export function asciicastStream(file: string, session: RecordedSession, redact: Redact): Readable {
+  return Readable.from(asciicastLines(file, session, redact), { objectMode: false });
 }
 
 function header(session: RecordedSession, startMs: number, size: { cols: number; rows: number }): string {

@@ -6,7 +6,7 @@ import { access, type Principal } from '../services/auth.js';
 import { ApiError, notFound } from '../services/errors.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
-import { RedactionRulesCache } from '../drains/redaction.js';
+import { Redactor } from '../drains/redaction-pool.js';
 import { asciicastStream } from './asciicast.js';
 
 /** The label whose HMAC under the shared secrets key is the bearer of the hosts' internal endpoints. */
@@ -35,7 +35,7 @@ function formatDuration(s: number): string {
  * this host has no journal for it. Throws the 410 of a journal past its retention.
  */
 export async function localRecording(
-  deps: { db: Db; rules: RedactionRulesCache; dataDir: string; hostId: string; retentionS: number }, operationId: number,
+  deps: { db: Db; redactor: Redactor; dataDir: string; hostId: string; retentionS: number }, operationId: number,
 ): Promise<Readable | undefined> {
   const row = await deps.db.selectFrom('session_journals as sj').innerJoin('operations as o', 'o.id', 'sj.operation_id')
     .innerJoin('apps as a', 'a.id', 'o.app_id')
@@ -43,8 +43,10 @@ export async function localRecording(
     .where('sj.operation_id', '=', operationId).executeTakeFirst();
   if (!row || row.host_id !== deps.hostId) return undefined;
   if (row.deleted_at) throw retentionGone(operationId, deps.retentionS);
-  const rules = await deps.rules.rulesFor(Number(row.account_id));
-  return asciicastStream(journalPath(deps.dataDir, operationId), { operationId, app: row.app, createdAt: row.created_at }, rules);
+  const accountId = Number(row.account_id);
+  const rules = await deps.redactor.rulesFor(accountId);
+  return asciicastStream(journalPath(deps.dataDir, operationId), { operationId, app: row.app, createdAt: row.created_at },
+    (texts) => deps.redactor.redact(accountId, texts, rules));
 }
 
 /**
@@ -55,7 +57,7 @@ export async function localRecording(
  * processes share.
  */
 export class RecordingsService {
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
 
   constructor(
     private readonly deps: {
@@ -66,7 +68,7 @@ export class RecordingsService {
       localHost?: { hostId: string; dataDir: string };
     },
   ) {
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
   }
 
   async recording(p: Principal, operationId: number): Promise<Readable> {
@@ -92,7 +94,7 @@ export class RecordingsService {
     if (journal.deleted_at) throw retentionGone(operationId, this.deps.retentionS);
     const local = this.deps.localHost;
     if (local && local.hostId === journal.host_id) {
-      const stream = await localRecording({ db, rules: this.rules, retentionS: this.deps.retentionS, ...local }, operationId);
+      const stream = await localRecording({ db, redactor: this.redactor, retentionS: this.deps.retentionS, ...local }, operationId);
       if (stream) return stream;
     }
     return this.remote(journal.host_id, operationId);

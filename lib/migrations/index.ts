@@ -7,6 +7,7 @@ import { tenancyMigrations } from './0006_tenancy.js';
 import { journalMigrations } from './0007_journals.js';
 import { limitsMigrations } from './0009_limits.js';
 import { drainJournalMigrations } from './0008_drains_journals.js';
+import { redactionLimitMigrations } from './0013_redaction_limits.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -21,5 +22,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...journalMigrations(engine),
     ...drainJournalMigrations(engine),
     ...limitsMigrations(engine),
+    ...redactionLimitMigrations(engine),
   };
 }
