@@ -2,19 +2,20 @@ import { Worker } from 'node:worker_threads';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { RULE_LIMITS, presetLuhn, type RuleSpec } from './redaction.js';
+import type { RedactionWindow } from './stream-redaction.js';
 
 export type PoolRequest =
-  | { kind: 'redact'; job: number; rules: RuleSpec[]; texts: string[] }
+  | { kind: 'redact'; job: number; rules: RuleSpec[]; windows: RedactionWindow[] }
   | { kind: 'measure'; job: number; pattern: string; luhn: boolean };
 export type RuleCost = { syntaxError: string } | { programSize: number; worstMs: number | null; matchesEmpty: boolean };
 export type PoolResponse = { job: number } & (
-  | { texts: string[] }
+  | { windows: string[][] }
   | { ruleFailure: { ruleId: number; message: string } }
   | { measure: RuleCost }
   | { error: string }
 );
 type PoolJob = PoolRequest extends infer R ? (R extends PoolRequest ? Omit<R, 'job'> : never) : never;
-/** A job stopped because one text (or, at -1, compiling the rules) went past the budget, with the rule it was in. */
+/** A job stopped because one window (or, at -1, compiling the rules) went past the budget, with the rule it was in. */
 type Overrun = { job: number; overrun: { index: number; ruleId: number } };
 
 interface Job {
@@ -32,7 +33,7 @@ interface Slot {
   job?: Job;
 }
 
-/** Enough for the texts of one job to wait little behind another account's (a job takes at most its texts × budget). */
+/** Enough for one job to wait little behind another account's (a job takes at most its windows × budget). */
 const JOB_CHARS = 32 * 1024;
 const WATCH_MS = 20;
 
@@ -198,44 +199,48 @@ export class Redactor {
     return rules;
   }
 
-  /** The texts redacted with the account's rules, one for one; as they are when it has none. */
-  async redact(accountId: number, texts: string[], rules?: RuleSpec[]): Promise<string[]> {
+  /** The windows' pieces redacted with the account's rules (drains/stream-redaction.ts); as they are when it has none. */
+  async redact(accountId: number, windows: RedactionWindow[], rules?: RuleSpec[]): Promise<string[][]> {
     rules ??= await this.rulesFor(accountId);
-    if (!rules.length || !texts.length) return texts;
-    const out: string[] = [];
-    for (let from = 0; from < texts.length;) {
+    if (!rules.length || !windows.length) return windows.map((w) => w.pieces);
+    const size = (w: RedactionWindow) => w.before.length + w.after.length + w.pieces.reduce((n, p) => n + p.length, 0);
+    const out: string[][] = [];
+    for (let from = 0; from < windows.length;) {
       let to = from;
-      for (let chars = 0; to < texts.length && (to === from || chars + texts[to]!.length <= JOB_CHARS); to++) chars += texts[to]!.length;
-      out.push(...(await this.redactJob(accountId, rules, texts.slice(from, to))));
+      for (let chars = 0; to < windows.length && (to === from || chars + size(windows[to]!) <= JOB_CHARS); to++) chars += size(windows[to]!);
+      out.push(...(await this.redactJob(accountId, rules, windows.slice(from, to))));
       from = to;
     }
     return out;
   }
 
-  private async redactJob(accountId: number, rules: RuleSpec[], texts: string[]): Promise<string[]> {
+  private async redactJob(accountId: number, rules: RuleSpec[], windows: RedactionWindow[]): Promise<string[][]> {
+    if (!windows.length) return [];
     const budgetMs = this.opts.budgetMs ?? RULE_LIMITS.recordBudgetMs;
-    const res = await this.pool.run(accountId, { kind: 'redact', rules, texts }, budgetMs);
-    if ('texts' in res) return res.texts;
+    const res = await this.pool.run(accountId, { kind: 'redact', rules, windows }, budgetMs);
+    if ('windows' in res) return res.windows;
     if ('error' in res) throw new Error(`redaction failed: ${res.error}`);
+    const withheld = (w: RedactionWindow, ruleId: number, why: string) => w.pieces.map(() => withheldText(ruleId, why));
     if ('ruleFailure' in res) {
       const { ruleId, message } = res.ruleFailure;
-      await this.noteWithheld(ruleId, texts.length, `${message}; output it applies to is withheld until it is deleted`);
-      return texts.map(() => withheldText(ruleId, 'is over the size limit'));
+      await this.noteWithheld(ruleId, windows.length, `${message}; output it applies to is withheld until it is deleted`);
+      return windows.map((w) => withheld(w, ruleId, 'is over the size limit'));
     }
     if (!('overrun' in res)) throw new Error('redaction: unexpected answer');
     const { index, ruleId } = res.overrun;
-    const why = `took longer than ${budgetMs} ms on one output record, which was withheld; make the pattern simpler (fewer and smaller repetitions) or delete it`;
+    const took = `took longer than ${budgetMs} ms`;
+    const why = `${took} on output, which was withheld; make the pattern simpler (fewer and smaller repetitions) or delete it`;
     if (index < 0) {
-      // Compiling the rules went past the budget: none of these texts can be redacted.
-      await this.noteWithheld(ruleId, texts.length, why);
-      return texts.map(() => withheldText(ruleId, `took longer than ${budgetMs} ms`));
+      // Compiling the rules went past the budget: none of these can be redacted.
+      await this.noteWithheld(ruleId, windows.length, why);
+      return windows.map((w) => withheld(w, ruleId, took));
     }
     await this.noteWithheld(ruleId, 1, why);
     const [before, after] = await Promise.all([
-      this.redactJob(accountId, rules, texts.slice(0, index)),
-      this.redactJob(accountId, rules, texts.slice(index + 1)),
+      this.redactJob(accountId, rules, windows.slice(0, index)),
+      this.redactJob(accountId, rules, windows.slice(index + 1)),
     ]);
-    return [...before, withheldText(ruleId, `took longer than ${budgetMs} ms`), ...after];
+    return [...before, withheld(windows[index]!, ruleId, took), ...after];
   }
 
   private async noteWithheld(ruleId: number, records: number, message: string) {

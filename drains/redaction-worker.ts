@@ -3,7 +3,7 @@
 // can see which record and which rule went past the budget and stop it.
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  RULE_LIMITS, RedactionPatternError, compileRule, redact, ruleMatches, worstCaseTexts, type CompiledRule, type RuleSpec,
+  RULE_LIMITS, RedactionPatternError, compileRule, redactWindow, ruleMatches, worstCaseTexts, type CompiledRule, type RuleSpec,
 } from './redaction.js';
 import type { PoolRequest, PoolResponse } from './redaction-pool.js';
 
@@ -51,12 +51,12 @@ function handle(req: PoolRequest): PoolResponse {
       const ruleId = err instanceof RuleFailure ? err.ruleId : progress[2]!;
       return { job: req.job, ruleFailure: { ruleId, message: (err as Error).message } };
     }
-    const texts = req.texts.map((text, i) => {
+    const windows = req.windows.map((w, i) => {
       progress[1] = i;
       startedAt[0] = Date.now();
-      return redact(text, rules, (r) => (progress[2] = req.rules[r]!.id));
+      return redactWindow(w, rules, (r) => (progress[2] = req.rules[r]!.id));
     });
-    return { job: req.job, texts };
+    return { job: req.job, windows };
   }
   // measure: what a new rule costs, before it is stored.
   progress[1] = -1;
@@ -72,13 +72,16 @@ function handle(req: PoolRequest): PoolResponse {
   const programSize = rule.regex.programSize();
   if (programSize > RULE_LIMITS.programSize) return { job: req.job, measure: { programSize, worstMs: null, matchesEmpty: false } };
   const matchesEmpty = rule.regex.test('');
-  // Warmed up first: the first run also pays the JIT, which later records do not.
-  ruleMatches('warm up '.repeat(64), rule);
+  // The better of two runs on each text: a pause for garbage collection or another process is not the rule's.
   let worstMs = 0;
   for (const text of worstCaseTexts(req.pattern)) {
-    const at = performance.now();
-    ruleMatches(text, rule);
-    worstMs = Math.max(worstMs, performance.now() - at);
+    let best = Infinity;
+    for (let run = 0; run < 2; run++) {
+      const at = performance.now();
+      ruleMatches(text, rule);
+      best = Math.min(best, performance.now() - at);
+    }
+    worstMs = Math.max(worstMs, best);
   }
   return { job: req.job, measure: { programSize, worstMs, matchesEmpty } };
 }
@@ -96,4 +99,9 @@ parentPort!.on('message', (req: PoolRequest) => {
   Atomics.store(progress, 0, 0);
   parentPort!.postMessage(res);
 });
+// Warm before the first job: a cold engine is several times slower than the one records meet.
+for (const pattern of ['\\b\\d(?:[ -]?\\d){12,18}\\b', 'tok_[a-z0-9]+', '(a+)+$']) {
+  const rule = compileRule({ pattern, replacement: '', luhn: false });
+  for (const text of worstCaseTexts(pattern)) ruleMatches(text, rule);
+}
 parentPort!.postMessage({ ready: true });

@@ -28,9 +28,9 @@ export const RULE_LIMITS = {
    */
   programSize: 600,
   /** The most a rule may take on WORST_CASE_BYTES of the output that keeps it busiest (measured at creation). */
-  worstCaseMs: 100,
+  worstCaseMs: 250,
   /** What a record may take through all of an account's rules before it is withheld instead (the runtime bound). */
-  recordBudgetMs: 1000,
+  recordBudgetMs: 2000,
 } as const;
 /** The size of the worst-case texts a new rule is timed on: a journal event's largest output (journal/reader.ts MAX_EVENT_BYTES). */
 export const WORST_CASE_BYTES = 16 * 1024;
@@ -94,24 +94,48 @@ export function ruleMatches(text: string, r: CompiledRule): { start: number; end
   return found;
 }
 
-function applyRule(text: string, r: CompiledRule): string {
-  let out = '';
-  let at = 0;
-  for (const m of ruleMatches(text, r)) {
-    out += text.slice(at, m.start) + r.replacement;
-    at = m.end;
-  }
-  return at === 0 ? text : out + text.slice(at);
+/** The text with what any rule matches replaced; text no rule matches is returned as it is. */
+export function redact(text: string, rules: readonly CompiledRule[]): string {
+  return redactWindow({ before: '', pieces: [text], after: '' }, rules)[0]!;
 }
 
-/** The text with every rule applied in order; text no rule matches is returned as it is. */
-export function redact(text: string, rules: readonly CompiledRule[], onRule?: (index: number) => void): string {
-  let out = text;
+/**
+ * The window's pieces redacted as one text with their context (drains/stream-redaction.ts): a match is
+ * replaced where it starts, so a match that starts in one piece and goes on in the next shows its
+ * replacement in the first and nothing in the next; a match starting in `before` was shown replaced
+ * already. Overlapping matches of several rules are one: the earliest rule's replacement.
+ */
+export function redactWindow(
+  w: { before: string; pieces: readonly string[]; after: string }, rules: readonly CompiledRule[], onRule?: (index: number) => void,
+): string[] {
+  const text = w.before + w.pieces.join('') + w.after;
+  const found: { start: number; end: number; replacement: string }[] = [];
   rules.forEach((r, i) => {
     onRule?.(i);
-    out = applyRule(out, r);
+    for (const m of ruleMatches(text, r)) found.push({ ...m, replacement: r.replacement });
   });
-  return out;
+  if (!found.length) return [...w.pieces];
+  found.sort((a, b) => a.start - b.start);
+  const spans: typeof found = [];
+  for (const m of found) {
+    const last = spans[spans.length - 1];
+    if (last && m.start < last.end) last.end = Math.max(last.end, m.end);
+    else spans.push({ ...m });
+  }
+  let pieceStart = w.before.length;
+  return w.pieces.map((piece) => {
+    const pieceEnd = pieceStart + piece.length;
+    let out = '';
+    let at = pieceStart;
+    for (const m of spans) {
+      if (m.end <= pieceStart || m.start >= pieceEnd) continue;
+      if (m.start >= pieceStart) out += text.slice(at, m.start) + m.replacement;
+      at = Math.min(m.end, pieceEnd);
+    }
+    out += text.slice(at, pieceEnd);
+    pieceStart = pieceEnd;
+    return out;
+  });
 }
 
 /**

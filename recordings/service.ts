@@ -46,7 +46,7 @@ export async function localRecording(
   const accountId = Number(row.account_id);
   const rules = await deps.redactor.rulesFor(accountId);
   return asciicastStream(journalPath(deps.dataDir, operationId), { operationId, app: row.app, createdAt: row.created_at },
-    (texts) => deps.redactor.redact(accountId, texts, rules));
+    (windows) => deps.redactor.redact(accountId, windows, rules));
 }
 
 /**
