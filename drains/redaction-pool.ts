@@ -19,6 +19,7 @@ type PoolJob = PoolRequest extends infer R ? (R extends PoolRequest ? Omit<R, 'j
 type Overrun = { job: number; overrun: { index: number; ruleId: number } };
 
 interface Job {
+  accountId: number;
   req: PoolRequest;
   budgetMs: number;
   resolve: (r: PoolResponse | Overrun) => void;
@@ -39,8 +40,9 @@ const WATCH_MS = 20;
 
 /**
  * A few worker threads that run the redaction rules (drains/redaction-worker.ts), so that no rule can
- * hold up the event loop of the portal, the shipper or the API. Jobs wait in one queue per account and
- * are taken in turn, so one account's output or rules delay another's by one job at most. A text that
+ * hold up the event loop of the portal, the shipper or the API; they run at a lower CPU priority than
+ * that event loop. Jobs wait in one queue per account and are taken in turn, one job per account at a
+ * time, so one account's output or rules delay another's by one job at most. A text that
  * takes longer than its budget stops its worker (a fresh one replaces it): the job answers which text and
  * which rule.
  */
@@ -57,7 +59,7 @@ export class RedactionPool {
 
   run(accountId: number, req: PoolJob, budgetMs: number): Promise<PoolResponse | Overrun> {
     return new Promise((resolve, reject) => {
-      const job: Job = { req: { ...req, job: ++this.jobs } as PoolRequest, budgetMs, resolve, reject };
+      const job: Job = { accountId, req: { ...req, job: ++this.jobs } as PoolRequest, budgetMs, resolve, reject };
       let q = this.queues.get(accountId);
       if (!q) {
         this.queues.set(accountId, (q = []));
@@ -83,10 +85,17 @@ export class RedactionPool {
   }
 
   private dispatch() {
+    // Every worker is started with the first job (a start takes a second or more): another account's
+    // first job should not wait for one.
+    for (let i = 0; i < this.slots.length; i++) this.slots[i] ??= this.spawn(i);
     for (let i = 0; i < this.slots.length && this.turn.length; i++) {
-      const slot = (this.slots[i] ??= this.spawn(i));
-      if (slot.job) continue;
-      const accountId = this.turn.shift()!;
+      if (this.slots[i]?.job) continue;
+      // One job per account at a time: an account's rules take one core at most, whatever they cost.
+      const busy = new Set(this.slots.flatMap((s) => (s?.job ? [s.job.accountId] : [])));
+      const next = this.turn.findIndex((a) => !busy.has(a));
+      if (next < 0) break;
+      const accountId = this.turn.splice(next, 1)[0]!;
+      const slot = this.slots[i]!;
       const q = this.queues.get(accountId)!;
       const job = q.shift()!;
       if (q.length) this.turn.push(accountId);
