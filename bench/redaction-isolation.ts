@@ -12,7 +12,7 @@ import { percentile } from './stats.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const LINES = Number(process.env.ESSH_BENCH_REDACTION_LINES ?? 200);
-const IDLE_SAMPLES = 60;
+const IDLE_SAMPLES = 120;
 const SAMPLE_EVERY_MS = 50;
 /** Slowest first: the first the API accepts is the worst rule the limits allow on this machine. */
 const CANDIDATE_RULES = [200, 160, 120, 100, 80, 60, 40, 20].map((n) => `[A-Za-z0-9]{${n}}`);
@@ -48,6 +48,8 @@ export const redactionIsolation: BenchModule = {
 
       const typist = await openSession(ctx, bTenant.app, bTenant.token, {}, true);
       await waitForShellOutput(typist.shell, DEMO_PROMPT);
+      // The redaction workers the rule checks started are warm before the baseline is taken.
+      await new Promise((r) => setTimeout(r, 5000));
       const echo = echoTimer(typist.shell);
       const idle: number[] = [];
       for (let i = 0; i < IDLE_SAMPLES; i++) {
@@ -90,6 +92,7 @@ export const redactionIsolation: BenchModule = {
         { benchmark: b, metric: "B's echo while A's output is redacted p50", value: percentile(busy, 50), unit: 'ms', note: `${busy.length} keystrokes` },
         { benchmark: b, metric: "B's echo while A's output is redacted p99", value: percentile(busy, 99), unit: 'ms' },
         { benchmark: b, metric: 'ratio p99 busy / idle', value: ratio, unit: 'x', note: ratio <= 2 ? 'target <= 2 met' : 'target <= 2 NOT met' },
+        { benchmark: b, metric: 'ratio p50 busy / idle', value: percentile(busy, 50) / percentile(idle, 50), unit: 'x' },
         { benchmark: b, metric: "A's output: printed → all at the drain", value: deliveredS, unit: 's', note: `${client.bytes} bytes, exit ${client.exitCode}` },
         { benchmark: b, metric: 'records withheld (over budget)', value: Number(withheld?.withheld_records ?? 0), unit: 'records' },
         { benchmark: b, metric: "sessions ended 'disconnect'", value: disconnects, unit: 'sessions', note: disconnects === 0 ? 'target 0 met' : 'target 0 NOT met' },
