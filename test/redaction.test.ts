@@ -27,15 +27,13 @@ const ofSession = (id: number) => eventsOf(env.rx()).filter((e) => e.operation_i
 const endedEvent = (id: number) => waitFor(`the session_ended event of ${id}`, async () => ofSession(id).find((e) => e.event === 'session_ended'), 60_000, 200);
 
 describe('redaction rules are bounded', () => {
-  it('refuses the issue\'s rule, and one within the size limit that is too slow, with a 422 naming the limit', async () => {
+  it('refuses the issue\'s rule with a 422 naming the limit, and takes a cheap one', async () => {
     const t = await createTenant(env.stack());
     const big = await env.stack().api.post(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken, { name: 'issue', pattern: ISSUE_RULE });
     expect(big.status, JSON.stringify(big.body)).toBe(422);
     expect(big.body.message).toMatch(new RegExp(`compiles to 490002 RE2 instructions, more than the ${RULE_LIMITS.programSize}.*fewer or smaller counted repetitions`));
-    // 502 instructions, but every byte of 16 KB of non-space output keeps 500 threads alive.
-    const slow = await env.stack().api.post(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken, { name: 'slow', pattern: '\\S{500}' });
-    expect(slow.status, JSON.stringify(slow.body)).toBe(422);
-    expect(slow.body.message).toMatch(new RegExp(`took \\d+ ms on 16 KB .* more than the ${RULE_LIMITS.worstCaseMs} ms a rule may take`));
+    // (The other bound, the time on worst-case output, depends on the machine's speed and load: the
+    // benchmark redaction-isolation shows which rule it lets through, and what that rule costs others.)
     const ok = await env.stack().api.post(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}' });
     expect(ok.status, JSON.stringify(ok.body)).toBe(201);
     expect(ok.body).toMatchObject({ status: 'active', last_error: null, withheld_records: 0 });
