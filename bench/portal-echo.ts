@@ -10,14 +10,14 @@ const MEGABYTES = Number(process.env.ESSH_BENCH_ECHO_MB ?? 100);
 const IDLE_SAMPLES = 60;
 const SAMPLE_EVERY_MS = 50;
 
-async function openSession(ctx: BenchContext, app: string, token: string, body: object, pty: boolean) {
+export async function openSession(ctx: BenchContext, app: string, token: string, body: object, pty: boolean) {
   const created = await apiOk<{ id: number; connect: PortalTarget }>(ctx, 'POST', `/apps/${app}/sessions`, token, body);
   const shell = await openPortalShell(created.connect, { pty: pty ? { rows: 24, cols: 80, term: 'xterm' } : null });
   return { id: created.id, shell };
 }
 
 /** Types one character and times its echo; a line is cleared (Ctrl-U) now and then so it never wraps. */
-function echoTimer(shell: PortalShell) {
+export function echoTimer(shell: PortalShell) {
   let typed = 0;
   return async (): Promise<number> => {
     if (++typed % 40 === 0) {

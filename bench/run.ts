@@ -8,12 +8,13 @@ import { portalAbuse } from './portal-abuse.js';
 import { portalEcho } from './portal-echo.js';
 import { portalPrompt } from './portal-prompt.js';
 import { portalThroughput } from './portal-throughput.js';
+import { redactionIsolation } from './redaction-isolation.js';
 import { sessionReady } from './session-ready.js';
 import { slotAfterBulk } from './slot-after-bulk.js';
 import { formatTable } from './stats.js';
 import type { BenchModule, BenchRow } from './types.js';
 
-const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions];
+const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation];
 
 async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -28,7 +28,7 @@ import { DrainShipper } from './shipper.js';
 const run = promisify(execFile);
 const now = () => performance.timeOrigin + performance.now();
 
-async function selfSigned(dir: string) {
+export async function selfSigned(dir: string) {
   await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'key.pem'),
     '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
   return { cert: await readFile(path.join(dir, 'cert.pem'), 'utf8'), key: await readFile(path.join(dir, 'key.pem'), 'utf8') };
@@ -72,7 +72,7 @@ parentPort.on('message', (m) => {
 type ReceiverMessage = Record<string, number | boolean>;
 
 /** The HTTPS receiver in a worker thread of its own, as a receiver on another machine would be. */
-async function startReceiver(cert: string, key: string) {
+export async function startReceiver(cert: string, key: string) {
   const worker = new Worker(RECEIVER, { eval: true, workerData: { cert, key } });
   const messages: ReceiverMessage[] = [];
   let onMessage = () => undefined as void;

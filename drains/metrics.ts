@@ -57,6 +57,16 @@ export function registerDrainMetrics(registry: Registry, db: Db) {
     name: 'essh_drain_last_success_timestamp_seconds', help: 'When the drain last accepted a batch', labelNames, registers,
     collect() { return fill(this, (d) => d.lastSuccess); },
   });
+  new Counter({
+    name: 'essh_redaction_withheld_records_total',
+    help: 'Output records withheld (not shipped, not recorded) because the redaction rule took longer than its time budget on them',
+    labelNames: ['rule_id'], registers,
+    async collect() {
+      this.reset();
+      const rows = await db.selectFrom('redaction_rules').select(['id', 'withheld_records']).where('withheld_records', '>', 0).execute();
+      for (const r of rows) this.inc({ rule_id: String(r.id) }, Number(r.withheld_records));
+    },
+  });
 }
 
 async function readDrainFigures(db: Db): Promise<DrainFigures[]> {

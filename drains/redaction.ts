@@ -1,11 +1,13 @@
 import { RE2JS } from 're2js';
-import type { Db } from '../lib/db.js';
 
 /**
  * Redaction rules run over every byte of every session of their account, and account admins write
- * them: they run on RE2JS, a port of RE2 to JavaScript, whose matching time is linear in the text
- * whatever the pattern (no backtracking), so no rule can stall delivery for anyone. Patterns use RE2
- * syntax: no lookaround, no backreferences.
+ * them. They run on RE2JS, a port of RE2 to JavaScript: no backtracking, so matching time is linear in
+ * the text. It is not linear in the rule: a counted repetition compiles to a copy of its body per count,
+ * and matching costs up to (text × program size). So a rule is bounded when it is created (its program
+ * size and its measured time on worst-case output, RULE_LIMITS), and matching runs in worker threads
+ * with a time budget per record (drains/redaction-pool.ts), never on the event loop that runs the
+ * portal. Patterns use RE2 syntax: no lookaround, no backreferences. This file is what the workers run.
  */
 
 /** Ready-made rules an account admin can switch on by name. */
@@ -19,40 +21,50 @@ export type RedactionPreset = keyof typeof REDACTION_PRESETS;
 /** The longest pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;
 
+export const RULE_LIMITS = {
+  /**
+   * RE2's program size (instructions) a rule may compile to. Matching costs up to text × size: `\w{1000}`
+   * (1 002) already takes about 0.5 s on 16 KB of letters, the issue's `(?:\S…\S){1000}` 490 002.
+   */
+  programSize: 600,
+  /** The most a rule may take on WORST_CASE_BYTES of the output that keeps it busiest (measured at creation). */
+  worstCaseMs: 250,
+  /** What a record may take through all of an account's rules before it is withheld instead (the runtime bound). */
+  recordBudgetMs: 2000,
+} as const;
+/** The size of the worst-case texts a new rule is timed on: a journal event's largest output (journal/reader.ts MAX_EVENT_BYTES). */
+export const WORST_CASE_BYTES = 16 * 1024;
+
+/** What the drains and recordings need of a rule; compiled only in the workers. */
+export interface RuleSpec {
+  id: number;
+  pattern: string;
+  replacement: string;
+  luhn: boolean;
+}
+
 export interface CompiledRule {
   regex: RE2JS;
   replacement: string;
   luhn: boolean;
 }
 
-/** An account's rules, with one pattern matching wherever any of them does: most text needs one pass. */
-export interface RuleSet {
-  rules: CompiledRule[];
-  any: RE2JS | null;
-}
-
 export class RedactionPatternError extends Error {}
 
 /** Compiles a rule, or throws a RedactionPatternError whose message says what is wrong with the pattern. */
-export function compileRule(rule: { pattern: string; replacement: string; preset: string | null }): CompiledRule {
-  const preset = rule.preset ? REDACTION_PRESETS[rule.preset as RedactionPreset] : undefined;
+export function compileRule(rule: { pattern: string; replacement: string; luhn: boolean }): CompiledRule {
   let regex: RE2JS;
   try {
     regex = RE2JS.compile(rule.pattern);
   } catch (err) {
     throw new RedactionPatternError((err as Error).message.replace(/^error parsing regexp: /, ''));
   }
-  return { regex, replacement: rule.replacement, luhn: preset?.luhn ?? false };
+  return { regex, replacement: rule.replacement, luhn: rule.luhn };
 }
 
-export function ruleSet(rules: CompiledRule[]): RuleSet {
-  if (rules.length === 0) return { rules, any: null };
-  if (rules.length === 1) return { rules, any: rules[0]!.regex };
-  // Each rule compiled on its own first, so the union is valid too.
-  return { rules, any: RE2JS.compile(rules.map((r) => `(?:${r.regex.pattern()})`).join('|')) };
+export function presetLuhn(preset: string | null): boolean {
+  return preset ? (REDACTION_PRESETS[preset as RedactionPreset]?.luhn ?? false) : false;
 }
-
-export const NO_RULES: RuleSet = { rules: [], any: null };
 
 function luhnValid(candidate: string): boolean {
   const digits = candidate.replace(/\D/g, '');
@@ -68,57 +80,72 @@ function luhnValid(candidate: string): boolean {
   return sum % 10 === 0;
 }
 
-function applyRule(text: string, r: CompiledRule): string {
-  let out = '';
-  let at = 0;
+/** Where the rule matches in the text (Luhn-checked for the card preset), left to right, not overlapping. */
+export function ruleMatches(text: string, r: CompiledRule): { start: number; end: number }[] {
+  const found: { start: number; end: number }[] = [];
+  // A rule's test runs on RE2's DFA and costs little; finding where it matches costs more.
+  if (!r.regex.test(text)) return found;
   for (const m of r.regex.matchAll(text)) {
-    const found = m[0];
-    if (found.length === 0) continue;
-    if (r.luhn && !luhnValid(found)) continue;
-    const index = m.index ?? 0;
-    out += text.slice(at, index) + r.replacement;
-    at = index + found.length;
+    const s = m[0];
+    if (s.length === 0 || (r.luhn && !luhnValid(s))) continue;
+    const start = m.index ?? 0;
+    found.push({ start, end: start + s.length });
   }
-  return at === 0 ? text : out + text.slice(at);
+  return found;
 }
 
-/** The text with every rule applied in order; text no rule matches is returned as it is. */
-export function redact(text: string, set: RuleSet | readonly CompiledRule[]): string {
-  const s = Array.isArray(set) ? ruleSet(set as CompiledRule[]) : (set as RuleSet);
-  if (!s.any || !s.any.test(text)) return text;
-  let out = text;
-  // A rule's test runs on RE2's DFA and costs little; finding where it matches costs more, so only
-  // the rules that match at all are run for their matches.
-  for (const r of s.rules) if (s.rules.length === 1 || r.regex.test(out)) out = applyRule(out, r);
-  return out;
+/** The text with what any rule matches replaced; text no rule matches is returned as it is. */
+export function redact(text: string, rules: readonly CompiledRule[]): string {
+  return redactWindow({ before: '', pieces: [text], after: '' }, rules)[0]!;
 }
 
 /**
- * Each account's compiled rules, re-read after a short time so that a new rule applies to output
- * within seconds without a query per event.
+ * The window's pieces redacted as one text with their context (drains/stream-redaction.ts): a match is
+ * replaced where it starts, so a match that starts in one piece and goes on in the next shows its
+ * replacement in the first and nothing in the next; a match starting in `before` was shown replaced
+ * already. Overlapping matches of several rules are one: the earliest rule's replacement.
  */
-export class RedactionRulesCache {
-  private cache = new Map<number, { at: number; rules: Promise<RuleSet> }>();
-  constructor(private readonly db: Db, private readonly ttlMs = 2000) {}
-
-  rulesFor(accountId: number): Promise<RuleSet> {
-    const hit = this.cache.get(accountId);
-    if (hit && Date.now() - hit.at < this.ttlMs) return hit.rules;
-    const rules = this.db
-      .selectFrom('redaction_rules').select(['pattern', 'replacement', 'preset'])
-      .where('account_id', '=', accountId).orderBy('id').execute()
-      .then((rows) => ruleSet(rows.map((row) => {
-        try {
-          return compileRule(row);
-        } catch (err) {
-          // Stored before patterns had to be RE2 (a lookahead, say). Output must not leave unredacted:
-          // delivery of the account waits, saying why, until the rule is fixed or deleted.
-          throw new Error(`redaction rule "${row.pattern}" is not valid RE2 syntax (${(err as Error).message}); delete it and add it again in RE2 syntax`);
-        }
-      })));
-    this.cache.set(accountId, { at: Date.now(), rules });
-    // A failed read is not cached: the next look tries again.
-    rules.catch(() => this.cache.delete(accountId));
-    return rules;
+export function redactWindow(
+  w: { before: string; pieces: readonly string[]; after: string }, rules: readonly CompiledRule[], onRule?: (index: number) => void,
+): string[] {
+  const text = w.before + w.pieces.join('') + w.after;
+  const found: { start: number; end: number; replacement: string }[] = [];
+  rules.forEach((r, i) => {
+    onRule?.(i);
+    for (const m of ruleMatches(text, r)) found.push({ ...m, replacement: r.replacement });
+  });
+  if (!found.length) return [...w.pieces];
+  found.sort((a, b) => a.start - b.start);
+  const spans: typeof found = [];
+  for (const m of found) {
+    const last = spans[spans.length - 1];
+    if (last && m.start < last.end) last.end = Math.max(last.end, m.end);
+    else spans.push({ ...m });
   }
+  let pieceStart = w.before.length;
+  return w.pieces.map((piece) => {
+    const pieceEnd = pieceStart + piece.length;
+    let out = '';
+    let at = pieceStart;
+    for (const m of spans) {
+      if (m.end <= pieceStart || m.start >= pieceEnd) continue;
+      if (m.start >= pieceStart) out += text.slice(at, m.start) + m.replacement;
+      at = Math.min(m.end, pieceEnd);
+    }
+    out += text.slice(at, pieceEnd);
+    pieceStart = pieceEnd;
+    return out;
+  });
+}
+
+/**
+ * Texts that keep a rule busiest: runs of one class of character (every `\S`, `\w`, `\d` or `.` stays
+ * alive through them), printable ASCII in turn, and the pattern's own characters over and over (what its
+ * literals match).
+ */
+export function worstCaseTexts(pattern: string): string[] {
+  const fill = (unit: string) => unit.repeat(Math.ceil(WORST_CASE_BYTES / unit.length)).slice(0, WORST_CASE_BYTES);
+  const printable = Array.from({ length: 94 }, (_, i) => String.fromCharCode(33 + i)).join('');
+  const literals = pattern.replace(/\\[a-zA-Z]|[\\()[\]{}|*+?^$.]/g, '');
+  return [fill('a'), fill('7'), fill(printable), fill('a1 b2-c3_'), ...(literals ? [fill(literals)] : [])];
 }

@@ -8,12 +8,11 @@ import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { pageOf, type PageRequest } from '../services/pages.js';
 import { recordAudit } from '../services/audit.js';
-import {
-  MAX_PATTERN_LENGTH, REDACTION_PRESETS, RedactionPatternError, compileRule, type RedactionPreset,
-} from './redaction.js';
+import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES, type RedactionPreset } from './redaction.js';
+import { Redactor } from './redaction-pool.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Kysely, Selectable } from 'kysely';
-import type { DrainStatus, LogDrainsTable } from './tables.js';
+import type { DrainStatus, LogDrainsTable, RedactionRulesTable } from './tables.js';
 
 export const DRAIN_TYPES = ['https', 'syslog', 'elasticsearch'] as const;
 export type DrainType = (typeof DRAIN_TYPES)[number];
@@ -131,11 +130,15 @@ export async function drainBacklogs(db: Db, drainIds?: number[]): Promise<Map<nu
 
 /** Log drains and redaction rules: who may do what, and the views the API returns. */
 export class DrainsService {
+  private readonly redactor: Redactor;
+
   constructor(
     private readonly db: Db,
     private readonly secrets: SecretBox,
     private readonly opts: { allowPrivateTargets?: boolean } = {},
-  ) {}
+  ) {
+    this.redactor = new Redactor(db);
+  }
 
   private async account(p: Principal, handle: string) {
     const a = await this.db.selectFrom('accounts').select(['id', 'handle']).where('handle', '=', handle).executeTakeFirst();
@@ -264,8 +267,11 @@ export class DrainsService {
   }
 
   // --- redaction rules --------------------------------------------------------------------------
-  private ruleView(r: { id: number; name: string; pattern: string; preset: string | null; replacement: string; created_at: string }, account: string) {
-    return { id: Number(r.id), account, name: r.name, pattern: r.pattern, preset: r.preset, replacement: r.replacement, created_at: r.created_at };
+  private ruleView(r: Selectable<RedactionRulesTable>, account: string) {
+    return {
+      id: Number(r.id), account, name: r.name, pattern: r.pattern, preset: r.preset, replacement: r.replacement, created_at: r.created_at,
+      status: r.status, last_error: r.last_error, last_error_at: r.last_error_at, withheld_records: Number(r.withheld_records),
+    };
   }
 
   async createRule(p: Principal, accountHandle: string, input: RedactionRuleInput) {
@@ -278,25 +284,19 @@ export class DrainsService {
     const pattern = input.pattern ?? preset!.pattern;
     const replacement = input.replacement ?? preset?.replacement ?? '[REDACTED]';
     if (pattern.length > MAX_PATTERN_LENGTH) throw invalid(`"pattern" may be at most ${MAX_PATTERN_LENGTH} characters.`);
-    // Patterns run on RE2 (drains/redaction.ts): matching is linear in the text whatever the pattern,
-    // so no pattern can stall delivery; RE2 has no lookaround and no backreferences.
-    let compiled;
-    try {
-      compiled = compileRule({ pattern, replacement, preset: input.preset ?? null });
-    } catch (err) {
-      if (!(err instanceof RedactionPatternError)) throw err;
-      throw invalid(`"pattern" is not a valid regular expression in RE2 syntax (${err.message}); write it without slashes or flags, ` +
-        'and without lookaround or backreferences (https://github.com/google/re2/wiki/Syntax).');
-    }
-    if (compiled.regex.test('')) throw invalid('"pattern" matches the empty string, so it would redact nothing useful; make it match the secret itself.');
-    const row = await insertWithinCap(this.db, { table: 'accounts', id: account.id }, CAPS.redactionRulesPerAccount,
-      async (trx) => Number((await trx.selectFrom('redaction_rules').select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n),
-      () => conflict(`Account "${accountHandle}" already has ${CAPS.redactionRulesPerAccount} redaction rules, the most an account may have ` +
-        '(each one is applied to every line of output); delete one, or combine two patterns with "|".'),
+    const cap = CAPS.redactionRulesPerAccount;
+    const refuseCap = () => conflict(`Account "${accountHandle}" already has ${cap} redaction rules, the most an account may have ` +
+      '(each one is applied to every line of output); delete one, or combine two patterns with "|".');
+    const count = async (db: Db) => Number((await db.selectFrom('redaction_rules').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('account_id', '=', account.id).executeTakeFirstOrThrow()).n);
+    // Before any work on the pattern; the insert counts again, in its transaction.
+    if ((await count(this.db)) >= cap) throw refuseCap();
+    if (!preset) await this.checkRuleCost(account.id, pattern);
+    const row = await insertWithinCap(this.db, { table: 'accounts', id: account.id }, cap, count, refuseCap,
       async (trx) => {
         const row = await trx.insertInto('redaction_rules').values({
           account_id: account.id, name: input.name, pattern, preset: input.preset ?? null, replacement, created_at: nowIso(),
+          last_error: null, last_error_at: null,
         }).returningAll().executeTakeFirstOrThrow();
         await recordAudit(trx, p, {
           action: 'redaction_rule.created', target: { id: row.id, name: row.name }, accountIds: [account.id], fields: Object.keys(input),
@@ -305,6 +305,32 @@ export class DrainsService {
         return row;
       });
     return this.ruleView(row, account.handle);
+  }
+
+  /**
+   * Refuses a pattern that is not RE2, matches the empty string, or costs too much: matching is linear in
+   * the text but not in the pattern (drains/redaction.ts), so its program size and its time on worst-case
+   * output are bounded. Measured in the redaction workers: the API's event loop never runs the pattern.
+   */
+  private async checkRuleCost(accountId: number, pattern: string) {
+    const cost = await this.redactor.measure(accountId, pattern, false);
+    const simpler = 'use fewer or smaller counted repetitions ({n}), or split the rule in two';
+    if ('syntaxError' in cost) {
+      throw invalid(`"pattern" is not a valid regular expression in RE2 syntax (${cost.syntaxError}); write it without slashes or flags, ` +
+        'and without lookaround or backreferences (https://github.com/google/re2/wiki/Syntax).');
+    }
+    if ('overBudget' in cost) {
+      throw invalid(`"pattern" took longer than ${10 * RULE_LIMITS.recordBudgetMs} ms to check, far more than a rule may cost; ${simpler}.`);
+    }
+    if (cost.programSize > RULE_LIMITS.programSize) {
+      throw invalid(`"pattern" compiles to ${cost.programSize} RE2 instructions, more than the ${RULE_LIMITS.programSize} a rule may have ` +
+        `(each instruction costs every byte of output); ${simpler}.`);
+    }
+    if (cost.matchesEmpty) throw invalid('"pattern" matches the empty string, so it would redact nothing useful; make it match the secret itself.');
+    if (cost.worstMs !== null && cost.worstMs > RULE_LIMITS.worstCaseMs) {
+      throw invalid(`"pattern" took ${Math.round(cost.worstMs)} ms on ${WORST_CASE_BYTES / 1024} KB of the output that keeps it busiest, ` +
+        `more than the ${RULE_LIMITS.worstCaseMs} ms a rule may take; ${simpler}.`);
+    }
   }
 
   async listRules(p: Principal, accountHandle: string, page: PageRequest) {

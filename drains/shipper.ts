@@ -11,7 +11,9 @@ import { onJournalAppended } from '../journal/news.js';
 import { JOURNAL_START, readEventChunks, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { bulkBody, esDocumentId, httpsBody, isoTime, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
-import { RedactionRulesCache, redact, type RuleSet } from './redaction.js';
+import type { RuleSpec } from './redaction.js';
+import { Redactor } from './redaction-pool.js';
+import { CARRY_CHARS, contextTail, readyCount, redactionWindows, runClosed, type Piece } from './stream-redaction.js';
 import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
 import { classifyStatus, httpsPost, syslogTlsSend, type Outcome } from './transports.js';
@@ -33,8 +35,11 @@ export const DEFAULT_SHIPPER_SETTINGS: ShipperSettings = {
   batchEvents: 20_000, batchBytes: 2 * 1024 * 1024, backoffBaseMs: 500, backoffCapMs: 60_000, pollMs: 1000, allowPrivateTargets: false,
 };
 
-/** A partial line at a journal's end becomes an event once quiet this long (journal/reader.ts): look again then. */
-const PARTIAL_LINE_RECHECK_MS = 650;
+/**
+ * A partial line at a journal's end becomes an event once quiet for 600 ms (journal/reader.ts), and with
+ * redaction rules an event waits for what follows it (drains/stream-redaction.ts): look again this soon.
+ */
+const PARTIAL_LINE_RECHECK_MS = 250;
 /** Building a batch gives the event loop back this often, so that one account's output (or rules) never holds up another's. */
 const SLICE_MS = 8;
 /** A backlog figure is written at most this often (and at once when it drops to zero). */
@@ -68,7 +73,7 @@ interface Deps {
  */
 export class DrainShipper {
   private readonly loops = new Map<number, DrainLoop>();
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
   private stopped = false;
@@ -78,7 +83,7 @@ export class DrainShipper {
 
   constructor(readonly deps: Deps) {
     this.settings = { ...DEFAULT_SHIPPER_SETTINGS, ...deps.settings };
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
   }
 
   start(): void {
@@ -136,7 +141,7 @@ export class DrainShipper {
 
   private ensureLoop(id: number) {
     if (this.stopped || this.loops.has(id)) return;
-    const loop = new DrainLoop(id, this.deps, this.settings, this.rules, () => {
+    const loop = new DrainLoop(id, this.deps, this.settings, this.redactor, () => {
       if (this.loops.get(id) === loop) this.loops.delete(id);
     });
     this.loops.set(id, loop);
@@ -181,6 +186,8 @@ class DrainLoop {
   private woken = false;
   private readonly agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   private readonly metas = new Map<number, SessionMeta>();
+  /** Per session, the output before the cursor at `seq` (redaction context, drains/stream-redaction.ts). */
+  private readonly contexts = new Map<number, { seq: number; pieces: Piece[] }>();
   /** A batch the receiver did not take yet: sent again as it is (same events, same Idempotency-Key). */
   private held?: Batch;
   private attempt = 0;
@@ -193,7 +200,7 @@ class DrainLoop {
     private readonly id: number,
     private readonly deps: Deps,
     private readonly s: ShipperSettings,
-    private readonly rules: RedactionRulesCache,
+    private readonly redactor: Redactor,
     private readonly onExit: () => void,
   ) {
     this.limitEvents = s.batchEvents;
@@ -265,9 +272,9 @@ class DrainLoop {
           this.held = undefined;
           pause = this.s.pollMs;
         } else {
-          let rules: RuleSet;
+          let rules: RuleSpec[];
           try {
-            rules = await this.rules.rulesFor(drain.account_id);
+            rules = await this.redactor.rulesFor(drain.account_id);
           } catch (err) {
             throw new Error(`the account's redaction rules cannot be applied, so nothing is sent: ${(err as Error).message}`);
           }
@@ -290,7 +297,7 @@ class DrainLoop {
    * full batch means more is waiting); the next is sent once the first is settled. Returns how long to
    * wait before the next pass.
    */
-  private async sendAll(drain: Drain, sessions: PendingSession[], rules: RuleSet, first: Batch): Promise<number> {
+  private async sendAll(drain: Drain, sessions: PendingSession[], rules: RuleSpec[], first: Batch): Promise<number> {
     let batch: Batch | undefined = first;
     for (let sent = 0; batch && !this.stopped; sent++) {
       const current: Batch = batch;
@@ -389,7 +396,7 @@ class DrainLoop {
    * time, so that one busy session cannot starve the others), up to the batch limits. `partial`: a
    * journal ends in output not yet cut into an event (a prompt), worth a look again soon.
    */
-  private async build(drain: Drain, sessions: PendingSession[], sizes: number[], rules: RuleSet): Promise<{ batch?: Batch; partial: boolean }> {
+  private async build(drain: Drain, sessions: PendingSession[], sizes: number[], rules: RuleSpec[]): Promise<{ batch?: Batch; partial: boolean }> {
     const events: ShippedEvent[] = [];
     const progress = new Map<number, SessionProgress>();
     let bytes = 0;
@@ -409,35 +416,106 @@ class DrainLoop {
         continue;
       }
       const p: SessionProgress = { operationId: s.operationId, to: s.position, done: false, firstSeq: null, lastSeq: null, sent: 0 };
-      reading: for await (const chunk of readEventChunks(s.file, s.position, { now: Date.now() })) {
+      const taken: Exclude<JournalEvent, { kind: 'resize' }>[] = [];
+      // With rules, what follows the last events taken is read too: redaction looks across events.
+      const lookahead: Piece[] = [];
+      let lookaheadChars = 0;
+      let runEnded = false;
+      let pendingFrom: number | null = null;
+      const now = Date.now();
+      reading: for await (const chunk of readEventChunks(s.file, s.position, { now, pendingFrom: (t) => (pendingFrom = t) })) {
         for (const ev of chunk) {
           if (ev.kind === 'resize') continue;
-          p.to = ev.next;
-          if (ev.kind === 'session_ended') p.done = true;
-          progress.set(s.operationId, p);
-          // A new drain starts with the events that come after it was created.
-          if (ev.time < drain.createdMs) continue;
-          const e = shippedEvent(ev, meta, rules);
-          events.push(e);
-          p.firstSeq ??= e.seq;
-          p.lastSeq = e.seq;
-          p.sent++;
-          bytes += (e.text?.length ?? e.data?.length ?? 0) + meta.jsonFragment.length + 160;
-          if (events.length >= this.limitEvents || bytes >= this.s.batchBytes) {
-            full = true;
+          if (!full) {
+            taken.push(ev);
+            if (ev.time < drain.createdMs) continue;
+            bytes += (ev.kind === 'output' ? ev.data.length : 0) + meta.jsonFragment.length + 160;
+            if (events.length + taken.length >= this.limitEvents || bytes >= this.s.batchBytes) {
+              full = true;
+              if (!rules.length) break reading;
+            }
+            continue;
+          }
+          if (ev.kind !== 'output') {
+            runEnded = true;
             break reading;
           }
+          lookahead.push(piece(ev));
+          lookaheadChars += ev.data.length;
+          if (lookaheadChars >= CARRY_CHARS) break reading;
         }
         if (performance.now() - slice > SLICE_MS) {
           await new Promise((r) => setImmediate(r));
           slice = performance.now();
         }
       }
+      let kept = taken;
+      let outputs: Piece[] = [];
+      if (rules.length) {
+        outputs = taken.flatMap((ev) => (ev.kind === 'output' ? [piece(ev)] : []));
+        const following = [...outputs, ...lookahead];
+        const closed = runEnded || taken.some((ev) => ev.kind === 'session_ended') ||
+          (lookaheadChars < CARRY_CHARS && runClosed(following[following.length - 1], { ended: s.ended, pendingFrom, now }));
+        const ready = readyCount(following, closed);
+        if (ready < outputs.length) {
+          // The rest waits until what follows it is known (at most CARRY_MS after its last byte).
+          let n = 0;
+          kept = taken.slice(0, taken.findIndex((ev) => ev.kind === 'output' && n++ === ready));
+          outputs = outputs.slice(0, ready);
+          partial = true;
+        }
+      }
+      for (const ev of kept) {
+        p.to = ev.next;
+        if (ev.kind === 'session_ended') p.done = true;
+        progress.set(s.operationId, p);
+        // A new drain starts with the events that come after it was created.
+        if (ev.time < drain.createdMs) continue;
+        const e = shippedEvent(ev, meta);
+        events.push(e);
+        p.firstSeq ??= e.seq;
+        p.lastSeq = e.seq;
+        p.sent++;
+      }
+      if (rules.length && outputs.length) {
+        // In the redaction workers, off this event loop (the portal's); without rules the bytes go as they are.
+        const before = await this.context(s);
+        const windows = redactionWindows(before, outputs, lookahead);
+        const texts = (await this.redactor.redact(drain.account_id, windows, rules)).flat();
+        const shipped = new Map(events.filter((e) => e.session.operationId === s.operationId && e.kind === 'output').map((e) => [e.seq, e]));
+        kept.filter((ev) => ev.kind === 'output').forEach((ev, k) => {
+          const e = shipped.get(ev.seq);
+          if (e) e.text = texts[k]!;
+        });
+        this.contexts.set(s.operationId, { seq: p.to.seq, pieces: contextTail([...before, ...outputs]) });
+      }
       if (!p.done && p.to.fileOffset < sizes[i]!) partial = true;
-      if (p.done) this.metas.delete(s.operationId);
+      if (p.done) {
+        this.metas.delete(s.operationId);
+        this.contexts.delete(s.operationId);
+      }
     }
     if (!progress.size) return { partial };
     return { batch: { events, progress, key: idempotencyKey(this.id, progress), full }, partial };
+  }
+
+  /**
+   * The output just before a session's cursor, the context its next events are redacted in: kept from
+   * the batch before, else (after a restart) read again from the journal's start.
+   */
+  private async context(s: PendingSession): Promise<Piece[]> {
+    const known = this.contexts.get(s.operationId);
+    if (known?.seq === s.position.seq) return known.pieces;
+    let pieces: Piece[] = [];
+    if (s.position.seq === 0) return pieces;
+    reading: for await (const chunk of readEventChunks(s.file, JOURNAL_START, { now: Date.now() })) {
+      for (const ev of chunk) {
+        if (ev.kind === 'resize') continue;
+        if (ev.seq >= s.position.seq) break reading;
+        if (ev.kind === 'output') pieces = contextTail([...pieces, piece(ev)]);
+      }
+    }
+    return pieces;
   }
 
   /** What every event of the session carries: from its journal's `started` record, else from the database. */
@@ -661,12 +739,16 @@ function idempotencyKey(drainId: number, progress: Map<number, SessionProgress>)
   return `essh-drain-${drainId}-${createHash('sha256').update(ranges.join(',')).digest('hex').slice(0, 32)}`;
 }
 
-function shippedEvent(ev: Exclude<JournalEvent, { kind: 'resize' }>, meta: SessionMeta, rules: RuleSet): ShippedEvent {
+function piece(ev: Extract<JournalEvent, { kind: 'output' }>): Piece {
+  return { text: ev.data.toString('utf8'), time: ev.time, lastTime: ev.lastTime };
+}
+
+/** An event as shipped; an output event's text is its redacted text (build fills it in), null without rules. */
+function shippedEvent(ev: Exclude<JournalEvent, { kind: 'resize' }>, meta: SessionMeta): ShippedEvent {
   const time = isoTime(ev.time);
   if (ev.kind === 'output') {
     // Without rules the bytes go as they are (formats.ts copies plain ASCII without decoding it).
-    const text = rules.any ? redact(ev.data.toString('utf8'), rules) : null;
-    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text, data: ev.data };
+    return { session: meta, seq: ev.seq, kind: 'output', stream: ev.stream, time, offset: ev.offset, text: null, data: ev.data };
   }
   return { session: meta, seq: ev.seq, kind: ev.kind, stream: 'lifecycle', time, offset: ev.offset, text: '', details: ev.details };
 }

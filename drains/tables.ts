@@ -67,6 +67,12 @@ export interface RedactionRulesTable {
   preset: string | null;
   replacement: string;
   created_at: string;
+  /** `active`, or `over_budget` once it took longer than its time budget on a record (drains/redaction.ts). */
+  status: Generated<string>;
+  last_error: string | null;
+  last_error_at: string | null;
+  /** Records withheld because this rule took longer than its budget on them. */
+  withheld_records: Generated<number>;
 }
 
 declare module '../lib/db.js' {

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { ApiError } from '../services/errors.js';
-import { RedactionRulesCache } from '../drains/redaction.js';
+import { Redactor } from '../drains/redaction-pool.js';
 import { localRecording } from '../recordings/service.js';
 import { internalRecordingTokenRefusal } from './internal-auth.js';
 
@@ -22,7 +22,7 @@ const RECORDING = /^\/internal\/v1\/sessions\/(\d{1,15})\/recording$/;
  */
 export class HostInternalServer {
   private server?: http.Server;
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
   url?: string;
 
   constructor(
@@ -35,7 +35,7 @@ export class HostInternalServer {
       tls?: { cert: string; key: string };
     },
   ) {
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
   }
 
   /** Listens; resolves with the URL to register (HostRegistration.update({ internalUrl })). */
@@ -80,7 +80,7 @@ export class HostInternalServer {
         return reply(401, 'unauthorized', `This is an essh host's internal endpoint; the request's token was refused: ${refusal}. ` +
           'Each request needs a token made for it by an essh process holding the same secrets key.');
       }
-      const stream = await localRecording({ db: this.deps.db, rules: this.rules, dataDir: this.deps.dataDir, hostId: this.deps.hostId, retentionS: this.deps.retentionS }, id);
+      const stream = await localRecording({ db: this.deps.db, redactor: this.redactor, dataDir: this.deps.dataDir, hostId: this.deps.hostId, retentionS: this.deps.retentionS }, id);
       if (!stream) return reply(404, 'not_found', `Host ${this.deps.hostId} has no journal of session ${id}.`);
       res.writeHead(200, { 'content-type': 'application/x-asciicast' });
       await pipeline(stream, res);

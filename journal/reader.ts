@@ -76,6 +76,8 @@ export type JournalEvent =
       stream: 'stdout' | 'stderr';
       /** Epoch ms of the event's first byte. */
       time: number;
+      /** Epoch ms of the event's last byte. */
+      lastTime: number;
       /** Byte offset of the event's first byte in the session's output. */
       offset: number;
       data: Buffer;
@@ -104,7 +106,7 @@ interface Partial {
 export async function* readEvents(
   file: string,
   from: JournalPosition = JOURNAL_START,
-  opts: { now?: number; resizes?: boolean } = {},
+  opts: { now?: number; resizes?: boolean; pendingFrom?: (time: number | null) => void } = {},
 ): AsyncGenerator<JournalEvent> {
   for await (const events of readEventChunks(file, from, opts)) yield* events;
 }
@@ -116,7 +118,7 @@ export async function* readEvents(
 export async function* readEventChunks(
   file: string,
   from: JournalPosition = JOURNAL_START,
-  opts: { now?: number; resizes?: boolean } = {},
+  opts: { now?: number; resizes?: boolean; pendingFrom?: (time: number | null) => void } = {},
 ): AsyncGenerator<JournalEvent[]> {
   let seq = from.seq;
   let outputOffset = from.outputOffset;
@@ -134,7 +136,7 @@ export async function* readEventChunks(
     const p = partial;
     partial = null;
     const data = p.pieces.length === 1 ? p.pieces[0]! : Buffer.concat(p.pieces, p.bytes);
-    out.push({ kind: 'output', seq: seq++, stream: p.stream, time: p.time, offset: p.offset, data, next: position() });
+    out.push({ kind: 'output', seq: seq++, stream: p.stream, time: p.time, lastTime: p.lastTime, offset: p.offset, data, next: position() });
   }
 
   for await (const r of readRecords(file, from.fileOffset)) {
@@ -220,6 +222,8 @@ export async function* readEventChunks(
   if (partial && opts.now !== undefined && opts.now - (partial as Partial).lastTime >= PARTIAL_LINE_IDLE_MS + TAIL_MARGIN_MS) {
     cut();
   }
+  // Whoever waits on what follows the last event (drains/stream-redaction.ts) learns of output not yet cut into one.
+  opts.pendingFrom?.(partial ? (partial as Partial).time : null);
   if (out.length) yield out;
 }
 

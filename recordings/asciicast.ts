@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { readEvents } from '../journal/reader.js';
-import { redact, type RuleSet } from '../drains/redaction.js';
+import { contextTail, readyCount, redactionWindows, type Piece, type RedactionWindow } from '../drains/stream-redaction.js';
+
 
 /** What a terminal is taken to be when the client's size is not known (no PTY). */
 export const DEFAULT_SIZE = { cols: 80, rows: 24 };
@@ -17,16 +18,36 @@ export interface RecordedSession {
  * The session's recording as asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/), read from
  * its journal as it is read, never whole in memory. The header has the terminal size the session's
  * output started in (the last `resize` before its first output; 80×24 without one); later resizes are
- * "r" events and output "o" events, redacted with the account's rules like the drains' events, and
+ * "r" events and output "o" events, redacted with the account's rules as the drains' events are, and
  * decoded as UTF-8 across events (a character split between two events shows whole). Times are
  * seconds since the program's attach (the journal's first resize or output).
  */
-export async function* asciicastLines(file: string, session: RecordedSession, rules: RuleSet): AsyncGenerator<string> {
+export async function* asciicastLines(file: string, session: RecordedSession, redact: Redact): AsyncGenerator<string> {
   let start: number | null = null;
   let size = DEFAULT_SIZE;
   let headerSent = false;
   let last = 0;
   const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  // Lines wait here to be redacted many at a time (a trip to the redaction workers each), and the last
+  // ones until what follows them is known: redaction looks across events (drains/stream-redaction.ts).
+  let pending: { time: number; code: 'o' | 'r'; text: string; piece?: Piece }[] = [];
+  let pendingChars = 0;
+  let context: Piece[] = [];
+  async function* flush(closed: boolean) {
+    const outputs = pending.flatMap((p) => (p.piece ? [p.piece] : []));
+    const ready = readyCount(outputs, closed);
+    const texts = (await redact(redactionWindows(context, outputs.slice(0, ready), outputs.slice(ready)))).flat();
+    context = contextTail([...context, ...outputs.slice(0, ready)]);
+    let n = 0;
+    let k = 0;
+    for (; k < pending.length; k++) {
+      const p = pending[k]!;
+      if (p.piece && n === ready) break;
+      yield JSON.stringify([p.time, p.code, p.piece ? texts[n++]! : p.text]) + '\n';
+    }
+    pending = pending.slice(k);
+    pendingChars = pending.reduce((sum, p) => sum + p.text.length, 0);
+  }
   const at = (time: number) => {
     // Never backwards: players expect growing times.
     last = Math.max(last, (time - start!) / 1000);
@@ -40,7 +61,7 @@ export async function* asciicastLines(file: string, session: RecordedSession, ru
     start ??= ev.time;
     if (ev.kind === 'resize') {
       if (!headerSent) size = { cols: ev.cols, rows: ev.rows };
-      else yield JSON.stringify([at(ev.time), 'r', `${ev.cols}x${ev.rows}`]) + '\n';
+      else pending.push({ time: at(ev.time), code: 'r', text: `${ev.cols}x${ev.rows}` });
       continue;
     }
     if (ev.kind !== 'output') continue;
@@ -49,17 +70,27 @@ export async function* asciicastLines(file: string, session: RecordedSession, ru
       yield header(session, start, size);
     }
     const text = decoders[ev.stream].write(ev.data);
-    if (text) yield JSON.stringify([at(ev.time), 'o', redact(text, rules)]) + '\n';
+    if (text) {
+      pending.push({ time: at(ev.time), code: 'o', text, piece: { text, time: ev.time, lastTime: ev.lastTime } });
+      pendingChars += text.length;
+      if (pending.length >= PENDING_LINES || pendingChars >= PENDING_CHARS) yield* flush(false);
+    }
   }
   if (!headerSent) yield header(session, start ?? Date.parse(session.createdAt), size);
   for (const d of Object.values(decoders)) {
     const rest = d.end();
-    if (rest) yield JSON.stringify([last, 'o', redact(rest, rules)]) + '\n';
+    if (rest) pending.push({ time: last, code: 'o', text: rest, piece: { text: rest, time: Number.POSITIVE_INFINITY, lastTime: Number.POSITIVE_INFINITY } });
   }
+  yield* flush(true);
 }
 
-export function asciicastStream(file: string, session: RecordedSession, rules: RuleSet): Readable {
-  return Readable.from(asciicastLines(file, session, rules), { objectMode: false });
+/** The account's redaction of windows of output (drains/redaction-pool.ts Redactor). */
+export type Redact = (windows: RedactionWindow[]) => Promise<string[][]>;
+const PENDING_LINES = 512;
+const PENDING_CHARS = 64 * 1024;
+
+export function asciicastStream(file: string, session: RecordedSession, redact: Redact): Readable {
+  return Readable.from(asciicastLines(file, session, redact), { objectMode: false });
 }
 
 function header(session: RecordedSession, startMs: number, size: { cols: number; rows: number }): string {

@@ -8,7 +8,7 @@ import { ApiError, notFound } from '../services/errors.js';
 import { PerUserRateLimiter } from '../services/rate-limit.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
-import { RedactionRulesCache } from '../drains/redaction.js';
+import { Redactor } from '../drains/redaction-pool.js';
 import { internalRecordingToken } from '../host/internal-auth.js';
 import { asciicastStream } from './asciicast.js';
 
@@ -35,7 +35,7 @@ function formatDuration(s: number): string {
  * this host has no journal for it. Throws the 410 of a journal past its retention.
  */
 export async function localRecording(
-  deps: { db: Db; rules: RedactionRulesCache; dataDir: string; hostId: string; retentionS: number }, operationId: number,
+  deps: { db: Db; redactor: Redactor; dataDir: string; hostId: string; retentionS: number }, operationId: number,
 ): Promise<Readable | undefined> {
   const row = await deps.db.selectFrom('session_journals as sj').innerJoin('operations as o', 'o.id', 'sj.operation_id')
     .innerJoin('apps as a', 'a.id', 'o.app_id')
@@ -43,8 +43,10 @@ export async function localRecording(
     .where('sj.operation_id', '=', operationId).executeTakeFirst();
   if (!row || row.host_id !== deps.hostId) return undefined;
   if (row.deleted_at) throw retentionGone(operationId, deps.retentionS);
-  const rules = await deps.rules.rulesFor(Number(row.account_id));
-  return asciicastStream(journalPath(deps.dataDir, operationId), { operationId, app: row.app, createdAt: row.created_at }, rules);
+  const accountId = Number(row.account_id);
+  const rules = await deps.redactor.rulesFor(accountId);
+  return asciicastStream(journalPath(deps.dataDir, operationId), { operationId, app: row.app, createdAt: row.created_at },
+    (windows) => deps.redactor.redact(accountId, windows, rules));
 }
 
 /**
@@ -55,7 +57,7 @@ export async function localRecording(
  * HTTPS when the host's URL says so.
  */
 export class RecordingsService {
-  private readonly rules: RedactionRulesCache;
+  private readonly redactor: Redactor;
   private readonly downloads: PerUserRateLimiter;
 
   constructor(
@@ -71,7 +73,7 @@ export class RecordingsService {
       downloadsPerMinute?: number;
     },
   ) {
-    this.rules = new RedactionRulesCache(deps.db);
+    this.redactor = new Redactor(deps.db);
     this.downloads = new PerUserRateLimiter(deps.db, {
       action: 'recording-download', perMinute: deps.downloadsPerMinute ?? 0,
       refusal: (who, n) => `Too many recordings downloaded by ${who}: at most ${n} a minute (each one is read whole from its session's journal).`,
@@ -103,7 +105,7 @@ export class RecordingsService {
     if (journal.deleted_at) throw retentionGone(operationId, this.deps.retentionS);
     const local = this.deps.localHost;
     if (local && local.hostId === journal.host_id) {
-      const stream = await localRecording({ db, rules: this.rules, retentionS: this.deps.retentionS, ...local }, operationId);
+      const stream = await localRecording({ db, redactor: this.redactor, retentionS: this.deps.retentionS, ...local }, operationId);
       if (stream) return stream;
     }
     return this.remote(journal.host_id, operationId);

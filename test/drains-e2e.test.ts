@@ -1,31 +1,17 @@
 // End to end: sessions printing through the exec portal into their journals, shipped by the host's
 // shipper to a real HTTPS receiver, and served as recordings.
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { describe, expect, it } from 'vitest';
+import { createTenant, runInSession, waitFor } from './harness.js';
+import { eventsOf, stackWithReceiver } from './drains-receivers.js';
 
-let stack: TestStack;
-let cert: Cert;
-let rx: HttpsReceiver;
-
-beforeAll(async () => {
-  stack = await startTestStack();
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
-});
-afterAll(async () => {
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
-});
+const env = stackWithReceiver();
 
 describe('a session printing through the portal', () => {
   it('reaches the drain, every seq from session_started to session_ended, and its recording', async () => {
+    const stack = env.stack();
     const tenant = await createTenant(stack, { plan: 'scale' });
     const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'e2e', drain_type: 'https', url: `${rx.url}/e2e`, ca_cert: cert.cert,
+      handle: 'e2e', drain_type: 'https', url: `${env.rx().url}/e2e`, ca_cert: env.cert().cert,
     });
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     const run = await runInSession(stack, tenant, {
@@ -33,7 +19,7 @@ describe('a session printing through the portal', () => {
     });
     expect(run.exitCode).toBe(3);
     const events = await waitFor('the session_ended event', async () => {
-      const all = eventsOf(rx).filter((e) => e.operation_id === run.id);
+      const all = eventsOf(env.rx()).filter((e) => e.operation_id === run.id);
       return all.some((e) => e.event === 'session_ended') ? all : undefined;
     }, 30_000, 200);
     const seqs = new Set(events.map((e) => e.seq as number));

@@ -3,13 +3,15 @@
 import { execFile } from 'node:child_process';
 import { StringDecoder } from 'node:string_decoder';
 import { rmSync } from 'node:fs';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll } from 'vitest';
 import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { startTestStack, type TestStack } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -138,4 +140,26 @@ export class PortalTerminal {
   close() {
     this.shell.close();
   }
+}
+
+/**
+ * A whole test stack (containers, portal, host shipper) and an HTTPS receiver, started before the
+ * file's tests and stopped after them: what end-to-end drain tests share.
+ */
+export function stackWithReceiver(): { stack: () => TestStack; rx: () => HttpsReceiver; cert: () => Cert } {
+  let stack: TestStack | undefined;
+  let cert: Cert | undefined;
+  let rx: HttpsReceiver | undefined;
+  beforeAll(async () => {
+    stack = await startTestStack();
+    cert = await selfSignedCert();
+    rx = new HttpsReceiver(cert);
+    await rx.up();
+  });
+  afterAll(async () => {
+    await rx?.down();
+    await stack?.stop();
+    if (cert) await rm(cert.dir, { recursive: true, force: true });
+  });
+  return { stack: () => stack!, rx: () => rx!, cert: () => cert! };
 }

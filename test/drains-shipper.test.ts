@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
 import { TestHost, type Tenant } from './drains-journals.js';
-import { compileRule, redact, ruleSet } from '../drains/redaction.js';
+import { compileRule, redact } from '../drains/redaction.js';
 
 let stack: TestStack;
 let host: TestHost;
@@ -383,7 +383,7 @@ describe('the host shipper into an HTTPS drain', () => {
     expect(aLines.length).toBeGreaterThanOrEqual(120);
     expect(aLines.every((e) => e.log === 'a'.repeat(16_000))).toBe(true);
     // The rules themselves, on the issue's input: linear time.
-    const rules = ruleSet(['(a|a)*b', 'a*a*a*a*a*a*b', '(a+)+$', '(x+x+)+y'].map((pattern) => compileRule({ pattern, replacement: 'X', preset: null })));
+    const rules = ['(a|a)*b', 'a*a*a*a*a*a*b', '(a+)+$', '(x+x+)+y'].map((pattern) => compileRule({ pattern, replacement: 'X', luhn: false }));
     const at = performance.now();
     for (const input of [`${'a'.repeat(99)}!`, `${'a'.repeat(16_384)}!`, `${'x'.repeat(5000)}z`]) expect(redact(input, rules)).toBe(input);
     expect(performance.now() - at).toBeLessThan(500);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DRAIN_TYPES, type DrainsService } from '../../drains/service.js';
-import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, type RedactionPreset } from '../../drains/redaction.js';
+import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, RULE_LIMITS, type RedactionPreset } from '../../drains/redaction.js';
 import { CAPS } from '../../lib/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
@@ -55,6 +55,9 @@ const ruleBody = z.object({
 const ruleSchema = s.component('RedactionRule', z.object({
   id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(presetNames).nullable(),
   replacement: z.string(), created_at: z.iso.datetime(),
+  status: z.enum(['active', 'over_budget']).describe('over_budget: the rule took longer than its time budget on some output, which was withheld (see last_error)'),
+  last_error: z.string().nullable(), last_error_at: z.iso.datetime().nullable(),
+  withheld_records: z.number().int().describe('output records withheld because this rule took longer than its budget on them'),
 }));
 
 const drainList = s.listOf('Drain', drainSchema);
@@ -107,8 +110,9 @@ export function drainRoutes(drains: DrainsService): RouteModule {
       method: 'post', path: '/accounts/{account}/redaction_rules', operationId: 'createRedactionRule', tag: 'redaction rules',
       summary: 'Add a redaction rule (account admins and operators)',
       description: `A regular expression in RE2 syntax ("pattern"), or a preset (card_number, us_ssn): exactly one of the two. ` +
-        `Applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account (409 past that).`,
-      status: 201, errors: [403, 409], params: s.params.account, body: ruleBody, response: ruleSchema,
+        `Applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account (409 past that). ` +
+        `A pattern may compile to at most ${RULE_LIMITS.programSize} RE2 instructions and take at most ${RULE_LIMITS.worstCaseMs} ms on 16 KB of worst-case output (422 otherwise).`,
+      status: 201, errors: [403, 409, 422], params: s.params.account, body: ruleBody, response: ruleSchema,
       links: { deleteRedactionRule: { id: '$response.body#/id' } },
       handler: ({ principal, params, body }) => drains.createRule(principal, params.account, body),
     });

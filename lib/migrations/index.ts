@@ -8,6 +8,7 @@ import { journalMigrations } from './0007_journals.js';
 import { limitsMigrations } from './0009_limits.js';
 import { drainJournalMigrations } from './0008_drains_journals.js';
 import { auditMigrations } from './0011_audit.js';
+import { redactionLimitMigrations } from './0013_redaction_limits.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -23,5 +24,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...drainJournalMigrations(engine),
     ...limitsMigrations(engine),
     ...auditMigrations(engine),
+    ...redactionLimitMigrations(engine),
   };
 }
