@@ -2,7 +2,9 @@
 // The `essh` command. It runs the CLI from one JavaScript bundle that esbuild makes from the TypeScript
 // on first use and again whenever one of the bundle's sources changed, so a checkout needs no build
 // step and never runs stale code: every start stats each input esbuild listed (the CLI's own files,
-// package.json and commander's; about 20 stats, well under a millisecond) against the bundle's mtime.
+// package.json and commander's; about 20 stats, well under a millisecond) and runs the bundle only if
+// all are older than its mtime, which is set to when its build began (less a margin for the kernel's
+// coarse file clock), so an edit made while esbuild was reading is also seen as newer.
 // Transpiling on every start through tsx cost about 250 ms, which `essh ssh` paid on the way to the
 // prompt. Where the bundle cannot be written (a read-only install), tsx transpiles in memory as before.
 //
@@ -34,7 +36,7 @@ function readFreshBundle() {
     // The mtime of the very file read: a rebuild renames a new file over the path, never rewrites it.
     const built = fs.fstatSync(fd);
     const inputs = JSON.parse(fs.readFileSync(inputsFile, 'utf8'));
-    if (!inputs.every((input) => fs.statSync(path.resolve(root, input)).mtimeMs <= built.mtimeMs)) return null;
+    if (!inputs.every((input) => fs.statSync(path.resolve(root, input)).mtimeMs < built.mtimeMs)) return null;
     return { source: fs.readFileSync(fd, 'utf8'), stamp: `${built.mtimeMs}-${built.size}` };
   } catch {
     return null;
@@ -45,6 +47,7 @@ function readFreshBundle() {
 
 function buildBundle() {
   const esbuild = require('esbuild');
+  const startedAt = (Date.now() - 100) / 1000;
   const result = esbuild.buildSync({
     absWorkingDir: root,
     entryPoints: [entry],
@@ -54,6 +57,8 @@ function buildBundle() {
     target: 'node20',
     // ssh2 (native parts, 50 ms to load) stays in node_modules, required from the cache folder inside it.
     external: ['ssh2'],
+    // import() becomes require(): a vm.Script has no loader for import() without an experimental flag.
+    supported: { 'dynamic-import': false },
     metafile: true,
     write: false,
     logLevel: 'silent',
@@ -63,7 +68,10 @@ function buildBundle() {
   // Written aside and renamed, so a CLI starting at the same moment never reads half a bundle.
   const suffix = `.${process.pid}.tmp`;
   fs.writeFileSync(bundle + suffix, result.outputFiles[0].contents);
-  fs.writeFileSync(inputsFile + suffix, JSON.stringify(Object.keys(result.metafile.inputs)));
+  fs.utimesSync(bundle + suffix, startedAt, startedAt);
+  // This file too: its build options shape the bundle.
+  const inputs = [...Object.keys(result.metafile.inputs), path.relative(root, __filename)];
+  fs.writeFileSync(inputsFile + suffix, JSON.stringify(inputs));
   fs.renameSync(inputsFile + suffix, inputsFile);
   fs.renameSync(bundle + suffix, bundle);
 }
