@@ -1,5 +1,6 @@
 // `npm run bench`: every benchmark module against one throw-away essh stack; `npm run bench -- NAME…`
 // runs only the named ones. Other parts add their module to `modules` below.
+import { cliStartup } from './cli-startup.js';
 import { startBenchEnv } from './env.js';
 import { createThroughput } from './create-throughput.js';
 import { drainThroughput } from './drain-throughput.js';
@@ -12,9 +13,11 @@ import { redactionIsolation } from './redaction-isolation.js';
 import { sessionReady } from './session-ready.js';
 import { slotAfterBulk } from './slot-after-bulk.js';
 import { formatTable } from './stats.js';
-import type { BenchModule, BenchRow } from './types.js';
+import type { BenchModule, BenchRow, StandaloneBenchModule } from './types.js';
 
-const modules: BenchModule[] = [sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation];
+const modules: (BenchModule | StandaloneBenchModule)[] = [
+  sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation, cliStartup,
+];
 
 async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
@@ -24,21 +27,22 @@ async function main() {
     process.exit(2);
   }
   const selected = wanted.length ? modules.filter((m) => wanted.includes(m.name)) : modules;
-  const env = await startBenchEnv();
+  const standalone = { progress: (line: string) => process.stderr.write(`bench: ${line}\n`) };
+  const env = selected.every((m) => 'standalone' in m) ? null : await startBenchEnv();
   const rows: BenchRow[] = [];
   let failed = false;
   try {
     for (const m of selected) {
-      env.progress(`${m.name}: ${m.description}`);
+      standalone.progress(`${m.name}: ${m.description}`);
       try {
-        rows.push(...(await m.run(env)));
+        rows.push(...(await ('standalone' in m ? m.run(standalone) : m.run(env!))));
       } catch (err) {
         failed = true;
         console.error(`bench ${m.name} failed: ${(err as Error).stack ?? err}`);
       }
     }
   } finally {
-    await env.stop();
+    await env?.stop();
   }
   console.log(formatTable(rows));
   process.exit(failed ? 1 : 0);

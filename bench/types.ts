@@ -42,3 +42,11 @@ export interface BenchModule {
   description: string;
   run(ctx: BenchContext): Promise<BenchRow[]>;
 }
+
+/** A benchmark that needs no essh stack (the CLI's own start-up): running only such ones starts none. */
+export interface StandaloneBenchModule {
+  name: string;
+  description: string;
+  standalone: true;
+  run(ctx: Pick<BenchContext, 'progress'>): Promise<BenchRow[]>;
+}

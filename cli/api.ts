@@ -1,5 +1,4 @@
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import { VERSION } from '../lib/version.js';
 import { CliError, type CliConfig } from './config.js';
 
@@ -7,11 +6,13 @@ const USER_AGENT = `essh-cli/${VERSION} node/${process.versions.node}`;
 
 /**
  * node:http rather than fetch: fetch loads undici on first use, about 30 ms of every `essh` start
- * (on the way to the prompt for `essh ssh`), for one small JSON request.
+ * (on the way to the prompt for `essh ssh`), for one small JSON request. Loaded on the first request,
+ * not at start: node:https brings TLS and crypto, about 10 ms that `essh --help` has no use for.
  */
-function open(url: URL, method: string, headers: Record<string, string>, body?: string) {
+async function open(url: URL, method: string, headers: Record<string, string>, body?: string) {
+  const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = (url.protocol === 'https:' ? https : http).request(url, { method, headers }, resolve);
+    const req = request(url, { method, headers }, resolve);
     req.once('error', reject);
     req.end(body);
   });

@@ -1,0 +1,68 @@
+// bin/essh.js runs the CLI from a bundle it builds and caches in node_modules/.cache (with a V8 code
+// cache): a checkout must never run stale code. Here a copy of the CLI's sources, with its own
+// node_modules folder (links to the real packages, so the cache is its own), is edited right after each
+// run, and the next run must show the edit.
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { projectRoot } from '../lib/config.js';
+import { runToEnd } from './portal-terminal.js';
+
+let checkout: string;
+
+beforeAll(async () => {
+  checkout = await mkdtemp(path.join(os.tmpdir(), 'essh-cli-bundle-'));
+  for (const part of ['bin', 'cli', 'lib', 'portal', 'package.json', 'tsconfig.json']) {
+    await cp(path.join(projectRoot, part), path.join(checkout, part), { recursive: true });
+  }
+  await mkdir(path.join(checkout, 'node_modules'));
+  for (const name of await readdir(path.join(projectRoot, 'node_modules'))) {
+    if (name !== '.cache') await symlink(path.join(projectRoot, 'node_modules', name), path.join(checkout, 'node_modules', name));
+  }
+});
+afterAll(async () => {
+  if (checkout) await rm(checkout, { recursive: true, force: true });
+});
+
+async function essh(...args: string[]) {
+  const r = await runToEnd(process.execPath, [path.join(checkout, 'bin', 'essh.js'), ...args], { timeoutMs: 60_000 });
+  expect(r.stderr, 'essh wrote to stderr').toBe('');
+  expect(r.code).toBe(0);
+  return r.stdout.toString();
+}
+
+async function edit(file: string, from: string, to: string) {
+  const full = path.join(checkout, file);
+  const text = await readFile(full, 'utf8');
+  expect(text).toContain(from);
+  await writeFile(full, text.replace(from, to));
+}
+
+const bundleText = () => readFile(path.join(checkout, 'node_modules', '.cache', 'essh-cli', 'main.cjs'), 'utf8');
+
+it('runs an edited source on the very next start, from a rebuilt bundle, however soon after the last', async () => {
+  const { version } = JSON.parse(await readFile(path.join(checkout, 'package.json'), 'utf8')) as { version: string };
+  expect((await essh('--version')).trim()).toBe(version);
+  // Twice: the second start runs the cached bundle with the code cache the first one wrote.
+  expect((await essh('--version')).trim()).toBe(version);
+  const cacheFiles = await readdir(path.join(checkout, 'node_modules', '.cache', 'essh-cli'));
+  expect(cacheFiles.filter((f) => f.endsWith('.v8cache'))).toHaveLength(1);
+
+  await edit('cli/main.ts', ".name('essh')", ".name('essh-edited')");
+  expect(await essh('--help')).toMatch(/^Usage: essh-edited /);
+  expect(await bundleText()).toContain('essh-edited');
+
+  await edit('package.json', `"version": "${version}"`, '"version": "9.9.9-edited"');
+  expect((await essh('--version')).trim()).toBe('9.9.9-edited');
+
+  // A file the CLI imports indirectly (cli/api.ts through main.ts), edited twice in a row.
+  await edit('lib/version.ts', 'export const VERSION: string = pkg.version;', "export const VERSION: string = pkg.version + '+a';");
+  expect((await essh('--version')).trim()).toBe('9.9.9-edited+a');
+  await edit('lib/version.ts', "pkg.version + '+a'", "pkg.version + '+b'");
+  expect((await essh('--version')).trim()).toBe('9.9.9-edited+b');
+  expect(await bundleText()).toContain("+b");
+  // One code cache, the current bundle's: the old ones went with their bundles.
+  const after = await readdir(path.join(checkout, 'node_modules', '.cache', 'essh-cli'));
+  expect(after.filter((f) => f.endsWith('.v8cache'))).toHaveLength(1);
+});
