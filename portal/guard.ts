@@ -24,12 +24,18 @@ export interface PortalLimits {
   authTimeoutS: number;
   /** An authenticated connection with no channel open this long is closed. */
   idleTimeoutS: number;
-  /** Authenticated connections one user may have open on this portal. */
+  /**
+   * Idle authenticated connections (no channel open) one user may hold on this portal; past it the
+   * user's longest-idle one is closed. Connections running a session do not count: the plan bounds those.
+   */
   maxConnectionsPerUser: number;
 }
 
-/** Which limit turned a connection away (`evicted`: an authenticating one closed to make room for a newcomer). */
-export type PortalRefusal = 'connections' | 'authenticating' | 'authenticating_per_address' | 'blocked_address' | 'early_drop' | 'evicted';
+/**
+ * Which limit turned a connection away (`evicted`: an authenticating one closed to make room for a
+ * newcomer; `idle_per_user`: a user's longest-idle authenticated one closed past the per-user cap).
+ */
+export type PortalRefusal = 'connections' | 'authenticating' | 'authenticating_per_address' | 'blocked_address' | 'early_drop' | 'evicted' | 'idle_per_user';
 
 export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
   maxConnections: 2000,
@@ -83,14 +89,15 @@ export class PortalGuard {
   private open = 0;
   /** Connections turned away since start, by the limit that did it (for /metrics). */
   readonly refusals: Record<PortalRefusal, number> = {
-    connections: 0, authenticating: 0, authenticating_per_address: 0, blocked_address: 0, early_drop: 0, evicted: 0,
+    connections: 0, authenticating: 0, authenticating_per_address: 0, blocked_address: 0, early_drop: 0, evicted: 0, idle_per_user: 0,
   };
   /** Connections still authenticating by source, oldest first (a Set keeps insertion order). */
   private readonly unauthenticated = new Map<string, Set<Admission>>();
   private unauthenticatedTotal = 0;
   private readonly failures: RateLimiterMemory;
   private readonly blockedUntil = new Map<string, number>();
-  private readonly perUser = new Map<number, number>();
+  /** Each user's idle authenticated connections, longest idle first (a Map keeps insertion order). */
+  private readonly idleByUser = new Map<number, Map<object, () => void>>();
 
   constructor(readonly limits: PortalLimits, private readonly random: () => number = Math.random) {
     const { earlyDropStart, earlyDropRate, maxUnauthenticated } = limits;
@@ -199,18 +206,29 @@ export class PortalGuard {
     return false;
   }
 
-  /** Counts an authenticated connection of `userId`; false (and not counted) past the per-user cap. */
-  claimUser(userId: number): boolean {
-    const n = this.perUser.get(userId) ?? 0;
-    if (n >= this.limits.maxConnectionsPerUser) return false;
-    this.perUser.set(userId, n + 1);
-    return true;
+  /**
+   * Notes that a connection of `userId` has no channel open. Past the user's cap, the user's longest-idle
+   * connection is closed through its `close` (a ControlMaster left behind, most often); a newcomer is
+   * never the one closed, since it is about to open its channel.
+   */
+  idle(userId: number, connection: object, close: () => void) {
+    let idle = this.idleByUser.get(userId);
+    if (!idle) this.idleByUser.set(userId, (idle = new Map()));
+    idle.delete(connection);
+    idle.set(connection, close);
+    while (idle.size > this.limits.maxConnectionsPerUser) {
+      const [oldest, closeOldest] = idle.entries().next().value!;
+      idle.delete(oldest);
+      this.refusals.idle_per_user++;
+      closeOldest();
+    }
   }
 
-  releaseUser(userId: number) {
-    const n = (this.perUser.get(userId) ?? 1) - 1;
-    if (n <= 0) this.perUser.delete(userId);
-    else this.perUser.set(userId, n);
+  /** The connection has a channel open, or is gone: it no longer counts as idle. */
+  busy(userId: number, connection: object) {
+    const idle = this.idleByUser.get(userId);
+    idle?.delete(connection);
+    if (idle?.size === 0) this.idleByUser.delete(userId);
   }
 
   private release(admission: Admission) {

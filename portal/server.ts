@@ -208,14 +208,6 @@ export class SshPortal {
       admitted?.authenticated();
       const timing: ConnectionTiming = { admittedAt: admitted?.admission.admittedAt ?? Date.now(), authenticatedAt: Date.now() };
       const who = identity!;
-      // Past the user's cap the connection stays only to say so on its channels (the client closes it
-      // once told; ending it here could beat the exit status to the client), 10 s at most.
-      const overCap = !guard.claimUser(who.userId);
-      if (overCap) {
-        setTimeout(() => conn.end(), 10_000).unref();
-      } else {
-        conn.once('close', () => guard.releaseUser(who.userId));
-      }
       // A connection with no channel open for the idle timeout is closed (a ControlMaster left behind,
       // a client that authenticated and went quiet): keepalives do not count, a channel does.
       let channels = 0;
@@ -227,8 +219,16 @@ export class SshPortal {
         }, guard.limits.idleTimeoutS * 1000);
         idleTimer.unref();
       };
-      idleFromNow();
-      conn.once('close', () => clearTimeout(idleTimer));
+      // Idle connections also count against the user's cap, which closes the user's longest-idle one.
+      const nowIdle = () => {
+        idleFromNow();
+        guard.idle(who.userId, conn, () => conn.end());
+      };
+      nowIdle();
+      conn.once('close', () => {
+        clearTimeout(idleTimer);
+        guard.busy(who.userId, conn);
+      });
       // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
       // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
       // client per session rule still holds.
@@ -236,8 +236,9 @@ export class SshPortal {
         const session = accept();
         channels++;
         clearTimeout(idleTimer);
+        guard.busy(who.userId, conn);
         session.once('close', () => {
-          if (--channels === 0) idleFromNow();
+          if (--channels === 0) nowIdle();
         });
         let pty: (PtySize & { term: string }) | null = null;
         let attachment: Attachment | null = null;
@@ -255,7 +256,7 @@ export class SshPortal {
         session.on('subsystem', (_ok, no) => no?.());
         session.on('sftp', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null) => {
-          const served = this.serve(who, overCap, channel, pty, command, timing, (a) => {
+          const served = this.serve(who, channel, pty, command, timing, (a) => {
             attachment = a;
             this.attachments.add(a);
             channel.once('close', () => this.attachments.delete(a));
@@ -277,7 +278,6 @@ export class SshPortal {
 
   private async serve(
     who: PortalIdentity,
-    overCap: boolean,
     channel: ServerChannel,
     pty: (PtySize & { term: string }) | null,
     command: string | null,
@@ -290,13 +290,6 @@ export class SshPortal {
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
       notes: this.notes,
     };
-    if (overCap) {
-      const cap = this.guard.limits.maxConnectionsPerUser;
-      return new Attachment(deps, 0, channel, pty).fail(
-        `essh: your user already has ${cap} connections open to this portal, the most one user may have; ` +
-          'close one (a ControlMaster left open: ssh -O exit) and connect again.',
-      );
-    }
     // A key removed, a token expired or revoked, a user gone since the connection logged in: no new
     // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).
     const revoked = await this.auth.stillValid(who);
