@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type TestStack } from './harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { registerKey } from './portal-terminal.js';
 
 /**
  * The audit trail (GET /audit_events and the account's drains) and API token expiry, through the real
@@ -38,11 +39,11 @@ async function ok<T = any>(p: Promise<{ status: number; body: T }>, status: numb
   return r.body;
 }
 
-async function newKey(name: string): Promise<{ line: string; fingerprint: string }> {
+async function newKey(name: string): Promise<{ file: string; line: string; fingerprint: string }> {
   const file = path.join(keyDir, name);
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `${name}@audit`, '-f', file]);
   const { stdout } = await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${file}.pub`]);
-  return { line: (await readFile(`${file}.pub`, 'utf8')).trim(), fingerprint: stdout.split(' ')[1]! };
+  return { file, line: (await readFile(`${file}.pub`, 'utf8')).trim(), fingerprint: stdout.split(' ')[1]! };
 }
 
 /** The events since the file's start, every page of them (newest first). */
@@ -74,7 +75,7 @@ afterAll(async () => {
 
 describe('the audit trail', () => {
   let events: any[];
-  let key: { line: string; fingerprint: string };
+  let key: { file: string; line: string; fingerprint: string };
   let member: { id: number; email: string };
   let newApp: string;
 
@@ -93,7 +94,8 @@ describe('the audit trail', () => {
     issuedTokens.push(t.token);
     await ok(api().delete(`/users/${m.id}/tokens/${t.id}`, adminA.token), 204);
     key = await newKey('mo');
-    const k = await ok(api().post(`/users/${m.id}/ssh_keys`, adminA.token, { public_key: key.line }), 201);
+    // Registered as its holder does (essh keys add's steps): the admin holds the key it registers.
+    const k = await registerKey(stack, adminA.token, m.id, key.file);
     await ok(api().delete(`/users/${m.id}/ssh_keys/${k.id}`, adminA.token), 204);
     const d = await ok(api().post(`/accounts/${A.account}/log_drains`, adminA.token, {
       handle: 'with-password', drain_type: 'https', url: `https://collector:${DRAIN_PASSWORD}@127.0.0.1:9/ingest`,

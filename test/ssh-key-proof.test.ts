@@ -227,8 +227,8 @@ describe('essh keys', () => {
   it('add asks for a passphrase on the terminal (ssh-keygen\'s prompt) when no agent holds the key', async () => {
     const keyFile = path.join(dir, 'with-passphrase');
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'correct horse', '-C', 'with-passphrase', '-f', keyFile]);
-    const env = `ESSH_API_URL=${q(stack.url)} ESSH_TOKEN=${q(carol.token)} ESSH_CONFIG=${q(path.join(dir, 'no-config.json'))} SSH_AUTH_SOCK=${q(path.join(dir, 'no-agent.sock'))}`;
-    const term = await Terminal.start(`${env} ${q(process.execPath)} ${q(ESSH)} keys add ${q(keyFile)}`);
+    const [config, agent] = [path.join(dir, 'no-config.json'), path.join(dir, 'no-agent.sock')];
+    const term = await Terminal.start(`ESSH_API_URL=${q(stack.url)} ESSH_TOKEN=${q(carol.token)} ESSH_CONFIG=${q(config)} SSH_AUTH_SOCK=${q(agent)} ${q(process.execPath)} ${q(ESSH)} keys add ${q(keyFile)}`);
     try {
       await term.waitForText(/Enter passphrase/);
       await term.typeLine('correct horse');
