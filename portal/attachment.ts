@@ -136,7 +136,8 @@ export class Attachment {
 
   /** Lines from the portal itself go to stderr, so they never mix into a command's stdout. */
   say(line: string, opts: { ownLine?: boolean } = {}) {
-    if (this.channelClosed) return;
+    // Ended but not yet closed: a write now would throw (write after end) out of the portal's process.
+    if (this.channelClosed || !this.channel.stderr.writable) return;
     // On a terminal the cursor may sit after a prompt: a notice starts on a line of its own.
     const nl = this.pty ? '\r\n' : '\n';
     this.channel.stderr.write((opts.ownLine && this.pty ? nl : '') + line + nl);
