@@ -33,6 +33,7 @@ import { recordingRoutes } from '../api/routes/recordings.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
+import { hostProcesses } from '../host/handover.js';
 import { VERSION } from '../lib/version.js';
 
 export interface RuntimeParts {
@@ -77,14 +78,28 @@ export interface Runtime {
   /** This process's /metrics (lib/metrics-server.ts). */
   metricsUrl: string;
   stop(): Promise<void>;
+  /**
+   * An upgrade's SIGTERM (host/handover.ts): closes the listeners and stops taking work (workers,
+   * host agent, warm pool, drain shipper, retention…: the successor runs those), keeps serving and
+   * heartbeating the connections it has until the last ends (then stops: true) or
+   * ESSH_UPGRADE_DRAIN_S passes (false: the caller exits at once, leaving the attached notes for the
+   * successor's reattach window, as a crash would).
+   */
+  handOver(): Promise<boolean>;
 }
 
 /** Starts the parts of essh this process runs, each with an owner that stops it on `stop()`. */
 export async function startRuntime(config: Config, parts: RuntimeParts, log = createLogger(config.logLevel)): Promise<Runtime> {
   const cleanups: (() => Promise<unknown>)[] = [];
+  /** The parts an upgrade's drain keeps running: what serves the clients already attached (handOver). */
+  const servingClients = new Set<() => Promise<unknown>>();
   const stop = async () => {
     for (const c of cleanups.reverse()) await c().catch((err) => log.warn({ err }, 'stopping a part failed'));
     cleanups.length = 0;
+  };
+  const serves = (cleanup: () => Promise<unknown>) => {
+    servingClients.add(cleanup);
+    cleanups.push(cleanup);
   };
   try {
     // The data dir holds the database, keys, tokens and the sessions' journals: essh's user only. Files
@@ -94,7 +109,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     chmodSync(config.dataDir, 0o700);
     const engine = engineOf(config.databaseUrl);
     const db = openDatabase(config.databaseUrl);
-    cleanups.push(() => db.destroy());
+    serves(() => db.destroy());
     await migrate(db, engine);
     const installation = await loadInstallation(db, config.installation);
     const instanceId = installation.id;
@@ -105,7 +120,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (envs) log.info({ apps: envs, key: secrets.keyId }, 'sealed stored app environments under the current secrets key');
 
     const client = await connectClient(config.temporal);
-    cleanups.push(() => client.connection.close());
+    serves(() => client.connection.close());
     if (parts.searchAttributes && (parts.api || parts.worker)) {
       const { added } = await ensureSearchAttributes(client.connection, { namespace: config.temporal.namespace, address: temporalAddress(config.temporal) });
       if (added.length) log.info({ namespace: config.temporal.namespace, added }, 'registered essh\'s search attributes');
@@ -140,7 +155,21 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       metrics,
     });
     const admin = new AdminService(db, secrets);
-    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, metricsUrl: '' };
+    const handOver = async () => {
+      const portal = runtime.portal;
+      if (parts.hostStacks?.length) hostProcesses(config.dataDir).announce({ draining: true });
+      // The port first, so that the successor answers new clients at once (it retries the bind).
+      portal?.stopAccepting();
+      const kept = cleanups.filter((c) => servingClients.has(c));
+      const stopping = cleanups.filter((c) => !servingClients.has(c));
+      cleanups.length = 0;
+      cleanups.push(...kept);
+      for (const c of stopping.reverse()) await c().catch((err) => log.warn({ err }, 'stopping a part failed'));
+      const drained = portal ? await portal.drained(config.upgrade.drainS * 1000) : true;
+      if (drained) await stop();
+      return drained;
+    };
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, handOver, metricsUrl: '' };
 
     const workers: Worker[] = [];
     if (parts.worker && connection) {
@@ -245,7 +274,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         hostId: parts.hostStacks?.length ? config.hostId : undefined,
       });
       await portal.start();
-      cleanups.push(() => portal.stop());
+      serves(() => portal.stop());
       runtime.portal = portal;
       runtime.sshPort = portal.port;
       sshEndpoint.port = portal.port;
@@ -254,7 +283,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
       });
     }
-    const metricsServer = new MetricsServer({ host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log });
+    const metricsServer = new MetricsServer({
+      host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log,
+      handover: parts.hostStacks?.length ? { dataDir: config.dataDir, bindWaitS: config.upgrade.bindWaitS } : undefined,
+    });
     runtime.metricsUrl = await metricsServer.start();
     cleanups.push(() => metricsServer.stop());
     return runtime;
