@@ -1,7 +1,7 @@
 // The handover between two host processes on one machine (an upgrade): the new one starts on the same
 // ESSH_HOST_ID, data dir and ports while the old one still serves its clients, and the old one, once
 // sent SIGTERM, stops taking work and drains (docs/operations.md, "Upgrading a host process").
-import { mkdirSync, readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../lib/log.js';
@@ -30,13 +30,18 @@ function startTimeOf(pid: number): string {
   }
 }
 
-function isAlive(mark: HostProcessMark): boolean {
+/** Whether a process runs (signal 0 asks without sending; EPERM: it runs, as another user). */
+export function pidRuns(pid: number): boolean {
   try {
-    process.kill(mark.pid, 0);
+    process.kill(pid, 0);
+    return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-  return startTimeOf(mark.pid) === mark.startedAt;
+}
+
+function isAlive(mark: HostProcessMark): boolean {
+  return pidRuns(mark.pid) && startTimeOf(mark.pid) === mark.startedAt;
 }
 
 /**
@@ -60,7 +65,10 @@ export class HostProcesses {
     if (change.bootId && !this.mark.bootIds.includes(change.bootId)) this.mark.bootIds.push(change.bootId);
     if (change.port && !this.mark.ports.includes(change.port)) this.mark.ports.push(change.port);
     if (change.draining !== undefined) this.mark.draining = change.draining;
-    writeFileSync(this.file, JSON.stringify(this.mark), { mode: 0o600 });
+    // Written aside and renamed: a successor reading it meanwhile never sees it half written.
+    const aside = `${this.file}.new`;
+    writeFileSync(aside, JSON.stringify(this.mark), { mode: 0o600 });
+    renameSync(aside, this.file);
     registerWithdrawal(this.file);
   }
 
@@ -104,7 +112,7 @@ function registerWithdrawal(file: string) {
   withdrawn.add(file);
 }
 
-function removeQuietly(file: string) {
+export function removeQuietly(file: string) {
   try {
     unlinkSync(file);
   } catch {
@@ -132,16 +140,22 @@ export async function listenAfterPredecessor(
   opts: { host: string; port: number; dataDir?: string; waitS: number; log: Logger; what: string },
 ): Promise<void> {
   const tryListen = () => new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    server.once('error', onError);
-    const listening = { port: opts.port, host: opts.host, ...(REUSE_PORT ? { reusePort: true } : {}) } as net.ListenOptions;
-    server.listen(listening, () => {
+    const onError = (err: Error) => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = () => {
       server.off('error', onError);
       resolve();
-    });
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen({ port: opts.port, host: opts.host, ...(REUSE_PORT ? { reusePort: true } : {}) } as net.ListenOptions);
   });
   const deadline = Date.now() + opts.waitS * 1000;
   let waitingSince = 0;
+  // A predecessor may exit between a refused bind and the look at its mark: one more try before giving up.
+  let unexplained = 0;
   for (;;) {
     try {
       await tryListen();
@@ -151,7 +165,12 @@ export async function listenAfterPredecessor(
       const e = err as NodeJS.ErrnoException;
       const heldByPredecessor = e.code === 'EADDRINUSE' && opts.port !== 0 && opts.dataDir !== undefined &&
         hostProcesses(opts.dataDir).others().some((m) => m.ports.includes(opts.port));
-      if (!heldByPredecessor) throw err;
+      if (!heldByPredecessor && (e.code !== 'EADDRINUSE' || opts.port === 0 || opts.dataDir === undefined || ++unexplained > 1)) throw err;
+      if (!heldByPredecessor) {
+        await new Promise((r) => setTimeout(r, BIND_RETRY_MS));
+        continue;
+      }
+      unexplained = 0;
       if (Date.now() >= deadline) {
         throw new Error(
           `${opts.what}: port ${opts.port} is still held by the host process this one takes over from after ${opts.waitS} s; ` +
@@ -166,4 +185,27 @@ export async function listenAfterPredecessor(
       await new Promise((r) => setTimeout(r, BIND_RETRY_MS));
     }
   }
+}
+
+/**
+ * Resolves true once no other live host process of this data dir takes work (none left, or each
+ * draining after its SIGTERM), false if `signal` aborts first. A successor polls the host task queue
+ * and runs the host agent, warm pool and drain shipper only then: two of each on one engine would
+ * race (a warm container renamed for two sessions at once, two reconcilers ending the same session).
+ */
+export async function untilPredecessorsDrain(dataDir: string, signal: AbortSignal, log: Logger): Promise<boolean> {
+  const processes = hostProcesses(dataDir);
+  let said = false;
+  while (!signal.aborted) {
+    if (processes.others().every((m) => m.draining)) {
+      if (said) log.warn('the host process before this one is draining: this one takes the host\'s work now');
+      return true;
+    }
+    if (!said) {
+      said = true;
+      log.warn('another host process of this data dir still takes work: this one waits for its SIGTERM before taking any');
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
 }

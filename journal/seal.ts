@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pidRuns, removeQuietly } from '../host/handover.js';
 
 /**
  * Journals whose `ended` record is being written: the portal appends nothing more to them (and
@@ -56,19 +57,10 @@ function otherWriters(dataDir: string, operationId: number): number {
     if (!f.startsWith(prefix)) continue;
     const pid = Number(f.slice(prefix.length));
     if (pid === process.pid) continue;
-    if (alive(pid)) n++;
+    if (pidRuns(pid)) n++;
     else removeQuietly(path.join(locksDir(dataDir), f));
   }
   return n;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Removes the seal and marks of a journal that is gone (retention). */
@@ -104,13 +96,5 @@ export class JournalHold {
     if (!this.held) return;
     this.held = false;
     removeQuietly(this.mark);
-  }
-}
-
-function removeQuietly(file: string) {
-  try {
-    unlinkSync(file);
-  } catch {
-    // Gone already.
   }
 }

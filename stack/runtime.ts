@@ -33,7 +33,7 @@ import { recordingRoutes } from '../api/routes/recordings.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
-import { hostProcesses } from '../host/handover.js';
+import { hostProcesses, untilPredecessorsDrain } from '../host/handover.js';
 import { VERSION } from '../lib/version.js';
 
 export interface RuntimeParts {
@@ -172,6 +172,13 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, handOver, metricsUrl: '' };
 
     const workers: Worker[] = [];
+    // An upgrade's successor takes the host's work only once its predecessor has stopped taking it.
+    const takingWork = new AbortController();
+    const mayTakeWork = parts.hostStacks?.length ? untilPredecessorsDrain(config.dataDir, takingWork.signal, log) : Promise.resolve(true);
+    const whenMayTakeWork = (start: () => unknown) => void mayTakeWork.then((ok) => {
+      if (ok && !takingWork.signal.aborted) start();
+    });
+    const hostWorkers = new Set<Worker>();
     if (parts.worker && connection) {
       workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
@@ -189,17 +196,19 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets,
       });
       for (const stack of parts.hostStacks) {
-        workers.push(await createHostWorker({
+        const w = await createHostWorker({
           connection, namespace: config.temporal.namespace, stack,
           host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets },
-        }));
+        });
+        workers.push(w);
+        hostWorkers.add(w);
       }
-      pool.start();
+      whenMayTakeWork(() => pool.start());
       cleanups.push(() => pool.stop());
       runtime.pool = pool;
       // One agent per engine, whatever the number of stacks it serves.
       const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
-      await agent.start();
+      whenMayTakeWork(() => agent.start().catch((err) => log.warn({ err }, 'starting the host agent failed')));
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
       registerHostMetrics(metrics.registry, {
@@ -221,12 +230,12 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           allowPrivateTargets: config.drains.allowPrivateTargets,
         },
       });
-      shipper.start();
+      whenMayTakeWork(() => shipper.start());
       cleanups.push(() => shipper.stop());
       const retention = new JournalRetention({
         db, log, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS,
       });
-      retention.start();
+      whenMayTakeWork(() => retention.start());
       cleanups.push(() => retention.stop());
       const internal = new HostInternalServer({
         db, log, secrets, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS,
@@ -237,12 +246,16 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await registration.update({ internalUrl });
     }
     for (const w of workers) {
-      const running = w.run();
+      const running = hostWorkers.has(w)
+        ? mayTakeWork.then((ok) => (ok && !takingWork.signal.aborted ? w.run() : undefined))
+        : w.run();
       cleanups.push(async () => {
         if (w.getState() === 'RUNNING') w.shutdown();
         await running;
       });
     }
+    // Stopped first (cleanups run in reverse): parts still waiting to take work never start.
+    cleanups.push(async () => takingWork.abort());
 
     if (parts.api) {
       registerDbMetrics(metrics.registry, db);
