@@ -8,7 +8,9 @@
 // - a new session attaches through the new process;
 // - the old process exits once its last client has left, and not before.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +18,9 @@ import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
 import { REUSE_PORT, type HostProcessMark } from '../host/handover.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
-import { journalPath } from '../journal/writer.js';
+import { JournalWriter, journalPath } from '../journal/writer.js';
+import { sealJournal } from '../journal/seal.js';
+import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
@@ -202,4 +206,56 @@ describe(`a host process upgraded under ${SESSIONS} live sessions`, () => {
     // The new process serves on: its session is untouched, and it tears sessions down itself.
     expect(await fleet.open()).toEqual([r.body.id]);
   }, 420_000);
+});
+
+describe('a journal sealed while another process appends to it (journal/seal.ts)', () => {
+  it('the other process stops at the seal, and `ended` written after the wait is the last record', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'essh-seal-'));
+    const id = 4242;
+    // The old process's attachment, reduced to its journal: appends a numbered line every few ms as long
+    // as the journal is not sealed, as portal/attachment.ts does for each chunk of output.
+    const script = path.join(dataDir, 'writer.ts');
+    writeFileSync(script, `
+      import { JournalHold } from ${JSON.stringify(path.join(projectRoot, 'journal/seal.ts'))};
+      import { JournalWriter } from ${JSON.stringify(path.join(projectRoot, 'journal/writer.ts'))};
+      const hold = new JournalHold(${JSON.stringify(dataDir)}, ${id});
+      const journal = JournalWriter.open(${JSON.stringify(dataDir)}, ${id});
+      process.stdout.write('holding\\n');
+      let n = 0;
+      const timer = setInterval(() => {
+        if (hold.sealed) {
+          clearInterval(timer);
+          journal.close();
+          process.stdout.write('stopped after ' + n + '\\n');
+          // Lingers, alive, with its hold let go: the sealing side must not wait for the process to exit.
+          setTimeout(() => process.exit(0), 3000);
+          return;
+        }
+        // A writer held up between its look at the seal and its append (a loaded host descheduling it):
+        // the seal must hold whatever that delay.
+        const lookedAt = Date.now();
+        while (Date.now() - lookedAt < 5) { /* busy */ }
+        journal.output('stdout', Buffer.from('line ' + ++n + '\\n'));
+      }, 2);
+    `);
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    await waitFor('the writer to hold the journal', async () => out.includes('holding'), 30_000, 20);
+    await waitFor('a few lines appended', async () => (await journalOf(dataDir, id)).records.length > 20, 30_000, 20);
+    // As endSession does: seal, wait for the other writers, write `ended` at once.
+    expect(await sealJournal(dataDir, id)).toBe(true);
+    const writer = JournalWriter.open(dataDir, id);
+    writer.ended({ end_reason: 'disconnect', end_message: null, ended_by: null, exit_code: null, duration_s: 1, output_complete: true });
+    writer.close();
+    // The writer let go at the seal, though it still runs.
+    expect(child.exitCode).toBeNull();
+    await waitFor('the writer to say it stopped', async () => /stopped after \d+/.test(out), 10_000, 20);
+    await new Promise((r) => child.once('exit', r));
+    const { records, output } = await journalOf(dataDir, id);
+    expect(records.at(-1)?.type).toBe(RecordType.ended);
+    // Every line the writer appended, in order, before `ended`.
+    const n = Number(/stopped after (\d+)/.exec(out)![1]);
+    expect(output.toString()).toBe(Array.from({ length: n }, (_, i) => `line ${i + 1}\n`).join(''));
+  }, 60_000);
 });
