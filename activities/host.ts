@@ -132,8 +132,11 @@ export function createHostActivities(deps: HostActivityDeps) {
       const row = await db.selectFrom('session_journals').select(['ended_at', 'truncated'])
         .where('operation_id', '=', req.operationId).executeTakeFirst();
       if (!row || row.ended_at) return;
-      // No portal of this process writes to it any more, so `ended` stays the last record.
-      sealJournal(req.operationId);
+      // No portal, of this process or of another on this data dir (an upgrade's overlap), writes to
+      // it any more, so `ended` stays the last record.
+      if (!(await sealJournal(deps.dataDir, req.operationId))) {
+        log.warn('a portal of another process still held the journal open after 30 s; writing its end anyway', { operationId: req.operationId });
+      }
       const writer = JournalWriter.open(deps.dataDir, req.operationId);
       try {
         const endedAt = nowIso();

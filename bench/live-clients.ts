@@ -15,7 +15,12 @@ interface Held {
   stderr: string;
   /** The connection itself went (the portal's process killed, say), not just the channel. */
   lost: boolean;
+  /** Everything the program's output brought this connection (up to SEEN_MAX bytes), for comparing with its journal. */
+  seen: Buffer[];
+  seenBytes: number;
 }
+
+const SEEN_MAX = 4 << 20;
 
 /** How to come back after a lost connection: the owner's key, and for how long to keep trying. */
 interface Reattach {
@@ -63,7 +68,12 @@ async function connectOnce(c: Client, withKey: boolean): Promise<Held> {
     pty: { ...c.pty, term: 'xterm' }, readyTimeoutMs: 120_000, localAddress: c.localAddress,
     ...(withKey ? { privateKey: c.reattach!.privateKey } : {}),
   });
-  const h: Held = { shell, stderr: '', lost: false };
+  const h: Held = { shell, stderr: '', lost: false, seen: [], seenBytes: 0 };
+  shell.channel.on('data', (chunk: Buffer) => {
+    if (h.seenBytes + chunk.length > SEEN_MAX) return;
+    h.seen.push(chunk);
+    h.seenBytes += chunk.length;
+  });
   // ssh2 emits the client's 'close' (and 'end') before it closes the channels: by the channel's close
   // we know whether the connection went with it.
   shell.client.on('end', () => (h.lost = true));
@@ -224,6 +234,9 @@ class EchoProbe {
 }
 
 let probe: EchoProbe | undefined;
+/** Every client typing a key now and then, as users at their terminals would. */
+let typing: NodeJS.Timeout | undefined;
+let typed = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 process.on('message', (m: FleetRequest) => {
@@ -248,6 +261,30 @@ process.on('message', (m: FleetRequest) => {
           probe = undefined;
           await p?.stop();
           send({ type: 'echo', req: m.req, samples: p?.samples ?? [], missed: p?.missed ?? [] });
+          break;
+        }
+        case 'type-start': {
+          clearInterval(typing);
+          typing = setInterval(() => {
+            // Letters, and a Ctrl-U now and then so that no line wraps.
+            const key = ++typed % 40 === 0 ? '\x15' : String.fromCharCode(97 + (typed % 26));
+            for (const c of clients.values()) c.held?.shell.channel.write(key);
+          }, m.everyMs);
+          send({ type: 'ok', req: m.req });
+          break;
+        }
+        case 'type-stop':
+          clearInterval(typing);
+          typing = undefined;
+          send({ type: 'ok', req: m.req });
+          break;
+        case 'seen': {
+          const seen: Record<number, string> = {};
+          for (const id of m.ids) {
+            const h = clients.get(id)?.held;
+            if (h) seen[id] = Buffer.concat(h.seen).toString('base64');
+          }
+          send({ type: 'seen', req: m.req, seen });
           break;
         }
         case 'status':

@@ -15,6 +15,9 @@ export type FleetRequest = { req: number } & (
   | { type: 'echo-start'; id: number; everyMs: number }
   | { type: 'echo-stop' }
   | { type: 'status' }
+  | { type: 'type-start'; everyMs: number }
+  | { type: 'type-stop' }
+  | { type: 'seen'; ids: number[] }
   | { type: 'close'; ids?: number[] }
 );
 
@@ -23,6 +26,8 @@ export type FleetReply =
   | { type: 'attached'; req: number; id: number; ms: number }
   | { type: 'echo'; req: number; samples: number[]; missed: string[] }
   | { type: 'status'; req: number; open: number[] }
+  /** What each client's connection got from its program so far (base64), by session id. */
+  | { type: 'seen'; req: number; seen: Record<number, string> }
   | { type: 'ok'; req: number }
   | { type: 'error'; req: number; id?: number; message: string }
   /**
@@ -50,6 +55,11 @@ export interface ClientFleet {
   echoStart(id: number, everyMs: number): Promise<void>;
   echoStop(): Promise<{ samples: number[]; missed: string[] }>;
   open(): Promise<number[]>;
+  /** Every client types a key each `everyMs` until `typeStop`. */
+  typeStart(everyMs: number): Promise<void>;
+  typeStop(): Promise<void>;
+  /** What these clients' connections got from their programs so far, by session id. */
+  seen(ids: number[]): Promise<Map<number, Buffer>>;
   /** Closes these clients (all if none named), as their users would. */
   close(ids?: number[]): Promise<void>;
   /** Clients the portal let go unasked, and those that could not reattach, in order. */
@@ -124,6 +134,16 @@ export async function startClientFleet(): Promise<ClientFleet> {
     async open() {
       const r = await call({ type: 'status' });
       return r.type === 'status' ? r.open : [];
+    },
+    async typeStart(everyMs) {
+      await call({ type: 'type-start', everyMs });
+    },
+    async typeStop() {
+      await call({ type: 'type-stop' });
+    },
+    async seen(ids) {
+      const r = await call({ type: 'seen', ids });
+      return new Map(r.type === 'seen' ? Object.entries(r.seen).map(([id, b64]) => [Number(id), Buffer.from(b64, 'base64')]) : []);
     },
     async close(ids) {
       await call({ type: 'close', ids });

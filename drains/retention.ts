@@ -4,6 +4,7 @@ import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { journalPath } from '../journal/writer.js';
+import { forgetJournalSeal } from '../journal/seal.js';
 
 /**
  * Deletes, on its host, the journal (the drains' queue and the recording) of each session that ended
@@ -52,6 +53,7 @@ export class JournalRetention {
     for (const { operation_id } of expired) {
       const id = Number(operation_id);
       await rm(journalPath(dataDir, id), { force: true });
+      forgetJournalSeal(dataDir, id);
       await db.updateTable('session_journals').set({ deleted_at: nowIso() }).where('operation_id', '=', id).execute();
       deleted++;
     }

@@ -26,6 +26,13 @@ const envSchema = z.object({
   ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
   /** After a portal crash: how long its successor keeps the sessions of the clients it had for them to come back. */
   ESSH_REATTACH_WINDOW_S: seconds.default(120),
+  /**
+   * An upgrade (host/handover.ts): how long a host process sent SIGTERM keeps serving the clients it has
+   * before it exits anyway (its successor's reattach window then keeps their sessions while they come back).
+   */
+  ESSH_UPGRADE_DRAIN_S: z.coerce.number().min(0).default(86_400),
+  /** How long a new host process waits for the ports its predecessor still holds (until that one gets SIGTERM). */
+  ESSH_UPGRADE_BIND_WAIT_S: seconds.default(300),
   ESSH_PUBLIC_HOST: z.string().optional(),
   /** The SSH portal's limits before authentication (portal/guard.ts). */
   ESSH_PORTAL_MAX_CONNECTIONS: z.coerce.number().int().positive().optional(),
@@ -142,6 +149,8 @@ export interface Config {
     host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
     limits: Partial<PortalLimits>;
   };
+  /** The handover between an old and a new host process (host/handover.ts). */
+  upgrade: { drainS: number; bindWaitS: number };
   databaseUrl: string;
   temporal: {
     address?: string;
@@ -224,6 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         ...(e.ESSH_PORTAL_MAX_CONNECTIONS_PER_USER ? { maxConnectionsPerUser: e.ESSH_PORTAL_MAX_CONNECTIONS_PER_USER } : {}),
       },
     },
+    upgrade: { drainS: e.ESSH_UPGRADE_DRAIN_S, bindWaitS: e.ESSH_UPGRADE_BIND_WAIT_S },
     databaseUrl: e.DATABASE_URL ?? path.join(dataDir, 'essh.sqlite'),
     temporal: {
       address: e.TEMPORAL_ADDRESS,

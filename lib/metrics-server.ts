@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from './log.js';
 import { bearerMatches } from './metrics.js';
+import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
 
 /** What a process exposes: its Prometheus text, and that text's content type. */
 export interface Exposition {
@@ -18,19 +19,26 @@ export class MetricsServer {
   private server?: http.Server;
   url?: string;
 
-  constructor(private readonly deps: { host: string; port: number; token?: string; exposition: Exposition; log: Logger }) {}
+  constructor(
+    private readonly deps: {
+      host: string; port: number; token?: string; exposition: Exposition; log: Logger;
+      /** A host process's: its port may still be its predecessor's, during an upgrade (host/handover.ts). */
+      handover?: { dataDir: string; bindWaitS: number };
+    },
+  ) {}
 
   async start(): Promise<string> {
     const { host, port, log } = this.deps;
     const server = http.createServer((req, res) => void this.answer(req, res));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(`the metrics listener could not listen on ${host}:${port} (${err.code ?? err.message}); set ESSH_METRICS_PORT to a free port (0: any)`)));
-      server.listen(port, host, () => resolve());
-    });
+    const { handover } = this.deps;
+    await listenAfterPredecessor(server, { host, port, dataDir: handover?.dataDir, waitS: handover?.bindWaitS ?? 0, log, what: 'the metrics listener' })
+      .catch((err: NodeJS.ErrnoException) => {
+        throw new Error(`the metrics listener could not listen on ${host}:${port} (${err.code ?? err.message}); set ESSH_METRICS_PORT to a free port (0: any)`);
+      });
     server.on('error', (err) => log.error({ err }, 'metrics listener error'));
     this.server = server;
     const { port: bound } = server.address() as AddressInfo;
+    if (handover) hostProcesses(handover.dataDir).announce({ port: bound });
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics`;
     return this.url;
   }

@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import { imageProgram } from '../host/containers.js';
 import { oomSince } from '../host/oom.js';
 import { announceJournalAppended } from '../journal/news.js';
-import { isJournalSealed } from '../journal/seal.js';
+import { JournalHold } from '../journal/seal.js';
 import { JournalWriteError, JournalWriter } from '../journal/writer.js';
 import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import type { AttachedNotes } from './attached-notes.js';
@@ -41,10 +41,15 @@ const DESCRIBE_TIMEOUT_MS = 10_000;
 export interface PortalInstance {
   hostId?: string;
   bootId: string;
+  /**
+   * The portal instances of this host that still run in another process: a predecessor draining its
+   * clients after an upgrade's SIGTERM (host/handover.ts). Their connections are alive, not dead ones.
+   */
+  liveElsewhere?: () => Set<string>;
 }
 
-export function newPortalInstance(hostId?: string): PortalInstance {
-  return { hostId, bootId: randomBytes(4).toString('hex') };
+export function newPortalInstance(hostId?: string, liveElsewhere?: () => Set<string>): PortalInstance {
+  return { hostId, bootId: randomBytes(4).toString('hex'), liveElsewhere };
 }
 
 /** `portal-<boot>-<random>@<host>` (a portal on no host: `portal-<boot>-<random>`). */
@@ -53,15 +58,27 @@ function connectionIdFor(p: PortalInstance): string {
   return p.hostId ? `${id}@${p.hostId}` : id;
 }
 
-/**
- * Whether the connection was one of an earlier start of this host's portal: that process is gone (a
- * host runs one essh host process at a time; its journals, drains and registration assume as much),
- * and with it the connection, though it never sent `clientDisconnected` (SIGKILL, OOM, power loss).
- */
-export function isPredecessorConnection(connectionId: string, p: PortalInstance): boolean {
-  if (!p.hostId) return false;
+/** The boot id of another start of this host's portal that made the connection, else null. */
+function otherBootOf(connectionId: string, p: PortalInstance): string | null {
+  if (!p.hostId) return null;
   const m = /^portal-([0-9a-f]+)-[0-9a-f]+@(.+)$/.exec(connectionId);
-  return m !== null && m[2] === p.hostId && m[1] !== p.bootId;
+  return m !== null && m[2] === p.hostId && m[1] !== p.bootId ? m[1]! : null;
+}
+
+/**
+ * Whether the connection was one of an earlier start of this host's portal that is gone (SIGKILL,
+ * OOM, power loss, or a drain past its deadline), and with it the connection, though it never sent
+ * `clientDisconnected`. A predecessor still draining its clients (an upgrade) is not gone.
+ */
+export function isPredecessorConnection(connectionId: string, p: PortalInstance, live = p.liveElsewhere?.()): boolean {
+  const boot = otherBootOf(connectionId, p);
+  return boot !== null && !live?.has(boot);
+}
+
+/** Whether the connection is served by another process of this host that still runs (a predecessor draining). */
+export function isLivePeerConnection(connectionId: string, p: PortalInstance, live = p.liveElsewhere?.()): boolean {
+  const boot = otherBootOf(connectionId, p);
+  return boot !== null && live?.has(boot) === true;
 }
 
 export interface AttachmentDeps {
@@ -103,6 +120,8 @@ export class Attachment {
   bytesFromContainer = 0;
   private exec?: Docker.Exec;
   private journal?: JournalWriter;
+  /** Held while the journal is open: teardown in another process waits for it (journal/seal.ts). */
+  private journalHold?: JournalHold;
   private heartbeatSent = false;
   private beat?: NodeJS.Timeout;
   private channelClosed = false;
@@ -177,7 +196,7 @@ export class Attachment {
       }, wait);
       return;
     }
-    if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || isJournalSealed(this.sessionId)) return;
+    if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || this.journalHold?.sealed !== false) return;
     const size = `${this.pty.cols}x${this.pty.rows}`;
     if (size === this.journaledSize) return;
     this.lastResizeAt = Date.now();
@@ -210,7 +229,7 @@ export class Attachment {
       this.watch.stop();
       clearTimeout(this.resizeTimer);
       clearTimeout(this.newsTimer);
-      this.journal?.close();
+      this.closeJournal();
     }
   }
 
@@ -238,6 +257,7 @@ export class Attachment {
 
     const container = docker.getContainer(ready.containerId);
     const tty = this.pty !== null;
+    this.journalHold = new JournalHold(this.deps.dataDir, id);
     this.journal = JournalWriter.open(this.deps.dataDir, id, { maxBytes: this.deps.journalMaxBytes });
     if (this.pty) this.journalResize();
     const program = await this.program(ready.row);
@@ -258,9 +278,10 @@ export class Attachment {
     if (this.pty) this.resize(this.pty);
 
     const journal = this.journal;
+    const hold = this.journalHold;
     const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (s, chunk) => {
       // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
-      if (isJournalSealed(id)) return false;
+      if (hold.sealed) return false;
       if (!journal.output(s, chunk)) this.markTruncated();
       this.journalNews();
       return true;
@@ -320,7 +341,15 @@ export class Attachment {
       stream.unpipe(output);
       stream.destroy();
       output.destroy();
+      // Nothing more is appended: a teardown waiting in another process may write `ended` now.
+      this.closeJournal();
     }
+  }
+
+  private closeJournal() {
+    this.journal?.close();
+    this.journal = undefined;
+    this.journalHold?.release();
   }
 
   /**

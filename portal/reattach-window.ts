@@ -2,7 +2,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from '../lib/log.js';
 import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import type { AttachedNotes } from './attached-notes.js';
-import { isPredecessorConnection, type PortalInstance } from './attachment.js';
+import { isLivePeerConnection, isPredecessorConnection, type PortalInstance } from './attachment.js';
 
 /** Signals in flight at once when the window opens: hundreds at once would queue at the workflow worker. */
 const SIGNALS_AT_ONCE = 20;
@@ -17,11 +17,18 @@ const SIGNALS_AT_ONCE = 20;
  * then names the new connection) or the window closes; then it says the old connection is gone, and
  * the session ends unless its client came back. Only a crash opens the window: a portal that stops
  * cleanly ends its clients' connections and removes their notes.
+ *
+ * During an upgrade (host/handover.ts) the predecessor still runs, draining its clients: their
+ * connections are alive and it heartbeats them itself, so they are only watched (`held`). Should it
+ * exit with clients left (its drain deadline, or a crash meanwhile), the window opens for those then.
  */
 export class ReattachWindow {
-  private readonly waiting = new Map<number, string>();
+  private readonly waiting = new Map<number, { connectionId: string; closesAt: number }>();
+  /** Connections of a predecessor that still serves them. */
+  private readonly held = new Map<number, string>();
   private timer?: NodeJS.Timeout;
-  private closesAt = 0;
+  private heldTimer?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(
     private readonly deps: { client: Client; notes: AttachedNotes; portal: PortalInstance; log: Logger; heartbeatIntervalS: number; windowS: number },
@@ -36,36 +43,73 @@ export class ReattachWindow {
   async open(): Promise<void> {
     const { notes, portal, windowS } = this.deps;
     if (windowS <= 0) return;
+    const live = portal.liveElsewhere?.();
+    const closesAt = Date.now() + windowS * 1000;
     for (const [sessionId, connectionId] of notes.all()) {
-      if (isPredecessorConnection(connectionId, portal)) this.waiting.set(sessionId, connectionId);
+      if (isPredecessorConnection(connectionId, portal, live)) this.waiting.set(sessionId, { connectionId, closesAt });
+      else if (isLivePeerConnection(connectionId, portal, live)) this.held.set(sessionId, connectionId);
+    }
+    if (this.held.size > 0) {
+      this.deps.log.info({ sessions: this.held.size }, 'the host process before this one still serves its clients (an upgrade): watching it');
+      this.watchHeld();
     }
     if (this.waiting.size === 0) return;
-    this.closesAt = Date.now() + windowS * 1000;
     this.deps.log.info({ sessions: this.waiting.size, window_s: windowS }, 'the portal before this one stopped without letting its clients go: keeping their sessions while they reattach');
     await this.beat();
   }
 
   stop() {
+    this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.heldTimer);
     this.timer = undefined;
     this.waiting.clear();
+    this.held.clear();
+  }
+
+  /** Each heartbeat interval: a held connection whose process has gone joins the window from now. */
+  private watchHeld() {
+    this.heldTimer = setTimeout(() => {
+      if (this.stopped) return;
+      const { notes, portal, windowS } = this.deps;
+      const live = portal.liveElsewhere?.();
+      const closesAt = Date.now() + windowS * 1000;
+      let joined = 0;
+      for (const [sessionId, connectionId] of this.held) {
+        if (notes.read(sessionId) !== connectionId) this.held.delete(sessionId);
+        else if (!isLivePeerConnection(connectionId, portal, live)) {
+          this.held.delete(sessionId);
+          this.waiting.set(sessionId, { connectionId, closesAt });
+          joined++;
+        }
+      }
+      if (joined > 0) {
+        this.deps.log.info({ sessions: joined, window_s: windowS }, 'the host process before this one exited with clients left: keeping their sessions while they reattach');
+        if (!this.timer) void this.beat().catch((err) => this.deps.log.warn({ err }, 'reattach window beat failed'));
+      }
+      if (this.held.size > 0) this.watchHeld();
+    }, this.deps.heartbeatIntervalS * 1000);
   }
 
   private async beat() {
     this.timer = undefined;
-    const closing = Date.now() >= this.closesAt;
+    const now = Date.now();
     const due: [number, string, 'heartbeat' | 'gone'][] = [];
-    for (const [sessionId, connectionId] of this.waiting) {
+    for (const [sessionId, { connectionId, closesAt }] of this.waiting) {
       // Back: its attachment noted the new connection (and told the workflow the old one is gone).
       if (this.deps.notes.read(sessionId) !== connectionId) {
         this.waiting.delete(sessionId);
         continue;
       }
+      const closing = now >= closesAt;
+      if (closing) this.waiting.delete(sessionId);
       due.push([sessionId, connectionId, closing ? 'gone' : 'heartbeat']);
     }
-    if (closing) this.waiting.clear();
     await inBatches(due, SIGNALS_AT_ONCE, ([sessionId, connectionId, what]) => this.signal(sessionId, connectionId, what));
-    if (this.waiting.size > 0) this.timer = setTimeout(() => void this.beat(), Math.min(this.deps.heartbeatIntervalS * 1000, Math.max(0, this.closesAt - Date.now())));
+    if (this.waiting.size > 0 && !this.stopped) {
+      const nextClose = Math.min(...[...this.waiting.values()].map((w) => w.closesAt));
+      this.timer = setTimeout(() => void this.beat(), Math.min(this.deps.heartbeatIntervalS * 1000, Math.max(0, nextClose - Date.now())));
+    }
   }
 
   private async signal(sessionId: number, connectionId: string, what: 'heartbeat' | 'gone') {

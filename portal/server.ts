@@ -15,6 +15,7 @@ import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
+import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
 
 
 export interface PortalDeps {
@@ -50,10 +51,16 @@ export class SshPortal {
   /** Sockets the guard let in, by remote address and port, until ssh2 hands over their connection. */
   private readonly admitted = new Map<string, { admission: Admission; authenticated: () => void }>();
   private readonly instance: PortalInstance;
+  /** Set once the listener is closing (an upgrade's drain: `stopAccepting`). */
+  private listenerClosed?: Promise<void>;
   port = 0;
 
   constructor(private readonly deps: PortalDeps) {
-    this.instance = newPortalInstance(deps.hostId);
+    // A stack host's portal marks itself among the host's processes: an upgrade's successor tells its
+    // live connections from a crashed predecessor's dead ones (host/handover.ts).
+    const processes = deps.hostId ? hostProcesses(deps.config.dataDir) : undefined;
+    this.instance = newPortalInstance(deps.hostId, processes && (() => new Set(processes.others().flatMap((m) => m.bootIds))));
+    processes?.announce({ bootId: this.instance.bootId });
     this.notes = new AttachedNotes(deps.config.dataDir);
     this.reattachWindow = new ReattachWindow({
       client: deps.client, notes: this.notes, portal: this.instance, log: deps.log,
@@ -80,18 +87,37 @@ export class SshPortal {
     // Connections are admitted before ssh2 sees them (portal/guard.ts): one refused costs a closed
     // socket, not a key exchange.
     const server = net.createServer((socket) => this.onSocket(socket, ssh));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.ssh.port, config.ssh.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
+    await listenAfterPredecessor(server, {
+      host: config.ssh.host, port: config.ssh.port, dataDir: this.deps.hostId ? config.dataDir : undefined,
+      waitS: config.upgrade.bindWaitS, log, what: 'the SSH portal',
     });
     server.on('error', (err: Error) => log.error({ err }, 'SSH portal server error'));
     // While the clients of a crashed predecessor come back through the socket just opened.
     void this.reattachWindow.open().catch((err) => log.warn({ err }, 'opening the reattach window failed'));
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
+    if (this.deps.hostId) hostProcesses(config.dataDir).announce({ port: this.port });
+  }
+
+  /**
+   * An upgrade's first step here: the listener closes (the successor takes the port) and no client is
+   * let go; `drained` resolves once the last connection has ended.
+   */
+  stopAccepting(): void {
+    const server = this.server;
+    if (!server || this.listenerClosed) return;
+    this.listenerClosed = new Promise<void>((r) => server.close(() => r()));
+    this.reattachWindow.stop();
+  }
+
+  /** Whether every connection ended within `ms` (the drain deadline). */
+  async drained(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (this.connections.size > 0 || this.serving.size > 0 || this.guard.openConnections > 0) {
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, Math.min(250, Math.max(1, deadline - Date.now()))));
+    }
+    return true;
   }
 
   /** Open connections (admitted, authenticated or not) and those still authenticating, and channels attached to a session: for /metrics. */
@@ -113,7 +139,7 @@ export class SshPortal {
     this.server = undefined;
     await this.notesSweep.stop();
     this.reattachWindow.stop();
-    const closed = new Promise<void>((r) => server.close(() => r()));
+    const closed = this.listenerClosed ?? new Promise<void>((r) => server.close(() => r()));
     for (const conn of this.connections) conn.end();
     await Promise.race([Promise.all([closed, ...this.serving]), new Promise((r) => setTimeout(r, 5000))]);
   }

@@ -37,6 +37,7 @@ import { AuditShipper } from '../drains/audit-shipper.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
+import { hostProcesses, untilPredecessorsDrain } from '../host/handover.js';
 import { VERSION } from '../lib/version.js';
 
 export interface RuntimeParts {
@@ -81,14 +82,28 @@ export interface Runtime {
   /** This process's /metrics (lib/metrics-server.ts). */
   metricsUrl: string;
   stop(): Promise<void>;
+  /**
+   * An upgrade's SIGTERM (host/handover.ts): closes the listeners and stops taking work (workers,
+   * host agent, warm pool, drain shipper, retention…: the successor runs those), keeps serving and
+   * heartbeating the connections it has until the last ends (then stops: true) or
+   * ESSH_UPGRADE_DRAIN_S passes (false: the caller exits at once, leaving the attached notes for the
+   * successor's reattach window, as a crash would).
+   */
+  handOver(): Promise<boolean>;
 }
 
 /** Starts the parts of essh this process runs, each with an owner that stops it on `stop()`. */
 export async function startRuntime(config: Config, parts: RuntimeParts, log = createLogger(config.logLevel)): Promise<Runtime> {
   const cleanups: (() => Promise<unknown>)[] = [];
+  /** The parts an upgrade's drain keeps running: what serves the clients already attached (handOver). */
+  const servingClients = new Set<() => Promise<unknown>>();
   const stop = async () => {
     for (const c of cleanups.reverse()) await c().catch((err) => log.warn({ err }, 'stopping a part failed'));
     cleanups.length = 0;
+  };
+  const serves = (cleanup: () => Promise<unknown>) => {
+    servingClients.add(cleanup);
+    cleanups.push(cleanup);
   };
   try {
     // The data dir holds the database, keys, tokens and the sessions' journals: essh's user only. Files
@@ -98,7 +113,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     chmodSync(config.dataDir, 0o700);
     const engine = engineOf(config.databaseUrl);
     const db = openDatabase(config.databaseUrl);
-    cleanups.push(() => db.destroy());
+    serves(() => db.destroy());
     await migrate(db, engine);
     const installation = await loadInstallation(db, config.installation);
     const instanceId = installation.id;
@@ -109,7 +124,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     if (envs) log.info({ apps: envs, key: secrets.keyId }, 'sealed stored app environments under the current secrets key');
 
     const client = await connectClient(config.temporal);
-    cleanups.push(() => client.connection.close());
+    serves(() => client.connection.close());
     if (parts.searchAttributes && (parts.api || parts.worker)) {
       const { added } = await ensureSearchAttributes(client.connection, { namespace: config.temporal.namespace, address: temporalAddress(config.temporal) });
       if (added.length) log.info({ namespace: config.temporal.namespace, added }, 'registered essh\'s search attributes');
@@ -144,9 +159,30 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       metrics,
     });
     const admin = new AdminService(db, secrets, { tokenDefaultTtlS: config.tokenDefaultTtlS });
-    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, metricsUrl: '' };
+    const handOver = async () => {
+      const portal = runtime.portal;
+      if (parts.hostStacks?.length) hostProcesses(config.dataDir).announce({ draining: true });
+      // The port first, so that the successor answers new clients at once (it retries the bind).
+      portal?.stopAccepting();
+      const kept = cleanups.filter((c) => servingClients.has(c));
+      const stopping = cleanups.filter((c) => !servingClients.has(c));
+      cleanups.length = 0;
+      cleanups.push(...kept);
+      for (const c of stopping.reverse()) await c().catch((err) => log.warn({ err }, 'stopping a part failed'));
+      const drained = portal ? await portal.drained(config.upgrade.drainS * 1000) : true;
+      if (drained) await stop();
+      return drained;
+    };
+    const runtime: Runtime = { config, db, engine, instanceId, installation, client, sessions, admin, secrets, log, stop, handOver, metricsUrl: '' };
 
     const workers: Worker[] = [];
+    // An upgrade's successor takes the host's work only once its predecessor has stopped taking it.
+    const takingWork = new AbortController();
+    const mayTakeWork = parts.hostStacks?.length ? untilPredecessorsDrain(config.dataDir, takingWork.signal, log) : Promise.resolve(true);
+    const whenMayTakeWork = (start: () => unknown) => void mayTakeWork.then((ok) => {
+      if (ok && !takingWork.signal.aborted) start();
+    });
+    const hostWorkers = new Set<Worker>();
     if (parts.worker && connection) {
       workers.push(await createMainWorker({ connection, namespace: config.temporal.namespace, db, workflowBundle: parts.workflowBundle }));
       const reconciler = new OperationsReconciler({ db, client, intervalS: config.reconcileIntervalS, settleS: config.operationSettleS, log });
@@ -168,17 +204,19 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets, egress,
       });
       for (const stack of parts.hostStacks) {
-        workers.push(await createHostWorker({
+        const w = await createHostWorker({
           connection, namespace: config.temporal.namespace, stack,
           host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets, egress },
-        }));
+        });
+        workers.push(w);
+        hostWorkers.add(w);
       }
-      pool.start();
+      whenMayTakeWork(() => pool.start());
       cleanups.push(() => pool.stop());
       runtime.pool = pool;
       // One agent per engine, whatever the number of stacks it serves.
       const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
-      await agent.start();
+      whenMayTakeWork(() => agent.start().catch((err) => log.warn({ err }, 'starting the host agent failed')));
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
       registerHostMetrics(metrics.registry, {
@@ -200,12 +238,12 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           allowPrivateTargets: config.drains.allowPrivateTargets,
         },
       });
-      shipper.start();
+      whenMayTakeWork(() => shipper.start());
       cleanups.push(() => shipper.stop());
       const retention = new JournalRetention({
         db, log, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS, intervalS: config.reconcileIntervalS,
       });
-      retention.start();
+      whenMayTakeWork(() => retention.start());
       cleanups.push(() => retention.stop());
       const internal = new HostInternalServer({
         db, log, secrets, hostId: config.hostId, dataDir: config.dataDir, retentionS: config.drains.retentionS,
@@ -219,12 +257,16 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await registration.update({ internalUrl });
     }
     for (const w of workers) {
-      const running = w.run();
+      const running = hostWorkers.has(w)
+        ? mayTakeWork.then((ok) => (ok && !takingWork.signal.aborted ? w.run() : undefined))
+        : w.run();
       cleanups.push(async () => {
         if (w.getState() === 'RUNNING') w.shutdown();
         await running;
       });
     }
+    // Stopped first (cleanups run in reverse): parts still waiting to take work never start.
+    cleanups.push(async () => takingWork.abort());
 
     if (parts.api) {
       registerDbMetrics(metrics.registry, db);
@@ -266,7 +308,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         hostId: parts.hostStacks?.length ? config.hostId : undefined,
       });
       await portal.start();
-      cleanups.push(() => portal.stop());
+      serves(() => portal.stop());
       runtime.portal = portal;
       runtime.sshPort = portal.port;
       sshEndpoint.port = portal.port;
@@ -275,7 +317,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
       });
     }
-    const metricsServer = new MetricsServer({ host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log });
+    const metricsServer = new MetricsServer({
+      host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log,
+      handover: parts.hostStacks?.length ? { dataDir: config.dataDir, bindWaitS: config.upgrade.bindWaitS } : undefined,
+    });
     runtime.metricsUrl = await metricsServer.start();
     cleanups.push(() => metricsServer.stop());
     return runtime;

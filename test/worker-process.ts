@@ -8,6 +8,13 @@ export interface WorkerProcess {
   /** Everything the process printed, for the failure message of a test that depends on it. */
   output(): string;
   kill(signal: NodeJS.Signals): Promise<void>;
+  /** Sends a signal without waiting for the exit. */
+  signal(signal: NodeJS.Signals): void;
+  /** Resolves when the process has printed `text` (within `ms`). */
+  printed(text: string, ms: number): Promise<void>;
+  /** Resolves with the exit code once the process has exited. */
+  readonly exited: Promise<number | null>;
+  /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: host/handover.ts). */
   stop(): Promise<void>;
 }
 
@@ -16,7 +23,12 @@ export interface WorkerProcess {
  * under `node --import tsx` rather than `npx tsx` so that the pid is the worker itself: a SIGKILL
  * sent to it kills the worker, not a launcher that would leave the worker running.
  */
-export async function startWorkerProcess(stack: TestStack, env: Record<string, string>): Promise<WorkerProcess> {
+export async function startWorkerProcess(
+  stack: TestStack, env: Record<string, string>,
+  /** What counts as started: by default the ready line; an upgrade's successor prints another first. */
+  opts: { readyWhen?: string } = {},
+): Promise<WorkerProcess> {
+  const readyWhen = opts.readyWhen ?? 'essh worker ready';
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
     cwd: projectRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -42,11 +54,13 @@ export async function startWorkerProcess(stack: TestStack, env: Record<string, s
     },
   });
   let out = '';
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const printedWaiters = new Set<() => void>();
   const ready = new Promise<void>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       out += chunk.toString('utf8');
-      if (out.includes('essh worker ready')) resolve();
+      for (const w of printedWaiters) w();
+      if (out.includes(readyWhen)) resolve();
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
@@ -66,9 +80,25 @@ export async function startWorkerProcess(stack: TestStack, env: Record<string, s
     pid: child.pid!,
     output: () => out,
     kill,
+    exited,
+    signal: (signal) => void child.kill(signal),
+    printed: (text, ms) => new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (!out.includes(text)) return;
+        printedWaiters.delete(check);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        printedWaiters.delete(check);
+        reject(new Error(`the worker process did not print ${JSON.stringify(text)} within ${ms} ms:\n${out.slice(-3000)}`));
+      }, ms);
+      printedWaiters.add(check);
+      check();
+    }),
     async stop() {
       const forced = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await kill('SIGTERM');
+      await kill('SIGINT');
       clearTimeout(forced);
     },
   };
