@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_MAX_SESSION_DURATION_S, PLANS } from '../lib/plans.js';
 import { CURSOR_PATTERN, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, decodeCursor, type PageRequest } from '../services/pages.js';
-import { END_REASONS, SESSION_STATES } from '../workflows/definitions.js';
+import { END_REASONS, SESSION_STATES, type Session } from '../workflows/definitions.js';
 import { ROLES } from '../services/auth.js';
 import { SSH_KEY_NAMESPACE } from '../lib/ssh-key-challenge.js';
 
@@ -240,6 +240,11 @@ export const sessionSchema = component('Session', z.object({
   ended_at: time.nullable(),
   expires_at: time.nullable(),
 }));
+// The schema and the workflow's plain Session (workflows/definitions.ts) are one shape: each must be
+// assignable to the other, or this fails to compile.
+type SameShape<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const sessionShapesAgree: SameShape<z.infer<typeof sessionSchema>, Session> = true;
+void sessionShapesAgree;
 export const createdSessionSchema = component('CreatedSession', sessionSchema.extend({
   connect: component('ConnectInfo', z.object({
     host: z.string(),

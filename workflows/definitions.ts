@@ -2,8 +2,6 @@
 // Deterministic: safe to import from workflow code.
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import type { z } from 'zod';
-import type { sessionSchema } from '../api/schemas.js';
 
 export const TASK_QUEUE = 'essh';
 export const hostTaskQueue = (stack: string) => `essh-host-${stack}`;
@@ -68,10 +66,31 @@ export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
 
 /**
- * A session as the API shows it (CONTRACT §3). Its shape is written once, as the API's schema
- * (api/schemas.ts); the type-only import keeps zod out of the workflow bundle.
+ * A session as the API shows it (CONTRACT §3): plain data, so that workflow code depends on no HTTP
+ * layer. The API's schema (api/schemas.ts `sessionSchema`) is held to this shape at compile time, both
+ * ways: a field added to one and not the other fails to compile. Times are RFC 3339 in UTC.
  */
-export type Session = z.infer<typeof sessionSchema>;
+export interface Session {
+  id: number;
+  operation_id: number;
+  workflow_id: string;
+  app: string;
+  account: string;
+  stack: string;
+  user: { id: number; name: string; email: string };
+  state: SessionState;
+  end_reason: EndReason | null;
+  end_message: string | null;
+  ended_by: string | null;
+  exit_code: number | null;
+  command: string[] | null;
+  container_size_mb: number;
+  container_id: string | null;
+  created_at: string;
+  connected_at: string | null;
+  ended_at: string | null;
+  expires_at: string | null;
+}
 
 /** The `describe` query: the Session as the workflow knows it, with its attached connections. */
 export interface SessionSnapshot extends Session {
