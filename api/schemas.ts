@@ -201,7 +201,7 @@ export function listOf<T extends z.ZodType>(name: string, item: T) {
   }).describe(`A page of ${name} items, in the list's order; follow next_cursor for the rest.`));
 }
 
-const time = z.iso.datetime().describe('RFC 3339, UTC');
+export const time = z.iso.datetime().describe('RFC 3339, UTC');
 const intId = z.number().int().positive();
 
 export const ERROR_CODES = [

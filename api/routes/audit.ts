@@ -3,12 +3,11 @@ import { AUDIT_ACTIONS, AUDIT_TARGET_TYPES, type AuditService } from '../../serv
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
-const time = z.iso.datetime().describe('RFC 3339, UTC');
 const queryTime = z.iso.datetime({ offset: true });
 
 const auditEventSchema = s.component('AuditEvent', z.object({
   id: z.number().int().positive(),
-  at: time,
+  at: s.time,
   accounts: z.array(z.string()).describe('the accounts the change concerns that the caller administers; empty: an operator-level change'),
   actor: z.object({ id: z.number().int().positive(), name: z.string().nullable(), email: z.string().nullable(), role: z.string().nullable() })
     .nullable().describe('who made the change, as they were then'),
