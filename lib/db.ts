@@ -4,10 +4,15 @@ import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import {
+  CompiledQuery,
   Kysely,
   Migrator,
   PostgresDialect,
   SqliteDialect,
+  SqliteDriver,
+  type DatabaseConnection,
+  type Driver,
+  type SqliteDialectConfig,
   type ColumnType,
   type Generated,
   type LogEvent,
@@ -164,7 +169,26 @@ export function openDatabase(url: string): Db {
   sqlite.exec('PRAGMA journal_mode = WAL');
   sqlite.exec('PRAGMA busy_timeout = 5000');
   sqlite.exec('PRAGMA foreign_keys = ON');
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: observe });
+  return new Kysely<Database>({ dialect: new WriterFirstSqliteDialect({ database: sqlite }), log: observe });
+}
+
+/**
+ * Transactions that take SQLite's write lock when they begin (BEGIN IMMEDIATE), not at their first
+ * write. Several processes share one file (hosts beside the API): a deferred transaction that reads,
+ * then writes after another process has committed, fails at once with SQLITE_BUSY (its snapshot is
+ * stale, so busy_timeout cannot help); an immediate one waits its turn under busy_timeout instead.
+ */
+class WriterFirstSqliteDialect extends SqliteDialect {
+  constructor(private readonly settings: SqliteDialectConfig) {
+    super(settings);
+  }
+  override createDriver(): Driver {
+    return new (class extends SqliteDriver {
+      override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+        await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+      }
+    })(this.settings);
+  }
 }
 
 /**
