@@ -12,6 +12,9 @@ import {
 } from './containers.js';
 import type { EgressGuard } from './egress.js';
 
+/** Longer than any list of candidates lives (a take's, or a keeper pass's). */
+const TAKEN_STAYS_CLAIMED_MS = 120_000;
+
 /** A pool container is made at the default session size, then sized for the session that takes it. */
 const POOL_CONTAINER_MB = 1024;
 
@@ -94,7 +97,9 @@ export class WarmPool {
         this.claimed.delete(c.Id);
         return null;
       }
-      this.claimed.delete(c.Id);
+      // Still claimed for a while: another take's list of candidates, made before this rename, shows
+      // the container under its pool name, and must not take it a second time.
+      setTimeout(() => this.claimed.delete(c.Id), TAKEN_STAYS_CLAIMED_MS).unref();
       void this.refill();
       return c.Id;
     }
