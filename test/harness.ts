@@ -12,7 +12,7 @@ import { inject } from 'vitest';
 import { loadConfig, type Config } from '../lib/config.js';
 import { imageRepository } from '../lib/grants.js';
 import { createLogger } from '../lib/log.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { removeInstallationFromEngine, sessionContainerName } from '../host/containers.js';
@@ -325,8 +325,23 @@ export async function containerExists(nameOrId: string): Promise<boolean> {
 export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
   const open = (await s.api.listAll<{ id: number; state: string }>('/sessions', s.adminToken)).filter((x) => x.state !== 'ended');
   await Promise.all(open.map((x) => s.api.post(`/sessions/${x.id}/terminate`, s.adminToken, { reason: 'test clean-up' })));
-  await waitFor('every session to end', async () =>
-    (await s.api.listAll<{ state: string }>('/sessions', s.adminToken)).every((x) => x.state === 'ended'), timeoutMs, 500);
+  let stillOpen: { id: number; state: string }[] = [];
+  try {
+    await waitFor('every session to end', async () => {
+      stillOpen = (await s.api.listAll<{ id: number; state: string }>('/sessions', s.adminToken)).filter((x) => x.state !== 'ended');
+      return stillOpen.length === 0;
+    }, timeoutMs, 500);
+  } catch (err) {
+    // Which sessions, in which state, and what their workflows wait for: the phase the wait gave up in.
+    const waits = await Promise.all(stillOpen.slice(0, 5).map(async (x) => {
+      const d = await s.runtime.client.workflow.getHandle(sessionWorkflowId(x.id)).describe().catch((e) => e as Error);
+      if (d instanceof Error) return `${x.id} ${x.state} (workflow: ${d.message})`;
+      const pending = (d.raw.pendingActivities ?? []).map((a) =>
+        `${a.activityType?.name} attempt ${a.attempt} ${temporal.api.enums.v1.PendingActivityState[a.state ?? 0]}`);
+      return `${x.id} ${x.state} (workflow ${d.status.name}; pending: ${pending.join(', ') || 'none'})`;
+    }));
+    throw new Error(`${(err as Error).message}; ${stillOpen.length} not ended: ${waits.join('; ')}`);
+  }
 }
 
 export interface SessionRun {
