@@ -12,6 +12,7 @@ import {
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
 import type { SecretBox } from '../lib/secrets.js';
+import { openEnv } from '../lib/app-env.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { sealJournal } from '../journal/seal.js';
@@ -168,8 +169,10 @@ export function createHostActivities(deps: HostActivityDeps) {
     if (known) return;
     const op = await db.selectFrom('operations as o')
       .innerJoin('users as u', 'u.id', 'o.user_id')
-      .select(['o.created_at', 'o.command', 'u.id as user_id', 'u.name as user_name', 'u.email as user_email'])
+      .select(['o.created_at', 'o.command', 'o.env', 'u.id as user_id', 'u.name as user_name', 'u.email as user_email'])
       .where('o.id', '=', spec.operationId).executeTakeFirstOrThrow();
+    // The drains learn that extra env was given, and its names; its values stay sealed.
+    const envKeys = op.env ? Object.keys(openEnv(deps.secrets, op.env)).sort() : [];
     const writer = JournalWriter.open(deps.dataDir, spec.operationId);
     try {
       if (writer.isEmpty) {
@@ -177,6 +180,7 @@ export function createHostActivities(deps: HostActivityDeps) {
           user: { id: Number(op.user_id), name: op.user_name, email: op.user_email },
           app: spec.app, app_id: spec.appId, account: spec.account, container_size_mb: spec.containerSizeMb,
           command: op.command ? (JSON.parse(op.command) as string[]) : null, container_id: null, created_at: op.created_at,
+          ...(envKeys.length ? { env_keys: envKeys } : {}),
         });
       }
     } finally {

@@ -35,6 +35,18 @@ const argv = (whenLeftOut: string) => z
     message: `the first element is the program to run and may not be empty (e.g. ["sh", "-c", "echo hello"]); or ${whenLeftOut}`,
   });
 
+/** Environment variables, as an app's `env` and a session's extra `env` take them. */
+const envVariables = z.record(
+  z.string().regex(envName, 'environment variable names are letters, digits and "_", not starting with a digit'),
+  z.string().max(32_768).regex(noNul, NO_NUL),
+  { error: (i) => (i.code === 'invalid_type' ? 'an object of names and string values, e.g. {"LOG_LEVEL": "debug"}' : undefined) },
+);
+export const MAX_SESSION_ENV_VARIABLES = 64;
+/** The names and values of a session's extra env together, in UTF-8: far below what execve takes. */
+export const MAX_SESSION_ENV_BYTES = 32_768;
+const envBytes = (env: Record<string, string>) =>
+  Object.entries(env).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0);
+
 export const createSessionBody = z
   .object({
     command: argv('leave "command" out for the app\'s command or shell').optional(),
@@ -44,9 +56,19 @@ export const createSessionBody = z
       .boolean()
       .optional()
       .describe('start the container only when the first client attaches, so no output is missed (default false)'),
+    env: envVariables
+      .meta({ maxProperties: MAX_SESSION_ENV_VARIABLES })
+      .refine((e) => Object.keys(e).length <= MAX_SESSION_ENV_VARIABLES, {
+        message: `at most ${MAX_SESSION_ENV_VARIABLES} variables for one session; put the rest in the app's env`,
+      })
+      .refine((e) => envBytes(e) <= MAX_SESSION_ENV_BYTES, {
+        message: `the names and values together may be at most ${MAX_SESSION_ENV_BYTES} bytes; put large values in the app's env or a file`,
+      })
+      .optional()
+      .describe("extra environment variables for this session only, over the app's: stored sealed, dropped when the session ends, never shown back"),
   })
   .strict()
-  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }] });
+  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }, { env: { LOG_LEVEL: 'debug' } }] });
 
 export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
 
@@ -106,10 +128,7 @@ export const createStackBody = z
 
 const appSettings = {
   image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'an image reference has no spaces'),
-  env: z.record(
-    z.string().regex(envName, 'environment variable names are letters, digits and "_"'),
-    z.string().max(32_768).regex(noNul, NO_NUL),
-  ),
+  env: envVariables,
   command: argv('leave "command" out (or send null to clear it) for the image\'s own'),
   working_dir: z.string().startsWith('/', 'working_dir must be an absolute path').max(1024),
   user: z.string().min(1).max(256),

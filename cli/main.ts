@@ -28,6 +28,16 @@ const positiveNumber = (what: string) => (value: string) => {
   return n;
 };
 
+/**
+ * `-e KEY=VALUE`, repeatable, into the session's extra env. Only the shape is checked here: the API
+ * checks the names, with the same rule as an app's env, and answers which one is wrong.
+ */
+const envAssignment = (value: string, env: Record<string, string> = {}) => {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError('-e takes KEY=VALUE, e.g. -e LOG_LEVEL=debug (for an empty value: -e KEY=).');
+  return { ...env, [value.slice(0, eq)]: value.slice(eq + 1) };
+};
+
 const api = async () => new EsshApi(await resolveConfig());
 
 function printJson(value: unknown) {
@@ -176,19 +186,21 @@ Exit status:
     .argument('<app>', 'the app whose container settings the session uses')
     .argument('[command...]', 'run this instead of the app\'s shell (put it after --)')
     .option('--container-size <mb>', 'container memory in MB (default 1024)', positiveInt('--container-size'))
+    .option('-e, --env <KEY=VALUE>', 'an environment variable for this session only, over the app\'s (repeatable; never shown back)', envAssignment)
     .option('-t, --tty', 'ask for a TTY even without a local terminal (ssh -t)')
     .option('-T, --no-tty', 'never ask for a TTY: plain stdin, stdout and stderr (ssh -T)')
     .addHelpText('after', `
 Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`)
-    .action(async (app: string, command: string[], opts: { containerSize?: number; tty?: boolean }) => {
+    .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string>; tty?: boolean }) => {
       try {
-        process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, command, tty: opts.tty });
+        process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, env: opts.env, command, tty: opts.tty });
       } catch (err) {
         throw new CliError((err as Error).message, SSH_OWN_FAILURE);
       }
     }), [
     ['essh ssh demo', 'an interactive shell'],
     ['essh ssh demo -- sh -c \'exit 3\'; echo $?', '3; essh\'s own failures are 255'],
+    ['essh ssh demo -e LOG_LEVEL=debug -- rake db:migrate', 'extra env for this session only'],
     ['essh ssh -t demo -- ls --color=auto | less -R', 'a remote TTY without a local one'],
     ['essh ssh -T demo -- tar c /app > app.tar', 'binary output: no TTY'],
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM']);

@@ -8,6 +8,8 @@ const READY_TIMEOUT_MS = 5 * 60_000;
 
 export interface SshOptions {
   containerSizeMb?: number;
+  /** Extra env for this session only (`-e KEY=VALUE`). */
+  env?: Record<string, string>;
   command: string[];
   /**
    * Whether to ask for a remote TTY: true (`-t`) even without a local terminal, false (`-T`) never,
@@ -32,6 +34,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   const creating = api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
     ...(opts.command.length ? { command: opts.command } : {}),
     ...(opts.containerSizeMb !== undefined ? { container_size_mb: opts.containerSizeMb } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
   });
   // Handled below; without this a quick refusal would count as unhandled while ssh2 loads.
   creating.catch(() => undefined);

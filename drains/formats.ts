@@ -71,6 +71,7 @@ interface Lifecycle {
   user?: { id: number; name: string; email: string };
   container_size_mb?: number;
   command?: string[] | null;
+  env_keys?: string[];
   end_reason?: string;
   end_message?: string | null;
   ended_by?: string | null;
@@ -96,7 +97,8 @@ export function logText(e: ShippedEvent): string {
   const d = (e.details ?? {}) as Lifecycle;
   const id = e.session.operationId;
   if (e.kind === 'session_started') {
-    return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB)`;
+    const env = d.env_keys?.length ? `, extra env ${d.env_keys.join(', ')}` : '';
+    return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env})`;
   }
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
@@ -111,7 +113,9 @@ export function logText(e: ShippedEvent): string {
 /** The fields a lifecycle event adds to the shared ones. */
 function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
   const d = (e.details ?? {}) as Lifecycle;
-  if (e.kind === 'session_started') return { event: e.kind, container_size_mb: d.container_size_mb, command: d.command ?? null };
+  if (e.kind === 'session_started') {
+    return { event: e.kind, container_size_mb: d.container_size_mb, command: d.command ?? null, ...(d.env_keys?.length ? { env_keys: d.env_keys } : {}) };
+  }
   if (e.kind === 'output_truncated') return { event: e.kind, after_bytes: d.after_bytes ?? e.offset };
   return {
     event: e.kind, end_reason: d.end_reason, end_message: d.end_message ?? null, ended_by: d.ended_by ?? null,

@@ -66,6 +66,8 @@ export interface StartedDetails {
   command: string[] | null;
   container_id: string | null;
   created_at: string;
+  /** The names of the session's extra env variables, never their values; absent when it was given none. */
+  env_keys?: string[];
 }
 
 /** Lifecycle details of an `ended` record. */

@@ -111,6 +111,8 @@ export interface OperationsTable {
   connected_at: string | null;
   ended_at: string | null;
   expires_at: string | null;
+  /** The session's extra environment, sealed (lib/app-env.ts); null when none, or once it has ended. */
+  env: string | null;
 }
 export interface SessionTokensTable {
   id: Generated<number>;

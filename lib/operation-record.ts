@@ -24,6 +24,8 @@ export interface NewOperation {
   containerSizeMb: number;
   createdAt: string;
   expiresAt: string;
+  /** The session's extra environment, already sealed (lib/app-env.ts); null when none was given. */
+  sealedEnv: string | null;
 }
 
 /** Inserts a new session's record (`provisioning`, status `queued`) inside the caller's transaction; returns its id. */
@@ -41,6 +43,7 @@ export async function insertOperation(trx: Transaction<Database>, op: NewOperati
     created_at: op.createdAt,
     updated_at: op.createdAt,
     expires_at: op.expiresAt,
+    env: op.sealedEnv,
   }).returning('id').executeTakeFirstOrThrow();
   const id = Number(row.id);
   await trx.updateTable('operations').set({ workflow_id: sessionWorkflowId(id) }).where('id', '=', id).execute();
@@ -67,6 +70,8 @@ export async function recordSessionState(db: Db, u: SessionRecordUpdate): Promis
       ended_by: u.endedBy ?? null,
       exit_code: u.exitCode ?? null,
       updated_at: nowIso(),
+      // Nothing starts in an ended session: its extra env is kept no longer than it could be used.
+      ...(u.state === 'ended' ? { env: null } : {}),
     })
     .where('id', '=', u.operationId)
     .where('state', 'in', u.state === 'ended' ? SESSION_STATES.slice(0, -1) : notLaterThan)
@@ -86,7 +91,7 @@ export async function closeOperation(
   const now = nowIso();
   const result = await db.updateTable('operations').set({
     state: 'ended', status: operationStatusFor('ended', end.reason), end_reason: end.reason, end_message: end.message,
-    ended_by: end.endedBy ?? null, exit_code: end.exitCode ?? null, ended_at: now, updated_at: now,
+    ended_by: end.endedBy ?? null, exit_code: end.exitCode ?? null, ended_at: now, updated_at: now, env: null,
   }).where('id', '=', id).where('state', '!=', 'ended').executeTakeFirst();
   if (Number(result.numUpdatedRows) > 0) processCounters.sessionsEnded.inc({ end_reason: end.reason });
   announceRecordChanged(id);

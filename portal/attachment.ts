@@ -93,6 +93,8 @@ export interface AttachmentDeps {
   claims: Set<number>;
   notes: AttachedNotes;
   portal: PortalInstance;
+  /** The session's extra env (opened at attach time, never kept): SessionsService.extraEnv. */
+  extraEnv: (sessionId: number) => Promise<Record<string, string>>;
 }
 
 /** When the connection got past the portal's guard and when it authenticated (ms since the epoch). */
@@ -261,12 +263,12 @@ export class Attachment {
     this.journal = JournalWriter.open(this.deps.dataDir, id, { maxBytes: this.deps.journalMaxBytes });
     if (this.pty) this.journalResize();
     const program = await this.program(ready.row);
+    const env = await this.environment();
     const execAskedAt = Date.now();
     const exec = await container.exec({
       Cmd: program,
       AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: tty, DetachKeys: DETACH_KEYS,
-      // The client's terminal type (CONTRACT §4); the rest of the environment is the app's.
-      Env: tty ? [`TERM=${this.pty?.term || 'xterm'}`] : [],
+      Env: env,
       // Engines with API 1.42+ start the TTY at the client's size; older ones ignore it, and the
       // resize right after the start sets it (a program reading its size at once may see 0×0 there).
       ...(this.pty ? { ConsoleSize: [this.pty.rows, this.pty.cols] } : {}),
@@ -402,6 +404,16 @@ export class Attachment {
       ...(t ? { handshake_ms: t.authenticatedAt - t.admittedAt, until_ready_ms: readyAt - t.authenticatedAt } : {}),
       prepare_ms: execAskedAt - readyAt, exec_create_ms: execCreatedAt - execAskedAt, exec_start_ms: now - execCreatedAt,
     }, 'client attached');
+  }
+
+  /**
+   * What the program's environment adds to the container's (the app's env): the client's terminal type
+   * (CONTRACT §4), then the session's extra env, which the engine puts over the app's for the same name.
+   */
+  private async environment(): Promise<string[]> {
+    const env: Record<string, string> = this.pty ? { TERM: this.pty.term || 'xterm' } : {};
+    Object.assign(env, await this.deps.extraEnv(this.sessionId));
+    return Object.entries(env).map(([k, v]) => `${k}=${v}`);
   }
 
   /** The session's command, else the app's, else what the image runs by default. */

@@ -314,7 +314,7 @@ export class SshPortal {
     const deps = {
       db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
-      notes: this.notes,
+      notes: this.notes, extraEnv: (id: number) => this.deps.sessions.extraEnv(id),
     };
     // A key removed, a token expired or revoked, a user gone since the connection logged in: no new
     // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).

@@ -10,7 +10,8 @@ import { grantProblem } from '../lib/grants.js';
 import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
 import { closeOperation, insertOperation } from '../lib/operation-record.js';
 import { recordChangedWithin } from '../lib/record-news.js';
-import { hashToken, newToken } from '../lib/secrets.js';
+import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
+import { openSessionEnv, sealEnv } from '../lib/app-env.js';
 import {
   SA,
   TASK_QUEUE,
@@ -76,6 +77,8 @@ export class SessionsService {
        */
       eagerClient?: Client;
       instanceId: string;
+      /** Seals a session's extra env when it is created, and opens it for the portal that starts its program. */
+      secrets: SecretBox;
       timeouts: SessionTimeouts;
       ssh: { publicHost: string; port: number; hostKey?: AnnouncedHostKey };
       /** Session creations per token (or SSH user) per minute; 0 or absent: no limit. */
@@ -122,6 +125,8 @@ export class SessionsService {
       tty?: boolean;
       /** The container starts when the first client attaches, so a short command's output is not missed. */
       start_on_connect?: boolean;
+      /** Extra env for this session only, over the app's: sealed here, never in the workflow's input. */
+      env?: Record<string, string>;
     },
   ): Promise<SessionView & { connect: ConnectInfo }> {
     const { db, engine, timeouts } = this.deps;
@@ -165,6 +170,7 @@ export class SessionsService {
     const createdAt = created.toISOString();
     const expiresAt = new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString();
     const tokenExpiresAt = new Date(created.getTime() + timeouts.tokenTtlS * 1000).toISOString();
+    const sealedEnv = body.env && Object.keys(body.env).length > 0 ? sealEnv(this.deps.secrets, body.env) : null;
 
     // The count and the insert are one transaction, serialised per account, so concurrent requests
     // can never exceed the limit. A slot frees the moment the workflow records the session as ended.
@@ -198,7 +204,7 @@ export class SessionsService {
       }
       const id = await insertOperation(trx, {
         accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,
-        containerSizeMb, createdAt, expiresAt,
+        containerSizeMb, createdAt, expiresAt, sealedEnv,
       });
       await trx
         .insertInto('session_tokens')
@@ -342,6 +348,11 @@ export class SessionsService {
     if (page.after !== undefined) q = q.where('o.id', '<', page.after);
     if (principal.role === 'member') q = q.where('o.user_id', '=', principal.id);
     return pageOf(await q.execute(), page, (r) => Number(r.id), toOperation);
+  }
+
+  /** The session's extra env, opened: what the portal adds to its program's environment when it starts it. */
+  extraEnv(operationId: number): Promise<Record<string, string>> {
+    return openSessionEnv(this.deps.db, this.deps.secrets, operationId);
   }
 
   /**

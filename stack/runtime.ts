@@ -10,7 +10,7 @@ import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics, registerDbMetrics } from '../lib/metrics.js';
 import { MetricsServer, type Exposition } from '../lib/metrics-server.js';
-import { sealStoredAppEnvs } from '../lib/app-env.js';
+import { sealStoredEnvs } from '../lib/app-env.js';
 import { loadSecretBox, type SecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, ensureSearchAttributes, temporalAddress, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';
@@ -120,8 +120,8 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     const secrets = await loadSecretBox({ dataDir: config.dataDir, keyBase64: config.secretsKey, previousKeysBase64: config.previousSecretsKeys });
     const resealed = await sealStoredDrainSecrets(db, secrets);
     if (resealed) log.info({ drains: resealed, key: secrets.keyId }, 'sealed stored drain credentials under the current secrets key');
-    const envs = await sealStoredAppEnvs(db, secrets);
-    if (envs) log.info({ apps: envs, key: secrets.keyId }, 'sealed stored app environments under the current secrets key');
+    const envs = await sealStoredEnvs(db, secrets);
+    if (envs.apps || envs.sessions) log.info({ ...envs, key: secrets.keyId }, 'sealed stored app and session environments under the current secrets key');
 
     const client = await connectClient(config.temporal);
     serves(() => client.connection.close());
@@ -151,7 +151,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
     const eagerClient = parts.worker && connection ? new Client({ connection, namespace: config.temporal.namespace }) : undefined;
     const sessions = new SessionsService({
-      db, engine, client, eagerClient, instanceId,
+      db, engine, client, eagerClient, instanceId, secrets,
       timeouts: { ...config.session },
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,

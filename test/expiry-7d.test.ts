@@ -77,7 +77,7 @@ it('a session on a default stack expires at 7 days, active or not, and not befor
   const principal = (await principalForUser(db, member.id))!;
 
   const sessions = new SessionsService({
-    db, engine: 'sqlite', client: env.client, instanceId: runtime.instanceId,
+    db, engine: 'sqlite', client: env.client, instanceId: runtime.instanceId, secrets: runtime.secrets,
     // Timeouts far beyond 7 days, so that only the maximum duration can end it.
     timeouts: { heartbeatTimeoutS: 30 * 86_400, connectTimeoutS: 30 * 86_400, stopGraceS: 1, pidsLimit: 64, tokenTtlS: 300 },
     ssh: { publicHost: '127.0.0.1', port: 2222 },

@@ -76,6 +76,8 @@ export async function startTestStack(
     temporalAddress?: string;
     /** Start on the data dir and database of an earlier stack whose runtime was stopped (a restart). */
     reuse?: Pick<TestStack, 'dataDir' | 'databaseUrl'>;
+    /** Where the runtime's own log goes (a test that reads it); stdout by default. */
+    logDestination?: { write(line: string): void };
   } = {},
 ): Promise<TestStack> {
   const dataDir = opts.reuse?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'essh-stack-')));
@@ -107,7 +109,7 @@ export async function startTestStack(
   const runtime = await startRuntime(
     config,
     opts.parts ?? { api: true, worker: true, hostStacks: opts.hostStacks ?? ['local'], portal: true, workflowBundle: workflowBundle() },
-    createLogger(config.logLevel),
+    createLogger(config.logLevel, opts.logDestination),
   );
   rememberInstallation(runtime.instanceId);
   // A restarted stack keeps its ids: moving the sequence back could reuse one.

@@ -126,7 +126,7 @@ describe('a session ends for each CONTRACT reason and its container is removed',
 
   it('connect_timeout: no client attaches in time', async () => {
     const impatient = new SessionsService({
-      db: stack.runtime.db, engine: stack.runtime.engine, client: stack.runtime.client, instanceId: stack.runtime.instanceId,
+      db: stack.runtime.db, engine: stack.runtime.engine, client: stack.runtime.client, instanceId: stack.runtime.instanceId, secrets: stack.runtime.secrets,
       timeouts: { ...stack.config.session, connectTimeoutS: 2 }, ssh: { publicHost: '127.0.0.1', port: 2222 },
     });
     const principal = (await import('../services/auth.js')).authenticate(stack.runtime.db, tenant.token);

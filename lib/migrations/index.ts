@@ -9,6 +9,7 @@ import { limitsMigrations } from './0009_limits.js';
 import { drainJournalMigrations } from './0008_drains_journals.js';
 import { auditMigrations } from './0011_audit.js';
 import { redactionLimitMigrations } from './0013_redaction_limits.js';
+import { sessionEnvMigrations } from './0014_session_env.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -25,5 +26,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...limitsMigrations(engine),
     ...auditMigrations(engine),
     ...redactionLimitMigrations(engine),
+    ...sessionEnvMigrations(engine),
   };
 }
