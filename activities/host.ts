@@ -39,6 +39,78 @@ export function createHostActivities(deps: HostActivityDeps) {
   const provisionError = (message: string) =>
     ApplicationFailure.create({ type: 'ProvisionError', message, nonRetryable: true });
 
+  /** The steps of provisionContainer, each reported to `steps` as it is done. */
+  async function provision(spec: ContainerSpecRequest, steps: StepTimer): Promise<{ containerId: string }> {
+    // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
+    const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
+    if (!app) throw provisionError(`app ${spec.app} no longer exists`);
+    const account = await db.selectFrom('accounts').selectAll().where('id', '=', app.account_id).executeTakeFirstOrThrow();
+    const notGranted = await grantProblem(db, account, { id: Number(app.stack_id), name: spec.stack }, app.image);
+    if (notGranted) throw provisionError(notGranted);
+    let settings;
+    try {
+      settings = appContainerSettings(app, installation.id, deps.secrets);
+    } catch (err) {
+      throw provisionError((err as Error).message);
+    }
+    steps.done('app');
+    await startJournal(spec, app.account_id);
+    steps.done('journal');
+
+    const name = sessionContainerName(installation.id, spec.operationId);
+    const resources = { memoryMb: spec.containerSizeMb, cpus: spec.cpus, pidsLimit: spec.pidsLimit };
+    let containerId: string;
+    const existing = await inspectOrNull(docker, name);
+    steps.done('inspect');
+    if (existing) {
+      if (!isOurs(installation, existing.Config.Labels?.[LABELS.instance])) {
+        throw provisionError(`a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`);
+      }
+      containerId = existing.Id;
+      if (!existing.State.Running) await docker.getContainer(containerId).start().catch((err) => {
+        if (dockerStatus(err) !== 304) throw err;
+      });
+    } else {
+      // An app that keeps no pool has no pool container to look for (a list of every container on the engine).
+      const pooled = app.warm_pool > 0 ? await deps.pool?.take(app.id, settingsHash(settings), name, resources) : null;
+      steps.done('pool');
+      if (pooled) {
+        containerId = pooled;
+      } else {
+        // The installation's network joins by id: two networks may briefly share its name.
+        const network = app.network ?? await deps.egress.sessionNetwork().catch((err) => {
+          throw provisionError(`essh's session network could not be made: ${(err as Error).message}`);
+        });
+        steps.done('network');
+        try {
+          containerId = await createAndStart(docker, {
+            name, settings: { ...settings, network }, resources, initPath: deps.initPath,
+            labels: {
+              [LABELS.instance]: installation.id,
+              [LABELS.session]: 'true',
+              [LABELS.operationId]: String(spec.operationId),
+              [LABELS.appId]: String(app.id),
+              [LABELS.app]: spec.app,
+              [LABELS.account]: spec.account,
+              [LABELS.stack]: spec.stack,
+              [LABELS.host]: hostId,
+            },
+            steps,
+          });
+        } catch (err) {
+          throw provisionFailure(err, app.image, settings.network);
+        }
+      }
+    }
+    // The portal in this process attaches as soon as it knows the container, before the workflow's
+    // next task has recorded it: that round trip is on the way to the user's prompt.
+    announceContainerKnown(spec.operationId, containerId);
+    log.info('container ready', { operationId: spec.operationId, containerId: containerId.slice(0, 12) });
+    // Where a slow provisioning spent its time (the Docker engine, most often, when it serves hundreds of containers).
+    if (steps.totalMs() > SLOW_PROVISIONING_MS) log.warn('slow provisioning', { operationId: spec.operationId, ms: steps.totalMs(), steps: steps.summary() });
+    return { containerId };
+  }
+
   return {
     /**
      * Gives the session a running container: one from the app's warm pool when one fits, else a new
@@ -47,80 +119,23 @@ export function createHostActivities(deps: HostActivityDeps) {
      */
     async provisionContainer(spec: ContainerSpecRequest): Promise<{ containerId: string }> {
       // Each step done is the activity's heartbeat detail: `temporal workflow describe` shows where a
-      // provisioning that takes long stands (no heartbeat timeout: nothing is cut short by it).
-      const steps = new StepTimer((step, ms) => Context.current().heartbeat({ done: step, ms }));
+      // provisioning that takes long stands.
+      const ctx = Context.current();
+      let standing: { done: string; ms: number };
+      const beat = (detail: { done: string; ms: number }) => ctx.heartbeat((standing = detail));
+      const steps = new StepTimer((step, ms) => beat({ done: step, ms }));
       // The first heartbeat says the code began, and how long after the task was scheduled: a stall
       // seen at about 480 containers (docs/scale.md) left no step at all behind.
-      const { currentAttemptScheduledTimestampMs } = Context.current().info;
-      Context.current().heartbeat({ done: 'picked up', ms: Date.now() - currentAttemptScheduledTimestampMs });
-      // The app's settings (env may hold secrets) are read here rather than carried in workflow history.
-      const app = await db.selectFrom('apps').selectAll().where('id', '=', spec.appId).executeTakeFirst();
-      if (!app) throw provisionError(`app ${spec.app} no longer exists`);
-      const account = await db.selectFrom('accounts').selectAll().where('id', '=', app.account_id).executeTakeFirstOrThrow();
-      const notGranted = await grantProblem(db, account, { id: Number(app.stack_id), name: spec.stack }, app.image);
-      if (notGranted) throw provisionError(notGranted);
-      let settings;
+      beat({ done: 'picked up', ms: Date.now() - ctx.info.currentAttemptScheduledTimestampMs });
+      // And a beat every few seconds however long a step takes: the workflow's heartbeat timeout then
+      // tells a worker that is gone (its process killed or stopped, the task lost with it) from an
+      // engine that is slow, and the attempt is retried on a live worker at once, not after minutes.
+      const alive = setInterval(() => beat(standing), PROVISION_LIVENESS_BEAT_MS);
       try {
-        settings = appContainerSettings(app, installation.id, deps.secrets);
-      } catch (err) {
-        throw provisionError((err as Error).message);
+        return await provision(spec, steps);
+      } finally {
+        clearInterval(alive);
       }
-      steps.done('app');
-      await startJournal(spec, app.account_id);
-      steps.done('journal');
-
-      const name = sessionContainerName(installation.id, spec.operationId);
-      const resources = { memoryMb: spec.containerSizeMb, cpus: spec.cpus, pidsLimit: spec.pidsLimit };
-      let containerId: string;
-      const existing = await inspectOrNull(docker, name);
-      steps.done('inspect');
-      if (existing) {
-        if (!isOurs(installation, existing.Config.Labels?.[LABELS.instance])) {
-          throw provisionError(`a container named ${name} already exists on the stack's Docker host and belongs to another installation; remove it (docker rm -f ${name})`);
-        }
-        containerId = existing.Id;
-        if (!existing.State.Running) await docker.getContainer(containerId).start().catch((err) => {
-          if (dockerStatus(err) !== 304) throw err;
-        });
-      } else {
-        // An app that keeps no pool has no pool container to look for (a list of every container on the engine).
-        const pooled = app.warm_pool > 0 ? await deps.pool?.take(app.id, settingsHash(settings), name, resources) : null;
-        steps.done('pool');
-        if (pooled) {
-          containerId = pooled;
-        } else {
-          // The installation's network joins by id: two networks may briefly share its name.
-          const network = app.network ?? await deps.egress.sessionNetwork().catch((err) => {
-            throw provisionError(`essh's session network could not be made: ${(err as Error).message}`);
-          });
-          steps.done('network');
-          try {
-            containerId = await createAndStart(docker, {
-              name, settings: { ...settings, network }, resources, initPath: deps.initPath,
-              labels: {
-                [LABELS.instance]: installation.id,
-                [LABELS.session]: 'true',
-                [LABELS.operationId]: String(spec.operationId),
-                [LABELS.appId]: String(app.id),
-                [LABELS.app]: spec.app,
-                [LABELS.account]: spec.account,
-                [LABELS.stack]: spec.stack,
-                [LABELS.host]: hostId,
-              },
-              steps,
-            });
-          } catch (err) {
-            throw provisionFailure(err, app.image, settings.network);
-          }
-        }
-      }
-      // The portal in this process attaches as soon as it knows the container, before the workflow's
-      // next task has recorded it: that round trip is on the way to the user's prompt.
-      announceContainerKnown(spec.operationId, containerId);
-      log.info('container ready', { operationId: spec.operationId, containerId: containerId.slice(0, 12) });
-      // Where a slow provisioning spent its time (the Docker engine, most often, when it serves hundreds of containers).
-      if (steps.totalMs() > SLOW_PROVISIONING_MS) log.warn('slow provisioning', { operationId: spec.operationId, ms: steps.totalMs(), steps: steps.summary() });
-      return { containerId };
     },
 
     /**
@@ -211,3 +226,5 @@ export function createHostActivities(deps: HostActivityDeps) {
 export type HostActivities = ReturnType<typeof createHostActivities>;
 
 const SLOW_PROVISIONING_MS = 10_000;
+/** Well inside the provisioning's heartbeat timeout (workflows/session.ts): three beats may be lost. */
+export const PROVISION_LIVENESS_BEAT_MS = 5_000;

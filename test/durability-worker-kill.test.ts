@@ -1,6 +1,10 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeQuery, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 // The heartbeat timeout outlasts the worker's absence (kill + restart), and the test heartbeats for
@@ -78,3 +82,57 @@ it('a worker killed mid-session and started again: the session goes on, then end
   expect(await containerExists(containerId)).toBe(false);
   expect((await handle.result()).end_reason).toBe('terminated');
 }, 180_000);
+
+it('a host lost with the provisioning in hand: the attempt goes to another host after the heartbeat timeout, not minutes later', async () => {
+  // Only the processes of this test serve the stack's queues from here on.
+  for (const w of workers.splice(0)) await w.stop();
+  const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
+  // Each host its own machine as far as essh can tell (scale-out.test.ts): its own data dir.
+  const dirs: string[] = [];
+  const hostEnv = async (id: string) => {
+    dirs.push(await mkdtemp(path.join(os.tmpdir(), `essh-${id}-`)));
+    return { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: id, ESSH_SECRETS_KEY: secretsKey, ESSH_DATA_DIR: dirs.at(-1)! };
+  };
+  workers.push(await startWorkerProcess(stack, { ESSH_WORKER_ROLES: 'main' }));
+  const lost = await startWorkerProcess(stack, await hostEnv('host-lost'));
+  workers.push(lost);
+  // Frozen, not gone: its poll is still open at the server, which hands it the task and counts it as
+  // started; the process never runs it, as with a host whose machine died under it.
+  lost.signal('SIGSTOP');
+  try {
+    await provisionedDespiteTheLostHost(async () => {
+      // Then gone for good: its other polls close with it, so no later attempt can go to it.
+      await lost.kill('SIGKILL');
+      workers.push(await startWorkerProcess(stack, await hostEnv('host-alive')));
+    });
+  } finally {
+    await lost.kill('SIGKILL');
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  }
+}, 180_000);
+
+async function provisionedDespiteTheLostHost(replaceTheLostHost: () => Promise<void>) {
+  const t = await createTenant(stack);
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  const id = r.body.id as number;
+  const handle = stack.runtime.client.workflow.getHandle(sessionWorkflowId(id));
+  await waitFor('the provisioning to be started by the frozen host', async () => {
+    const pending = (await handle.describe()).raw.pendingActivities ?? [];
+    return pending.some((a) => a.activityType?.name === 'provisionContainer' &&
+      a.state === temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED);
+  }, 30_000, 250);
+
+  await replaceTheLostHost();
+  // The heartbeat timeout (30 s) ends the lost attempt; before it, only the start-to-close (2 min) did.
+  await waitForState(stack, t.token, id, 'waiting_for_client', 100_000);
+  const started = (await handle.fetchHistory()).events!.filter((e) => e.activityTaskStartedEventAttributes)
+    .map((e) => e.activityTaskStartedEventAttributes!)
+    .find((a) => a.lastFailure?.timeoutFailureInfo);
+  expect(started?.attempt).toBe(2);
+  expect(started?.lastFailure?.timeoutFailureInfo?.timeoutType).toBe(temporal.api.enums.v1.TimeoutType.TIMEOUT_TYPE_HEARTBEAT);
+
+  expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'host lost' })).status).toBe(202);
+  const ended = await waitForState(stack, t.token, id, 'ended', 60_000);
+  expect(await containerExists(ended.container_id as string)).toBe(false);
+}

@@ -169,6 +169,10 @@ function sessionActivities(input: SessionWorkflowInput) {
       taskQueue,
       // Provisioning is retried a few times for engine hiccups; a bad image fails for good at once.
       startToCloseTimeout: '2 minutes',
+      // The activity beats every few seconds (activities/host.ts): silence means its worker is gone
+      // (the host process stopped or killed with the task), and the attempt goes to a live worker in
+      // seconds rather than at the start-to-close timeout, while a terminate waits on it.
+      heartbeatTimeout: '30 seconds',
       // No worker serving the stack's host queue: fail rather than wait in `provisioning` forever.
       scheduleToStartTimeout: '5 minutes',
       retry: { initialInterval: '1 second', maximumAttempts: 5, nonRetryableErrorTypes: ['ProvisionError'] },
