@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { SSH_KEY_NAMESPACE, readKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { readKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
 import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { resolveUserId, type EsshApi } from './api.js';
 import { CliError } from './config.js';
