@@ -107,9 +107,7 @@ export const issuedApiTokenSchema = component('IssuedApiToken', z.object({
   id: intId, name: z.string().nullable(), token: z.string().describe('shown this once'), created_at: time,
   expires_at: time.nullable().describe('past it the token gets 401; null: it does not expire'),
 }));
-export const sshKeySchema = component('SshKey', z.object({
-  id: intId, fingerprint: z.string(), public_key: z.string(), created_at: time,
-}));
+export const sshKeySchema = component('SshKey', answers.sshKeySchema);
 export const sshKeyChallengeSchema = component('SshKeyChallenge', z.object({
   challenge: z.string().describe('sign it with the key, as it is: printf %s "$CHALLENGE" | ssh-keygen -Y sign -n NAMESPACE -f KEY'),
   namespace: z.literal(SSH_KEY_NAMESPACE).describe("ssh-keygen's -n"),

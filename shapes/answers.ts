@@ -1,8 +1,8 @@
 // The answers that more than the API reads: the Session (also the workflow's `describe` query and the
-// CLI's and console's view), the Operation record and the User. The API registers them as components
+// CLI's and console's view), the Operation record, the User, an SSH key and a log drain. The API registers them as components
 // of /openapi.json (api/schemas.ts); clients import their types only, so zod stays out of their start-up.
 import { z } from 'zod';
-import { END_REASONS, OPERATION_STATUSES, ROLES, SESSION_STATES } from './enumerations.js';
+import { DRAIN_TYPES, END_REASONS, OPERATION_STATUSES, ROLES, SESSION_STATES } from './enumerations.js';
 
 export const time = z.iso.datetime().describe('RFC 3339, UTC');
 export const intId = z.number().int().positive();
@@ -69,3 +69,28 @@ export const userSchema = z.object({
   id: intId, name: z.string(), email: z.string(), role: z.enum(ROLES), accounts: z.array(z.string()), created_at: time,
 });
 export type User = z.infer<typeof userSchema>;
+
+export const sshKeySchema = z.object({
+  id: intId, fingerprint: z.string(), public_key: z.string(), created_at: time,
+});
+export type SshKey = z.infer<typeof sshKeySchema>;
+
+/** A log drain with its delivery state (CONTRACT §9). */
+export const drainSchema = z.object({
+  id: z.number().int(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES),
+  url: z.string().describe('credentials in it are masked'),
+  has_token: z.boolean(), has_ca_cert: z.boolean(), index: z.string().nullable(), pipeline: z.string().nullable(),
+  drain_ephemeral_sessions: z.boolean(), created_at: z.iso.datetime(),
+  status: z.enum(['active', 'paused']).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
+  paused_reason: z.string().nullable(), paused_at: z.iso.datetime().nullable(),
+  delivery: z.object({
+    backlog_bytes: z.number().int().describe('journal bytes of session output not yet delivered, over every host'),
+    backlog_sessions: z.number().int().describe('sessions not yet delivered to the end'),
+    delivered_events: z.number().int(), failed_events: z.number().int(),
+    last_success_at: z.iso.datetime().nullable(), last_error_at: z.iso.datetime().nullable(),
+    last_error: z.string().nullable().describe("essh's sentence; the receiver's own answer is never shown to members"),
+    last_error_status: z.number().int().nullable().describe('HTTP status of the last error, when there was one'),
+    last_error_detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
+  }),
+});
+export type Drain = z.infer<typeof drainSchema>;

@@ -1,29 +1,14 @@
 import { z } from 'zod';
 import type { DrainsService } from '../../drains/service.js';
 import { RULE_LIMITS } from '../../drains/redaction.js';
-import { DRAIN_TYPES, REDACTION_PRESET_NAMES } from '../../shapes/enumerations.js';
+import { REDACTION_PRESET_NAMES } from '../../shapes/enumerations.js';
 import { drainBody, redactionRuleBody } from '../../shapes/requests.js';
+import * as answers from '../../shapes/answers.js';
 import { CAPS } from '../../lib/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
-const drainSchema = s.component('Drain', z.object({
-  id: z.number().int(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES),
-  url: z.string().describe('credentials in it are masked'),
-  has_token: z.boolean(), has_ca_cert: z.boolean(), index: z.string().nullable(), pipeline: z.string().nullable(),
-  drain_ephemeral_sessions: z.boolean(), created_at: z.iso.datetime(),
-  status: z.enum(['active', 'paused']).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
-  paused_reason: z.string().nullable(), paused_at: z.iso.datetime().nullable(),
-  delivery: z.object({
-    backlog_bytes: z.number().int().describe('journal bytes of session output not yet delivered, over every host'),
-    backlog_sessions: z.number().int().describe('sessions not yet delivered to the end'),
-    delivered_events: z.number().int(), failed_events: z.number().int(),
-    last_success_at: z.iso.datetime().nullable(), last_error_at: z.iso.datetime().nullable(),
-    last_error: z.string().nullable().describe("essh's sentence; the receiver's own answer is never shown to members"),
-    last_error_status: z.number().int().nullable().describe('HTTP status of the last error, when there was one'),
-    last_error_detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
-  }),
-}));
+const drainSchema = s.component('Drain', answers.drainSchema);
 const drainFailureSchema = s.component('DrainFailure', z.object({
   id: z.number().int(), operation_id: z.number().int().nullable(), first_seq: z.number().int().nullable(), last_seq: z.number().int().nullable(),
   events: z.number().int(), status: z.number().int().nullable().describe("the receiver's HTTP status, when it answered one"),
