@@ -141,9 +141,3 @@ export async function resolveUserId(client: EsshApi, user: string): Promise<numb
   }
   throw new CliError(`--user takes a user id, an e-mail address or "me" (got "${user}")`);
 }
-
-/** One page of a list (GET /sessions, …): pass next_cursor as `cursor` for the next one; null on the last. */
-export interface Page<T> {
-  items: T[];
-  next_cursor: string | null;
-}
