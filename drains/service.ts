@@ -9,12 +9,12 @@ import { conflict, invalid, notFound } from '../services/errors.js';
 import { pageOf, type PageRequest } from '../services/pages.js';
 import { recordAudit } from '../services/audit.js';
 import { REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES } from './redaction.js';
-import { MAX_PATTERN_LENGTH, type DrainType } from '../shapes/enumerations.js';
+import { MAX_PATTERN_LENGTH, type DrainStatus, type DrainType } from '../shapes/enumerations.js';
 import type { DrainBody, RedactionRuleBody } from '../shapes/requests.js';
 import { Redactor } from './redaction-pool.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Kysely, Selectable } from 'kysely';
-import type { DrainStatus, LogDrainsTable, RedactionRulesTable } from './tables.js';
+import type { LogDrainsTable, RedactionRulesTable } from './tables.js';
 
 
 const isUniqueViolation = (err: unknown) => /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));

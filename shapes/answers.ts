@@ -2,7 +2,7 @@
 // CLI's and console's view), the Operation record, the User, an SSH key and a log drain. The API registers them as components
 // of /openapi.json (api/schemas.ts); clients import their types only, so zod stays out of their start-up.
 import { z } from 'zod';
-import { DRAIN_TYPES, END_REASONS, OPERATION_STATUSES, ROLES, SESSION_STATES } from './enumerations.js';
+import { DRAIN_STATUSES, DRAIN_TYPES, END_REASONS, OPERATION_STATUSES, ROLES, SESSION_STATES } from './enumerations.js';
 
 export const time = z.iso.datetime().describe('RFC 3339, UTC');
 export const intId = z.number().int().positive();
@@ -81,7 +81,7 @@ export const drainSchema = z.object({
   url: z.string().describe('credentials in it are masked'),
   has_token: z.boolean(), has_ca_cert: z.boolean(), index: z.string().nullable(), pipeline: z.string().nullable(),
   drain_ephemeral_sessions: z.boolean(), created_at: z.iso.datetime(),
-  status: z.enum(['active', 'paused']).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
+  status: z.enum(DRAIN_STATUSES).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
   paused_reason: z.string().nullable(), paused_at: z.iso.datetime().nullable(),
   delivery: z.object({
     backlog_bytes: z.number().int().describe('journal bytes of session output not yet delivered, over every host'),

@@ -28,10 +28,15 @@ export type Plan = (typeof PLANS)[number];
 
 export const DRAIN_TYPES = ['https', 'syslog', 'elasticsearch'] as const;
 export type DrainType = (typeof DRAIN_TYPES)[number];
+/** `paused` after the receiver refused our credentials or target (401/403/404). */
+export const DRAIN_STATUSES = ['active', 'paused'] as const;
+export type DrainStatus = (typeof DRAIN_STATUSES)[number];
 
 /** Ready-made redaction rules an account admin can switch on by name; their patterns are drains/redaction.ts. */
 export const REDACTION_PRESET_NAMES = ['card_number', 'us_ssn'] as const;
 export type RedactionPreset = (typeof REDACTION_PRESET_NAMES)[number];
+/** `over_budget` once the rule took longer than its time budget on some output. */
+export const REDACTION_RULE_STATUSES = ['active', 'over_budget'] as const;
 
 export const AUDIT_TARGET_TYPES = ['account', 'stack', 'app', 'user', 'api_token', 'ssh_key', 'log_drain', 'redaction_rule'] as const;
 export type AuditTargetType = (typeof AUDIT_TARGET_TYPES)[number];

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { DrainsService } from '../../drains/service.js';
 import { RULE_LIMITS } from '../../drains/redaction.js';
-import { REDACTION_PRESET_NAMES } from '../../shapes/enumerations.js';
+import { REDACTION_PRESET_NAMES, REDACTION_RULE_STATUSES } from '../../shapes/enumerations.js';
 import { drainBody, redactionRuleBody } from '../../shapes/requests.js';
 import * as answers from '../../shapes/answers.js';
 import { CAPS } from '../../lib/caps.js';
@@ -19,7 +19,7 @@ const drainFailureSchema = s.component('DrainFailure', z.object({
 const ruleSchema = s.component('RedactionRule', z.object({
   id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(REDACTION_PRESET_NAMES).nullable(),
   replacement: z.string(), created_at: z.iso.datetime(),
-  status: z.enum(['active', 'over_budget']).describe('over_budget: the rule took longer than its time budget on some output, which was withheld (see last_error)'),
+  status: z.enum(REDACTION_RULE_STATUSES).describe('over_budget: the rule took longer than its time budget on some output, which was withheld (see last_error)'),
   last_error: z.string().nullable(), last_error_at: z.iso.datetime().nullable(),
   withheld_records: z.number().int().describe('output records withheld because this rule took longer than its budget on them'),
 }));
