@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import { VERSION } from '../lib/version.js';
 import { CliError, type CliConfig } from './config.js';
+import type { User } from '../shapes/answers.js';
 
 const USER_AGENT = `essh-cli/${VERSION} node/${process.versions.node}`;
 
@@ -131,7 +132,7 @@ export class EsshApi {
 /** --user: a user id, "me", or an e-mail address among the users the caller may see. */
 export async function resolveUserId(client: EsshApi, user: string): Promise<number> {
   if (/^\d+$/.test(user)) return Number(user);
-  if (user === 'me') return (await client.get<Me>('/me')).id;
+  if (user === 'me') return (await client.get<User>('/me')).id;
   if (user.includes('@')) {
     const users = await client.list<{ id: number; email: string }>('/users');
     const found = users.find((u) => u.email.toLowerCase() === user.toLowerCase());
@@ -139,43 +140,4 @@ export async function resolveUserId(client: EsshApi, user: string): Promise<numb
     return found.id;
   }
   throw new CliError(`--user takes a user id, an e-mail address or "me" (got "${user}")`);
-}
-
-/** One page of a list (GET /sessions, …): pass next_cursor as `cursor` for the next one; null on the last. */
-export interface Page<T> {
-  items: T[];
-  next_cursor: string | null;
-}
-
-export interface Session {
-  id: number;
-  operation_id?: number;
-  app: string;
-  account?: string;
-  stack?: string;
-  state: string;
-  user: { id: number; name: string; email: string };
-  end_reason: string | null;
-  end_message?: string | null;
-  ended_by?: string | null;
-  exit_code: number | null;
-  command: string[] | null;
-  container_size_mb: number;
-  container_id?: string | null;
-  created_at: string;
-  connected_at: string | null;
-  ended_at: string | null;
-  expires_at?: string | null;
-}
-
-export interface CreatedSession extends Session {
-  connect: { host: string; port: number; user: string; token: string; token_expires_at: string; ssh_command: string; host_key?: string; host_key_fingerprint?: string };
-}
-
-export interface Me {
-  id: number;
-  name: string;
-  email: string;
-  role: string;
-  accounts: string[];
 }

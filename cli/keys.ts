@@ -1,17 +1,12 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { SSH_KEY_NAMESPACE, readKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { readKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
+import type { SshKey } from '../shapes/answers.js';
 import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { resolveUserId, type EsshApi } from './api.js';
 import { CliError } from './config.js';
-
-interface SshKey {
-  id: number;
-  fingerprint: string;
-  public_key: string;
-  created_at: string;
-}
 
 const PUBLIC_KEY_LINE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+([A-Za-z0-9+/]+={0,3})(\s.*)?$/;
 

@@ -4,18 +4,7 @@ import type { EsshApi } from './api.js';
 import { CliError } from './config.js';
 import { printable } from '../lib/printable.js';
 import { readStdin } from './prompt.js';
-
-interface Drain {
-  id: number;
-  handle: string;
-  account: string;
-  drain_type: string;
-  url: string;
-  drain_ephemeral_sessions: boolean;
-  status?: string;
-  paused_reason?: string | null;
-  delivery?: { backlog_bytes?: number; last_success_at?: string | null; last_error?: string | null };
-}
+import type { Drain } from '../shapes/answers.js';
 
 /** `essh log-drains list|create|delete` (CONTRACT §5, §9): thin over the drains routes. */
 export function logDrainsCommand(api: () => Promise<EsshApi>, out: {

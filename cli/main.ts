@@ -4,7 +4,7 @@
 import { finished } from 'node:stream/promises';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../lib/version.js';
-import { EsshApi, resolveUserId, type Me, type Session } from './api.js';
+import { EsshApi, resolveUserId } from './api.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
 import { keysCommand } from './keys.js';
@@ -14,8 +14,9 @@ import { printable, printableJson } from '../lib/printable.js';
 import { promptHidden, readStdin } from './prompt.js';
 import { sshToApp } from './ssh.js';
 import { watchSessions } from './watch.js';
-
-const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'];
+import { SESSION_STATES } from '../shapes/enumerations.js';
+// Types only: zod stays out of the CLI's start-up.
+import type { Session, User } from '../shapes/answers.js';
 
 const positiveInt = (what: string) => (value: string) => {
   const n = Number(value);
@@ -142,7 +143,7 @@ Exit status:
         token = (await promptHidden('API token: ')).trim();
       }
       if (!token) throw new CliError('no token given; nothing was stored');
-      const me = await new EsshApi({ api_url, token }).get<Me>('/me');
+      const me = await new EsshApi({ api_url, token }).get<User>('/me');
       const file = await saveConfig({ ...stored, api_url, token });
       process.stderr.write(`Logged in to ${api_url} as ${printable(`${me.name} <${me.email}>`)} (saved in ${file})\n`);
       if (process.env.ESSH_TOKEN) process.stderr.write('essh: note: ESSH_TOKEN is set in this environment and is used instead of the stored token\n');
@@ -167,7 +168,7 @@ Exit status:
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       const config = await resolveConfig();
-      const me = await new EsshApi(config).get<Me>('/me');
+      const me = await new EsshApi(config).get<User>('/me');
       if (opts.json) return printJson({ ...me, api_url: config.api_url, token_from: config.source.token });
       process.stdout.write(fields([
         ['user', `${me.name} <${me.email}> (id ${me.id})`],

@@ -1,5 +1,6 @@
 import { loadSshClient, openPortalShell } from '../portal/client.js';
-import type { CreatedSession, EsshApi, Session } from './api.js';
+import type { EsshApi } from './api.js';
+import type { CreatedSession, Session } from '../shapes/answers.js';
 import { CliError } from './config.js';
 import { printable } from '../lib/printable.js';
 

@@ -1,4 +1,5 @@
-import type { EsshApi, Session } from './api.js';
+import type { EsshApi } from './api.js';
+import type { Session } from '../shapes/answers.js';
 import { CliError } from './config.js';
 import { printable, printableJson } from '../lib/printable.js';
 

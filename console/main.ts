@@ -6,6 +6,9 @@ import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import './style.css';
 import { printable } from '../lib/printable.js';
+import { SESSION_STATES } from '../shapes/enumerations.js';
+// Types only: zod stays out of the page's script.
+import type { Operation, Session, User } from '../shapes/answers.js';
 
 // --- the API ------------------------------------------------------------------------------------
 
@@ -78,8 +81,7 @@ const time = (iso: string | null) => (iso ? h('time', { datetime: iso, title: is
 
 // --- sign in / out ------------------------------------------------------------------------------
 
-interface Me { id: number; name: string; email: string; role: string; accounts: string[] }
-let me: Me | undefined;
+let me: User | undefined;
 
 /** Said once on the sign-in form (why the user was signed out). */
 let signInMessage: string | undefined;
@@ -116,7 +118,7 @@ function signInView() {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const t = input.value.trim();
-    const r = await api<Me>('/me', t);
+    const r = await api<User>('/me', t);
     if (r.status !== 200) return void problem.replaceChildren(alertBox(messageOf(r)));
     sessionStorage.setItem(TOKEN_KEY, t);
     me = r.body;
@@ -128,15 +130,6 @@ function signInView() {
 }
 
 // --- the sessions list ------------------------------------------------------------------------------
-
-const STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'];
-
-interface Session {
-  id: number; operation_id: number; app: string; account: string; stack: string; user: { id: number; name: string; email: string };
-  state: string; end_reason: string | null; end_message: string | null; ended_by: string | null; exit_code: number | null;
-  command: string[] | null; container_size_mb: number; container_id: string | null; workflow_id: string;
-  created_at: string; connected_at: string | null; ended_at: string | null; expires_at: string | null;
-}
 
 async function sessionsView(params: URLSearchParams) {
   const filters = { app: params.get('app') ?? '', state: params.get('state') ?? '', user: params.get('user') ?? '' };
@@ -151,7 +144,7 @@ async function sessionsView(params: URLSearchParams) {
   };
   const form = h('form', { id: 'filters', class: 'filters' },
     select('app', 'app', apps.map((a) => [a.handle, a.handle])),
-    select('state', 'state', STATES.map((s) => [s, s])),
+    select('state', 'state', SESSION_STATES.map((s) => [s, s])),
     // A member sees only its own sessions: a user filter would have one choice.
     users.length > 1 ? select('user', 'user', users.map((u) => [String(u.id), `${u.name} <${u.email}>`])) : null,
     h('button', { type: 'submit' }, 'Filter'),
@@ -196,11 +189,6 @@ async function sessionsView(params: URLSearchParams) {
 }
 
 // --- one session ------------------------------------------------------------------------------
-
-interface Operation {
-  id: number; type: string; status: string; app: string; user_name: string; user_email: string; command: string[] | null;
-  container_size_mb: number; session_id: number; end_reason: string | null; exit_code: number | null; created_at: string; updated_at: string;
-}
 
 function fields(rows: [string, Child][]) {
   return h('dl', { class: 'fields' }, ...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')]));
@@ -285,7 +273,7 @@ async function route() {
   if (!token()) return void (location.hash = '#/sign-in');
   try {
     if (!me) {
-      const r = await api<Me>('/me');
+      const r = await api<User>('/me');
       me = r.body;
       renderWho();
     }

@@ -1,4 +1,5 @@
 import { RE2JS } from 're2js';
+import type { RedactionPreset } from '../shapes/enumerations.js';
 
 /**
  * Redaction rules run over every byte of every session of their account, and account admins write
@@ -10,16 +11,12 @@ import { RE2JS } from 're2js';
  * portal. Patterns use RE2 syntax: no lookaround, no backreferences. This file is what the workers run.
  */
 
-/** Ready-made rules an account admin can switch on by name. */
-export const REDACTION_PRESETS = {
+/** The patterns of the ready-made rules an account admin can switch on by name. */
+export const REDACTION_PRESETS: Record<RedactionPreset, { pattern: string; replacement: string; luhn: boolean }> = {
   // 13–19 digits, optionally grouped by spaces or dashes; a Luhn check keeps ordinary long numbers.
   card_number: { pattern: String.raw`\b\d(?:[ -]?\d){12,18}\b`, replacement: '[REDACTED CARD]', luhn: true },
   us_ssn: { pattern: String.raw`\b\d{3}-\d{2}-\d{4}\b`, replacement: '[REDACTED SSN]', luhn: false },
-} as const;
-export type RedactionPreset = keyof typeof REDACTION_PRESETS;
-
-/** The longest pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
-export const MAX_PATTERN_LENGTH = 1000;
+};
 
 export const RULE_LIMITS = {
   /**

@@ -8,36 +8,19 @@ import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { pageOf, type PageRequest } from '../services/pages.js';
 import { recordAudit } from '../services/audit.js';
-import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES, type RedactionPreset } from './redaction.js';
+import { REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES } from './redaction.js';
+import { MAX_PATTERN_LENGTH, type DrainStatus, type DrainType } from '../shapes/enumerations.js';
+import type { DrainBody, RedactionRuleBody } from '../shapes/requests.js';
 import { Redactor } from './redaction-pool.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Kysely, Selectable } from 'kysely';
-import type { DrainStatus, LogDrainsTable, RedactionRulesTable } from './tables.js';
+import type { LogDrainsTable, RedactionRulesTable } from './tables.js';
 
-export const DRAIN_TYPES = ['https', 'syslog', 'elasticsearch'] as const;
-export type DrainType = (typeof DRAIN_TYPES)[number];
-
-export interface DrainInput {
-  handle: string;
-  drain_type: DrainType;
-  url: string;
-  token?: string;
-  ca_cert?: string;
-  index?: string;
-  pipeline?: string;
-  drain_ephemeral_sessions?: boolean;
-}
-export interface RedactionRuleInput {
-  name: string;
-  pattern?: string;
-  preset?: RedactionPreset;
-  replacement?: string;
-}
 
 const isUniqueViolation = (err: unknown) => /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));
 
 /** Checks a drain's settings by type; every refusal says what to send instead. */
-export function validateDrain(input: DrainInput): void {
+export function validateDrain(input: DrainBody): void {
   let url: URL;
   try {
     url = new URL(input.url);
@@ -172,7 +155,7 @@ export class DrainsService {
     };
   }
 
-  async create(p: Principal, accountHandle: string, input: DrainInput) {
+  async create(p: Principal, accountHandle: string, input: DrainBody) {
     const account = await this.account(p, accountHandle);
     access.requireAccountAdmin(p, account.id, `Account "${accountHandle}"`);
     validateDrain(input);
@@ -274,7 +257,7 @@ export class DrainsService {
     };
   }
 
-  async createRule(p: Principal, accountHandle: string, input: RedactionRuleInput) {
+  async createRule(p: Principal, accountHandle: string, input: RedactionRuleBody) {
     const account = await this.account(p, accountHandle);
     access.requireAccountAdmin(p, account.id, `Account "${accountHandle}"`);
     if ((input.pattern === undefined) === (input.preset === undefined)) {
@@ -355,7 +338,7 @@ export class DrainsService {
 }
 
 /** The audit event of a new drain, in its insert's transaction: its settings, credentials masked or only said to be there. */
-async function drainCreated<R extends Selectable<LogDrainsTable>>(trx: Kysely<Database>, p: Principal, row: R, input: DrainInput): Promise<R> {
+async function drainCreated<R extends Selectable<LogDrainsTable>>(trx: Kysely<Database>, p: Principal, row: R, input: DrainBody): Promise<R> {
   await recordAudit(trx, p, {
     action: 'log_drain.created', target: { id: row.id, name: row.handle }, accountIds: [Number(row.account_id)], fields: Object.keys(input),
     details: {

@@ -4,8 +4,6 @@ import type { Generated } from 'kysely';
 // lib/db.ts stays untouched. Timestamps are ISO text, booleans 0/1, as in the core tables.
 // How far a drain has delivered each session is in `drain_session_cursors` (journal/tables.ts).
 
-export type DrainStatus = 'active' | 'paused';
-
 /** A log drain of an account, with its delivery figures (summed over every host that ships to it). */
 export interface LogDrainsTable {
   id: Generated<number>;

@@ -3,9 +3,8 @@ import type { Database, Db } from './db.js';
 import { nowIso } from './db.js';
 import { announceRecordChanged } from './record-news.js';
 import { processCounters } from './metrics.js';
-import {
-  SESSION_STATES, operationStatusFor, sessionWorkflowId, type EndReason, type SessionRecordUpdate,
-} from '../workflows/definitions.js';
+import { operationStatusFor, sessionWorkflowId, type SessionRecordUpdate } from '../workflows/definitions.js';
+import { SESSION_STATES, type EndReason } from '../shapes/enumerations.js';
 
 /**
  * The one writer of the Operation record (the `operations` row, which is also the Session): made when

@@ -1,5 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { SecretBox } from './secrets.js';
+import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
 
 /**
  * Proof that whoever registers an SSH key holds its private key: the API issues a challenge bound to
@@ -12,8 +13,6 @@ import type { SecretBox } from './secrets.js';
  * challenge, and only in this namespace, so that an API cannot have it sign anything else.
  */
 
-/** The SSHSIG namespace of registration signatures: a signature for git, e-mail or files is no proof here. */
-export const SSH_KEY_NAMESPACE = 'essh-key-registration';
 /** Long enough for a passphrase prompt or a touch of a security key, short enough to be single-purpose. */
 export const SSH_KEY_CHALLENGE_TTL_S = 300;
 

@@ -1,35 +1,6 @@
 import net from 'node:net';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
-
-export interface PortalLimits {
-  /** Open connections, authenticated or not. */
-  maxConnections: number;
-  /**
-   * sshd's MaxStartups `start:rate:full` for connections still authenticating: past `earlyDropStart`
-   * a newcomer from a source that already has one authenticating is dropped with a probability rising
-   * from `earlyDropRate`% to 100% at `maxUnauthenticated`; at `maxUnauthenticated` a newcomer takes
-   * the oldest slot of the source holding the most, if that source holds more than one beyond it.
-   */
-  earlyDropStart: number;
-  earlyDropRate: number;
-  maxUnauthenticated: number;
-  /** Connections still authenticating from one source (an IPv4 address, an IPv6 /64). */
-  maxUnauthenticatedPerAddress: number;
-  /** Failed authentications (a key offered counts) from one source per minute before it is shut out for `blockS`. */
-  failuresPerAddressPerMinute: number;
-  blockS: number;
-  /** Authentication attempts one connection may make (OpenSSH's MaxAuthTries); each key offered is one. */
-  maxAuthAttempts: number;
-  /** Time a connection has to authenticate. */
-  authTimeoutS: number;
-  /** An authenticated connection with no channel open this long is closed. */
-  idleTimeoutS: number;
-  /**
-   * Idle authenticated connections (no channel open) one user may hold on this portal; past it the
-   * user's longest-idle one is closed. Connections running a session do not count: the plan bounds those.
-   */
-  maxConnectionsPerUser: number;
-}
+import type { PortalLimits } from '../lib/config.js';
 
 /**
  * Which limit turned a connection away (`evicted`: an authenticating one closed to make room for a

@@ -1,36 +1,23 @@
 import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { DEFAULT_MAX_SESSION_DURATION_S, planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { DEFAULT_MAX_SESSION_DURATION_S, SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
+import type {
+  AddSshKeyBody, CreateAccountBody, CreateAppBody, CreateStackBody, CreateTokenBody, CreateUserBody, PatchAccountBody, PatchAppBody,
+} from '../shapes/requests.js';
 import { openEnv, sealEnv } from '../lib/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
-import { SSH_KEY_NAMESPACE, issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
+import { issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
 import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { SshSigError, parseSshSignature, sshPublicKey, verifySshSignature } from '../lib/sshsig.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
-import { access, type Principal, type Role } from './auth.js';
+import { access, type Principal } from './auth.js';
 import { grantProblem, parsePrefixes } from '../lib/grants.js';
 import { CAPS, insertWithinCap } from '../lib/caps.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type PageRequest } from './pages.js';
 import { accountIdsOfUser, envChanges, recordAudit } from './audit.js';
-
-export interface AccountInput {
-  handle: string; plan: string; max_concurrent_sessions?: number; stacks?: string[]; image_prefixes?: string[];
-}
-export type AccountPatch = Partial<Omit<AccountInput, 'handle' | 'max_concurrent_sessions'>> & { max_concurrent_sessions?: number | null };
-export interface StackInput { name: string; max_session_duration_s?: number; dedicated?: boolean }
-export interface AppInput {
-  handle: string; account: string; stack: string; image: string;
-  env?: Record<string, string>; command?: string[]; working_dir?: string; user?: string; network?: string;
-  warm_pool?: number;
-}
-/** What PATCH /apps/{app} may change: everything but the handle and the account; null clears an optional field. */
-export type AppPatch = Partial<{
-  stack: string; image: string; env: Record<string, string>; command: string[] | null; working_dir: string | null;
-  user: string | null; network: string | null; warm_pool: number;
-}>;
-export interface UserInput { name: string; email: string; role: Role; accounts: string[] }
 
 /** The longest an API token may be issued for: a token that outlives its purpose is a standing risk. */
 const MAX_TOKEN_LIFE_S = 10 * 365 * 24 * 3600;
@@ -63,7 +50,7 @@ export class AdminService {
       created_at: a.created_at,
     };
   }
-  async createAccount(p: Principal, input: AccountInput) {
+  async createAccount(p: Principal, input: CreateAccountBody) {
     access.requireOperator(p);
     try {
       const id = await this.db.transaction().execute(async (trx) => {
@@ -87,7 +74,7 @@ export class AdminService {
     }
   }
   /** Operator only: the plan, the session override, the granted stacks and image prefixes. */
-  async patchAccount(p: Principal, handle: string, patch: AccountPatch) {
+  async patchAccount(p: Principal, handle: string, patch: PatchAccountBody) {
     access.requireOperator(p);
     const a = await this.accountByHandle(p, handle);
     await this.db.transaction().execute(async (trx) => {
@@ -136,7 +123,7 @@ export class AdminService {
       dedicated: Boolean(s.dedicated), created_at: s.created_at,
     };
   }
-  async createStack(p: Principal, input: StackInput) {
+  async createStack(p: Principal, input: CreateStackBody) {
     access.requireOperator(p);
     const max = input.max_session_duration_s ?? DEFAULT_MAX_SESSION_DURATION_S;
     if (max !== DEFAULT_MAX_SESSION_DURATION_S && !input.dedicated) {
@@ -190,7 +177,7 @@ export class AdminService {
       working_dir: a.working_dir, user: a.user, network: a.network, warm_pool: Number(a.warm_pool), created_at: a.created_at,
     };
   }
-  async createApp(p: Principal, input: AppInput) {
+  async createApp(p: Principal, input: CreateAppBody) {
     const account = await this.accountByHandle(p, input.account);
     access.requireAccountAdmin(p, Number(account.id), `Account "${input.account}"`);
     if (input.network !== undefined) checkNetwork(p, input.network);
@@ -220,7 +207,7 @@ export class AdminService {
     }
   }
   /** Account admins change the app's container settings; its stack, network and warm pool are the operator's. */
-  async patchApp(p: Principal, handle: string, patch: AppPatch) {
+  async patchApp(p: Principal, handle: string, patch: PatchAppBody) {
     const app = await this.db.selectFrom('apps').selectAll().where('handle', '=', handle).executeTakeFirst();
     if (!app || !access.canSeeAccount(p, Number(app.account_id))) throw notFound(`App "${handle}"`);
     access.requireAccountAdmin(p, Number(app.account_id), `App "${handle}"`);
@@ -294,7 +281,7 @@ export class AdminService {
       .select('a.handle').where('ua.user_id', '=', id).orderBy('a.handle').execute();
     return { id: Number(u.id), name: u.name, email: u.email, role: u.role, accounts: accounts.map((a) => a.handle), created_at: u.created_at };
   }
-  async createUser(p: Principal, input: UserInput) {
+  async createUser(p: Principal, input: CreateUserBody) {
     const accountIds: number[] = [];
     for (const handle of input.accounts) {
       const a = await this.accountByHandle(p, handle);
@@ -398,7 +385,7 @@ export class AdminService {
       });
     return { id: Number(row.id), name: name ?? null, token, created_at: row.created_at, expires_at: expiresAt };
   }
-  async createToken(p: Principal, userId: number, input: { name?: string; expires_at?: string } = {}) {
+  async createToken(p: Principal, userId: number, input: CreateTokenBody = {}) {
     await this.getUser(p, userId);
     return this.issueToken(userId, input.name, { expiresAt: input.expires_at, by: p });
   }
@@ -436,7 +423,7 @@ export class AdminService {
    * Whether the key is registered already is said only after the proof, so that the API does not tell
    * a stranger whose public keys essh knows.
    */
-  async addSshKey(p: Principal, userId: number, input: { public_key: string; challenge: string; signature: string }) {
+  async addSshKey(p: Principal, userId: number, input: AddSshKeyBody) {
     await this.getUser(p, userId);
     const parsed = parseAuthorizedKey(input.public_key);
     checkKeyProof(this.secrets, userId, parsed, input.challenge, input.signature);

@@ -5,6 +5,8 @@ import { nowIso } from '../lib/db.js';
 import { access, type Principal } from './auth.js';
 import { forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type PageRequest } from './pages.js';
+import type { AuditAction, AuditTargetType } from '../shapes/enumerations.js';
+import type { AuditFilters } from '../shapes/requests.js';
 
 /**
  * The audit trail: every change an administrator makes to users, roles, tokens, SSH keys, accounts
@@ -14,14 +16,6 @@ import { emptyPage, pageOf, type PageRequest } from './pages.js';
  * fingerprint).
  */
 
-export const AUDIT_TARGET_TYPES = ['account', 'stack', 'app', 'user', 'api_token', 'ssh_key', 'log_drain', 'redaction_rule'] as const;
-export type AuditTargetType = (typeof AUDIT_TARGET_TYPES)[number];
-export const AUDIT_ACTIONS = [
-  'account.created', 'account.updated', 'stack.created', 'app.created', 'app.updated', 'user.created',
-  'api_token.created', 'api_token.revoked', 'ssh_key.added', 'ssh_key.removed',
-  'log_drain.created', 'log_drain.resumed', 'log_drain.deleted', 'redaction_rule.created', 'redaction_rule.deleted',
-] as const;
-export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 export interface AuditEventsTable {
   id: Generated<number>;
@@ -113,16 +107,6 @@ export function envChanges(before: Record<string, string>, after: Record<string,
     removed: names((k) => !(k in after), Object.keys(before)),
     changed: names((k) => k in before && before[k] !== after[k], Object.keys(after)),
   };
-}
-
-export interface AuditFilters {
-  account?: string;
-  /** A user id, or an e-mail address. */
-  actor?: string;
-  target_type?: AuditTargetType;
-  action?: AuditAction;
-  since?: string;
-  until?: string;
 }
 
 /** GET /audit_events: operators read every event; an account admin those of the accounts it administers. */

@@ -1,9 +1,7 @@
 import type { Db } from '../lib/db.js';
 import { hashToken } from '../lib/secrets.js';
+import type { Role } from '../shapes/enumerations.js';
 import { ApiError, forbidden, notFound } from './errors.js';
-
-export const ROLES = ['member', 'account_admin', 'operator'] as const;
-export type Role = (typeof ROLES)[number];
 
 export interface Principal {
   id: number;

@@ -1,6 +1,4 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { z } from 'zod';
-import type { operationSchema } from '../api/schemas.js';
 import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
@@ -17,12 +15,11 @@ import {
   TASK_QUEUE,
   sessionWorkflowId,
   terminateSignal,
-  type EndReason,
-  type OperationStatus,
-  type SessionState,
-  type Session,
   type SessionWorkflowInput,
 } from '../workflows/definitions.js';
+import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
+import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
+import type { CreatedSession, Operation, Session } from '../shapes/answers.js';
 import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
 import { hostForStack } from '../host/registry.js';
 import type { sessionWorkflow } from '../workflows/session.js';
@@ -38,24 +35,6 @@ export interface SessionTimeouts {
   stopGraceS: number;
   pidsLimit: number;
   tokenTtlS: number;
-}
-
-/** The contract's Session (CONTRACT §3); the `describe` query answers the same shape. */
-export type SessionView = Session;
-
-/** The contract's Operation (CONTRACT §3), as the API's schema defines it. */
-export type OperationView = z.infer<typeof operationSchema>;
-
-export interface ConnectInfo {
-  host: string;
-  port: number;
-  user: string;
-  token: string;
-  token_expires_at: string;
-  ssh_command: string;
-  /** The portal's host key, for the client to check (beyond CONTRACT §3). */
-  host_key?: string;
-  host_key_fingerprint?: string;
 }
 
 export const DEFAULT_CONTAINER_SIZE_MB = 1024;
@@ -106,7 +85,7 @@ export class SessionsService {
   }
 
   /** Starts a session (API and portal alike); each acceptance and refusal is counted. */
-  async create(principal: Principal, appHandle: string, body: Parameters<SessionsService['createSession']>[2]) {
+  async create(principal: Principal, appHandle: string, body: CreateSessionBody) {
     try {
       return await this.createSession(principal, appHandle, body);
     } catch (err) {
@@ -118,17 +97,8 @@ export class SessionsService {
   private async createSession(
     principal: Principal,
     appHandle: string,
-    body: {
-      command?: string[];
-      container_size_mb?: number;
-      /** false: no TTY, separate stdout/stderr (an SSH exec without a PTY). */
-      tty?: boolean;
-      /** The container starts when the first client attaches, so a short command's output is not missed. */
-      start_on_connect?: boolean;
-      /** Extra env for this session only, over the app's: sealed here, never in the workflow's input. */
-      env?: Record<string, string>;
-    },
-  ): Promise<SessionView & { connect: ConnectInfo }> {
+    body: CreateSessionBody,
+  ): Promise<CreatedSession> {
     const { db, engine, timeouts } = this.deps;
     const app = await db
       .selectFrom('apps as a')
@@ -170,6 +140,7 @@ export class SessionsService {
     const createdAt = created.toISOString();
     const expiresAt = new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString();
     const tokenExpiresAt = new Date(created.getTime() + timeouts.tokenTtlS * 1000).toISOString();
+    // The session's extra env is sealed here, never put in the workflow's input.
     const sealedEnv = body.env && Object.keys(body.env).length > 0 ? sealEnv(this.deps.secrets, body.env) : null;
 
     // The count and the insert are one transaction, serialised per account, so concurrent requests
@@ -283,12 +254,12 @@ export class SessionsService {
     return row;
   }
 
-  async get(principal: Principal, id: number): Promise<SessionView> {
+  async get(principal: Principal, id: number): Promise<Session> {
     return toSession(await this.visibleRow(principal, id));
   }
 
   /** The sessions the caller may see, newest first, one page at a time. */
-  async list(principal: Principal, filter: { app?: string; state?: string; user?: number }, page: PageRequest): Promise<Page<SessionView>> {
+  async list(principal: Principal, filter: SessionFilters, page: PageRequest): Promise<Page<Session>> {
     let q = this.rows().orderBy('o.id', 'desc').limit(page.limit + 1);
     if (page.after !== undefined) q = q.where('o.id', '<', page.after);
     if (filter.app) q = q.where('a.handle', '=', filter.app);
@@ -307,7 +278,7 @@ export class SessionsService {
    * record says `ending`, or after a few seconds whatever it says: from then on the session no
    * longer holds a plan slot (CONTRACT §8), so a create right after the answer is accepted.
    */
-  async terminate(principal: Principal, id: number, reason?: string): Promise<SessionView> {
+  async terminate(principal: Principal, id: number, reason?: string): Promise<Session> {
     const row = await this.visibleRow(principal, id);
     const mayEnd =
       principal.role === 'operator' ||
@@ -332,7 +303,7 @@ export class SessionsService {
     }
   }
 
-  async getOperation(principal: Principal, id: number): Promise<OperationView> {
+  async getOperation(principal: Principal, id: number): Promise<Operation> {
     const row = await this.rows().where('o.id', '=', id).executeTakeFirst();
     if (!row || !access.canSeeSession(principal, { account_id: Number(row.account_id), user_id: Number(row.user_id) })) {
       throw notFound(`Operation ${id}`);
@@ -341,7 +312,7 @@ export class SessionsService {
   }
 
   /** An app's Operation records the caller may see, newest first, one page at a time. */
-  async listAppOperations(principal: Principal, appHandle: string, page: PageRequest): Promise<Page<OperationView>> {
+  async listAppOperations(principal: Principal, appHandle: string, page: PageRequest): Promise<Page<Operation>> {
     const app = await this.deps.db.selectFrom('apps').select(['id', 'account_id']).where('handle', '=', appHandle).executeTakeFirst();
     if (!app || !access.canSeeAccount(principal, Number(app.account_id))) throw notFound(`App "${appHandle}"`);
     let q = this.rows().where('o.app_id', '=', app.id).orderBy('o.id', 'desc').limit(page.limit + 1);
@@ -380,7 +351,7 @@ type Row = Awaited<ReturnType<ReturnType<SessionsService['rows']>['executeTakeFi
 
 const parseCommand = (c: string | null) => (c ? (JSON.parse(c) as string[]) : null);
 
-function toSession(r: Row): SessionView {
+function toSession(r: Row): Session {
   const id = Number(r.id);
   return {
     id,
@@ -405,7 +376,7 @@ function toSession(r: Row): SessionView {
   };
 }
 
-function toOperation(r: Row): OperationView {
+function toOperation(r: Row): Operation {
   const id = Number(r.id);
   return {
     id,

@@ -2,7 +2,7 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { DEFAULT_MAX_SESSION_DURATION_S } from '../lib/plans.js';
+import { DEFAULT_MAX_SESSION_DURATION_S } from '../shapes/enumerations.js';
 import { imageRepository } from '../lib/grants.js';
 import { sealEnv } from '../lib/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';

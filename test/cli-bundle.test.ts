@@ -13,7 +13,7 @@ let checkout: string;
 
 beforeAll(async () => {
   checkout = await mkdtemp(path.join(os.tmpdir(), 'essh-cli-bundle-'));
-  for (const part of ['bin', 'cli', 'lib', 'portal', 'package.json', 'tsconfig.json']) {
+  for (const part of ['bin', 'cli', 'lib', 'portal', 'shapes', 'package.json', 'tsconfig.json']) {
     await cp(path.join(projectRoot, part), path.join(checkout, part), { recursive: true });
   }
   await mkdir(path.join(checkout, 'node_modules'));

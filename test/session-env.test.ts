@@ -11,7 +11,7 @@ import { projectRoot } from '../lib/config.js';
 import { sealStoredEnvs } from '../lib/app-env.js';
 import { SecretBox } from '../lib/secrets.js';
 import { journalPath } from '../journal/writer.js';
-import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../api/schemas.js';
+import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../shapes/requests.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
 import { createTenant, endAllSessions, openSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 import { run, runToEnd } from './portal-terminal.js';

@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { SSH_KEY_NAMESPACE, issueKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { issueKeyChallenge } from '../lib/ssh-key-challenge.js';
+import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
 import { createTenant, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './portal-terminal.js';
 

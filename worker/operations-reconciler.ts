@@ -4,7 +4,8 @@ import type { Db } from '../lib/db.js';
 import { closeOperation } from '../lib/operation-record.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { runningSessionWorkflows } from '../lib/running-sessions.js';
-import { sessionWorkflowId, type EndReason, type SessionResult } from '../workflows/definitions.js';
+import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
+import type { EndReason } from '../shapes/enumerations.js';
 
 /**
  * Closes the Operation record of a session whose workflow closed without recording its end (for

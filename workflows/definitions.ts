@@ -1,27 +1,15 @@
-// Names and shapes shared by the workflow, its activities and every client (API, portal, CLI, host agent).
-// Deterministic: safe to import from workflow code.
+// The Temporal names and shapes shared by the workflow, its activities and the programs that signal or
+// query it (API, portal, host agent). Deterministic: safe to import from workflow code.
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
+// Types only: the Session's schema (zod) stays out of the workflow bundle.
+import type { Session } from '../shapes/answers.js';
 
 export const TASK_QUEUE = 'essh';
 export const hostTaskQueue = (stack: string) => `essh-host-${stack}`;
 export const sessionWorkflowId = (operationId: number | string) => `ssh-session-${operationId}`;
 
-export const SESSION_STATES = ['provisioning', 'waiting_for_client', 'active', 'ending', 'ended'] as const;
-export type SessionState = (typeof SESSION_STATES)[number];
-
-export const END_REASONS = [
-  'exit',
-  'disconnect',
-  'terminated',
-  'expired',
-  'connect_timeout',
-  'provision_failed',
-  'container_lost',
-] as const;
-export type EndReason = (typeof END_REASONS)[number];
-
-export type OperationStatus = 'queued' | 'running' | 'succeeded' | 'failed';
 const FAILED_REASONS: ReadonlySet<EndReason> = new Set(['provision_failed', 'connect_timeout', 'container_lost']);
 export function operationStatusFor(state: SessionState, endReason: EndReason | null): OperationStatus {
   if (state !== 'ended') return 'running';
@@ -64,33 +52,6 @@ export const programExitedSignal = defineSignal<[ProgramExitedSignal]>('programE
 export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>('clientDisconnected');
 export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
-
-/**
- * A session as the API shows it (CONTRACT §3): plain data, so that workflow code depends on no HTTP
- * layer. The API's schema (api/schemas.ts `sessionSchema`) is held to this shape at compile time, both
- * ways: a field added to one and not the other fails to compile. Times are RFC 3339 in UTC.
- */
-export interface Session {
-  id: number;
-  operation_id: number;
-  workflow_id: string;
-  app: string;
-  account: string;
-  stack: string;
-  user: { id: number; name: string; email: string };
-  state: SessionState;
-  end_reason: EndReason | null;
-  end_message: string | null;
-  ended_by: string | null;
-  exit_code: number | null;
-  command: string[] | null;
-  container_size_mb: number;
-  container_id: string | null;
-  created_at: string;
-  connected_at: string | null;
-  ended_at: string | null;
-  expires_at: string | null;
-}
 
 /** The `describe` query: the Session as the workflow knows it, with its attached connections. */
 export interface SessionSnapshot extends Session {

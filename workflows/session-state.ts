@@ -8,14 +8,13 @@ import {
   hostTaskQueue,
   type CarriedState,
   type ContainerExitedSignal,
-  type EndReason,
   type ProgramExitedSignal,
   type SessionRecordUpdate,
   type SessionResult,
   type SessionSnapshot,
-  type SessionState,
   type SessionWorkflowInput,
 } from './definitions.js';
+import type { EndReason, SessionState } from '../shapes/enumerations.js';
 import { sessionCurrentDetails } from './ui-metadata.js';
 
 export interface Ending {

@@ -26,9 +26,9 @@ import {
   programExitedSignal,
   terminateSignal,
   type SessionResult,
-  type SessionState,
   type SessionWorkflowInput,
 } from './definitions.js';
+import type { SessionState } from '../shapes/enumerations.js';
 import { SessionMachine, type Ending } from './session-state.js';
 
 /**

@@ -1,5 +1,6 @@
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
+import * as req from '../../shapes/requests.js';
 
 /** What a user's id opens. */
 const userLinks = Object.fromEntries(['getUser', 'createApiToken', 'listApiTokens', 'createSshKeyChallenge', 'addSshKey', 'listSshKeys'].map((op) => [op, { id: '$response.body#/id' }]));
@@ -8,7 +9,7 @@ const userLinks = Object.fromEntries(['getUser', 'createApiToken', 'listApiToken
 export const registerAdminRoutes: RouteModule = (route, { admin }) => {
   // --- accounts
   route({ method: 'post', path: '/accounts', operationId: 'createAccount', tag: 'accounts', summary: 'Create an account (operator)',
-    status: 201, errors: [403, 409], body: s.createAccountBody, response: s.accountSchema,
+    status: 201, errors: [403, 409], body: req.createAccountBody, response: s.accountSchema,
     links: Object.fromEntries(['getAccount', 'updateAccount', 'listLogDrains', 'createLogDrain', 'listRedactionRules', 'createRedactionRule']
       .map((op) => [op, { account: '$response.body#/handle' }])),
     handler: ({ principal, body }) => admin.createAccount(principal, body) });
@@ -20,12 +21,12 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
     handler: ({ principal, params }) => admin.getAccount(principal, params.account) });
   route({ method: 'patch', path: '/accounts/{account}', operationId: 'updateAccount', tag: 'accounts',
     summary: "Change an account's plan, limit and grants (operator)", errors: [403, 409],
-    params: s.params.account, body: s.patchAccountBody, response: s.accountSchema,
+    params: s.params.account, body: req.patchAccountBody, response: s.accountSchema,
     handler: ({ principal, params, body }) => admin.patchAccount(principal, params.account, body) });
 
   // --- stacks
   route({ method: 'post', path: '/stacks', operationId: 'createStack', tag: 'stacks', summary: 'Create a stack (operator)',
-    status: 201, errors: [403, 409], body: s.createStackBody, response: s.stackSchema,
+    status: 201, errors: [403, 409], body: req.createStackBody, response: s.stackSchema,
     links: { getStack: { name: '$response.body#/name' } },
     handler: ({ principal, body }) => admin.createStack(principal, body) });
   route({ method: 'get', path: '/stacks', operationId: 'listStacks', tag: 'stacks', summary: 'List stacks',
@@ -37,7 +38,7 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
 
   // --- apps
   route({ method: 'post', path: '/apps', operationId: 'createApp', tag: 'apps', summary: 'Create an app (account admins and operators)',
-    status: 201, errors: [403, 404, 409], body: s.createAppBody, response: s.appSchema,
+    status: 201, errors: [403, 404, 409], body: req.createAppBody, response: s.appSchema,
     links: Object.fromEntries(['getApp', 'updateApp', 'createSession', 'listAppOperations'].map((op) => [op, { app: '$response.body#/handle' }])),
     handler: ({ principal, body }) => admin.createApp(principal, body) });
   route({ method: 'get', path: '/apps', operationId: 'listApps', tag: 'apps', summary: 'List the apps of your accounts (operators: all)',
@@ -48,12 +49,12 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
     handler: ({ principal, params }) => admin.getApp(principal, params.app) });
   route({ method: 'patch', path: '/apps/{app}', operationId: 'updateApp', tag: 'apps',
     summary: "Change an app's settings (stack, network and warm_pool: operator)", errors: [403],
-    params: s.params.app, body: s.patchAppBody, response: s.appSchema,
+    params: s.params.app, body: req.patchAppBody, response: s.appSchema,
     handler: ({ principal, params, body }) => admin.patchApp(principal, params.app, body) });
 
   // --- users, tokens, SSH keys
   route({ method: 'post', path: '/users', operationId: 'createUser', tag: 'users', summary: 'Create a user; the answer holds its first API token',
-    status: 201, errors: [403, 404, 409], body: s.createUserBody, response: s.createdUserSchema, links: userLinks,
+    status: 201, errors: [403, 404, 409], body: req.createUserBody, response: s.createdUserSchema, links: userLinks,
     handler: ({ principal, body }) => admin.createUser(principal, body) });
   route({ method: 'get', path: '/users', operationId: 'listUsers', tag: 'users',
     summary: 'List the users you may manage, and yourself', query: s.listQuery(), response: s.userListSchema,
@@ -62,7 +63,7 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
     params: s.params.id, response: s.userSchema,
     handler: ({ principal, params }) => admin.getUser(principal, params.id) });
   route({ method: 'post', path: '/users/{id}/tokens', operationId: 'createApiToken', tag: 'users', summary: 'Issue an API token (shown once)',
-    status: 201, errors: [403], params: s.params.id, body: s.createTokenBody, response: s.issuedApiTokenSchema,
+    status: 201, errors: [403], params: s.params.id, body: req.createTokenBody, response: s.issuedApiTokenSchema,
     links: { revokeApiToken: { id: '$request.path.id', tokenId: '$response.body#/id' } },
     handler: ({ principal, params, body }) => admin.createToken(principal, params.id, body) });
   route({ method: 'get', path: '/users/{id}/tokens', operationId: 'listApiTokens', tag: 'users', summary: "A user's tokens (never their values)",
@@ -73,14 +74,14 @@ export const registerAdminRoutes: RouteModule = (route, { admin }) => {
     handler: ({ principal, params }) => admin.revokeToken(principal, params.id, params.tokenId) });
   route({ method: 'post', path: '/users/{id}/ssh_key_challenges', operationId: 'createSshKeyChallenge', tag: 'users',
     summary: 'A challenge to sign with a key you register (it lasts 5 minutes)',
-    errors: [403], params: s.params.id, body: s.sshKeyChallengeBody, response: s.sshKeyChallengeSchema,
+    errors: [403], params: s.params.id, body: req.sshKeyChallengeBody, response: s.sshKeyChallengeSchema,
     handler: ({ principal, params, body }) => admin.sshKeyChallenge(principal, params.id, body.public_key) });
   route({ method: 'post', path: '/users/{id}/ssh_keys', operationId: 'addSshKey', tag: 'users',
     summary: 'Register an SSH public key, with proof of holding its private key',
     description: 'First POST /users/{id}/ssh_key_challenges with the public_key; sign its "challenge" with the key ' +
       '(`printf %s "$CHALLENGE" | ssh-keygen -Y sign -n essh-key-registration -f ~/.ssh/id_ed25519`) and send the three here. ' +
       '`essh keys add ~/.ssh/id_ed25519` does it all. 422 names what was wrong with the challenge or the signature.',
-    status: 201, errors: [403, 409], params: s.params.id, body: s.addSshKeyBody, response: s.sshKeySchema,
+    status: 201, errors: [403, 409], params: s.params.id, body: req.addSshKeyBody, response: s.sshKeySchema,
     links: { deleteSshKey: { id: '$request.path.id', keyId: '$response.body#/id' } },
     handler: ({ principal, params, body }) => admin.addSshKey(principal, params.id, body) });
   route({ method: 'get', path: '/users/{id}/ssh_keys', operationId: 'listSshKeys', tag: 'users', summary: "A user's SSH keys",

@@ -1,13 +1,14 @@
 import { z } from 'zod';
-import { AUDIT_ACTIONS, AUDIT_TARGET_TYPES, type AuditService } from '../../services/audit.js';
+import type { AuditService } from '../../services/audit.js';
+import { AUDIT_ACTIONS, AUDIT_TARGET_TYPES } from '../../shapes/enumerations.js';
+import { auditFilters } from '../../shapes/requests.js';
+import { time } from '../../shapes/answers.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
-const queryTime = z.iso.datetime({ offset: true });
-
 const auditEventSchema = s.component('AuditEvent', z.object({
   id: z.number().int().positive(),
-  at: s.time,
+  at: time,
   accounts: z.array(z.string()).describe('the accounts the change concerns that the caller administers; empty: an operator-level change'),
   actor: z.object({ id: z.number().int().positive(), name: z.string().nullable(), email: z.string().nullable(), role: z.string().nullable() })
     .nullable().describe('who made the change, as they were then'),
@@ -20,15 +21,7 @@ const auditEventSchema = s.component('AuditEvent', z.object({
 
 const auditEventList = s.listOf('AuditEvent', auditEventSchema);
 
-const auditQuery = s.listQuery({
-  account: s.handle.optional().describe("only the events of this account (account admins: one they administer)"),
-  actor: z.string().min(1).max(320).regex(/^[^\x00]*$/, 'must not contain NUL bytes').optional()
-    .describe('only the changes of this user: a user id or an e-mail address'),
-  target_type: z.enum(AUDIT_TARGET_TYPES).optional().describe('only changes of this kind of thing'),
-  action: z.enum(AUDIT_ACTIONS).optional().describe('only this action'),
-  since: queryTime.optional().describe('only events at or after this time (RFC 3339)'),
-  until: queryTime.optional().describe('only events before this time (RFC 3339)'),
-});
+const auditQuery = s.listQuery(auditFilters.shape);
 
 /** The audit trail of administrators' changes (CONTRACT §3, GET /audit_events). */
 export function auditRoutes(audit: AuditService): RouteModule {

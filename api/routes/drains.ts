@@ -1,44 +1,14 @@
 import { z } from 'zod';
-import { DRAIN_TYPES, type DrainsService } from '../../drains/service.js';
-import { MAX_PATTERN_LENGTH, REDACTION_PRESETS, RULE_LIMITS, type RedactionPreset } from '../../drains/redaction.js';
+import type { DrainsService } from '../../drains/service.js';
+import { RULE_LIMITS } from '../../drains/redaction.js';
+import { REDACTION_PRESET_NAMES, REDACTION_RULE_STATUSES } from '../../shapes/enumerations.js';
+import { drainBody, redactionRuleBody } from '../../shapes/requests.js';
+import * as answers from '../../shapes/answers.js';
 import { CAPS } from '../../lib/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
-const presetNames = Object.keys(REDACTION_PRESETS) as [RedactionPreset, ...RedactionPreset[]];
-
-const drainBody = z.object({
-  handle: s.handle,
-  drain_type: z.enum(DRAIN_TYPES),
-  url: z.string().min(1).max(2048),
-  token: z.string().max(1024).optional(),
-  ca_cert: z.string().max(65536).optional(),
-  index: z.string().min(1).max(255).optional(),
-  pipeline: z.string().min(1).max(255).optional(),
-  drain_ephemeral_sessions: z.boolean().optional(),
-}).strict().meta({ examples: [
-  { handle: 'collector', drain_type: 'https', url: 'https://logs.example.com/ingest' },
-  { handle: 'papertrail', drain_type: 'syslog', url: 'syslog+tls://logs.example.com:6514', token: 'tenant-token' },
-  { handle: 'search', drain_type: 'elasticsearch', url: 'https://es.example.com:9200', index: 'essh-{yyyy}.{MM}.{dd}' },
-] });
-
-const drainSchema = s.component('Drain', z.object({
-  id: z.number().int(), handle: z.string(), account: z.string(), drain_type: z.enum(DRAIN_TYPES),
-  url: z.string().describe('credentials in it are masked'),
-  has_token: z.boolean(), has_ca_cert: z.boolean(), index: z.string().nullable(), pipeline: z.string().nullable(),
-  drain_ephemeral_sessions: z.boolean(), created_at: z.iso.datetime(),
-  status: z.enum(['active', 'paused']).describe('paused: the receiver refused our credentials or target (401/403/404); nothing is sent or dropped until resumed'),
-  paused_reason: z.string().nullable(), paused_at: z.iso.datetime().nullable(),
-  delivery: z.object({
-    backlog_bytes: z.number().int().describe('journal bytes of session output not yet delivered, over every host'),
-    backlog_sessions: z.number().int().describe('sessions not yet delivered to the end'),
-    delivered_events: z.number().int(), failed_events: z.number().int(),
-    last_success_at: z.iso.datetime().nullable(), last_error_at: z.iso.datetime().nullable(),
-    last_error: z.string().nullable().describe("essh's sentence; the receiver's own answer is never shown to members"),
-    last_error_status: z.number().int().nullable().describe('HTTP status of the last error, when there was one'),
-    last_error_detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
-  }),
-}));
+const drainSchema = s.component('Drain', answers.drainSchema);
 const drainFailureSchema = s.component('DrainFailure', z.object({
   id: z.number().int(), operation_id: z.number().int().nullable(), first_seq: z.number().int().nullable(), last_seq: z.number().int().nullable(),
   events: z.number().int(), status: z.number().int().nullable().describe("the receiver's HTTP status, when it answered one"),
@@ -46,16 +16,10 @@ const drainFailureSchema = s.component('DrainFailure', z.object({
   detail: z.string().nullable().optional().describe("the start of the receiver's answer (operators only)"),
 }).describe('A batch the drain refused for good (it is not retried)'));
 
-const ruleBody = z.object({
-  name: z.string().min(1).max(100),
-  pattern: z.string().min(1).max(MAX_PATTERN_LENGTH).optional(),
-  preset: z.enum(presetNames).optional(),
-  replacement: z.string().max(100).optional(),
-}).strict().meta({ examples: [{ name: 'cards', preset: 'card_number' }, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}', replacement: '[TOKEN]' }] });
 const ruleSchema = s.component('RedactionRule', z.object({
-  id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(presetNames).nullable(),
+  id: z.number().int(), account: z.string(), name: z.string(), pattern: z.string(), preset: z.enum(REDACTION_PRESET_NAMES).nullable(),
   replacement: z.string(), created_at: z.iso.datetime(),
-  status: z.enum(['active', 'over_budget']).describe('over_budget: the rule took longer than its time budget on some output, which was withheld (see last_error)'),
+  status: z.enum(REDACTION_RULE_STATUSES).describe('over_budget: the rule took longer than its time budget on some output, which was withheld (see last_error)'),
   last_error: z.string().nullable(), last_error_at: z.iso.datetime().nullable(),
   withheld_records: z.number().int().describe('output records withheld because this rule took longer than its budget on them'),
 }));
@@ -112,7 +76,7 @@ export function drainRoutes(drains: DrainsService): RouteModule {
       description: `A regular expression in RE2 syntax ("pattern"), or a preset (card_number, us_ssn): exactly one of the two. ` +
         `Applied before output reaches drains or recordings; at most ${CAPS.redactionRulesPerAccount} per account (409 past that). ` +
         `A pattern may compile to at most ${RULE_LIMITS.programSize} RE2 instructions and take at most ${RULE_LIMITS.worstCaseMs} ms on 16 KB of worst-case output (422 otherwise).`,
-      status: 201, errors: [403, 409, 422], params: s.params.account, body: ruleBody, response: ruleSchema,
+      status: 201, errors: [403, 409, 422], params: s.params.account, body: redactionRuleBody, response: ruleSchema,
       links: { deleteRedactionRule: { id: '$response.body#/id' } },
       handler: ({ principal, params, body }) => drains.createRule(principal, params.account, body),
     });

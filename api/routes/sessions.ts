@@ -1,5 +1,6 @@
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
+import * as req from '../../shapes/requests.js';
 
 export const registerSessionRoutes: RouteModule = (route, { sessions }) => {
   route({
@@ -9,7 +10,7 @@ export const registerSessionRoutes: RouteModule = (route, { sessions }) => {
       'plan\'s limit of concurrent sessions (plan_limit) or these credentials created too many sessions this minute ' +
       '(rate_limited); 422: container_size_mb is over the plan\'s largest.',
     status: 201, errors: [403, 429, 503],
-    params: s.params.app, body: s.createSessionBody, response: s.createdSessionSchema,
+    params: s.params.app, body: req.createSessionBody, response: s.createdSessionSchema,
     links: {
       getSession: { id: '$response.body#/id' }, terminateSession: { id: '$response.body#/id' },
       getOperation: { id: '$response.body#/operation_id' }, getSessionRecording: { id: '$response.body#/id' },
@@ -31,7 +32,7 @@ export const registerSessionRoutes: RouteModule = (route, { sessions }) => {
   route({
     method: 'post', path: '/sessions/{id}/terminate', operationId: 'terminateSession', tag: 'sessions',
     summary: 'End a session (it ends with `terminated`)', status: 202, errors: [403],
-    params: s.params.id, body: s.terminateBody, response: s.sessionSchema,
+    params: s.params.id, body: req.terminateBody, response: s.sessionSchema,
     links: { getSession: { id: '$response.body#/id' } },
     handler: ({ principal, params, body }) => sessions.terminate(principal, params.id, body?.reason),
   });

@@ -27,8 +27,9 @@ import { historyFromJSON, historyJsonVia, historyToJSON, type History } from './
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { toolPath } from '../../lib/config.js';
 import {
-  clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type EndReason, type SessionResult,
+  clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../../workflows/definitions.js';
+import type { EndReason } from '../../shapes/enumerations.js';
 import {
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from '../harness.js';
