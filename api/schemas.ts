@@ -4,6 +4,7 @@ import { CURSOR_PATTERN, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, decodeCursor, type 
 import { END_REASONS, SESSION_STATES, type Session } from '../workflows/definitions.js';
 import { ROLES } from '../services/auth.js';
 import { SSH_KEY_NAMESPACE } from '../lib/ssh-key-challenge.js';
+import { TERMINATE_REASON_MAX_CHARS } from '../lib/terminate-reason.js';
 
 export const handle = z
   .string()
@@ -48,7 +49,7 @@ export const createSessionBody = z
   .strict()
   .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }] });
 
-export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
+export const terminateBody = z.object({ reason: z.string().max(TERMINATE_REASON_MAX_CHARS).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
 
 // --- pagination (services/pages.ts) ---------------------------------------------------------------
 const page = {
