@@ -1,12 +1,13 @@
-// The essh web console: a read-only view of the sessions a user may see, their Operation records and
-// lifecycle, and their recordings played with asciinema-player. It only calls the REST API, with the
-// user's own API token, so it can show exactly what the API lets that user see. The token is kept in
-// sessionStorage (this tab, until it closes), never in localStorage or a cookie.
+// The essh web console: the sessions a user may see, kept up to date while the tab is visible, their
+// Operation records and lifecycle, their recordings played with asciinema-player, and a terminate form
+// on a live session. It only calls the REST API, with the user's own API token, so it can show and do
+// exactly what the API lets that user see and do. The token is kept in sessionStorage (this tab, until
+// it closes), never in localStorage or a cookie.
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import './style.css';
 import { printable } from '../lib/printable.js';
-import { SESSION_STATES } from '../shapes/enumerations.js';
+import { SESSION_STATES, TERMINATE_REASON_MAX_CHARS } from '../shapes/enumerations.js';
 // Types only: zod stays out of the page's script.
 import type { Operation, Session, User } from '../shapes/answers.js';
 
@@ -19,15 +20,35 @@ interface Answer<T = any> {
   status: number;
   body: T;
   text: string;
+  etag: string | null;
 }
 
 class SignedOut extends Error {}
 
-/** GET an API path with the user's token; a 401 signs the user out. */
-async function api<T = any>(path: string, tokenOverride?: string): Promise<Answer<T>> {
+interface Call {
+  tokenOverride?: string;
+  /** POST this JSON body (without one: a GET). */
+  post?: object;
+  /** The ETag of the answer the caller already has: an unchanged resource answers 304 with no body. */
+  ifNoneMatch?: string | null;
+}
+
+/** Calls the API with the user's token; a 401 signs the user out. */
+async function api<T = any>(path: string, call: Call = {}): Promise<Answer<T>> {
+  const { tokenOverride, post, ifNoneMatch } = call;
   const t = tokenOverride ?? token();
   if (!t) throw new SignedOut();
-  const res = await fetch(path, { headers: { authorization: `Bearer ${t}` }, credentials: 'omit', cache: 'no-store' });
+  const headers: Record<string, string> = { authorization: `Bearer ${t}` };
+  if (post) headers['content-type'] = 'application/json';
+  if (ifNoneMatch) {
+    headers['if-none-match'] = ifNoneMatch;
+    // cache: 'no-store' (nothing the API says is kept on disk) otherwise sends Cache-Control: no-cache,
+    // and express never answers 304 to that.
+    headers['cache-control'] = 'max-age=0';
+  }
+  const res = await fetch(path, {
+    method: post ? 'POST' : 'GET', headers, body: post ? JSON.stringify(post) : undefined, credentials: 'omit', cache: 'no-store',
+  });
   const text = await res.text();
   let body: any;
   try {
@@ -39,7 +60,7 @@ async function api<T = any>(path: string, tokenOverride?: string): Promise<Answe
     signOut('Your token is no longer valid (revoked, or unknown here); sign in again.');
     throw new SignedOut();
   }
-  return { status: res.status, body, text };
+  return { status: res.status, body, text, etag: res.headers.get('etag') };
 }
 
 /** Every item of a list (the API answers lists a page at a time). */
@@ -78,6 +99,60 @@ function alertBox(text: string, kind: 'error' | 'not-found' | 'info' = 'error') 
   return h('p', { class: `alert ${kind}`, role: 'alert' }, text);
 }
 const time = (iso: string | null) => (iso ? h('time', { datetime: iso, title: iso }, new Date(iso).toLocaleString()) : '—');
+
+// --- keeping a view up to date ------------------------------------------------------------------
+
+const POLL_MS = 2_000;
+const POLL_BACKOFF_MAX_MS = 60_000;
+
+/** Stops the shown view's polling; route() calls it before showing another view. */
+let stopPolling = () => {};
+
+type Tick = 'unchanged' | 'changed' | 'failed' | 'done';
+
+/**
+ * Calls `tick` every POLL_MS while the tab is visible, one call at a time: a hidden tab makes no
+ * request at all, and becoming visible again checks at once. After a failure (the API down, a 5xx)
+ * the wait doubles, up to POLL_BACKOFF_MAX_MS, so that a struggling API is not hammered. Polling
+ * (rather than server-sent events) because the list already answers with an ETag: an unchanged page
+ * is a 304 with no body, and nothing in the API has to hold a connection per open tab.
+ */
+function keepUpToDate(tick: () => Promise<Tick>) {
+  stopPolling();
+  let wait = POLL_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let running = false;
+  let stopped = false;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (!stopped && document.visibilityState === 'visible') timer = setTimeout(run, wait);
+  };
+  const run = async () => {
+    if (stopped || running || document.visibilityState !== 'visible') return;
+    running = true;
+    let outcome: Tick;
+    try {
+      outcome = await tick();
+    } catch (err) {
+      if (err instanceof SignedOut) return stop();
+      outcome = 'failed';
+    } finally {
+      running = false;
+    }
+    if (outcome === 'done') return stop();
+    wait = outcome === 'failed' ? Math.min(wait * 2, POLL_BACKOFF_MAX_MS) : POLL_MS;
+    schedule();
+  };
+  const onVisibility = () => (document.visibilityState === 'visible' ? void run() : clearTimeout(timer));
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+    document.removeEventListener('visibilitychange', onVisibility);
+  };
+  document.addEventListener('visibilitychange', onVisibility);
+  stopPolling = stop;
+  schedule();
+}
 
 // --- sign in / out ------------------------------------------------------------------------------
 
@@ -118,7 +193,7 @@ function signInView() {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const t = input.value.trim();
-    const r = await api<User>('/me', t);
+    const r = await api<User>('/me', { tokenOverride: t });
     if (r.status !== 200) return void problem.replaceChildren(alertBox(messageOf(r)));
     sessionStorage.setItem(TOKEN_KEY, t);
     me = r.body;
@@ -166,26 +241,74 @@ async function sessionsView(params: URLSearchParams) {
 
   const query = new URLSearchParams();
   for (const [k, v] of Object.entries(filters)) if (v) query.set(k, v);
-  let cursor: string | null = null;
-  const load = async () => {
+  type SessionPage = { items: Session[]; next_cursor: string | null };
+  const page = (limit: number, cursor?: string | null) => {
     const q = new URLSearchParams(query);
-    q.set('limit', '50');
+    q.set('limit', String(limit));
     if (cursor) q.set('cursor', cursor);
-    const r = await api<{ items: Session[]; next_cursor: string | null }>(`/sessions?${q}`);
-    if (r.status !== 200) return void status.replaceChildren(alertBox(messageOf(r)));
-    for (const s of r.body.items) {
-      rows.append(h('tr', { 'data-session': String(s.id) },
-        h('td', {}, h('a', { href: `#/sessions/${s.id}` }, String(s.id))),
-        h('td', {}, s.app), h('td', {}, s.user.email), h('td', {}, h('span', { class: `state ${s.state}` }, s.state)),
-        h('td', {}, time(s.created_at)), h('td', {}, time(s.ended_at)), h('td', {}, s.end_reason ?? ''),
-        h('td', {}, s.exit_code === null ? '' : String(s.exit_code))));
+    return `/sessions?${q}`;
+  };
+
+  // The rows shown, by session id, each with the JSON it was drawn from (a row is redrawn only when it changed).
+  const shown = new Map<number, { json: string; row: HTMLTableRowElement }>();
+  /**
+   * Draws `items` (a page, newest first). With `coversFrom`, the page is the whole list from the top
+   * down to that id: a shown row in that range that the page no longer holds (a filter it no longer
+   * matches) goes.
+   */
+  const merge = (items: Session[], coversFrom?: number) => {
+    const fresh = new Set(items.map((s) => s.id));
+    if (coversFrom !== undefined) {
+      for (const [id, { row }] of shown) if (id >= coversFrom && !fresh.has(id)) (row.remove(), shown.delete(id));
     }
-    if (!rows.childElementCount) status.replaceChildren(alertBox('No sessions to show.', 'info'));
+    for (const s of items) {
+      const json = JSON.stringify(s);
+      const old = shown.get(s.id);
+      if (old?.json === json) continue;
+      const row = sessionRow(s);
+      shown.set(s.id, { json, row });
+      if (old) old.row.replaceWith(row);
+      else {
+        // Newest first: before the first shown row with a smaller id.
+        const before = [...shown.entries()].filter(([id]) => id < s.id).sort(([a], [b]) => b - a)[0];
+        rows.insertBefore(row, before?.[1].row ?? null);
+      }
+    }
+    status.replaceChildren(shown.size ? '' : alertBox('No sessions to show.', 'info'));
+  };
+
+  let cursor: string | null = null;
+  const loadMore = async () => {
+    const r = await api<SessionPage>(page(50, cursor));
+    if (r.status !== 200) return void status.replaceChildren(alertBox(messageOf(r)));
+    merge(r.body.items);
     cursor = r.body.next_cursor;
     more.hidden = !cursor;
   };
-  more.addEventListener('click', () => void load());
-  await load();
+  more.addEventListener('click', () => void loadMore());
+  await loadMore();
+
+  // Every POLL_MS, the top of the list again, as many rows as are shown: new sessions appear and state
+  // changes show. Rows below that (after More, past the largest page) keep what they showed.
+  let etag: string | null = null;
+  keepUpToDate(async () => {
+    const limit = Math.min(500, Math.max(50, shown.size));
+    const r = await api<SessionPage>(page(limit), { ifNoneMatch: etag });
+    if (r.status === 304) return 'unchanged';
+    if (r.status !== 200) return status.replaceChildren(alertBox(messageOf(r))), 'failed';
+    etag = r.etag;
+    const last = r.body.items.at(-1);
+    merge(r.body.items, r.body.next_cursor && last ? last.id : -Infinity);
+    return 'changed';
+  });
+}
+
+function sessionRow(s: Session) {
+  return h('tr', { 'data-session': String(s.id), 'data-state': s.state },
+    h('td', {}, h('a', { href: `#/sessions/${s.id}` }, String(s.id))),
+    h('td', {}, s.app), h('td', {}, s.user.email), h('td', {}, h('span', { class: `state ${s.state}` }, s.state)),
+    h('td', {}, time(s.created_at)), h('td', {}, time(s.ended_at)), h('td', {}, s.end_reason ?? ''),
+    h('td', {}, s.exit_code === null ? '' : String(s.exit_code)));
 }
 
 // --- one session ------------------------------------------------------------------------------
@@ -218,20 +341,38 @@ async function sessionView(id: string) {
     return show(h('h1', {}, `Session ${id}`), alertBox(messageOf(session), session.status === 404 ? 'not-found' : 'error'),
       h('p', {}, h('a', { href: '#/sessions' }, '← All sessions')));
   }
-  const s = session.body;
+  let s = session.body;
+  const title = h('h1', {});
+  const lifecycleBox = h('div', {});
+  const fieldsBox = h('div', {});
+  const terminateBox = h('div', {});
   const player = h('div', { id: 'player', class: 'player' }, h('p', {}, 'Loading the recording…'));
-  show(
-    h('p', {}, h('a', { href: '#/sessions' }, '← All sessions')),
-    h('h1', {}, `Session ${s.id} `, h('span', { class: `state ${s.state}` }, s.state)),
-    h('section', {}, h('h2', {}, 'Lifecycle'), lifecycle(s)),
-    h('section', {}, h('h2', {}, 'Recording'), player),
-    h('section', {}, h('h2', {}, 'Session'), fields([
+  const draw = () => {
+    title.replaceChildren(`Session ${s.id} `, h('span', { class: `state ${s.state}`, id: 'session-state' }, s.state));
+    lifecycleBox.replaceChildren(lifecycle(s));
+    fieldsBox.replaceChildren(fields([
       ['App', s.app], ['Account', s.account], ['Stack', s.stack], ['User', `${s.user.name} <${s.user.email}>`],
       ['State', s.state], ['End reason', s.end_reason], ['End message', s.end_message], ['Ended by', s.ended_by],
       ['Exit code', s.exit_code === null ? null : String(s.exit_code)], ['Command', s.command ? s.command.join(' ') : "the app's shell"],
       ['Container size', `${s.container_size_mb} MB`], ['Container', s.container_id], ['Workflow', s.workflow_id],
       ['Created', time(s.created_at)], ['Connected', time(s.connected_at)], ['Ended', time(s.ended_at)], ['Expires', time(s.expires_at)],
-    ])),
+    ]));
+    // Kept while it is shown, so that a state change does not wipe a reason being typed.
+    if (!isLive(s)) terminateBox.replaceChildren();
+    else if (!terminateBox.firstChild) terminateBox.replaceChildren(terminateForm(s.id, (answer) => {
+      // The answer says `ending` (or `ended`); the polling below shows the rest.
+      s = answer;
+      draw();
+    }));
+  };
+  draw();
+  show(
+    h('p', {}, h('a', { href: '#/sessions' }, '← All sessions')),
+    title,
+    terminateBox,
+    h('section', {}, h('h2', {}, 'Lifecycle'), lifecycleBox),
+    h('section', {}, h('h2', {}, 'Recording'), player),
+    h('section', {}, h('h2', {}, 'Session'), fieldsBox),
     h('section', { id: 'operation' }, h('h2', {}, 'Operation record'), operation.status === 200 ? fields([
       ['Operation', String(operation.body.id)], ['Type', operation.body.type], ['Status', operation.body.status],
       ['App', operation.body.app], ['User', `${operation.body.user_name} <${operation.body.user_email}>`],
@@ -242,6 +383,71 @@ async function sessionView(id: string) {
     ]) : alertBox(messageOf(operation))),
   );
   await showRecording(s, player);
+  if (s.state === 'ended') return;
+
+  // A session not yet ended is followed until it is; then its recording is loaded again, whole.
+  let etag = session.etag;
+  const check = async (): Promise<Tick> => {
+    const r = await api<Session>(`/sessions/${s.id}`, { ifNoneMatch: etag });
+    if (r.status === 304) return 'unchanged';
+    if (r.status !== 200) return 'failed';
+    etag = r.etag;
+    s = r.body;
+    draw();
+    if (s.state !== 'ended') return 'changed';
+    await showRecording(s, player);
+    return 'done';
+  };
+  keepUpToDate(check);
+}
+
+/** A session that a terminate can still end. */
+const isLive = (s: Session) => s.state !== 'ended' && s.state !== 'ending';
+
+/**
+ * The terminate button and its form. It is shown on every live session the user can see: the API's
+ * rule is that whoever may see a session (its owner, an admin of its account, an operator) may end it,
+ * and the API does not say more. Should the API refuse all the same (rights withdrawn meanwhile, a
+ * reason too long), its sentence is shown under the form.
+ */
+function terminateForm(id: number, answered: (s: Session) => void) {
+  const open = h('button', { type: 'button', id: 'terminate-open', class: 'danger' }, 'Terminate…');
+  const reason = h('textarea', {
+    id: 'terminate-reason', name: 'reason', required: true, maxlength: String(TERMINATE_REASON_MAX_CHARS), rows: '2',
+    placeholder: 'Why: it is recorded with the session and shown to its user.',
+  });
+  const problem = h('div', { id: 'terminate-problem' });
+  const submit = h('button', { type: 'submit', class: 'danger' }, 'Terminate the session');
+  const cancel = h('button', { type: 'button' }, 'Cancel');
+  const form = h('form', { id: 'terminate', class: 'terminate', hidden: true },
+    h('label', { for: 'terminate-reason' }, `Reason (required, up to ${TERMINATE_REASON_MAX_CHARS} characters)`), reason,
+    h('div', { class: 'actions' }, submit, cancel), problem);
+  open.addEventListener('click', () => {
+    form.hidden = false;
+    open.hidden = true;
+    reason.focus();
+  });
+  cancel.addEventListener('click', () => {
+    form.hidden = true;
+    open.hidden = false;
+    problem.replaceChildren();
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = reason.value.trim();
+    if (!text) return void problem.replaceChildren(alertBox('Say why the session is ended: the reason is recorded with it.'));
+    submit.disabled = true;
+    try {
+      const r = await api<Session>(`/sessions/${id}/terminate`, { post: { reason: text } });
+      if (r.status !== 202) return void problem.replaceChildren(alertBox(messageOf(r)));
+      answered(r.body);
+    } catch (err) {
+      if (!(err instanceof SignedOut)) problem.replaceChildren(alertBox(`The terminate was not sent: ${(err as Error).message}`));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return h('section', { class: 'terminate-box' }, open, form);
 }
 
 async function showRecording(s: Session, into: HTMLElement) {
@@ -267,6 +473,7 @@ async function showRecording(s: Session, into: HTMLElement) {
 // --- routing ------------------------------------------------------------------------------------
 
 async function route() {
+  stopPolling();
   const hash = location.hash.replace(/^#/, '') || '/';
   const [path = '/', query = ''] = hash.split('?');
   if (path === '/sign-in') return signInView();

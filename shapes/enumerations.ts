@@ -55,3 +55,6 @@ export const DEFAULT_MAX_SESSION_DURATION_S = 604_800;
 
 /** The longest redaction pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;
+
+/** The longest terminate reason the API takes (POST /sessions/{id}/terminate), and the console's form. */
+export const TERMINATE_REASON_MAX_CHARS = 500;

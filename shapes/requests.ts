@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import {
   AUDIT_ACTIONS, AUDIT_TARGET_TYPES, DEFAULT_MAX_SESSION_DURATION_S, DRAIN_TYPES, MAX_PATTERN_LENGTH, PLANS,
-  REDACTION_PRESET_NAMES, ROLES, SESSION_STATES, SSH_KEY_NAMESPACE,
+  REDACTION_PRESET_NAMES, ROLES, SESSION_STATES, SSH_KEY_NAMESPACE, TERMINATE_REASON_MAX_CHARS,
 } from './enumerations.js';
 
 export const handle = z
@@ -66,7 +66,7 @@ export const createSessionBody = z
   .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }, { env: { LOG_LEVEL: 'debug' } }] });
 export type CreateSessionBody = z.infer<typeof createSessionBody>;
 
-export const terminateBody = z.object({ reason: z.string().max(500).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
+export const terminateBody = z.object({ reason: z.string().max(TERMINATE_REASON_MAX_CHARS).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });
 
 /** The filters of GET /sessions. */
 export const sessionFilters = z.object({

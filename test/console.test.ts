@@ -10,8 +10,9 @@ import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, wa
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
  * never downloads a browser of its own). Signing in, the sessions list and its filters, one session's
- * lifecycle, Operation record and recording played by asciinema-player, and the same permissions as
- * the API: another account's session is a not-found, because the API answered 404.
+ * lifecycle, Operation record and recording played by asciinema-player, the same permissions as
+ * the API (another account's session is a not-found, because the API answered 404), the list kept up
+ * to date while the tab is visible, and ending a live session from the console with a reason.
  */
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -206,6 +207,140 @@ describe('the web console', () => {
     await page.goto(`${stack.url}/console#/sessions/${mine.id}`);
     await page.waitForURL(/#\/sign-in$/);
     await page.close();
+  });
+
+  /** The page's requests for the sessions list (the polling): when each was sent, and its answer's status. */
+  const listCalls = (page: Page) => {
+    const calls: { sentAt: number; status?: number }[] = [];
+    const sent = new Map<object, { sentAt: number; status?: number }>();
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname !== '/sessions') return;
+      const call = { sentAt: Date.now() };
+      calls.push(call);
+      sent.set(r, call);
+    });
+    page.on('response', (r) => {
+      const call = sent.get(r.request());
+      if (call) call.status = r.status();
+    });
+    return calls;
+  };
+
+  it('keeps the list up to date without a reload; the owner ends a live session from the console with a reason', async () => {
+    const list = await browser.newPage();
+    const polls = listCalls(list);
+    await signIn(list, A.token);
+    // Gone if the page were reloaded.
+    await list.evaluate(() => void ((window as unknown as { sameDocument: boolean }).sameDocument = true));
+    // An unchanged list is a 304 with no body (the API's ETag), not the whole page again.
+    await waitFor('a poll of the unchanged list answered 304', async () => polls.some((c) => c.status === 304), 15_000, 100);
+
+    // A session created through the API while the page is open appears, and its state changes show.
+    const created = await stack.api.post(`/apps/${A.app}/sessions`, A.token, {});
+    expect(created.status).toBe(201);
+    const id: number = created.body.id;
+    await list.waitForSelector(`#sessions tr[data-session="${id}"][data-state="waiting_for_client"]`, { timeout: 20_000 });
+    // Newest first: above the older session.
+    expect(await list.locator('#sessions tbody tr').first().getAttribute('data-session')).toBe(String(id));
+
+    // The owner opens it in another tab and ends it with a reason.
+    const one = await browser.newPage();
+    await signIn(one, A.token);
+    await one.goto(`${stack.url}/console#/sessions/${id}`);
+    await one.click('#terminate-open');
+    const reason = one.locator('#terminate-reason');
+    expect(await reason.getAttribute('maxlength')).toBe('500');
+    // The reason is required: an empty form sends nothing.
+    const terminateCalls: string[] = [];
+    one.on('request', (r) => void (r.method() === 'POST' && terminateCalls.push(r.url())));
+    await one.click('#terminate button[type=submit]');
+    expect(await reason.evaluate((el: HTMLTextAreaElement) => el.validity.valueMissing)).toBe(true);
+    const REASON = `maintenance window ${randomBytes(3).toString('hex')}`;
+    await reason.fill(REASON);
+    const answer = one.waitForResponse((r) => new URL(r.url()).pathname === `/sessions/${id}/terminate`);
+    await one.click('#terminate button[type=submit]');
+    expect((await answer).status()).toBe(202);
+    expect(terminateCalls).toEqual([`${stack.url}/sessions/${id}/terminate`]);
+    // The session's page follows it to its end, and the button goes.
+    await one.waitForFunction(() => document.querySelector('#session-state')?.textContent === 'ended', undefined, { timeout: 30_000 });
+    expect(await one.locator('#terminate-open').count()).toBe(0);
+    expect(await one.locator('#lifecycle').textContent()).toMatch(new RegExp(`reason: terminated.*“${REASON}”.*ended by ${A.user.email}`));
+
+    // The API recorded it so.
+    const ended = await stack.api.get(`/sessions/${id}`, A.token);
+    expect(ended.body).toMatchObject({ state: 'ended', end_reason: 'terminated', end_message: REASON, ended_by: A.user.email });
+    // And the list in the first tab shows it ended, without a reload.
+    const row = list.locator(`#sessions tr[data-session="${id}"][data-state="ended"]`);
+    await row.waitFor({ timeout: 20_000 });
+    expect(await row.textContent()).toContain('terminated');
+    expect(await list.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+    await one.close();
+    await list.close();
+  });
+
+  it('makes no request while the tab is hidden, and checks at once when it is shown again', async () => {
+    const list = await browser.newPage();
+    const polls = listCalls(list);
+    await signIn(list, A.token);
+    await waitFor('the list to be polled', async () => polls.length >= 2, 15_000, 100);
+    // Headless Chromium reports every tab visible (minimizing its window changes nothing), so the
+    // page is told it is hidden the way a browser tells it: visibilityState and its event.
+    const setVisibility = (state: 'hidden' | 'visible') => list.evaluate((s) => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => s });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, state);
+    await setVisibility('hidden');
+    // A poll already on its way may still answer.
+    await new Promise((r) => setTimeout(r, 500));
+    const before = polls.length;
+    await new Promise((r) => setTimeout(r, 3 * 2_000));
+    expect(polls.length).toBe(before);
+    const shownAt = Date.now();
+    await setVisibility('visible');
+    await waitFor('a poll after the tab is shown', async () => polls.length > before, 5_000, 50);
+    // At once, not at the next tick of the 2 s timer (the request is sent by the page itself: no API delay in it).
+    expect(polls[before]!.sentAt - shownAt).toBeLessThan(1_000);
+    await list.close();
+  });
+
+  it('shows no terminate button to a user who may not end the session, and the API refuses them too', async () => {
+    // A member of the same account who is not the session's owner: the API hides the session from
+    // them (404), so the console shows it as not found, with no button.
+    const colleague = await stack.api.post('/users', stack.adminToken, {
+      name: 'Colleague', email: `colleague-${randomBytes(3).toString('hex')}@example.com`, role: 'member', accounts: [A.account],
+    });
+    expect(colleague.status).toBe(201);
+    const live = await stack.api.post(`/apps/${A.app}/sessions`, A.token, {});
+    expect(live.status).toBe(201);
+    await waitForState(stack, A.token, live.body.id, 'waiting_for_client');
+
+    const page = await browser.newPage();
+    await page.goto(`${stack.url}/console`);
+    await page.waitForURL(/#\/sign-in$/);
+    await page.fill('#token', colleague.body.token);
+    await page.click('#sign-in button[type=submit]');
+    await page.waitForSelector('#list-status .alert');
+    expect(await page.locator(`#sessions tr[data-session="${live.body.id}"]`).count()).toBe(0);
+    await page.goto(`${stack.url}/console#/sessions/${live.body.id}`);
+    await page.locator('.alert.not-found').waitFor();
+    expect(await page.locator('#terminate-open, #terminate').count()).toBe(0);
+    expect((await stack.api.post(`/sessions/${live.body.id}/terminate`, colleague.body.token, { reason: 'not mine' })).status).toBe(404);
+
+    // The owner's own form shows the API's sentence when the API refuses (here a reason over its
+    // bound, sent past the form's maxlength), and the session stays live.
+    await page.close();
+    const owner = await browser.newPage();
+    await signIn(owner, A.token);
+    await owner.goto(`${stack.url}/console#/sessions/${live.body.id}`);
+    await owner.click('#terminate-open');
+    await owner.locator('#terminate-reason').evaluate((el) => el.removeAttribute('maxlength'));
+    await owner.fill('#terminate-reason', 'x'.repeat(501));
+    await owner.click('#terminate button[type=submit]');
+    const problem = owner.locator('#terminate-problem .alert');
+    await problem.waitFor();
+    expect(await problem.textContent()).toMatch(/reason.*500/i);
+    expect((await stack.api.get(`/sessions/${live.body.id}`, A.token)).body.state).toBe('waiting_for_client');
+    await owner.close();
   });
 
   it('loaded nothing from another origin and broke no Content-Security-Policy rule', () => {
