@@ -75,7 +75,11 @@ describe('a session\'s extra env', () => {
     });
     // While it runs: the record holds the env sealed (under the secrets key's id), never in clear.
     await waitFor('the program to start', async () => s.stdout().toString().includes('app_env='), 30_000, 100);
-    const row = await stack.runtime.db.selectFrom('operations').selectAll().where('id', '=', s.id).executeTakeFirstOrThrow();
+    // The portal attaches as soon as the host knows the container, before the workflow records it.
+    const row = await waitFor('the record to name the container', async () => {
+      const r = await stack.runtime.db.selectFrom('operations').selectAll().where('id', '=', s.id).executeTakeFirstOrThrow();
+      return r.container_id ? r : undefined;
+    }, 30_000, 100);
     expect(row.env).toMatch(new RegExp(`^v2\\.${stack.runtime.secrets.keyId}\\.`));
     expect(JSON.stringify(row)).not.toContain(value);
     expect(stack.runtime.secrets.open(row.env!)).toContain(value);
