@@ -25,13 +25,13 @@ const processes: WorkerProcess[] = [];
 let api: TestStack;
 
 /** A role from the build, on the test stack's Temporal namespace and database. */
-function startRole(role: string, env: Record<string, string> = {}) {
+function startRole(role: string, env: Record<string, string> = {}, args = ['--role', role]) {
   return startWorkerProcess(stack, {
     // The build's own workflow bundle and idle init, not the run's or the checkout's.
     ESSH_WORKFLOW_BUNDLE: '', ESSH_INIT_PATH: path.join(dist, 'essh-init'), ESSH_API_PORT: '0',
     // Nothing preloaded (no tsx loader from the run's environment): plain node.
     NODE_OPTIONS: '', ...env,
-  }, { args: [path.join(dist, 'server.js'), '--role', role], readyWhen: 'essh server ready' });
+  }, { args: [path.join(dist, 'server.js'), ...args], readyWhen: 'essh server ready' });
 }
 
 beforeAll(async () => {
@@ -95,8 +95,9 @@ describe('the roles, started from the build with plain node', () => {
   });
 
   it('the api answers, a host provisions and a worker runs the session it creates', async () => {
+    // The host's role from ESSH_ROLES, as the units' environment file could give it.
     const [apiRole, workerRole, hostRole] = await Promise.all([
-      startRole('api'), startRole('worker'), startRole('host', { ESSH_HOST_ID: 'built-host' }),
+      startRole('api'), startRole('worker'), startRole('host', { ESSH_HOST_ID: 'built-host', ESSH_ROLES: 'host' }, []),
     ]);
     processes.push(apiRole, workerRole, hostRole);
     // Each process runs only its role: only the api prints an address, only the host a portal.
