@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Request, RequestHandler, Response } from 'express';
@@ -51,13 +52,42 @@ export async function buildConsole(opts: { minify?: boolean } = {}): Promise<Map
     logLevel: 'silent',
   });
   const assets = new Map<string, ConsoleAsset>();
-  const types: Record<string, string> = { '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.txt': 'text/plain; charset=utf-8' };
   for (const file of result.outputFiles) {
     const name = path.basename(file.path);
-    assets.set(name, { body: Buffer.from(file.contents), contentType: types[path.extname(name)] ?? 'application/octet-stream' });
+    assets.set(name, { body: Buffer.from(file.contents), contentType: contentTypeOf(name) });
   }
-  assets.set('index.html', { body: await readFile(path.join(root, 'console', 'index.html')), contentType: 'text/html; charset=utf-8' });
-  assets.set('licenses.txt', { body: Buffer.from(await licenses(Object.keys(result.metafile.inputs))), contentType: types['.txt']! });
+  assets.set('index.html', { body: await readFile(path.join(root, 'console', 'index.html')), contentType: contentTypeOf('index.html') });
+  assets.set('licenses.txt', { body: Buffer.from(await licenses(Object.keys(result.metafile.inputs))), contentType: contentTypeOf('licenses.txt') });
+  return assets;
+}
+
+function contentTypeOf(name: string) {
+  const types: Record<string, string> = {
+    '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.txt': 'text/plain; charset=utf-8', '.html': 'text/html; charset=utf-8',
+  };
+  return types[path.extname(name)] ?? 'application/octet-stream';
+}
+
+/** Writes the console's files to a folder: index.html, and the rest under assets/ (its URLs' layout). */
+export async function writeConsole(out: string) {
+  await mkdir(path.join(out, 'assets'), { recursive: true });
+  for (const [name, asset] of await buildConsole()) {
+    await writeFile(name === 'index.html' ? path.join(out, name) : path.join(out, 'assets', name), asset.body);
+  }
+}
+
+/**
+ * The files the production build wrote beside its bundle (server/build.ts: dist/console, next to
+ * dist/server.js, which this module is part of there); none in a checkout, where this module is
+ * console/server.ts and there is no console/console.
+ */
+async function prebuiltConsole(): Promise<Map<string, ConsoleAsset> | undefined> {
+  const dir = fileURLToPath(new URL('./console/', import.meta.url));
+  if (!existsSync(path.join(dir, 'index.html'))) return undefined;
+  const assets = new Map<string, ConsoleAsset>([['index.html', { body: await readFile(path.join(dir, 'index.html')), contentType: contentTypeOf('index.html') }]]);
+  for (const name of await readdir(path.join(dir, 'assets'))) {
+    assets.set(name, { body: await readFile(path.join(dir, 'assets', name)), contentType: contentTypeOf(name) });
+  }
   return assets;
 }
 
@@ -89,7 +119,7 @@ async function licenses(inputs: string[]): Promise<string> {
 export function consolePages(log?: { error: (obj: object, msg: string) => void }): { path: string; handler: RequestHandler }[] {
   let built: Promise<Map<string, ConsoleAsset>> | undefined;
   const assets = () => {
-    built ??= buildConsole().catch((err) => {
+    built ??= prebuiltConsole().then((prebuilt) => prebuilt ?? buildConsole()).catch((err) => {
       built = undefined; // try again on the next request
       throw err;
     });

@@ -25,11 +25,15 @@ export interface WorkerProcess {
  */
 export async function startWorkerProcess(
   stack: TestStack, env: Record<string, string>,
-  /** What counts as started: by default the ready line; an upgrade's successor prints another first. */
-  opts: { readyWhen?: string } = {},
+  opts: {
+    /** What counts as started: by default the ready line; an upgrade's successor prints another first. */
+    readyWhen?: string;
+    /** Node's arguments: by default the sources' worker/main.ts through tsx; the production build's server.js, say. */
+    args?: string[];
+  } = {},
 ): Promise<WorkerProcess> {
   const readyWhen = opts.readyWhen ?? 'essh worker ready';
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], {
+  const child: ChildProcess = spawn(process.execPath, opts.args ?? ['--import', 'tsx', 'worker/main.ts'], {
     cwd: projectRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {

@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createDbActivities } from '../activities/db.js';
 import { createHostActivities, type HostActivityDeps } from '../activities/host.js';
@@ -6,8 +6,9 @@ import { createLegacyHostActivities, createLegacyMainActivities } from '../activ
 import type { Db } from '../lib/db.js';
 import { TASK_QUEUE, hostTaskQueue } from '../workflows/definitions.js';
 
-const require = createRequire(import.meta.url);
-export const workflowsPath = require.resolve('../workflows/index.ts');
+// A path, not resolved at import: the production build (server/build.ts) runs without the sources,
+// from the bundle it prebuilt; only a worker given no bundle reads them.
+export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
 /** The main worker: session workflows and the activities that write Operation records. */
 export function createMainWorker(opts: {
