@@ -149,7 +149,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       const ctx = Context.current();
       const alive = setInterval(() => ctx.heartbeat(), PROVISION_LIVENESS_BEAT_MS);
       try {
-        return await runDetachedProgram(deps, req);
+        return await runDetachedProgram(deps, req, ctx.cancellationSignal);
       } finally {
         clearInterval(alive);
       }

@@ -23,6 +23,8 @@ const NO_CLIENT = { write: (_chunk: Buffer, done: (err?: Error | null) => void) 
 export async function runDetachedProgram(
   deps: { db: Db; docker: Docker; dataDir: string; secrets: SecretBox; journalMaxBytes?: number },
   req: DetachedProgramRequest,
+  /** The activity's cancellation: its worker is stopping (the host process stops or is upgraded). */
+  stop?: AbortSignal,
 ): Promise<DetachedProgramExit> {
   const { db, docker } = deps;
   const id = req.operationId;
@@ -39,12 +41,20 @@ export async function runDetachedProgram(
     });
     const startedAt = Date.now();
     const stream = (await exec.start({ hijack: true, stdin: false })) as unknown as Duplex;
+    // A worker stopping waits for its activities: following the job to its end would hold up the host's
+    // stop or upgrade for as long as the job runs. The next process cannot take the job's output
+    // over (an exec's output is attached to once), so the session ends instead (container_lost).
+    const onStop = () => stream.destroy();
+    stop?.addEventListener('abort', onStop);
     try {
       await pipeline(stream, new JournaledOutput(NO_CLIENT, NO_CLIENT, true, journal.output));
     } catch (err) {
       // Sealed by the teardown (the session ended first), or the stream cut as the container went.
       if (!(err instanceof OutputStopped)) log.info('the detached program\'s output stream ended early', { operationId: id, error: String(err) });
+    } finally {
+      stop?.removeEventListener('abort', onStop);
     }
+    if (stop?.aborted) throw new Error('its host process stopped while it ran, and a running detached job is not handed over to the next one');
     try {
       const { ExitCode, Running } = await exec.inspect();
       if (Running) throw new Error('its output stream ended while it still ran');

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { readEvents } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { containerExists, createTenant, endAllSessions, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './harness.js';
+import { containerExists, createTenant, endAllSessions, waitFor, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './harness.js';
 import { runToEnd } from './portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
@@ -18,16 +18,18 @@ const HEARTBEAT_TIMEOUT_S = 1;
 const JOB = ['sh', '-c', 'echo start; sleep 3; echo done; exit 7'];
 
 let stack: TestStack;
+// No SSH portal: no client is involved (and none could send heartbeats this often).
+const startStack = (reuse?: TestStack) => startTestStack({
+  env: { ESSH_HEARTBEAT_TIMEOUT_S: String(HEARTBEAT_TIMEOUT_S) },
+  parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle() },
+  ...(reuse ? { reuse, namespace: reuse.namespace } : {}),
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 let configFile: string;
 
 beforeAll(async () => {
-  // No SSH portal: no client is involved (and none could send heartbeats this often).
-  stack = await startTestStack({
-    env: { ESSH_HEARTBEAT_TIMEOUT_S: String(HEARTBEAT_TIMEOUT_S) },
-    parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle() },
-  });
+  stack = await startStack();
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-detached-test-'));
   configFile = path.join(dir, 'config', 'essh.json');
@@ -148,4 +150,17 @@ describe('a detached job', () => {
     expect(cli.code).not.toBe(0);
     expect(cli.stderr).toMatch(/--detach/);
   });
+
+  it('a host that stops while a job runs does not wait for it: the job ends container_lost, its container removed', async () => {
+    const id = await startJob(['sh', '-c', 'echo long; sleep 300']);
+    await waitFor('the job to print', async () => (await recordedOutput(id)) === 'long\n');
+    // Following the job to its end would hold this stop for its 300 s (the worker waits for its activities).
+    await stack.runtime.stop();
+    stack = await startStack(stack);
+    const ended = await waitForState(stack, tenant.token, id, 'ended', 90_000);
+    expect(ended).toMatchObject({ end_reason: 'container_lost', exit_code: null });
+    expect(ended.end_message).toMatch(/host process stopped while it ran/);
+    expect(await containerExists(sessionContainer(stack, id))).toBe(false);
+    expect(await recordedOutput(id)).toBe('long\n');
+  }, 180_000);
 });
