@@ -16,7 +16,8 @@ import { openEnv } from '../lib/app-env.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { sealJournal } from '../journal/seal.js';
-import type { ContainerSpecRequest, EndSessionRequest } from '../workflows/definitions.js';
+import { runDetachedProgram } from '../host/detached.js';
+import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
 import type { EgressGuard } from '../host/egress.js';
 
 export interface HostActivityDeps {
@@ -30,6 +31,8 @@ export interface HostActivityDeps {
   pool?: WarmPool;
   /** The session network, its egress rules set. */
   egress: EgressGuard;
+  /** A journal's size bound (ESSH_JOURNAL_MAX_MB), for the output of detached jobs. */
+  journalMaxBytes?: number;
 }
 
 /** Activities that touch a stack's Docker engine and its journals; they run on that stack's host task queue. */
@@ -139,6 +142,20 @@ export function createHostActivities(deps: HostActivityDeps) {
     },
 
     /**
+     * A detached job's program: started in its container at once, its output journaled until it exits
+     * or its container goes (a terminate, expiry). Resolves with its exit code.
+     */
+    async runDetachedProgram(req: DetachedProgramRequest): Promise<DetachedProgramExit> {
+      const ctx = Context.current();
+      const alive = setInterval(() => ctx.heartbeat(), PROVISION_LIVENESS_BEAT_MS);
+      try {
+        return await runDetachedProgram(deps, req, ctx.cancellationSignal);
+      } finally {
+        clearInterval(alive);
+      }
+    },
+
+    /**
      * However the session ended: removes its container (which ends the program and anything it left
      * behind), then closes its journal with the `ended` record, the last of its drain events.
      */
@@ -160,6 +177,7 @@ export function createHostActivities(deps: HostActivityDeps) {
           end_reason: req.endReason, end_message: req.endMessage, ended_by: req.endedBy, exit_code: req.exitCode,
           duration_s: Math.round((Date.parse(endedAt) - Date.parse(req.createdAt)) / 100) / 10,
           output_complete: !row.truncated,
+          ...(req.detach ? { detached: true } : {}),
         });
         await db.updateTable('session_journals').set({ ended_at: endedAt, output_bytes: writer.bytes })
           .where('operation_id', '=', req.operationId).execute();
@@ -196,6 +214,7 @@ export function createHostActivities(deps: HostActivityDeps) {
           app: spec.app, app_id: spec.appId, account: spec.account, container_size_mb: spec.containerSizeMb,
           command: op.command ? (JSON.parse(op.command) as string[]) : null, container_id: null, created_at: op.created_at,
           ...(envKeys.length ? { env_keys: envKeys } : {}),
+          ...(spec.detach ? { detached: true } : {}),
         });
       }
     } finally {

@@ -10,6 +10,7 @@ import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredT
 import { keysCommand } from './keys.js';
 import { logDrainsCommand } from './log-drains.js';
 import { playRecording } from './play.js';
+import { printLogs, runDetached } from './logs.js';
 import { printable, printableJson } from '../lib/printable.js';
 import { promptHidden, readStdin } from './prompt.js';
 import { sshToApp } from './ssh.js';
@@ -205,6 +206,36 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     ['essh ssh -t demo -- ls --color=auto | less -R', 'a remote TTY without a local one'],
     ['essh ssh -T demo -- tar c /app > app.tar', 'binary output: no TTY'],
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM']);
+
+  helpAfter(program
+    .command('run')
+    .description('run a command on APP as a detached job: it starts at once, with no client, and this prints its session id')
+    .argument('<app>', 'the app whose container settings the job uses')
+    .argument('<command...>', 'the command to run (put it after --)')
+    .requiredOption('--detach', 'run without a client (the only way essh run runs, for now); follow it with essh logs -f ID')
+    .option('--container-size <mb>', 'container memory in MB (default 1024)', positiveInt('--container-size'))
+    .option('-e, --env <KEY=VALUE>', 'an environment variable for this job only, over the app\'s (repeatable; never shown back)', envAssignment)
+    .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string> }) => {
+      const s = await runDetached(await api(), app, { command, container_size_mb: opts.containerSize, env: opts.env });
+      process.stdout.write(`${s.id}\n`);
+      if (process.stderr.isTTY) process.stderr.write(`Session ${s.id} runs detached; follow it with: essh logs -f ${s.id}\n`);
+    }), [
+    ['essh run --detach demo -- rake db:migrate', 'prints the session id'],
+    ['id=$(essh run --detach demo -- ./batch.sh) && essh logs -f "$id"', 'exits with the job\'s exit code'],
+  ]);
+
+  helpAfter(program
+    .command('logs')
+    .description('a session\'s output so far (-f: follow it live until it ends, then exit with its exit code)')
+    .argument('<id>', 'session id', positiveInt('the session id'))
+    .option('-f, --follow', 'print new output as it comes until the session ends; exit with the program\'s exit code (1 if it ended another way)')
+    .option('--interval <seconds>', 'with -f: how often to look for new output', positiveNumber('--interval'), 2.5)
+    .action(async (id: number, opts: { follow?: boolean; interval: number }) => {
+      process.exitCode = await printLogs(await api(), id, { follow: Boolean(opts.follow), intervalMs: opts.interval * 1000 });
+    }), [
+    ['essh logs 42', 'what session 42 printed so far'],
+    ['essh logs -f 42; echo $?', 'follow a detached job; its exit code'],
+  ]);
 
   // sessions ----------------------------------------------------------------------------------------
 

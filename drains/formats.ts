@@ -79,6 +79,7 @@ interface Lifecycle {
   duration_s?: number;
   output_complete?: boolean;
   after_bytes?: number;
+  detached?: true;
 }
 
 /** A session's output is complete unless its `ended` record says otherwise. */
@@ -98,7 +99,8 @@ export function logText(e: ShippedEvent): string {
   const id = e.session.operationId;
   if (e.kind === 'session_started') {
     const env = d.env_keys?.length ? `, extra env ${d.env_keys.join(', ')}` : '';
-    return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env})`;
+    const detached = d.detached ? ', detached' : '';
+    return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env}${detached})`;
   }
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
@@ -114,12 +116,14 @@ export function logText(e: ShippedEvent): string {
 function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
   const d = (e.details ?? {}) as Lifecycle;
   if (e.kind === 'session_started') {
-    return { event: e.kind, container_size_mb: d.container_size_mb, command: d.command ?? null, ...(d.env_keys?.length ? { env_keys: d.env_keys } : {}) };
+    return { event: e.kind, container_size_mb: d.container_size_mb, command: d.command ?? null, ...(d.env_keys?.length ? { env_keys: d.env_keys } : {}),
+      ...(d.detached ? { detached: true } : {}) };
   }
   if (e.kind === 'output_truncated') return { event: e.kind, after_bytes: d.after_bytes ?? e.offset };
   return {
     event: e.kind, end_reason: d.end_reason, end_message: d.end_message ?? null, ended_by: d.ended_by ?? null,
     exit_code: d.exit_code ?? null, duration_s: d.duration_s, output_complete: outputComplete(e.details),
+    ...(d.detached ? { detached: true } : {}),
   };
 }
 

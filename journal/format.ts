@@ -68,6 +68,8 @@ export interface StartedDetails {
   created_at: string;
   /** The names of the session's extra env variables, never their values; absent when it was given none. */
   env_keys?: string[];
+  /** A detached job (its program ran with no client); absent for every other session. */
+  detached?: true;
 }
 
 /** Lifecycle details of an `ended` record. */
@@ -79,4 +81,6 @@ export interface EndedDetails {
   duration_s: number;
   /** False when the journal does not hold every byte the program printed (its size bound was reached). */
   output_complete: boolean;
+  /** A detached job; absent for every other session. */
+  detached?: true;
 }

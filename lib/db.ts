@@ -113,6 +113,8 @@ export interface OperationsTable {
   expires_at: string | null;
   /** The session's extra environment, sealed (lib/app-env.ts); null when none, or once it has ended. */
   env: string | null;
+  /** 1: a detached job (its program runs with no client). */
+  detached: Generated<number>;
 }
 export interface SessionTokensTable {
   id: Generated<number>;

@@ -25,6 +25,8 @@ export interface NewOperation {
   expiresAt: string;
   /** The session's extra environment, already sealed (lib/app-env.ts); null when none was given. */
   sealedEnv: string | null;
+  /** A detached job: its program starts at once, with no client. */
+  detached?: boolean;
 }
 
 /** Inserts a new session's record (`provisioning`, status `queued`) inside the caller's transaction; returns its id. */
@@ -43,6 +45,7 @@ export async function insertOperation(trx: Transaction<Database>, op: NewOperati
     updated_at: op.createdAt,
     expires_at: op.expiresAt,
     env: op.sealedEnv,
+    detached: op.detached ? 1 : 0,
   }).returning('id').executeTakeFirstOrThrow();
   const id = Number(row.id);
   await trx.updateTable('operations').set({ workflow_id: sessionWorkflowId(id) }).where('id', '=', id).execute();

@@ -8,9 +8,8 @@ import { dockerMessage } from '../lib/docker.js';
 import type { Logger } from '../lib/log.js';
 import { imageProgram } from '../host/containers.js';
 import { oomSince } from '../host/oom.js';
-import { announceJournalAppended } from '../journal/news.js';
-import { JournalHold } from '../journal/seal.js';
-import { JournalWriteError, JournalWriter } from '../journal/writer.js';
+import { SessionOutputJournal } from '../journal/session-output.js';
+import { JournalWriteError } from '../journal/writer.js';
 import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import type { AttachedNotes } from './attached-notes.js';
 import { JournaledOutput, OutputStopped } from './output.js';
@@ -28,8 +27,6 @@ const ENDING_WAIT_MS = 5000;
 const RESIZE_RECORD_MS = 100;
 /** Past this many sizes in one attachment the rest are not journaled (a client sending sizes in a loop). */
 const MAX_RESIZE_RECORDS = 10_000;
-/** The drains on this host hear of new output at most this often. */
-const JOURNAL_NEWS_MS = 50;
 /** How long a reattach waits for the workflow to say which connections it has. */
 const DESCRIBE_TIMEOUT_MS = 10_000;
 
@@ -121,9 +118,7 @@ export class Attachment {
   /** Output bytes taken from the program so far (what the portal has read, not what the client got). */
   bytesFromContainer = 0;
   private exec?: Docker.Exec;
-  private journal?: JournalWriter;
-  /** Held while the journal is open: teardown in another process waits for it (journal/seal.ts). */
-  private journalHold?: JournalHold;
+  private journal?: SessionOutputJournal;
   private heartbeatSent = false;
   private beat?: NodeJS.Timeout;
   private channelClosed = false;
@@ -134,8 +129,6 @@ export class Attachment {
   /** The size last journaled: the same size again tells a recording nothing. */
   private journaledSize = '';
   private resizeTimer?: NodeJS.Timeout;
-  private newsTimer?: NodeJS.Timeout;
-  private truncated = false;
 
   constructor(
     private readonly deps: AttachmentDeps,
@@ -198,13 +191,13 @@ export class Attachment {
       }, wait);
       return;
     }
-    if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || this.journalHold?.sealed !== false) return;
+    if (!this.journal || !this.pty || this.resizes >= MAX_RESIZE_RECORDS || this.journal.sealed) return;
     const size = `${this.pty.cols}x${this.pty.rows}`;
     if (size === this.journaledSize) return;
     this.lastResizeAt = Date.now();
     this.resizes++;
     try {
-      this.journal.resize(this.pty);
+      this.journal.writer.resize(this.pty);
       this.journaledSize = size;
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'journaling a resize failed');
@@ -230,7 +223,6 @@ export class Attachment {
       claims.delete(id);
       this.watch.stop();
       clearTimeout(this.resizeTimer);
-      clearTimeout(this.newsTimer);
       this.closeJournal();
     }
   }
@@ -259,8 +251,8 @@ export class Attachment {
 
     const container = docker.getContainer(ready.containerId);
     const tty = this.pty !== null;
-    this.journalHold = new JournalHold(this.deps.dataDir, id);
-    this.journal = JournalWriter.open(this.deps.dataDir, id, { maxBytes: this.deps.journalMaxBytes });
+    this.journal = new SessionOutputJournal(this.deps.db, this.deps.dataDir, id, this.deps.journalMaxBytes,
+      (err, what) => log.warn({ err, session: id }, what));
     if (this.pty) this.journalResize();
     const program = await this.program(ready.row);
     const env = await this.environment();
@@ -279,15 +271,8 @@ export class Attachment {
     this.logAttached(readyAt, execAskedAt, programStartedAt);
     if (this.pty) this.resize(this.pty);
 
-    const journal = this.journal;
-    const hold = this.journalHold;
-    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (s, chunk) => {
-      // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
-      if (hold.sealed) return false;
-      if (!journal.output(s, chunk)) this.markTruncated();
-      this.journalNews();
-      return true;
-    });
+    // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
+    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, this.journal.output);
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => (this.bytesFromContainer += chunk.length));
@@ -351,7 +336,6 @@ export class Attachment {
   private closeJournal() {
     this.journal?.close();
     this.journal = undefined;
-    this.journalHold?.release();
   }
 
   /**
@@ -424,19 +408,6 @@ export class Attachment {
     return imageProgram(this.deps.docker, app?.image ?? '');
   }
 
-  private markTruncated() {
-    if (this.truncated) return;
-    this.truncated = true;
-    this.deps.db.updateTable('session_journals').set({ truncated: 1 }).where('operation_id', '=', this.sessionId).execute()
-      .catch((err) => this.deps.log.warn({ err, session: this.sessionId }, 'recording a journal truncation failed'));
-  }
-
-  private journalNews() {
-    this.newsTimer ??= setTimeout(() => {
-      this.newsTimer = undefined;
-      announceJournalAppended(this.sessionId);
-    }, JOURNAL_NEWS_MS);
-  }
 
   /**
    * The first heartbeat, then one every interval until `stopHeartbeats`. A reattach's dead predecessor

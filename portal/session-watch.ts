@@ -4,7 +4,7 @@ import { printable } from '../lib/printable.js';
 
 export type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;
 
-const COLUMNS = ['id', 'state', 'container_id', 'command', 'app_id', 'end_reason', 'end_message', 'ended_by', 'exit_code'] as const;
+const COLUMNS = ['id', 'state', 'container_id', 'command', 'app_id', 'end_reason', 'end_message', 'ended_by', 'exit_code', 'detached'] as const;
 
 function readSession(db: Db, id: number) {
   return db.selectFrom('operations').select(COLUMNS).where('id', '=', id).executeTakeFirst();
@@ -123,6 +123,8 @@ export class SessionWatch {
       const row = await this.read();
       if (!row) return { refused: `essh: session ${id} was not found.` };
       if (isOver(row.state)) return { refused: endNotice(row) };
+      // Its program already runs with no client; a second one started by a client would run it twice.
+      if (Number(row.detached) === 1) return { refused: `essh: session ${id} is a detached job: no client attaches to it; follow its output with essh logs -f ${id}.` };
       if (row.state === 'active') {
         const answer = row.container_id && mayReattach ? await mayReattach() : ALREADY_ATTACHED(id);
         return answer === true ? { row, containerId: row.container_id! } : { refused: answer };

@@ -175,7 +175,7 @@ export class SessionsService {
       }
       const id = await insertOperation(trx, {
         accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,
-        containerSizeMb, createdAt, expiresAt, sealedEnv,
+        containerSizeMb, createdAt, expiresAt, sealedEnv, detached: body.detach === true,
       });
       await trx
         .insertInto('session_tokens')
@@ -202,6 +202,7 @@ export class SessionsService {
       pidsLimit: timeouts.pidsLimit,
       ...(body.tty === false ? { tty: false } : {}),
       ...(body.start_on_connect ? { startOnAttach: true } : {}),
+      ...(body.detach ? { detach: true } : {}),
     };
     try {
       await (this.deps.eagerClient ?? this.deps.client).workflow.start<typeof sessionWorkflow>('sessionWorkflow', {
@@ -367,6 +368,7 @@ function toSession(r: Row): Session {
     ended_by: r.ended_by,
     exit_code: r.exit_code,
     command: parseCommand(r.command),
+    detached: Number(r.detached) === 1,
     container_size_mb: r.container_size_mb,
     container_id: r.container_id,
     created_at: r.created_at,

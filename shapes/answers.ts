@@ -23,6 +23,7 @@ export const sessionSchema = z.object({
   ended_by: z.string().nullable().describe('who ended it (a terminate), when someone did'),
   exit_code: z.number().int().nullable(),
   command: z.array(z.string()).nullable().describe("null: the app's shell"),
+  detached: z.boolean().describe('a detached job: its command ran with no client (essh logs ID follows its output)'),
   container_size_mb: z.number().int(),
   container_id: z.string().nullable(),
   created_at: time,

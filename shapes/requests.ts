@@ -61,9 +61,21 @@ export const createSessionBody = z
       })
       .optional()
       .describe("extra environment variables for this session only, over the app's: stored sealed, dropped when the session ends, never shown back"),
+    detach: z
+      .boolean()
+      .optional()
+      .describe('true: a detached job (heroku run:detached): the command starts at once with no client, its output goes to the recording, and the session ends when it exits, is terminated or expires'),
   })
   .strict()
-  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }, { env: { LOG_LEVEL: 'debug' } }] });
+  .refine((b) => !b.detach || b.command !== undefined, {
+    path: ['command'],
+    message: 'a detached session runs the command it is given: give "command" (e.g. ["sh", "-c", "./migrate"]) or leave out "detach"',
+  })
+  .refine((b) => !b.detach || !b.start_on_connect, {
+    path: ['start_on_connect'],
+    message: 'a detached session has no client to wait for: leave out "start_on_connect" or "detach"',
+  })
+  .meta({ examples: [{ command: ['sh', '-c', 'echo hello from essh'] }, { container_size_mb: 2048 }, { env: { LOG_LEVEL: 'debug' } }, { command: ['sh', '-c', './migrate'], detach: true }] });
 export type CreateSessionBody = z.infer<typeof createSessionBody>;
 
 export const terminateBody = z.object({ reason: z.string().max(TERMINATE_REASON_MAX_CHARS).optional() }).strict().meta({ examples: [{ reason: 'maintenance' }] });

@@ -206,7 +206,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       for (const stack of parts.hostStacks) {
         const w = await createHostWorker({
           connection, namespace: config.temporal.namespace, stack,
-          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets, egress },
+          host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets, egress, journalMaxBytes: config.journalMaxBytes },
         });
         workers.push(w);
         hostWorkers.add(w);

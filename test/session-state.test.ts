@@ -377,7 +377,7 @@ describe('the ending and what is recorded', () => {
     expect(m.snapshot('ssh-session-42')).toEqual({
       id: 42, operation_id: 42, workflow_id: 'ssh-session-42', app: 'shop', account: 'acme', stack: 'local',
       user: { id: 9, name: 'Ada', email: 'ada@example.com' }, state: 'ended', end_reason: 'exit', end_message: null,
-      ended_by: null, exit_code: 7, command: null, container_size_mb: 512, container_id: 'c0ffee', created_at: iso(T0),
+      ended_by: null, exit_code: 7, command: null, detached: false, container_size_mb: 512, container_id: 'c0ffee', created_at: iso(T0),
       connected_at: iso(T0 + 5 * S), ended_at: iso(T0 + 60 * S), expires_at: iso(T0 + 3600 * S), connections: ['c1'],
     });
     expect(m.result()).toEqual({ end_reason: 'exit', exit_code: 7, end_message: null, ended_by: null, runs: 1 });
@@ -393,5 +393,63 @@ describe('the ending and what is recorded', () => {
 
   it('no result without an ending', () => {
     expect(() => new SessionMachine(sessionInput()).result()).toThrow('session loop left without an end reason');
+  });
+});
+
+describe('detached jobs', () => {
+  const job = { command: ['sh', '-c', './migrate'], detach: true };
+  /** A detached job whose container became ready at T0+2 s and was recorded `active` (its program started). */
+  function running(over: Partial<SessionWorkflowInput> = {}) {
+    const m = new SessionMachine(sessionInput({ ...job, ...over }), { detached: true });
+    m.enter('provisioning');
+    m.provisioned('c0ffee', T0 + 2 * S);
+    m.enter('active');
+    return m;
+  }
+
+  it('only the workflow says a session is detached (its patch taken): the input alone does not', () => {
+    expect(new SessionMachine(sessionInput(job)).detached).toBe(false);
+    expect(running().detached).toBe(true);
+    expect(running().snapshot('ssh-session-42')).toMatchObject({ detached: true, command: job.command, connected_at: null });
+    expect(active().snapshot('ssh-session-42').detached).toBe(false);
+  });
+
+  it('has no heartbeat deadline: while it runs, only the maximum duration ends it', () => {
+    const m = running();
+    expect(m.nextDeadline()).toMatchObject({ at: T0 + 3600 * S, ending: { reason: 'expired' } });
+    // Long past any heartbeat timeout, the deadline is still the expiry.
+    expect(m.deadlinePassed(m.nextDeadline(), T0 + 3600 * S, () => true)).toBe(false);
+    expect(m.ending).toMatchObject({ reason: 'expired' });
+  });
+
+  it('heartbeats and disconnects neither attach a client nor end it', () => {
+    const m = running();
+    m.heartbeat('c1', T0 + 10 * S);
+    expect(m.takeUnpublished()).toBeNull();
+    expect(m.snapshot('w').connections).toEqual([]);
+    m.clientDisconnected('c1', 'gone');
+    m.clientDisconnected('c2');
+    expect(m.ending).toBeNull();
+    expect(m.nextDeadline().ending.reason).toBe('expired');
+  });
+
+  it("the program's exit ends it with its exit code, as an attached program's does", () => {
+    const m = running();
+    m.programExited({ exit_code: 7 });
+    expect(m.ending).toEqual({ reason: 'exit', message: null, by: null, exitCode: 7 });
+  });
+
+  it('a terminate ends it, and the exit that follows (its container removed) changes nothing', () => {
+    const m = running();
+    m.terminate('stop the migration', 'ops@example.com');
+    m.programExited({ exit_code: null });
+    expect(m.ending).toEqual({ reason: 'terminated', message: 'stop the migration', by: 'ops@example.com', exitCode: null });
+  });
+
+  it('a host that stops following the program ends it as container_lost, with the failure', () => {
+    const m = running();
+    m.detachedProgramLost(ApplicationFailure.create({ message: 'no such container' }));
+    expect(m.ending).toMatchObject({ reason: 'container_lost', exitCode: null });
+    expect(m.ending!.message).toMatch(/detached program could not be followed.*no such container/);
   });
 });

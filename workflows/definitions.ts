@@ -91,6 +91,11 @@ export interface SessionWorkflowInput {
   tty?: boolean;
   /** The portal starts the container once it has attached, so no output is produced before a client sees it. */
   startOnAttach?: boolean;
+  /**
+   * A detached job: the host runs the command at once with no client, and the session ends when it exits
+   * (or by terminate or expiry), never for want of heartbeats. Absent in every session before detached jobs.
+   */
+  detach?: boolean;
   /** Present on a continued-as-new run: the state its predecessor reached. */
   carried?: CarriedState;
 }
@@ -133,6 +138,20 @@ export interface ContainerSpecRequest {
   pidsLimit: number;
   tty?: boolean;
   startOnAttach?: boolean;
+  /** A detached job: its journal's `session_started` says so. */
+  detach?: boolean;
+}
+
+/** The program of a detached job (see activities/host.ts runDetachedProgram). */
+export interface DetachedProgramRequest {
+  operationId: number;
+  containerId: string;
+}
+
+/** How a detached job's program ended. */
+export interface DetachedProgramExit {
+  exit_code: number | null;
+  oom_killed: boolean;
 }
 
 /** The teardown of an exec session (see activities/host.ts endSession). */
@@ -146,6 +165,8 @@ export interface EndSessionRequest {
   endMessage: string | null;
   endedBy: string | null;
   exitCode: number | null;
+  /** A detached job: its journal's `session_ended` says so. */
+  detach?: boolean;
 }
 
 export interface SessionRecordUpdate {

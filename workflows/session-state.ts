@@ -51,8 +51,15 @@ export class SessionMachine {
   private unpublished = false;
   /** Provisioning failed because no host worker ever took it: nothing on a host to tear down. */
   hostNeverAnswered = false;
+  /**
+   * A detached job (the workflow's input asked for one, and its code took the `detached-jobs` patch): the
+   * host runs its program with no client, so heartbeats and disconnects mean nothing to it, and only the
+   * program's exit, a terminate or the maximum duration end it.
+   */
+  readonly detached: boolean;
 
-  constructor(private readonly input: SessionWorkflowInput) {
+  constructor(private readonly input: SessionWorkflowInput, opts: { detached?: boolean } = {}) {
+    this.detached = opts.detached === true;
     this.s = input.carried ?? { state: 'provisioning', containerId: null, readyAt: null, connectedAt: null, connections: {}, runs: 1 };
   }
 
@@ -85,12 +92,13 @@ export class SessionMachine {
   }
 
   heartbeat(connectionId: string, now: number): void {
-    if (this.closing()) return;
+    if (this.closing() || this.detached) return;
     this.s.connections[connectionId] = now;
     if (this.s.state === 'waiting_for_client') this.attach(now);
   }
 
   clientDisconnected(connectionId: string, reason?: string): void {
+    if (this.detached) return;
     delete this.s.connections[connectionId];
     if (this.s.state === 'active' && Object.keys(this.s.connections).length === 0) {
       this.endWith(ending('disconnect', reason ?? 'the client disconnected'));
@@ -116,6 +124,14 @@ export class SessionMachine {
   programExited({ exit_code, oom_killed }: Pick<ProgramExitedSignal, 'exit_code' | 'oom_killed'>): void {
     const oom = oom_killed ? `the program ran out of the container's ${this.input.containerSizeMb} MB of memory and was killed` : null;
     this.endWith(ending('exit', oom, exit_code));
+  }
+
+  /**
+   * The host stopped following a detached job's program (its process died, or the program could not be
+   * started): whether it still runs is not known, so the session ends and its container goes.
+   */
+  detachedProgramLost(err: unknown): void {
+    this.endWith(ending('container_lost', `the detached program could not be followed to its end: ${failureMessage(err, this.input.stack)}`));
   }
 
   /** The Temporal workflow was cancelled. */
@@ -154,7 +170,7 @@ export class SessionMachine {
           summary: `Connect timeout: no client within ${input.connectTimeoutS} s of the container being ready`,
         };
       }
-    } else if (s.state === 'active') {
+    } else if (s.state === 'active' && !this.detached) {
       const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections), s.heartbeatGraceFrom ?? 0);
       const silentBy = last + input.heartbeatTimeoutS * 1000;
       if (silentBy < this.expiresAtMs) {
@@ -250,6 +266,7 @@ export class SessionMachine {
       ended_by: e?.by ?? null,
       exit_code: e?.exitCode ?? null,
       command: input.command,
+      detached: input.detach === true,
       container_size_mb: input.containerSizeMb,
       container_id: s.containerId,
       created_at: input.createdAt,

@@ -44,7 +44,8 @@ const HISTORY_EVENTS_CEILING = 20_000;
  */
 export async function sessionWorkflow(input: SessionWorkflowInput): Promise<SessionResult> {
   const run = sessionActivities(input);
-  const m = new SessionMachine(input);
+  // Only detached jobs take the patch: every other session issues the same commands as before.
+  const m = new SessionMachine(input, { detached: input.detach === true && patched('detached-jobs') });
 
   setHandler(heartbeatSignal, ({ connection_id }) => m.heartbeat(connection_id, Date.now()));
   setHandler(clientDisconnectedSignal, ({ connection_id, reason }) => m.clientDisconnected(connection_id, reason));
@@ -69,8 +70,18 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       try {
         const [{ containerId }] = await Promise.all([run.provisionContainer(), publish('provisioning')]);
         m.provisioned(containerId, Date.now());
-        await publish('waiting_for_client');
-        m.readyForClients(Date.now());
+        if (m.detached) {
+          // The program starts at once, on the host, and the session ends when it does; not awaited, so
+          // terminate, expiry and the record go on meanwhile.
+          run.runDetachedProgram(containerId).then(
+            (exit) => m.programExited(exit),
+            (err) => isCancellation(err) || m.detachedProgramLost(err),
+          );
+          await publish('active');
+        } else {
+          await publish('waiting_for_client');
+          m.readyForClients(Date.now());
+        }
       } catch (err) {
         if (isCancellation(err)) throw err;
         m.provisionFailed(err);
@@ -95,7 +106,9 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
         }
         break;
       }
-      const mustContinueAsNew = () =>
+      // A detached job's program is followed by an activity of this run: a new run would lose its exit.
+      // (It gets no heartbeats, so its history stays short.)
+      const mustContinueAsNew = () => !m.detached &&
         workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_CEILING;
       // Heartbeats only move the deadline; they do not wake this loop, so a steady stream of them
       // costs one timer per heartbeat timeout rather than one per heartbeat.
@@ -126,7 +139,7 @@ async function finish(m: SessionMachine, run: SessionActivities, publish: (state
   // one teardown on the host removes the container and closes the journal. Sessions started before
   // replay and finish the old way below (docs/workflow-versioning.md).
   if (patched('exec-sessions')) {
-    if (!m.hostNeverAnswered) await run.endSession(`Remove the container and close the output journal (${e.reason})`, m.containerId, e);
+    if (!m.hostNeverAnswered) await run.endSession(`Remove the container and close the output journal (${e.reason})`, m.containerId, e, m.detached);
     m.tornDown(Date.now());
     await publish('ended');
     return;
@@ -181,11 +194,25 @@ function sessionActivities(input: SessionWorkflowInput) {
       operationId, appId: input.app.id, command: input.command, containerSizeMb: input.containerSizeMb, cpus: input.cpus,
       account: input.account.handle, app: input.app.handle, stack: input.stack, instanceId: input.instanceId,
       pidsLimit: input.pidsLimit, tty: input.tty, startOnAttach: input.startOnAttach,
+      ...(input.detach ? { detach: true } : {}),
     }),
-    endSession: (summary: string, containerId: string | null, e: Ending) => teardown(summary).endSession({
+    endSession: (summary: string, containerId: string | null, e: Ending, detached: boolean) => teardown(summary).endSession({
       operationId, containerId, stopGraceS, createdAt: input.createdAt,
       endReason: e.reason, endMessage: e.message, endedBy: e.by, exitCode: e.exitCode,
+      ...(detached ? { detach: true } : {}),
     }),
+    /**
+     * A detached job's program, followed on the host until it exits (or its container goes). Run once:
+     * a program with effects (a migration) must not run twice, so a host that stops following it ends
+     * the session instead. Its heartbeats tell a host that is gone within a minute.
+     */
+    runDetachedProgram: (containerId: string) => proxyActivities<HostActivities>({
+      taskQueue,
+      startToCloseTimeout: Math.max(1000, Date.parse(input.expiresAt) - Date.now()) + (stopGraceS + 300) * 1000,
+      heartbeatTimeout: '1 minute',
+      retry: { maximumAttempts: 1 },
+      summary: "Run the detached job's command in its container and follow it to its exit",
+    }).runDetachedProgram({ operationId, containerId }),
     /**
      * Sessions before exec sessions: stops the container and lets the host's capture read and commit
      * all its output before the container is removed; the "ended" event then comes last. Bounded:

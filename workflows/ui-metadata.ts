@@ -18,7 +18,7 @@ export function sessionStaticDetails(input: SessionWorkflowInput): string {
     `**Session** ${input.operationId} (operation ${input.operationId})`,
     `**App** ${input.app.handle} (id ${input.app.id}) · **Account** ${input.account.handle} (id ${input.account.id}) · **Stack** ${input.stack}`,
     `**User id** ${input.user.id}`,
-    `**Program** ${input.command ? 'a command' : "the app's shell"}${input.tty === false ? ', without a TTY' : ''} · **Container** ${input.containerSizeMb} MB${input.cpus ? `, ${input.cpus} CPU` : ''}`,
+    `**Program** ${input.command ? 'a command' : "the app's shell"}${input.detach ? ', detached' : input.tty === false ? ', without a TTY' : ''} · **Container** ${input.containerSizeMb} MB${input.cpus ? `, ${input.cpus} CPU` : ''}`,
     `**Created** ${input.createdAt} · **Expires** ${input.expiresAt}`,
   ].join('\n');
 }

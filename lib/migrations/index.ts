@@ -10,6 +10,7 @@ import { drainJournalMigrations } from './0008_drains_journals.js';
 import { auditMigrations } from './0011_audit.js';
 import { redactionLimitMigrations } from './0013_redaction_limits.js';
 import { sessionEnvMigrations } from './0014_session_env.js';
+import { detachedSessionMigrations } from './0015_detached_sessions.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -27,5 +28,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...auditMigrations(engine),
     ...redactionLimitMigrations(engine),
     ...sessionEnvMigrations(engine),
+    ...detachedSessionMigrations(engine),
   };
 }

@@ -283,6 +283,34 @@ function paths(): PathSpec[] {
       },
     },
     {
+      name: 'detached-exit',
+      description: 'API session with detach and command `sh -c "echo start; sleep 2; exit 7"`: the host activity runDetachedProgram runs it with no client; no heartbeat ever; it exits 7.',
+      expect: { end_reason: 'exit', exit_code: 7 },
+      check: (runs) => (JSON.stringify(runs).includes('runDetachedProgram') ? undefined : 'no runDetachedProgram activity'),
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t, { command: ['sh', '-c', 'echo start; sleep 2; exit 7'], detach: true });
+        await waitForState(stack, t.token, s.id, 'ended', 60_000);
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'detached-terminate',
+      description: 'API session with detach and command `sleep 300`, terminated by the owner while its program runs (a heartbeat and a clientDisconnected signalled meanwhile change nothing).',
+      expect: { end_reason: 'terminated' },
+      signals: ['heartbeat', 'clientDisconnected', 'terminate'],
+      async drive() {
+        const t = await local();
+        const s = await createSession(stack, t, { command: ['sleep', '300'], detach: true });
+        await waitForState(stack, t.token, s.id, 'active');
+        await heartbeat(stack, s.id);
+        await handleOf(stack, s.id).signal(clientDisconnectedSignal, { connection_id: 'rec-conn', reason: 'not a client of a detached job' });
+        const r = await stack.api.post(`/sessions/${s.id}/terminate`, t.token, { reason: 'stop the job' });
+        if (r.status !== 202) throw new Error(`terminate: ${r.status} ${JSON.stringify(r.body)}`);
+        return { id: s.id };
+      },
+    },
+    {
       name: 'terminate-api',
       description: 'POST /sessions/{id}/terminate by the owner while waiting_for_client.',
       expect: { end_reason: 'terminated' },

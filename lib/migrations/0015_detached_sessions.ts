@@ -1,0 +1,16 @@
+import type { Kysely, Migration } from 'kysely';
+import type { DbEngine } from '../db.js';
+
+/**
+ * Whether a session is a detached job (`detach` of POST /apps/{app}/sessions): its program started at
+ * once with no client, and no client may attach to it. 0 for every session before.
+ */
+export function detachedSessionMigrations(_engine: DbEngine): Record<string, Migration> {
+  return {
+    '0015_detached_sessions': {
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('operations').addColumn('detached', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      },
+    },
+  };
+}
