@@ -109,7 +109,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       // A detached job's program is followed by an activity of this run: a new run would lose its exit.
       // (It gets no heartbeats, so its history stays short.)
       const mustContinueAsNew = () => !m.detached &&
-        workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_CEILING;
+        (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > HISTORY_EVENTS_CEILING);
       // Heartbeats only move the deadline; they do not wake this loop, so a steady stream of them
       // costs one timer per heartbeat timeout rather than one per heartbeat.
       await condition(() => m.hasNews || mustContinueAsNew(), wait, { summary: deadline.summary });
