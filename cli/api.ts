@@ -5,6 +5,11 @@ import type { User } from '../shapes/answers.js';
 
 const USER_AGENT = `essh-cli/${VERSION} node/${process.versions.node}`;
 
+/** OpenSSL's verdicts on a certificate chain that Node cannot verify (a private CA, a self-signed one). */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT',
+]);
+
 /**
  * node:http rather than fetch: fetch loads undici on first use, about 30 ms of every `essh` start
  * (on the way to the prompt for `essh ssh`), for one small JSON request. Loaded on the first request,
@@ -70,6 +75,9 @@ export class EsshApi {
         body === undefined ? undefined : JSON.stringify(body),
       );
     } catch (err) {
+      if (UNTRUSTED_CERTIFICATE.has((err as NodeJS.ErrnoException).code ?? '')) {
+        throw new CliError(`the essh API at ${this.config.api_url} presented a TLS certificate this machine does not trust (${(err as Error).message}); if your organisation signs it with its own CA, point NODE_EXTRA_CA_CERTS at that CA's PEM file`);
+      }
       throw new CliError(`cannot reach the essh API at ${this.config.api_url} (${(err as Error).message}); check the URL (essh login --api URL, or ESSH_API_URL)`);
     }
     const status = res.statusCode ?? 0;

@@ -1,0 +1,192 @@
+// TLS in front of the API: Debian's nginx runs deploy/nginx/essh-api.conf itself (only its certificate,
+// ports and upstream swapped for the test's), with a certificate from a throwaway CA, in front of a real
+// stack; the real `essh` CLI logs in and runs sessions through it, trusting the CA by NODE_EXTRA_CA_CERTS.
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import https from 'node:https';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../lib/config.js';
+import { freeLoopbackPort } from '../lib/free-port.js';
+import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
+import { endAllSessions, run, runToEnd } from './portal-terminal.js';
+
+const ESSH = path.join(projectRoot, 'bin', 'essh.js');
+const SITE = path.join(projectRoot, 'deploy', 'nginx', 'essh-api.conf');
+let stack: TestStack;
+let tenant: Awaited<ReturnType<typeof createTenant>>;
+let dir: string;
+let nginx: ChildProcess | undefined;
+let nginxLog = '';
+let apiUrl: string;
+let port: number;
+const caFile = () => path.join(dir, 'ca.pem');
+
+/** A CA, and a certificate it signs for localhost and 127.0.0.1 (what the proxy presents). */
+async function makeCertificates() {
+  const f = (name: string) => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=essh test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  await run('openssl', ['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost']);
+  await writeFile(f('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-out', f('server.pem'), '-days', '2', '-extfile', f('server.ext')]);
+}
+
+/** The shipped site file with the test's certificate, port and API put in; each swap must hit exactly once. */
+async function siteForTest(apiPort: number) {
+  let site = await readFile(SITE, 'utf8');
+  const swap = (from: RegExp, to: string) => {
+    expect(site.match(new RegExp(from.source, 'gm')), `${from} in ${SITE}`).toHaveLength(1);
+    site = site.replace(from, to);
+  };
+  swap(/^\s*server 127\.0\.0\.1:3000;/m, `    server 127.0.0.1:${apiPort};`);
+  swap(/^\s*listen 443 ssl;/m, `    listen 127.0.0.1:${port} ssl;`);
+  swap(/^\s*listen \[::\]:443 ssl;/m, '');
+  swap(/^\s*ssl_certificate .*$/m, `    ssl_certificate ${path.join(dir, 'server.pem')};`);
+  swap(/^\s*ssl_certificate_key .*$/m, `    ssl_certificate_key ${path.join(dir, 'server.key')};`);
+  return site;
+}
+
+async function startNginx(apiPort: number) {
+  await writeFile(path.join(dir, 'essh-api.conf'), await siteForTest(apiPort));
+  // Everything nginx writes stays in the temp dir; as root its workers run as nobody, who must reach it.
+  await chmod(dir, 0o711);
+  const conf = path.join(dir, 'nginx.conf');
+  await writeFile(conf, [
+    'daemon off;',
+    'worker_processes 1;',
+    `pid ${path.join(dir, 'nginx.pid')};`,
+    `error_log ${path.join(dir, 'error.log')} warn;`,
+    'events { worker_connections 64; }',
+    'http {',
+    `  access_log ${path.join(dir, 'access.log')};`,
+    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${path.join(dir, `${t}-temp`)};`),
+    `  include ${path.join(dir, 'essh-api.conf')};`,
+    '}',
+  ].join('\n'));
+  await run('nginx', ['-t', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', conf]);
+  const child = spawn('nginx', ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+  nginx = child;
+  child.stdout!.on('data', (c: Buffer) => (nginxLog += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (nginxLog += c.toString()));
+  // nginx must not outlive the test process, however the run ends.
+  process.once('exit', () => child.kill('SIGKILL'));
+  await waitFor('nginx listening', () => get(`${apiUrl}/openapi.json`).then((r) => r.status === 200).catch(() => {
+    if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode}: ${nginxLog}`);
+    return false;
+  }));
+}
+
+interface Answer { status: number; headers: http.IncomingHttpHeaders; body: string }
+function get(url: string, opts: https.RequestOptions & { body?: string } = {}): Promise<Answer> {
+  const { request } = url.startsWith('https:') ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca: url.startsWith('https:') ? opts.ca ?? caCert : undefined, ...opts }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.once('error', reject);
+    req.end(opts.body);
+  });
+}
+let caCert: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'essh-tls-proxy-'));
+  stack = await startTestStack();
+  tenant = await createTenant(stack, { plan: 'scale' });
+  await makeCertificates();
+  caCert = await readFile(caFile(), 'utf8');
+  port = await freeLoopbackPort();
+  apiUrl = `https://127.0.0.1:${port}`;
+  await startNginx(Number(new URL(stack.url).port));
+});
+afterAll(async () => {
+  if (nginx && nginx.exitCode === null) {
+    const exited = new Promise((r) => nginx!.once('exit', r));
+    nginx.kill('SIGTERM');
+    await exited;
+  }
+  if (stack) await endAllSessions(stack);
+  await stack?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** The CLI with its own config file, trusting the test CA unless told otherwise. */
+const essh = (args: string[], opts: { input?: string; trustCa?: boolean; env?: Record<string, string> } = {}) => {
+  const env: NodeJS.ProcessEnv = { ...process.env, ESSH_CONFIG: path.join(dir, 'cli', 'essh.json'), ...opts.env };
+  delete env.ESSH_API_URL;
+  delete env.ESSH_TOKEN;
+  delete env.NODE_EXTRA_CA_CERTS;
+  if (opts.trustCa !== false) env.NODE_EXTRA_CA_CERTS = caFile();
+  return runToEnd(process.execPath, [ESSH, ...args], { input: opts.input, env, timeoutMs: 90_000 });
+};
+const proxied = async (line: RegExp) => (await readFile(path.join(dir, 'access.log'), 'utf8')).split('\n').some((l) => line.test(l));
+
+describe('the API behind nginx with TLS (deploy/nginx/essh-api.conf)', () => {
+  it('the CLI logs in through the proxy and runs a session to its end', async () => {
+    const login = await essh(['login', '--api', apiUrl, '--token-stdin'], { input: `${tenant.token}\n` });
+    expect(login.code, login.stderr).toBe(0);
+    expect(login.stderr).toMatch(new RegExp(`^Logged in to ${apiUrl} as ${tenant.user.name} `));
+
+    const r = await essh(['ssh', tenant.app, '--', 'sh', '-c', 'echo through-tls; exit 3']);
+    expect(r.stdout.toString(), r.stderr).toBe('through-tls\n');
+    expect(r.code, r.stderr).toBe(3);
+    expect(await proxied(new RegExp(`"POST /apps/${tenant.app}/sessions HTTP/1.1" 201 `))).toBe(true);
+  });
+
+  it('a detached job runs and its recording is followed to its exit code, all through the proxy', async () => {
+    const started = await essh(['run', '--detach', tenant.app, '--', 'sh', '-c', 'echo job-through-tls; exit 4']);
+    expect(started.code, started.stderr).toBe(0);
+    const id = started.stdout.toString().trim();
+    expect(id).toMatch(/^\d+$/);
+    const logs = await essh(['logs', '-f', id, '--interval', '0.5']);
+    expect(logs.stdout.toString()).toContain('job-through-tls\n');
+    expect(logs.code, logs.stderr).toBe(4);
+    expect(await proxied(new RegExp(`"GET /sessions/${id}/recording[^"]* HTTP/1.1" 200 `))).toBe(true);
+  });
+
+  // nginx sends the leaf alone (no chain), so OpenSSL's word is "unable to verify the first certificate".
+  it('without the CA the CLI refuses the certificate and says how to trust it', async () => {
+    const r = await essh(['whoami'], { trustCa: false });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`essh: the essh API at ${apiUrl} presented a TLS certificate this machine does not trust ` +
+      '(unable to verify the first certificate); if your organisation signs it with its own CA, point NODE_EXTRA_CA_CERTS at that CA\'s PEM file\n');
+  });
+
+  it('sends HSTS, and lets the API answer a body over its 64 KB limit with its own sentence', async () => {
+    const ok = await get(`${apiUrl}/me`, { headers: { authorization: `Bearer ${tenant.token}` } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers['strict-transport-security']).toBe('max-age=63072000');
+    const big = await get(`${apiUrl}/apps/${tenant.app}/sessions`, {
+      method: 'POST', headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ env: { BIG: 'x'.repeat(100_000) } }),
+    });
+    expect(big.status).toBe(413);
+    expect(JSON.parse(big.body).message).toBe('The request body is larger than 64 KB; send less.');
+    expect(big.headers['strict-transport-security']).toBe('max-age=63072000');
+  });
+
+  it('refuses plain http on its port and TLS older than 1.2', async () => {
+    const plain = await get(`http://127.0.0.1:${port}/me`, { headers: { authorization: `Bearer ${tenant.token}` } });
+    expect(plain.status).toBe(400);
+    expect(plain.body).toContain('The plain HTTP request was sent to HTTPS port');
+
+    // SECLEVEL=0 lets this client offer TLS 1.1 at all, so that the refusal is the proxy's.
+    const hello = (version: string) => runToEnd('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, `-${version}`,
+      '-cipher', 'DEFAULT@SECLEVEL=0', '-CAfile', caFile(), '-verify_return_error'], { timeoutMs: 20_000 });
+    const old = await hello('tls1_1');
+    expect(old.code).not.toBe(0);
+    expect(old.stdout.toString() + old.stderr).toMatch(/alert protocol version/);
+    for (const v of ['tls1_2', 'tls1_3']) {
+      const fine = await hello(v);
+      expect(fine.code, `${v}: ${fine.stderr}`).toBe(0);
+      expect(fine.stdout.toString()).toMatch(/Verify return code: 0 \(ok\)/);
+    }
+  });
+});
