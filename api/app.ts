@@ -26,6 +26,8 @@ export interface ApiDeps {
    * (public) serves no metrics: Prometheus scrapes the process's metrics listener instead.
    */
   metricsToken?: string;
+  /** ESSH_TRUST_PROXY: the proxies (addresses, CIDR ranges) whose X-Forwarded-For names the client; none by default. */
+  trustProxy?: string[];
   log: Logger;
   version: string;
   /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
@@ -57,6 +59,8 @@ export function createApi(deps: ApiDeps) {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // Only the listed proxies: express then takes the X-Forwarded-For address nearest the peer that is not one of them.
+  if (deps.trustProxy?.length) app.set('trust proxy', deps.trustProxy);
   // Only a route that takes a body reads one (a GET's body is never read).
   const json = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
   // Every request's duration, labelled by its route's OpenAPI path (a bounded set), never the raw path.
@@ -70,7 +74,7 @@ export function createApi(deps: ApiDeps) {
     const handler = async (req: Request, res: Response, next: NextFunction) => {
       res.locals.route = r.path;
       try {
-        // The source address is the peer's: essh sets no `trust proxy`, so a client cannot name another with X-Forwarded-For.
+        // The source address is the peer's, or what a proxy of ESSH_TRUST_PROXY says it saw: a client cannot name another with X-Forwarded-For.
         const principal = r.auth === false
           ? (undefined as unknown as Principal)
           : { ...(await authenticate(deps.db, bearer(req))), sourceAddress: req.ip ?? req.socket.remoteAddress };

@@ -19,6 +19,11 @@ const envSchema = z.object({
   ESSH_DATA_DIR: z.string().default(path.join(projectRoot, '.data')),
   ESSH_API_HOST: z.string().default('127.0.0.1'),
   ESSH_API_PORT: port.default(3000),
+  /**
+   * The reverse proxies whose X-Forwarded-For the API believes (express's `trust proxy`), as addresses or
+   * CIDR ranges; none by default, so the audit trail records the TCP peer.
+   */
+  ESSH_TRUST_PROXY: z.string().default(''),
   ESSH_SSH_HOST: z.string().default('127.0.0.1'),
   ESSH_SSH_PORT: port.default(2222),
   /** How often the SSH portal tells a session's workflow that its client is still there. */
@@ -174,7 +179,7 @@ export interface Config {
   secretsKey?: string;
   /** Comma-separated base64 keys that sealed values may still be under (a rotation in progress). */
   previousSecretsKeys?: string;
-  api: { host: string; port: number };
+  api: { host: string; port: number; trustProxy: string[] };
   ssh: {
     host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
     limits: Partial<PortalLimits>;
@@ -252,7 +257,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir,
     secretsKey: e.ESSH_SECRETS_KEY,
     previousSecretsKeys: e.ESSH_SECRETS_KEY_PREVIOUS,
-    api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT },
+    api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT, trustProxy: parseCidrList('ESSH_TRUST_PROXY', e.ESSH_TRUST_PROXY) },
     ssh: {
       host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, reattachWindowS: e.ESSH_REATTACH_WINDOW_S, hostKey: e.ESSH_PORTAL_HOST_KEY,
       limits: {

@@ -278,7 +278,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         downloadsPerMinute: config.recordingDownloadsPerMinute,
       });
       const { app } = createApi({
-        db, sessions, admin, metrics, exposition, metricsToken: config.metrics.token, log, version: VERSION,
+        db, sessions, admin, metrics, exposition, metricsToken: config.metrics.token, trustProxy: config.api.trustProxy, log, version: VERSION,
         extraRoutes: [
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),

@@ -98,7 +98,9 @@ let caCert: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-tls-proxy-'));
-  stack = await startTestStack();
+  // nginx reaches the API from 127.0.0.1; clients below come from other loopback addresses (127.0.0.2…),
+  // so that the address the audit trail records says whose word it took.
+  stack = await startTestStack({ env: { ESSH_TRUST_PROXY: '127.0.0.1' } });
   tenant = await createTenant(stack, { plan: 'scale' });
   await makeCertificates();
   caCert = await readFile(caFile(), 'utf8');
@@ -170,6 +172,22 @@ describe('the API behind nginx with TLS (deploy/nginx/essh-api.conf)', () => {
     expect(big.status).toBe(413);
     expect(JSON.parse(big.body).message).toBe('The request body is larger than 64 KB; send less.');
     expect(big.headers['strict-transport-security']).toBe('max-age=63072000');
+  });
+
+  it('with ESSH_TRUST_PROXY naming the proxy, the audit trail records the client nginx saw, and no other caller picks its address', async () => {
+    const since = new Date().toISOString();
+    const patch = (base: string, localAddress: string, key: string) => get(`${base}/apps/${tenant.app}`, {
+      method: 'PATCH', localAddress, body: JSON.stringify({ env: { [key]: '1' } }),
+      headers: { authorization: `Bearer ${stack.adminToken}`, 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.9' },
+    });
+    expect((await patch(apiUrl, '127.0.0.2', 'VIA_PROXY')).status).toBe(200);
+    expect((await patch(stack.url, '127.0.0.3', 'STRAIGHT_TO_API')).status).toBe(200);
+    const events = await stack.api.listAll(`/audit_events?since=${encodeURIComponent(since)}`, stack.adminToken);
+    const sourceOf = (key: string) => events.find((e) => e.action === 'app.updated' && e.details?.env?.added?.includes(key))?.source_address;
+    // Through the proxy: the client's own X-Forwarded-For is replaced by nginx with the peer it saw.
+    expect(sourceOf('VIA_PROXY')).toBe('127.0.0.2');
+    // Not from a listed proxy: its X-Forwarded-For is not believed.
+    expect(sourceOf('STRAIGHT_TO_API')).toBe('127.0.0.3');
   });
 
   it('refuses plain http on its port and TLS older than 1.2', async () => {
