@@ -121,14 +121,21 @@ describe('an Elasticsearch drain', () => {
     expect([...es.seenPipelines]).toEqual(['essh-ingest']);
     expect([...es.authHeaders]).toEqual(['ApiKey api-key-123']);
 
-    const drain = await waitFor('the refusal on the drain', async () => {
-      const x = (await stack.api.get(`/log_drains/${d.body.id}`, tenant.token)).body;
-      return x.delivery.backlog_bytes === 0 && x.delivery.failed_events > 0 ? x : undefined;
-    }, 20_000, 300);
-    expect(drain.delivery.failed_events).toBe(1);
     // Every other event, the ended one included, and the account's audit events since the drain was
-    // made (its own creation among them: docs/contract-departures.md), documents `audit-<id>`.
-    const auditDocs = [...es.indices.values()].flatMap((ix) => [...ix.keys()]).filter((k) => k.startsWith('audit-'));
+    // made (its own creation among them: docs/contract-departures.md), documents `audit-<id>`. The audit
+    // shipper runs on its own beat: its documents may come after the session's last.
+    const auditDocsNow = () => [...es.indices.values()].flatMap((ix) => [...ix.keys()]).filter((k) => k.startsWith('audit-'));
+    let seen = '';
+    const drain = await waitFor('the refusal on the drain and every event delivered', async () => {
+      const x = (await stack.api.get(`/log_drains/${d.body.id}`, tenant.token)).body;
+      seen = `${JSON.stringify(x.delivery)}, ${auditDocsNow().length} audit documents`;
+      return x.delivery.backlog_bytes === 0 && x.delivery.failed_events > 0 && auditDocsNow().length > 0 &&
+        x.delivery.delivered_events === max + auditDocsNow().length ? x : undefined;
+    }, 20_000, 300).catch((err) => {
+      throw new Error(`${(err as Error).message} (last seen: ${seen})`);
+    });
+    expect(drain.delivery.failed_events).toBe(1);
+    const auditDocs = auditDocsNow();
     expect(auditDocs.length).toBeGreaterThan(0);
     expect(drain.delivery.delivered_events).toBe(max + auditDocs.length);
     // last_error is the latest problem (a 429 retry, say); the refusal itself stays listed.
