@@ -18,6 +18,10 @@ const hosts: WorkerProcess[] = [];
 const HOST_ENV = {
   ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `restart-${randomBytes(3).toString('hex')}`,
   ESSH_DRAIN_BACKOFF_CAP_S: '2', ESSH_DRAIN_BATCH_EVENTS: '25',
+  // The restarted host keeps a killed one's sessions for their clients to reattach (120 s by default)
+  // when it starts before the heartbeat timeout has ended them, as a loaded machine's workflow task may
+  // be late to: short here, so that the session this test's client left ends either way.
+  ESSH_REATTACH_WINDOW_S: '3',
   // The receiver listens on loopback.
   ESSH_DRAINS_ALLOW_PRIVATE: '1',
 };
