@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Client } from '@temporalio/client';
 import type { NativeConnection, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createApi } from '../api/app.js';
+import { drainable, type Drainable } from '../api/graceful-close.js';
 import type { Config } from '../lib/config.js';
 import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
 import { openDocker } from '../lib/docker.js';
@@ -92,6 +93,12 @@ export interface Runtime {
   handOver(): Promise<boolean>;
 }
 
+/**
+ * How long an API replica sent SIGTERM waits for its open connections to end: longer than the proxy's
+ * idle keep-alive (4 s) and the API's longest answers, a recording download aside.
+ */
+const API_DRAIN_MS = 30_000;
+
 /** Starts the parts of essh this process runs, each with an owner that stops it on `stop()`. */
 export async function startRuntime(config: Config, parts: RuntimeParts, log = createLogger(config.logLevel)): Promise<Runtime> {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -159,11 +166,17 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       metrics,
     });
     const admin = new AdminService(db, secrets, { tokenDefaultTtlS: config.tokenDefaultTtlS });
+    let apiDrain: Drainable | undefined;
     const handOver = async () => {
       const portal = runtime.portal;
       if (parts.hostStacks?.length) hostProcesses(config.dataDir).announce({ draining: true });
       // The port first, so that the successor answers new clients at once (it retries the bind).
       portal?.stopAccepting();
+      // An API replica lets its requests finish while the proxy turns to the others (api/graceful-close.ts).
+      if (apiDrain) {
+        const cut = await apiDrain.closeGracefully(API_DRAIN_MS);
+        if (cut) log.warn({ connections: cut, drain_ms: API_DRAIN_MS }, 'API connections still open at the drain deadline were closed');
+      }
       const kept = cleanups.filter((c) => servingClients.has(c));
       const stopping = cleanups.filter((c) => !servingClients.has(c));
       cleanups.length = 0;
@@ -289,6 +302,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });
+      apiDrain = drainable(server);
       cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
       // The audit trail goes to the drains from the API's processes, where it is written.
       const auditShipper = new AuditShipper({
