@@ -15,7 +15,7 @@ import type { SecretBox } from '../lib/secrets.js';
 import { openEnv } from '../lib/app-env.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
-import { sealJournal } from '../journal/seal.js';
+import { closeJournal } from '../journal/close.js';
 import { runDetachedProgram } from '../host/detached.js';
 import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
 import type { EgressGuard } from '../host/egress.js';
@@ -162,30 +162,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     async endSession(req: EndSessionRequest): Promise<void> {
       const target = req.containerId ?? sessionContainerName(installation.id, req.operationId);
       await removeContainer(docker, target, req.stopGraceS);
-      const row = await db.selectFrom('session_journals').select(['ended_at', 'truncated'])
-        .where('operation_id', '=', req.operationId).executeTakeFirst();
-      if (!row || row.ended_at) return;
-      // No portal, of this process or of another on this data dir (an upgrade's overlap), writes to
-      // it any more, so `ended` stays the last record.
-      if (!(await sealJournal(deps.dataDir, req.operationId))) {
-        log.warn('a portal of another process still held the journal open after 30 s; writing its end anyway', { operationId: req.operationId });
-      }
-      const writer = JournalWriter.open(deps.dataDir, req.operationId);
-      try {
-        const endedAt = nowIso();
-        writer.ended({
-          end_reason: req.endReason, end_message: req.endMessage, ended_by: req.endedBy, exit_code: req.exitCode,
-          duration_s: Math.round((Date.parse(endedAt) - Date.parse(req.createdAt)) / 100) / 10,
-          output_complete: !row.truncated,
-          ...(req.detach ? { detached: true } : {}),
-        });
-        await db.updateTable('session_journals').set({ ended_at: endedAt, output_bytes: writer.bytes })
-          .where('operation_id', '=', req.operationId).execute();
-      } finally {
-        writer.close();
-      }
-      // The drains on this host deliver the last event now rather than at their next look.
-      announceJournalAppended(req.operationId);
+      await closeJournal(deps, req, (msg, fields) => log.warn(msg, fields));
     },
 
     /** Sessions started before exec sessions (their workflows' teardown): removes the container by its old name too. */
