@@ -175,8 +175,10 @@ export function createHostActivities(deps: HostActivityDeps) {
 
   /** The journal's first record and its row, once: a retried attempt finds both. */
   async function startJournal(spec: ContainerSpecRequest, accountId: number) {
-    const known = await db.selectFrom('session_journals').select('operation_id').where('operation_id', '=', spec.operationId).executeTakeFirst();
-    if (known) return;
+    const known = await db.selectFrom('session_journals').select('host_id').where('operation_id', '=', spec.operationId).executeTakeFirst();
+    // An attempt on another host of the stack (the first went silent with the task) puts the container,
+    // and so the journal, here: the row names this host, which the host-loss sweep goes by.
+    if (known?.host_id === hostId) return;
     const op = await db.selectFrom('operations as o')
       .innerJoin('users as u', 'u.id', 'o.user_id')
       .select(['o.created_at', 'o.command', 'o.env', 'u.id as user_id', 'u.name as user_name', 'u.email as user_email'])
@@ -199,7 +201,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     }
     await db.insertInto('session_journals')
       .values({ operation_id: spec.operationId, account_id: accountId, host_id: hostId, created_at: nowIso(), ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null })
-      .onConflict((oc) => oc.column('operation_id').doNothing()).execute();
+      .onConflict((oc) => oc.column('operation_id').doUpdateSet({ host_id: hostId })).execute();
     announceJournalAppended(spec.operationId);
   }
 
