@@ -6,7 +6,7 @@
 import { ActivityFailure, ApplicationFailure, RetryState, TimeoutFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import type { CarriedState, SessionWorkflowInput } from '../workflows/definitions.js';
-import { SessionMachine, lateAfterMs } from '../workflows/session-state.js';
+import { OUTAGE_GRACE_MAX_EXTRA_MS, SessionMachine, lateAfterMs } from '../workflows/session-state.js';
 
 const T0 = Date.parse('2026-12-01T10:00:00.000Z');
 const S = 1000;
@@ -347,6 +347,36 @@ describe('deadlines', () => {
     expect(m.deadlinePassed(after, after.at + 60 * S, grace)).toBe(false);
     expect(grace).toHaveBeenCalledTimes(1);
     expect(m.ending?.reason).toBe('disconnect');
+  });
+
+  it('with the later marker, the grace lasts a heartbeat timeout plus how late the deadline was seen, capped', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    const lateBy = 12 * S;
+    expect(m.deadlinePassed(d, d.at + lateBy, () => true, () => true)).toBe(true);
+    expect(m.carryOver()).toMatchObject({ heartbeatGraceFrom: d.at + lateBy, heartbeatGraceMs: 30 * S + lateBy });
+    const after = m.nextDeadline();
+    expect(after.at).toBe(d.at + lateBy + 30 * S + lateBy);
+    // A heartbeat within the grace moves the deadline only when it is later than the grace's end.
+    m.heartbeat('c1', d.at + lateBy + S);
+    expect(m.nextDeadline().at).toBe(after.at);
+    m.heartbeat('c1', d.at + 2 * lateBy + 10 * S);
+    expect(m.nextDeadline().at).toBe(d.at + 2 * lateBy + 40 * S);
+    // A very long outage adds at most OUTAGE_GRACE_MAX_EXTRA_MS.
+    const long = active(T0 + 5 * S);
+    const dl = long.nextDeadline();
+    long.deadlinePassed(dl, dl.at + 900 * S, () => true, () => true);
+    expect(long.nextDeadline().at).toBe(dl.at + 900 * S + 30 * S + OUTAGE_GRACE_MAX_EXTRA_MS);
+  });
+
+  it('without the later marker (histories from before it), the grace is one heartbeat timeout', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    const scales = vi.fn(() => false);
+    expect(m.deadlinePassed(d, d.at + 12 * S, () => true, scales)).toBe(true);
+    expect(scales).toHaveBeenCalledTimes(1);
+    expect(m.carryOver().heartbeatGraceMs).toBeUndefined();
+    expect(m.nextDeadline().at).toBe(d.at + 12 * S + 30 * S);
   });
 
   it('after a grace, a new heartbeat earns another one', () => {

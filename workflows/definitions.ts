@@ -126,6 +126,11 @@ export interface CarriedState {
    * by runs of code before `heartbeat-grace-after-outage`.
    */
   heartbeatGraceFrom?: number;
+  /**
+   * How long that grace lasts from `heartbeatGraceFrom` (ms): a heartbeat timeout plus how late the
+   * deadline was seen. Absent: one heartbeat timeout (runs before `heartbeat-grace-scales-with-outage`).
+   */
+  heartbeatGraceMs?: number;
 }
 
 export interface SessionResult {

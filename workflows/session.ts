@@ -109,8 +109,8 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       if (wait <= 0) {
         // Sessions whose history went past a late heartbeat deadline on the code before the grace
         // take the old way (docs/workflow-versioning.md).
-        if (m.deadlinePassed(deadline, now, () => patched('heartbeat-grace-after-outage'))) {
-          log.warn('heartbeat deadline seen late: one more heartbeat timeout for the client', { lateMs: -wait });
+        if (m.deadlinePassed(deadline, now, () => patched('heartbeat-grace-after-outage'), () => patched('heartbeat-grace-scales-with-outage'))) {
+          log.warn('heartbeat deadline seen late: a grace of one heartbeat timeout plus the lateness for the client', { lateMs: -wait });
           continue;
         }
         break;

@@ -145,6 +145,13 @@ async function sessionBehindOutage() {
 }
 
 const GRACE_PATCH = 'heartbeat-grace-after-outage';
+/** Since v5: the grace is a heartbeat timeout plus how late the deadline was seen. */
+const SCALED_GRACE_PATCH = 'heartbeat-grace-scales-with-outage';
+const graceMarkers = (h: History) => {
+  const ids = patchIds(h);
+  const missing = [GRACE_PATCH, SCALED_GRACE_PATCH].filter((p) => !ids.includes(p));
+  return missing.length ? `no ${missing.join(' or ')} marker` : undefined;
+};
 
 /**
  * A stack whose host (host worker, portal) runs in a process of its own, the API and the workflows here
@@ -487,11 +494,11 @@ function paths(): PathSpec[] {
       name: 'outage-grace',
       description:
         'Active (heartbeat signalled directly), then the worker running the workflows is SIGKILLed and nothing is signalled for the 4 s heartbeat ' +
-        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): one more timeout ' +
-        '(patch heartbeat-grace-after-outage). Heartbeats resume for 6 s, then clientDisconnected.',
+        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): a grace of one more timeout ' +
+        'plus the lateness (patches heartbeat-grace-after-outage, heartbeat-grace-scales-with-outage). Heartbeats resume for 6 s, then clientDisconnected.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat', 'clientDisconnected'],
-      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      check: ([h]) => graceMarkers(h!),
       async drive() {
         const o = await sessionBehindOutage();
         await o.outage();
@@ -506,10 +513,10 @@ function paths(): PathSpec[] {
     {
       name: 'outage-grace-timeout',
       description:
-        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout after the late deadline was seen.',
+        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout plus the lateness after the late deadline was seen.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat'],
-      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      check: ([h]) => graceMarkers(h!),
       async drive() {
         const o = await sessionBehindOutage();
         await o.outage();
