@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
+import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
@@ -119,3 +120,10 @@ it('a host killed for good: its sessions end container_lost naming it, their wor
   expect(await Promise.all(sessions.map((s) => row(s.id)))).toEqual(before);
   for (const s of sessions) expect(await containerExists(sessionContainer(stack, s.id)), `a container named for session ${s.id}`).toBe(false);
 }, 300_000);
+
+it('a stale time shorter than two reports is refused at start, with the sentence that says why', () => {
+  expect(() => loadConfig({ ESSH_HOST_STALE_S: '20', ESSH_RECONCILE_INTERVAL_S: '15' })).toThrow(
+    'ESSH_HOST_STALE_S (20) must be at least twice ESSH_RECONCILE_INTERVAL_S (15), how often hosts report: a live host that missed one report would otherwise be taken for lost and its sessions ended.',
+  );
+  expect(loadConfig({}).hostLoss).toEqual({ staleS: 45, sweepIntervalS: 10 });
+});
