@@ -18,11 +18,13 @@ import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
+import { closeLeftJournals } from '../host/left-journals.js';
 import { EgressGuard } from '../host/egress.js';
 import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
+import { HostLossSweep } from '../worker/host-loss-sweep.js';
 import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { SshPortal } from '../portal/server.js';
 import { createHostWorker, createMainWorker } from '../worker/workers.js';
@@ -228,7 +230,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       cleanups.push(() => pool.stop());
       runtime.pool = pool;
       // One agent per engine, whatever the number of stacks it serves.
-      const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
+      const agent = new HostAgent({
+        docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log,
+        closeLeftJournals: () => closeLeftJournals({ db, dataDir: config.dataDir, hostId: config.hostId, log }),
+      });
       whenMayTakeWork(() => agent.start().catch((err) => log.warn({ err }, 'starting the host agent failed')));
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
@@ -330,6 +335,13 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await registration?.update({
         ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
       });
+    }
+    if (parts.worker) {
+      // Started once this process's own host (if it runs one) has reported: a host restarted after a
+      // stop longer than the stale time must not take itself for lost.
+      const sweep = new HostLossSweep({ db, client, staleS: config.hostLoss.staleS, intervalS: config.hostLoss.sweepIntervalS, log });
+      sweep.start();
+      cleanups.push(() => sweep.stop());
     }
     const metricsServer = new MetricsServer({
       host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log,

@@ -54,7 +54,9 @@ it('a worker killed mid-session and started again: the session goes on, then end
     expect(accepted).toBeGreaterThan(acceptedBeforeRestart);
     expect((await docker.getContainer(containerId).inspect()).State.Running).toBe(true);
 
-    const second = await startWorkerProcess(stack, workerEnv('worker-2'));
+    // The same host restarted, with its id: under another one the first would be a lost host once silent
+    // for ESSH_HOST_STALE_S (45 s), and the sweep would end its sessions (test/host-loss.test.ts).
+    const second = await startWorkerProcess(stack, workerEnv('worker-1'));
     workers.push(second);
     const downMs = Date.now() - killedAt;
     console.info(`worker down for ${downMs} ms (kill, 3 s pause, restart)`);

@@ -225,6 +225,41 @@ describe('endings by signal', () => {
     expect(m.snapshot('w').connections).toEqual([]);
   });
 
+  it('its host lost: container_lost naming the host and its last report, once; nothing more is asked of that host', () => {
+    const m = active();
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(true);
+    expect(m.lostHost).toBe('h2');
+    expect(m.ending).toEqual({
+      reason: 'container_lost', by: null, exitCode: null,
+      message: 'host h2 stopped reporting at 2026-12-07T05:40:12.000Z; its container could not be removed and will be when the host returns',
+    });
+    expect(m.hasNews).toBe(true);
+    expect(m.hostLost({ hostId: 'h3', lastSeenAt: '2026-12-07T05:41:00.000Z' })).toBe(false);
+    m.terminate('late', 'ops');
+    expect(m.ending?.message).toMatch(/^host h2 /);
+  });
+
+  it('its host lost while an ending waits for the teardown there: container_lost, keeping the earlier ending in the message', () => {
+    const m = active();
+    m.programExited({ exit_code: 3 });
+    m.enter('ending');
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(true);
+    expect(m.ending).toEqual({
+      reason: 'container_lost', by: null, exitCode: 3,
+      message: 'host h2 stopped reporting at 2026-12-07T05:40:12.000Z; the session was ending (exit); its container could not be removed and will be when the host returns',
+    });
+  });
+
+  it('its host lost after the teardown: nothing changes', () => {
+    const m = active();
+    m.terminate('bye', 'ops');
+    m.enter('ending');
+    m.tornDown(T0 + 9 * S);
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(false);
+    expect(m.ending).toEqual({ reason: 'terminated', message: 'bye', by: 'ops', exitCode: null });
+    expect(m.lostHost).toBeNull();
+  });
+
   it('nothing ends a session already ending or ended (a carried one included)', () => {
     for (const state of ['ending', 'ended'] as const) {
       const m = new SessionMachine(sessionInput({ carried: { state, containerId: null, readyAt: null, connectedAt: null, connections: {}, runs: 1 } }));

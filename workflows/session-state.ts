@@ -8,6 +8,7 @@ import {
   hostTaskQueue,
   type CarriedState,
   type ContainerExitedSignal,
+  type HostLostSignal,
   type ProgramExitedSignal,
   type SessionRecordUpdate,
   type SessionResult,
@@ -59,6 +60,8 @@ export class SessionMachine {
   private unpublished = false;
   /** Provisioning failed because no host worker ever took it: nothing on a host to tear down. */
   hostNeverAnswered = false;
+  /** The host the session's container is on stopped reporting (a `hostLost` signal): nothing more is asked of it. */
+  lostHost: string | null = null;
   /**
    * A detached job (the workflow's input asked for one, and its code took the `detached-jobs` patch): the
    * host runs its program with no client, so heartbeats and disconnects mean nothing to it, and only the
@@ -140,6 +143,26 @@ export class SessionMachine {
    */
   detachedProgramLost(err: unknown): void {
     this.endWith(ending('container_lost', `the detached program could not be followed to its end: ${failureMessage(err, this.input.stack)}`));
+  }
+
+  /**
+   * The session's host stopped reporting: its container is out of reach, so the session ends
+   * `container_lost` and its teardown is left to the host's reconciler, should it come back. It also
+   * replaces an ending already decided whose teardown has not been done (it waits on that host): the
+   * container was not removed, which the reason then says, keeping the earlier one in the message.
+   * Returns whether it changed anything (a repeated signal, or one after the teardown, does not).
+   */
+  hostLost({ hostId, lastSeenAt }: HostLostSignal): boolean {
+    if (this.lostHost !== null || this.endedAt !== null) return false;
+    this.lostHost = hostId;
+    const was = this.end;
+    const earlier = was ? `; the session was ending (${was.reason}${was.message ? `: ${was.message}` : ''})` : '';
+    this.end = ending(
+      'container_lost',
+      `host ${hostId} stopped reporting at ${lastSeenAt}${earlier}; its container could not be removed and will be when the host returns`,
+      was?.exitCode ?? null, was?.by ?? null,
+    );
+    return true;
   }
 
   /** The Temporal workflow was cancelled. */

@@ -153,6 +153,24 @@ const graceMarkers = (h: History) => {
   return missing.length ? `no ${missing.join(' or ')} marker` : undefined;
 };
 
+/**
+ * A stack whose host (host worker, portal) runs in a process of its own, the API and the workflows here
+ * with a short host stale time: `lose()` SIGKILLs the host for good, and this process's host-loss sweep
+ * signals `hostLost` to its sessions.
+ */
+async function stackWithHostToLose() {
+  const own = await startTestStack({
+    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    env: { ESSH_HOST_STALE_S: '8', ESSH_HOST_LOSS_SWEEP_S: '2' },
+  });
+  const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };
+  extra.push(entry);
+  entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `rec-lost-${own.runtime.instanceId}` });
+  return { stack: own, lose: () => entry.worker!.kill('SIGKILL') };
+}
+
+const HOST_LOST_PATCH = 'host-lost';
+
 function paths(): PathSpec[] {
   const local = () => createTenant(stack, { plan: 'scale' });
   /**
@@ -433,6 +451,43 @@ function paths(): PathSpec[] {
         const waiting = await waitForState(stack, t.token, s.id, 'waiting_for_client');
         await run('docker', ['rm', '-f', waiting.container_id]);
         return { id: s.id };
+      },
+    },
+    {
+      name: 'host-lost',
+      description:
+        'A session waiting for its client on a host whose process is then SIGKILLed for good: the worker\'s host-loss sweep (host stale after 8 s) ' +
+        'signals hostLost; the session ends container_lost naming the host, with no endSession asked of it (patch host-lost).',
+      expect: { end_reason: 'container_lost' },
+      signals: ['hostLost'],
+      check: ([h]) => (!patchIds(h!).includes(HOST_LOST_PATCH) ? `no ${HOST_LOST_PATCH} marker` : activityNames(h!).includes('endSession') ? 'endSession was scheduled' : undefined),
+      async drive() {
+        const o = await stackWithHostToLose();
+        const t = await createTenant(o.stack, { plan: 'scale' });
+        const s = await createSession(o.stack, t);
+        await waitForState(o.stack, t.token, s.id, 'waiting_for_client', 60_000);
+        await o.lose();
+        return { id: s.id, on: o.stack };
+      },
+    },
+    {
+      name: 'host-lost-in-teardown',
+      description:
+        'Attached through the host\'s portal by the ssh2 client (PTY), then the host process is SIGKILLed for good: the 4 s heartbeat timeout ends ' +
+        'the session (disconnect) and its endSession waits on the dead host\'s queue until the sweep\'s hostLost cancels it; ended container_lost.',
+      expect: { end_reason: 'container_lost' },
+      signals: ['heartbeat', 'hostLost'],
+      check: ([h]) => {
+        if (!patchIds(h!).includes(HOST_LOST_PATCH)) return `no ${HOST_LOST_PATCH} marker`;
+        if (!activityNames(h!).includes('endSession')) return 'no endSession was scheduled before the host was lost';
+        return (h!.events ?? []).some((e) => e.activityTaskCancelRequestedEventAttributes) ? undefined : 'no activity cancellation requested';
+      },
+      async drive() {
+        const o = await stackWithHostToLose();
+        const t = await createTenant(o.stack, { plan: 'scale' });
+        const s = await attached(t, {}, o.stack);
+        await o.lose();
+        return { id: s.id, on: o.stack };
       },
     },
     {
