@@ -57,12 +57,16 @@ async function requestSpanning(port: number, token: string, p: string, body: unk
   });
 }
 
+/** When each replica got its signal, exited and was back: for the message of a failure. */
+const timeline: string[] = [];
+
 /**
  * SIGTERM, then the exit (its drain included), then the same replica again: one unit's restart. An API
  * replica gets the signal while a request to it is still arriving (`inFlight`): it must answer it in full.
  */
 async function restart(list: WorkerProcess[], i: number, role: 'api' | 'worker', inFlight?: { token: string; app: string; answers: string[] }) {
   const old = list[i]!;
+  timeline.push(`${new Date().toISOString()} SIGTERM ${role} ${i} (pid ${old.pid})`);
   if (role === 'api' && inFlight) {
     const r = await requestSpanning(apiPorts[i]!, inFlight.token, `/apps/${inFlight.app}/sessions`, { command: ['true'] }, () => old.signal('SIGTERM'));
     inFlight.answers.push(`${r.status} connection: ${r.connection}`);
@@ -71,7 +75,9 @@ async function restart(list: WorkerProcess[], i: number, role: 'api' | 'worker',
   }
   const code = await old.exited;
   expect(code, `the ${role} replica's exit after SIGTERM:\n${old.output().slice(-2000)}`).toBe(0);
+  timeline.push(`${new Date().toISOString()} exited ${role} ${i} (pid ${old.pid})`);
   list[i] = await startReplica(role, role === 'api' ? apiPorts[i] : undefined);
+  timeline.push(`${new Date().toISOString()} ready ${role} ${i} (pid ${list[i]!.pid})`);
   // The runbook's pause (docs/deploy.md): nginx leaves a replica that refused a connection out for its
   // fail_timeout (2 s, counted on nginx's whole-second clock), so the next one is restarted only once
   // this one is back in.
@@ -175,10 +181,12 @@ describe('api and worker replicas restarted one at a time behind nginx', () => {
       const history = await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).fetchHistory();
       for (const e of history.events ?? []) {
         if (e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes || e.activityTaskFailedEventAttributes) {
-          troubled.push(`session ${id}: event ${e.eventId} ${e.eventType} ${JSON.stringify(e.workflowTaskTimedOutEventAttributes ?? e.workflowTaskFailedEventAttributes ?? e.activityTaskFailedEventAttributes)}`);
+          const started = history.events?.find((x) => String(x.eventId) === String(e.workflowTaskTimedOutEventAttributes?.startedEventId));
+          troubled.push(`session ${id}: event ${e.eventId} ${e.eventType} ${JSON.stringify(e.workflowTaskTimedOutEventAttributes ?? e.workflowTaskFailedEventAttributes ?? e.activityTaskFailedEventAttributes)}` +
+            (started ? ` (task started ${new Date(Number(started.eventTime?.seconds ?? 0) * 1000).toISOString()} by ${started.workflowTaskStartedEventAttributes?.identity})` : ''));
         }
       }
     }
-    expect(troubled).toEqual([]);
+    expect(troubled, `the replicas:\n${timeline.join('\n')}`).toEqual([]);
   }, 600_000);
 });
