@@ -1,6 +1,8 @@
 // TLS in front of the API: Debian's nginx runs deploy/nginx/essh-api.conf itself (only its certificate,
 // ports and upstream swapped for the test's), with a certificate from a throwaway CA, in front of a real
 // stack; the real `essh` CLI logs in and runs sessions through it, trusting the CA by NODE_EXTRA_CA_CERTS.
+// The CLI runs as the README puts it on PATH, bin/essh, which hands NODE_EXTRA_CA_CERTS to the CLI
+// instead of node (a faster start, see there): the CLI adds the CA itself on its first HTTPS request.
 import https from 'node:https';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -12,7 +14,7 @@ import { createTenant, startTestStack, type TestStack } from './harness.js';
 import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
 import { endAllSessions, runToEnd } from './portal-terminal.js';
 
-const ESSH = path.join(projectRoot, 'bin', 'essh.js');
+const ESSH = path.join(projectRoot, 'bin', 'essh');
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
@@ -46,12 +48,14 @@ afterAll(async () => {
 
 /** The CLI with its own config file, trusting the test CA unless told otherwise. */
 const essh = (args: string[], opts: { input?: string; trustCa?: boolean; env?: Record<string, string> } = {}) => {
-  const env: NodeJS.ProcessEnv = { ...process.env, ESSH_CONFIG: path.join(dir, 'cli', 'essh.json'), ...opts.env };
+  // NODE_OPTIONS emptied: with it set, bin/essh leaves NODE_EXTRA_CA_CERTS to node, as before.
+  const env: NodeJS.ProcessEnv = { ...process.env, ESSH_CONFIG: path.join(dir, 'cli', 'essh.json'), NODE_OPTIONS: '', ...opts.env };
   delete env.ESSH_API_URL;
   delete env.ESSH_TOKEN;
   delete env.NODE_EXTRA_CA_CERTS;
   if (opts.trustCa !== false) env.NODE_EXTRA_CA_CERTS = caFile();
-  return runToEnd(process.execPath, [ESSH, ...args], { input: opts.input, env, timeoutMs: 90_000 });
+  Object.assign(env, opts.env);
+  return runToEnd(ESSH, args, { input: opts.input, env, timeoutMs: 90_000 });
 };
 const proxied = async (line: RegExp) => (await nginx!.accessLog()).split('\n').some((l) => line.test(l));
 
@@ -87,6 +91,16 @@ describe('the API behind nginx with TLS (deploy/nginx/essh-api.conf)', () => {
     expect(rest).toEqual(['']);
     expect(line!.startsWith(`essh: the essh API at ${apiUrl} presented a TLS certificate this machine does not trust (unable to verify the first certificate`)).toBe(true);
     expect(line!.endsWith('); if your organisation signs it with its own CA, point NODE_EXTRA_CA_CERTS at that CA\'s PEM file')).toBe(true);
+  });
+
+  it('a NODE_EXTRA_CA_CERTS file that cannot be read is warned about, as node does, and the certificate refused', async () => {
+    const missing = path.join(dir, 'no-such-ca.pem');
+    const r = await essh(['whoami'], { trustCa: false, env: { NODE_EXTRA_CA_CERTS: missing } });
+    expect(r.code).toBe(1);
+    const [warning, refusal, ...rest] = r.stderr.split('\n');
+    expect(rest).toEqual(['']);
+    expect(warning).toMatch(new RegExp(`^essh: warning: ignoring the extra CA certificates of NODE_EXTRA_CA_CERTS \\(${missing}\\): .*ENOENT`));
+    expect(refusal).toMatch(/presented a TLS certificate this machine does not trust/);
   });
 
   it('sends HSTS, and lets the API answer a body over its 64 KB limit with its own sentence', async () => {
