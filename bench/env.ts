@@ -14,7 +14,7 @@ import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
 import { DEMO_IMAGE } from '../stack/seed.js';
 import { startRuntime } from '../stack/runtime.js';
-import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
+import { SERVER_DYNAMIC_CONFIG } from '../stack/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import { workflowsPath } from '../worker/workers.js';
 import type { BenchContext } from './types.js';
@@ -33,7 +33,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     server: {
       executable: { type: 'existing-path', path: toolPath('temporal') },
       searchAttributes: SEARCH_ATTRIBUTE_KEYS,
-      extraArgs: [...EAGER_START_ARGS, '--log-level', 'error'],
+      extraArgs: [...SERVER_DYNAMIC_CONFIG, '--log-level', 'error'],
     },
   });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'essh-bench-'));

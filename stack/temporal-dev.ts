@@ -37,10 +37,18 @@ export interface DevServerOptions {
 }
 
 /**
- * Eager workflow start, which the server leaves off unless told: a session's first workflow task comes
- * back with the start request to the API's own worker, a dispatch less on the way to the container.
+ * The server settings essh relies on, which the server leaves off unless told (a cluster of one's own
+ * needs the same dynamic config: docs/operations.md):
+ * - eager workflow start: a session's first workflow task comes back with the start request to the
+ *   API's own worker, a dispatch less on the way to the container;
+ * - polls completed on a worker's shutdown: a worker replica sent SIGTERM lets its open polls end
+ *   (the server answers them) rather than cutting them, since a workflow task the server had handed to
+ *   a cut poll was lost and timed out 10 s later (seen in test/rolling-restart.test.ts, 4 runs in 8).
  */
-export const EAGER_START_ARGS = ['--dynamic-config-value', 'system.enableEagerWorkflowStart=true'];
+export const SERVER_DYNAMIC_CONFIG = [
+  '--dynamic-config-value', 'system.enableEagerWorkflowStart=true',
+  '--dynamic-config-value', 'frontend.enableCancelWorkerPollsOnShutdown=true',
+];
 
 const typeNames: Record<string, string> = { KEYWORD: 'Keyword', INT: 'Int' };
 
@@ -97,7 +105,7 @@ async function startOnce(opts: DevServerOptions, port: number, uiPort: number): 
     '--namespace', opts.namespace,
     '--log-level', 'warn',
     ...(opts.withoutEsshSettings ? [] : [
-      ...EAGER_START_ARGS,
+      ...SERVER_DYNAMIC_CONFIG,
       // A write-ahead log, synced at checkpoints: every workflow step is a write, and the rollback
       // journal's sync per write was a large part of the time to a session's container (see bench/).
       '--sqlite-pragma', 'journal_mode=wal',

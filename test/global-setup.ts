@@ -6,7 +6,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { toolPath } from '../lib/config.js';
 import { workflowsPath } from '../worker/workers.js';
-import { EAGER_START_ARGS } from '../stack/temporal-dev.js';
+import { SERVER_DYNAMIC_CONFIG } from '../stack/temporal-dev.js';
 import { removeInstallationsLeft } from './installations.js';
 import { startTemporalServer } from './temporal-start.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
@@ -43,7 +43,7 @@ function startServer(): Promise<TestWorkflowEnvironment> {
     server: {
       executable: { type: 'existing-path', path: toolPath('temporal') },
       searchAttributes: SEARCH_ATTRIBUTE_KEYS,
-      extraArgs: [...EAGER_START_ARGS, '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
+      extraArgs: [...SERVER_DYNAMIC_CONFIG, '--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=300', '--log-level', 'error'],
     },
   }), 'the Temporal dev server');
 }
