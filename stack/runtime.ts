@@ -225,7 +225,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       cleanups.push(() => agent.stop());
       registerHostMetrics(metrics.registry, {
         docker, installation, hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
-        minFreeDiskBytes: config.minFreeDiskBytes, pool, agent, portal: () => runtime.portal,
+        minFreeDiskBytes: config.minFreeDiskBytes, maxSessions: config.hostMaxSessions, db, pool, agent, portal: () => runtime.portal,
       });
       registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
         hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir, maxSessions: config.hostMaxSessions,
