@@ -1,4 +1,4 @@
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Database, DbEngine } from '../lib/db.js';
 import type { HostRow } from '../journal/tables.js';
 import { HOST_STALE_S } from '../host/registry.js';
@@ -91,7 +91,8 @@ const byRoom = (a: HostCapacity, b: HostCapacity) => (b.max - b.live) - (a.max -
  * host and why it takes none when none has room.
  *
  * On PostgreSQL creates on other accounts run at the same time: the chosen host's row is locked and
- * its sessions counted again under the lock, so two of them cannot both take its last slot.
+ * its sessions counted again under the lock, so two of them cannot both take its last slot; one that
+ * finds it full then tries the next host.
  */
 export async function placeSession(trx: Transaction<Database>, engine: DbEngine, req: PlacementRequest): Promise<HostRow | null> {
   const all = await stackHostsCapacity(trx, req);
@@ -101,10 +102,13 @@ export async function placeSession(trx: Transaction<Database>, engine: DbEngine,
   const candidates = (wanted.length > 0 ? wanted : all).filter((c) => c.refusal === null).sort(byRoom);
   for (const c of candidates) {
     if (engine !== 'postgres') return c.host;
+    // One host's lock at a time: a host found full under its lock is let go (the savepoint's rollback
+    // releases the lock) before the next is locked, so two creates never wait on each other's hosts.
+    await sql`SAVEPOINT placement`.execute(trx);
     const locked = await trx.selectFrom('hosts').selectAll().where('host_id', '=', c.host.host_id).forUpdate().executeTakeFirst();
-    if (!locked) continue;
-    const live = (await liveSessionsOn(trx, [locked.host_id])).get(locked.host_id) ?? 0;
-    if (capacityOf(locked, live, req).refusal === null) return locked;
+    const live = locked ? (await liveSessionsOn(trx, [locked.host_id])).get(locked.host_id) ?? 0 : 0;
+    if (locked && capacityOf(locked, live, req).refusal === null) return locked;
+    await sql`ROLLBACK TO SAVEPOINT placement`.execute(trx);
   }
   if (req.onHost && wanted.length > 0) {
     const elsewhere = all.filter((c) => c.host.host_id !== req.onHost && c.refusal === null).sort(byRoom)[0];

@@ -137,6 +137,15 @@ describe('a stack of three hosts, placed by capacity', () => {
     }
   });
 
+  it('creates from many accounts at once take every slot exactly once', async () => {
+    // Other accounts: the account lock does not order them, only the host's (PostgreSQL) or the database's (SQLite).
+    const tenants = await Promise.all(Array.from({ length: 2 * HOSTS.length * MAX }, () => createTenant(stack, { plan: 'enterprise' })));
+    const answers = await Promise.all(tenants.map((t) => stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sleep', '600'] })));
+    expect(answers.map((r) => r.status).sort()).toEqual([...Array(HOSTS.length * MAX).fill(201), ...Array(HOSTS.length * MAX).fill(503)]);
+    const placed = await Promise.all(answers.filter((r) => r.status === 201).map((r) => placedOn(r.body.id)));
+    expect(HOSTS.map((h) => placed.filter((p) => p === h).length)).toEqual(HOSTS.map(() => MAX));
+  });
+
   it('`ssh <app>@host` runs on that host when it has room, and on a full one names a host that has', async () => {
     const key = await generateKey(keyDir, 'fleet');
     await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
