@@ -15,7 +15,7 @@ import type { SecretBox } from '../lib/secrets.js';
 import { openEnv } from '../lib/app-env.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
-import { sealJournal } from '../journal/seal.js';
+import { closeJournal } from '../journal/close.js';
 import { runDetachedProgram } from '../host/detached.js';
 import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
 import type { EgressGuard } from '../host/egress.js';
@@ -162,30 +162,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     async endSession(req: EndSessionRequest): Promise<void> {
       const target = req.containerId ?? sessionContainerName(installation.id, req.operationId);
       await removeContainer(docker, target, req.stopGraceS);
-      const row = await db.selectFrom('session_journals').select(['ended_at', 'truncated'])
-        .where('operation_id', '=', req.operationId).executeTakeFirst();
-      if (!row || row.ended_at) return;
-      // No portal, of this process or of another on this data dir (an upgrade's overlap), writes to
-      // it any more, so `ended` stays the last record.
-      if (!(await sealJournal(deps.dataDir, req.operationId))) {
-        log.warn('a portal of another process still held the journal open after 30 s; writing its end anyway', { operationId: req.operationId });
-      }
-      const writer = JournalWriter.open(deps.dataDir, req.operationId);
-      try {
-        const endedAt = nowIso();
-        writer.ended({
-          end_reason: req.endReason, end_message: req.endMessage, ended_by: req.endedBy, exit_code: req.exitCode,
-          duration_s: Math.round((Date.parse(endedAt) - Date.parse(req.createdAt)) / 100) / 10,
-          output_complete: !row.truncated,
-          ...(req.detach ? { detached: true } : {}),
-        });
-        await db.updateTable('session_journals').set({ ended_at: endedAt, output_bytes: writer.bytes })
-          .where('operation_id', '=', req.operationId).execute();
-      } finally {
-        writer.close();
-      }
-      // The drains on this host deliver the last event now rather than at their next look.
-      announceJournalAppended(req.operationId);
+      await closeJournal(deps, req, (msg, fields) => log.warn(msg, fields));
     },
 
     /** Sessions started before exec sessions (their workflows' teardown): removes the container by its old name too. */
@@ -198,8 +175,10 @@ export function createHostActivities(deps: HostActivityDeps) {
 
   /** The journal's first record and its row, once: a retried attempt finds both. */
   async function startJournal(spec: ContainerSpecRequest, accountId: number) {
-    const known = await db.selectFrom('session_journals').select('operation_id').where('operation_id', '=', spec.operationId).executeTakeFirst();
-    if (known) return;
+    const known = await db.selectFrom('session_journals').select('host_id').where('operation_id', '=', spec.operationId).executeTakeFirst();
+    // An attempt on another host of the stack (the first went silent with the task) puts the container,
+    // and so the journal, here: the row names this host, which the host-loss sweep goes by.
+    if (known?.host_id === hostId) return;
     const op = await db.selectFrom('operations as o')
       .innerJoin('users as u', 'u.id', 'o.user_id')
       .select(['o.created_at', 'o.command', 'o.env', 'u.id as user_id', 'u.name as user_name', 'u.email as user_email'])
@@ -222,7 +201,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     }
     await db.insertInto('session_journals')
       .values({ operation_id: spec.operationId, account_id: accountId, host_id: hostId, created_at: nowIso(), ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null })
-      .onConflict((oc) => oc.column('operation_id').doNothing()).execute();
+      .onConflict((oc) => oc.column('operation_id').doUpdateSet({ host_id: hostId })).execute();
     announceJournalAppended(spec.operationId);
   }
 

@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import type { SecureContext } from 'node:tls';
 import { VERSION } from '../lib/version.js';
 import { CliError, type CliConfig } from './config.js';
 import type { User } from '../shapes/answers.js';
@@ -16,12 +17,37 @@ const UNTRUSTED_CERTIFICATE = new Set([
  * not at start: node:https brings TLS and crypto, about 10 ms that `essh --help` has no use for.
  */
 async function open(url: URL, method: string, headers: Record<string, string>, body?: string) {
-  const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const https = url.protocol === 'https:';
+  const { request } = https ? await import('node:https') : await import('node:http');
+  const secureContext = https ? await deferredExtraCaContext() : undefined;
   return new Promise<http.IncomingMessage>((resolve, reject) => {
-    const req = request(url, { method, headers }, resolve);
+    const req = request(url, { method, headers, ...(secureContext ? { secureContext } : {}) }, resolve);
     req.once('error', reject);
     req.end(body);
   });
+}
+
+let extraCaContext: Promise<SecureContext | undefined> | undefined;
+
+/**
+ * The CAs of NODE_EXTRA_CA_CERTS when bin/essh kept the variable from node (see there: node would have
+ * built its root store from them before the CLI's first line), added to Node's own as node itself does:
+ * one TLS context for every request of this process. A file that cannot be read is warned about and
+ * skipped, as node does.
+ */
+function deferredExtraCaContext(): Promise<SecureContext | undefined> {
+  const file = process.env.ESSH_DEFERRED_EXTRA_CA_CERTS;
+  if (!file) return Promise.resolve(undefined);
+  extraCaContext ??= (async () => {
+    const [{ readFile }, tls] = await Promise.all([import('node:fs/promises'), import('node:tls')]);
+    try {
+      return tls.createSecureContext({ ca: [...tls.rootCertificates, await readFile(file, 'utf8')] });
+    } catch (err) {
+      process.stderr.write(`essh: warning: ignoring the extra CA certificates of NODE_EXTRA_CA_CERTS (${file}): ${(err as Error).message}\n`);
+      return undefined;
+    }
+  })();
+  return extraCaContext;
 }
 
 function readAll(res: http.IncomingMessage) {

@@ -1,10 +1,7 @@
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { readKeyChallenge } from '../lib/ssh-key-challenge.js';
 import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
 import type { SshKey } from '../shapes/answers.js';
-import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { resolveUserId, type EsshApi } from './api.js';
 import { CliError } from './config.js';
 
@@ -37,7 +34,9 @@ export async function publicKeyOf(file: string): Promise<string> {
  * asks for a passphrase on the terminal otherwise, as OpenSSH users expect. Answers the armored
  * signature.
  */
-export function signKeyChallenge(keyFile: string, challenge: string): Promise<string> {
+export async function signKeyChallenge(keyFile: string, challenge: string): Promise<string> {
+  // Imported here, like node:crypto below: every start of the CLI builds this command, few run it.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn('ssh-keygen', ['-Y', 'sign', '-n', SSH_KEY_NAMESPACE, '-f', keyFile], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -65,6 +64,7 @@ export function signKeyChallenge(keyFile: string, challenge: string): Promise<st
  */
 export async function addKey(client: EsshApi, userId: number, keyFile: string): Promise<SshKey> {
   const publicKey = await publicKeyOf(keyFile);
+  const [{ sshFingerprint }, { readKeyChallenge }] = await Promise.all([import('../lib/ssh-fingerprint.js'), import('../lib/ssh-key-challenge.js')]);
   const blob = Buffer.from(PUBLIC_KEY_LINE.exec(publicKey)![2]!, 'base64');
   const fingerprint = sshFingerprint(blob);
   const issued = await client.post<{ challenge: string; namespace: string }>(`/users/${userId}/ssh_key_challenges`, { public_key: publicKey });

@@ -3,7 +3,6 @@ import { Command, Option } from 'commander';
 import type { EsshApi } from './api.js';
 import { CliError } from './config.js';
 import { printable } from '../lib/printable.js';
-import { readStdin } from './prompt.js';
 import type { Drain } from '../shapes/answers.js';
 
 /** `essh log-drains list|create|delete` (CONTRACT §5, §9): thin over the drains routes. */
@@ -54,7 +53,7 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
       ephemeralSessions: boolean; json?: boolean;
     }) => {
       if (opts.token !== undefined && opts.tokenStdin) throw new CliError('give the drain token either with --token or on stdin with --token-stdin, not both');
-      const token = opts.tokenStdin ? await readStdin() : opts.token;
+      const token = opts.tokenStdin ? await (await import('./prompt.js')).readStdin() : opts.token;
       let caCert: string | undefined;
       if (opts.caCert) {
         caCert = await readFile(opts.caCert, 'utf8').catch((err: Error) => {

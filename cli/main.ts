@@ -1,7 +1,6 @@
 // `essh`: the command-line client (CONTRACT §5). Progress goes to stderr, data to stdout. `essh ssh`
 // exits with the remote program's status, or 255 when essh itself fails (as OpenSSH does); the other
 // commands exit 0, or 1 when they fail.
-import { finished } from 'node:stream/promises';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../lib/version.js';
 import { EsshApi, resolveUserId } from './api.js';
@@ -9,14 +8,11 @@ import { bashCompletion, zshCompletion } from './completion.js';
 import { CliError, SSH_OWN_FAILURE, checkApiUrl, readStoredConfig, removeStoredToken, resolveConfig, saveConfig } from './config.js';
 import { keysCommand } from './keys.js';
 import { logDrainsCommand } from './log-drains.js';
-import { playRecording } from './play.js';
-import { printLogs, runDetached } from './logs.js';
 import { printable, printableJson } from '../lib/printable.js';
-import { promptHidden, readStdin } from './prompt.js';
-import { sshToApp } from './ssh.js';
-import { watchSessions } from './watch.js';
 import { SESSION_STATES } from '../shapes/enumerations.js';
-// Types only: zod stays out of the CLI's start-up.
+// Types only: zod stays out of the CLI's start-up. So do the modules of single commands (ssh, logs,
+// watch, play, the prompts): each is imported by its command's action, so that a start loads only the
+// Node built-ins (readline, streams, child_process, crypto) the command it runs needs.
 import type { Session, User } from '../shapes/answers.js';
 
 const positiveInt = (what: string) => (value: string) => {
@@ -137,11 +133,11 @@ Exit status:
         process.stderr.write('essh: warning: --token leaves the token in your shell history and in ps; next time let essh login ask for it, or use --token-stdin\n');
         token = opts.token;
       } else if (opts.tokenStdin) {
-        token = await readStdin();
+        token = await (await import('./prompt.js')).readStdin();
       } else {
         if (!process.stdin.isTTY) throw new CliError('no terminal to ask for the token on: pipe it in with --token-stdin (e.g. essh login --token-stdin < token-file)');
         process.stderr.write(`Logging in to ${api_url}.\n`);
-        token = (await promptHidden('API token: ')).trim();
+        token = (await (await import('./prompt.js')).promptHidden('API token: ')).trim();
       }
       if (!token) throw new CliError('no token given; nothing was stored');
       const me = await new EsshApi({ api_url, token }).get<User>('/me');
@@ -195,6 +191,7 @@ Exit status:
 Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`)
     .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string>; tty?: boolean }) => {
       try {
+        const { sshToApp } = await import('./ssh.js');
         process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, env: opts.env, command, tty: opts.tty });
       } catch (err) {
         throw new CliError((err as Error).message, SSH_OWN_FAILURE);
@@ -216,6 +213,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     .option('--container-size <mb>', 'container memory in MB (default 1024)', positiveInt('--container-size'))
     .option('-e, --env <KEY=VALUE>', 'an environment variable for this job only, over the app\'s (repeatable; never shown back)', envAssignment)
     .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string> }) => {
+      const { runDetached } = await import('./logs.js');
       const s = await runDetached(await api(), app, { command, container_size_mb: opts.containerSize, env: opts.env });
       process.stdout.write(`${s.id}\n`);
       if (process.stderr.isTTY) process.stderr.write(`Session ${s.id} runs detached; follow it with: essh logs -f ${s.id}\n`);
@@ -231,6 +229,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     .option('-f, --follow', 'print new output as it comes until the session ends; exit with the program\'s exit code (1 if it ended another way)')
     .option('--interval <seconds>', 'with -f: how often to look for new output', positiveNumber('--interval'), 2.5)
     .action(async (id: number, opts: { follow?: boolean; interval: number }) => {
+      const { printLogs } = await import('./logs.js');
       process.exitCode = await printLogs(await api(), id, { follow: Boolean(opts.follow), intervalMs: opts.interval * 1000 });
     }), [
     ['essh logs 42', 'what session 42 printed so far'],
@@ -273,6 +272,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
       const fetch = () => client.list<Session>('/sessions', { app: opts.app, state: opts.state, user });
       if (opts.watch) {
         const title = ['essh sessions', opts.app && `--app ${opts.app}`, opts.state && `--state ${opts.state}`, opts.user && `--user ${opts.user}`].filter(Boolean).join(' ');
+        const { watchSessions } = await import('./watch.js');
         return watchSessions(client, fetch, {
           intervalMs: opts.interval * 1000, json: Boolean(opts.json), redraw: Boolean(process.stdout.isTTY) && !opts.json, title, table: sessionsTable,
         });
@@ -308,12 +308,13 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     .action(async (id: number, opts: { play?: boolean; speed: number; idleLimit?: number }) => {
       const res = await (await api()).stream(`/sessions/${id}/recording`);
       if (opts.play) {
+        const { playRecording } = await import('./play.js');
         process.exitCode = await playRecording(res, { speed: opts.speed, idleLimitS: opts.idleLimit });
         return;
       }
       if (process.stdout.isTTY) process.stderr.write(`(asciicast v2: save it with > session-${id}.cast, or watch it with essh recording ${id} --play)\n`);
       res.pipe(process.stdout, { end: false });
-      await finished(res);
+      await (await import('node:stream/promises')).finished(res);
     }), [
     ['essh recording 42 > session-42.cast', 'asciinema play session-42.cast plays it too'],
     ['essh recording 42 --play --speed 2 --idle-limit 1'],

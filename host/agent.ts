@@ -16,7 +16,8 @@ import { noteOom } from './oom.js';
  *   stream, and again by the periodic pass in case an event was missed while the agent was down
  *   (a session's program exiting is the portal's to report: the container lives on until teardown);
  * - OOM kills are noted for the portal, which reports the program's end;
- * - a session container whose workflow is closed or missing is removed (the reconciler).
+ * - a session container whose workflow is closed or missing is removed (the reconciler), and the
+ *   journal of a session that ended without this host's teardown (it was lost meanwhile) is closed;
  * One agent runs beside each host worker, since only that host can reach its own engine.
  */
 export class HostAgent {
@@ -34,6 +35,8 @@ export class HostAgent {
       stopGraceS: number;
       intervalS: number;
       log: Logger;
+      /** Closes the journals of sessions that ended while this host was away (host/left-journals.ts). */
+      closeLeftJournals?: () => Promise<unknown>;
     },
   ) {
     this.passes = new PeriodicPass(() => this.reconcile(), { intervalS: deps.intervalS, log: deps.log, what: 'reconcile pass' });
@@ -139,5 +142,6 @@ export class HostAgent {
         await this.reportExit(role.operationId, c.Id, null);
       }
     }
+    if (!this.stopped) await this.deps.closeLeftJournals?.();
   }
 }

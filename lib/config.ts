@@ -10,6 +10,13 @@ export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 const port = z.coerce.number().int().min(0).max(65535);
 const seconds = z.coerce.number().positive();
 
+/**
+ * A host silent this long is lost (ESSH_HOST_STALE_S): with a report every 15 s (ESSH_RECONCILE_INTERVAL_S)
+ * that is three missed, and with the sweep every 10 s its sessions end within 55 s of its last report (and a
+ * workflow task), inside the minute issue 19 asks for.
+ */
+export const DEFAULT_HOST_STALE_S = 45;
+
 function startups(value: string): Pick<PortalLimits, 'earlyDropStart' | 'earlyDropRate' | 'maxUnauthenticated'> {
   const [earlyDropStart, earlyDropRate, maxUnauthenticated] = value.split(':').map(Number) as [number, number, number];
   return { earlyDropStart, earlyDropRate, maxUnauthenticated };
@@ -82,6 +89,10 @@ const envSchema = z.object({
   /** How long an API token issued without `expires_at` lasts, in seconds; 0: it does not expire. */
   ESSH_TOKEN_DEFAULT_TTL_S: z.coerce.number().int().min(0).max(10 * 365 * 24 * 3600, 'at most 10 years').default(0),
   ESSH_RECONCILE_INTERVAL_S: seconds.default(15),
+  /** A host that has not reported (every ESSH_RECONCILE_INTERVAL_S) for this long is lost: its sessions end. */
+  ESSH_HOST_STALE_S: seconds.default(DEFAULT_HOST_STALE_S),
+  /** How often the `worker` role looks for lost hosts' sessions (worker/host-loss-sweep.ts). */
+  ESSH_HOST_LOSS_SWEEP_S: seconds.default(10),
   /** Log drains: the longest wait between two delivery attempts, and the most events and bytes per request. */
   ESSH_DRAIN_BACKOFF_CAP_S: seconds.default(60),
   ESSH_DRAIN_BATCH_EVENTS: z.coerce.number().int().min(1).max(100_000).default(20_000),
@@ -212,6 +223,8 @@ export interface Config {
     createRatePerMinute: number;
   };
   reconcileIntervalS: number;
+  /** A host silent for this long is lost (ESSH_HOST_STALE_S), and the sweep that ends its sessions runs this often. */
+  hostLoss: { staleS: number; sweepIntervalS: number };
   drains: {
     backoffCapMs: number; batchEvents: number; batchBytes: number; retentionS: number;
     /** Drains may target loopback, private, link-local, CGNAT and metadata addresses (ESSH_DRAINS_ALLOW_PRIVATE). */
@@ -250,6 +263,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (Boolean(e.ESSH_HOST_INTERNAL_TLS_CERT) !== Boolean(e.ESSH_HOST_INTERNAL_TLS_KEY)) {
     throw new Error('ESSH_HOST_INTERNAL_TLS_CERT and ESSH_HOST_INTERNAL_TLS_KEY go together: set both (the internal endpoint speaks HTTPS) or neither.');
+  }
+  if (e.ESSH_HOST_STALE_S < 2 * e.ESSH_RECONCILE_INTERVAL_S) {
+    throw new Error(
+      `ESSH_HOST_STALE_S (${e.ESSH_HOST_STALE_S}) must be at least twice ESSH_RECONCILE_INTERVAL_S (${e.ESSH_RECONCILE_INTERVAL_S}), how often ` +
+        'hosts report: a live host that missed one report would otherwise be taken for lost and its sessions ended.',
+    );
   }
   if (!isLoopback(e.ESSH_METRICS_HOST) && !e.ESSH_METRICS_TOKEN) {
     throw new Error(
@@ -296,6 +315,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       createRatePerMinute: e.ESSH_SESSION_CREATE_RATE,
     },
     reconcileIntervalS: e.ESSH_RECONCILE_INTERVAL_S,
+    hostLoss: { staleS: e.ESSH_HOST_STALE_S, sweepIntervalS: e.ESSH_HOST_LOSS_SWEEP_S },
     drains: {
       backoffCapMs: e.ESSH_DRAIN_BACKOFF_CAP_S * 1000, batchEvents: e.ESSH_DRAIN_BATCH_EVENTS, batchBytes: e.ESSH_DRAIN_BATCH_BYTES,
       retentionS: e.ESSH_EVENT_RETENTION_S, allowPrivateTargets: e.ESSH_DRAINS_ALLOW_PRIVATE === '1' || e.ESSH_DRAINS_ALLOW_PRIVATE === 'true',

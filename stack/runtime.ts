@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Client } from '@temporalio/client';
 import type { NativeConnection, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createApi } from '../api/app.js';
+import { drainable, type Drainable } from '../api/graceful-close.js';
 import type { Config } from '../lib/config.js';
 import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
 import { openDocker } from '../lib/docker.js';
@@ -17,11 +18,13 @@ import { AdminService } from '../services/admin.js';
 import { SessionsService } from '../services/sessions.js';
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
+import { closeLeftJournals } from '../host/left-journals.js';
 import { EgressGuard } from '../host/egress.js';
 import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
+import { HostLossSweep } from '../worker/host-loss-sweep.js';
 import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
 import { hostRoutes } from '../api/routes/hosts.js';
 import { HostsService } from '../services/hosts.js';
@@ -94,6 +97,12 @@ export interface Runtime {
   handOver(): Promise<boolean>;
 }
 
+/**
+ * How long an API replica sent SIGTERM waits for its open connections to end: longer than the proxy's
+ * idle keep-alive (4 s) and the API's longest answers, a recording download aside.
+ */
+const API_DRAIN_MS = 30_000;
+
 /** Starts the parts of essh this process runs, each with an owner that stops it on `stop()`. */
 export async function startRuntime(config: Config, parts: RuntimeParts, log = createLogger(config.logLevel)): Promise<Runtime> {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -161,11 +170,17 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       metrics,
     });
     const admin = new AdminService(db, secrets, { tokenDefaultTtlS: config.tokenDefaultTtlS });
+    let apiDrain: Drainable | undefined;
     const handOver = async () => {
       const portal = runtime.portal;
       if (parts.hostStacks?.length) hostProcesses(config.dataDir).announce({ draining: true });
       // The port first, so that the successor answers new clients at once (it retries the bind).
       portal?.stopAccepting();
+      // An API replica lets its requests finish while the proxy turns to the others (api/graceful-close.ts).
+      if (apiDrain) {
+        const cut = await apiDrain.closeGracefully(API_DRAIN_MS);
+        if (cut) log.warn({ connections: cut, drain_ms: API_DRAIN_MS }, 'API connections still open at the drain deadline were closed');
+      }
       const kept = cleanups.filter((c) => servingClients.has(c));
       const stopping = cleanups.filter((c) => !servingClients.has(c));
       cleanups.length = 0;
@@ -219,7 +234,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       cleanups.push(() => pool.stop());
       runtime.pool = pool;
       // One agent per engine, whatever the number of stacks it serves.
-      const agent = new HostAgent({ docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log });
+      const agent = new HostAgent({
+        docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log,
+        closeLeftJournals: () => closeLeftJournals({ db, dataDir: config.dataDir, hostId: config.hostId, log }),
+      });
       whenMayTakeWork(() => agent.start().catch((err) => log.warn({ err }, 'starting the host agent failed')));
       runtime.hostAgent = agent;
       cleanups.push(() => agent.stop());
@@ -294,6 +312,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       const server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.api.port, config.api.host, () => resolve(s)).once('error', reject);
       });
+      apiDrain = drainable(server);
       cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
       // The audit trail goes to the drains from the API's processes, where it is written.
       const auditShipper = new AuditShipper({
@@ -321,6 +340,13 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       await registration?.update({
         ssh: { host: config.ssh.publicHost, port: portal.port, hostKey: announcedHostKey(await loadOrCreateHostKey(config.dataDir)).line },
       });
+    }
+    if (parts.worker) {
+      // Started once this process's own host (if it runs one) has reported: a host restarted after a
+      // stop longer than the stale time must not take itself for lost.
+      const sweep = new HostLossSweep({ db, client, staleS: config.hostLoss.staleS, intervalS: config.hostLoss.sweepIntervalS, log });
+      sweep.start();
+      cleanups.push(() => sweep.stop());
     }
     const metricsServer = new MetricsServer({
       host: config.metrics.host, port: config.metrics.port, token: config.metrics.token, exposition, log,

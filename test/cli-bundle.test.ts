@@ -1,11 +1,13 @@
 // bin/essh.js runs the CLI from a bundle it builds and caches in node_modules/.cache (with a V8 code
 // cache): a checkout must never run stale code. Here a copy of the CLI's sources, with its own
 // node_modules folder (links to the real packages, so the cache is its own), is edited right after each
-// run, and the next run must show the edit.
+// run, and the next run must show the edit. And `essh` as the README puts it on PATH (bin/essh, a shell
+// launcher that keeps NODE_EXTRA_CA_CERTS from node, see there) runs, from PATH and through a link as
+// npm link makes. And ssh2 as `essh ssh` loads it, from a bundle of its own, works with its native parts.
 import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { runToEnd } from './portal-terminal.js';
 
@@ -67,4 +69,95 @@ it('runs an edited source on the very next start, from a rebuilt bundle, however
   // the new bundle count as stale, which is the never-stale rule working.)
   const after = await readdir(path.join(checkout, 'node_modules', '.cache', 'essh-cli'));
   expect(after.filter((f) => f.endsWith('.v8cache')).length).toBeLessThanOrEqual(1);
+});
+
+describe('essh on PATH (bin/essh)', () => {
+  const onPath = (dirOnPath: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const e: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirOnPath}${path.delimiter}${process.env.PATH}`, NODE_OPTIONS: '', ...env };
+    delete e.NODE_EXTRA_CA_CERTS;
+    Object.assign(e, env);
+    // The path execvp would find on that PATH (a bare `essh` would be taken for a system program).
+    return runToEnd(path.join(dirOnPath, 'essh'), args, { env: e, timeoutMs: 60_000 });
+  };
+
+  it('runs as `essh` from the checkout\'s bin/, and through a symbolic link to it in another folder', async () => {
+    // The version the CLI's JavaScript entry prints in this checkout (edited by the test above).
+    const version = await essh('--version');
+    expect(version).toMatch(/^\d+\.\d+\.\d+/);
+    const direct = await onPath(path.join(checkout, 'bin'), ['--version']);
+    expect(direct.stderr).toBe('');
+    expect(direct.code).toBe(0);
+    expect(direct.stdout.toString()).toBe(version);
+
+    const globalBin = path.join(checkout, 'global-bin');
+    await mkdir(globalBin);
+    await symlink(path.join(checkout, 'bin', 'essh'), path.join(globalBin, 'essh'));
+    const linked = await onPath(globalBin, ['help']);
+    expect(linked.code, linked.stderr).toBe(0);
+    expect(linked.stdout.toString()).toMatch(/^Usage: essh(-edited)? /);
+  });
+
+  // Node 20 reads NODE_EXTRA_CA_CERTS before any JavaScript runs and warns at once when it cannot; the
+  // launcher hands it to the CLI instead, which reads it on its first HTTPS request (test/tls-proxy.test.ts
+  // trusts a CA that way), so a command that makes none never reads it.
+  it('keeps NODE_EXTRA_CA_CERTS from node: a command without an HTTPS request never reads the file', async () => {
+    const missing = path.join(checkout, 'no-such-ca.pem');
+    const byNode = await runToEnd(process.execPath, ['-e', '0'], { env: { ...process.env, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: missing } });
+    expect(byNode.stderr).toContain(`Ignoring extra certs from \`${missing}\``);
+    const r = await onPath(path.join(checkout, 'bin'), ['--version'], { NODE_EXTRA_CA_CERTS: missing });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+});
+
+// What `essh ssh` gets for require('ssh2'): the bundle bin/essh.js builds of ssh2 and its dependencies,
+// run through a code cache. Its native addons must come from node_modules (esbuild leaves their paths
+// relative, which the launcher makes absolute), and an SSH handshake must work: a server and a client
+// made from that bundle, on loopback, run a command. The fallback (ssh2 from node_modules) throws here.
+it('loads ssh2 from its own bundle, native addons included, and an SSH exec works with it', async () => {
+  const script = `
+    const { requireSsh2 } = require(${JSON.stringify(path.join(checkout, 'bin', 'essh.js'))});
+    const ssh2 = requireSsh2(() => { throw new Error('fell back to ssh2 from node_modules'); });
+    const natives = Object.keys(require.cache).filter((k) => k.endsWith('.node'));
+    const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+    const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
+      conn.on('authentication', (ctx) => (ctx.method === 'password' && ctx.password === 'pw' ? ctx.accept() : ctx.reject(['password'])));
+      conn.on('ready', () => conn.on('session', (accept) => accept().on('exec', (acceptExec, _reject, info) => {
+        const channel = acceptExec();
+        channel.write('ran ' + info.command + '\\n');
+        channel.exit(7);
+        channel.end();
+      })));
+    });
+    server.listen(0, '127.0.0.1', () => {
+      const client = new ssh2.Client();
+      client.on('ready', () => client.exec('true', (err, channel) => {
+        if (err) throw err;
+        let out = '';
+        channel.on('data', (d) => (out += d));
+        channel.on('exit', (code) => {
+          process.stdout.write(JSON.stringify({ natives, out, code }));
+          client.end();
+          server.close();
+        });
+      }));
+      client.connect({ host: '127.0.0.1', port: server.address().port, username: 'u', password: 'pw' });
+    });
+  `;
+  for (const round of ['built', 'from its cache']) {
+    const r = await runToEnd(process.execPath, ['-e', script], { timeoutMs: 60_000 });
+    expect(r.stderr, round).toBe('');
+    expect(r.code, round).toBe(0);
+    const { natives, out, code } = JSON.parse(r.stdout.toString()) as { natives: string[]; out: string; code: number };
+    expect(out).toBe('ran true\n');
+    expect(code).toBe(7);
+    // Where npm built them (the checkout's node_modules links to the project's packages).
+    expect(natives.map((n) => n.split(`${path.sep}node_modules${path.sep}`).pop()).sort()).toEqual([
+      'cpu-features/build/Release/cpufeatures.node',
+      'ssh2/lib/protocol/crypto/build/Release/sshcrypto.node',
+    ]);
+  }
+  const cacheFiles = await readdir(path.join(checkout, 'node_modules', '.cache', 'essh-cli'));
+  expect(cacheFiles).toContain('ssh2.cjs');
+  expect(cacheFiles.filter((f) => /^ssh2\..*\.v8cache$/.test(f))).toHaveLength(1);
 });

@@ -54,7 +54,9 @@ it('a worker killed mid-session and started again: the session goes on, then end
     expect(accepted).toBeGreaterThan(acceptedBeforeRestart);
     expect((await docker.getContainer(containerId).inspect()).State.Running).toBe(true);
 
-    // The same host restarted: it keeps its ESSH_HOST_ID, whose queue the session was placed on (docs/fleet.md).
+    // The same host restarted, with its id: the session was placed on its queue (docs/fleet.md), and under
+    // another id the first would be a lost host once silent for ESSH_HOST_STALE_S (45 s), whose sessions the
+    // sweep ends (test/host-loss.test.ts).
     const second = await startWorkerProcess(stack, workerEnv('worker-1'));
     workers.push(second);
     const downMs = Date.now() - killedAt;

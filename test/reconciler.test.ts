@@ -4,6 +4,9 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { LABELS } from '../lib/docker.js';
+import { RecordType } from '../journal/format.js';
+import { readRecords } from '../journal/reader.js';
+import { journalPath } from '../journal/writer.js';
 import {
   DEMO_IMAGE, containerExists, createTenant, docker, startTestStack, uniqueIdBase,
   waitFor, waitForState, type TestStack,
@@ -65,6 +68,13 @@ describe('the reconciler', () => {
     expect(ended.end_message).toMatch(/ended outside essh \(terminated\)/);
     const op = await stack.api.get(`/operations/${id}`, t.token);
     expect(op.body.status).toBe('succeeded');
+    // No teardown closed its journal either: the host agent does, with the end the record now says.
+    await waitFor('its journal to be closed', async () => (await stack.runtime.db.selectFrom('session_journals').select('ended_at')
+      .where('operation_id', '=', id).executeTakeFirstOrThrow()).ended_at !== null, 30_000, 250);
+    const records = [];
+    for await (const rec of readRecords(journalPath(stack.dataDir, id))) records.push(rec);
+    expect(records.at(-1)?.type).toBe(RecordType.ended);
+    expect(JSON.parse(records.at(-1)!.payload.toString('utf8'))).toMatchObject({ end_reason: 'terminated', ended_by: 'temporal', end_message: ended.end_message });
 
     const again = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
     expect(again.status, JSON.stringify(again.body)).toBe(201);

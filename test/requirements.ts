@@ -215,6 +215,7 @@ type Value =
   | { kind: 'choice'; items: Value[] } // a ? b : c
   | { kind: 'node' } // process.execPath: this Node.js
   | { kind: 'venv' } // a tool of the project's venv (scripts/setup.sh installs it)
+  | { kind: 'essh' } // the checkout's own bin/essh, a shell script that runs this Node.js
   | { kind: 'param'; fn: string } // a parameter of the function `fn`
   | { kind: 'unknown'; expr: string };
 
@@ -251,6 +252,7 @@ function evaluate(expr: string, ctx: FileContext, seen = new Set<string>()): Val
   if (/^(['"`])[\s\S]*\1$/.test(expr) && stringEnd(expr, 0) === expr.length) return parseText(expr);
   if (expr === 'process.execPath') return { kind: 'node' };
   if (/toolPath\(|\.tools\/venv\/bin\//.test(expr)) return { kind: 'venv' };
+  if (/^path\.join\([\s\S]*,\s*'essh'\)$/.test(expr)) return { kind: 'essh' };
   const q = /^q\(([\s\S]*)\)$/.exec(expr);
   if (q) return evaluate(q[1]!, ctx, seen);
   if (expr.startsWith('(') && bracketEnd(expr, 0) === expr.length) return evaluate(expr.slice(1, -1), ctx, seen);
@@ -383,6 +385,7 @@ function programsOfValueAsArgv0(v: Value, ctx: FileContext): { programs: string[
     }
     case 'node':
     case 'venv':
+    case 'essh':
     case 'param':
       return { programs: [], unknown: [] };
     default:
@@ -391,7 +394,7 @@ function programsOfValueAsArgv0(v: Value, ctx: FileContext): { programs: string[
 }
 
 function programsOfCommandLine(v: Value, ctx: FileContext): { programs: string[]; unknown: string[] } {
-  if (v.kind === 'node' || v.kind === 'venv' || v.kind === 'param') return { programs: [], unknown: [] };
+  if (v.kind === 'node' || v.kind === 'venv' || v.kind === 'essh' || v.kind === 'param') return { programs: [], unknown: [] };
   if (v.kind === 'unknown') return { programs: [], unknown: [v.expr] };
   const programs: string[] = [];
   const unknown: string[] = [];

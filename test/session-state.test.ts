@@ -6,7 +6,7 @@
 import { ActivityFailure, ApplicationFailure, RetryState, TimeoutFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import type { CarriedState, SessionWorkflowInput } from '../workflows/definitions.js';
-import { SessionMachine, lateAfterMs } from '../workflows/session-state.js';
+import { OUTAGE_GRACE_MAX_EXTRA_MS, SessionMachine, lateAfterMs } from '../workflows/session-state.js';
 
 const T0 = Date.parse('2026-12-01T10:00:00.000Z');
 const S = 1000;
@@ -225,6 +225,41 @@ describe('endings by signal', () => {
     expect(m.snapshot('w').connections).toEqual([]);
   });
 
+  it('its host lost: container_lost naming the host and its last report, once; nothing more is asked of that host', () => {
+    const m = active();
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(true);
+    expect(m.lostHost).toBe('h2');
+    expect(m.ending).toEqual({
+      reason: 'container_lost', by: null, exitCode: null,
+      message: 'host h2 stopped reporting at 2026-12-07T05:40:12.000Z; its container could not be removed and will be when the host returns',
+    });
+    expect(m.hasNews).toBe(true);
+    expect(m.hostLost({ hostId: 'h3', lastSeenAt: '2026-12-07T05:41:00.000Z' })).toBe(false);
+    m.terminate('late', 'ops');
+    expect(m.ending?.message).toMatch(/^host h2 /);
+  });
+
+  it('its host lost while an ending waits for the teardown there: container_lost, keeping the earlier ending in the message', () => {
+    const m = active();
+    m.programExited({ exit_code: 3 });
+    m.enter('ending');
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(true);
+    expect(m.ending).toEqual({
+      reason: 'container_lost', by: null, exitCode: 3,
+      message: 'host h2 stopped reporting at 2026-12-07T05:40:12.000Z; the session was ending (exit); its container could not be removed and will be when the host returns',
+    });
+  });
+
+  it('its host lost after the teardown: nothing changes', () => {
+    const m = active();
+    m.terminate('bye', 'ops');
+    m.enter('ending');
+    m.tornDown(T0 + 9 * S);
+    expect(m.hostLost({ hostId: 'h2', lastSeenAt: '2026-12-07T05:40:12.000Z' })).toBe(false);
+    expect(m.ending).toEqual({ reason: 'terminated', message: 'bye', by: 'ops', exitCode: null });
+    expect(m.lostHost).toBeNull();
+  });
+
   it('nothing ends a session already ending or ended (a carried one included)', () => {
     for (const state of ['ending', 'ended'] as const) {
       const m = new SessionMachine(sessionInput({ carried: { state, containerId: null, readyAt: null, connectedAt: null, connections: {}, runs: 1 } }));
@@ -312,6 +347,36 @@ describe('deadlines', () => {
     expect(m.deadlinePassed(after, after.at + 60 * S, grace)).toBe(false);
     expect(grace).toHaveBeenCalledTimes(1);
     expect(m.ending?.reason).toBe('disconnect');
+  });
+
+  it('with the later marker, the grace lasts a heartbeat timeout plus how late the deadline was seen, capped', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    const lateBy = 12 * S;
+    expect(m.deadlinePassed(d, d.at + lateBy, () => true, () => true)).toBe(true);
+    expect(m.carryOver()).toMatchObject({ heartbeatGraceFrom: d.at + lateBy, heartbeatGraceMs: 30 * S + lateBy });
+    const after = m.nextDeadline();
+    expect(after.at).toBe(d.at + lateBy + 30 * S + lateBy);
+    // A heartbeat within the grace moves the deadline only when it is later than the grace's end.
+    m.heartbeat('c1', d.at + lateBy + S);
+    expect(m.nextDeadline().at).toBe(after.at);
+    m.heartbeat('c1', d.at + 2 * lateBy + 10 * S);
+    expect(m.nextDeadline().at).toBe(d.at + 2 * lateBy + 40 * S);
+    // A very long outage adds at most OUTAGE_GRACE_MAX_EXTRA_MS.
+    const long = active(T0 + 5 * S);
+    const dl = long.nextDeadline();
+    long.deadlinePassed(dl, dl.at + 900 * S, () => true, () => true);
+    expect(long.nextDeadline().at).toBe(dl.at + 900 * S + 30 * S + OUTAGE_GRACE_MAX_EXTRA_MS);
+  });
+
+  it('without the later marker (histories from before it), the grace is one heartbeat timeout', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    const scales = vi.fn(() => false);
+    expect(m.deadlinePassed(d, d.at + 12 * S, () => true, scales)).toBe(true);
+    expect(scales).toHaveBeenCalledTimes(1);
+    expect(m.carryOver().heartbeatGraceMs).toBeUndefined();
+    expect(m.nextDeadline().at).toBe(d.at + 12 * S + 30 * S);
   });
 
   it('after a grace, a new heartbeat earns another one', () => {

@@ -104,4 +104,15 @@ describe('the scan of test and benchmark sources', () => {
     `);
     expect(scan.unknown.map((u) => u.program)).toEqual(['pickProgram()']);
   });
+
+  it('takes the checkout\'s own essh (bin/essh, however its folder is named) for no system program', () => {
+    const scan = scanSource(`
+      import { spawn } from 'node:child_process';
+      spawn(path.join(projectRoot, 'bin', 'essh'), ['--version']);
+      spawn(path.join(dirOnPath, 'essh'), ['help']);
+      spawn('essh', ['help']);
+    `);
+    expect(scan.unknown).toEqual([]);
+    expect(scan.starts.map((s) => s.program)).toEqual(['essh']);
+  });
 });

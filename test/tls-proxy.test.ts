@@ -1,100 +1,31 @@
 // TLS in front of the API: Debian's nginx runs deploy/nginx/essh-api.conf itself (only its certificate,
 // ports and upstream swapped for the test's), with a certificate from a throwaway CA, in front of a real
 // stack; the real `essh` CLI logs in and runs sessions through it, trusting the CA by NODE_EXTRA_CA_CERTS.
-import { spawn, type ChildProcess } from 'node:child_process';
-import http from 'node:http';
+// The CLI runs as the README puts it on PATH, bin/essh, which hands NODE_EXTRA_CA_CERTS to the CLI
+// instead of node (a faster start, see there): the CLI adds the CA itself on its first HTTPS request.
 import https from 'node:https';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { createTenant, startTestStack, waitFor, type TestStack } from './harness.js';
-import { endAllSessions, run, runToEnd } from './portal-terminal.js';
+import { createTenant, startTestStack, type TestStack } from './harness.js';
+import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
+import { endAllSessions, runToEnd } from './portal-terminal.js';
 
-const ESSH = path.join(projectRoot, 'bin', 'essh.js');
-const SITE = path.join(projectRoot, 'deploy', 'nginx', 'essh-api.conf');
+const ESSH = path.join(projectRoot, 'bin', 'essh');
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
-let nginx: ChildProcess | undefined;
-let nginxLog = '';
+let nginx: Nginx | undefined;
 let apiUrl: string;
 let port: number;
 const caFile = () => path.join(dir, 'ca.pem');
-
-/** A CA, and a certificate it signs for localhost and 127.0.0.1 (what the proxy presents). */
-async function makeCertificates() {
-  const f = (name: string) => path.join(dir, name);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  await run('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=essh test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  await run('openssl', ['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost']);
-  await writeFile(f('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
-    '-out', f('server.pem'), '-days', '2', '-extfile', f('server.ext')]);
-}
-
-/** The shipped site file with the test's certificate, port and API put in; each swap must hit exactly once. */
-async function siteForTest(apiPort: number) {
-  let site = await readFile(SITE, 'utf8');
-  const swap = (from: RegExp, to: string) => {
-    expect(site.match(new RegExp(from.source, 'gm')), `${from} in ${SITE}`).toHaveLength(1);
-    site = site.replace(from, to);
-  };
-  swap(/^\s*server 127\.0\.0\.1:3000;/m, `    server 127.0.0.1:${apiPort};`);
-  swap(/^\s*listen 443 ssl;/m, `    listen 127.0.0.1:${port} ssl;`);
-  swap(/^\s*listen \[::\]:443 ssl;/m, '');
-  swap(/^\s*ssl_certificate .*$/m, `    ssl_certificate ${path.join(dir, 'server.pem')};`);
-  swap(/^\s*ssl_certificate_key .*$/m, `    ssl_certificate_key ${path.join(dir, 'server.key')};`);
-  return site;
-}
-
-async function startNginx(apiPort: number) {
-  await writeFile(path.join(dir, 'essh-api.conf'), await siteForTest(apiPort));
-  // Everything nginx writes stays in the temp dir; as root its workers run as nobody, who must reach it.
-  await chmod(dir, 0o711);
-  const conf = path.join(dir, 'nginx.conf');
-  await writeFile(conf, [
-    'daemon off;',
-    'worker_processes 1;',
-    `pid ${path.join(dir, 'nginx.pid')};`,
-    `error_log ${path.join(dir, 'error.log')} warn;`,
-    'events { worker_connections 64; }',
-    'http {',
-    `  access_log ${path.join(dir, 'access.log')};`,
-    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${path.join(dir, `${t}-temp`)};`),
-    `  include ${path.join(dir, 'essh-api.conf')};`,
-    '}',
-  ].join('\n'));
-  await run('nginx', ['-t', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', conf]);
-  const child = spawn('nginx', ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-  nginx = child;
-  child.stdout!.on('data', (c: Buffer) => (nginxLog += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (nginxLog += c.toString()));
-  // nginx must not outlive the test process, however the run ends.
-  process.once('exit', () => child.kill('SIGKILL'));
-  await waitFor('nginx listening', () => get(`${apiUrl}/openapi.json`).then((r) => r.status === 200).catch(() => {
-    if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode}: ${nginxLog}`);
-    return false;
-  }));
-}
-
-interface Answer { status: number; headers: http.IncomingHttpHeaders; body: string }
-function get(url: string, opts: https.RequestOptions & { body?: string } = {}): Promise<Answer> {
-  const { request } = url.startsWith('https:') ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = request(url, { ca: url.startsWith('https:') ? opts.ca ?? caCert : undefined, ...opts }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.once('error', reject);
-    req.end(opts.body);
-  });
-}
 let caCert: string;
+/** A request; https ones trust the test CA unless told otherwise. */
+const get = (url: string, opts: https.RequestOptions & { body?: string } = {}) =>
+  request(url, { ca: url.startsWith('https:') ? opts.ca ?? caCert : undefined, ...opts });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-tls-proxy-'));
@@ -102,18 +33,14 @@ beforeAll(async () => {
   // so that the address the audit trail records says whose word it took.
   stack = await startTestStack({ env: { ESSH_TRUST_PROXY: '127.0.0.1' } });
   tenant = await createTenant(stack, { plan: 'scale' });
-  await makeCertificates();
+  await makeCertificates(dir);
   caCert = await readFile(caFile(), 'utf8');
   port = await freeLoopbackPort();
-  apiUrl = `https://127.0.0.1:${port}`;
-  await startNginx(Number(new URL(stack.url).port));
+  nginx = await startNginx(dir, { port, apiPorts: [Number(new URL(stack.url).port)], ca: caFile() });
+  apiUrl = nginx.url;
 });
 afterAll(async () => {
-  if (nginx && nginx.exitCode === null) {
-    const exited = new Promise((r) => nginx!.once('exit', r));
-    nginx.kill('SIGTERM');
-    await exited;
-  }
+  await nginx?.stop();
   if (stack) await endAllSessions(stack);
   await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -121,14 +48,16 @@ afterAll(async () => {
 
 /** The CLI with its own config file, trusting the test CA unless told otherwise. */
 const essh = (args: string[], opts: { input?: string; trustCa?: boolean; env?: Record<string, string> } = {}) => {
-  const env: NodeJS.ProcessEnv = { ...process.env, ESSH_CONFIG: path.join(dir, 'cli', 'essh.json'), ...opts.env };
+  // NODE_OPTIONS emptied: with it set, bin/essh leaves NODE_EXTRA_CA_CERTS to node, as before.
+  const env: NodeJS.ProcessEnv = { ...process.env, ESSH_CONFIG: path.join(dir, 'cli', 'essh.json'), NODE_OPTIONS: '', ...opts.env };
   delete env.ESSH_API_URL;
   delete env.ESSH_TOKEN;
   delete env.NODE_EXTRA_CA_CERTS;
   if (opts.trustCa !== false) env.NODE_EXTRA_CA_CERTS = caFile();
-  return runToEnd(process.execPath, [ESSH, ...args], { input: opts.input, env, timeoutMs: 90_000 });
+  Object.assign(env, opts.env);
+  return runToEnd(ESSH, args, { input: opts.input, env, timeoutMs: 90_000 });
 };
-const proxied = async (line: RegExp) => (await readFile(path.join(dir, 'access.log'), 'utf8')).split('\n').some((l) => line.test(l));
+const proxied = async (line: RegExp) => (await nginx!.accessLog()).split('\n').some((l) => line.test(l));
 
 describe('the API behind nginx with TLS (deploy/nginx/essh-api.conf)', () => {
   it('the CLI logs in through the proxy and runs a session to its end', async () => {
@@ -162,6 +91,16 @@ describe('the API behind nginx with TLS (deploy/nginx/essh-api.conf)', () => {
     expect(rest).toEqual(['']);
     expect(line!.startsWith(`essh: the essh API at ${apiUrl} presented a TLS certificate this machine does not trust (unable to verify the first certificate`)).toBe(true);
     expect(line!.endsWith('); if your organisation signs it with its own CA, point NODE_EXTRA_CA_CERTS at that CA\'s PEM file')).toBe(true);
+  });
+
+  it('a NODE_EXTRA_CA_CERTS file that cannot be read is warned about, as node does, and the certificate refused', async () => {
+    const missing = path.join(dir, 'no-such-ca.pem');
+    const r = await essh(['whoami'], { trustCa: false, env: { NODE_EXTRA_CA_CERTS: missing } });
+    expect(r.code).toBe(1);
+    const [warning, refusal, ...rest] = r.stderr.split('\n');
+    expect(rest).toEqual(['']);
+    expect(warning).toMatch(new RegExp(`^essh: warning: ignoring the extra CA certificates of NODE_EXTRA_CA_CERTS \\(${missing}\\): .*ENOENT`));
+    expect(refusal).toMatch(/presented a TLS certificate this machine does not trust/);
   });
 
   it('sends HSTS, and lets the API answer a body over its 64 KB limit with its own sentence', async () => {

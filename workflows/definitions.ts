@@ -53,11 +53,23 @@ export interface ProgramExitedSignal {
   oom_killed?: boolean;
 }
 
+/**
+ * Sent by the host-loss sweep of the `worker` role (worker/host-loss-sweep.ts) when the session's host has
+ * not reported for longer than its stale time: the session ends `container_lost`, and nothing more is
+ * asked of that host (not part of the public contract). Sent again every sweep until the session ends.
+ */
+export interface HostLostSignal {
+  hostId: string;
+  /** When the host last reported (its `hosts.seen_at`). */
+  lastSeenAt: string;
+}
+
 export const heartbeatSignal = defineSignal<[HeartbeatSignal]>('heartbeat');
 export const programExitedSignal = defineSignal<[ProgramExitedSignal]>('programExited');
 export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>('clientDisconnected');
 export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
+export const hostLostSignal = defineSignal<[HostLostSignal]>('hostLost');
 
 /** The `describe` query: the Session as the workflow knows it, with its attached connections. */
 export interface SessionSnapshot extends Session {
@@ -126,6 +138,11 @@ export interface CarriedState {
    * by runs of code before `heartbeat-grace-after-outage`.
    */
   heartbeatGraceFrom?: number;
+  /**
+   * How long that grace lasts from `heartbeatGraceFrom` (ms): a heartbeat timeout plus how late the
+   * deadline was seen. Absent: one heartbeat timeout (runs before `heartbeat-grace-scales-with-outage`).
+   */
+  heartbeatGraceMs?: number;
 }
 
 export interface SessionResult {

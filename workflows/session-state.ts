@@ -9,6 +9,7 @@ import {
   hostTaskQueue,
   type CarriedState,
   type ContainerExitedSignal,
+  type HostLostSignal,
   type ProgramExitedSignal,
   type SessionRecordUpdate,
   type SessionResult,
@@ -41,6 +42,14 @@ export interface Deadline {
  */
 export const lateAfterMs = (heartbeatTimeoutS: number) => Math.max(1000, (heartbeatTimeoutS * 1000) / 6);
 
+/**
+ * The most an outage adds to the grace after it. The grace is one heartbeat timeout plus how late the
+ * deadline was seen (about how long the outage lasted): clients back off exponentially while the server
+ * is away, so the longer it was away, the longer the portal's first heartbeat can take to get through
+ * after it is back (seen in CI: 10 sessions ended when that took more than the 8 s of a timeout).
+ */
+export const OUTAGE_GRACE_MAX_EXTRA_MS = 5 * 60 * 1000;
+
 const iso = (ms: number) => new Date(ms).toISOString();
 const ending = (reason: EndReason, message: string | null, exitCode: number | null = null, by: string | null = null): Ending =>
   ({ reason, message, by, exitCode });
@@ -52,6 +61,8 @@ export class SessionMachine {
   private unpublished = false;
   /** Provisioning failed because no host worker ever took it: nothing on a host to tear down. */
   hostNeverAnswered = false;
+  /** The host the session's container is on stopped reporting (a `hostLost` signal): nothing more is asked of it. */
+  lostHost: string | null = null;
   /**
    * A detached job (the workflow's input asked for one, and its code took the `detached-jobs` patch): the
    * host runs its program with no client, so heartbeats and disconnects mean nothing to it, and only the
@@ -135,6 +146,26 @@ export class SessionMachine {
     this.endWith(ending('container_lost', `the detached program could not be followed to its end: ${failureMessage(err, this.input)}`));
   }
 
+  /**
+   * The session's host stopped reporting: its container is out of reach, so the session ends
+   * `container_lost` and its teardown is left to the host's reconciler, should it come back. It also
+   * replaces an ending already decided whose teardown has not been done (it waits on that host): the
+   * container was not removed, which the reason then says, keeping the earlier one in the message.
+   * Returns whether it changed anything (a repeated signal, or one after the teardown, does not).
+   */
+  hostLost({ hostId, lastSeenAt }: HostLostSignal): boolean {
+    if (this.lostHost !== null || this.endedAt !== null) return false;
+    this.lostHost = hostId;
+    const was = this.end;
+    const earlier = was ? `; the session was ending (${was.reason}${was.message ? `: ${was.message}` : ''})` : '';
+    this.end = ending(
+      'container_lost',
+      `host ${hostId} stopped reporting at ${lastSeenAt}${earlier}; its container could not be removed and will be when the host returns`,
+      was?.exitCode ?? null, was?.by ?? null,
+    );
+    return true;
+  }
+
   /** The Temporal workflow was cancelled. */
   cancelled(): void {
     this.endWith(ending('terminated', 'the workflow was cancelled', null, 'temporal'));
@@ -172,8 +203,9 @@ export class SessionMachine {
         };
       }
     } else if (s.state === 'active' && !this.detached) {
-      const last = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections), s.heartbeatGraceFrom ?? 0);
-      const silentBy = last + input.heartbeatTimeoutS * 1000;
+      const timeoutMs = input.heartbeatTimeoutS * 1000;
+      const lastBeat = Math.max(Date.parse(s.connectedAt ?? input.createdAt), ...Object.values(s.connections));
+      const silentBy = Math.max(lastBeat + timeoutMs, (s.heartbeatGraceFrom ?? 0) + (s.heartbeatGraceMs ?? timeoutMs));
       if (silentBy < this.expiresAtMs) {
         return {
           at: silentBy,
@@ -197,15 +229,20 @@ export class SessionMachine {
    * `deadline` has passed at `now`: the session ends with its ending. Except a heartbeat deadline seen
    * late (a Temporal outage kept the workflow from running): the client gets one more heartbeat timeout
    * from now, once per silence, before it counts as gone, if `graceAllowed()` (the workflow's
-   * `patched()` marker, asked only when it would apply). Returns whether the session goes on.
+   * `patched()` marker, asked only when it would apply); and, if `graceScales()` (a later marker, asked
+   * only when the grace is given), as much again as the deadline was late, up to OUTAGE_GRACE_MAX_EXTRA_MS.
+   * Returns whether the session goes on.
    */
-  deadlinePassed(deadline: Deadline, now: number, graceAllowed: () => boolean): boolean {
+  deadlinePassed(deadline: Deadline, now: number, graceAllowed: () => boolean, graceScales: () => boolean = () => false): boolean {
     const lastBeat = Math.max(0, ...Object.values(this.s.connections));
+    const lateMs = now - deadline.at;
     if (
-      deadline.ending.reason === 'disconnect' && now - deadline.at > lateAfterMs(this.input.heartbeatTimeoutS) &&
+      deadline.ending.reason === 'disconnect' && lateMs > lateAfterMs(this.input.heartbeatTimeoutS) &&
       (this.s.heartbeatGraceFrom ?? 0) < lastBeat && graceAllowed()
     ) {
       this.s.heartbeatGraceFrom = now;
+      if (graceScales()) this.s.heartbeatGraceMs = this.input.heartbeatTimeoutS * 1000 + Math.min(lateMs, OUTAGE_GRACE_MAX_EXTRA_MS);
+      else delete this.s.heartbeatGraceMs;
       return true;
     }
     this.endWith(deadline.ending);

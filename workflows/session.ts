@@ -13,6 +13,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { RootCancellationScope } from '@temporalio/workflow/lib/cancellation-scope.js';
 import type { DbActivities } from '../activities/db.js';
 import type { HostActivities } from '../activities/host.js';
 import type { LegacyHostActivities, LegacyMainActivities } from '../activities/legacy.js';
@@ -22,6 +23,7 @@ import {
   containerExitedSignal,
   describeQuery,
   heartbeatSignal,
+  hostLostSignal,
   hostOwnTaskQueue,
   hostTaskQueue,
   programExitedSignal,
@@ -53,6 +55,11 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   setHandler(terminateSignal, ({ reason, by }) => m.terminate(reason, by));
   setHandler(containerExitedSignal, (signal) => m.containerExited(signal));
   setHandler(programExitedSignal, (signal) => m.programExited(signal));
+  const onHost = hostActivities(m);
+  // Only a workflow that gets the signal takes the patch (no earlier history has one).
+  setHandler(hostLostSignal, (signal) => {
+    if (patched('host-lost') && m.hostLost(signal)) onHost.cancelAll();
+  });
   setHandler(describeQuery, () => m.snapshot(workflowInfo().workflowId));
   setCurrentDetails(m.details());
 
@@ -69,12 +76,14 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       // running) need not hold up the container, so both go at once: one workflow task and one
       // activity round trip less before the session is ready (see bench/).
       try {
-        const [{ containerId }] = await Promise.all([run.provisionContainer(), publish('provisioning')]);
+        // A lost host cancels the provisioning: its cancellation leaves as a workflow cancellation
+        // would, and the ending the signal set stays (the first ending decided wins).
+        const [{ containerId }] = await Promise.all([onHost.run(() => run.provisionContainer()), publish('provisioning')]);
         m.provisioned(containerId, Date.now());
         if (m.detached) {
           // The program starts at once, on the host, and the session ends when it does; not awaited, so
           // terminate, expiry and the record go on meanwhile.
-          run.runDetachedProgram(containerId).then(
+          onHost.run(() => run.runDetachedProgram(containerId)).then(
             (exit) => m.programExited(exit),
             (err) => isCancellation(err) || m.detachedProgramLost(err),
           );
@@ -101,8 +110,8 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
       if (wait <= 0) {
         // Sessions whose history went past a late heartbeat deadline on the code before the grace
         // take the old way (docs/workflow-versioning.md).
-        if (m.deadlinePassed(deadline, now, () => patched('heartbeat-grace-after-outage'))) {
-          log.warn('heartbeat deadline seen late: one more heartbeat timeout for the client', { lateMs: -wait });
+        if (m.deadlinePassed(deadline, now, () => patched('heartbeat-grace-after-outage'), () => patched('heartbeat-grace-scales-with-outage'))) {
+          log.warn('heartbeat deadline seen late: a grace of one heartbeat timeout plus the lateness for the client', { lateMs: -wait });
           continue;
         }
         break;
@@ -128,19 +137,20 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   } finally {
     // Runs however the session ends, cancellation included; every step below is idempotent.
     // (A continue-as-new also passes through here: it is not an ending, so nothing is torn down.)
-    if (m.ending) await CancellationScope.nonCancellable(() => finish(m, run, publish));
+    if (m.ending) await CancellationScope.nonCancellable(() => finish(m, run, publish, onHost));
   }
   return m.result();
 }
 
-async function finish(m: SessionMachine, run: SessionActivities, publish: (state: SessionState) => Promise<void>) {
+async function finish(m: SessionMachine, run: SessionActivities, publish: (state: SessionState) => Promise<void>, onHost: HostActivityScopes) {
   const e = m.ending!;
   await publish('ending');
   // Exec sessions (the program runs by docker exec; the portal journals its output on the host):
   // one teardown on the host removes the container and closes the journal. Sessions started before
-  // replay and finish the old way below (docs/workflow-versioning.md).
+  // replay and finish the old way below (docs/workflow-versioning.md). A lost host gets no teardown:
+  // its reconciler removes the container, and closes the journal, when it comes back.
   if (patched('exec-sessions')) {
-    if (!m.hostNeverAnswered) await run.endSession(`Remove the container and close the output journal (${e.reason})`, m.containerId, e, m.detached);
+    if (!m.hostNeverAnswered) await onHost.unlessLost(() => run.endSession(`Remove the container and close the output journal (${e.reason})`, m.containerId, e, m.detached));
     m.tornDown(Date.now());
     await publish('ended');
     return;
@@ -148,12 +158,52 @@ async function finish(m: SessionMachine, run: SessionActivities, publish: (state
   // No host worker ever took the container: there is nothing on a host to stop, and waiting for
   // one would keep the session open forever.
   if (!m.hostNeverAnswered) {
-    await run.stopAndFinishCapture();
-    await run.removeContainer();
+    await onHost.unlessLost(() => run.stopAndFinishCapture());
+    await onHost.unlessLost(() => run.removeContainer());
   }
   const endedAt = m.tornDown(Date.now());
   await publish('ended');
   await run.recordSessionEnded(e, endedAt);
+}
+
+type HostActivityScopes = ReturnType<typeof hostActivities>;
+
+/**
+ * The session's activities on its host, each in a cancellation scope of its own that a `hostLost`
+ * signal cancels: that host will not answer, and the workflow must not wait on its queue.
+ */
+function hostActivities(m: SessionMachine) {
+  const live = new Set<CancellationScope>();
+  // Teardown's scopes hang from a root of their own, which the workflow's cancellation never reaches
+  // (teardown runs however the session ends). Children of `finish`'s non-cancellable scope would be
+  // shielded too on new histories, but not when an older history of a cancelled workflow replays: the
+  // SDK then lets the cancellation through to them (its NonCancellableScopesAreShieldedFromPropagation
+  // flag is not in that history), and v1-cancel/v2-cancel fail to replay. Not in the SDK's index.
+  const teardownRoot = new RootCancellationScope();
+  const inScope = async <T>(scope: CancellationScope, activity: () => Promise<T>): Promise<T> => {
+    live.add(scope);
+    try {
+      return await scope.run(activity);
+    } finally {
+      live.delete(scope);
+    }
+  };
+  return {
+    /** Runs it in a scope that the workflow's cancellation reaches, as before. */
+    run: <T>(activity: () => Promise<T>) => inScope(new CancellationScope(), activity),
+    /** Teardown: runs it unless the host is lost, or until it is; the workflow's cancellation does not stop it. */
+    async unlessLost(activity: () => Promise<unknown>): Promise<void> {
+      if (m.lostHost !== null) return;
+      try {
+        await inScope(new CancellationScope({ cancellable: true, parent: teardownRoot }), activity);
+      } catch (err) {
+        if (!(m.lostHost !== null && isCancellation(err))) throw err;
+      }
+    },
+    cancelAll() {
+      for (const scope of live) scope.cancel();
+    },
+  };
 }
 
 const MAIN_ACTIVITY_OPTIONS = {

@@ -145,6 +145,31 @@ async function sessionBehindOutage() {
 }
 
 const GRACE_PATCH = 'heartbeat-grace-after-outage';
+/** Since v5: the grace is a heartbeat timeout plus how late the deadline was seen. */
+const SCALED_GRACE_PATCH = 'heartbeat-grace-scales-with-outage';
+const graceMarkers = (h: History) => {
+  const ids = patchIds(h);
+  const missing = [GRACE_PATCH, SCALED_GRACE_PATCH].filter((p) => !ids.includes(p));
+  return missing.length ? `no ${missing.join(' or ')} marker` : undefined;
+};
+
+/**
+ * A stack whose host (host worker, portal) runs in a process of its own, the API and the workflows here
+ * with a short host stale time: `lose()` SIGKILLs the host for good, and this process's host-loss sweep
+ * signals `hostLost` to its sessions.
+ */
+async function stackWithHostToLose() {
+  const own = await startTestStack({
+    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    env: { ESSH_HOST_STALE_S: '8', ESSH_HOST_LOSS_SWEEP_S: '2' },
+  });
+  const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };
+  extra.push(entry);
+  entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `rec-lost-${own.runtime.instanceId}` });
+  return { stack: own, lose: () => entry.worker!.kill('SIGKILL') };
+}
+
+const HOST_LOST_PATCH = 'host-lost';
 
 function paths(): PathSpec[] {
   const local = () => createTenant(stack, { plan: 'scale' });
@@ -429,14 +454,51 @@ function paths(): PathSpec[] {
       },
     },
     {
+      name: 'host-lost',
+      description:
+        'A session waiting for its client on a host whose process is then SIGKILLed for good: the worker\'s host-loss sweep (host stale after 8 s) ' +
+        'signals hostLost; the session ends container_lost naming the host, with no endSession asked of it (patch host-lost).',
+      expect: { end_reason: 'container_lost' },
+      signals: ['hostLost'],
+      check: ([h]) => (!patchIds(h!).includes(HOST_LOST_PATCH) ? `no ${HOST_LOST_PATCH} marker` : activityNames(h!).includes('endSession') ? 'endSession was scheduled' : undefined),
+      async drive() {
+        const o = await stackWithHostToLose();
+        const t = await createTenant(o.stack, { plan: 'scale' });
+        const s = await createSession(o.stack, t);
+        await waitForState(o.stack, t.token, s.id, 'waiting_for_client', 60_000);
+        await o.lose();
+        return { id: s.id, on: o.stack };
+      },
+    },
+    {
+      name: 'host-lost-in-teardown',
+      description:
+        'Attached through the host\'s portal by the ssh2 client (PTY), then the host process is SIGKILLed for good: the 4 s heartbeat timeout ends ' +
+        'the session (disconnect) and its endSession waits on the dead host\'s queue until the sweep\'s hostLost cancels it; ended container_lost.',
+      expect: { end_reason: 'container_lost' },
+      signals: ['heartbeat', 'hostLost'],
+      check: ([h]) => {
+        if (!patchIds(h!).includes(HOST_LOST_PATCH)) return `no ${HOST_LOST_PATCH} marker`;
+        if (!activityNames(h!).includes('endSession')) return 'no endSession was scheduled before the host was lost';
+        return (h!.events ?? []).some((e) => e.activityTaskCancelRequestedEventAttributes) ? undefined : 'no activity cancellation requested';
+      },
+      async drive() {
+        const o = await stackWithHostToLose();
+        const t = await createTenant(o.stack, { plan: 'scale' });
+        const s = await attached(t, {}, o.stack);
+        await o.lose();
+        return { id: s.id, on: o.stack };
+      },
+    },
+    {
       name: 'outage-grace',
       description:
         'Active (heartbeat signalled directly), then the worker running the workflows is SIGKILLed and nothing is signalled for the 4 s heartbeat ' +
-        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): one more timeout ' +
-        '(patch heartbeat-grace-after-outage). Heartbeats resume for 6 s, then clientDisconnected.',
+        'timeout + 3 s; the worker starts again and sees the heartbeat deadline late (as after a Temporal outage): a grace of one more timeout ' +
+        'plus the lateness (patches heartbeat-grace-after-outage, heartbeat-grace-scales-with-outage). Heartbeats resume for 6 s, then clientDisconnected.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat', 'clientDisconnected'],
-      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      check: ([h]) => graceMarkers(h!),
       async drive() {
         const o = await sessionBehindOutage();
         await o.outage();
@@ -451,10 +513,10 @@ function paths(): PathSpec[] {
     {
       name: 'outage-grace-timeout',
       description:
-        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout after the late deadline was seen.',
+        'As outage-grace, but no heartbeat comes after the grace: the session ends with disconnect one heartbeat timeout plus the lateness after the late deadline was seen.',
       expect: { end_reason: 'disconnect' },
       signals: ['heartbeat'],
-      check: ([h]) => (patchIds(h!).includes(GRACE_PATCH) ? undefined : `no ${GRACE_PATCH} marker`),
+      check: ([h]) => graceMarkers(h!),
       async drive() {
         const o = await sessionBehindOutage();
         await o.outage();
