@@ -238,6 +238,7 @@ const TAGS = [
   { name: 'log drains', description: 'Where session output is shipped' },
   { name: 'redaction rules', description: 'What is masked before output is shipped or recorded' },
   { name: 'audit', description: "Administrators' changes: who changed what, when, from where" },
+  { name: 'hosts', description: 'Stack hosts: capacity, live sessions and cordons (operators)' },
   { name: 'meta', description: 'Health, metrics and this document' },
 ];
 

@@ -2,7 +2,9 @@ import { statfs } from 'node:fs/promises';
 import type Docker from 'dockerode';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { LABELS } from '../lib/docker.js';
+import type { Db } from '../lib/db.js';
 import type { Installation } from '../lib/instance.js';
+import { liveSessionsOn } from '../services/placement.js';
 import type { SshPortal } from '../portal/server.js';
 import type { HostAgent } from './agent.js';
 import { roleOf } from './containers.js';
@@ -15,6 +17,9 @@ export interface HostMetricsDeps {
   stacks: string[];
   dataDir: string;
   minFreeDiskBytes: number;
+  /** ESSH_HOST_MAX_SESSIONS, and where the sessions placed here are counted (services/placement.ts). */
+  maxSessions: number;
+  db: Db;
   pool: WarmPool;
   agent: HostAgent;
   /** Set once the portal listens (a host process runs one for its stacks). */
@@ -106,6 +111,25 @@ export function registerHostMetrics(registry: Registry, deps: HostMetricsDeps) {
     async collect() {
       const fs = await statfs(deps.dataDir);
       this.set(fs.bavail * fs.bsize);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_placed_sessions', help: 'Live sessions placed on this host (not yet ending): placement gives it none past essh_host_max_sessions', registers,
+    async collect() {
+      this.set((await liveSessionsOn(deps.db, [deps.hostId])).get(deps.hostId) ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_max_sessions', help: 'The most live sessions placement puts on this host (ESSH_HOST_MAX_SESSIONS)', registers,
+    collect() {
+      this.set(deps.maxSessions);
+    },
+  });
+  new Gauge({
+    name: 'essh_host_cordoned', help: '1 while an operator has cordoned this host (POST /hosts/{id}/cordon): it takes no new session', registers,
+    async collect() {
+      const row = await deps.db.selectFrom('hosts').select('cordoned').where('host_id', '=', deps.hostId).executeTakeFirst();
+      this.set(Number(row?.cordoned ?? 0));
     },
   });
   new Gauge({

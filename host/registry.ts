@@ -1,10 +1,11 @@
 import { statfs } from 'node:fs/promises';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
-import type { HostsTable } from '../journal/tables.js';
+import type { HostRow } from '../journal/tables.js';
 
 /** What a stack host tells the rest of essh about itself (the `hosts` table). */
 export interface HostAnnouncement {
@@ -16,6 +17,8 @@ export interface HostAnnouncement {
   internalUrl?: string;
   /** The directory whose file system holds its journals: its free space is reported. */
   dataDir: string;
+  /** The most live sessions placement may put here (ESSH_HOST_MAX_SESSIONS). */
+  maxSessions?: number;
 }
 
 /**
@@ -26,7 +29,8 @@ export const HOST_STALE_S = DEFAULT_HOST_STALE_S;
 
 /**
  * Keeps this host's row in `hosts` current: at start, whenever a part of it changes (the portal's
- * port, the internal URL), and every interval with the free disk space under the data dir.
+ * port, the internal URL), and every interval with the free disk space under the data dir and the
+ * free memory, which placement reads (services/placement.ts).
  */
 export class HostRegistration {
   private readonly passes: PeriodicPass<void>;
@@ -61,6 +65,10 @@ export class HostRegistration {
       ssh_host_key: a.ssh?.hostKey ?? null,
       internal_url: a.internalUrl ?? null,
       free_disk_bytes: fs ? fs.bavail * fs.bsize : null,
+      // libuv reads MemAvailable from /proc/meminfo: what new containers can have without swapping out others.
+      free_memory_bytes: os.freemem(),
+      max_sessions: a.maxSessions ?? null,
+      // Never `cordoned`: the operators' API is its one writer, and a restarted host stays cordoned.
       seen_at: nowIso(),
     };
     await this.deps.db.insertInto('hosts').values({ host_id: a.hostId, ...row })
@@ -68,13 +76,6 @@ export class HostRegistration {
   }
 }
 
-/** The live host serving `stack`, if one has reported recently (the most recent if several have). */
-export async function hostForStack(db: Db, stack: string): Promise<HostsTable | undefined> {
-  const fresh = new Date(Date.now() - HOST_STALE_S * 1000).toISOString();
-  const rows = await db.selectFrom('hosts').selectAll().where('seen_at', '>', fresh).orderBy('seen_at', 'desc').execute();
-  return rows.find((h) => (JSON.parse(h.stacks) as string[]).includes(stack));
-}
-
-export async function hostById(db: Db, hostId: string): Promise<HostsTable | undefined> {
+export async function hostById(db: Db, hostId: string): Promise<HostRow | undefined> {
   return db.selectFrom('hosts').selectAll().where('host_id', '=', hostId).executeTakeFirst();
 }

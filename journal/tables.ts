@@ -1,4 +1,5 @@
 // The journal part's tables, added to the shared Database type by declaration merging.
+import type { Generated, Selectable } from 'kysely';
 
 /** Where a session's output journal is (its host) and whether it is complete (see journal/). */
 export interface SessionJournalsTable {
@@ -33,8 +34,16 @@ export interface HostsTable {
   ssh_host_key: string | null;
   internal_url: string | null;
   free_disk_bytes: number | null;
+  /** What the host reports it can hold (ESSH_HOST_MAX_SESSIONS); null: it reported before placement existed. */
+  max_sessions: number | null;
+  free_memory_bytes: number | null;
+  /** 1: an operator cordoned it (POST /hosts/{id}/cordon), so it takes no new session. Only the operators' API writes it. */
+  cordoned: Generated<number>;
   seen_at: string;
 }
+
+/** A `hosts` row as read. */
+export type HostRow = Selectable<HostsTable>;
 
 declare module '../lib/db.js' {
   interface Database {

@@ -79,6 +79,8 @@ const envSchema = z.object({
   ESSH_HOST_STACKS: z.string().default('local'),
   /** This host worker's identity, written on the containers it creates (default: the hostname). */
   ESSH_HOST_ID: z.string().min(1).optional(),
+  /** The most live sessions placed on this host at once (docs/fleet.md). */
+  ESSH_HOST_MAX_SESSIONS: z.coerce.number().int().positive().default(500),
   ESSH_HEARTBEAT_TIMEOUT_S: seconds.default(30),
   ESSH_CONNECT_TIMEOUT_S: seconds.default(300),
   ESSH_STOP_GRACE_S: z.coerce.number().int().min(0).default(10),
@@ -210,6 +212,8 @@ export interface Config {
   adminToken?: string;
   hostStacks: string[];
   hostId: string;
+  /** ESSH_HOST_MAX_SESSIONS: placement puts no more live sessions than this on this host. */
+  hostMaxSessions: number;
   session: {
     heartbeatTimeoutS: number;
     connectTimeoutS: number;
@@ -301,6 +305,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adminToken: e.ESSH_ADMIN_TOKEN,
     hostStacks: e.ESSH_HOST_STACKS.split(',').map((s) => s.trim()).filter(Boolean),
     hostId: e.ESSH_HOST_ID ?? os.hostname(),
+    hostMaxSessions: e.ESSH_HOST_MAX_SESSIONS,
     session: {
       heartbeatTimeoutS: e.ESSH_HEARTBEAT_TIMEOUT_S,
       connectTimeoutS: e.ESSH_CONNECT_TIMEOUT_S,

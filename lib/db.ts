@@ -115,6 +115,8 @@ export interface OperationsTable {
   env: string | null;
   /** 1: a detached job (its program runs with no client). */
   detached: Generated<number>;
+  /** The host the session was placed on (services/sessions.ts create); null for sessions from before placement. */
+  host_id: string | null;
 }
 export interface SessionTokensTable {
   id: Generated<number>;

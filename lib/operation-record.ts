@@ -27,6 +27,8 @@ export interface NewOperation {
   sealedEnv: string | null;
   /** A detached job: its program starts at once, with no client. */
   detached?: boolean;
+  /** The host placement chose (services/placement.ts); null when the stack had no live host. */
+  hostId?: string | null;
 }
 
 /** Inserts a new session's record (`provisioning`, status `queued`) inside the caller's transaction; returns its id. */
@@ -46,6 +48,7 @@ export async function insertOperation(trx: Transaction<Database>, op: NewOperati
     expires_at: op.expiresAt,
     env: op.sealedEnv,
     detached: op.detached ? 1 : 0,
+    host_id: op.hostId ?? null,
   }).returning('id').executeTakeFirstOrThrow();
   const id = Number(row.id);
   await trx.updateTable('operations').set({ workflow_id: sessionWorkflowId(id) }).where('id', '=', id).execute();

@@ -339,7 +339,8 @@ export class SshPortal {
       const created = await this.deps.sessions.create(principal, who.app, {
         // Like sshd, the command line is handed to a shell.
         command: command !== null ? ['/bin/sh', '-c', command] : undefined,
-      });
+        // The client is connected here: its session must run on this host, or it is told which host to use.
+      }, { onHost: this.deps.hostId });
       sessionId = created.id;
     } catch (err) {
       if (err instanceof ApiError) return early.fail(`essh: ${err.message}`);

@@ -21,7 +21,7 @@ import type { EndReason, OperationStatus, SessionState } from '../shapes/enumera
 import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
 import type { CreatedSession, Operation, Session } from '../shapes/answers.js';
 import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
-import { hostForStack } from '../host/registry.js';
+import { placeSession } from './placement.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';
 import { access, type Principal } from './auth.js';
@@ -62,7 +62,7 @@ export class SessionsService {
       ssh: { publicHost: string; port: number; hostKey?: AnnouncedHostKey };
       /** Session creations per token (or SSH user) per minute; 0 or absent: no limit. */
       createRatePerMinute?: number;
-      /** New sessions are refused while the stack's host reports less free disk than this. */
+      /** A host reporting less free disk than this takes no new session (services/placement.ts). */
       minFreeDiskBytes?: number;
       /** Sessions accepted and refused (lib/metrics.ts). */
       metrics?: Pick<Metrics, 'sessionsCreated' | 'sessionCreateRejected'>;
@@ -84,10 +84,13 @@ export class SessionsService {
       .select(['a.handle as app_handle', 'acc.handle as account_handle', 'u.name as user_name', 'u.email as user_email']);
   }
 
-  /** Starts a session (API and portal alike); each acceptance and refusal is counted. */
-  async create(principal: Principal, appHandle: string, body: CreateSessionBody) {
+  /**
+   * Starts a session (API and portal alike); each acceptance and refusal is counted. A portal on a stack
+   * host passes `onHost`: the session it attaches to must run on its own host (services/placement.ts).
+   */
+  async create(principal: Principal, appHandle: string, body: CreateSessionBody, placement: { onHost?: string } = {}) {
     try {
-      return await this.createSession(principal, appHandle, body);
+      return await this.createSession(principal, appHandle, body, placement);
     } catch (err) {
       this.deps.metrics?.sessionCreateRejected.inc({ reason: err instanceof ApiError ? err.code : 'internal' });
       throw err;
@@ -98,6 +101,7 @@ export class SessionsService {
     principal: Principal,
     appHandle: string,
     body: CreateSessionBody,
+    placement: { onHost?: string },
   ): Promise<CreatedSession> {
     const { db, engine, timeouts } = this.deps;
     const app = await db
@@ -127,14 +131,6 @@ export class SessionsService {
       db, { id: accountId, handle: app.account_handle, image_prefixes: app.image_prefixes }, { id: Number(app.stack_id), name: app.stack_name }, app.image,
     );
     if (notGranted) throw forbidden(`App ${app.handle} cannot start sessions: ${notGranted}.`);
-    // The stack's host: its portal goes in the connect block, and a host short of disk takes no session.
-    const host = await hostForStack(db, app.stack_name);
-    const minFree = this.deps.minFreeDiskBytes ?? 0;
-    if (host?.free_disk_bytes !== null && host?.free_disk_bytes !== undefined && Number(host.free_disk_bytes) < minFree) {
-      const mb = (b: number) => Math.floor(b / (1024 * 1024));
-      throw new ApiError(503, 'unavailable',
-        `The host of stack ${app.stack_name} is low on disk (${mb(Number(host.free_disk_bytes))} MB free; it keeps ${mb(minFree)} MB free), so it takes no new session now. Try again later, or tell an operator.`);
-    }
     const token = newToken('esst');
     const created = new Date();
     const createdAt = created.toISOString();
@@ -145,7 +141,7 @@ export class SessionsService {
 
     // The count and the insert are one transaction, serialised per account, so concurrent requests
     // can never exceed the limit. A slot frees the moment the workflow records the session as ended.
-    const operationId = await db.transaction().execute(async (trx) => {
+    const { operationId, host } = await db.transaction().execute(async (trx) => {
       if (engine === 'postgres') {
         // The account's row lock: creates on other accounts go on in parallel.
         await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
@@ -173,15 +169,19 @@ export class SessionsService {
           { active_sessions: ids, limit },
         );
       }
+      // The host, in the same transaction: its count of live sessions and this insert are one step.
+      const host = await placeSession(trx, engine, {
+        stack: app.stack_name, containerSizeMb, minFreeDiskBytes: this.deps.minFreeDiskBytes ?? 0, onHost: placement.onHost,
+      });
       const id = await insertOperation(trx, {
         accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,
-        containerSizeMb, createdAt, expiresAt, sealedEnv, detached: body.detach === true,
+        containerSizeMb, createdAt, expiresAt, sealedEnv, detached: body.detach === true, hostId: host?.host_id ?? null,
       });
       await trx
         .insertInto('session_tokens')
         .values({ operation_id: id, token_hash: hashToken(token), expires_at: tokenExpiresAt })
         .execute();
-      return id;
+      return { operationId: id, host };
     });
 
     const input: SessionWorkflowInput = {
@@ -203,6 +203,7 @@ export class SessionsService {
       ...(body.tty === false ? { tty: false } : {}),
       ...(body.start_on_connect ? { startOnAttach: true } : {}),
       ...(body.detach ? { detach: true } : {}),
+      ...(host ? { hostId: host.host_id } : {}),
     };
     try {
       await (this.deps.eagerClient ?? this.deps.client).workflow.start<typeof sessionWorkflow>('sessionWorkflow', {

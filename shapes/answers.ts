@@ -95,3 +95,18 @@ export const drainSchema = z.object({
   }),
 });
 export type Drain = z.infer<typeof drainSchema>;
+
+/** A stack host as operators see it (GET /hosts, docs/fleet.md). */
+export const hostSchema = z.object({
+  id: z.string().describe('its ESSH_HOST_ID'),
+  stacks: z.array(z.string()),
+  live_sessions: z.number().int().describe('sessions placed on it and not yet ending'),
+  max_sessions: z.number().int().describe('its ESSH_HOST_MAX_SESSIONS'),
+  free_disk_bytes: z.number().int().nullable().describe('under its data dir (the journals), as it last reported'),
+  free_memory_bytes: z.number().int().nullable().describe('MemAvailable, as it last reported'),
+  ssh: z.object({ host: z.string(), port: z.number().int() }).nullable().describe('where its SSH portal answers'),
+  seen_at: time.describe('its last report'),
+  stale: z.boolean().describe('it has not reported for 45 s: placement skips it'),
+  cordoned: z.boolean().describe('an operator cordoned it: it takes no new session'),
+});
+export type Host = z.infer<typeof hostSchema>;

@@ -38,12 +38,13 @@ export type RedactionPreset = (typeof REDACTION_PRESET_NAMES)[number];
 /** `over_budget` once the rule took longer than its time budget on some output. */
 export const REDACTION_RULE_STATUSES = ['active', 'over_budget'] as const;
 
-export const AUDIT_TARGET_TYPES = ['account', 'stack', 'app', 'user', 'api_token', 'ssh_key', 'log_drain', 'redaction_rule'] as const;
+export const AUDIT_TARGET_TYPES = ['account', 'stack', 'app', 'user', 'api_token', 'ssh_key', 'log_drain', 'redaction_rule', 'host'] as const;
 export type AuditTargetType = (typeof AUDIT_TARGET_TYPES)[number];
 export const AUDIT_ACTIONS = [
   'account.created', 'account.updated', 'stack.created', 'app.created', 'app.updated', 'user.created',
   'api_token.created', 'api_token.revoked', 'ssh_key.added', 'ssh_key.removed',
   'log_drain.created', 'log_drain.resumed', 'log_drain.deleted', 'redaction_rule.created', 'redaction_rule.deleted',
+  'host.cordoned', 'host.uncordoned',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -26,8 +26,10 @@ import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
 import { HostLossSweep } from '../worker/host-loss-sweep.js';
 import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
+import { hostRoutes } from '../api/routes/hosts.js';
+import { HostsService } from '../services/hosts.js';
 import { SshPortal } from '../portal/server.js';
-import { createHostWorker, createMainWorker } from '../worker/workers.js';
+import { createHostWorkers, createMainWorker } from '../worker/workers.js';
 import { registerDrainMetrics } from '../drains/metrics.js';
 import { JournalRetention } from '../drains/retention.js';
 import { DrainsService, sealStoredDrainSecrets } from '../drains/service.js';
@@ -219,12 +221,14 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
         pidsLimit: config.session.pidsLimit, intervalS: config.reconcileIntervalS, log, secrets, egress,
       });
       for (const stack of parts.hostStacks) {
-        const w = await createHostWorker({
+        const ws = await createHostWorkers({
           connection, namespace: config.temporal.namespace, stack,
           host: { docker, db, hostId: config.hostId, installation, dataDir: config.dataDir, initPath: config.initPath, pool, secrets, egress, journalMaxBytes: config.journalMaxBytes },
         });
-        workers.push(w);
-        hostWorkers.add(w);
+        for (const w of ws) {
+          workers.push(w);
+          hostWorkers.add(w);
+        }
       }
       whenMayTakeWork(() => pool.start());
       cleanups.push(() => pool.stop());
@@ -239,10 +243,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       cleanups.push(() => agent.stop());
       registerHostMetrics(metrics.registry, {
         docker, installation, hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
-        minFreeDiskBytes: config.minFreeDiskBytes, pool, agent, portal: () => runtime.portal,
+        minFreeDiskBytes: config.minFreeDiskBytes, maxSessions: config.hostMaxSessions, db, pool, agent, portal: () => runtime.portal,
       });
       registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
-        hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir,
+        hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir, maxSessions: config.hostMaxSessions,
       });
       await registration.start();
       const reg = registration;
@@ -301,6 +305,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),
           auditRoutes(new AuditService(db)),
+          hostRoutes(new HostsService(db)),
         ],
         pages: consolePages(log),
       });

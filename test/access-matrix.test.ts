@@ -91,6 +91,10 @@ const cells: Record<string, Cell> = {
   'GET /accounts/{other account}': (w) => api().get(`/accounts/${B.account}`, w.token),
   'POST /stacks': (w) => api().post('/stacks', w.token, { name: uniq('stack') }),
   'GET /stacks': (w) => api().get('/stacks', w.token),
+  'GET /hosts': (w) => api().get('/hosts', w.token),
+  // The stack's own host: the uncordon row comes right after, before any other row creates a session.
+  'POST /hosts/{host}/cordon': (w) => api().post(`/hosts/${stack.config.hostId}/cordon`, w.token, {}),
+  'POST /hosts/{host}/uncordon': (w) => api().post(`/hosts/${stack.config.hostId}/uncordon`, w.token, {}),
   'POST /apps on own account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: A.account, stack: 'local', image: DEMO_IMAGE }),
   'POST /apps on other account': (w) => api().post('/apps', w.token, { handle: uniq('app'), account: B.account, stack: 'local', image: DEMO_IMAGE }),
   'GET /apps/{other app}': (w) => api().get(`/apps/${B.app}`, w.token),

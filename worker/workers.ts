@@ -4,7 +4,7 @@ import { createDbActivities } from '../activities/db.js';
 import { createHostActivities, type HostActivityDeps } from '../activities/host.js';
 import { createLegacyHostActivities, createLegacyMainActivities } from '../activities/legacy.js';
 import type { Db } from '../lib/db.js';
-import { TASK_QUEUE, hostTaskQueue } from '../workflows/definitions.js';
+import { TASK_QUEUE, hostOwnTaskQueue, hostTaskQueue } from '../workflows/definitions.js';
 
 // A path, not resolved at import: the production build (server/build.ts) runs without the sources,
 // from the bundle it prebuilt; only a worker given no bundle reads them.
@@ -27,17 +27,17 @@ export function createMainWorker(opts: {
 }
 
 /**
- * A stack host's worker: the container activities, on the stack's own task queue, so that each stack is
- * served by the machine whose Docker engine runs its containers.
+ * A stack host's workers for one stack: the container activities on the host's own queue for the
+ * stack, where placement sends the sessions it puts on this host (services/sessions.ts), and on the
+ * stack's shared queue, where the sessions started before placement (no host in their input) still
+ * find a worker. While such sessions live, a stack should have one host (docs/fleet.md): the shared
+ * queue gives their activities to any host polling it.
  */
-export function createHostWorker(opts: { connection: NativeConnection; namespace: string; stack: string; host: HostActivityDeps }) {
-  return Worker.create({
-    connection: opts.connection,
-    namespace: opts.namespace,
-    taskQueue: hostTaskQueue(opts.stack),
-    activities: {
-      ...createHostActivities(opts.host),
-      ...createLegacyHostActivities({ docker: opts.host.docker, installation: opts.host.installation.id }),
-    },
-  });
+export function createHostWorkers(opts: { connection: NativeConnection; namespace: string; stack: string; host: HostActivityDeps }) {
+  const activities = {
+    ...createHostActivities(opts.host),
+    ...createLegacyHostActivities({ docker: opts.host.docker, installation: opts.host.installation.id }),
+  };
+  return Promise.all([hostOwnTaskQueue(opts.stack, opts.host.hostId), hostTaskQueue(opts.stack)].map((taskQueue) =>
+    Worker.create({ connection: opts.connection, namespace: opts.namespace, taskQueue, activities })));
 }

@@ -7,7 +7,13 @@ import type { EndReason, OperationStatus, SessionState } from '../shapes/enumera
 import type { Session } from '../shapes/answers.js';
 
 export const TASK_QUEUE = 'essh';
+/**
+ * The stack's shared host queue: every host of the stack polls it, for the sessions started before
+ * placement (their input names no host), which must still find a worker (docs/fleet.md).
+ */
 export const hostTaskQueue = (stack: string) => `essh-host-${stack}`;
+/** One host's own queue for a stack: everything of a session placed on that host runs there. */
+export const hostOwnTaskQueue = (stack: string, hostId: string) => `essh-host-${stack}-${hostId}`;
 export const sessionWorkflowId = (operationId: number | string) => `ssh-session-${operationId}`;
 
 const FAILED_REASONS: ReadonlySet<EndReason> = new Set(['provision_failed', 'connect_timeout', 'container_lost']);
@@ -108,6 +114,12 @@ export interface SessionWorkflowInput {
    * (or by terminate or expiry), never for want of heartbeats. Absent in every session before detached jobs.
    */
   detach?: boolean;
+  /**
+   * The host the API placed the session on: its activities go to that host's own queue. Absent in
+   * sessions started before placement, and when the stack had no live host to place it on: the
+   * stack's shared queue then.
+   */
+  hostId?: string;
   /** Present on a continued-as-new run: the state its predecessor reached. */
   carried?: CarriedState;
 }

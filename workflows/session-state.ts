@@ -5,6 +5,7 @@
 // activities to it. Deterministic: safe in workflow code.
 import { ActivityFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/common';
 import {
+  hostOwnTaskQueue,
   hostTaskQueue,
   type CarriedState,
   type ContainerExitedSignal,
@@ -142,7 +143,7 @@ export class SessionMachine {
    * started): whether it still runs is not known, so the session ends and its container goes.
    */
   detachedProgramLost(err: unknown): void {
-    this.endWith(ending('container_lost', `the detached program could not be followed to its end: ${failureMessage(err, this.input.stack)}`));
+    this.endWith(ending('container_lost', `the detached program could not be followed to its end: ${failureMessage(err, this.input)}`));
   }
 
   /**
@@ -186,7 +187,7 @@ export class SessionMachine {
 
   provisionFailed(err: unknown): void {
     this.hostNeverAnswered = isScheduleToStartTimeout(err);
-    this.endWith(ending('provision_failed', failureMessage(err, this.input.stack)));
+    this.endWith(ending('provision_failed', failureMessage(err, this.input)));
   }
 
   /** The earliest moment something ends the session unless a signal comes first. */
@@ -334,7 +335,12 @@ export function isScheduleToStartTimeout(err: unknown): boolean {
   return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
 }
 
-export function failureMessage(err: unknown, stack: string): string {
+export function failureMessage(err: unknown, input: Pick<SessionWorkflowInput, 'stack' | 'hostId'>): string {
+  const { stack, hostId } = input;
+  if (isScheduleToStartTimeout(err) && hostId) {
+    return `host ${hostId}, which this session was placed on, did not pick up its container (task queue ${hostOwnTaskQueue(stack, hostId)}): ` +
+      `it has stopped or lost its connection to Temporal; start a new session (another host of stack ${stack} takes it), and see to that host`;
+  }
   if (isScheduleToStartTimeout(err)) {
     return `no host worker picked up the container for stack ${stack} (task queue ${hostTaskQueue(stack)}); start one with ESSH_HOST_STACKS=${stack}`;
   }

@@ -24,6 +24,7 @@ import {
   describeQuery,
   heartbeatSignal,
   hostLostSignal,
+  hostOwnTaskQueue,
   hostTaskQueue,
   programExitedSignal,
   terminateSignal,
@@ -218,7 +219,8 @@ type SessionActivities = ReturnType<typeof sessionActivities>;
  * histories recorded before summaries existed), hence a proxy per call.
  */
 function sessionActivities(input: SessionWorkflowInput) {
-  const taskQueue = hostTaskQueue(input.stack);
+  // Input is data: a history from before placement has no host and replays on the shared queue.
+  const taskQueue = input.hostId ? hostOwnTaskQueue(input.stack, input.hostId) : hostTaskQueue(input.stack);
   const main = <A>(summary: string) => proxyActivities<A>({ ...MAIN_ACTIVITY_OPTIONS, summary });
   // Teardown must eventually happen: retried without a limit, with a capped interval.
   const teardown = (summary: string) => proxyActivities<HostActivities>({
@@ -236,10 +238,14 @@ function sessionActivities(input: SessionWorkflowInput) {
       // (the host process stopped or killed with the task), and the attempt goes to a live worker in
       // seconds rather than at the start-to-close timeout, while a terminate waits on it.
       heartbeatTimeout: '30 seconds',
-      // No worker serving the stack's host queue: fail rather than wait in `provisioning` forever.
-      scheduleToStartTimeout: '5 minutes',
+      // No worker serving the queue: fail rather than wait in `provisioning` forever. A placed session's
+      // host was live a moment ago; if it has not taken the task within a minute it is gone, and the
+      // session fails naming it (failureMessage) rather than leave its client waiting five minutes.
+      scheduleToStartTimeout: input.hostId ? '1 minute' : '5 minutes',
       retry: { initialInterval: '1 second', maximumAttempts: 5, nonRetryableErrorTypes: ['ProvisionError'] },
-      summary: `Provision the session's container on a host of stack ${input.stack}`,
+      summary: input.hostId
+        ? `Provision the session's container on host ${input.hostId} of stack ${input.stack}`
+        : `Provision the session's container on a host of stack ${input.stack}`,
     }).provisionContainer({
       operationId, appId: input.app.id, command: input.command, containerSizeMb: input.containerSizeMb, cpus: input.cpus,
       account: input.account.handle, app: input.app.handle, stack: input.stack, instanceId: input.instanceId,
