@@ -45,6 +45,17 @@ export class HostLossSweep {
       .where('sj.ended_at', 'is', null)
       .where('o.state', '!=', 'ended')
       .execute();
+    // Sessions placed on the host (services/placement.ts) that it never provisioned: no journal yet,
+    // and their provisioning waits on its queue.
+    const unprovisioned = await db.selectFrom('hosts as h')
+      .innerJoin('operations as o', 'o.host_id', 'h.host_id')
+      .leftJoin('session_journals as sj', 'sj.operation_id', 'o.id')
+      .select(['h.host_id', 'h.seen_at', 'o.id'])
+      .where('h.seen_at', '<', staleBefore)
+      .where('sj.operation_id', 'is', null)
+      .where('o.state', '!=', 'ended')
+      .execute();
+    left.push(...unprovisioned);
     let signalled = 0;
     for (const { host_id: hostId, seen_at: lastSeenAt, id } of left) {
       try {
