@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { HOST_ID_PATTERN } from '../shapes/enumerations.js';
 import { DEFAULT_EGRESS_DENY, parseCidrList, type EgressPolicy } from './networks.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -78,7 +79,7 @@ const envSchema = z.object({
   /** Stacks whose containers this process's Docker engine serves (comma separated). */
   ESSH_HOST_STACKS: z.string().default('local'),
   /** This host worker's identity, written on the containers it creates (default: the hostname). */
-  ESSH_HOST_ID: z.string().min(1).optional(),
+  ESSH_HOST_ID: z.string().regex(HOST_ID_PATTERN, 'ESSH_HOST_ID must be 1–200 letters, digits, ".", "_" or "-", starting with a letter or digit').optional(),
   /** The most live sessions placed on this host at once (docs/fleet.md). */
   ESSH_HOST_MAX_SESSIONS: z.coerce.number().int().positive().default(500),
   ESSH_HEARTBEAT_TIMEOUT_S: seconds.default(30),

@@ -5,6 +5,7 @@ import type { Host } from '../shapes/answers.js';
 import { recordAudit } from './audit.js';
 import { access, type Principal } from './auth.js';
 import { notFound } from './errors.js';
+import { pageOf, type Page, type PageRequest } from './pages.js';
 import { DEFAULT_HOST_MAX_SESSIONS, liveSessionsOn } from './placement.js';
 
 /**
@@ -15,12 +16,17 @@ import { DEFAULT_HOST_MAX_SESSIONS, liveSessionsOn } from './placement.js';
 export class HostsService {
   constructor(private readonly db: Db) {}
 
-  /** Every host that ever reported, in one page: a fleet has tens of hosts, not thousands. */
-  async list(p: Principal): Promise<{ items: Host[]; next_cursor: null }> {
+  /**
+   * Every host that ever reported, by id, paged as every list is. Hosts are keyed by their name, not a
+   * row id, so the cursor is a position in that order: a host added between two pages may shift it by
+   * one (a fleet has tens of hosts; one page holds them).
+   */
+  async list(p: Principal, page: PageRequest): Promise<Page<Host>> {
     access.requireOperator(p, 'list the hosts');
-    const rows = await this.db.selectFrom('hosts').selectAll().orderBy('host_id').execute();
+    const offset = page.after ?? 0;
+    const rows = await this.db.selectFrom('hosts').selectAll().orderBy('host_id').offset(offset).limit(page.limit + 1).execute();
     const live = await liveSessionsOn(this.db, rows.map((r) => r.host_id));
-    return { items: rows.map((r) => hostView(r, live.get(r.host_id) ?? 0)), next_cursor: null };
+    return pageOf(rows, page, (r) => offset + rows.indexOf(r) + 1, (r) => hostView(r, live.get(r.host_id) ?? 0));
   }
 
   async get(p: Principal, hostId: string): Promise<Host> {

@@ -59,3 +59,9 @@ export const MAX_PATTERN_LENGTH = 1000;
 
 /** The longest terminate reason the API takes (POST /sessions/{id}/terminate), and the console's form. */
 export const TERMINATE_REASON_MAX_CHARS = 500;
+
+/**
+ * A host's id (ESSH_HOST_ID, by default the machine's hostname): what names it in GET /hosts, its task
+ * queue `essh-host-<stack>-<id>` and its containers' labels, so letters, digits, `.`, `_` and `-` only.
+ */
+export const HOST_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;

@@ -171,7 +171,7 @@ describe('/openapi.json', () => {
 
   it('gives every list the same limit (default and maximum stated) and cursor parameters', () => {
     const lists = operations().filter(({ op }) => /List$/.test(op.responses['200']?.content?.['application/json']?.schema?.$ref ?? ''));
-    expect(lists.length).toBe(12);
+    expect(lists.length).toBe(13);
     for (const { p, op } of lists) {
       expect(op.parameters, p).toEqual(expect.arrayContaining([{ $ref: '#/components/parameters/Limit' }, { $ref: '#/components/parameters/Cursor' }]));
     }

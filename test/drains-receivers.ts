@@ -5,11 +5,11 @@ import { StringDecoder } from 'node:string_decoder';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
+import { restartableLoopbackPort } from '../lib/free-port.js';
 import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
 import { startTestStack, type TestStack } from './harness.js';
 
@@ -77,8 +77,10 @@ export class HttpsReceiver {
         else reply();
       });
     });
+    // Tests take the receiver down and up again on its port (a drain outage): one the kernel will not
+    // hand to an outgoing connection meanwhile.
+    if (!this.port) this.port = await restartableLoopbackPort();
     await new Promise<void>((resolve, reject) => server.listen(this.port, '127.0.0.1', resolve).once('error', reject));
-    this.port = (server.address() as AddressInfo).port;
     this.server = server;
   }
 

@@ -247,7 +247,8 @@ describe('each session in the Temporal UI', () => {
     expect(endedOnes.length).toBeGreaterThan(3);
     expect([...endedOnes, ...waitingOnes].filter((x) => !x.summary)).toEqual([]);
     const texts = endedOnes.map((x) => x.summary);
-    expect(texts).toContain('Provision the session\'s container on a host of stack local');
+    // Placed on the stack's one host (docs/fleet.md), which the summary names.
+    expect(texts).toContain(`Provision the session's container on host ${stack!.config.hostId} of stack local`);
     expect(texts).toContain('Record the session as waiting_for_client');
     expect(texts).toContain('Remove the container and close the output journal (exit)');
     // Each timer of the wait loop says which deadline it is.

@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import type { HostsService } from '../../services/hosts.js';
 import { hostSchema } from '../../shapes/answers.js';
+import { HOST_ID_PATTERN } from '../../shapes/enumerations.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 
 const host = s.component('Host', hostSchema);
 const hostList = s.listOf('Host', host);
-const hostParams = z.object({ id: z.string().min(1).max(200).describe('the host id (its ESSH_HOST_ID)') });
+const hostParams = z.object({
+  id: z.string().regex(HOST_ID_PATTERN, 'a host id is letters, digits, ".", "_" or "-" (see GET /hosts)').describe('the host id (its ESSH_HOST_ID)'),
+});
 
 /** The stack hosts and their cordons (operators; docs/fleet.md). */
 export function hostRoutes(hosts: HostsService): RouteModule {
@@ -14,8 +17,8 @@ export function hostRoutes(hosts: HostsService): RouteModule {
     route({
       method: 'get', path: '/hosts', operationId: 'listHosts', tag: 'hosts',
       summary: 'The stack hosts: stacks, live sessions, capacity, last report, cordon (operator)',
-      errors: [403], response: hostList,
-      handler: ({ principal }) => hosts.list(principal),
+      errors: [403], query: s.listQuery(), response: hostList,
+      handler: ({ principal, query }) => hosts.list(principal, s.pageRequest(query)),
     });
     route({
       method: 'post', path: '/hosts/{id}/cordon', operationId: 'cordonHost', tag: 'hosts',
