@@ -36,26 +36,22 @@ export class HostLossSweep {
   private async pass(): Promise<number> {
     const { db, client, log, staleS } = this.deps;
     const staleBefore = new Date(Date.now() - staleS * 1000).toISOString();
-    const left = await db.selectFrom('hosts as h')
+    // From the silent hosts (few rows) to their sessions by index, rather than through every record.
+    const silent = db.selectFrom('hosts as h').where('h.seen_at', '<', staleBefore);
+    // The sessions each provisioned, whose journal it has not closed (closed: its teardown ran)…
+    const provisioned = silent
       .innerJoin('session_journals as sj', 'sj.host_id', 'h.host_id')
       .innerJoin('operations as o', 'o.id', 'sj.operation_id')
-      .select(['h.host_id', 'h.seen_at', 'o.id'])
-      .where('h.seen_at', '<', staleBefore)
-      // A closed journal: the host's teardown ran, so the workflow waits on it no more.
-      .where('sj.ended_at', 'is', null)
-      .where('o.state', '!=', 'ended')
-      .execute();
-    // Sessions placed on the host (services/placement.ts) that it never provisioned: no journal yet,
-    // and their provisioning waits on its queue.
-    const unprovisioned = await db.selectFrom('hosts as h')
+      .where('sj.ended_at', 'is', null);
+    // …and those placed on it (services/placement.ts) that it never provisioned: their provisioning
+    // waits on its queue.
+    const placed = silent
       .innerJoin('operations as o', 'o.host_id', 'h.host_id')
       .leftJoin('session_journals as sj', 'sj.operation_id', 'o.id')
-      .select(['h.host_id', 'h.seen_at', 'o.id'])
-      .where('h.seen_at', '<', staleBefore)
-      .where('sj.operation_id', 'is', null)
-      .where('o.state', '!=', 'ended')
+      .where('sj.operation_id', 'is', null);
+    const left = await provisioned.select(['h.host_id', 'h.seen_at', 'o.id']).where('o.state', '!=', 'ended')
+      .unionAll(placed.select(['h.host_id', 'h.seen_at', 'o.id']).where('o.state', '!=', 'ended'))
       .execute();
-    left.push(...unprovisioned);
     let signalled = 0;
     for (const { host_id: hostId, seen_at: lastSeenAt, id } of left) {
       try {
