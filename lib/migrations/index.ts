@@ -11,6 +11,7 @@ import { auditMigrations } from './0011_audit.js';
 import { redactionLimitMigrations } from './0013_redaction_limits.js';
 import { sessionEnvMigrations } from './0014_session_env.js';
 import { detachedSessionMigrations } from './0015_detached_sessions.js';
+import { portForwardingMigrations } from './0018_port_forwarding.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -29,5 +30,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...redactionLimitMigrations(engine),
     ...sessionEnvMigrations(engine),
     ...detachedSessionMigrations(engine),
+    ...portForwardingMigrations(engine),
   };
 }
