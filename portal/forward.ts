@@ -5,6 +5,7 @@ import type { Db } from '../lib/db.js';
 import { dockerMessage } from '../lib/docker.js';
 import type { Logger } from '../lib/log.js';
 import { printable } from '../lib/printable.js';
+import { containerKnownWithin } from '../lib/record-news.js';
 import { RELAY_IN_CONTAINER } from '../host/containers.js';
 import type { ForwardDetails } from '../journal/format.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
@@ -30,6 +31,9 @@ export function refuseChannel(conn: Connection, reject: () => void, reason: numb
     proto.channelOpenFail = original;
   }
 }
+
+/** How long a forward waits for a session still being provisioned (as a shell does: portal/session-watch.ts). */
+const PROVISIONING_WAIT_MS = 5 * 60_000;
 
 export interface ForwardDeps {
   db: Db;
@@ -70,11 +74,19 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
   const { sessionId, info } = req;
   const target = { host: info.destIP, port: info.destPort };
   const started = Date.now();
-  const row = await db.selectFrom('operations as o')
+  const read = () => db.selectFrom('operations as o')
     .innerJoin('accounts as a', 'a.id', 'o.account_id')
-    .innerJoin('users as u', 'u.id', 'o.user_id')
-    .select(['o.state', 'o.container_id', 'o.detached', 'a.handle as account', 'a.port_forwarding'])
+    .select(['o.state', 'o.container_id', 'a.handle as account', 'a.port_forwarding'])
     .where('o.id', '=', sessionId).executeTakeFirst();
+  let row = await read();
+  // A client forwarding as soon as its shell's channel is open (essh ssh -L, ssh -L app@host) may be
+  // early: the container is being provisioned, and this process's host announces it before the record has it.
+  let containerId = row?.container_id ?? (await containerKnownWithin(sessionId, 0));
+  while (row?.state === 'provisioning' && !containerId && Date.now() - started < PROVISIONING_WAIT_MS) {
+    containerId = await containerKnownWithin(sessionId, 100);
+    row = await read();
+    containerId ??= row?.container_id ?? undefined;
+  }
   const user = await db.selectFrom('users').select(['id', 'name', 'email']).where('id', '=', req.userId).executeTakeFirst();
   const record = (d: Pick<ForwardDetails, 'connected' | 'error' | 'bytes_to_target' | 'bytes_from_target'>) => {
     const journal = new SessionOutputJournal(db, deps.dataDir, sessionId, deps.journalMaxBytes, (err, what) => log.warn({ err, session: sessionId }, what));
@@ -89,7 +101,7 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
       journal.close();
     }
   };
-  if (!row || !row.container_id || row.state === 'provisioning' || row.state === 'ending' || row.state === 'ended') {
+  if (!row || !containerId || row.state === 'ending' || row.state === 'ended') {
     const state = row ? row.state.replace(/_/g, ' ') : 'unknown';
     return req.refuse(OPEN_FAILURE.administrativelyProhibited, `essh: session ${sessionId} has no running container to forward from (it is ${state})`);
   }
@@ -99,7 +111,7 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
     return req.refuse(OPEN_FAILURE.administrativelyProhibited, why);
   }
 
-  const container = docker.getContainer(row.container_id);
+  const container = docker.getContainer(containerId);
   let stream: Duplex;
   let exec: Docker.Exec;
   try {

@@ -9,6 +9,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
 import { eventsOf, stackWithReceiver } from './drains-receivers.js';
 import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState } from './harness.js';
@@ -23,6 +24,17 @@ let listener: net.Server;
 let listenerPort = 0;
 let gateway = '';
 const sshProcesses: ChildProcess[] = [];
+
+/** Resolves once something listens on the local port (it is taken): a connection would be a forward of its own. */
+function untilListening(port: number, exited: () => string | null): Promise<boolean> {
+  return waitFor(`a listener on ${port}`, () => new Promise<boolean>((resolve) => {
+    const gone = exited();
+    if (gone !== null) throw new Error(gone);
+    const probe = net.createServer();
+    probe.once('error', () => resolve(true));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
+  }), 30_000, 100);
+}
 
 /**
  * The target: on the host, at the app network's gateway, it greets each connection with the address it
@@ -50,15 +62,7 @@ async function sshForward(user: string, keyFile: string, forward: string[], loca
   sshProcesses.push(child);
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  for (const port of localPorts) {
-    // Taken, not connected to: a connection would be a forward of its own.
-    await waitFor(`ssh to listen on ${port}`, () => new Promise<boolean>((resolve) => {
-      if (child.exitCode !== null) throw new Error(`ssh exited (${child.exitCode}): ${stderr}`);
-      const probe = net.createServer();
-      probe.once('error', () => resolve(true));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
-    }), 20_000, 100);
-  }
+  for (const port of localPorts) await untilListening(port, () => (child.exitCode !== null ? `ssh exited (${child.exitCode}): ${stderr}` : null));
   return { child, stderr: () => stderr };
 }
 
@@ -199,5 +203,27 @@ describe('ssh -L through the portal', () => {
     } finally {
       await new Promise((r) => hostTarget.close(r));
     }
+  }, 120_000);
+
+  it('essh ssh -L forwards a local port through the session\'s container while the session lasts', async () => {
+    const stack = env.stack();
+    const t = await createTenant(stack);
+    expect((await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { network: appNetwork })).status).toBe(200);
+    const local = await freePort();
+    const cli = spawn(process.execPath, [path.join(projectRoot, 'bin', 'essh.js'), 'ssh', '-T', t.app, '-L', `${local}:${gateway}:${listenerPort}`, '--', 'sh', '-c', 'read line'], {
+      env: { ...process.env, ESSH_CONFIG: path.join(dir, 'no-config.json'), ESSH_API_URL: stack.url, ESSH_TOKEN: t.token }, stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    sshProcesses.push(cli);
+    let stderr = '';
+    cli.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((r) => cli.once('exit', r));
+    await untilListening(local, () => (cli.exitCode !== null ? `essh exited (${cli.exitCode}): ${stderr}` : null));
+    const got = await exchange(local, 'via-cli').catch((err: Error) => {
+      throw new Error(`${err.message}; essh said: ${stderr}`);
+    });
+    expect(got).toMatch(new RegExp(`^peer (\\d+\\.){3}\\d+\necho via-clibye 7\n$`));
+    expect(got).not.toContain(`peer ${gateway}\n`);
+    cli.stdin!.end('done\n');
+    expect(await exited, stderr).toBe(0);
   }, 120_000);
 });
