@@ -113,9 +113,8 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
 
   const container = docker.getContainer(containerId);
   let stream: Duplex;
-  let exec: Docker.Exec;
   try {
-    exec = await container.exec({ Cmd: [RELAY_IN_CONTAINER, target.host, String(target.port)], AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false });
+    const exec = await container.exec({ Cmd: [RELAY_IN_CONTAINER, target.host, String(target.port)], AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false });
     stream = (await exec.start({ hijack: true, stdin: true })) as unknown as Duplex;
   } catch (err) {
     log.warn({ err: dockerMessage(err), session: sessionId }, 'starting the port-forwarding relay failed');
