@@ -60,6 +60,7 @@ export interface ForwardRequest {
  */
 const CONNECTED = /^connected (\d+)$/;
 const EOF = /^eof (\d+)$/;
+const EARLY_BYTES_MAX = 1024 * 1024;
 
 /**
  * Serves one direct-tcpip channel: `essh-relay TARGET PORT` (host/init/essh-relay.c) runs by `docker exec`
@@ -140,8 +141,12 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
       channel.eof();
     }
   };
-  /** The target's bytes that came before "connected" (the order Docker lost). */
-  const early: { chunk: Buffer; cb: (err?: Error | null) => void }[] = [];
+  /**
+   * The target's bytes that came before "connected" (the order Docker lost). Taken at once: the
+   * demultiplexer hands over one frame at a time, and "connected" may be in a later one.
+   */
+  const early: Buffer[] = [];
+  let earlyBytes = 0;
   const toClient = (chunk: Buffer, cb: (err?: Error | null) => void) => channel!.write(chunk, (err?: Error | null) => {
     sentToClient += chunk.length;
     eofWhenSent();
@@ -162,7 +167,7 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
       // The client's EOF is the target's: the relay half-closes its socket.
       channel.pipe(stream);
       channel.on('error', () => undefined);
-      for (const { chunk, cb } of early.splice(0)) toClient(chunk, cb);
+      for (const chunk of early.splice(0)) toClient(chunk, () => undefined);
       // The client closed the channel while the target keeps its side open: the relay would wait on it.
       channel.once('close', () => {
         if (relayDone) return;
@@ -184,8 +189,11 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
       write: (chunk, cb) => {
         fromTarget += chunk.length;
         if (channel) return toClient(chunk, cb);
-        early.push({ chunk, cb });
-        return false;
+        early.push(chunk);
+        earlyBytes += chunk.length;
+        // What Docker reorders is what the relay's pipes hold; more means the relay is not ours.
+        cb(earlyBytes > EARLY_BYTES_MAX ? new Error('the relay sent data before saying it connected') : null);
+        return true;
       },
     },
     {

@@ -136,6 +136,23 @@ describe('ssh -L through the portal', () => {
     const got = await exchange(local, secret);
     // The target saw the session container's address on the app's network: the connection left from there.
     expect(got).toBe(`peer ${containerIp}\necho ${secret}bye ${secret.length}\n`);
+
+    // The SSH connection goes while the target keeps its side open: the relay does not stay behind.
+    const sticky = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.write('hold\n');
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => sticky.listen(0, gateway, r));
+    const stickyLocal = await freePort();
+    const holder = await sshForward(`session-${id}`, key.keyFile, ['-L', `127.0.0.1:${stickyLocal}:${gateway}:${(sticky.address() as AddressInfo).port}`], [stickyLocal]);
+    const relays = async () => ((await docker.getContainer(sessionContainer(stack, id)).top()).Processes ?? []).filter((p: string[]) => p.join(' ').includes('/.essh/relay')).length;
+    const client = net.connect(stickyLocal, '127.0.0.1');
+    await new Promise((resolve) => client.once('data', resolve));
+    expect(await relays()).toBe(1);
+    holder.child.kill();
+    await waitFor('the relay to go once its SSH connection closed', async () => (await relays()) === 0, 15_000, 200);
+    client.destroy();
+    sticky.close();
     ssh.child.kill();
 
     expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'port-forward test' })).status).toBe(202);
