@@ -75,6 +75,7 @@ export const accountSchema = component('Account', z.object({
   cpus_per_container: z.number(),
   stacks: z.array(z.string()).describe('the stacks its apps may use; empty: every shared stack'),
   image_prefixes: z.array(z.string()),
+  port_forwarding: z.boolean().describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`); the operator\'s to change'),
   created_at: time,
 }));
 export const stackSchema = component('Stack', z.object({

@@ -10,6 +10,7 @@ import { keysCommand } from './keys.js';
 import { logDrainsCommand } from './log-drains.js';
 import { printable, printableJson } from '../lib/printable.js';
 import { SESSION_STATES } from '../shapes/enumerations.js';
+import { parseLocalForward, type LocalForward } from './forward.js';
 // Types only: zod stays out of the CLI's start-up. So do the modules of single commands (ssh, logs,
 // watch, play, the prompts): each is imported by its command's action, so that a start loads only the
 // Node built-ins (readline, streams, child_process, crypto) the command it runs needs.
@@ -34,6 +35,13 @@ const envAssignment = (value: string, env: Record<string, string> = {}) => {
   const eq = value.indexOf('=');
   if (eq <= 0) throw new InvalidArgumentError('-e takes KEY=VALUE, e.g. -e LOG_LEVEL=debug (for an empty value: -e KEY=).');
   return { ...env, [value.slice(0, eq)]: value.slice(eq + 1) };
+};
+
+/** `-L [BIND:]LOCAL:TARGET:PORT`, repeatable. */
+const localForward = (value: string, list: LocalForward[] = []) => {
+  const f = parseLocalForward(value);
+  if (typeof f === 'string') throw new InvalidArgumentError(f);
+  return [...list, f];
 };
 
 const api = async () => new EsshApi(await resolveConfig());
@@ -187,12 +195,15 @@ Exit status:
     .option('-e, --env <KEY=VALUE>', 'an environment variable for this session only, over the app\'s (repeatable; never shown back)', envAssignment)
     .option('-t, --tty', 'ask for a TTY even without a local terminal (ssh -t)')
     .option('-T, --no-tty', 'never ask for a TTY: plain stdin, stdout and stderr (ssh -T)')
+    .option('-L, --local-forward <[BIND:]LOCAL:TARGET:PORT>', 'forward a local port to TARGET:PORT as the session\'s container reaches it, while the session lasts (repeatable; ssh -L)', localForward)
     .addHelpText('after', `
 Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`)
-    .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string>; tty?: boolean }) => {
+    .action(async (app: string, command: string[], opts: { containerSize?: number; env?: Record<string, string>; tty?: boolean; localForward?: LocalForward[] }) => {
       try {
         const { sshToApp } = await import('./ssh.js');
-        process.exitCode = await sshToApp(await api(), app, { containerSizeMb: opts.containerSize, env: opts.env, command, tty: opts.tty });
+        process.exitCode = await sshToApp(await api(), app, {
+          containerSizeMb: opts.containerSize, env: opts.env, command, tty: opts.tty, forwards: opts.localForward,
+        });
       } catch (err) {
         throw new CliError((err as Error).message, SSH_OWN_FAILURE);
       }
@@ -202,6 +213,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     ['essh ssh demo -e LOG_LEVEL=debug -- rake db:migrate', 'extra env for this session only'],
     ['essh ssh -t demo -- ls --color=auto | less -R', 'a remote TTY without a local one'],
     ['essh ssh -T demo -- tar c /app > app.tar', 'binary output: no TTY'],
+    ['essh ssh demo -L 5432:db.internal:5432', 'the app\'s database on localhost:5432 while the shell lasts'],
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM']);
 
   helpAfter(program

@@ -3,6 +3,7 @@ import type { EsshApi } from './api.js';
 import type { CreatedSession, Session } from '../shapes/answers.js';
 import { CliError } from './config.js';
 import { printable } from '../lib/printable.js';
+import { startLocalForwards, type LocalForward } from './forward.js';
 
 const READY_POLL_MS = 50;
 const READY_TIMEOUT_MS = 5 * 60_000;
@@ -17,6 +18,8 @@ export interface SshOptions {
    * undefined when stdin and stdout are both a terminal.
    */
   tty?: boolean;
+  /** `-L`: local ports forwarded through the session's container while the session lasts. */
+  forwards?: LocalForward[];
 }
 
 /**
@@ -74,6 +77,15 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
     process.stderr.write(`${ready ? '' : '\n'}essh: ${printable((err as Error).message)}\n`);
     process.exit(255);
   });
+  let closeForwards = () => {};
+  if (opts.forwards?.length) {
+    try {
+      closeForwards = await startLocalForwards(shell.client, opts.forwards, (line) => process.stderr.write(`${line}${interactive ? '\r\n' : '\n'}`));
+    } catch (err) {
+      shell.close();
+      throw err;
+    }
+  }
   shell.channel.once('data', announceReady);
   shell.channel.stderr.once('data', announceReady);
   const { channel } = shell;
@@ -112,6 +124,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
     await outputDrained(channel);
     return code ?? 255;
   } finally {
+    closeForwards();
     restore();
     stdin.unpipe(channel);
     stdin.pause();

@@ -3,6 +3,7 @@
 // per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
 // output (the common case) is copied from the journal without ever becoming a JavaScript string.
 import { utf8Boundary } from '../journal/reader.js';
+import type { ForwardDetails } from '../journal/format.js';
 import type { AuditEventView } from '../services/audit.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
@@ -44,7 +45,7 @@ export function isoTime(ms: number): string {
   return isoText;
 }
 
-export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated';
+export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward';
 
 /** One event on its way to a drain. */
 export interface ShippedEvent {
@@ -82,6 +83,14 @@ interface Lifecycle {
   detached?: true;
 }
 
+/** A `port_forward` event's one line (the drains' and the recording's timeline). */
+export function forwardText(d: ForwardDetails): string {
+  const who = `${d.user.name} <${d.user.email}>`;
+  const target = `${d.target_host}:${d.target_port}`;
+  if (!d.connected) return `essh: ${who} forwarded a port to ${target}: refused (${d.error ?? 'no reason given'})`;
+  return `essh: ${who} forwarded a port to ${target}: ${d.bytes_to_target} bytes sent, ${d.bytes_from_target} received, ${d.duration_s} s`;
+}
+
 /** A session's output is complete unless its `ended` record says otherwise. */
 export function outputComplete(details: Record<string, unknown> | undefined): boolean {
   return (details as Lifecycle | undefined)?.output_complete !== false;
@@ -102,6 +111,7 @@ export function logText(e: ShippedEvent): string {
     const detached = d.detached ? ', detached' : '';
     return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env}${detached})`;
   }
+  if (e.kind === 'port_forward') return forwardText(e.details as unknown as ForwardDetails);
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
       'reached the terminal but not the drains or the recording';
@@ -120,6 +130,13 @@ function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
       ...(d.detached ? { detached: true } : {}) };
   }
   if (e.kind === 'output_truncated') return { event: e.kind, after_bytes: d.after_bytes ?? e.offset };
+  if (e.kind === 'port_forward') {
+    const f = e.details as unknown as ForwardDetails;
+    return {
+      event: e.kind, forwarded_by: f.user?.email ?? null, target_host: f.target_host, target_port: f.target_port, connected: f.connected,
+      ...(f.error ? { error: f.error } : {}), bytes_to_target: f.bytes_to_target, bytes_from_target: f.bytes_from_target, duration_s: f.duration_s,
+    };
+  }
   return {
     event: e.kind, end_reason: d.end_reason, end_message: d.end_message ?? null, ended_by: d.ended_by ?? null,
     exit_code: d.exit_code ?? null, duration_s: d.duration_s, output_complete: outputComplete(e.details),

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import type Docker from 'dockerode';
 import type { Selectable } from 'kysely';
 import type { AppsTable, Db } from '../lib/db.js';
@@ -12,6 +13,10 @@ const MB = 1024 * 1024;
 
 /** Where the idle init (host/init/essh-init.c) is mounted, read-only, in every session container. */
 export const INIT_IN_CONTAINER = '/.essh/init';
+/** Where the portal's port-forwarding relay (host/init/essh-relay.c) is mounted, read-only, beside it. */
+export const RELAY_IN_CONTAINER = '/.essh/relay';
+/** The relay's path on the Docker host: beside the init, where scripts/setup.sh and the build put both. */
+export const relayBesideInit = (initPath: string) => path.join(path.dirname(initPath), 'essh-relay');
 
 /**
  * The only capabilities a session's processes keep (docs/threat-model.md): enough for root in the
@@ -106,8 +111,11 @@ export async function createAndStart(
       NetworkMode: settings.network,
       PublishAllPorts: false,
       AutoRemove: false,
-      // The one host path a session container sees: the init binary, read-only.
-      Mounts: [{ Type: 'bind', Source: opts.initPath, Target: INIT_IN_CONTAINER, ReadOnly: true }],
+      // The only host paths a session container sees: the init and relay binaries, read-only.
+      Mounts: [
+        { Type: 'bind', Source: opts.initPath, Target: INIT_IN_CONTAINER, ReadOnly: true },
+        { Type: 'bind', Source: relayBesideInit(opts.initPath), Target: RELAY_IN_CONTAINER, ReadOnly: true },
+      ],
     },
   });
   opts.steps?.done('create');

@@ -18,6 +18,8 @@ export const RecordType = {
   ended: 4,
   /** The journal reached its size bound; output after it went to the client but not here (JSON `{after_bytes}`). */
   truncated: 5,
+  /** A TCP forward through the portal ended (JSON ForwardDetails): the drains' `port_forward` event; never its bytes. */
+  forward: 6,
 } as const;
 export type RecordTypeName = keyof typeof RecordType;
 export type RecordTypeCode = (typeof RecordType)[RecordTypeName];
@@ -70,6 +72,20 @@ export interface StartedDetails {
   env_keys?: string[];
   /** A detached job (its program ran with no client); absent for every other session. */
   detached?: true;
+}
+
+/** Lifecycle details of a `forward` record: one `ssh -L` connection, what it reached and how much went each way. */
+export interface ForwardDetails {
+  /** Who forwarded (the portal connection's user). */
+  user: { id: number; name: string; email: string };
+  target_host: string;
+  target_port: number;
+  /** Whether the relay in the session's container connected; when not, `error` says why (the egress policy's refusal among others). */
+  connected: boolean;
+  error?: string;
+  bytes_to_target: number;
+  bytes_from_target: number;
+  duration_s: number;
 }
 
 /** Lifecycle details of an `ended` record. */

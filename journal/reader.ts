@@ -84,7 +84,7 @@ export type JournalEvent =
       /** Where reading resumes after this event. */
       next: JournalPosition;
     }
-  | { kind: 'session_started' | 'session_ended' | 'output_truncated'; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
+  | { kind: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward'; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
   | { kind: 'resize'; time: number; cols: number; rows: number };
 
 interface Partial {
@@ -95,6 +95,12 @@ interface Partial {
   pieces: Buffer[];
   bytes: number;
 }
+
+/** The drains' event of each lifecycle record type (a type missing here is a later version's, skipped). */
+const LIFECYCLE_KINDS: { [type: number]: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward' | undefined } = {
+  [RecordType.started]: 'session_started', [RecordType.ended]: 'session_ended', [RecordType.truncated]: 'output_truncated',
+  [RecordType.forward]: 'port_forward',
+};
 
 /**
  * Cuts a journal into the drains' events (and the recording's), deterministically: the same journal
@@ -199,7 +205,7 @@ export async function* readEventChunks(
       }
       continue;
     }
-    const kind = r.type === RecordType.started ? 'session_started' : r.type === RecordType.ended ? 'session_ended' : r.type === RecordType.truncated ? 'output_truncated' : null;
+    const kind = LIFECYCLE_KINDS[r.type] ?? null;
     if (!kind) {
       // a record type from a later version: skipped
       if (out.length) {

@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import type { OutputStream } from './format.js';
+import type { ForwardDetails, OutputStream } from './format.js';
 import { announceJournalAppended } from './news.js';
 import { JournalHold } from './seal.js';
 import { JournalWriter } from './writer.js';
@@ -45,6 +45,14 @@ export class SessionOutputJournal {
     }, JOURNAL_NEWS_MS);
     return true;
   };
+
+  /** Appends a port forward's record (never its bytes); false once sealed, the session being over. */
+  forward(details: ForwardDetails): boolean {
+    if (this.hold.sealed) return false;
+    this.writer.forward(details);
+    announceJournalAppended(this.operationId);
+    return true;
+  }
 
   close(): void {
     if (this.newsTimer) {

@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, wr
 import path from 'node:path';
 import { processCounters } from '../lib/metrics.js';
 import {
-  RecordType, encodeHeader, type EndedDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
+  RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
 } from './format.js';
 
 /** `<data dir>/journals`: one file per session, readable by essh's user only. */
@@ -70,6 +70,10 @@ export class JournalWriter {
 
   started(details: StartedDetails): void {
     this.append(RecordType.started, null, Buffer.from(JSON.stringify(details)));
+  }
+
+  forward(details: ForwardDetails): void {
+    this.append(RecordType.forward, null, Buffer.from(JSON.stringify(details)));
   }
 
   ended(details: EndedDetails): void {

@@ -30,6 +30,8 @@ export interface AccountsTable {
   max_concurrent_sessions: number | null;
   /** JSON array of image reference prefixes its apps may run; NULL: granted before grants existed. */
   image_prefixes: string | null;
+  /** 1: its users may forward ports through the portal (`ssh -L`); 0: the operator turned it off. */
+  port_forwarding: Generated<number>;
   created_at: string;
 }
 /** The stacks an operator granted an account, besides the shared ones. */

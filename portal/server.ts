@@ -15,6 +15,7 @@ import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
+import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
 import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
 
 
@@ -255,6 +256,35 @@ export class SshPortal {
         clearTimeout(idleTimer);
         guard.busy(who.userId, conn);
       });
+      /** The session an `<app>` login's last shell created: where its `ssh -L` forwards go. */
+      let appSession: number | null = null;
+      // `ssh -L`: a TCP connection from inside the session's container (portal/forward.ts). `-R` (the
+      // tcpip-forward global request) has no listener here, so ssh2 refuses it.
+      conn.on('tcpip', (accept, reject, info) => {
+        const refuse = (reason: number, description: string) => refuseChannel(conn, reject, reason, description);
+        const sessionId = who.kind === 'session' ? who.sessionId : appSession;
+        if (sessionId === null) {
+          return refuse(OPEN_FAILURE.administrativelyProhibited,
+            'essh: this connection has no session yet: forward once its shell is up (ssh -L without -N), or log in as session-<id>');
+        }
+        channels++;
+        clearTimeout(idleTimer);
+        guard.busy(who.userId, conn);
+        const served = (async () => {
+          const revoked = await this.auth.stillValid(who);
+          if (revoked) return refuse(OPEN_FAILURE.administrativelyProhibited, revoked);
+          const { config } = this.deps;
+          await serveForward(
+            { db: this.deps.db, docker: this.deps.docker, dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log },
+            { sessionId, userId: who.userId, info, accept, refuse },
+          );
+        })().catch((err) => log.warn({ err: (err as Error).message }, 'port forward failed'))
+          .finally(() => {
+            if (--channels === 0) nowIdle();
+          });
+        this.serving.add(served);
+        void served.finally(() => this.serving.delete(served));
+      });
       // Each session channel of a connection is a client of its own (OpenSSH's ControlMaster opens
       // one per `ssh` run): for `<app>` logins each creates a session; for `session-<id>` the one
       // client per session rule still holds.
@@ -284,6 +314,7 @@ export class SshPortal {
         const begin = (channel: ServerChannel, command: string | null) => {
           const served = this.serve(who, channel, pty, command, timing, (a) => {
             attachment = a;
+            if (who.kind === 'app') appSession = a.sessionId;
             this.attachments.add(a);
             channel.once('close', () => this.attachments.delete(a));
           }).catch((err) =>

@@ -77,11 +77,15 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 
-# --- the idle init every session container runs (host/init/essh-init.c): static, so any image works ---
-init_bin=$TOOLS_DIR/essh-init
-if [ ! -x "$init_bin" ] || [ host/init/essh-init.c -nt "$init_bin" ]; then
-  gcc -static -Os -s -o "$init_bin.tmp" host/init/essh-init.c && mv "$init_bin.tmp" "$init_bin"
-fi
+# --- what every session container has under /.essh, read-only: the idle init it runs (essh-init.c) and
+# the relay of the portal's port forwarding (essh-relay.c); static, so any image works ---
+for program in essh-init essh-relay; do
+  bin=$TOOLS_DIR/$program
+  if [ ! -x "$bin" ] || [ "host/init/$program.c" -nt "$bin" ]; then
+    # The linker warns that a static getaddrinfo needs glibc's NSS libraries: files and DNS are in glibc 2.34+ itself.
+    gcc -static -Os -s -Wl,--no-warnings -o "$bin.tmp" "host/init/$program.c" && mv "$bin.tmp" "$bin"
+  fi
+done
 
 # --- local images (nothing can be pulled: built from Debian packages) --------------------------
 bash scripts/build-images.sh

@@ -2,7 +2,8 @@
 // one JavaScript module that plain `node` runs (server.js; the npm packages stay in node_modules,
 // which the build's folder must see: it sits in the checkout, or beside a node_modules), the workflow
 // bundle prebuilt (workflow-bundle.js: a worker starts without bundling), the web console's files
-// (console/), the redaction worker thread's entry, and the idle init of session containers (essh-init).
+// (console/), the redaction worker thread's entry, and the idle init of session containers (essh-init) with its
+// port-forwarding relay (essh-relay).
 // esbuild, as for the CLI (bin/essh.js) and the console: it bundles in about a second, where tsc would
 // emit a tree whose imports of `.ts`-less JSON and worker entries need fixing by hand.
 import { execFileSync } from 'node:child_process';
@@ -54,7 +55,11 @@ step('workflow-bundle.js');
 await writeConsole(path.join(out, 'console'));
 step('console/');
 
-// Static, so that any image can run it (as scripts/setup.sh builds it into .tools for a checkout).
-execFileSync('gcc', ['-static', '-Os', '-s', '-o', path.join(out, 'essh-init'), path.join(projectRoot, 'host/init/essh-init.c')], { stdio: 'inherit' });
-step('essh-init');
+// Static, so that any image can run them (as scripts/setup.sh builds them into .tools for a checkout);
+// the relay is found beside the init (lib/config.ts relayPath). The linker's warning that a static
+// getaddrinfo needs glibc's NSS libraries is off: files and DNS are in glibc 2.34+ itself.
+for (const program of ['essh-init', 'essh-relay']) {
+  execFileSync('gcc', ['-static', '-Os', '-s', '-Wl,--no-warnings', '-o', path.join(out, program), path.join(projectRoot, `host/init/${program}.c`)], { stdio: 'inherit' });
+  step(program);
+}
 process.stderr.write(`built into ${out}: start the roles with \`node ${path.join(out, 'server.js')} --role all\` (or api, worker, host)\n`);

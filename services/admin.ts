@@ -47,6 +47,7 @@ export class AdminService {
       // Empty: every shared stack.
       stacks: stacks.map((x) => x.name),
       image_prefixes: parsePrefixes(a.image_prefixes),
+      port_forwarding: Number(a.port_forwarding) === 1,
       created_at: a.created_at,
     };
   }
@@ -73,14 +74,17 @@ export class AdminService {
       throw err;
     }
   }
-  /** Operator only: the plan, the session override, the granted stacks and image prefixes. */
+  /** Operator only: the plan, the session override, the granted stacks and image prefixes, port forwarding. */
   async patchAccount(p: Principal, handle: string, patch: PatchAccountBody) {
     access.requireOperator(p);
     const a = await this.accountByHandle(p, handle);
     await this.db.transaction().execute(async (trx) => {
       const stacksBefore = patch.stacks === undefined ? [] : (await trx.selectFrom('account_stacks as g').innerJoin('stacks as s', 's.id', 'g.stack_id')
         .select('s.name').where('g.account_id', '=', a.id).orderBy('s.name').execute()).map((x) => x.name);
-      const before = { plan: a.plan, max_concurrent_sessions: a.max_concurrent_sessions, image_prefixes: parsePrefixes(a.image_prefixes), stacks: stacksBefore };
+      const before = {
+        plan: a.plan, max_concurrent_sessions: a.max_concurrent_sessions, image_prefixes: parsePrefixes(a.image_prefixes), stacks: stacksBefore,
+        port_forwarding: Number(a.port_forwarding) === 1,
+      };
       await recordAudit(trx, p, {
         action: 'account.updated', target: { id: a.id, name: a.handle }, accountIds: [Number(a.id)], fields: Object.keys(patch),
         details: Object.fromEntries(Object.entries(patch).map(([k, to]) => [k, { from: before[k as keyof typeof before], to }])),
@@ -89,6 +93,7 @@ export class AdminService {
         ...(patch.plan !== undefined ? { plan: patch.plan } : {}),
         ...(patch.max_concurrent_sessions !== undefined ? { max_concurrent_sessions: patch.max_concurrent_sessions } : {}),
         ...(patch.image_prefixes !== undefined ? { image_prefixes: JSON.stringify(patch.image_prefixes) } : {}),
+        ...(patch.port_forwarding !== undefined ? { port_forwarding: patch.port_forwarding ? 1 : 0 } : {}),
       };
       if (Object.keys(set).length) await trx.updateTable('accounts').set(set).where('id', '=', a.id).execute();
       if (patch.stacks !== undefined) {

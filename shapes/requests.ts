@@ -112,6 +112,8 @@ export const patchAccountBody = z
     plan: plan.optional(),
     max_concurrent_sessions: z.number().int().min(0).max(10_000).nullable().optional().describe('null: the plan\'s number again'),
     ...grants,
+    port_forwarding: z.boolean().optional()
+      .describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`) from inside their sessions\' containers; true for a new account'),
   })
   .strict()
   .meta({ examples: [{ plan: 'scale', max_concurrent_sessions: 20 }] });

@@ -20,6 +20,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
 import { closeLeftJournals } from '../host/left-journals.js';
 import { EgressGuard } from '../host/egress.js';
+import { relayBesideInit } from '../host/containers.js';
 import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
@@ -208,8 +209,10 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
     }
     let registration: HostRegistration | undefined;
     if (parts.hostStacks?.length && connection) {
-      if (!existsSync(config.initPath)) {
-        throw new Error(`the idle init for session containers is missing at ${config.initPath}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH`);
+      for (const [what, file] of [['idle init', config.initPath], ['port-forwarding relay', relayBesideInit(config.initPath)]] as const) {
+        if (!existsSync(file)) {
+          throw new Error(`the ${what} for session containers is missing at ${file}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH (to a folder holding essh-init and essh-relay)`);
+        }
       }
       const docker = openDocker();
       // Before anything can put a container on the session network: a host that cannot set its rules stops here.

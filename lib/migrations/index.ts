@@ -12,6 +12,7 @@ import { redactionLimitMigrations } from './0013_redaction_limits.js';
 import { sessionEnvMigrations } from './0014_session_env.js';
 import { detachedSessionMigrations } from './0015_detached_sessions.js';
 import { hostPlacementMigrations } from './0016_host_placement.js';
+import { portForwardingMigrations } from './0018_port_forwarding.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -31,5 +32,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...sessionEnvMigrations(engine),
     ...detachedSessionMigrations(engine),
     ...hostPlacementMigrations(engine),
+    ...portForwardingMigrations(engine),
   };
 }
