@@ -109,7 +109,10 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of sshProcesses) c.kill();
   await endAllSessions(env.stack()).catch(() => undefined);
-  await docker.getNetwork(appNetwork).remove().catch(() => undefined);
+  // The sessions' containers leave the network as their teardown removes them, a moment after they
+  // end; a network left behind would hold one of the engine's few dozen address ranges.
+  await waitFor(`the test network ${appNetwork} removed`, () => docker.getNetwork(appNetwork).remove().then(() => true, (err: { statusCode?: number }) => err.statusCode === 404), 60_000, 500)
+    .catch(() => undefined);
   await new Promise((r) => (listener ? listener.close(r) : r(undefined)));
   if (dir) await rm(dir, { recursive: true, force: true });
 }, 120_000);
