@@ -430,8 +430,9 @@ export class Attachment {
         .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'clientDisconnected signal for a dead connection failed'));
     }
     this.beat = setInterval(() => {
-      workflow.signal(heartbeatSignal, { connection_id: this.connectionId }).catch((err) =>
-        log.warn({ err: (err as Error).message, session: id }, 'heartbeat signal failed'),
+      // The SDK's error says only that the signal failed; its cause (the gRPC status) says why.
+      workflow.signal(heartbeatSignal, { connection_id: this.connectionId }).catch((err: Error) =>
+        log.warn({ err: err.message, cause: (err.cause as Error | undefined)?.message, session: id }, 'heartbeat signal failed'),
       );
     }, this.deps.heartbeatIntervalS * 1000);
   }

@@ -379,6 +379,32 @@ describe('deadlines', () => {
     expect(m.nextDeadline().at).toBe(d.at + 12 * S + 30 * S);
   });
 
+  it('a heartbeat that arrives after the deadline passed unseen (an outage) gives the same grace, with the later marker', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    const lateBy = 10 * S;
+    const marker = vi.fn(() => true);
+    m.heartbeat('c1', d.at + lateBy, marker);
+    expect(marker).toHaveBeenCalledTimes(1);
+    expect(m.carryOver()).toMatchObject({ heartbeatGraceFrom: d.at + lateBy, heartbeatGraceMs: 30 * S + lateBy });
+    // Not one heartbeat timeout from that beat, but the grace's end.
+    expect(m.nextDeadline().at).toBe(d.at + lateBy + 30 * S + lateBy);
+    // The overdue timer of the same task then finds its deadline moved, and the session goes on.
+    expect(m.ending).toBeNull();
+    // A heartbeat on time asks nothing.
+    const onTime = vi.fn(() => true);
+    m.heartbeat('c1', d.at + lateBy + 2 * S, onTime);
+    expect(onTime).not.toHaveBeenCalled();
+  });
+
+  it('without that marker (histories from before it), a late heartbeat only moves the deadline', () => {
+    const m = active(T0 + 5 * S);
+    const d = m.nextDeadline();
+    m.heartbeat('c1', d.at + 10 * S, () => false);
+    expect(m.carryOver().heartbeatGraceMs).toBeUndefined();
+    expect(m.nextDeadline().at).toBe(d.at + 10 * S + 30 * S);
+  });
+
   it('after a grace, a new heartbeat earns another one', () => {
     const m = active(T0 + 5 * S);
     const first = m.nextDeadline();

@@ -103,8 +103,23 @@ export class SessionMachine {
     this.unpublished = true;
   }
 
-  heartbeat(connectionId: string, now: number): void {
+  /**
+   * A heartbeat from `connectionId` at `now`. One that arrives after the heartbeat deadline passed
+   * unseen (the workflow could not run meanwhile: an outage; the overdue timer comes in the same task,
+   * after it) gives the same grace as a deadline seen late, if `graceOnLateBeat()` (the workflow's
+   * `patched()` marker, asked only then): the portal's other heartbeats come back from the outage on
+   * its client's backoff, and this one, sent before or during it, says nothing of when they will.
+   */
+  heartbeat(connectionId: string, now: number, graceOnLateBeat: () => boolean = () => false): void {
     if (this.closing() || this.detached) return;
+    if (this.s.state === 'active') {
+      const deadline = this.nextDeadline();
+      const lateMs = now - deadline.at;
+      if (deadline.ending.reason === 'disconnect' && lateMs > lateAfterMs(this.input.heartbeatTimeoutS) && graceOnLateBeat()) {
+        this.s.heartbeatGraceFrom = now;
+        this.s.heartbeatGraceMs = this.input.heartbeatTimeoutS * 1000 + Math.min(lateMs, OUTAGE_GRACE_MAX_EXTRA_MS);
+      }
+    }
     this.s.connections[connectionId] = now;
     if (this.s.state === 'waiting_for_client') this.attach(now);
   }

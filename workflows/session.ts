@@ -50,7 +50,7 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   // Only detached jobs take the patch: every other session issues the same commands as before.
   const m = new SessionMachine(input, { detached: input.detach === true && patched('detached-jobs') });
 
-  setHandler(heartbeatSignal, ({ connection_id }) => m.heartbeat(connection_id, Date.now()));
+  setHandler(heartbeatSignal, ({ connection_id }) => m.heartbeat(connection_id, Date.now(), () => patched('heartbeat-grace-on-late-beat')));
   setHandler(clientDisconnectedSignal, ({ connection_id, reason }) => m.clientDisconnected(connection_id, reason));
   setHandler(terminateSignal, ({ reason, by }) => m.terminate(reason, by));
   setHandler(containerExitedSignal, (signal) => m.containerExited(signal));

@@ -135,16 +135,25 @@ async function sessionBehindOutage() {
   await waitForState(own, t.token, s.id, 'active');
   return {
     stack: own, id: s.id,
-    async outage() {
+    /**
+     * With `beatWhileDown`, a heartbeat is signalled while the worker is down, after the deadline has
+     * passed: it comes in the restarted worker's first task, before the overdue timer (the late-beat
+     * grace, marker LATE_BEAT_PATCH, instead of the late-timer one).
+     */
+    async outage(opts: { beatWhileDown?: boolean } = {}) {
       await entry.worker!.kill('SIGKILL');
       await sleep((own.config.session.heartbeatTimeoutS + 3) * 1000);
+      if (opts.beatWhileDown) await heartbeat(own, s.id, 'c1');
       entry.worker = await startWorkerProcess(own, { ESSH_WORKER_ROLES: 'main' });
-      await waitFor('the grace marker in the history', async () => patchIds(await handleOf(own, s.id).fetchHistory()).includes(GRACE_PATCH), 60_000, 250);
+      const marker = opts.beatWhileDown ? LATE_BEAT_PATCH : GRACE_PATCH;
+      await waitFor(`the ${marker} marker in the history`, async () => patchIds(await handleOf(own, s.id).fetchHistory()).includes(marker), 60_000, 250);
     },
   };
 }
 
 const GRACE_PATCH = 'heartbeat-grace-after-outage';
+/** Since v8: a heartbeat that arrives after the deadline passed unseen gives that grace too. */
+const LATE_BEAT_PATCH = 'heartbeat-grace-on-late-beat';
 /** Since v5: the grace is a heartbeat timeout plus how late the deadline was seen. */
 const SCALED_GRACE_PATCH = 'heartbeat-grace-scales-with-outage';
 const graceMarkers = (h: History) => {
@@ -507,6 +516,21 @@ function paths(): PathSpec[] {
           await sleep(1000);
         }
         await handleOf(o.stack, o.id).signal(clientDisconnectedSignal, { connection_id: 'c1', reason: 'closed by client' });
+        return { id: o.id, on: o.stack };
+      },
+    },
+    {
+      name: 'outage-late-beat',
+      description:
+        'As outage-grace, but a heartbeat is signalled while the worker is down, after the deadline passed: the restarted worker sees it before the ' +
+        'overdue timer, in one task, and gives the grace of a timeout plus the lateness (patch heartbeat-grace-on-late-beat); then silence: the ' +
+        'session ends with disconnect at the grace\'s end.',
+      expect: { end_reason: 'disconnect' },
+      signals: ['heartbeat'],
+      check: ([h]) => (patchIds(h!).includes(LATE_BEAT_PATCH) ? undefined : `no ${LATE_BEAT_PATCH} marker`),
+      async drive() {
+        const o = await sessionBehindOutage();
+        await o.outage({ beatWhileDown: true });
         return { id: o.id, on: o.stack };
       },
     },
