@@ -207,11 +207,13 @@ function signInView() {
 // --- the sessions list ------------------------------------------------------------------------------
 
 async function sessionsView(params: URLSearchParams) {
+  const mine = routeSeq;
   const filters = { app: params.get('app') ?? '', state: params.get('state') ?? '', user: params.get('user') ?? '' };
   const [apps, users] = await Promise.all([
     listAll<{ handle: string }>('/apps').catch(() => []),
     listAll<{ id: number; name: string; email: string }>('/users').catch(() => []),
   ]);
+  if (mine !== routeSeq) return;
   const select = (name: string, label: string, options: [string, string][]) => {
     const s = h('select', { name, id: `filter-${name}` }, h('option', { value: '' }, `any ${label}`),
       ...options.map(([value, text]) => h('option', { value, selected: value === filters[name as keyof typeof filters] }, text)));
@@ -287,6 +289,7 @@ async function sessionsView(params: URLSearchParams) {
   };
   more.addEventListener('click', () => void loadMore());
   await loadMore();
+  if (mine !== routeSeq) return;
 
   // Every POLL_MS, the top of the list again, as many rows as are shown: new sessions appear and state
   // changes show. Rows below that (after More, past the largest page) keep what they showed.
@@ -335,8 +338,10 @@ function lifecycle(s: Session) {
 }
 
 async function sessionView(id: string) {
+  const mine = routeSeq;
   show(h('p', {}, `Loading session ${id}…`));
   const [session, operation] = await Promise.all([api<Session>(`/sessions/${id}`), api<Operation>(`/operations/${id}`)]);
+  if (mine !== routeSeq) return;
   if (session.status !== 200) {
     return show(h('h1', {}, `Session ${id}`), alertBox(messageOf(session), session.status === 404 ? 'not-found' : 'error'),
       h('p', {}, h('a', { href: '#/sessions' }, '← All sessions')));
@@ -383,7 +388,7 @@ async function sessionView(id: string) {
     ]) : alertBox(messageOf(operation))),
   );
   await showRecording(s, player);
-  if (s.state === 'ended') return;
+  if (mine !== routeSeq || s.state === 'ended') return;
 
   // A session not yet ended is followed until it is; then its recording is loaded again, whole.
   let etag = session.etag;
@@ -472,7 +477,14 @@ async function showRecording(s: Session, into: HTMLElement) {
 
 // --- routing ------------------------------------------------------------------------------------
 
+/**
+ * Counts the routes taken: a view whose data arrives after the user has moved on (a list still loading
+ * when a session is opened) must not replace the view that followed it, nor take over its polling.
+ */
+let routeSeq = 0;
+
 async function route() {
+  routeSeq++;
   stopPolling();
   const hash = location.hash.replace(/^#/, '') || '/';
   const [path = '/', query = ''] = hash.split('?');

@@ -343,6 +343,33 @@ describe('the web console', () => {
     await owner.close();
   });
 
+  it('a list still loading when a session is opened does not replace the session page after it', async () => {
+    const created = await stack.api.post(`/apps/${A.app}/sessions`, A.token, {});
+    expect(created.status).toBe(201);
+    const id: number = created.body.id;
+    const page = await browser.newPage();
+    await signIn(page, A.token);
+    // The list's first request (the apps for its filter) held back, as on a slow network or API.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    await page.route((url) => url.pathname === '/apps', async (r) => {
+      await held;
+      await r.continue();
+    });
+    const listAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === '/apps');
+    await page.goto(`${stack.url}/console#/sessions?state=waiting_for_client`);
+    await page.goto(`${stack.url}/console#/sessions/${id}`);
+    await page.waitForSelector('#terminate-open');
+    release();
+    await listAnswered;
+    // The list's answer came after the user moved on: the session page stays.
+    await page.waitForTimeout(500);
+    expect(await page.locator('#terminate-open').count()).toBe(1);
+    expect(await page.locator('#sessions').count()).toBe(0);
+    await page.close();
+    expect((await stack.api.post(`/sessions/${id}/terminate`, A.token, { reason: 'test over' })).status).toBe(202);
+  });
+
   it('loaded nothing from another origin and broke no Content-Security-Policy rule', () => {
     expect(requests.length).toBeGreaterThan(10);
     const elsewhere = requests.filter((u) => !u.startsWith(`${stack.url}/`) && !u.startsWith('blob:') && !u.startsWith('data:'));
