@@ -103,7 +103,8 @@ describe('essh on PATH (bin/essh)', () => {
   it('keeps NODE_EXTRA_CA_CERTS from node: a command without an HTTPS request never reads the file', async () => {
     const missing = path.join(checkout, 'no-such-ca.pem');
     const byNode = await runToEnd(process.execPath, ['-e', '0'], { env: { ...process.env, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: missing } });
-    expect(byNode.stderr).toContain(`Ignoring extra certs from \`${missing}\``);
+    // Node 20 reads it at start (and warns at once); Node 24 reads it only when TLS first needs it.
+    if (Number(process.versions.node.split('.')[0]) <= 20) expect(byNode.stderr).toContain(`Ignoring extra certs from \`${missing}\``);
     const r = await onPath(path.join(checkout, 'bin'), ['--version'], { NODE_EXTRA_CA_CERTS: missing });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
