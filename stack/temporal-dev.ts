@@ -43,7 +43,7 @@ export interface DevServerOptions {
  *   API's own worker, a dispatch less on the way to the container;
  * - polls completed on a worker's shutdown: a worker replica sent SIGTERM lets its open polls end
  *   (the server answers them) rather than cutting them, since a workflow task the server had handed to
- *   a cut poll was lost and timed out 10 s later (seen in test/rolling-restart.test.ts, 4 runs in 8).
+ *   a cut poll was lost and timed out 10 s later (seen in test/rolling-restart.test.ts, 5 runs in 15).
  */
 export const SERVER_DYNAMIC_CONFIG = [
   '--dynamic-config-value', 'system.enableEagerWorkflowStart=true',
