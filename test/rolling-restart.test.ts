@@ -59,6 +59,8 @@ async function requestSpanning(port: number, token: string, p: string, body: unk
 
 /** When each replica got its signal, exited and was back: for the message of a failure. */
 const timeline: string[] = [];
+/** Each worker replica restarted, by pid: when it got SIGTERM and when it had exited (ms since the epoch). */
+const stopped = new Map<number, { sigterm: number; exited: number }>();
 
 /**
  * SIGTERM, then the exit (its drain included), then the same replica again: one unit's restart. An API
@@ -73,8 +75,10 @@ async function restart(list: WorkerProcess[], i: number, role: 'api' | 'worker',
   } else {
     old.signal('SIGTERM');
   }
+  const sigterm = Date.now();
   const code = await old.exited;
   expect(code, `the ${role} replica's exit after SIGTERM:\n${old.output().slice(-2000)}`).toBe(0);
+  if (role === 'worker') stopped.set(old.pid, { sigterm, exited: Date.now() });
   timeline.push(`${new Date().toISOString()} exited ${role} ${i} (pid ${old.pid})`);
   list[i] = await startReplica(role, role === 'api' ? apiPorts[i] : undefined);
   timeline.push(`${new Date().toISOString()} ready ${role} ${i} (pid ${list[i]!.pid})`);
@@ -177,16 +181,30 @@ describe('api and worker replicas restarted one at a time behind nginx', () => {
     const rows = await stack.runtime.db.selectFrom('operations').select(['id', 'state', 'end_reason']).where('id', 'in', sessions).execute();
     expect(rows.filter((r) => r.state !== 'ended' || r.end_reason !== 'terminated')).toEqual([]);
     const troubled: string[] = [];
+    const lostAtShutdown: string[] = [];
     for (const id of sessions) {
       const history = await stack.runtime.client.workflow.getHandle(sessionWorkflowId(id)).fetchHistory();
       for (const e of history.events ?? []) {
         if (e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes || e.activityTaskFailedEventAttributes) {
           const started = history.events?.find((x) => String(x.eventId) === String(e.workflowTaskTimedOutEventAttributes?.startedEventId));
-          troubled.push(`session ${id}: event ${e.eventId} ${e.eventType} ${JSON.stringify(e.workflowTaskTimedOutEventAttributes ?? e.workflowTaskFailedEventAttributes ?? e.activityTaskFailedEventAttributes)}` +
-            (started ? ` (task started ${new Date(Number(started.eventTime?.seconds ?? 0) * 1000).toISOString()} by ${started.workflowTaskStartedEventAttributes?.identity})` : ''));
+          const startedAt = started ? Number(started.eventTime?.seconds ?? 0) * 1000 + Math.floor((started.eventTime?.nanos ?? 0) / 1e6) : undefined;
+          const identity = started?.workflowTaskStartedEventAttributes?.identity ?? '';
+          const line = `session ${id}: event ${e.eventId} ${e.eventType} ${JSON.stringify(e.workflowTaskTimedOutEventAttributes ?? e.workflowTaskFailedEventAttributes ?? e.activityTaskFailedEventAttributes)}` +
+            (startedAt !== undefined ? ` (task started ${new Date(startedAt).toISOString()} by ${identity})` : '');
+          // The SDK's own shutdown race (docs/deploy.md, "Rolling restarts"): a task the server hands a
+          // stopping replica's last poll after the SDK has declared its workflows shut down is dropped and
+          // times out. Told apart by who took it and when: the replica being stopped, between its SIGTERM
+          // (less the time a poll's answer spends on the way) and its exit.
+          const dying = stopped.get(Number(identity.split('@')[0]));
+          const lost = e.workflowTaskTimedOutEventAttributes && startedAt !== undefined && dying &&
+            startedAt >= dying.sigterm - 1000 && startedAt <= dying.exited;
+          (lost ? lostAtShutdown : troubled).push(line);
         }
       }
     }
     expect(troubled, `the replicas:\n${timeline.join('\n')}`).toEqual([]);
+    if (lostAtShutdown.length) console.log(`rolling restart: workflow tasks lost to the SDK's shutdown race (retried after their 10 s timeout):\n${lostAtShutdown.join('\n')}`);
+    // Each lost task stalls one session for 10 s: more than one per replica stopped is more than the race.
+    expect(lostAtShutdown.length, lostAtShutdown.join('\n')).toBeLessThanOrEqual(stopped.size);
   }, 600_000);
 });
