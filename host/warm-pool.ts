@@ -79,7 +79,7 @@ export class WarmPool {
       filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`, `${LABELS.appId}=${appId}`, `${LABELS.settings}=${hash}`], status: ['running'] },
     });
     for (const c of candidates) {
-      if (this.claimed.has(c.Id) || !c.Names.some((n) => n.includes('-pool-'))) continue;
+      if (this.claimed.has(c.Id) || !c.Names.some((n) => n.includes('-pool-')) || !this.isOwn(c.Labels)) continue;
       this.claimed.add(c.Id);
       try {
         await docker.getContainer(c.Id).rename({ name });
@@ -112,12 +112,12 @@ export class WarmPool {
    * (made with its current settings or not yet replaced), by app id and stack.
    */
   async figures(): Promise<{ appId: string; stack: string; target: number; ready: number }[]> {
-    const { docker, installation, stacks } = this.deps;
+    const { docker, installation } = this.deps;
     const pool = await docker.listContainers({ filters: { label: [`${LABELS.instance}=${installation}`, `${LABELS.pool}=true`], status: ['running'] } });
     const ready = new Map<string, { stack: string; n: number }>();
     for (const c of pool) {
       const stack = c.Labels[LABELS.stack] ?? '';
-      if (!stacks.includes(stack) || !c.Names.some((n) => n.includes('-pool-')) || this.claimed.has(c.Id)) continue;
+      if (!this.isOwn(c.Labels) || !c.Names.some((n) => n.includes('-pool-')) || this.claimed.has(c.Id)) continue;
       const appId = c.Labels[LABELS.appId] ?? '';
       ready.set(appId, { stack, n: (ready.get(appId)?.n ?? 0) + 1 });
     }
@@ -125,6 +125,23 @@ export class WarmPool {
     return [...ids].map((appId) => ({
       appId, stack: this.targets.get(appId)?.stack ?? ready.get(appId)!.stack, target: this.targets.get(appId)?.count ?? 0, ready: ready.get(appId)?.n ?? 0,
     }));
+  }
+
+  /** This host's whole pool: the sum of `figures()`, for its row in `hosts` (GET /hosts). */
+  async totals(): Promise<{ ready: number; target: number }> {
+    const figures = await this.figures();
+    return { ready: figures.reduce((n, f) => n + f.ready, 0), target: figures.reduce((n, f) => n + f.target, 0) };
+  }
+
+  /**
+   * A pool container this host made: of one of its stacks, and labelled with its id. Hosts that share a
+   * Docker engine (several host processes on one machine) would otherwise take, count and remove each
+   * other's as their own. One without the label is from a version that did not set it, when one host
+   * had the engine to itself.
+   */
+  private isOwn(labels: Record<string, string>): boolean {
+    const host = labels[LABELS.host];
+    return this.deps.stacks.includes(labels[LABELS.stack] ?? '') && (host === undefined || host === this.deps.hostId);
   }
 
   private async keep(): Promise<void> {
@@ -160,7 +177,7 @@ export class WarmPool {
       if (this.claimed.has(c.Id)) continue;
       const poolName = c.Names.find((n) => n.includes('-pool-'));
       if (!poolName) continue; // serving a session: the session's to remove
-      if (!stacks.includes(c.Labels[LABELS.stack] ?? '')) continue; // another host's
+      if (!this.isOwn(c.Labels)) continue; // another host's
       const appId = c.Labels[LABELS.appId] ?? '';
       const w = wanted.get(appId);
       const have = kept.get(appId) ?? 0;
