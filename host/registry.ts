@@ -19,6 +19,8 @@ export interface HostAnnouncement {
   dataDir: string;
   /** The most live sessions placement may put here (ESSH_HOST_MAX_SESSIONS). */
   maxSessions?: number;
+  /** Its warm pool's figures, read at each report; absent for a host without a pool. */
+  pool?: () => Promise<{ ready: number; target: number }>;
 }
 
 /**
@@ -58,6 +60,11 @@ export class HostRegistration {
   private async write(): Promise<void> {
     const a = this.announcement;
     const fs = await statfs(a.dataDir).catch(() => null);
+    // A report without its pool's figures beats none: the host's liveness rides on this row.
+    const pool = a.pool ? await a.pool().catch((err) => {
+      this.deps.log.warn({ err }, 'reading the warm pool for the host report failed');
+      return null;
+    }) : null;
     const row = {
       stacks: JSON.stringify(a.stacks),
       ssh_host: a.ssh?.host ?? null,
@@ -68,6 +75,8 @@ export class HostRegistration {
       // libuv reads MemAvailable from /proc/meminfo: what new containers can have without swapping out others.
       free_memory_bytes: os.freemem(),
       max_sessions: a.maxSessions ?? null,
+      pool_ready: pool?.ready ?? null,
+      pool_target: pool?.target ?? null,
       // Never `cordoned`: the operators' API is its one writer, and a restarted host stays cordoned.
       seen_at: nowIso(),
     };

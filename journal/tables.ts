@@ -39,6 +39,9 @@ export interface HostsTable {
   free_memory_bytes: number | null;
   /** 1: an operator cordoned it (POST /hosts/{id}/cordon), so it takes no new session. Only the operators' API writes it. */
   cordoned: Generated<number>;
+  /** Its warm pool as it last reported: containers running, and how many its stacks' apps ask for. Null: no pool. */
+  pool_ready: number | null;
+  pool_target: number | null;
   seen_at: string;
 }
 

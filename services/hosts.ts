@@ -65,5 +65,6 @@ function hostView(r: HostRow, liveSessions: number): Host {
     seen_at: seenAt,
     stale: Date.parse(seenAt) < Date.now() - HOST_STALE_S * 1000,
     cordoned: Number(r.cordoned) === 1,
+    pool: r.pool_ready === null || r.pool_target === null ? null : { ready: Number(r.pool_ready), target: Number(r.pool_target) },
   };
 }

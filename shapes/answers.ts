@@ -108,5 +108,9 @@ export const hostSchema = z.object({
   seen_at: time.describe('its last report'),
   stale: z.boolean().describe('it has not reported for 45 s: placement skips it'),
   cordoned: z.boolean().describe('an operator cordoned it: it takes no new session'),
+  pool: z.object({
+    ready: z.number().int().describe('its warm pool containers running, as it last reported'),
+    target: z.number().int().describe("how many its stacks' apps ask for (their warm_pool)"),
+  }).nullable().describe('its warm pools, all apps together; null before it first reported them'),
 });
 export type Host = z.infer<typeof hostSchema>;

@@ -250,6 +250,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       });
       registration = new HostRegistration({ db, log, intervalS: config.reconcileIntervalS }, {
         hostId: config.hostId, stacks: parts.hostStacks, dataDir: config.dataDir, maxSessions: config.hostMaxSessions,
+        pool: () => pool.totals(),
       });
       await registration.start();
       const reg = registration;

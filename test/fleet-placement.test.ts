@@ -7,7 +7,8 @@
 //   row), the connect block names that host's portal, and a client attaches through it to a prompt;
 // - `ssh <app>@host` on a full host names a host of the stack that has room;
 // - a cordoned host takes no new session (its own re-registration does not undo the cordon), and
-//   uncordoned it takes them again; GET /hosts reports all of it, to operators only.
+//   uncordoned it takes them again; GET /hosts reports all of it, to operators only;
+// - each host keeps its own warm pool on the shared engine, and GET /hosts reports it.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +33,7 @@ const hostDirs = new Map<string, string>();
 interface HostView {
   id: string; stacks: string[]; live_sessions: number; max_sessions: number; free_disk_bytes: number | null;
   free_memory_bytes: number | null; ssh: { host: string; port: number } | null; seen_at: string; stale: boolean; cordoned: boolean;
+  pool: { ready: number; target: number } | null;
 }
 
 async function hosts(): Promise<Map<string, HostView>> {
@@ -216,5 +218,37 @@ describe('a stack of three hosts, placed by capacity', () => {
     const ready = await waitForState(stack, tenant.token, r.body.id, 'waiting_for_client', 90_000);
     expect((await docker.getContainer(ready.container_id).inspect()).Config.Labels[LABELS.host]).toBe('fleet-b');
     expect((await hosts()).get('fleet-b')!.live_sessions).toBe(1);
+  });
+  it('each host keeps its own warm pool of the app on the shared engine, leaves the others\' alone, and reports it', async () => {
+    const poolOf = async () => (await docker.listContainers({
+      filters: { label: [`${LABELS.pool}=true`, `${LABELS.app}=${tenant.app}`], status: ['running'] },
+    })).filter((c) => c.Names.some((n) => n.includes('-pool-')));
+    expect((await stack.api.request('PATCH', `/apps/${tenant.app}`, stack.adminToken, { warm_pool: 1 })).status).toBe(200);
+    try {
+      await waitFor('every host reporting a warm pool of 1, filled', async () => {
+        const h = await hosts();
+        return HOSTS.every((x) => h.get(x)!.pool?.ready === 1 && h.get(x)!.pool?.target === 1);
+      }, 120_000, 250);
+      const first = await poolOf();
+      expect(first.map((c) => c.Labels[LABELS.host]).sort()).toEqual(HOSTS);
+      // Two more reports of every host, each after a keeper pass: a host that took the others'
+      // containers for its own would have removed two as surplus and made them again.
+      for (let pass = 0; pass < 2; pass++) {
+        const seen = new Map([...(await hosts())].map(([id, x]) => [id, x.seen_at]));
+        await waitFor('a report of every host after the last', async () => {
+          const h = await hosts();
+          return HOSTS.every((x) => h.get(x)!.seen_at > seen.get(x)!);
+        }, 30_000, 250);
+      }
+      expect((await poolOf()).map((c) => c.Id).sort()).toEqual(first.map((c) => c.Id).sort());
+      expect([...(await hosts()).values()].map((x) => x.pool)).toEqual(HOSTS.map(() => ({ ready: 1, target: 1 })));
+    } finally {
+      await stack.api.request('PATCH', `/apps/${tenant.app}`, stack.adminToken, { warm_pool: 0 });
+    }
+    await waitFor('the pools removed', async () => (await poolOf()).length === 0, 60_000, 250);
+    await waitFor('every host reporting an empty pool', async () => {
+      const h = await hosts();
+      return HOSTS.every((x) => h.get(x)!.pool?.ready === 0 && h.get(x)!.pool?.target === 0);
+    }, 30_000, 250);
   });
 });

@@ -13,6 +13,7 @@ import { sessionEnvMigrations } from './0014_session_env.js';
 import { detachedSessionMigrations } from './0015_detached_sessions.js';
 import { hostPlacementMigrations } from './0016_host_placement.js';
 import { portForwardingMigrations } from './0018_port_forwarding.js';
+import { hostPoolMigrations } from './0019_host_pool.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -33,5 +34,6 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...detachedSessionMigrations(engine),
     ...hostPlacementMigrations(engine),
     ...portForwardingMigrations(engine),
+    ...hostPoolMigrations(engine),
   };
 }

@@ -1,0 +1,17 @@
+import type { Kysely, Migration } from 'kysely';
+import type { DbEngine } from '../db.js';
+
+/**
+ * A host's warm pool as it last reported it (GET /hosts): its pool containers running and the number its
+ * apps ask for. Null until a host of this version reports, and for a host without a pool.
+ */
+export function hostPoolMigrations(_engine: DbEngine): Record<string, Migration> {
+  return {
+    '0019_host_pool': {
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('hosts').addColumn('pool_ready', 'integer').execute();
+        await db.schema.alterTable('hosts').addColumn('pool_target', 'integer').execute();
+      },
+    },
+  };
+}
