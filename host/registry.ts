@@ -4,7 +4,6 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
 import type { HostRow } from '../journal/tables.js';
 
 /** What a stack host tells the rest of essh about itself (the `hosts` table). */
@@ -22,12 +21,6 @@ export interface HostAnnouncement {
   /** Its warm pool's figures, read at each report; absent for a host without a pool. */
   pool?: () => Promise<{ ready: number; target: number }>;
 }
-
-/**
- * A host that has not reported for this long is taken to be gone: the API sends it no new session. (The
- * host-loss sweep ends its sessions after ESSH_HOST_STALE_S, by default the same.)
- */
-export const HOST_STALE_S = DEFAULT_HOST_STALE_S;
 
 /**
  * Keeps this host's row in `hosts` current: at start, whenever a part of it changes (the portal's

@@ -1,6 +1,5 @@
 import type { Db } from '../lib/db.js';
 import type { HostRow } from '../journal/tables.js';
-import { HOST_STALE_S } from '../host/registry.js';
 import type { Host } from '../shapes/answers.js';
 import { recordAudit } from './audit.js';
 import { access, type Principal } from './auth.js';
@@ -14,7 +13,8 @@ import { DEFAULT_HOST_MAX_SESSIONS, liveSessionsOn } from './placement.js';
  * `hosts.cordoned`; the hosts write the rest of their rows (host/registry.ts).
  */
 export class HostsService {
-  constructor(private readonly db: Db) {}
+  /** `staleS`: ESSH_HOST_STALE_S, after which a silent host is shown `stale` (placement skips it). */
+  constructor(private readonly db: Db, private readonly opts: { staleS: number }) {}
 
   /**
    * Every host that ever reported, by id, paged as every list is. Hosts are keyed by their name, not a
@@ -26,14 +26,14 @@ export class HostsService {
     const offset = page.after ?? 0;
     const rows = await this.db.selectFrom('hosts').selectAll().orderBy('host_id').offset(offset).limit(page.limit + 1).execute();
     const live = await liveSessionsOn(this.db, rows.map((r) => r.host_id));
-    return pageOf(rows, page, (r) => offset + rows.indexOf(r) + 1, (r) => hostView(r, live.get(r.host_id) ?? 0));
+    return pageOf(rows, page, (r) => offset + rows.indexOf(r) + 1, (r) => hostView(r, live.get(r.host_id) ?? 0, this.opts.staleS));
   }
 
   async get(p: Principal, hostId: string): Promise<Host> {
     access.requireOperator(p, 'see a host');
     const row = await this.db.selectFrom('hosts').selectAll().where('host_id', '=', hostId).executeTakeFirst();
     if (!row) throw notFound(`Host "${hostId}"`);
-    return hostView(row, (await liveSessionsOn(this.db, [hostId])).get(hostId) ?? 0);
+    return hostView(row, (await liveSessionsOn(this.db, [hostId])).get(hostId) ?? 0, this.opts.staleS);
   }
 
   /** Cordons (true) or uncordons a host; idempotent, and audited only when it changes something. */
@@ -52,7 +52,7 @@ export class HostsService {
   }
 }
 
-function hostView(r: HostRow, liveSessions: number): Host {
+function hostView(r: HostRow, liveSessions: number, staleS: number): Host {
   const seenAt = r.seen_at;
   return {
     id: r.host_id,
@@ -63,7 +63,7 @@ function hostView(r: HostRow, liveSessions: number): Host {
     free_memory_bytes: r.free_memory_bytes === null ? null : Number(r.free_memory_bytes),
     ssh: r.ssh_host && r.ssh_port ? { host: r.ssh_host, port: Number(r.ssh_port) } : null,
     seen_at: seenAt,
-    stale: Date.parse(seenAt) < Date.now() - HOST_STALE_S * 1000,
+    stale: Date.parse(seenAt) < Date.now() - staleS * 1000,
     cordoned: Number(r.cordoned) === 1,
     pool: r.pool_ready === null || r.pool_target === null ? null : { ready: Number(r.pool_ready), target: Number(r.pool_target) },
   };

@@ -1,7 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database, DbEngine } from '../lib/db.js';
 import type { HostRow } from '../journal/tables.js';
-import { HOST_STALE_S } from '../host/registry.js';
 import { ApiError } from './errors.js';
 
 /** The most live sessions a host that reported no limit of its own (a process from before placement) takes. */
@@ -23,11 +22,16 @@ export interface PlacementRequest {
   minFreeDiskBytes: number;
   /** The portal of this host asked: the session goes there or nowhere (its client is connected to it). */
   onHost?: string;
+  /**
+   * A host silent this long takes no new session (ESSH_HOST_STALE_S): the same bound after which the
+   * host-loss sweep ends its sessions, so a host is never both lost to the sweep and chosen here.
+   */
+  hostStaleS: number;
 }
 
 const mb = (b: number) => Math.floor(b / (1024 * 1024));
 
-/** Whether a host row is one of `stack`'s hosts that has reported within HOST_STALE_S. */
+/** Whether a host row is one of `stack`'s hosts that has reported within the stale bound. */
 function servesLive(h: HostRow, stack: string, freshSince: string): boolean {
   return h.seen_at > freshSince && (JSON.parse(h.stacks) as string[]).includes(stack);
 }
@@ -41,7 +45,7 @@ export async function stackHostsCapacity(
   db: Transaction<Database> | Pick<Transaction<Database>, 'selectFrom'>,
   req: Omit<PlacementRequest, 'onHost'>,
 ): Promise<HostCapacity[]> {
-  const freshSince = new Date(Date.now() - HOST_STALE_S * 1000).toISOString();
+  const freshSince = new Date(Date.now() - req.hostStaleS * 1000).toISOString();
   const hosts = (await db.selectFrom('hosts').selectAll().where('seen_at', '>', freshSince).orderBy('host_id').execute())
     .filter((h) => servesLive(h, req.stack, freshSince));
   if (hosts.length === 0) return [];

@@ -1,6 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
+import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import type { Metrics } from '../lib/metrics.js';
 import { nowIso } from '../lib/db.js';
@@ -64,6 +65,8 @@ export class SessionsService {
       createRatePerMinute?: number;
       /** A host reporting less free disk than this takes no new session (services/placement.ts). */
       minFreeDiskBytes?: number;
+      /** A host silent this long takes no new session (ESSH_HOST_STALE_S); 45 s if absent. */
+      hostStaleS?: number;
       /** Sessions accepted and refused (lib/metrics.ts). */
       metrics?: Pick<Metrics, 'sessionsCreated' | 'sessionCreateRejected'>;
     },
@@ -172,6 +175,7 @@ export class SessionsService {
       // The host, in the same transaction: its count of live sessions and this insert are one step.
       const host = await placeSession(trx, engine, {
         stack: app.stack_name, containerSizeMb, minFreeDiskBytes: this.deps.minFreeDiskBytes ?? 0, onHost: placement.onHost,
+        hostStaleS: this.deps.hostStaleS ?? DEFAULT_HOST_STALE_S,
       });
       const id = await insertOperation(trx, {
         accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,

@@ -106,7 +106,7 @@ export const hostSchema = z.object({
   free_memory_bytes: z.number().int().nullable().describe('MemAvailable, as it last reported'),
   ssh: z.object({ host: z.string(), port: z.number().int() }).nullable().describe('where its SSH portal answers'),
   seen_at: time.describe('its last report'),
-  stale: z.boolean().describe('it has not reported for 45 s: placement skips it'),
+  stale: z.boolean().describe('it has not reported for ESSH_HOST_STALE_S (45 s by default): placement skips it'),
   cordoned: z.boolean().describe('an operator cordoned it: it takes no new session'),
   pool: z.object({
     ready: z.number().int().describe('its warm pool containers running, as it last reported'),

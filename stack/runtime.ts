@@ -168,6 +168,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
       ssh: sshEndpoint,
       createRatePerMinute: config.session.createRatePerMinute,
       minFreeDiskBytes: config.minFreeDiskBytes,
+      hostStaleS: config.hostLoss.staleS,
       metrics,
     });
     const admin = new AdminService(db, secrets, { tokenDefaultTtlS: config.tokenDefaultTtlS });
@@ -309,7 +310,7 @@ export async function startRuntime(config: Config, parts: RuntimeParts, log = cr
           drainRoutes(new DrainsService(db, secrets, { allowPrivateTargets: config.drains.allowPrivateTargets })),
           recordingRoutes(recordings),
           auditRoutes(new AuditService(db)),
-          hostRoutes(new HostsService(db)),
+          hostRoutes(new HostsService(db, { staleS: config.hostLoss.staleS })),
         ],
         pages: consolePages(log),
       });

@@ -8,19 +8,25 @@
 // - `ssh <app>@host` on a full host names a host of the stack that has room;
 // - a cordoned host takes no new session (its own re-registration does not undo the cordon), and
 //   uncordoned it takes them again; GET /hosts reports all of it, to operators only;
-// - each host keeps its own warm pool on the shared engine, and GET /hosts reports it.
+// - each host keeps its own warm pool on the shared engine, and GET /hosts reports it;
+// - one of the three killed for good: once silent for ESSH_HOST_STALE_S it takes no new session, its
+//   session ends container_lost naming it, the others' go on; back again, it removes what it left.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../lib/docker.js';
 import { openPortalShell } from '../portal/client.js';
-import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 const MAX = 2;
 const HOSTS = ['fleet-a', 'fleet-b', 'fleet-c'];
+// Shorter than the production 45 s and 10 s, so that the host killed for good is not waited out; long
+// enough that a host merely slowed by the loaded machine (it reports every 2 s) is not taken for lost.
+const STALE_S = 20;
+const SWEEP_S = 2;
 /** The demo image's shell prompt (busybox's line editor then asks the terminal where its cursor is). */
 const PROMPT = /:\/app[$#] /;
 
@@ -29,6 +35,7 @@ let tenant: Awaited<ReturnType<typeof createTenant>>;
 let keyDir: string;
 const processes: WorkerProcess[] = [];
 const hostDirs = new Map<string, string>();
+const hostEnvs = new Map<string, Record<string, string>>();
 
 interface HostView {
   id: string; stacks: string[]; live_sessions: number; max_sessions: number; free_disk_bytes: number | null;
@@ -53,17 +60,21 @@ async function create() {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
+  stack = await startTestStack({
+    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
+  });
   tenant = await createTenant(stack, { plan: 'enterprise', max: 20 });
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-fleet-keys-'));
   const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
   for (const id of HOSTS) hostDirs.set(id, await mkdtemp(path.join(os.tmpdir(), `essh-${id}-`)));
   // One at a time: three tsx start-ups at once on two cores take longer than one after the other.
   for (const id of HOSTS) {
-    processes.push(await startWorkerProcess(stack, {
+    hostEnvs.set(id, {
       ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: id, ESSH_DATA_DIR: hostDirs.get(id)!,
       ESSH_SECRETS_KEY: secretsKey, ESSH_HOST_MAX_SESSIONS: String(MAX),
-    }));
+    });
+    processes.push(await startWorkerProcess(stack, hostEnvs.get(id)!));
   }
   await waitFor('the three hosts with their portals in GET /hosts', async () => {
     const h = await hosts();
@@ -250,5 +261,53 @@ describe('a stack of three hosts, placed by capacity', () => {
       const h = await hosts();
       return HOSTS.every((x) => h.get(x)!.pool?.ready === 0 && h.get(x)!.pool?.target === 0);
     }, 30_000, 250);
+  });
+  // Last: it kills fleet-c.
+  it('one host killed for good: once stale it takes no new session, its session ends container_lost, the others\' go on; back, it removes what it left', async () => {
+    const ids: number[] = [];
+    for (let i = 0; i < HOSTS.length; i++) {
+      const r = await create();
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      ids.push(r.body.id);
+    }
+    // Spread by room: one on each host.
+    const on = new Map<string, number>();
+    for (const id of ids) on.set((await placedOn(id))!, id);
+    expect([...on.keys()].sort()).toEqual(HOSTS);
+    const ready = new Map<string, any>();
+    for (const [host, id] of on) ready.set(host, await waitForState(stack, tenant.token, id, 'waiting_for_client', 90_000));
+
+    const dead = processes[HOSTS.indexOf('fleet-c')]!;
+    await dead.kill('SIGKILL');
+    const lastSeenAt = (await hosts()).get('fleet-c')!.seen_at;
+    await waitFor('fleet-c shown stale', async () => (await hosts()).get('fleet-c')!.stale, (STALE_S + 30) * 1000, 250);
+    // The two live hosts have one slot each left: both new sessions go there, none to the dead host.
+    for (let i = 0; i < 2; i++) {
+      const r = await create();
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      expect(['fleet-a', 'fleet-b']).toContain(await placedOn(r.body.id));
+      ids.push(r.body.id);
+    }
+    // The live hosts are full now; the dead one, though its count shows room, is not offered.
+    const refused = await create();
+    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+    expect(refused.body.message).toContain(`host fleet-a is full (${MAX} of ${MAX} live sessions); host fleet-b is full`);
+    expect(refused.body.message).not.toContain('fleet-c');
+    const lost = await waitForState(stack, tenant.token, on.get('fleet-c')!, 'ended', (STALE_S + SWEEP_S + 60) * 1000);
+    expect(lost).toMatchObject({
+      end_reason: 'container_lost',
+      end_message: `host fleet-c stopped reporting at ${lastSeenAt}; its container could not be removed and will be when the host returns`,
+    });
+    for (const host of ['fleet-a', 'fleet-b']) {
+      const s = await stack.api.get(`/sessions/${on.get(host)}`, tenant.token);
+      expect(s.body.state, `the session on ${host}`).toBe('waiting_for_client');
+    }
+    const left = ready.get('fleet-c').container_id as string;
+    expect(await containerExists(left)).toBe(true);
+
+    // Back with the same id and data dir: its reconciler removes the container it left.
+    processes[HOSTS.indexOf('fleet-c')] = await startWorkerProcess(stack, hostEnvs.get('fleet-c')!);
+    await waitFor('the container fleet-c left removed', async () => !(await containerExists(left)), 60_000, 500);
+    expect((await hosts()).get('fleet-c')!.stale).toBe(false);
   });
 });
