@@ -24,7 +24,16 @@ const apiPorts: number[] = [];
 const apis: WorkerProcess[] = [];
 const workers: WorkerProcess[] = [];
 
-function startReplica(role: 'api' | 'worker', apiPort?: number) {
+/** Every replica process started, by pid: the output of the one a failure names goes in its message. */
+const replicas = new Map<number, WorkerProcess>();
+
+async function startReplica(role: 'api' | 'worker', apiPort?: number) {
+  const p = await startReplicaProcess(role, apiPort);
+  replicas.set(p.pid, p);
+  return p;
+}
+
+function startReplicaProcess(role: 'api' | 'worker', apiPort?: number) {
   return startWorkerProcess(stack, {
     ...(apiPort ? { ESSH_API_PORT: String(apiPort), ESSH_API_HOST: '127.0.0.1' } : {}),
     ESSH_SESSION_CREATE_RATE: '0',
@@ -202,7 +211,11 @@ describe('api and worker replicas restarted one at a time behind nginx', () => {
         }
       }
     }
-    expect(troubled, `the replicas:\n${timeline.join('\n')}`).toEqual([]);
+    const outputOf = (line: string) => {
+      const pid = Number(/by (\d+)@/.exec(line)?.[1]);
+      return replicas.has(pid) ? `\nthe output of ${pid}, its end:\n${replicas.get(pid)!.output().slice(-3000)}` : '';
+    };
+    expect(troubled, `the replicas:\n${timeline.join('\n')}${troubled.map(outputOf).join('')}`).toEqual([]);
     if (lostAtShutdown.length) console.log(`rolling restart: workflow tasks lost to the SDK's shutdown race (retried after their 10 s timeout):\n${lostAtShutdown.join('\n')}`);
     // Each lost task stalls one session for 10 s: more than one per replica stopped is more than the race.
     expect(lostAtShutdown.length, lostAtShutdown.join('\n')).toBeLessThanOrEqual(stopped.size);
