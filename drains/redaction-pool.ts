@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
@@ -37,6 +38,24 @@ interface Slot {
 /** Enough for one job to wait little behind another account's (a job takes at most its windows × budget). */
 const JOB_CHARS = 32 * 1024;
 const WATCH_MS = 20;
+/**
+ * The most wall time a text may take, however little CPU its worker gets meanwhile: 15 budgets, and
+ * never under 30 s (a host loaded enough to starve its worker that long delays the account's output).
+ */
+const wallCapMs = (budgetMs: number) => Math.max(15 * budgetMs, 30_000);
+
+/** A worker thread's CPU time in ms (Linux, clock ticks of 10 ms), by its thread id; NaN if it cannot be read. */
+function threadCpuMs(tid: number): number {
+  if (!tid) return NaN;
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    // utime and stime (fields 14 and 15), counted after the command name's last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
 
 /**
  * A few worker threads that run the redaction rules (drains/redaction-worker.ts), so that no rule can
@@ -111,13 +130,22 @@ export class RedactionPool {
     }
   }
 
-  /** Stops each worker whose current text has been running longer than its job's budget. */
+  /**
+   * Stops each worker whose current text has taken more than its job's budget of CPU time, or, where that
+   * cannot be read, of wall time. CPU time, because the workers run at a lower priority: on a loaded host
+   * a text's wall time is mostly waiting for others' work, and going by it withheld the output of a rule
+   * that had been measured and accepted, for load that was not its account's. A worker that gets almost
+   * no CPU for long (wallCapMs) is stopped all the same: its account's output waits no longer.
+   */
   private overruns() {
     const now = Date.now();
     this.slots.forEach((slot, i) => {
       const job = slot?.job;
       if (!slot || !job || Atomics.load(slot.progress, 0) !== job.req.job) return;
-      if (now - slot.startedAt[0]! <= job.budgetMs) return;
+      const wallMs = now - slot.startedAt[0]!;
+      if (wallMs <= job.budgetMs) return;
+      const cpuMs = threadCpuMs(Atomics.load(slot.progress, 3)) - slot.startedAt[1]!;
+      if (Number.isFinite(cpuMs) && cpuMs <= job.budgetMs && wallMs <= wallCapMs(job.budgetMs)) return;
       const overrun = { index: Atomics.load(slot.progress, 1), ruleId: Atomics.load(slot.progress, 2) };
       this.retire(i, slot);
       job.resolve({ job: job.req.job, overrun });
@@ -136,8 +164,9 @@ export class RedactionPool {
   }
 
   private spawn(i: number): Slot {
-    const progress = new Int32Array(new SharedArrayBuffer(3 * 4));
-    const startedAt = new Float64Array(new SharedArrayBuffer(8));
+    // progress: the job, the text's index, the rule's id, the thread's id; startedAt: wall and CPU ms.
+    const progress = new Int32Array(new SharedArrayBuffer(4 * 4));
+    const startedAt = new Float64Array(new SharedArrayBuffer(2 * 8));
     const worker = new Worker(new URL('./redaction-worker-entry.mjs', import.meta.url), {
       workerData: { progress: progress.buffer, startedAt: startedAt.buffer },
     });

@@ -47,6 +47,7 @@ function handle(req: PoolRequest): PoolResponse {
         progress[1] = -1;
         progress[2] = spec.id;
         startedAt[0] = Date.now();
+        startedAt[1] = threadCpuMs();
         rules.push(compiledRule(spec));
       }
     } catch (err) {
@@ -56,6 +57,7 @@ function handle(req: PoolRequest): PoolResponse {
     const windows = req.windows.map((w, i) => {
       progress[1] = i;
       startedAt[0] = Date.now();
+      startedAt[1] = threadCpuMs();
       return redactWindow(w, rules, (r) => (progress[2] = req.rules[r]!.id));
     });
     return { job: req.job, windows };
@@ -64,6 +66,7 @@ function handle(req: PoolRequest): PoolResponse {
   progress[1] = -1;
   progress[2] = 0;
   startedAt[0] = Date.now();
+  startedAt[1] = threadCpuMs();
   let rule: CompiledRule;
   try {
     rule = compileRule({ pattern: req.pattern, replacement: '', luhn: req.luhn });
@@ -111,8 +114,17 @@ function threadTimeMs(): number {
   return cpuTimeReadable ? ticksOf(readFileSync(threadStat, 'utf8')) * 10 : performance.now();
 }
 
+/** This thread's CPU time for the pool's watch (NaN where it cannot be read: the pool then goes by wall time). */
+function threadCpuMs(): number {
+  return cpuTimeReadable ? ticksOf(readFileSync(threadStat, 'utf8')) * 10 : NaN;
+}
+
+// The pool reads this thread's CPU time from /proc/self/task/<tid>/stat while a text runs here.
+if (cpuTimeReadable) progress[3] = Number(readFileSync(threadStat, 'utf8').split(' ')[0]);
+
 parentPort!.on('message', (req: PoolRequest) => {
   startedAt[0] = Date.now();
+  startedAt[1] = threadCpuMs();
   progress[1] = -1;
   Atomics.store(progress, 0, req.job);
   let res: PoolResponse;
