@@ -1,7 +1,6 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
-import { nowIso } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
 import { grantProblem } from '../lib/grants.js';
 import { isOurs, type Installation } from '../lib/instance.js';
@@ -19,6 +18,7 @@ import { closeJournal } from '../journal/close.js';
 import { runDetachedProgram } from '../host/detached.js';
 import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
 import type { EgressGuard } from '../host/egress.js';
+import { recordJournalStarted } from '../journal/rows.js';
 
 export interface HostActivityDeps {
   docker: Docker;
@@ -199,9 +199,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     } finally {
       writer.close();
     }
-    await db.insertInto('session_journals')
-      .values({ operation_id: spec.operationId, account_id: accountId, host_id: hostId, created_at: nowIso(), ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null })
-      .onConflict((oc) => oc.column('operation_id').doUpdateSet({ host_id: hostId })).execute();
+    await recordJournalStarted(db, { operationId: spec.operationId, accountId, hostId });
     announceJournalAppended(spec.operationId);
   }
 

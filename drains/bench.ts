@@ -24,6 +24,7 @@ import { announceJournalAppended } from '../journal/news.js';
 import { JournalWriter } from '../journal/writer.js';
 import { drainShell, openPortalShell } from '../portal/client.js';
 import { DrainShipper } from './shipper.js';
+import { recordJournalEnded, recordJournalStarted } from '../journal/rows.js';
 
 const run = promisify(execFile);
 const now = () => performance.timeOrigin + performance.now();
@@ -175,9 +176,7 @@ export async function benchShipperThroughput(opts: {
       paused_reason: null, paused_at: null, last_success_at: null, last_error_at: null, last_error: null, last_error_status: null,
       last_error_detail: null, created_at: new Date(Date.now() - 1000).toISOString(),
     }).execute();
-    await db.insertInto('session_journals').values({
-      operation_id: operationId, account_id: Number(account.id), host_id: hostId, created_at: at, ended_at: null, output_bytes: 0, truncated: 0, deleted_at: null,
-    }).execute();
+    await recordJournalStarted(db, { operationId, accountId: Number(account.id), hostId, createdAt: at });
 
     shipper = new DrainShipper({ db, log: createLogger('warn'), secrets: opts.secrets, hostId, dataDir: dir, settings: { allowPrivateTargets: true } });
     shipper.start();
@@ -210,7 +209,7 @@ export async function benchShipperThroughput(opts: {
     writer.ended({ end_reason: 'exit', end_message: null, ended_by: null, exit_code: 0, duration_s: 1, output_complete: true });
     const endAt = now();
     writer.close();
-    await db.updateTable('session_journals').set({ ended_at: nowIso(), output_bytes: written }).where('operation_id', '=', operationId).execute();
+    await recordJournalEnded(db, operationId, { endedAt: nowIso(), outputBytes: written });
     announceJournalAppended(operationId);
     const r = await receiver.ended((opts.timeoutS ?? 600) * 1000);
     const seconds = (Number(r.lastOutputAt) - Number(r.firstAt)) / 1000;

@@ -1,10 +1,10 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
-import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { journalPath } from '../journal/writer.js';
 import { forgetJournalSeal } from '../journal/seal.js';
+import { recordJournalDeleted } from '../journal/rows.js';
 
 /**
  * Deletes, on its host, the journal (the drains' queue and the recording) of each session that ended
@@ -54,7 +54,7 @@ export class JournalRetention {
       const id = Number(operation_id);
       await rm(journalPath(dataDir, id), { force: true });
       forgetJournalSeal(dataDir, id);
-      await db.updateTable('session_journals').set({ deleted_at: nowIso() }).where('operation_id', '=', id).execute();
+      await recordJournalDeleted(db, id);
       deleted++;
     }
     if (deleted) log.info({ deleted }, 'deleted session journals past their retention');

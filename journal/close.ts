@@ -4,6 +4,7 @@ import type { EndReason } from '../shapes/enumerations.js';
 import { announceJournalAppended } from './news.js';
 import { sealJournal } from './seal.js';
 import { JournalWriter } from './writer.js';
+import { recordJournalEnded } from './rows.js';
 
 export interface JournalEnd {
   operationId: number;
@@ -40,8 +41,7 @@ export async function closeJournal(deps: { db: Db; dataDir: string }, end: Journ
       output_complete: !row.truncated,
       ...(end.detach ? { detached: true } : {}),
     });
-    await db.updateTable('session_journals').set({ ended_at: closedAt, output_bytes: writer.bytes })
-      .where('operation_id', '=', end.operationId).execute();
+    await recordJournalEnded(db, end.operationId, { endedAt: closedAt, outputBytes: writer.bytes });
   } finally {
     writer.close();
   }

@@ -3,6 +3,7 @@ import type { ForwardDetails, OutputStream } from './format.js';
 import { announceJournalAppended } from './news.js';
 import { JournalHold } from './seal.js';
 import { JournalWriter } from './writer.js';
+import { recordJournalTruncated } from './rows.js';
 
 /** The drains on this host hear of new output at most this often. */
 const JOURNAL_NEWS_MS = 50;
@@ -67,7 +68,7 @@ export class SessionOutputJournal {
   private markTruncated() {
     if (this.truncated) return;
     this.truncated = true;
-    this.db.updateTable('session_journals').set({ truncated: 1 }).where('operation_id', '=', this.operationId).execute()
+    recordJournalTruncated(this.db, this.operationId)
       .catch((err) => this.onError(err, 'recording a journal truncation failed'));
   }
 }
