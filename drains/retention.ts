@@ -1,10 +1,7 @@
-import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { journalPath } from '../journal/writer.js';
-import { forgetJournalSeal } from '../journal/seal.js';
-import { recordJournalDeleted } from '../journal/rows.js';
+import { deleteJournal } from '../journal/rows.js';
 
 /**
  * Deletes, on its host, the journal (the drains' queue and the recording) of each session that ended
@@ -52,9 +49,7 @@ export class JournalRetention {
     let deleted = 0;
     for (const { operation_id } of expired) {
       const id = Number(operation_id);
-      await rm(journalPath(dataDir, id), { force: true });
-      forgetJournalSeal(dataDir, id);
-      await recordJournalDeleted(db, id);
+      await deleteJournal(db, dataDir, id);
       deleted++;
     }
     if (deleted) log.info({ deleted }, 'deleted session journals past their retention');

@@ -1,8 +1,11 @@
 // The one writer of `session_journals` (journal/tables.ts): where a session's journal is, whether it is
 // complete, and when its file was deleted. The host's provisioning, the portal's output, the journal's
-// close and the retention pass call these rather than writing the row themselves.
+// close and the retention pass call these rather than writing the row themselves (and deleting the file).
+import { rm } from 'node:fs/promises';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
+import { forgetJournalSeal } from './seal.js';
+import { journalPath } from './writer.js';
 
 /**
  * A journal was started on `hostId` (provisioning). Again for the same session (a retried provisioning,
@@ -29,6 +32,13 @@ export async function recordJournalEnded(db: Db, operationId: number, end: { end
 }
 
 /** Its file was deleted past the retention. */
-export async function recordJournalDeleted(db: Db, operationId: number): Promise<void> {
+async function recordJournalDeleted(db: Db, operationId: number): Promise<void> {
   await db.updateTable('session_journals').set({ deleted_at: nowIso() }).where('operation_id', '=', operationId).execute();
+}
+
+/** Deletes a session's journal file past its retention, keeping its row (with `deleted_at`: its recording answers 410). */
+export async function deleteJournal(db: Db, dataDir: string, operationId: number): Promise<void> {
+  await rm(journalPath(dataDir, operationId), { force: true });
+  forgetJournalSeal(dataDir, operationId);
+  await recordJournalDeleted(db, operationId);
 }
