@@ -9,15 +9,22 @@
 // - a cordoned host takes no new session (its own re-registration does not undo the cordon), and
 //   uncordoned it takes them again; GET /hosts reports all of it, to operators only;
 // - each host keeps its own warm pool on the shared engine, and GET /hosts reports it;
+// - one of the three upgraded (a new process on its id, data dir and ports, SIGTERM to the old) while
+//   clients type on all three: no session ends, a new one attaches through the new process, the old one
+//   exits once its client has left;
 // - one of the three killed for good: once silent for ESSH_HOST_STALE_S it takes no new session, its
 //   session ends container_lost naming it, the others' go on; back again, it removes what it left.
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startClientFleet } from '../bench/live-fleet.js';
+import { REUSE_PORT } from '../host/handover.js';
 import { LABELS } from '../lib/docker.js';
+import { freeLoopbackPort } from '../lib/free-port.js';
 import { openPortalShell } from '../portal/client.js';
-import { containerExists, createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, endAllSessions, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
@@ -73,6 +80,8 @@ beforeAll(async () => {
     hostEnvs.set(id, {
       ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: id, ESSH_DATA_DIR: hostDirs.get(id)!,
       ESSH_SECRETS_KEY: secretsKey, ESSH_HOST_MAX_SESSIONS: String(MAX),
+      // Fixed, so that an upgrade's new process takes over the same ones.
+      ESSH_SSH_PORT: String(await freeLoopbackPort()), ESSH_METRICS_PORT: String(await freeLoopbackPort()),
     });
     processes.push(await startWorkerProcess(stack, hostEnvs.get(id)!));
   }
@@ -262,6 +271,63 @@ describe('a stack of three hosts, placed by capacity', () => {
       return HOSTS.every((x) => h.get(x)!.pool?.ready === 0 && h.get(x)!.pool?.target === 0);
     }, 30_000, 250);
   });
+  it('one host upgraded while clients type on all three: no session ends, a new one attaches through the new process, the old one exits after its client', async () => {
+    const fleet = await startClientFleet();
+    try {
+      const ids: number[] = [];
+      for (let i = 0; i < HOSTS.length; i++) {
+        const r = await create();
+        expect(r.status, JSON.stringify(r.body)).toBe(201);
+        ids.push(r.body.id);
+        await fleet.attach(r.body.id, r.body.connect);
+      }
+      const onA = (await Promise.all(ids.map(async (id) => [id, await placedOn(id)] as const))).find(([, h]) => h === 'fleet-a')![0];
+      await fleet.typeStart(100);
+      await sleep(1000);
+
+      const i = HOSTS.indexOf('fleet-a');
+      const old = processes[i]!;
+      const next = await startWorkerProcess(stack, hostEnvs.get('fleet-a')!, REUSE_PORT ? {} : { readyWhen: 'waiting for its SIGTERM' });
+      processes[i] = next;
+      old.signal('SIGTERM');
+      await old.printed('essh worker handing over', 10_000);
+      await next.printed('essh worker ready', 60_000);
+
+      // A new session on fleet-a (the others cordoned for it) attaches through the new process.
+      for (const h of ['fleet-b', 'fleet-c']) expect((await stack.api.post(`/hosts/${h}/cordon`, stack.adminToken, {})).status).toBe(200);
+      const r = await create();
+      for (const h of ['fleet-b', 'fleet-c']) await stack.api.post(`/hosts/${h}/uncordon`, stack.adminToken, {});
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      expect(await placedOn(r.body.id)).toBe('fleet-a');
+      await fleet.attach(r.body.id, r.body.connect);
+      // The boot id of the portal process that noted each client (host/handover.ts marks).
+      const bootOf = (id: number) => /^portal-([0-9a-f]+)-/.exec(readFileSync(path.join(hostDirs.get('fleet-a')!, 'attached', String(id)), 'utf8'))?.[1];
+      expect(bootOf(r.body.id)).toBeDefined();
+      expect(bootOf(r.body.id)).not.toBe(bootOf(onA));
+
+      // Past a few heartbeats and reports: every session goes on, fleet-a stays a live host.
+      await sleep(10_000);
+      const context = () => `old process:\n${old.output().slice(-2000)}\nnew process:\n${next.output().slice(-2000)}`;
+      const rows = await stack.runtime.db.selectFrom('operations').select(['id', 'state', 'end_reason']).where('id', 'in', [...ids, r.body.id]).execute();
+      expect(rows.filter((row) => row.state !== 'active'), context()).toEqual([]);
+      expect(fleet.unexpectedCloses, context()).toEqual([]);
+      expect((await hosts()).get('fleet-a')).toMatchObject({ stale: false, live_sessions: 2 });
+
+      // The old process stays while its client is attached, and exits once it has left.
+      let oldExit: number | null | undefined;
+      void old.exited.then((code) => (oldExit = code));
+      await fleet.typeStop();
+      expect(oldExit, context()).toBeUndefined();
+      await fleet.close([onA]);
+      await waitFor('the old process of fleet-a to exit after its last client left', async () => oldExit !== undefined, 60_000);
+      expect(oldExit, context()).toBe(0);
+      expect(await fleet.open()).toEqual(expect.arrayContaining([r.body.id]));
+    } finally {
+      await fleet.close().catch(() => undefined);
+      await fleet.stop();
+    }
+  });
+
   // Last: it kills fleet-c.
   it('one host killed for good: once stale it takes no new session, its session ends container_lost, the others\' go on; back, it removes what it left', async () => {
     const ids: number[] = [];
