@@ -65,6 +65,8 @@ export const sessionSchema = component('Session', answers.sessionSchema);
 component('ConnectInfo', answers.connectInfo);
 export const createdSessionSchema = component('CreatedSession', answers.createdSessionSchema);
 export const operationSchema = component('Operation', answers.operationSchema);
+const idleTimeoutAnswer = z.number().int().nullable()
+  .describe('seconds without input or output that end its interactive sessions `idle`; null: none. The operator\'s to set');
 export const accountSchema = component('Account', z.object({
   id: intId,
   handle: z.string(),
@@ -76,10 +78,11 @@ export const accountSchema = component('Account', z.object({
   stacks: z.array(z.string()).describe('the stacks its apps may use; empty: every shared stack'),
   image_prefixes: z.array(z.string()),
   port_forwarding: z.boolean().describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`); the operator\'s to change'),
+  idle_timeout_s: idleTimeoutAnswer,
   created_at: time,
 }));
 export const stackSchema = component('Stack', z.object({
-  id: intId, name: z.string(), max_session_duration_s: z.number().int(), dedicated: z.boolean(), created_at: time,
+  id: intId, name: z.string(), max_session_duration_s: z.number().int(), dedicated: z.boolean(), idle_timeout_s: idleTimeoutAnswer, created_at: time,
 }));
 export const appSchema = component('App', z.object({
   id: intId,

@@ -32,6 +32,8 @@ export interface AccountsTable {
   image_prefixes: string | null;
   /** 1: its users may forward ports through the portal (`ssh -L`); 0: the operator turned it off. */
   port_forwarding: Generated<number>;
+  /** Seconds without input or output that end an interactive session (`idle`); NULL or 0: none. */
+  idle_timeout_s: Generated<number | null>;
   created_at: string;
 }
 /** The stacks an operator granted an account, besides the shared ones. */
@@ -44,6 +46,8 @@ export interface StacksTable {
   name: string;
   max_session_duration_s: number;
   dedicated: number;
+  /** Seconds without input or output that end an interactive session (`idle`); NULL or 0: none. */
+  idle_timeout_s: Generated<number | null>;
   created_at: string;
 }
 export interface AppsTable {
@@ -297,7 +301,9 @@ export function engineOf(url: string): DbEngine {
 /** Runs pending migrations; called on every start, for both databases. */
 export async function migrate(db: Db, engine: DbEngine): Promise<void> {
   const provider: MigrationProvider = { getMigrations: async () => allMigrations(engine) };
-  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  // Migration numbers are handed to changes made side by side, which may land in another order (0017
+  // after 0019): each adds its own columns, so one applied after a higher number is as good.
+  const { error, results } = await new Migrator({ db, provider, allowUnorderedMigrations: true }).migrateToLatest();
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {
     throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);

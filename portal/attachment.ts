@@ -10,8 +10,11 @@ import { imageProgram } from '../host/containers.js';
 import { oomSince } from '../host/oom.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournalWriteError } from '../journal/writer.js';
-import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import {
+  clientDisconnectedSignal, describeQuery, heartbeatSignal, idleTimeoutSignal, programExitedSignal, sessionWorkflowId,
+} from '../workflows/definitions.js';
 import type { AttachedNotes } from './attached-notes.js';
+import { IdleTimer, idleLimitOf } from './idle-timeout.js';
 import { JournaledOutput, OutputStopped } from './output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
@@ -129,6 +132,7 @@ export class Attachment {
   /** The size last journaled: the same size again tells a recording nothing. */
   private journaledSize = '';
   private resizeTimer?: NodeJS.Timeout;
+  private idle?: IdleTimer;
 
   constructor(
     private readonly deps: AttachmentDeps,
@@ -275,7 +279,11 @@ export class Attachment {
     const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, this.journal.output);
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
-      stream.on('data', (chunk: Buffer) => (this.bytesFromContainer += chunk.length));
+      stream.on('data', (chunk: Buffer) => {
+        this.bytesFromContainer += chunk.length;
+        this.idle?.touch();
+      });
+      this.channel.on('data', () => this.idle?.touch());
       let stopped = false;
       output.on('error', (err) => {
         if (err instanceof OutputStopped) stopped = true;
@@ -292,6 +300,7 @@ export class Attachment {
       const workflow = client.workflow.getHandle(sessionWorkflowId(id));
       // The first heartbeat is what makes the session `active` (a reattach has sent it already).
       await this.startHeartbeats();
+      await this.startIdleTimer();
 
       const outcome = await Promise.race([
         programEnded,
@@ -324,6 +333,7 @@ export class Attachment {
       await this.finish(code);
     } finally {
       this.stopHeartbeats();
+      this.idle?.stop();
       this.channel.unpipe(stream);
       stream.unpipe(output);
       stream.destroy();
@@ -435,6 +445,22 @@ export class Attachment {
         log.warn({ err: err.message, cause: (err.cause as Error | undefined)?.message, session: id }, 'heartbeat signal failed'),
       );
     }, this.deps.heartbeatIntervalS * 1000);
+  }
+
+  /** The session's idle timeout, if its stack or account has one (portal/idle-timeout.ts), counted from now. */
+  private async startIdleTimer() {
+    const { db, client, log } = this.deps;
+    const id = this.sessionId;
+    const limit = await idleLimitOf(db, id);
+    if (!limit || this.channelClosed) return;
+    this.idle = new IdleTimer(limit, {
+      warn: (line) => this.say(line, { ownLine: true }),
+      idle: (message) => {
+        log.info({ session: id, idle_timeout_s: limit.seconds }, 'idle timeout: asking the workflow to end the session');
+        client.workflow.getHandle(sessionWorkflowId(id)).signal(idleTimeoutSignal, { connection_id: this.connectionId, message })
+          .catch((err: Error) => log.warn({ err: err.message, session: id }, 'idleTimeout signal failed'));
+      },
+    });
   }
 
   private stopHeartbeats() {

@@ -187,6 +187,8 @@ export function endNotice(row: Pick<SessionRow, 'id' | 'end_reason' | 'end_messa
       return `essh: session ${id} expired${why}`;
     case 'exit':
       return `essh: session ${id} has ended (its program exited)`;
+    case 'idle':
+      return `essh: session ${id} ended for inactivity${why}`;
     default:
       return `essh: session ${id} ended (${row.end_reason ?? 'unknown reason'})${why}`;
   }

@@ -48,6 +48,7 @@ export class AdminService {
       stacks: stacks.map((x) => x.name),
       image_prefixes: parsePrefixes(a.image_prefixes),
       port_forwarding: Number(a.port_forwarding) === 1,
+      idle_timeout_s: a.idle_timeout_s === null ? null : Number(a.idle_timeout_s),
       created_at: a.created_at,
     };
   }
@@ -83,7 +84,7 @@ export class AdminService {
         .select('s.name').where('g.account_id', '=', a.id).orderBy('s.name').execute()).map((x) => x.name);
       const before = {
         plan: a.plan, max_concurrent_sessions: a.max_concurrent_sessions, image_prefixes: parsePrefixes(a.image_prefixes), stacks: stacksBefore,
-        port_forwarding: Number(a.port_forwarding) === 1,
+        port_forwarding: Number(a.port_forwarding) === 1, idle_timeout_s: a.idle_timeout_s,
       };
       await recordAudit(trx, p, {
         action: 'account.updated', target: { id: a.id, name: a.handle }, accountIds: [Number(a.id)], fields: Object.keys(patch),
@@ -94,6 +95,8 @@ export class AdminService {
         ...(patch.max_concurrent_sessions !== undefined ? { max_concurrent_sessions: patch.max_concurrent_sessions } : {}),
         ...(patch.image_prefixes !== undefined ? { image_prefixes: JSON.stringify(patch.image_prefixes) } : {}),
         ...(patch.port_forwarding !== undefined ? { port_forwarding: patch.port_forwarding ? 1 : 0 } : {}),
+        // 0 and null both mean none; stored as null, so that there is one way to read it.
+        ...(patch.idle_timeout_s !== undefined ? { idle_timeout_s: patch.idle_timeout_s || null } : {}),
       };
       if (Object.keys(set).length) await trx.updateTable('accounts').set(set).where('id', '=', a.id).execute();
       if (patch.stacks !== undefined) {
@@ -122,10 +125,10 @@ export class AdminService {
   }
 
   // --- stacks ---------------------------------------------------------------------------------
-  private stackView(s: { id: number; name: string; max_session_duration_s: number; dedicated: number; created_at: string }) {
+  private stackView(s: { id: number; name: string; max_session_duration_s: number; dedicated: number; idle_timeout_s: number | null; created_at: string }) {
     return {
       id: Number(s.id), name: s.name, max_session_duration_s: Number(s.max_session_duration_s),
-      dedicated: Boolean(s.dedicated), created_at: s.created_at,
+      dedicated: Boolean(s.dedicated), idle_timeout_s: s.idle_timeout_s === null ? null : Number(s.idle_timeout_s), created_at: s.created_at,
     };
   }
   async createStack(p: Principal, input: CreateStackBody) {
@@ -137,14 +140,18 @@ export class AdminService {
     if (max > DEFAULT_MAX_SESSION_DURATION_S) {
       throw invalid(`max_session_duration_s may be at most ${DEFAULT_MAX_SESSION_DURATION_S} (7 days).`);
     }
+    const idle = input.idle_timeout_s || null;
+    if (idle !== null && idle > max) {
+      throw invalid(`idle_timeout_s (${idle}) is longer than the stack's max_session_duration_s (${max}): its sessions would end before; leave it out or set less.`);
+    }
     try {
       const row = await this.db.transaction().execute(async (trx) => {
         const row = await trx.insertInto('stacks')
-          .values({ name: input.name, max_session_duration_s: max, dedicated: input.dedicated ? 1 : 0, created_at: nowIso() })
+          .values({ name: input.name, max_session_duration_s: max, dedicated: input.dedicated ? 1 : 0, idle_timeout_s: idle, created_at: nowIso() })
           .returningAll().executeTakeFirstOrThrow();
         await recordAudit(trx, p, {
           action: 'stack.created', target: { id: row.id, name: row.name }, accountIds: [], fields: Object.keys(input),
-          details: { max_session_duration_s: max, dedicated: Boolean(input.dedicated) },
+          details: { max_session_duration_s: max, dedicated: Boolean(input.dedicated), idle_timeout_s: idle },
         });
         return row;
       });

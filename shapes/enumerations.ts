@@ -13,6 +13,8 @@ export const END_REASONS = [
   'connect_timeout',
   'provision_failed',
   'container_lost',
+  // Not in the contract (docs/contract-departures.md): an interactive session's idle timeout.
+  'idle',
 ] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
@@ -53,6 +55,12 @@ export const SSH_KEY_NAMESPACE = 'essh-key-registration';
 
 /** Seven days, the default maximum session duration of a stack, and the most a stack may set. */
 export const DEFAULT_MAX_SESSION_DURATION_S = 604_800;
+
+/**
+ * The longest idle timeout a stack or an account may set (`idle_timeout_s`): a session lasts no longer
+ * than the maximum session duration anyway.
+ */
+export const MAX_IDLE_TIMEOUT_S = DEFAULT_MAX_SESSION_DURATION_S;
 
 /** The longest redaction pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;

@@ -3,7 +3,7 @@
 // what they parse to (the types below), so a field added here and forgotten by a service fails to compile.
 import { z } from 'zod';
 import {
-  AUDIT_ACTIONS, AUDIT_TARGET_TYPES, DEFAULT_MAX_SESSION_DURATION_S, DRAIN_TYPES, MAX_PATTERN_LENGTH, PLANS,
+  AUDIT_ACTIONS, AUDIT_TARGET_TYPES, DEFAULT_MAX_SESSION_DURATION_S, DRAIN_TYPES, MAX_IDLE_TIMEOUT_S, MAX_PATTERN_LENGTH, PLANS,
   REDACTION_PRESET_NAMES, ROLES, SESSION_STATES, SSH_KEY_NAMESPACE, TERMINATE_REASON_MAX_CHARS,
 } from './enumerations.js';
 
@@ -96,6 +96,14 @@ const grants = {
   image_prefixes: z.array(imagePrefix).max(100).optional()
     .describe('image references its apps may run: "essh/demo" allows essh/demo[:tag|@digest]; a prefix ending in "/" allows everything under it'),
 };
+/** A stack's or an account's idle timeout, the operator's to set (portal/idle-timeout.ts). */
+const idleTimeout = z.number({ error: 'idle_timeout_s is a number of seconds, or null for none' })
+  .int('idle_timeout_s is a whole number of seconds')
+  .min(0, 'idle_timeout_s may not be negative; 0 or null turns the idle timeout off')
+  .max(MAX_IDLE_TIMEOUT_S, `idle_timeout_s may be at most ${MAX_IDLE_TIMEOUT_S} (7 days, the longest a session lasts)`)
+  .nullable().optional()
+  .describe('seconds without input from the client and without output from the program after which an interactive session ends `idle` ' +
+    '(its client is warned a minute before); 0 or null: none (the default). A session gets the smaller of its stack\'s and its account\'s.');
 export const plan = z.enum(PLANS);
 export const createAccountBody = z
   .object({
@@ -114,6 +122,7 @@ export const patchAccountBody = z
     ...grants,
     port_forwarding: z.boolean().optional()
       .describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`) from inside their sessions\' containers; true for a new account'),
+    idle_timeout_s: idleTimeout,
   })
   .strict()
   .meta({ examples: [{ plan: 'scale', max_concurrent_sessions: 20 }] });
@@ -125,6 +134,7 @@ export const createStackBody = z
     max_session_duration_s: z.number().int().min(1, 'at least 1 s').max(DEFAULT_MAX_SESSION_DURATION_S, `at most ${DEFAULT_MAX_SESSION_DURATION_S} (7 days)`).optional()
       .describe(`a dedicated stack may set less than the default ${DEFAULT_MAX_SESSION_DURATION_S} (7 days)`),
     dedicated: z.boolean().optional(),
+    idle_timeout_s: idleTimeout,
   })
   .strict()
   .meta({ examples: [{ name: 'acme-dedicated', max_session_duration_s: 3600, dedicated: true }] });

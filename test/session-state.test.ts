@@ -544,3 +544,49 @@ describe('detached jobs', () => {
     expect(m.ending!.message).toMatch(/detached program could not be followed.*no such container/);
   });
 });
+
+describe('idle timeout', () => {
+  const message = 'no input or output for 6 s (the idle timeout of account acme)';
+
+  it("the attached client's portal ends it idle, with the portal's message, and nothing later changes that", () => {
+    const m = active();
+    expect(m.idle({ connection_id: 'c1', message })).toBe(true);
+    expect(m.ending).toEqual({ reason: 'idle', message, by: null, exitCode: null });
+    expect(m.hasNews).toBe(true);
+    m.programExited({ exit_code: 0 });
+    m.clientDisconnected('c1', 'closed');
+    expect(m.ending).toMatchObject({ reason: 'idle', message });
+    expect(m.result()).toMatchObject({ end_reason: 'idle', end_message: message, exit_code: null });
+    expect(m.record()).toMatchObject({ endReason: 'idle', endMessage: message });
+  });
+
+  it('a connection the workflow does not know (replaced by a reattach, or gone) ends nothing', () => {
+    const m = active();
+    expect(m.idle({ connection_id: 'c-old', message })).toBe(false);
+    m.heartbeat('c2', T0 + 6 * S);
+    m.clientDisconnected('c1', 'its portal stopped; the client reattached');
+    expect(m.idle({ connection_id: 'c1', message })).toBe(false);
+    expect(m.ending).toBeNull();
+    expect(m.idle({ connection_id: 'c2', message })).toBe(true);
+  });
+
+  it('a session no client has attached to yet, or one already ending, is not ended idle', () => {
+    const w = waiting();
+    expect(w.idle({ connection_id: 'c1', message })).toBe(false);
+    expect(w.ending).toBeNull();
+    const t = active();
+    t.terminate('done', 'ops@example.com');
+    expect(t.idle({ connection_id: 'c1', message })).toBe(false);
+    expect(t.ending).toMatchObject({ reason: 'terminated' });
+  });
+
+  it('a detached job has no client: never ended idle', () => {
+    const m = new SessionMachine(sessionInput({ command: ['sh', '-c', './migrate'], detach: true }), { detached: true });
+    m.enter('provisioning');
+    m.provisioned('c0ffee', T0 + 2 * S);
+    m.enter('active');
+    m.heartbeat('c1', T0 + 3 * S);
+    expect(m.idle({ connection_id: 'c1', message })).toBe(false);
+    expect(m.ending).toBeNull();
+  });
+});

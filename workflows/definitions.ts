@@ -64,12 +64,24 @@ export interface HostLostSignal {
   lastSeenAt: string;
 }
 
+/**
+ * Sent by the portal a client is attached through when neither the client typed nor the program printed
+ * anything for the session's idle timeout (portal/idle-timeout.ts): the session ends `idle` with
+ * `message` (not part of the public contract). Only from the connection the workflow knows as attached.
+ */
+export interface IdleTimeoutSignal {
+  connection_id: string;
+  /** Says how long and whose timeout: "no input or output for 300 s (the idle timeout of account acme)". */
+  message: string;
+}
+
 export const heartbeatSignal = defineSignal<[HeartbeatSignal]>('heartbeat');
 export const programExitedSignal = defineSignal<[ProgramExitedSignal]>('programExited');
 export const clientDisconnectedSignal = defineSignal<[ClientDisconnectedSignal]>('clientDisconnected');
 export const terminateSignal = defineSignal<[TerminateSignal]>('terminate');
 export const containerExitedSignal = defineSignal<[ContainerExitedSignal]>('containerExited');
 export const hostLostSignal = defineSignal<[HostLostSignal]>('hostLost');
+export const idleTimeoutSignal = defineSignal<[IdleTimeoutSignal]>('idleTimeout');
 
 /** The `describe` query: the Session as the workflow knows it, with its attached connections. */
 export interface SessionSnapshot extends Session {

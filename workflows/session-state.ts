@@ -10,6 +10,7 @@ import {
   type CarriedState,
   type ContainerExitedSignal,
   type HostLostSignal,
+  type IdleTimeoutSignal,
   type ProgramExitedSignal,
   type SessionRecordUpdate,
   type SessionResult,
@@ -134,6 +135,17 @@ export class SessionMachine {
 
   terminate(reason?: string, by?: string): void {
     this.endWith(ending('terminated', reason ?? 'terminated', null, by ?? null));
+  }
+
+  /**
+   * The portal saw neither input nor output for the session's idle timeout. Only an attached client's
+   * portal counts: a detached job has no client, and a connection the workflow no longer knows (one
+   * replaced by a reattach, or gone) speaks for no one. Returns whether the session now ends `idle`.
+   */
+  idle({ connection_id, message }: IdleTimeoutSignal): boolean {
+    if (this.detached || this.closing() || this.s.state !== 'active' || !(connection_id in this.s.connections)) return false;
+    this.endWith(ending('idle', message));
+    return true;
   }
 
   /** The host agent saw a container of this session exit or vanish (a signal about another container is ignored). */

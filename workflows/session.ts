@@ -24,6 +24,7 @@ import {
   describeQuery,
   heartbeatSignal,
   hostLostSignal,
+  idleTimeoutSignal,
   hostOwnTaskQueue,
   hostTaskQueue,
   programExitedSignal,
@@ -59,6 +60,10 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   // Only a workflow that gets the signal takes the patch (no earlier history has one).
   setHandler(hostLostSignal, (signal) => {
     if (patched('host-lost') && m.hostLost(signal)) onHost.cancelAll();
+  });
+  // Only a workflow that gets the signal takes the patch (no earlier history has one).
+  setHandler(idleTimeoutSignal, (signal) => {
+    if (patched('idle-timeout')) m.idle(signal);
   });
   setHandler(describeQuery, () => m.snapshot(workflowInfo().workflowId));
   setCurrentDetails(m.details());

@@ -24,7 +24,7 @@ export function sessionStaticDetails(input: SessionWorkflowInput): string {
 }
 
 /** Reasons whose end message essh wrote itself (the others may carry what someone typed). */
-const SYSTEM_MESSAGES: ReadonlySet<EndReason> = new Set(['exit', 'provision_failed', 'container_lost', 'connect_timeout', 'disconnect', 'expired']);
+const SYSTEM_MESSAGES: ReadonlySet<EndReason> = new Set(['exit', 'provision_failed', 'container_lost', 'connect_timeout', 'disconnect', 'expired', 'idle']);
 
 /** The workflow's current details: its state now, and how it ended. */
 export function sessionCurrentDetails(

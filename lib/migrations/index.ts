@@ -12,6 +12,7 @@ import { redactionLimitMigrations } from './0013_redaction_limits.js';
 import { sessionEnvMigrations } from './0014_session_env.js';
 import { detachedSessionMigrations } from './0015_detached_sessions.js';
 import { hostPlacementMigrations } from './0016_host_placement.js';
+import { idleTimeoutMigrations } from './0017_idle_timeout.js';
 import { portForwardingMigrations } from './0018_port_forwarding.js';
 import { hostPoolMigrations } from './0019_host_pool.js';
 
@@ -33,6 +34,7 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...sessionEnvMigrations(engine),
     ...detachedSessionMigrations(engine),
     ...hostPlacementMigrations(engine),
+    ...idleTimeoutMigrations(engine),
     ...portForwardingMigrations(engine),
     ...hostPoolMigrations(engine),
   };

@@ -179,6 +179,8 @@ async function stackWithHostToLose() {
 }
 
 const HOST_LOST_PATCH = 'host-lost';
+/** Since v9: the portal's idleTimeout signal ends the session `idle`. */
+const IDLE_PATCH = 'idle-timeout';
 
 function paths(): PathSpec[] {
   const local = () => createTenant(stack, { plan: 'scale' });
@@ -369,6 +371,23 @@ function paths(): PathSpec[] {
         await sleep(1500);
         const r = await stack.api.post(`/sessions/${s.id}/terminate`, t.token, { reason: 'done for today' });
         if (r.status !== 202) throw new Error(`terminate: ${r.status} ${JSON.stringify(r.body)}`);
+        await s.done;
+        return { id: s.id };
+      },
+    },
+    {
+      name: 'idle',
+      description:
+        'Attached over the portal by the ssh2 client (PTY) on an account whose idle_timeout_s is 3; nothing is typed and nothing printed after ' +
+        'the prompt: the portal warns the client, then signals idleTimeout; the session ends idle (patch idle-timeout).',
+      expect: { end_reason: 'idle' },
+      signals: ['heartbeat', 'idleTimeout'],
+      check: ([h]) => (patchIds(h!).includes(IDLE_PATCH) ? undefined : `no ${IDLE_PATCH} marker`),
+      async drive() {
+        const t = await local();
+        const r = await stack.api.request('PATCH', `/accounts/${t.account}`, stack.adminToken, { idle_timeout_s: 3 });
+        if (r.status !== 200) throw new Error(`setting the idle timeout: ${r.status} ${JSON.stringify(r.body)}`);
+        const s = await attached(t);
         await s.done;
         return { id: s.id };
       },
