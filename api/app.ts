@@ -128,7 +128,10 @@ export function createApi(deps: ApiDeps) {
   // express recognises an error handler by its four parameters.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = toApiError(err);
-    if (e.status >= 500) deps.log.error({ err, method: req.method, path: req.path }, 'request failed');
+    // essh's own refusals (no host has room: 503) are the system working, a line without a stack; anything
+    // else is a fault.
+    if (e.status >= 500 && err instanceof ApiError) deps.log.warn({ status: e.status, code: e.code, method: req.method, path: req.path, message: e.message }, 'request refused');
+    else if (e.status >= 500) deps.log.error({ err, method: req.method, path: req.path }, 'request failed');
     if (e.code === 'plan_limit' || e.code === 'rate_limited') {
       const retry = (e.details?.retry_after_s as number | undefined) ?? undefined;
       if (retry) res.setHeader('Retry-After', String(retry));
