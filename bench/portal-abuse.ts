@@ -10,7 +10,7 @@ const RUNS = Number(process.env.ESSH_BENCH_ABUSE_RUNS ?? 9);
 /**
  * Issue 10's load test: a user's time to a prompt (POST, the portal, the shell) alone, then while a
  * process of its own holds 200 unauthenticated connections and tries bad passwords without pause from
- * 60 addresses (test/portal-attacker.ts, the attacker test/portal-abuse.test.ts runs), then the same
+ * 60 addresses (test/support/portal-attacker.ts, the attacker test/portal-abuse.test.ts runs), then the same
  * with the held connections spread over 50 addresses that reconnect when dropped (issue 18: they fill
  * every authenticating slot they are given). Target: each median under attack within 2× the median alone. Here and not in the test: a ratio of two timings taken a
  * minute apart is only fair on a machine that does nothing else in between.
@@ -37,7 +37,7 @@ export const portalAbuse: BenchModule = {
       const attack = () => {
         round++;
         attacker = spawn(process.execPath, [
-          '--import', 'tsx', 'test/portal-attacker.ts', port, `session-${target.id}`, holdFrom(), `127.1.${round}.0`, '200', '1000',
+          '--import', 'tsx', 'test/support/portal-attacker.ts', port, `session-${target.id}`, holdFrom(), `127.1.${round}.0`, '200', '1000',
         ], { cwd: projectRoot, stdio: ['ignore', 'ignore', 'inherit'] });
         attacker.once('exit', () => {
           if (!stopped) attack();

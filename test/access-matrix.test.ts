@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { imageRepository } from '../lib/grants.js';
 import { signKeyChallenge } from '../cli/keys.js';
-import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
+import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
 
 /**
  * The permission matrix of docs/permissions.md ("Who may do what"), cell by cell, through the real API.

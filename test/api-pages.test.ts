@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, startTestStack, type ApiResponse, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, startTestStack, type ApiResponse, type TestStack } from './support/harness.js';
 
 /**
  * Cursor pagination of the lists (services/pages.ts) and the shape of /openapi.json (api/app.ts).

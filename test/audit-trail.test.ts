@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { registerKey } from './portal-terminal.js';
+import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { registerKey } from './support/portal-terminal.js';
 
 /**
  * The audit trail (GET /audit_events and the account's drains) and API token expiry, through the real

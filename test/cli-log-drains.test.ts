@@ -3,7 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
+import { createTenant, startTestStack, type TestStack } from './support/harness.js';
 
 const run = promisify(execFile);
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');

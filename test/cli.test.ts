@@ -7,8 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { Terminal, endAllSessions, findDescendant, q, run, runToEnd, sleep } from './portal-terminal.js';
+import { createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { Terminal, endAllSessions, findDescendant, q, run, runToEnd, sleep } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 const PROMPT = /:\/app[$#] $/m;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
 
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { readEvents } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { containerExists, createTenant, endAllSessions, waitFor, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { runToEnd } from './portal-terminal.js';
+import { containerExists, createTenant, endAllSessions, waitFor, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 /** Far shorter than the job runs: an interactive session without heartbeats would end long before it. */

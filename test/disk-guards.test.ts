@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { journalPath } from '../journal/writer.js';
-import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
+import { HttpsReceiver, eventsOf, selfSignedCert } from './support/drains-receivers.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './support/harness.js';
 
 /**
  * A session cannot fill its host's disk with output (docs/threat-model.md): its journal stops at a

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
-import { selfSignedCert } from './drains-receivers.js';
+import { createTenant, startTestStack, type TestStack } from './support/harness.js';
+import { selfSignedCert } from './support/drains-receivers.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';

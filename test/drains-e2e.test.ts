@@ -1,8 +1,8 @@
 // End to end: sessions printing through the exec portal into their journals, shipped by the host's
 // shipper to a real HTTPS receiver, and served as recordings.
 import { describe, expect, it } from 'vitest';
-import { createTenant, runInSession, waitFor } from './harness.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
+import { createTenant, runInSession, waitFor } from './support/harness.js';
+import { eventsOf, stackWithReceiver } from './support/drains-receivers.js';
 
 const env = stackWithReceiver();
 

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './drains-receivers.js';
+import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './support/drains-receivers.js';
 
 // No Elasticsearch can be installed here, so this is a faithful `_bulk` endpoint written for the test:
 // NDJSON action/document pairs, `create` refusing an existing _id with 409 version_conflict, per-item

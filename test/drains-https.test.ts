@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 
 let stack: TestStack;
 let tenant: Awaited<ReturnType<typeof createTenant>>;

@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, endAllSessions, openSession, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, openSession, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './support/harness.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The API and the main worker run in the test process; the stack's host (its portal, its journals, its
 // drain shipper, its container activities) runs in a child process that is SIGKILLed while a session

@@ -2,9 +2,9 @@
 // on journals written by the real JournalWriter and a real database behind the real API.
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 import { compileRule, redact } from '../drains/redaction.js';
 
 let stack: TestStack;

@@ -5,9 +5,9 @@ import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecretBox } from '../lib/secrets.js';
 import { displayUrl, forbiddenAddressReason } from '../drains/targets.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { HttpsReceiver, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 
 let stack: TestStack;
 let host: TestHost;

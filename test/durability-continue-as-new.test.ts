@@ -3,9 +3,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
   SA, describeQuery, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../workflows/definitions.js';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
 
-// test/global-setup.ts makes the dev server suggest continue-as-new at 300 history events.
+// test/support/global-setup.ts makes the dev server suggest continue-as-new at 300 history events.
 const SUGGESTED_AT = 300;
 const HEARTBEATS_PER_PHASE = 1500;
 const CONNECTIONS = 50;

@@ -4,8 +4,8 @@ import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeQuery, heartbeatSignal, hostOwnTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The heartbeat timeout outlasts the worker's absence (kill + restart), and the test heartbeats for
 // longer than it after the restart: the session can then only still be active if the new worker

@@ -13,9 +13,9 @@ import { openPortalShell } from '../portal/client.js';
 import {
   createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, uniqueIdBase, waitFor,
   waitForState, type TestStack,
-} from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
-import { startWorkerProcess } from './worker-process.js';
+} from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
+import { startWorkerProcess } from './support/worker-process.js';
 
 /**
  * Exec sessions (CONTRACT §4, §7, §8): the program runs by `docker exec` in a container whose main
@@ -260,7 +260,7 @@ async function runInSessionOf(s: TestStack, _t: { token: string }, created: { id
 
 describe('kill -9 of the host process while a session prints', () => {
   it('the journal holds at least every byte the client received', async () => {
-    const split = await startTestStack({ parts: { api: true, worker: true, workflowBundle: (await import('./harness.js')).workflowBundle() } });
+    const split = await startTestStack({ parts: { api: true, worker: true, workflowBundle: (await import('./support/harness.js')).workflowBundle() } });
     const host = await startWorkerProcess(split, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `kill-${randomBytes(3).toString('hex')}` });
     try {
       const t = await createTenant(split);

@@ -14,8 +14,8 @@ import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../stack/runtime.js';
 import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
-import { startTemporalServer } from './temporal-start.js';
-import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';
+import { startTemporalServer } from './support/temporal-start.js';
+import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './support/harness.js';
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;

@@ -14,9 +14,9 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../lib/docker.js';
 import { openPortalShell } from '../portal/client.js';
-import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 const MAX = 2;
 const HOSTS = ['fleet-a', 'fleet-b', 'fleet-c'];

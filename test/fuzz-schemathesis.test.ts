@@ -3,7 +3,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, startTestStack, type TestStack } from './support/harness.js';
 
 /**
  * Schemathesis (PyPI, pinned in scripts/setup.sh) fuzzes the API from its own /openapi.json with the

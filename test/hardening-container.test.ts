@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SESSION_CAPABILITIES } from '../host/containers.js';
-import { containerExists, createTenant, docker, runInSession, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
-import { sessionContainer } from './harness.js';
+import { containerExists, createTenant, docker, runInSession, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 /**
  * CONTRACT §7 through the real Docker engine: what the session container may not do, checked both

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, runInSession, startTestStack, waitFor, type TestStack, endAllSessions } from './harness.js';
+import { createTenant, runInSession, startTestStack, waitFor, type TestStack, endAllSessions } from './support/harness.js';
 
 /**
  * Whatever bytes a session prints, its client gets them, its journal holds them and its recording is

@@ -13,8 +13,8 @@ import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
-import { containerExists, createTenant, endAllSessions, openSession, startTestStack, waitFor, sessionContainer, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { containerExists, createTenant, endAllSessions, openSession, startTestStack, waitFor, sessionContainer, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // Short, so that the test does not wait the production minute; the sweep's bound is the same sum.
 const STALE_S = 12;

@@ -22,8 +22,8 @@ import { JournalWriter, journalPath } from '../journal/writer.js';
 import { sealJournal } from '../journal/seal.js';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // 30 is the figure; 10 by default, on a shared 2-core machine (ESSH_TEST_UPGRADE_SESSIONS=30 runs it).
 const SESSIONS = Number(process.env.ESSH_TEST_UPGRADE_SESSIONS ?? 10);

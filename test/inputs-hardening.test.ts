@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createLogger } from '../lib/log.js';
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
 
 /**
  * CONTRACT §8 under concurrency: parallel creates never exceed an account's limit, a slot is free as

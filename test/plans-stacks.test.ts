@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
-import { sessionContainer } from './harness.js';
+import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 /** CONTRACT §8: each stack has max_session_duration_s (7 days by default), lower only on a dedicated stack. */
 

@@ -11,9 +11,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
-import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState } from './harness.js';
-import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
+import { eventsOf, stackWithReceiver } from './support/drains-receivers.js';
+import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState } from './support/harness.js';
+import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 
 const env = stackWithReceiver();
 const suffix = randomBytes(3).toString('hex');

@@ -4,7 +4,7 @@ import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
 import { openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
+import { createTenant, endAllSessions, startTestStack, type TestStack } from './support/harness.js';
 
 /**
  * The SSH portal under abuse (docs/threat-model.md): unauthenticated connections held open and bad
@@ -47,7 +47,7 @@ describe('the SSH portal under abuse', () => {
     const target = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
     const attack = (holdFrom: string, guessFrom: string) => {
       const child = spawn(process.execPath, [
-        '--import', 'tsx', 'test/portal-attacker.ts', String(stack.runtime.sshPort), `session-${target.body.id}`, holdFrom, guessFrom, '200', '1000',
+        '--import', 'tsx', 'test/support/portal-attacker.ts', String(stack.runtime.sshPort), `session-${target.body.id}`, holdFrom, guessFrom, '200', '1000',
       ], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout!.on('data', (c: Buffer) => (out += c.toString()));

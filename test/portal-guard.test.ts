@@ -7,8 +7,8 @@ import { promisify } from 'node:util';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addressSource, DEFAULT_PORTAL_LIMITS, PortalGuard } from '../portal/guard.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
 
 /**
  * The portal's share of itself (docs/threat-model.md, issue 18): slots for authenticating connections

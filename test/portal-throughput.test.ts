@@ -6,11 +6,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
+import { createTenant, startTestStack, workflowBundle, type TestStack } from './support/harness.js';
 import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { endAllSessions, generateKey, keyOnly, registerKey, sshArgs } from './portal-terminal.js';
-import { waitForState } from './harness.js';
+import { endAllSessions, generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
+import { waitForState } from './support/harness.js';
 
 const MB = 1024 * 1024;
 const SIZE = 50 * MB;

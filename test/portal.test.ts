@@ -13,11 +13,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   containerExists, createTenant, docker, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 import {
   Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
-} from './portal-terminal.js';
+} from './support/portal-terminal.js';
 
 /** The demo image's shell prompt. */
 const PROMPT = /:\/app[$#] $/m;

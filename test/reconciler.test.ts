@@ -10,8 +10,8 @@ import { journalPath } from '../journal/writer.js';
 import {
   DEMO_IMAGE, containerExists, createTenant, docker, startTestStack, uniqueIdBase,
   waitFor, waitForState, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 const run = promisify(execFile);
 let stack: TestStack;

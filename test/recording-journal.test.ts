@@ -18,9 +18,9 @@ import { INTERNAL_TOKEN_TTL_MS, internalRecordingToken } from '../host/internal-
 import { HostRegistration } from '../host/registry.js';
 import { JournalRetention } from '../drains/retention.js';
 import { RecordingsService } from '../recordings/service.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 
 const run = promisify(execFile);
 const RETENTION_S = 2;

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, sleep, startTestStack, waitForState, type TestStack } from './harness.js';
-import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './portal-terminal.js';
+import { createTenant, endAllSessions, runInSession, sleep, startTestStack, waitForState, type TestStack } from './support/harness.js';
+import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './support/portal-terminal.js';
 
 const run = promisify(execFile);
 let stack: TestStack;

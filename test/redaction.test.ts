@@ -7,8 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { nowIso } from '../lib/db.js';
 import { RULE_LIMITS } from '../drains/redaction.js';
-import { createTenant, openSession, runInSession, sleep, waitFor } from './harness.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
+import { createTenant, openSession, runInSession, sleep, waitFor } from './support/harness.js';
+import { eventsOf, stackWithReceiver } from './support/drains-receivers.js';
 
 const env = stackWithReceiver();
 

@@ -1,10 +1,10 @@
 // Session output is deleted a while after the session ended, never before a drain has it.
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { existsSync } from 'node:fs';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, runInSession, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, runInSession, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
 
 let stack: TestStack;
 let cert: Cert;

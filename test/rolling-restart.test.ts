@@ -12,9 +12,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freeLoopbackPort } from '../lib/free-port.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 let stack: TestStack;
 let dir: string;

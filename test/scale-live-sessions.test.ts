@@ -17,9 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as

@@ -6,12 +6,12 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { journalPath } from '../journal/writer.js';
-import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
+import { HttpsReceiver, eventsOf, selfSignedCert } from './support/drains-receivers.js';
 import {
   containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 let stack: TestStack;
 const hosts: WorkerProcess[] = [];

@@ -12,9 +12,9 @@ import { sealStoredEnvs } from '../lib/app-env.js';
 import { SecretBox } from '../lib/secrets.js';
 import { journalPath } from '../journal/writer.js';
 import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../shapes/requests.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { createTenant, endAllSessions, openSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { run, runToEnd } from './portal-terminal.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { createTenant, endAllSessions, openSession, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { run, runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 

@@ -6,8 +6,8 @@ import { SessionsService } from '../services/sessions.js';
 import { heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import {
   containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 const run = promisify(execFile);
 let stack: TestStack;

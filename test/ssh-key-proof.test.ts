@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { issueKeyChallenge } from '../lib/ssh-key-challenge.js';
 import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
-import { createTenant, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './portal-terminal.js';
+import { createTenant, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 type Tenant = Awaited<ReturnType<typeof createTenant>>;

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signKeyChallenge } from '../cli/keys.js';
-import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { generateKey } from './portal-terminal.js';
+import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { generateKey } from './support/portal-terminal.js';
 
 /**
  * Tenant isolation (docs/threat-model.md): what an account admin, a member or an anonymous client can

@@ -10,9 +10,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
-import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
-import { endAllSessions, runToEnd } from './portal-terminal.js';
+import { createTenant, startTestStack, type TestStack } from './support/harness.js';
+import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
+import { endAllSessions, runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh');
 let stack: TestStack;

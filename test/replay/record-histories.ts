@@ -5,7 +5,7 @@
 //   ESSH_REPLAY_PREFIX=v2 [ESSH_REPLAY_PATHS=exit,cancel] npm run record-histories
 //
 // It starts real essh stacks (API, workers, host agent, SSH portal) on the run's Temporal dev server
-// (test/global-setup.ts, which suggests continue-as-new at 300 events) and the local Docker engine,
+// (test/support/global-setup.ts, which suggests continue-as-new at 300 events) and the local Docker engine,
 // drives one session down each path, and writes every run of each workflow as
 // `<prefix>-<path>.json` (`<prefix>-<path>-run<N>.json` for a continue-as-new chain): the JSON that
 // `temporal workflow show --output json` prints. It never overwrites a fixture.
@@ -32,9 +32,9 @@ import {
 import type { EndReason } from '../../shapes/enumerations.js';
 import {
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from '../harness.js';
-import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from '../worker-process.js';
+} from '../support/harness.js';
+import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../support/portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
 
 const run = promisify(execFile);
 

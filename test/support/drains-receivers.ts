@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
-import { restartableLoopbackPort } from '../lib/free-port.js';
-import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { restartableLoopbackPort } from '../../lib/free-port.js';
+import { openPortalShell, type PortalShell, type PortalTarget } from '../../portal/client.js';
 import { startTestStack, type TestStack } from './harness.js';
 
 const run = promisify(execFile);

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
-import { projectRoot } from '../lib/config.js';
+import { projectRoot } from '../../lib/config.js';
 import type { TestStack } from './harness.js';
 
 export interface WorkerProcess {

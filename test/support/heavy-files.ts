@@ -1,6 +1,6 @@
 // Which test files load the 2-core machine most, and the lock that keeps any two of them from running at
 // once (the other files still run beside them, three files at a time). Chosen by the CPU seconds their
-// processes and children spent (ESSH_TEST_COST_LOG, test/file-cost.ts) and by what they drive at once;
+// processes and children spent (ESSH_TEST_COST_LOG, test/support/file-cost.ts) and by what they drive at once;
 // docs/tests.md ("Heavy files") has the figures. Under load their waits were the ones that ran out: the
 // 30 clients' prompts and reattaches of scale-live-sessions, a second Temporal server's start.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';

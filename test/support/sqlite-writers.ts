@@ -1,7 +1,7 @@
 // One of several processes sharing a SQLite file (test/sqlite-writers.test.ts): runs transactions
 // that read, then write, as the services do, and prints how many failed.
 import { sql } from 'kysely';
-import { openDatabase } from '../lib/db.js';
+import { openDatabase } from '../../lib/db.js';
 
 const [file, rounds] = [process.argv[2]!, Number(process.argv[3])];
 const db = openDatabase(`sqlite:${file}`);
