@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, DEMO_IMAGE, useTestStack, waitFor } from './support/harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { registerKey } from './support/portal-terminal.js';
 
@@ -20,7 +20,7 @@ const ENV_SECRET = 'env-value-never-audited-7f3a';
 const APP_SECRET = 'new-app-secret-value-91c2';
 const DRAIN_PASSWORD = 'drain-password-5e8b';
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_TOKEN_DEFAULT_TTL_S: String(TTL_S), ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
 let A: Awaited<ReturnType<typeof createTenant>>;
 let B: Awaited<ReturnType<typeof createTenant>>;
 let adminA: { id: number; email: string; token: string };
@@ -50,7 +50,6 @@ async function newKey(name: string): Promise<{ file: string; line: string; finge
 const eventsSince = (token: string, filters = '') => api().listAll(`/audit_events?since=${encodeURIComponent(t0)}${filters}`, token);
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_TOKEN_DEFAULT_TTL_S: String(TTL_S), ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-audit-keys-'));
   A = await createTenant(stack, { env: { APP_ENV: 'test', DATABASE_URL: `postgres://app:${ENV_SECRET}@db/app` } });
   B = await createTenant(stack);
@@ -69,7 +68,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await rx?.down();
-  await stack?.stop();
   if (keyDir) await rm(keyDir, { recursive: true, force: true });
 });
 

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { createTenant, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
 
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
@@ -21,7 +21,7 @@ const ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-let stack: TestStack;
+const stack = useTestStack();
 let A: Awaited<ReturnType<typeof createTenant>>;
 let B: Awaited<ReturnType<typeof createTenant>>;
 let mine: { id: number; text: string };
@@ -36,7 +36,6 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`test/console.test.ts needs ${CHROMIUM}: \`bash scripts/setup.sh --for-tests\` installs Debian's chromium (npm test runs it)`);
   }
-  stack = await startTestStack();
   A = await createTenant(stack, { plan: 'scale' });
   B = await createTenant(stack, { plan: 'scale' });
   const text = `console-check-${randomBytes(4).toString('hex')}`;
@@ -55,9 +54,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close().catch(() => undefined);
   if (profile) await rm(profile, { recursive: true, force: true });
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
 }, 90_000);
 
 async function signIn(page: Page, token: string) {

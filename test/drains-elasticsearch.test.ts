@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
 import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './support/drains-receivers.js';
 
 // No Elasticsearch can be installed here, so this is a faithful `_bulk` endpoint written for the test:
@@ -60,13 +60,12 @@ class FakeBulk {
   }
 }
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_DRAIN_BATCH_EVENTS: '20', ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
 let cert: Cert;
 let rx: HttpsReceiver;
 const es = new FakeBulk();
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BATCH_EVENTS: '20', ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
   rx.answer = (r) => es.handle(r);
@@ -74,8 +73,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rx?.down();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

@@ -1,9 +1,9 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { createTenant, openSession, runInSession, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let cert: Cert;
 let rx: HttpsReceiver;
@@ -13,7 +13,6 @@ const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'ap
   'operation_id', 'operation_user_name', 'operation_user_email'];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
   tenant = await createTenant(stack, { plan: 'scale' });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
@@ -35,8 +34,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rx?.down();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

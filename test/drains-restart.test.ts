@@ -4,14 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, endAllSessions, openSession, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './support/harness.js';
+import { createTenant, endAllSessions, openSession, sleep, useTestStack, waitFor, workflowBundle } from './support/harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The API and the main worker run in the test process; the stack's host (its portal, its journals, its
 // drain shipper, its container activities) runs in a child process that is SIGKILLed while a session
 // prints and a batch is in flight, then started again as the same host.
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } }, { endSessions: false });
 let cert: Cert;
 let rx: HttpsReceiver;
 const hosts: WorkerProcess[] = [];
@@ -27,7 +27,6 @@ const HOST_ENV = {
 };
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
   rx.delayMs = 150; // a slow receiver, so that the kill lands while a batch is in flight
@@ -37,7 +36,6 @@ afterAll(async () => {
   if (stack && hosts.length) await endAllSessions(stack).catch(() => undefined);
   for (const h of hosts) await h.kill('SIGKILL');
   await rx?.down();
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 }, 120_000);
 

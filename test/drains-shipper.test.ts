@@ -2,12 +2,12 @@
 // on journals written by the real JournalWriter and a real database behind the real API.
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 import { compileRule, redact } from '../drains/redaction.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true } });
 let host: TestHost;
 let cert: Cert;
 let rx: HttpsReceiver;
@@ -16,7 +16,6 @@ const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'ap
   'operation_id', 'operation_user_name', 'operation_user_email'];
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true } });
   host = await TestHost.create(stack);
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
@@ -26,7 +25,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await host?.stop();
   await rx?.down();
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

@@ -5,18 +5,17 @@ import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecretBox } from '../lib/secrets.js';
 import { displayUrl, forbiddenAddressReason } from '../drains/targets.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
 import { HttpsReceiver, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true }, env: { ESSH_DRAINS_ALLOW_PRIVATE: '0' } });
 let host: TestHost;
 let cert: Cert;
 let rx: HttpsReceiver;
 let tenant: Tenant;
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_DRAINS_ALLOW_PRIVATE: '0' } });
   host = await TestHost.create(stack);
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
@@ -27,7 +26,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await host?.stop();
   await rx?.down();
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

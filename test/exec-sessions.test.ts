@@ -11,7 +11,7 @@ import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { openPortalShell } from '../portal/client.js';
 import {
-  createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, uniqueIdBase, waitFor,
+  createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, useTestStack, uniqueIdBase, waitFor,
   waitForState, type TestStack,
 } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
@@ -24,17 +24,13 @@ import { startWorkerProcess } from './support/worker-process.js';
  */
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack();
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-exec-'));
 });
 afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
   await rm(dir, { recursive: true, force: true });
 }, 120_000);
 

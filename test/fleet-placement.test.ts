@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../lib/docker.js';
 import { openPortalShell } from '../portal/client.js';
-import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { createTenant, docker, endAllSessions, useTestStack, waitFor, waitForState, workflowBundle } from './support/harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
@@ -23,7 +23,7 @@ const HOSTS = ['fleet-a', 'fleet-b', 'fleet-c'];
 /** The demo image's shell prompt (busybox's line editor then asks the terminal where its cursor is). */
 const PROMPT = /:\/app[$#] /;
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let keyDir: string;
 const processes: WorkerProcess[] = [];
@@ -51,7 +51,6 @@ async function create() {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
   tenant = await createTenant(stack, { plan: 'enterprise', max: 20 });
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-fleet-keys-'));
   const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
@@ -71,7 +70,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (stack) await endAllSessions(stack).catch(() => undefined);
   for (const p of processes) await p.stop();
-  await stack?.stop();
   for (const d of [...hostDirs.values(), keyDir]) if (d) await rm(d, { recursive: true, force: true });
 }, 120_000);
 

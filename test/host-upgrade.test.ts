@@ -22,7 +22,7 @@ import { JournalWriter, journalPath } from '../journal/writer.js';
 import { sealJournal } from '../journal/seal.js';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './support/harness.js';
+import { createTenant, endAllSessions, sleep, useTestStack, waitFor, workflowBundle } from './support/harness.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // 30 is the issue's figure; 10 by default, on a shared 2-core machine (ESSH_TEST_UPGRADE_SESSIONS=30 runs it).
@@ -85,19 +85,18 @@ function watchPort(port: number) {
 }
 
 describe(`a host process upgraded under ${SESSIONS} live sessions`, () => {
-  let stack: TestStack;
+  // The API and the session workflows here; the host (portal, host worker) in processes of their own,
+  // on fixed ports (the SSH portal's and /metrics) that the new one takes over. Those end the sessions.
+  const stack = useTestStack({
+    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(TIMEOUT_S) },
+  }, { endSessions: false });
   let hostEnv: Record<string, string>;
   let old: WorkerProcess | undefined;
   let next: WorkerProcess | undefined;
   let fleet: ClientFleet;
 
   beforeAll(async () => {
-    // The API and the session workflows here; the host (portal, host worker) in processes of their own,
-    // on fixed ports (the SSH portal's and /metrics) that the new one takes over.
-    stack = await startTestStack({
-      parts: { api: true, worker: true, workflowBundle: workflowBundle() },
-      env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(TIMEOUT_S) },
-    });
     hostEnv = {
       ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `upgrade-${randomBytes(3).toString('hex')}`,
       ESSH_SSH_PORT: String(await freePort()), ESSH_METRICS_PORT: String(await freePort()),
@@ -113,7 +112,6 @@ describe(`a host process upgraded under ${SESSIONS} live sessions`, () => {
     if (stack && next) await endAllSessions(stack).catch(() => undefined);
     await old?.stop();
     await next?.stop();
-    await stack?.stop();
   }, 120_000);
 
   it('no session ends, every byte is journaled, a new session attaches through the new process, the old one exits after its last client', async () => {

@@ -1,23 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
+import { createTenant, startTestStack, useTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
 
 /**
  * CONTRACT §8 under concurrency: parallel creates never exceed an account's limit, a slot is free as
  * soon as its session has ended, and a process restart in the middle of a burst leaks no slot.
  */
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_OPERATION_SETTLE_S: '2' } });
 
-beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_OPERATION_SETTLE_S: '2' } });
-});
-afterAll(async () => {
-  if (stack) {
-    await endAllSessions(stack);
-    await stack.stop();
-  }
-}, 120_000);
 
 const sleeper = { command: ['sleep', '600'] };
 

@@ -4,25 +4,21 @@ import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
 import { openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { createTenant, endAllSessions, startTestStack, type TestStack } from './support/harness.js';
+import { createTenant, useTestStack } from './support/harness.js';
 
 /**
  * The SSH portal under abuse (docs/threat-model.md): unauthenticated connections held open and bad
  * passwords by the thousand, from a process of their own, while a real user opens sessions.
  */
 
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
 });
 afterAll(async () => {
   observeQueries(undefined);
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
 }, 120_000);
 
 /** A user's new session: POST, attach through the portal, and the prompt. */

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addressSource, DEFAULT_PORTAL_LIMITS, PortalGuard } from '../portal/guard.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
 
 /**
@@ -22,27 +22,22 @@ const IDLE_S = 20;
 const PER_USER = 3;
 const TOKEN_TTL_S = 12;
 
-let stack: TestStack;
+const stack = useTestStack({
+  env: {
+    ESSH_PORTAL_IDLE_TIMEOUT_S: String(IDLE_S),
+    ESSH_PORTAL_MAX_CONNECTIONS_PER_USER: String(PER_USER),
+    ESSH_SESSION_TOKEN_TTL_S: String(TOKEN_TTL_S),
+    // Early drop off, so that 50 sources can fill every slot: then only the eviction lets a newcomer
+    // in (the early drop itself is checked on the guard below).
+    ESSH_PORTAL_MAX_STARTUPS: '200:30:200',
+  },
+});
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: {
-      ESSH_PORTAL_IDLE_TIMEOUT_S: String(IDLE_S),
-      ESSH_PORTAL_MAX_CONNECTIONS_PER_USER: String(PER_USER),
-      ESSH_SESSION_TOKEN_TTL_S: String(TOKEN_TTL_S),
-      // Early drop off, so that 50 sources can fill every slot: then only the eviction lets a newcomer
-      // in (the early drop itself is checked on the guard below).
-      ESSH_PORTAL_MAX_STARTUPS: '200:30:200',
-    },
-  });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-guard-'));
 });
 afterAll(async () => {
-  if (stack) {
-    await endAllSessions(stack);
-    await stack.stop();
-  }
   if (dir) await rm(dir, { recursive: true, force: true });
 }, 120_000);
 

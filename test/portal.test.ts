@@ -12,35 +12,32 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  containerExists, createTenant, docker, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
+  containerExists, createTenant, docker, useTestStack, waitFor, waitForState, workflowBundle,
 } from './support/harness.js';
 import { sessionContainer } from './support/harness.js';
 import {
-  Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
+  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
 } from './support/portal-terminal.js';
 
 /** The demo image's shell prompt. */
 const PROMPT = /:\/app[$#] $/m;
-let stack: TestStack;
+const stack = useTestStack({
+  env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+  // `short`: a second stack with an 8 s maximum session duration, served by this same process.
+  parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 let port: number;
 const terminals: Terminal[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
-    // `short`: a second stack with an 8 s maximum session duration, served by this same process.
-    parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
-  });
   port = stack.runtime.sshPort!;
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-portal-test-'));
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

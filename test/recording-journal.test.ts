@@ -18,13 +18,17 @@ import { INTERNAL_TOKEN_TTL_MS, internalRecordingToken } from '../host/internal-
 import { HostRegistration } from '../host/registry.js';
 import { JournalRetention } from '../drains/retention.js';
 import { RecordingsService } from '../recordings/service.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 
 const run = promisify(execFile);
 const RETENTION_S = 2;
-let stack: TestStack;
+const stack = useTestStack(async () => {
+  // The host's internal endpoint speaks HTTPS with a certificate the API's process trusts by its CA file.
+  cert = await selfSignedCert();
+  return { parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_HOST_INTERNAL_TLS_CA: cert.certPath } };
+});
 let host: TestHost;
 let internal: HostInternalServer;
 let registration: HostRegistration;
@@ -33,9 +37,6 @@ let dir: string;
 let cert: Cert;
 
 beforeAll(async () => {
-  // The host's internal endpoint speaks HTTPS with a certificate the API's process trusts by its CA file.
-  cert = await selfSignedCert();
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_HOST_INTERNAL_TLS_CA: cert.certPath } });
   host = await TestHost.create(stack);
   const log = createLogger('warn');
   internal = new HostInternalServer({
@@ -53,7 +54,6 @@ afterAll(async () => {
   await registration?.stop();
   await internal?.stop();
   await host?.stop();
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });

@@ -4,11 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, sleep, startTestStack, waitForState, type TestStack } from './support/harness.js';
+import { createTenant, runInSession, sleep, useTestStack, waitForState } from './support/harness.js';
 import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './support/portal-terminal.js';
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 const terminals: Terminal[] = [];
@@ -17,14 +17,11 @@ const terminals: Terminal[] = [];
 const PROMPT = /:\/app[$#] $/m;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-recording-'));
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

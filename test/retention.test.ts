@@ -4,17 +4,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { existsSync } from 'node:fs';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, runInSession, sleep, startTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, runInSession, sleep, useTestStack, waitFor } from './support/harness.js';
 
-let stack: TestStack;
+const RETENTION_S = 3;
+const stack = useTestStack({ env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
 let cert: Cert;
 let rx: HttpsReceiver;
 let drained: Awaited<ReturnType<typeof createTenant>>;
 let undrained: Awaited<ReturnType<typeof createTenant>>;
-const RETENTION_S = 3;
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
   drained = await createTenant(stack, { plan: 'scale' });
   undrained = await createTenant(stack, { plan: 'scale' });
   cert = await selfSignedCert();
@@ -27,7 +26,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rx?.down();
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

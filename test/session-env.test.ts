@@ -13,12 +13,12 @@ import { SecretBox } from '../lib/secrets.js';
 import { journalPath } from '../journal/writer.js';
 import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../shapes/requests.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
-import { createTenant, endAllSessions, openSession, startTestStack, waitFor, waitForState, type TestStack } from './support/harness.js';
+import { createTenant, openSession, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { run, runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_LOG_LEVEL: 'debug' }, logDestination: { write: (line) => void logLines.push(line) } });
 let cert: Cert;
 let rx: HttpsReceiver;
 let tenant: Awaited<ReturnType<typeof createTenant>>;
@@ -26,7 +26,6 @@ let tenant: Awaited<ReturnType<typeof createTenant>>;
 const logLines: string[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_LOG_LEVEL: 'debug' }, logDestination: { write: (line) => void logLines.push(line) } });
   cert = await selfSignedCert();
   rx = new HttpsReceiver(cert);
   await rx.up();
@@ -38,9 +37,7 @@ beforeAll(async () => {
   expect(d.status, JSON.stringify(d.body)).toBe(201);
 });
 afterAll(async () => {
-  if (stack) await endAllSessions(stack);
   await rx?.down();
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

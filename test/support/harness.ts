@@ -8,7 +8,7 @@ import { temporal } from '@temporalio/proto';
 import Docker from 'dockerode';
 import Long from 'long';
 import { sql } from 'kysely';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { loadConfig, type Config } from '../../lib/config.js';
 import { imageRepository } from '../../lib/grants.js';
 import { createLogger } from '../../lib/log.js';
@@ -135,6 +135,46 @@ export async function startTestStack(
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+type TestStackOptions = NonNullable<Parameters<typeof startTestStack>[0]>;
+
+/**
+ * The test file's stack, the one way a file gets one: started before the file's own `beforeAll`s
+ * (register it first) and, after the file's own `afterAll`s (vitest runs them in reverse), every
+ * session still open is ended and the stack stopped. The answer stands for the stack once started.
+ * `opts` may be a function for options only known in a hook. `endSessions: false` for a file whose
+ * sessions run on processes of its own, which it stops (and ends the sessions of) itself.
+ */
+export function useTestStack(
+  opts: TestStackOptions | (() => TestStackOptions | Promise<TestStackOptions>) = {},
+  cleanUp: { endSessions?: boolean } = {},
+): TestStack {
+  let started: TestStack | undefined;
+  let endSessions = false;
+  beforeAll(async () => {
+    const resolved = typeof opts === 'function' ? await opts() : opts;
+    // Without a worker of its own, the stack's sessions run on processes the file stops before this clean-up.
+    endSessions = cleanUp.endSessions ?? (!resolved.parts || !!resolved.parts.worker);
+    started = await startTestStack(resolved);
+  });
+  afterAll(async () => {
+    if (!started) return;
+    if (endSessions) await endAllSessions(started);
+    await started.stop();
+  });
+  const current = () => {
+    if (!started) throw new Error('the test stack is not started yet: use it in a test or a hook registered after useTestStack');
+    return started;
+  };
+  return new Proxy({} as TestStack, {
+    // `then` is asked by `await` and by vitest's printing of values: a stack is not a promise.
+    get: (_, key) => (key === 'then' ? undefined : Reflect.get(current(), key)),
+    set: (_, key, value) => Reflect.set(current(), key, value),
+    has: (_, key) => Reflect.has(current(), key),
+    ownKeys: () => Reflect.ownKeys(current()),
+    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(current(), key),
+  });
 }
 
 /** Notes an installation the run made, for the run's teardown to remove what is left of it (test/support/installations.ts). */
