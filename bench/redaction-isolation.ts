@@ -23,7 +23,7 @@ export const redactionIsolation: BenchModule = {
   async run(ctx) {
     const b = 'redaction-isolation';
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
-    const op = await ctx.runtime.admin.createUser(operator, {
+    const op = await ctx.runtime.admin.users.create(operator, {
       name: 'Bench operator', email: `bench-op-${randomBytes(3).toString('hex')}@example.com`, role: 'operator', accounts: [],
     });
     const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-redaction-bench-'));

@@ -1,6 +1,5 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { sql } from 'kysely';
-import type { Config } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import type { Metrics } from '../lib/metrics.js';
 import { nowIso } from '../lib/db.js';

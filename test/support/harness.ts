@@ -234,7 +234,7 @@ async function seedOperator(runtime: Runtime): Promise<string> {
     .values({ name: 'Test Operator', email: `operator-${randomBytes(3).toString('hex')}@example.com`, role: 'operator', created_at: now })
     .returning('id')
     .executeTakeFirstOrThrow();
-  const { token } = await runtime.admin.issueToken(Number(user.id), 'test');
+  const { token } = await runtime.admin.tokens.issue(Number(user.id), 'test');
   await runtime.db
     .insertInto('stacks')
     .values({ name: 'local', max_session_duration_s: 604_800, dedicated: 0, created_at: now })
