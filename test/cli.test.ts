@@ -2,12 +2,12 @@
 // a real runtime (API, SSH portal, Temporal, Docker).
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, useTestStack, waitFor, waitForState, workflowBundle } from './support/harness.js';
+import { loggedInCliConfig, createTenant, useTestStack, waitFor, waitForState, workflowBundle } from './support/harness.js';
 import { Terminal, findDescendant, q, run, runToEnd, sleep } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
@@ -24,10 +24,8 @@ const terminals: Terminal[] = [];
 beforeAll(async () => {
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-cli-test-'));
-  configFile = path.join(dir, 'config', 'essh.json');
   // Logged in from the start, so that any test may run alone (-t); the login tests start without it.
-  await mkdir(path.dirname(configFile), { recursive: true });
-  await writeFile(configFile, JSON.stringify({ api_url: stack.url, token: tenant.token }), { mode: 0o600 });
+  configFile = await loggedInCliConfig(dir, stack, tenant.token);
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../lib/docker.js';
 import { openPortalShell } from '../portal/client.js';
-import { createTenant, docker, endAllSessions, useTestStack, waitFor, waitForState, workflowBundle } from './support/harness.js';
+import { apiAndWorkflows, createTenant, docker, endAllSessions, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
@@ -23,7 +23,7 @@ const HOSTS = ['fleet-a', 'fleet-b', 'fleet-c'];
 /** The demo image's shell prompt (busybox's line editor then asks the terminal where its cursor is). */
 const PROMPT = /:\/app[$#] /;
 
-const stack = useTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
+const stack = useTestStack({ parts: apiAndWorkflows() });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let keyDir: string;
 const processes: WorkerProcess[] = [];

@@ -13,7 +13,7 @@ import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
-import { containerExists, createTenant, endAllSessions, openSession, useTestStack, waitFor, sessionContainer, waitForState, workflowBundle } from './support/harness.js';
+import { apiAndWorkflows, containerExists, createTenant, endSessionsAndStop, openSession, useTestStack, waitFor, sessionContainer, waitForState } from './support/harness.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // Short, so that the test does not wait the production minute; the sweep's bound is the same sum.
@@ -22,7 +22,7 @@ const SWEEP_S = 2;
 
 // The sessions run on the file's own host process: it ends them before it stops that host.
 const stack = useTestStack({
-  parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+  parts: apiAndWorkflows(),
   env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
 }, { endSessions: false });
 let host: WorkerProcess | undefined;
@@ -33,10 +33,7 @@ beforeAll(async () => {
   host = await startWorkerProcess(stack, hostEnv);
 }, 180_000);
 
-afterAll(async () => {
-  if (stack && host) await endAllSessions(stack).catch(() => undefined);
-  await host?.stop();
-}, 120_000);
+afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
 
 const row = (id: number) => stack.runtime.db.selectFrom('operations').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 

@@ -19,6 +19,7 @@ import { HostRegistration } from '../host/registry.js';
 import { JournalRetention } from '../drains/retention.js';
 import { RecordingsService } from '../recordings/service.js';
 import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
+import { expectRecordingOnlyForItsPeople } from './support/recordings.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 
@@ -123,17 +124,7 @@ describe('a recording from the journal', () => {
     const s = await host.session(tenant);
     s.print('private-output\n');
     await s.end();
-    const other = await stack.api.post('/users', stack.adminToken, { name: 'Other', email: `other-${s.id}@example.com`, role: 'member', accounts: [tenant.account] });
-    const acctAdmin = await stack.api.post('/users', stack.adminToken, { name: 'Adm', email: `adm-${s.id}@example.com`, role: 'account_admin', accounts: [tenant.account] });
-    const outsider = await createTenant(stack);
-    const get = (token?: string) => stack.api.get(`/sessions/${s.id}/recording`, token);
-    expect(String((await get(tenant.token)).body)).toContain('private-output');
-    expect((await get(acctAdmin.body.token)).status).toBe(200);
-    expect((await get(stack.adminToken)).status).toBe(200);
-    expect((await get(other.body.token)).status).toBe(404);
-    expect((await get(outsider.token)).status).toBe(404);
-    expect((await get(undefined)).status).toBe(401);
-    expect((await stack.api.get('/sessions/999999999999/recording', stack.adminToken)).status).toBe(404);
+    await expectRecordingOnlyForItsPeople(stack, tenant, s.id);
   });
 
   it('is served by the host\'s internal endpoint over HTTPS only with a short-lived token made for that session, and answers 503 while its host is unreachable', async () => {

@@ -7,13 +7,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { journalPath } from '../journal/writer.js';
 import { HttpsReceiver, eventsOf, selfSignedCert } from './support/drains-receivers.js';
-import {
-  containerExists, createTenant, docker, runInSession, sleep, useTestStack, waitFor, waitForState, workflowBundle,
+import { apiAndWorkflows,
+  containerExists, createTenant, docker, runInSession, sleep, useTestStack, waitFor, waitForState,
 } from './support/harness.js';
 import { sessionContainer } from './support/harness.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
-const stack = useTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
+const stack = useTestStack({ parts: apiAndWorkflows() });
 const hosts: WorkerProcess[] = [];
 
 beforeAll(async () => {

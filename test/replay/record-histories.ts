@@ -30,7 +30,7 @@ import {
   clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../../workflows/definitions.js';
 import type { EndReason } from '../../shapes/enumerations.js';
-import {
+import { apiAndWorkflows,
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from '../support/harness.js';
 import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../support/portal-terminal.js';
@@ -169,7 +169,7 @@ const graceMarkers = (h: History) => {
  */
 async function stackWithHostToLose() {
   const own = await startTestStack({
-    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    parts: apiAndWorkflows(),
     env: { ESSH_HOST_STALE_S: '8', ESSH_HOST_LOSS_SWEEP_S: '2' },
   });
   const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -63,6 +63,17 @@ export interface TestStack {
 
 export function workflowBundle() {
   return { code: readFileSync(inject('workflowBundlePath'), 'utf8'), sourceMap: '' };
+}
+
+/** The parts of a stack whose hosts are processes of the file's own: the API and the main worker (workflows, records) only. */
+export const apiAndWorkflows = (): RuntimeParts => ({ api: true, worker: true, workflowBundle: workflowBundle() });
+
+/** A CLI configuration in `dir` logged in to the stack with `token` (0600, as `essh login` writes it); its path. */
+export async function loggedInCliConfig(dir: string, stack: TestStack, token: string): Promise<string> {
+  const configFile = path.join(dir, 'config', 'essh.json');
+  await mkdir(path.dirname(configFile), { recursive: true });
+  await writeFile(configFile, JSON.stringify({ api_url: stack.url, token }), { mode: 0o600 });
+  return configFile;
 }
 
 /**
@@ -163,18 +174,37 @@ export function useTestStack(
     if (endSessions) await endAllSessions(started);
     await started.stop();
   });
-  const current = () => {
-    if (!started) throw new Error('the test stack is not started yet: use it in a test or a hook registered after useTestStack');
-    return started;
+  return standIn(() => started, 'the test stack');
+}
+
+/**
+ * What a hook starts, for the file's tests and hooks to use as if it were there from the start: it
+ * throws, naming `what`, when used before the hook has run.
+ */
+export function standIn<T extends object>(current: () => T | undefined, what: string): T {
+  const it = () => {
+    const value = current();
+    if (!value) throw new Error(`${what} is not started yet: use it in a test or in a hook registered after the one that starts it`);
+    return value;
   };
-  return new Proxy({} as TestStack, {
-    // `then` is asked by `await` and by vitest's printing of values: a stack is not a promise.
-    get: (_, key) => (key === 'then' ? undefined : Reflect.get(current(), key)),
-    set: (_, key, value) => Reflect.set(current(), key, value),
-    has: (_, key) => Reflect.has(current(), key),
-    ownKeys: () => Reflect.ownKeys(current()),
-    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(current(), key),
+  return new Proxy({} as T, {
+    // `then` is asked by `await` and by vitest's printing of values: none of these is a promise.
+    get: (_, key) => (key === 'then' ? undefined : Reflect.get(it(), key)),
+    set: (_, key, value) => Reflect.set(it(), key, value),
+    has: (_, key) => Reflect.has(it(), key),
+    ownKeys: () => Reflect.ownKeys(it()),
+    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(it(), key),
   });
+}
+
+/**
+ * For a file whose sessions run on processes of its own (hosts, workers): ends the sessions while
+ * those can still end them (if any was started; a failure is the test's to report, not the clean-up's),
+ * then stops the processes.
+ */
+export async function endSessionsAndStop(stack: TestStack, processes: ({ stop(): Promise<unknown> } | undefined)[]) {
+  if (processes.some(Boolean)) await endAllSessions(stack).catch(() => undefined);
+  for (const p of processes) await p?.stop();
 }
 
 /** Notes an installation the run made, for the run's teardown to remove what is left of it (test/support/installations.ts). */
