@@ -1,12 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, openSession, runInSession, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
-import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { addHttpsDrain, PortalTerminal, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 
 const stack = useTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+const rx = useHttpsReceiver();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
-let cert: Cert;
-let rx: HttpsReceiver;
 
 const PASSWORD = 'hunter2-TOPSECRET';
 const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'app_id', 'source', 'container', 'host', 'offset', 'seq',
@@ -14,27 +13,17 @@ const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'ap
 
 beforeAll(async () => {
   tenant = await createTenant(stack, { plan: 'scale' });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   const admin = stack.adminToken;
-  const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
-    handle: 'https-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
+  await addHttpsDrain(stack, rx, tenant.account, 'https-drain', '/ingest', admin);
   // A drain with session output switched off: nothing may reach its path (every request must be /ingest).
   const off = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
-    handle: 'sessions-off', drain_type: 'https', url: `${rx.url}/off`, ca_cert: cert.cert, drain_ephemeral_sessions: false,
+    handle: 'sessions-off', drain_type: 'https', url: `${rx.url}/off`, ca_cert: rx.cert.cert, drain_ephemeral_sessions: false,
   });
   expect(off.status, JSON.stringify(off.body)).toBe(201);
   for (const rule of [{ name: 'cards', preset: 'card_number' }, { name: 'ssn', preset: 'us_ssn' }, { name: 'stripe', pattern: 'sk_live_[A-Za-z0-9]+' }]) {
     const r = await stack.api.post(`/accounts/${tenant.account}/redaction_rules`, admin, rule);
     expect(r.status, JSON.stringify(r.body)).toBe(201);
   }
-});
-afterAll(async () => {
-  await rx?.down();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 /** A session of the app's shell with the user's terminal (80×24) attached through the portal. */

@@ -4,16 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, endAllSessions, openSession, sleep, useTestStack, waitFor, workflowBundle } from './support/harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { apiAndWorkflows, createTenant, endAllSessions, openSession, sleep, useTestStack, waitFor } from './support/harness.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The API and the main worker run in the test process; the stack's host (its portal, its journals, its
 // drain shipper, its container activities) runs in a child process that is SIGKILLed while a session
 // prints and a batch is in flight, then started again as the same host.
-const stack = useTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } }, { endSessions: false });
-let cert: Cert;
-let rx: HttpsReceiver;
+const stack = useTestStack({ parts: apiAndWorkflows() }, { endSessions: false });
+const rx = useHttpsReceiver((r) => { r.delayMs = 150; }); // a slow receiver, so that the kill lands while a batch is in flight
 const hosts: WorkerProcess[] = [];
 const HOST_ENV = {
   ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `restart-${randomBytes(3).toString('hex')}`,
@@ -27,25 +26,16 @@ const HOST_ENV = {
 };
 
 beforeAll(async () => {
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  rx.delayMs = 150; // a slow receiver, so that the kill lands while a batch is in flight
-  await rx.up();
 });
 afterAll(async () => {
   if (stack && hosts.length) await endAllSessions(stack).catch(() => undefined);
   for (const h of hosts) await h.kill('SIGKILL');
-  await rx?.down();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 }, 120_000);
 
 describe('a host process killed during delivery', () => {
   it('delivers every seq its journal holds once started again, each seq with one content; the journal holds every byte the client got', async () => {
     const tenant = await createTenant(stack, { plan: 'scale' });
-    const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'https', drain_type: 'https', url: `${rx.url}/in`, ca_cert: cert.cert,
-    });
-    expect(d.status).toBe(201);
+    await addHttpsDrain(stack, rx, tenant.account, 'https', '/in');
     hosts.push(await startWorkerProcess(stack, HOST_ENV));
 
     // The client attaches through the host's portal (the API's connect block names it).

@@ -3,36 +3,30 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import {eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 import { compileRule, redact } from '../drains/redaction.js';
 
 const stack = useTestStack({ parts: { api: true } });
+const rx = useHttpsReceiver();
 let host: TestHost;
-let cert: Cert;
-let rx: HttpsReceiver;
 
 const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'app_id', 'source', 'container', 'host', 'offset', 'seq',
   'operation_id', 'operation_user_name', 'operation_user_email'];
 
 beforeAll(async () => {
   host = await TestHost.create(stack);
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   await host.startShipper();
 });
 afterAll(async () => {
   await host?.stop();
-  await rx?.down();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 /** A tenant with an HTTPS drain to the receiver at `path`, and an account admin. */
 async function drainedTenant(path: string, extra: object = {}) {
   const tenant = await createTenant(stack, { plan: 'scale' }) as Tenant;
   const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-    handle: 'https-drain', drain_type: 'https', url: `${rx.url}${path}`, ca_cert: cert.cert, ...extra,
+    handle: 'https-drain', drain_type: 'https', url: `${rx.url}${path}`, ca_cert: rx.cert.cert, ...extra,
   });
   expect(d.status, JSON.stringify(d.body)).toBe(201);
   const a = await stack.api.post('/users', stack.adminToken, { name: 'Admin', email: `admin-${tenant.account}@example.com`, role: 'account_admin', accounts: [tenant.account] });
@@ -167,7 +161,7 @@ describe('the host shipper into an HTTPS drain', () => {
     for (let i = 0; i < 5; i++) s.print(`before ${i}\n`);
     await sleep(50);
     const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'late', drain_type: 'https', url: `${rx.url}/late`, ca_cert: cert.cert,
+      handle: 'late', drain_type: 'https', url: `${rx.url}/late`, ca_cert: rx.cert.cert,
     });
     expect(d.status).toBe(201);
     await sleep(50);
