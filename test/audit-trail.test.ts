@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, DEMO_IMAGE, useTestStack, waitFor } from './support/harness.js';
-import {eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { useHttpsReceiver } from './support/drains-receivers.js';
 import { registerKey } from './support/portal-terminal.js';
 
 /**

@@ -1,5 +1,4 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
 import {type ReceivedRequest, useHttpsReceiver } from './support/drains-receivers.js';
 

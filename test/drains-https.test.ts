@@ -1,7 +1,6 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, openSession, runInSession, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
-import { addHttpsDrain, PortalTerminal, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { addHttpsDrain, PortalTerminal, useHttpsReceiver, sessionEventsAt, waitForEndedAt } from './support/drains-receivers.js';
 
 const stack = useTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
 const rx = useHttpsReceiver();
@@ -26,21 +25,20 @@ beforeAll(async () => {
   }
 });
 
-/** A session of the app's shell with the user's terminal (80×24) attached through the portal. */
+/** A session of the app's shell with the user's terminal (80×24) attached through the portal, at its prompt. */
 async function startSession() {
   const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   const term = await PortalTerminal.open(r.body.connect, { cols: 80, rows: 24 });
+  await term.waitFor(PROMPT).catch((err) => {
+    term.close();
+    throw err;
+  });
   return { id: r.body.id as number, term };
 }
 
-function sessionEvents(id: number) {
-  return eventsOf(rx).filter((e) => e.operation_id === id);
-}
-
-async function waitForEnded(id: number, timeoutMs = 30_000) {
-  await waitFor(`the session_ended event of ${id}`, async () => sessionEvents(id).some((e) => e.event === 'session_ended'), timeoutMs, 200);
-}
+const sessionEvents = (id: number) => sessionEventsAt(rx, id);
+const waitForEnded = (id: number, timeoutMs?: number) => waitForEndedAt(rx, id, timeoutMs);
 
 /** Every seq from 0 to the ended event's, each at least once (duplicates are allowed: at-least-once). */
 function expectNoGaps(events: Record<string, any>[]) {
@@ -68,7 +66,6 @@ describe('an HTTPS drain', () => {
   it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
     const { id, term } = await startSession();
     try {
-      await term.waitFor(PROMPT);
       term.type('echo "héllo wörld ✓ $((6*7))"\n');
       await term.waitFor('héllo wörld ✓ 42');
       term.type('read -s -p "Password: " PW; echo; echo "got ${#PW} chars"\n');
@@ -193,7 +190,6 @@ describe('an HTTPS drain', () => {
   it('ends with a session_ended event naming who terminated it, after the last output', async () => {
     const { id, term } = await startSession();
     try {
-      await term.waitFor(PROMPT);
       term.type('echo before-terminate\n');
       await term.waitFor('before-terminate\r\n');
       const t = await stack.api.post(`/sessions/${id}/terminate`, tenant.token, { reason: 'lunch' });

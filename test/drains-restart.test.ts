@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';

@@ -1,9 +1,8 @@
 // The host-side drain shipper against a real HTTPS receiver (openssl certificate, given as ca_cert),
 // on journals written by the real JournalWriter and a real database behind the real API.
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
-import {eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { useHttpsReceiver, sessionEventsAt, waitForEndedAt } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
 import { compileRule, redact } from '../drains/redaction.js';
 
@@ -33,9 +32,8 @@ async function drainedTenant(path: string, extra: object = {}) {
   return { tenant, drain: d.body as { id: number }, adminToken: a.body.token as string };
 }
 
-const ofSession = (id: number) => eventsOf(rx).filter((e) => e.operation_id === id);
-const waitForEnded = (id: number, timeoutMs = 20_000) =>
-  waitFor(`the session_ended event of ${id}`, async () => ofSession(id).some((e) => e.event === 'session_ended'), timeoutMs, 100);
+const ofSession = (id: number) => sessionEventsAt(rx, id);
+const waitForEnded = (id: number, timeoutMs = 20_000) => waitForEndedAt(rx, id, timeoutMs, 100);
 
 /** Every seq from 0 to the ended event's, each at least once; arrivals of one session in seq order. */
 function expectAllSeqsInOrder(events: Record<string, any>[], from = 0) {

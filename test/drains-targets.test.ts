@@ -1,7 +1,6 @@
 // Tenant isolation of drains: private, loopback, link-local, CGNAT and metadata targets are refused
 // at creation and again at connect time (with ESSH_DRAINS_ALLOW_PRIVATE off, as in production), and a
 // drain URL's credentials are never shown back.
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecretBox } from '../lib/secrets.js';
 import { displayUrl, forbiddenAddressReason } from '../drains/targets.js';

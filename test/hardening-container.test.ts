@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { SESSION_CAPABILITIES } from '../host/containers.js';
-import { containerExists, createTenant, docker, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { containerExists, createTenant, docker, runInSession, useTestStack, waitForState } from './support/harness.js';
 import { sessionContainer } from './support/harness.js';
 
 /**

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, createTenant, runInSession, startTestStack, useTestStack, waitFor, type ApiResponse } from './support/harness.js';
+import { ApiClient, createTenant, runInSession, startTestStack, useTestStack, type ApiResponse } from './support/harness.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createLogger } from '../lib/log.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { containerExists, createTenant, DEMO_IMAGE, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { containerExists, createTenant, DEMO_IMAGE, useTestStack, waitForState } from './support/harness.js';
 import { sessionContainer } from './support/harness.js';
 
 /** CONTRACT §8: each stack has max_session_duration_s (7 days by default), lower only on a dedicated stack. */

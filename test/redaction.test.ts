@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { nowIso } from '../lib/db.js';
 import { RULE_LIMITS } from '../drains/redaction.js';
 import { createTenant, openSession, runInSession, sleep, waitFor, useTestStack } from './support/harness.js';
-import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver, sessionEventsAt } from './support/drains-receivers.js';
 
 const stack = useTestStack();
 const rx = useHttpsReceiver();
@@ -21,7 +21,7 @@ async function drainedTenant(path: string) {
   await addHttpsDrain(stack, rx, tenant.account, 'https-drain', path);
   return tenant;
 }
-const ofSession = (id: number) => eventsOf(rx).filter((e) => e.operation_id === id);
+const ofSession = (id: number) => sessionEventsAt(rx, id);
 const endedEvent = (id: number) => waitFor(`the session_ended event of ${id}`, async () => ofSession(id).find((e) => e.event === 'session_ended'), 60_000, 200);
 
 describe('redaction rules are bounded', () => {

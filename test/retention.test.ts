@@ -1,6 +1,5 @@
 // Session output is deleted a while after the session ended, never before a drain has it.
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 import { existsSync } from 'node:fs';
 import { journalPath } from '../journal/writer.js';

@@ -4,9 +4,9 @@
 // database in clear (and not at all once the session has ended), not in the Temporal history, not in
 // any answer of the API, the drains, the journal, the recording or the project's own log.
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { sealStoredEnvs } from '../lib/app-env.js';
 import { SecretBox } from '../lib/secrets.js';

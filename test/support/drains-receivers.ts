@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { restartableLoopbackPort } from '../../lib/free-port.js';
 import { openPortalShell, type PortalShell, type PortalTarget } from '../../portal/client.js';
-import { standIn, type TestStack } from './harness.js';
+import { standIn, waitFor, type TestStack } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -100,6 +100,16 @@ export class HttpsReceiver {
 /** Every JSON event the HTTPS receiver accepted, in arrival order. */
 export function eventsOf(rx: HttpsReceiver): Record<string, any>[] {
   return rx.requests.flatMap((r) => JSON.parse(r.body) as Record<string, any>[]);
+}
+
+/** The events of session `id` the receiver accepted, in arrival order. */
+export function sessionEventsAt(rx: HttpsReceiver, id: number): Record<string, any>[] {
+  return eventsOf(rx).filter((e) => e.operation_id === id);
+}
+
+/** Waits until the receiver has session `id`'s session_ended event. */
+export async function waitForEndedAt(rx: HttpsReceiver, id: number, timeoutMs = 30_000, everyMs = 200): Promise<void> {
+  await waitFor(`the session_ended event of ${id}`, async () => sessionEventsAt(rx, id).some((e) => e.event === 'session_ended'), timeoutMs, everyMs);
 }
 
 /**
