@@ -1,11 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { apiAndWorkflows, createTenant, endAllSessions, openSession, sleep, useTestStack, waitFor } from './support/harness.js';
 import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
-import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The API and the main worker run in the test process; the stack's host (its portal, its journals, its
 // drain shipper, its container activities) runs in a child process that is SIGKILLed while a session
@@ -13,8 +12,7 @@ import { startWorkerProcess, type WorkerProcess } from './support/worker-process
 const stack = useTestStack({ parts: apiAndWorkflows() }, { endSessions: false });
 const rx = useHttpsReceiver((r) => { r.delayMs = 150; }); // a slow receiver, so that the kill lands while a batch is in flight
 const hosts: WorkerProcess[] = [];
-const HOST_ENV = {
-  ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `restart-${randomBytes(3).toString('hex')}`,
+const HOST_ENV = hostProcessEnv('restart', {
   ESSH_DRAIN_BACKOFF_CAP_S: '2', ESSH_DRAIN_BATCH_EVENTS: '25',
   // The restarted host keeps a killed one's sessions for their clients to reattach (120 s by default)
   // when it starts before the heartbeat timeout has ended them, as a loaded machine's workflow task may
@@ -22,7 +20,7 @@ const HOST_ENV = {
   ESSH_REATTACH_WINDOW_S: '3',
   // The receiver listens on loopback.
   ESSH_DRAINS_ALLOW_PRIVATE: '1',
-};
+});
 
 beforeAll(async () => {
 });

@@ -15,7 +15,7 @@ import {
   waitForState, type TestStack,
 } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
-import { startWorkerProcess } from './support/worker-process.js';
+import { hostProcessEnv, startWorkerProcess } from './support/worker-process.js';
 
 /**
  * Exec sessions (CONTRACT §4, §7, §8): the program runs by `docker exec` in a container whose main
@@ -257,7 +257,7 @@ async function runInSessionOf(s: TestStack, _t: { token: string }, created: { id
 describe('kill -9 of the host process while a session prints', () => {
   it('the journal holds at least every byte the client received', async () => {
     const split = await startTestStack({ parts: { api: true, worker: true, workflowBundle: (await import('./support/harness.js')).workflowBundle() } });
-    const host = await startWorkerProcess(split, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `kill-${randomBytes(3).toString('hex')}` });
+    const host = await startWorkerProcess(split, hostProcessEnv('kill'));
     try {
       const t = await createTenant(split);
       const r = await split.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo "line $i of output"; done'] });

@@ -4,7 +4,6 @@
 // back with the same id and data dir, its reconciler removes the containers it left and closes their
 // journals, and nothing is resurrected or ended twice. The API and the workflows run in this process;
 // the host (host worker, portal, agent) in a process of its own, which is SIGKILLed.
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -14,7 +13,7 @@ import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
 import { apiAndWorkflows, containerExists, createTenant, endSessionsAndStop, openSession, useTestStack, waitFor, sessionContainer, waitForState } from './support/harness.js';
-import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // Short, so that the test does not wait the production minute; the sweep's bound is the same sum.
 const STALE_S = 12;
@@ -29,7 +28,7 @@ let host: WorkerProcess | undefined;
 let hostEnv: Record<string, string>;
 
 beforeAll(async () => {
-  hostEnv = { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `lost-${randomBytes(3).toString('hex')}` };
+  hostEnv = hostProcessEnv('lost');
   host = await startWorkerProcess(stack, hostEnv);
 }, 180_000);
 

@@ -7,7 +7,6 @@
 //   when the teardown runs in the new process while the old one's attachment wrote the journal;
 // - a new session attaches through the new process;
 // - the old process exits once its last client has left, and not before.
-import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,7 +22,7 @@ import { sealJournal } from '../journal/seal.js';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 import { apiAndWorkflows, createTenant, endAllSessions, sleep, useTestStack, waitFor } from './support/harness.js';
-import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // 30 is the issue's figure; 10 by default, on a shared 2-core machine (ESSH_TEST_UPGRADE_SESSIONS=30 runs it).
 const SESSIONS = Number(process.env.ESSH_TEST_UPGRADE_SESSIONS ?? 10);
@@ -96,11 +95,10 @@ describe(`a host process upgraded under ${SESSIONS} live sessions`, () => {
   let next: WorkerProcess | undefined;
 
   beforeAll(async () => {
-    hostEnv = {
-      ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `upgrade-${randomBytes(3).toString('hex')}`,
+    hostEnv = hostProcessEnv('upgrade', {
       ESSH_SSH_PORT: String(await freePort()), ESSH_METRICS_PORT: String(await freePort()),
       ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S), ESSH_UPGRADE_DRAIN_S: '600',
-    };
+    });
     old = await startWorkerProcess(stack, hostEnv);
   }, 180_000);
   afterAll(async () => {

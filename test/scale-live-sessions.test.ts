@@ -8,7 +8,6 @@
 // - the process that runs the portal (and the host worker) is SIGKILLed and started again: every client
 //   loses its connection and reattaches with its session owner's key within the heartbeat timeout, and
 //   no session ends.
-import { randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,7 +19,7 @@ import type { ClientFleet } from '../bench/live-fleet.js';
 import { useClientFleet } from './support/client-fleet.js';
 import { apiAndWorkflows, createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as
@@ -176,11 +175,10 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
   let hostEnv: Record<string, string>;
 
   beforeAll(async () => {
-    hostEnv = {
-      ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `portal-restart-${randomBytes(3).toString('hex')}`,
+    hostEnv = hostProcessEnv('portal-restart', {
       ESSH_SSH_PORT: String(await freePort()),
       ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S),
-    };
+    });
     host = await startWorkerProcess(stack, hostEnv);
   }, 180_000);
   afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
