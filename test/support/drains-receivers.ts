@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect } from 'vitest';
+import { closeNow } from '../../api/graceful-close.js';
 import { restartableLoopbackPort } from '../../lib/free-port.js';
 import { openPortalShell, type PortalShell, type PortalTarget } from '../../portal/client.js';
 import { standIn, waitFor, type TestStack } from './harness.js';
@@ -87,9 +88,7 @@ export class HttpsReceiver {
   async down(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
+    if (s) await closeNow(s);
   }
 
   get url() {
