@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { projectRoot } from '../lib/config.js';
 import { apiOk, endSession } from './api-client.js';
 import { promptInProcess } from './portal-prompt.js';
@@ -46,7 +47,7 @@ export const portalAbuse: BenchModule = {
       attack();
       const times: number[] = [];
       try {
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
         for (let i = 0; i < RUNS; i++) times.push(await prompt());
       } finally {
         stopped = true;

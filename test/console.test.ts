@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
@@ -287,9 +288,9 @@ describe('the web console', () => {
     }, state);
     await setVisibility('hidden');
     // A poll already on its way may still answer.
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     const before = polls.length;
-    await new Promise((r) => setTimeout(r, 3 * 2_000));
+    await sleep(3 * 2_000);
     expect(polls.length).toBe(before);
     const shownAt = Date.now();
     await setVisibility('visible');

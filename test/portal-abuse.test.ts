@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
@@ -70,7 +71,7 @@ describe('the SSH portal under abuse', () => {
     // The same attack from fresh addresses, while the user opens sessions.
     const second = attack('127.0.0.3', '127.0.2.0');
     try {
-      await new Promise((r) => setTimeout(r, 1000));
+      await sleep(1000);
       // Each one is a session created, attached through the portal and at its prompt within 30 s.
       for (let i = 0; i < 3; i++) await openToPrompt();
     } finally {

@@ -285,7 +285,7 @@ describe('credentials checked again on each new channel', () => {
       // While the token stands, a channel reaches the session (which answers that it takes no command).
       const before = await execOn(c, 'true');
       expect(before.out).toMatch(/runs the command it was created with/);
-      await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(expiresAt) - Date.now()) + 500));
+      await sleep(Math.max(0, Date.parse(expiresAt) - Date.now()) + 500);
       const after = await execOn(c, 'true');
       expect(after.code).toBe(1);
       expect(after.out).toMatch(/the session token this connection logged in with has expired or was revoked/);

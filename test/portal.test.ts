@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   containerExists, createTenant, docker, useTestStack, waitFor, waitForState, workflowBundle,
@@ -90,7 +91,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
 
     // Ctrl-C reaches the program in the container (the TTY's line discipline turns it into SIGINT).
     await term.typeLine('sleep 30; echo after-sleep');
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     await term.keys('C-c');
     await term.typeLine('echo interrupted-ok');
     await term.waitForText(/^interrupted-ok\s*$/m, 15_000);

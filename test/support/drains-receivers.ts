@@ -8,6 +8,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { closeNow } from '../../api/graceful-close.js';
 import { restartableLoopbackPort } from '../../lib/free-port.js';
@@ -144,7 +145,7 @@ export class PortalTerminal {
     const deadline = Date.now() + timeoutMs;
     while (!(typeof pattern === 'string' ? this.output.includes(pattern) : pattern.test(this.output))) {
       if (Date.now() > deadline) throw new Error(`terminal never showed ${pattern}; it showed:\n${this.output.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import Docker from 'dockerode';
@@ -16,11 +17,13 @@ import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../../workflows/defini
 import { startRuntime, type Runtime, type RuntimeParts } from '../../stack/runtime.js';
 import { DEMO_IMAGE } from '../../stack/seed.js';
 import { removeInstallationFromEngine, sessionContainerName } from '../../host/containers.js';
+import { ApiClient } from './api-client.js';
 import { noteInstallation } from './installations.js';
 import { isPostgresUrl, type Db, type DbEngine } from '../../lib/db.js';
 import pg from 'pg';
 
 export const docker = new Docker();
+export { ApiClient, type ApiResponse } from './api-client.js';
 export { DEMO_IMAGE };
 
 /** A fresh namespace on the run's dev server, with essh's search attributes registered in it. */
@@ -273,55 +276,6 @@ async function seedOperator(runtime: Runtime): Promise<string> {
   return token;
 }
 
-export interface ApiResponse<T = any> {
-  status: number;
-  body: T;
-  headers: Headers;
-}
-
-export class ApiClient {
-  constructor(readonly baseUrl: string) {}
-  async request<T = any>(method: string, p: string, token?: string, body?: unknown): Promise<ApiResponse<T>> {
-    const res = await fetch(this.baseUrl + p, {
-      method,
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: any = text;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      /* not JSON: keep the text */
-    }
-    return { status: res.status, body: parsed, headers: res.headers };
-  }
-  get<T = any>(p: string, token?: string) {
-    return this.request<T>('GET', p, token);
-  }
-  post<T = any>(p: string, token?: string, body?: unknown) {
-    return this.request<T>('POST', p, token, body);
-  }
-  delete<T = any>(p: string, token?: string) {
-    return this.request<T>('DELETE', p, token);
-  }
-  /** Every item of a list, following its pages' next_cursor (API lists are paginated: { items, next_cursor }). */
-  async listAll<T = any>(p: string, token?: string): Promise<T[]> {
-    const items: T[] = [];
-    for (let cursor: string | null = null; ;) {
-      const sep = p.includes('?') ? '&' : '?';
-      const r: ApiResponse<{ items: T[]; next_cursor: string | null }> = await this.get(`${p}${sep}limit=500${cursor ? `&cursor=${cursor}` : ''}`, token);
-      if (r.status !== 200) throw new Error(`GET ${p}: ${r.status} ${JSON.stringify(r.body)}`);
-      items.push(...r.body.items);
-      if (!r.body.next_cursor) return items;
-      cursor = r.body.next_cursor;
-    }
-  }
-}
-
 /** An account with one app on `stack` and a member user; returns the member's token. */
 export async function createTenant(
   stack: TestStack,
@@ -351,7 +305,7 @@ export async function createTenant(
   return { account, app, token: u.body.token as string, user: u.body as { id: number; email: string; name: string } };
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** Polls until `check` returns a value other than undefined/false, or fails with the last value seen. */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {

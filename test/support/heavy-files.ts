@@ -5,6 +5,7 @@
 // 30 clients' prompts and reattaches of scale-live-sessions, a second Temporal server's start.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 // exec-sessions (29 CPU s over 557 s, 100 back-to-back OpenSSH sessions) is left beside them: with it
 // the one-at-a-time chain (~9–10 min) would outlast the rest of the suite (~8.5 min) and lengthen
@@ -47,6 +48,6 @@ export async function takeLock(lockPath: string, holder: string): Promise<{ wait
       rmSync(lockPath, { force: true });
       continue;
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }
