@@ -45,3 +45,11 @@ export function drainable(server: Server): Drainable {
     },
   };
 }
+
+/** Closes `server` and every connection it has at once (a test's receiver, a listener being stopped for good). */
+export function closeNow(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}

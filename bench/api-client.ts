@@ -1,21 +1,16 @@
 // Small helpers the benchmark modules share: calls to the essh API as a given token, and waiting for a
 // session's state in the Operation record (read from the database, so that waiting adds no API load).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApiClient, type ApiResponse } from '../test/support/api-client.js';
 import type { BenchContext } from './types.js';
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
-export interface ApiAnswer<T = any> {
-  status: number;
-  body: T;
-}
+export type ApiAnswer<T = any> = Pick<ApiResponse<T>, 'status' | 'body'>;
 
-export async function apiCall<T = any>(ctx: BenchContext, method: string, path: string, token: string, body?: unknown): Promise<ApiAnswer<T>> {
-  const res = await fetch(ctx.apiUrl + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as T };
+/** One call to the API as `token` (the tests' client, test/support/api-client.ts): its status and body, whatever they are. */
+export function apiCall<T = any>(ctx: BenchContext, method: string, path: string, token: string, body?: unknown): Promise<ApiAnswer<T>> {
+  return new ApiClient(ctx.apiUrl).request<T>(method, path, token, body);
 }
 
 /** Like apiCall, but anything other than 2xx is an error naming the call. */

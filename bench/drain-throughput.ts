@@ -32,7 +32,7 @@ export const drainThroughput: BenchModule = {
       // drains/bench.ts sets up its own account, app and drain through the API, which takes an operator.
       const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
       const suffix = randomBytes(3).toString('hex');
-      const user = await ctx.runtime.admin.createUser(operator, { name: `Bench operator ${suffix}`, email: `bench-op-${suffix}@example.com`, role: 'operator', accounts: [] });
+      const user = await ctx.runtime.admin.users.create(operator, { name: `Bench operator ${suffix}`, email: `bench-op-${suffix}@example.com`, role: 'operator', accounts: [] });
       const r = await benchDrainThroughput({ apiUrl: ctx.apiUrl, operatorToken: user.token, image: DEMO_IMAGE, stack: 'local', megabytes: MEGABYTES });
       rows.push(
         { benchmark: b, metric: 'end to end: output events delivered', value: r.eventsPerSecond, unit: 'events/s', note: `${r.outputEvents} events, ${r.requests} HTTPS requests, ${r.megabytesPrinted} MB printed` },

@@ -106,7 +106,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
     }
 
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
-    await runtime.admin.createStack(operator, { name: 'local' });
+    await runtime.admin.stacks.create(operator, { name: 'local' });
     return {
       runtime,
       apiUrl: runtime.apiUrl!,
@@ -121,14 +121,14 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
         const app = `bench-app-${suffix}`;
         const image = opts.image ?? DEMO_IMAGE;
         // An account runs only the images under the prefixes an operator granted it.
-        await runtime.admin.createAccount(operator, {
+        await runtime.admin.accounts.create(operator, {
           handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions, image_prefixes: [imageRepository(image)],
         });
-        await runtime.admin.createApp(operator, {
+        await runtime.admin.apps.create(operator, {
           handle: app, account, stack: 'local', image, env: { APP_ENV: 'bench' }, working_dir: '/app',
           warm_pool: opts.warmPool ?? 0,
         });
-        const user = await runtime.admin.createUser(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
+        const user = await runtime.admin.users.create(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
         return { account, app, token: user.token, userId: Number(user.id) };
       },
       stop,

@@ -5,6 +5,7 @@
 // given its session owner's key comes back by itself when its connection is lost (the portal's process
 // killed), as `ssh -p PORT session-<id>@HOST` with that key would.
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
 import { DEMO_PROMPT as PROMPT } from '../stack/seed.js';
 import type { FleetReply, FleetRequest } from './live-fleet.js';
@@ -237,7 +238,6 @@ let probe: EchoProbe | undefined;
 /** Every client typing a key now and then, as users at their terminals would. */
 let typing: NodeJS.Timeout | undefined;
 let typed = 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 process.on('message', (m: FleetRequest) => {
   void (async () => {

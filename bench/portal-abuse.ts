@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { projectRoot } from '../lib/config.js';
 import { apiOk, endSession } from './api-client.js';
 import { promptInProcess } from './portal-prompt.js';
@@ -10,7 +11,7 @@ const RUNS = Number(process.env.ESSH_BENCH_ABUSE_RUNS ?? 9);
 /**
  * Issue 10's load test: a user's time to a prompt (POST, the portal, the shell) alone, then while a
  * process of its own holds 200 unauthenticated connections and tries bad passwords without pause from
- * 60 addresses (test/portal-attacker.ts, the attacker test/portal-abuse.test.ts runs), then the same
+ * 60 addresses (test/support/portal-attacker.ts, the attacker test/portal-abuse.test.ts runs), then the same
  * with the held connections spread over 50 addresses that reconnect when dropped (issue 18: they fill
  * every authenticating slot they are given). Target: each median under attack within 2× the median alone. Here and not in the test: a ratio of two timings taken a
  * minute apart is only fair on a machine that does nothing else in between.
@@ -37,7 +38,7 @@ export const portalAbuse: BenchModule = {
       const attack = () => {
         round++;
         attacker = spawn(process.execPath, [
-          '--import', 'tsx', 'test/portal-attacker.ts', port, `session-${target.id}`, holdFrom(), `127.1.${round}.0`, '200', '1000',
+          '--import', 'tsx', 'test/support/portal-attacker.ts', port, `session-${target.id}`, holdFrom(), `127.1.${round}.0`, '200', '1000',
         ], { cwd: projectRoot, stdio: ['ignore', 'ignore', 'inherit'] });
         attacker.once('exit', () => {
           if (!stopped) attack();
@@ -46,7 +47,7 @@ export const portalAbuse: BenchModule = {
       attack();
       const times: number[] = [];
       try {
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
         for (let i = 0; i < RUNS; i++) times.push(await prompt());
       } finally {
         stopped = true;

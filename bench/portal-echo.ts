@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
 import { apiOk, endSession } from './api-client.js';
@@ -22,7 +23,7 @@ export function echoTimer(shell: PortalShell) {
   return async (): Promise<number> => {
     if (++typed % 40 === 0) {
       shell.channel.write('\x15');
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     const started = performance.now();
     const echoed = new Promise<number>((resolve, reject) => {
@@ -51,7 +52,7 @@ export const portalEcho: BenchModule = {
       const idle: number[] = [];
       for (let i = 0; i < IDLE_SAMPLES; i++) {
         idle.push(await echo());
-        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+        await sleep(SAMPLE_EVERY_MS);
       }
 
       let printing = true;
@@ -60,7 +61,7 @@ export const portalEcho: BenchModule = {
       const busy: number[] = [];
       while (printing) {
         busy.push(await echo());
-        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+        await sleep(SAMPLE_EVERY_MS);
       }
       const transfer = await drained;
       if (transfer.code !== 0 || transfer.bytes !== MEGABYTES * 1024 * 1024) throw new Error(`the bulk session: ${transfer.bytes} bytes, exit ${transfer.code}: ${transfer.stderr}`);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
 import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../stack/seed.js';
 import { apiOk, endSession } from './api-client.js';
@@ -111,7 +112,7 @@ export async function promptInProcess(ctx: BenchContext, app: string, token: str
       throw new Error(`session ${created.id}: ${err.message}`);
     });
     shell.channel.write('exit\r');
-    await Promise.race([shell.exitCode, new Promise((r) => setTimeout(r, 10_000))]);
+    await Promise.race([shell.exitCode, sleep(10_000)]);
     return { id: created.id, firstByteMs: before + seen.firstByteMs, promptMs: before + seen.matchedMs };
   } finally {
     shell.close();
@@ -126,7 +127,7 @@ async function poolReady(ctx: BenchContext, app: string, n: number, timeoutMs = 
     const pool = await ctx.docker.listContainers({ filters: { label: [`essh.app=${app}`, 'essh.pool=true'], status: ['running'] } });
     if (pool.filter((c) => c.Names.some((x) => x.includes('-pool-'))).length >= n) return;
     if (Date.now() > deadline) throw new Error(`the warm pool of ${app} did not refill to ${n} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 

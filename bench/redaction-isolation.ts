@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { selfSigned, startReceiver } from '../drains/bench.js';
 import { drainShell, openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
 import type { Principal } from '../services/auth.js';
@@ -23,7 +24,7 @@ export const redactionIsolation: BenchModule = {
   async run(ctx) {
     const b = 'redaction-isolation';
     const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
-    const op = await ctx.runtime.admin.createUser(operator, {
+    const op = await ctx.runtime.admin.users.create(operator, {
       name: 'Bench operator', email: `bench-op-${randomBytes(3).toString('hex')}@example.com`, role: 'operator', accounts: [],
     });
     const dir = await mkdtemp(path.join(os.tmpdir(), 'essh-redaction-bench-'));
@@ -49,12 +50,12 @@ export const redactionIsolation: BenchModule = {
       const typist = await openSession(ctx, bTenant.app, bTenant.token, {}, true);
       await waitForShellOutput(typist.shell, DEMO_PROMPT);
       // The redaction workers the rule checks started are warm before the baseline is taken.
-      await new Promise((r) => setTimeout(r, 5000));
+      await sleep(5000);
       const echo = echoTimer(typist.shell);
       const idle: number[] = [];
       for (let i = 0; i < IDLE_SAMPLES; i++) {
         idle.push(await echo());
-        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+        await sleep(SAMPLE_EVERY_MS);
       }
 
       // A prints lines of letters, what keeps its rule busiest, and its host redacts them for the drain.
@@ -71,7 +72,7 @@ export const redactionIsolation: BenchModule = {
       const busy: number[] = [];
       while (!delivered && performance.now() - startedAt < 120_000) {
         busy.push(await echo());
-        await new Promise((r) => setTimeout(r, SAMPLE_EVERY_MS));
+        await sleep(SAMPLE_EVERY_MS);
       }
       const client = await printed;
       printer.close();

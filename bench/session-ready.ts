@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { temporal } from '@temporalio/proto';
 import type Docker from 'dockerode';
 import { LABELS } from '../lib/docker.js';
@@ -13,7 +14,6 @@ const WARMUP = 2;
 const RECORD_POLL_MS = 20;
 const MB = 1024 * 1024;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The baseline: what it costs just to create and start the same container with dockerode, with the

@@ -78,25 +78,23 @@ export function logDrainsCommand(api: () => Promise<EsshApi>, out: {
     ['essh log-drains create acme --handle siem --type syslog --url syslog+tls://siem.example.com:6514 --ca-cert ca.pem'],
   ]);
 
-  out.helpAfter(cmd
-    .command('delete')
-    .description('delete a log drain')
+  /** A command on one drain, by its id; `act` says what it did. */
+  const onDrain = (name: string, description: string, act: (id: string) => Promise<string>, examples: [string, string?][]) => out.helpAfter(cmd
+    .command(name)
+    .description(description)
     .argument('<id>', 'drain id')
     .action(async (id: string) => {
       if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
-      await (await api()).delete(`/log_drains/${id}`);
-      process.stderr.write(`Log drain ${id} deleted.\n`);
-    }), [['essh log-drains delete 7']]);
-
-  out.helpAfter(cmd
-    .command('resume')
-    .description('resume a paused log drain (after fixing its receiver or credentials): delivery goes on where it stopped')
-    .argument('<id>', 'drain id')
-    .action(async (id: string) => {
-      if (!/^\d+$/.test(id)) throw new CliError(`the drain id must be a positive whole number (got "${id}"); see essh log-drains list ACCOUNT`);
-      await (await api()).post(`/log_drains/${id}/resume`, {});
-      process.stderr.write(`Log drain ${id} resumed.\n`);
-    }), [['essh log-drains resume 7', 'delivery goes on where it stopped']]);
+      process.stderr.write(`${await act(id)}\n`);
+    }), examples);
+  onDrain('delete', 'delete a log drain', async (id) => {
+    await (await api()).delete(`/log_drains/${id}`);
+    return `Log drain ${id} deleted.`;
+  }, [['essh log-drains delete 7']]);
+  onDrain('resume', 'resume a paused log drain (after fixing its receiver or credentials): delivery goes on where it stopped', async (id) => {
+    await (await api()).post(`/log_drains/${id}/resume`, {});
+    return `Log drain ${id} resumed.`;
+  }, [['essh log-drains resume 7', 'delivery goes on where it stopped']]);
 
   return cmd;
 }

@@ -102,6 +102,11 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version', 'print essh\'s version')
     .helpOption('-h, --help', 'show this help')
     .showHelpAfterError('(run essh --help for usage)');
+
+  /** A command on one session, by its id. */
+  const sessionCommand = (name: string, description: string) =>
+    program.command(name).description(description).argument('<id>', 'session id', positiveInt('the session id'));
+
   helpAfter(program, [
     ['essh login --api https://essh.example.com', 'asks for your API token (not echoed)'],
     ['essh ssh demo', 'a shell in a fresh container like demo\'s'],
@@ -234,10 +239,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     ['id=$(essh run --detach demo -- ./batch.sh) && essh logs -f "$id"', 'exits with the job\'s exit code'],
   ]);
 
-  helpAfter(program
-    .command('logs')
-    .description('a session\'s output so far (-f: follow it live until it ends, then exit with its exit code)')
-    .argument('<id>', 'session id', positiveInt('the session id'))
+  helpAfter(sessionCommand('logs', 'a session\'s output so far (-f: follow it live until it ends, then exit with its exit code)')
     .option('-f, --follow', 'print new output as it comes until the session ends; exit with the program\'s exit code (1 if it ended another way)')
     .option('--interval <seconds>', 'with -f: how often to look for new output', positiveNumber('--interval'), 2.5)
     .action(async (id: number, opts: { follow?: boolean; interval: number }) => {
@@ -250,10 +252,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
 
   // sessions ----------------------------------------------------------------------------------------
 
-  helpAfter(program
-    .command('session')
-    .description('show one session')
-    .argument('<id>', 'session id', positiveInt('the session id'))
+  helpAfter(sessionCommand('session', 'show one session')
     .option('--json', 'print JSON')
     .action(async (id: number, opts: { json?: boolean }) => {
       const s = await (await api()).get<Session>(`/sessions/${id}`);
@@ -300,20 +299,14 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     ['essh sessions --watch --json | jq -c \'{id,state}\'', 'one JSON line per change'],
   ]);
 
-  helpAfter(program
-    .command('terminate')
-    .description('end a session (it ends with `terminated`)')
-    .argument('<id>', 'session id', positiveInt('the session id'))
+  helpAfter(sessionCommand('terminate', 'end a session (it ends with `terminated`)')
     .option('--reason <reason>', 'shown to the user and recorded')
     .action(async (id: number, opts: { reason?: string }) => {
       await (await api()).post(`/sessions/${id}/terminate`, opts.reason ? { reason: opts.reason } : {});
       process.stderr.write(`Session ${id} is being terminated.\n`);
     }), [['essh terminate 42 --reason "maintenance at 18:00"']]);
 
-  helpAfter(program
-    .command('recording')
-    .description('a session\'s terminal recording: asciicast v2 on stdout, or --play it in this terminal')
-    .argument('<id>', 'session id', positiveInt('the session id'))
+  helpAfter(sessionCommand('recording', 'a session\'s terminal recording: asciicast v2 on stdout, or --play it in this terminal')
     .option('--play', 'replay it here at its timing, like asciinema play (space pauses, Ctrl-C or q stops)')
     .option('--speed <factor>', 'with --play: 2 plays twice as fast, 0.5 at half speed', positiveNumber('--speed'), 1)
     .option('--idle-limit <seconds>', 'with --play: cut longer pauses to this many seconds', positiveNumber('--idle-limit'))

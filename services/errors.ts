@@ -28,3 +28,7 @@ export const forbidden = (message: string) => new ApiError(403, 'forbidden', mes
 export const invalid = (message: string, details?: Record<string, unknown>) =>
   new ApiError(422, 'invalid_request', message, details);
 export const conflict = (message: string) => new ApiError(409, 'conflict', message);
+
+/** Whether a database error is a unique constraint's (SQLite's and PostgreSQL's wording): the caller answers a conflict. */
+export const isUniqueViolation = (err: unknown) =>
+  /UNIQUE constraint|duplicate key value/i.test(String((err as Error)?.message ?? ''));

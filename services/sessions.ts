@@ -1,6 +1,5 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { sql } from 'kysely';
-import type { Config } from '../lib/config.js';
 import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -41,6 +40,10 @@ export interface SessionTimeouts {
 export const DEFAULT_CONTAINER_SIZE_MB = 1024;
 /** How long a terminate's answer waits for the session to be `ending` (a workflow that is not running never gets there). */
 const TERMINATE_ANSWER_WAIT_MS = 5000;
+
+type Admitted = Awaited<ReturnType<SessionsService['admit']>>;
+type Issued = ReturnType<SessionsService['issueTerms']>;
+type Recorded = Awaited<ReturnType<SessionsService['recordWithinLimit']>>;
 
 /** Everything the API, the portal and the CLI do with sessions goes through here. */
 export class SessionsService {
@@ -100,13 +103,24 @@ export class SessionsService {
     }
   }
 
+  /** The steps of a creation, in order: each may refuse it, and none after the record is written does. */
   private async createSession(
     principal: Principal,
     appHandle: string,
     body: CreateSessionBody,
     placement: { onHost?: string },
   ): Promise<CreatedSession> {
-    const { db, engine, timeouts } = this.deps;
+    const admitted = await this.admit(principal, appHandle, body);
+    const issued = this.issueTerms(admitted.app);
+    const recorded = await this.recordWithinLimit(principal, admitted, body, issued, placement);
+    await this.startWorkflow(principal, admitted, body, issued, recorded);
+    this.deps.metrics?.sessionsCreated.inc({ stack: admitted.app.stack_name });
+    return this.createdView(principal, recorded, issued);
+  }
+
+  /** Admission: the app is the caller's to see, the caller is under its rate, the size fits the plan, the app is granted. */
+  private async admit(principal: Principal, appHandle: string, body: CreateSessionBody) {
+    const { db } = this.deps;
     const app = await db
       .selectFrom('apps as a')
       .innerJoin('stacks as s', 's.id', 'a.stack_id')
@@ -121,7 +135,6 @@ export class SessionsService {
     await this.createRate.take(principal);
 
     const accountId = Number(app.account_id);
-    const limit = app.max_concurrent_sessions ?? planLimit(app.plan);
     const containerSizeMb = body.container_size_mb ?? DEFAULT_CONTAINER_SIZE_MB;
     const largest = planLargestContainerMb(app.plan);
     if (containerSizeMb > largest) {
@@ -134,17 +147,33 @@ export class SessionsService {
       db, { id: accountId, handle: app.account_handle, image_prefixes: app.image_prefixes }, { id: Number(app.stack_id), name: app.stack_name }, app.image,
     );
     if (notGranted) throw forbidden(`App ${app.handle} cannot start sessions: ${notGranted}.`);
-    const token = newToken('esst');
+    return { app, accountId, containerSizeMb };
+  }
+
+  /** The session's one-time token and its times: created now, expiring at the stack's maximum duration. */
+  private issueTerms(app: Admitted['app']) {
     const created = new Date();
-    const createdAt = created.toISOString();
-    const expiresAt = new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString();
-    const tokenExpiresAt = new Date(created.getTime() + timeouts.tokenTtlS * 1000).toISOString();
+    return {
+      token: newToken('esst'),
+      createdAt: created.toISOString(),
+      expiresAt: new Date(created.getTime() + Number(app.max_session_duration_s) * 1000).toISOString(),
+      tokenExpiresAt: new Date(created.getTime() + this.deps.timeouts.tokenTtlS * 1000).toISOString(),
+    };
+  }
+
+  /**
+   * The cap: the count of the account's live sessions and the insert of this one (its host, its record,
+   * its token) are one transaction, serialised per account, so concurrent requests can never exceed the
+   * limit. A slot frees the moment the workflow records the session as ended.
+   */
+  private async recordWithinLimit(
+    principal: Principal, { app, accountId, containerSizeMb }: Admitted, body: CreateSessionBody, issued: Issued, placement: { onHost?: string },
+  ) {
+    const { db, engine } = this.deps;
+    const limit = app.max_concurrent_sessions ?? planLimit(app.plan);
     // The session's extra env is sealed here, never put in the workflow's input.
     const sealedEnv = body.env && Object.keys(body.env).length > 0 ? sealEnv(this.deps.secrets, body.env) : null;
-
-    // The count and the insert are one transaction, serialised per account, so concurrent requests
-    // can never exceed the limit. A slot frees the moment the workflow records the session as ended.
-    const { operationId, host } = await db.transaction().execute(async (trx) => {
+    return db.transaction().execute(async (trx) => {
       if (engine === 'postgres') {
         // The account's row lock: creates on other accounts go on in parallel.
         await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
@@ -179,15 +208,22 @@ export class SessionsService {
       });
       const id = await insertOperation(trx, {
         accountId, appId: Number(app.id), userId: principal.id, stack: app.stack_name, command: body.command ?? null,
-        containerSizeMb, createdAt, expiresAt, sealedEnv, detached: body.detach === true, hostId: host?.host_id ?? null,
+        containerSizeMb, createdAt: issued.createdAt, expiresAt: issued.expiresAt, sealedEnv, detached: body.detach === true,
+        hostId: host?.host_id ?? null,
       });
       await trx
         .insertInto('session_tokens')
-        .values({ operation_id: id, token_hash: hashToken(token), expires_at: tokenExpiresAt })
+        .values({ operation_id: id, token_hash: hashToken(issued.token), expires_at: issued.tokenExpiresAt })
         .execute();
       return { operationId: id, host };
     });
+  }
 
+  /** The session's workflow; if Temporal cannot start it, the record is closed and the slot freed. */
+  private async startWorkflow(
+    principal: Principal, { app, accountId, containerSizeMb }: Admitted, body: CreateSessionBody, issued: Issued, { operationId, host }: Recorded,
+  ) {
+    const { timeouts } = this.deps;
     const input: SessionWorkflowInput = {
       operationId,
       app: { id: Number(app.id), handle: app.handle },
@@ -198,8 +234,8 @@ export class SessionsService {
       containerSizeMb,
       cpus: planCpus(app.plan),
       instanceId: this.deps.instanceId,
-      createdAt,
-      expiresAt,
+      createdAt: issued.createdAt,
+      expiresAt: issued.expiresAt,
       heartbeatTimeoutS: timeouts.heartbeatTimeoutS,
       connectTimeoutS: timeouts.connectTimeoutS,
       stopGraceS: timeouts.stopGraceS,
@@ -228,11 +264,13 @@ export class SessionsService {
         ],
       });
     } catch (err) {
-      await closeOperation(db, operationId, { reason: 'provision_failed', message: 'the session workflow could not be started' });
+      await closeOperation(this.deps.db, operationId, { reason: 'provision_failed', message: 'the session workflow could not be started' });
       throw new ApiError(503, 'unavailable', `The session could not be started (Temporal: ${(err as Error).message}). Try again shortly.`);
     }
-    this.deps.metrics?.sessionsCreated.inc({ stack: app.stack_name });
+  }
 
+  /** The session as the caller sees it, with how to connect: to its host's portal if it has one, else to this one's. */
+  private async createdView(principal: Principal, { operationId, host }: Recorded, issued: Issued): Promise<CreatedSession> {
     const session = await this.get(principal, operationId);
     const user = `session-${operationId}`;
     const { publicHost, port, hostKey } = host?.ssh_host && host.ssh_port && host.ssh_host_key
@@ -244,8 +282,8 @@ export class SessionsService {
         host: publicHost,
         port,
         user,
-        token,
-        token_expires_at: tokenExpiresAt,
+        token: issued.token,
+        token_expires_at: issued.tokenExpiresAt,
         ssh_command: `ssh -t -p ${port} ${user}@${publicHost}`,
         ...(hostKey ? { host_key: hostKey.line, host_key_fingerprint: hostKey.fingerprint } : {}),
       },

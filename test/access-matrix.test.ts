@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { imageRepository } from '../lib/grants.js';
 import { signKeyChallenge } from '../cli/keys.js';
-import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type ApiResponse, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
+import { createTenant, DEMO_IMAGE, useTestStack, waitFor, type ApiResponse } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
 
 /**
  * The permission matrix of docs/permissions.md ("Who may do what"), cell by cell, through the real API.
@@ -28,7 +28,7 @@ const matrix = section
     return { action: action!.replaceAll('`', ''), expect: Object.fromEntries(ACTORS.map((a, i) => [a, cells[i]!])) as Record<Actor, string> };
   });
 
-let stack: TestStack;
+const stack = useTestStack();
 let A: Awaited<ReturnType<typeof createTenant>>;
 let B: Awaited<ReturnType<typeof createTenant>>;
 const actors = {} as Record<Actor, Who>;
@@ -272,7 +272,6 @@ const lists: Record<string, { get: (w: Who) => Promise<ApiResponse>; check: List
 
 beforeAll(async () => {
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-matrix-keys-'));
-  stack = await startTestStack();
   A = await createTenant(stack, { plan: 'scale' });
   B = await createTenant(stack, { plan: 'scale' });
   const me = (await api().get('/me', admin())).body;
@@ -290,7 +289,6 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (!stack) return;
   // End every session this file started, so that no container outlives the test.
   const open = (await api().listAll<{ id: number; state: string }>('/sessions', admin())).filter((s) => s.state !== 'ended');
   await Promise.all(open.map((s) => api().post(`/sessions/${s.id}/terminate`, admin(), {})));
@@ -298,7 +296,6 @@ afterAll(async () => {
     const all = await api().listAll<{ state: string }>('/sessions', admin());
     return all.every((s) => s.state === 'ended');
   }, 60_000);
-  await stack.stop();
   await rm(keyDir, { recursive: true, force: true });
 }, 90_000);
 

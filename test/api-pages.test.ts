@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, startTestStack, type ApiResponse, type TestStack } from './harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, useTestStack, type ApiResponse } from './support/harness.js';
 
 /**
  * Cursor pagination of the lists (services/pages.ts) and the shape of /openapi.json (api/app.ts).
@@ -7,18 +7,12 @@ import { createTenant, endAllSessions, startTestStack, type ApiResponse, type Te
  * what the issue asked of it.
  */
 
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 90_000);
 
 const admin = () => stack.adminToken;
 async function newUser(i: number) {

@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, DEMO_IMAGE, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { registerKey } from './portal-terminal.js';
+import { createTenant, DEMO_IMAGE, useTestStack, waitFor } from './support/harness.js';
+import { useHttpsReceiver } from './support/drains-receivers.js';
+import { registerKey } from './support/portal-terminal.js';
 
 /**
  * The audit trail (GET /audit_events and the account's drains) and API token expiry, through the real
@@ -20,12 +20,11 @@ const ENV_SECRET = 'env-value-never-audited-7f3a';
 const APP_SECRET = 'new-app-secret-value-91c2';
 const DRAIN_PASSWORD = 'drain-password-5e8b';
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_TOKEN_DEFAULT_TTL_S: String(TTL_S), ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+const rx = useHttpsReceiver();
 let A: Awaited<ReturnType<typeof createTenant>>;
 let B: Awaited<ReturnType<typeof createTenant>>;
 let adminA: { id: number; email: string; token: string };
-let cert: Cert;
-let rx: HttpsReceiver;
 let keyDir: string;
 let t0: string;
 /** Every token value this file was given: none may be in an event. */
@@ -50,16 +49,12 @@ async function newKey(name: string): Promise<{ file: string; line: string; finge
 const eventsSince = (token: string, filters = '') => api().listAll(`/audit_events?since=${encodeURIComponent(t0)}${filters}`, token);
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_TOKEN_DEFAULT_TTL_S: String(TTL_S), ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-audit-keys-'));
   A = await createTenant(stack, { env: { APP_ENV: 'test', DATABASE_URL: `postgres://app:${ENV_SECRET}@db/app` } });
   B = await createTenant(stack);
   issuedTokens.push(A.token, B.token);
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   for (const [t, p] of [[A, '/a'], [B, '/b']] as const) {
-    await ok(api().post(`/accounts/${t.account}/log_drains`, op(), { handle: 'audit', drain_type: 'https', url: `${rx.url}${p}`, ca_cert: cert.cert }), 201);
+    await ok(api().post(`/accounts/${t.account}/log_drains`, op(), { handle: 'audit', drain_type: 'https', url: `${rx.url}${p}`, ca_cert: rx.cert.cert }), 201);
   }
   const u = await ok(api().post('/users', op(), { name: 'Ada Admin', email: `ada-${A.account}@example.com`, role: 'account_admin', accounts: [A.account] }), 201);
   adminA = { id: u.id, email: u.email, token: u.token };
@@ -68,8 +63,6 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await rx?.down();
-  await stack?.stop();
   if (keyDir) await rm(keyDir, { recursive: true, force: true });
 });
 

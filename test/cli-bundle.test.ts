@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { runToEnd } from './portal-terminal.js';
+import { runToEnd } from './support/portal-terminal.js';
 
 let checkout: string;
 

@@ -1,18 +1,14 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
+import { createTenant, useTestStack } from './support/harness.js';
 
 const run = promisify(execFile);
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 
-let stack: TestStack;
-beforeAll(async () => {
-  stack = await startTestStack();
-});
-afterAll(async () => stack?.stop());
+const stack = useTestStack();
 
 async function essh(args: string[], token: string) {
   try {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
 import { projectRoot } from '../lib/config.js';
 import { buildProgram } from '../cli/main.js';
-import { Terminal, q, runToEnd } from './portal-terminal.js';
+import { Terminal, q, runToEnd } from './support/portal-terminal.js';
 
 const run = promisify(execFile);
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');

@@ -2,38 +2,33 @@
 // a real runtime (API, SSH portal, Temporal, Docker).
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { Terminal, endAllSessions, findDescendant, q, run, runToEnd, sleep } from './portal-terminal.js';
+import { loggedInCliConfig, createTenant, useTestStack, waitFor, waitForState, workflowBundle } from './support/harness.js';
+import { Terminal, findDescendant, q, run, runToEnd, sleep } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 const PROMPT = /:\/app[$#] $/m;
-let stack: TestStack;
+const stack = useTestStack({
+  env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+  parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 let configFile: string;
 const terminals: Terminal[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
-    parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
-  });
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-cli-test-'));
-  configFile = path.join(dir, 'config', 'essh.json');
   // Logged in from the start, so that any test may run alone (-t); the login tests start without it.
-  await mkdir(path.dirname(configFile), { recursive: true });
-  await writeFile(configFile, JSON.stringify({ api_url: stack.url, token: tenant.token }), { mode: 0o600 });
+  configFile = await loggedInCliConfig(dir, stack, tenant.token);
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

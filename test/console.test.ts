@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { createTenant, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
 
 /**
  * The web console (console/) in a real browser: Debian's chromium, driven by playwright-core (which
@@ -21,7 +22,7 @@ const ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-let stack: TestStack;
+const stack = useTestStack();
 let A: Awaited<ReturnType<typeof createTenant>>;
 let B: Awaited<ReturnType<typeof createTenant>>;
 let mine: { id: number; text: string };
@@ -36,7 +37,6 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`test/console.test.ts needs ${CHROMIUM}: \`bash scripts/setup.sh --for-tests\` installs Debian's chromium (npm test runs it)`);
   }
-  stack = await startTestStack();
   A = await createTenant(stack, { plan: 'scale' });
   B = await createTenant(stack, { plan: 'scale' });
   const text = `console-check-${randomBytes(4).toString('hex')}`;
@@ -55,9 +55,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close().catch(() => undefined);
   if (profile) await rm(profile, { recursive: true, force: true });
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
 }, 90_000);
 
 async function signIn(page: Page, token: string) {
@@ -291,9 +288,9 @@ describe('the web console', () => {
     }, state);
     await setVisibility('hidden');
     // A poll already on its way may still answer.
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     const before = polls.length;
-    await new Promise((r) => setTimeout(r, 3 * 2_000));
+    await sleep(3 * 2_000);
     expect(polls.length).toBe(before);
     const shownAt = Date.now();
     await setVisibility('visible');

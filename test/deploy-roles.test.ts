@@ -10,8 +10,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { LABELS } from '../lib/docker.js';
-import { ApiClient, createTenant, docker, endAllSessions, sessionContainer, startTestStack, waitForState, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { ApiClient, createTenant, docker, endAllSessions, sessionContainer, startTestStack, waitForState, type TestStack } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 const run = promisify(execFile);
 const unitsDir = path.join(projectRoot, 'deploy', 'systemd');

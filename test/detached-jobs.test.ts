@@ -2,15 +2,15 @@
 // output goes to the journal and the recording, and only its exit, a terminate or expiry end it. On the
 // real runtime (API, host worker, Temporal, Docker) and through the real `essh` CLI binary.
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { readEvents } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { containerExists, createTenant, endAllSessions, waitFor, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { runToEnd } from './portal-terminal.js';
+import { loggedInCliConfig, containerExists, createTenant, endAllSessions, waitFor, sessionContainer, startTestStack, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 /** Far shorter than the job runs: an interactive session without heartbeats would end long before it. */
@@ -32,9 +32,7 @@ beforeAll(async () => {
   stack = await startStack();
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-detached-test-'));
-  configFile = path.join(dir, 'config', 'essh.json');
-  await mkdir(path.dirname(configFile), { recursive: true });
-  await writeFile(configFile, JSON.stringify({ api_url: stack.url, token: tenant.token }), { mode: 0o600 });
+  configFile = await loggedInCliConfig(dir, stack, tenant.token);
 });
 afterAll(async () => {
   if (stack) await endAllSessions(stack);

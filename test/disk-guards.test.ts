@@ -1,41 +1,21 @@
 import { stat } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { journalPath } from '../journal/writer.js';
-import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
 
 /**
  * A session cannot fill its host's disk with output (docs/threat-model.md): its journal stops at a
  * bound, and a host short of disk takes no new session.
  */
 
-const stacks: TestStack[] = [];
-afterAll(async () => {
-  for (const s of stacks) {
-    await endAllSessions(s).catch(() => undefined);
-    await s.stop();
-  }
-}, 120_000);
-
 describe('the session journal', () => {
-  let stack: TestStack;
-  let rx: HttpsReceiver;
-  let cert: Awaited<ReturnType<typeof selfSignedCert>>;
-  beforeAll(async () => {
-    stack = await startTestStack({ env: { ESSH_JOURNAL_MAX_MB: '1' } });
-    stacks.push(stack);
-    cert = await selfSignedCert();
-    rx = new HttpsReceiver(cert);
-    await rx.up();
-  });
-  afterAll(async () => rx?.down());
+  const stack = useTestStack({ env: { ESSH_JOURNAL_MAX_MB: '1' } });
+  const rx = useHttpsReceiver();
 
   it('stops at its bound: the client still gets everything, the drains get a truncation event and an incomplete end', async () => {
     const t = await createTenant(stack);
-    const drain = await stack.api.post(`/accounts/${t.account}/log_drains`, stack.adminToken, {
-      handle: 'bounded', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
-    });
-    expect(drain.status, JSON.stringify(drain.body)).toBe(201);
+    await addHttpsDrain(stack, rx, t.account, 'bounded', '/ingest');
     const r = await runInSession(stack, t, { command: ['sh', '-c', 'i=0; while [ $i -lt 50000 ]; do echo "line $i of a session that prints more than its journal holds"; i=$((i+1)); done'] });
     expect(r.exitCode).toBe(0);
     expect(r.stdout.toString().split('\n').filter(Boolean)).toHaveLength(50000);
@@ -57,10 +37,9 @@ describe('the session journal', () => {
 });
 
 describe('a host short of disk', () => {
+  // A threshold no disk meets: the host's own report of its free space is what refuses.
+  const stack = useTestStack({ env: { ESSH_MIN_FREE_DISK_MB: String(1024 * 1024 * 1024) } });
   it('takes no new session: 503 with a sentence saying why', async () => {
-    // A threshold no disk meets: the host's own report of its free space is what refuses.
-    const stack = await startTestStack({ env: { ESSH_MIN_FREE_DISK_MB: String(1024 * 1024 * 1024) } });
-    stacks.push(stack);
     const t = await createTenant(stack);
     const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
     expect(r.status, JSON.stringify(r.body)).toBe(503);

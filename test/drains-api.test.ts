@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
-import { selfSignedCert } from './drains-receivers.js';
+import { createTenant, useTestStack } from './support/harness.js';
+import { selfSignedCert } from './support/drains-receivers.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -8,14 +8,13 @@ import { sealStoredDrainSecrets } from '../drains/service.js';
 import { loadSecretBox } from '../lib/secrets.js';
 
 // The drains and redaction-rule routes: validation with clear errors, who may do what, what is shown.
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true } });
 let t: Awaited<ReturnType<typeof createTenant>>;
 let adminToken: string;
 let ca: string;
 let certDir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true } });
   t = await createTenant(stack);
   const a = await stack.api.post('/users', stack.adminToken, { name: 'Acct Admin', email: `aa-${t.account}@example.com`, role: 'account_admin', accounts: [t.account] });
   adminToken = a.body.token;
@@ -24,7 +23,6 @@ beforeAll(async () => {
   certDir = cert.dir;
 });
 afterAll(async () => {
-  await stack?.stop();
   if (certDir) await rm(certDir, { recursive: true, force: true });
 });
 

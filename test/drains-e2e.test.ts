@@ -1,25 +1,22 @@
 // End to end: sessions printing through the exec portal into their journals, shipped by the host's
 // shipper to a real HTTPS receiver, and served as recordings.
 import { describe, expect, it } from 'vitest';
-import { createTenant, runInSession, waitFor } from './harness.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
+import { createTenant, runInSession, waitFor, useTestStack } from './support/harness.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 
-const env = stackWithReceiver();
+const stack = useTestStack();
+const rx = useHttpsReceiver();
 
 describe('a session printing through the portal', () => {
   it('reaches the drain, every seq from session_started to session_ended, and its recording', async () => {
-    const stack = env.stack();
     const tenant = await createTenant(stack, { plan: 'scale' });
-    const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'e2e', drain_type: 'https', url: `${env.rx().url}/e2e`, ca_cert: env.cert().cert,
-    });
-    expect(d.status, JSON.stringify(d.body)).toBe(201);
+    await addHttpsDrain(stack, rx, tenant.account, 'e2e', '/e2e');
     const run = await runInSession(stack, tenant, {
       command: ['sh', '-c', 'i=0; while [ $i -lt 200 ]; do echo "line $i"; i=$((i+1)); done; echo "to stderr" >&2; exit 3'],
     });
     expect(run.exitCode).toBe(3);
     const events = await waitFor('the session_ended event', async () => {
-      const all = eventsOf(env.rx()).filter((e) => e.operation_id === run.id);
+      const all = eventsOf(rx).filter((e) => e.operation_id === run.id);
       return all.some((e) => e.event === 'session_ended') ? all : undefined;
     }, 30_000, 200);
     const seqs = new Set(events.map((e) => e.seq as number));

@@ -1,7 +1,6 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, selfSignedCert, type Cert, type ReceivedRequest } from './drains-receivers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
+import {type ReceivedRequest, useHttpsReceiver } from './support/drains-receivers.js';
 
 // No Elasticsearch can be installed here, so this is a faithful `_bulk` endpoint written for the test:
 // NDJSON action/document pairs, `create` refusing an existing _id with 409 version_conflict, per-item
@@ -60,23 +59,11 @@ class FakeBulk {
   }
 }
 
-let stack: TestStack;
-let cert: Cert;
-let rx: HttpsReceiver;
+const stack = useTestStack({ env: { ESSH_DRAIN_BATCH_EVENTS: '20', ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
+const rx = useHttpsReceiver((r) => { r.answer = (r) => es.handle(r); });
 const es = new FakeBulk();
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BATCH_EVENTS: '20', ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  rx.answer = (r) => es.handle(r);
-  await rx.up();
-});
-afterAll(async () => {
-  await rx?.down();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 describe('an Elasticsearch drain', () => {
@@ -84,7 +71,7 @@ describe('an Elasticsearch drain', () => {
     const tenant = await createTenant(stack, { plan: 'scale' });
     const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
       handle: 'es', drain_type: 'elasticsearch', url: `https://elastic:changeme@127.0.0.1:${rx.port}/cluster`,
-      index: 'essh-{app}-{yyyy}.{MM}', pipeline: 'essh-ingest', token: 'api-key-123', ca_cert: cert.cert,
+      index: 'essh-{app}-{yyyy}.{MM}', pipeline: 'essh-ingest', token: 'api-key-123', ca_cert: rx.cert.cert,
     });
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body.url).toBe(`https://****:****@127.0.0.1:${rx.port}/cluster`);

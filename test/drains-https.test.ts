@@ -1,31 +1,22 @@
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { HttpsReceiver, PortalTerminal, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTenant, openSession, runInSession, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { addHttpsDrain, PortalTerminal, useHttpsReceiver, sessionEventsAt, waitForEndedAt } from './support/drains-receivers.js';
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
+const rx = useHttpsReceiver();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
-let cert: Cert;
-let rx: HttpsReceiver;
 
 const PASSWORD = 'hunter2-TOPSECRET';
 const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'app_id', 'source', 'container', 'host', 'offset', 'seq',
   'operation_id', 'operation_user_name', 'operation_user_email'];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_DRAIN_BACKOFF_CAP_S: '2' } });
   tenant = await createTenant(stack, { plan: 'scale' });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   const admin = stack.adminToken;
-  const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
-    handle: 'https-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
+  await addHttpsDrain(stack, rx, tenant.account, 'https-drain', '/ingest', admin);
   // A drain with session output switched off: nothing may reach its path (every request must be /ingest).
   const off = await stack.api.post(`/accounts/${tenant.account}/log_drains`, admin, {
-    handle: 'sessions-off', drain_type: 'https', url: `${rx.url}/off`, ca_cert: cert.cert, drain_ephemeral_sessions: false,
+    handle: 'sessions-off', drain_type: 'https', url: `${rx.url}/off`, ca_cert: rx.cert.cert, drain_ephemeral_sessions: false,
   });
   expect(off.status, JSON.stringify(off.body)).toBe(201);
   for (const rule of [{ name: 'cards', preset: 'card_number' }, { name: 'ssn', preset: 'us_ssn' }, { name: 'stripe', pattern: 'sk_live_[A-Za-z0-9]+' }]) {
@@ -33,28 +24,21 @@ beforeAll(async () => {
     expect(r.status, JSON.stringify(r.body)).toBe(201);
   }
 });
-afterAll(async () => {
-  await rx?.down();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
-});
 
-/** A session of the app's shell with the user's terminal (80×24) attached through the portal. */
+/** A session of the app's shell with the user's terminal (80×24) attached through the portal, at its prompt. */
 async function startSession() {
   const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   const term = await PortalTerminal.open(r.body.connect, { cols: 80, rows: 24 });
+  await term.waitFor(PROMPT).catch((err) => {
+    term.close();
+    throw err;
+  });
   return { id: r.body.id as number, term };
 }
 
-function sessionEvents(id: number) {
-  return eventsOf(rx).filter((e) => e.operation_id === id);
-}
-
-async function waitForEnded(id: number, timeoutMs = 30_000) {
-  await waitFor(`the session_ended event of ${id}`, async () => sessionEvents(id).some((e) => e.event === 'session_ended'), timeoutMs, 200);
-}
+const sessionEvents = (id: number) => sessionEventsAt(rx, id);
+const waitForEnded = (id: number, timeoutMs?: number) => waitForEndedAt(rx, id, timeoutMs);
 
 /** Every seq from 0 to the ended event's, each at least once (duplicates are allowed: at-least-once). */
 function expectNoGaps(events: Record<string, any>[]) {
@@ -82,7 +66,6 @@ describe('an HTTPS drain', () => {
   it('gets what the user saw with full metadata, seq without gaps, lifecycle events; no password, redacted secrets', async () => {
     const { id, term } = await startSession();
     try {
-      await term.waitFor(PROMPT);
       term.type('echo "héllo wörld ✓ $((6*7))"\n');
       await term.waitFor('héllo wörld ✓ 42');
       term.type('read -s -p "Password: " PW; echo; echo "got ${#PW} chars"\n');
@@ -207,7 +190,6 @@ describe('an HTTPS drain', () => {
   it('ends with a session_ended event naming who terminated it, after the last output', async () => {
     const { id, term } = await startSession();
     try {
-      await term.waitFor(PROMPT);
       term.type('echo before-terminate\n');
       await term.waitFor('before-terminate\r\n');
       const t = await stack.api.post(`/sessions/${id}/terminate`, tenant.token, { reason: 'lunch' });

@@ -1,22 +1,18 @@
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readEvents, readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, endAllSessions, openSession, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { apiAndWorkflows, createTenant, endAllSessions, openSession, sleep, useTestStack, waitFor } from './support/harness.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The API and the main worker run in the test process; the stack's host (its portal, its journals, its
 // drain shipper, its container activities) runs in a child process that is SIGKILLed while a session
 // prints and a batch is in flight, then started again as the same host.
-let stack: TestStack;
-let cert: Cert;
-let rx: HttpsReceiver;
+const stack = useTestStack({ parts: apiAndWorkflows() }, { endSessions: false });
+const rx = useHttpsReceiver((r) => { r.delayMs = 150; }); // a slow receiver, so that the kill lands while a batch is in flight
 const hosts: WorkerProcess[] = [];
-const HOST_ENV = {
-  ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `restart-${randomBytes(3).toString('hex')}`,
+const HOST_ENV = hostProcessEnv('restart', {
   ESSH_DRAIN_BACKOFF_CAP_S: '2', ESSH_DRAIN_BATCH_EVENTS: '25',
   // The restarted host keeps a killed one's sessions for their clients to reattach (120 s by default)
   // when it starts before the heartbeat timeout has ended them, as a loaded machine's workflow task may
@@ -24,30 +20,19 @@ const HOST_ENV = {
   ESSH_REATTACH_WINDOW_S: '3',
   // The receiver listens on loopback.
   ESSH_DRAINS_ALLOW_PRIVATE: '1',
-};
+});
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  rx.delayMs = 150; // a slow receiver, so that the kill lands while a batch is in flight
-  await rx.up();
 });
 afterAll(async () => {
   if (stack && hosts.length) await endAllSessions(stack).catch(() => undefined);
   for (const h of hosts) await h.kill('SIGKILL');
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 }, 120_000);
 
 describe('a host process killed during delivery', () => {
   it('delivers every seq its journal holds once started again, each seq with one content; the journal holds every byte the client got', async () => {
     const tenant = await createTenant(stack, { plan: 'scale' });
-    const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'https', drain_type: 'https', url: `${rx.url}/in`, ca_cert: cert.cert,
-    });
-    expect(d.status).toBe(201);
+    await addHttpsDrain(stack, rx, tenant.account, 'https', '/in');
     hosts.push(await startWorkerProcess(stack, HOST_ENV));
 
     // The client attaches through the host's portal (the API's connect block names it).

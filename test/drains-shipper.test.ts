@@ -1,49 +1,39 @@
 // The host-side drain shipper against a real HTTPS receiver (openssl certificate, given as ca_cert),
 // on journals written by the real JournalWriter and a real database behind the real API.
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
+import { useHttpsReceiver, sessionEventsAt, waitForEndedAt } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 import { compileRule, redact } from '../drains/redaction.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true } });
+const rx = useHttpsReceiver();
 let host: TestHost;
-let cert: Cert;
-let rx: HttpsReceiver;
 
 const EVENT_FIELDS = ['@timestamp', 'time', 'log', 'stream', 'layer', 'app', 'app_id', 'source', 'container', 'host', 'offset', 'seq',
   'operation_id', 'operation_user_name', 'operation_user_email'];
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true } });
   host = await TestHost.create(stack);
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   await host.startShipper();
 });
 afterAll(async () => {
   await host?.stop();
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 /** A tenant with an HTTPS drain to the receiver at `path`, and an account admin. */
 async function drainedTenant(path: string, extra: object = {}) {
   const tenant = await createTenant(stack, { plan: 'scale' }) as Tenant;
   const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-    handle: 'https-drain', drain_type: 'https', url: `${rx.url}${path}`, ca_cert: cert.cert, ...extra,
+    handle: 'https-drain', drain_type: 'https', url: `${rx.url}${path}`, ca_cert: rx.cert.cert, ...extra,
   });
   expect(d.status, JSON.stringify(d.body)).toBe(201);
   const a = await stack.api.post('/users', stack.adminToken, { name: 'Admin', email: `admin-${tenant.account}@example.com`, role: 'account_admin', accounts: [tenant.account] });
   return { tenant, drain: d.body as { id: number }, adminToken: a.body.token as string };
 }
 
-const ofSession = (id: number) => eventsOf(rx).filter((e) => e.operation_id === id);
-const waitForEnded = (id: number, timeoutMs = 20_000) =>
-  waitFor(`the session_ended event of ${id}`, async () => ofSession(id).some((e) => e.event === 'session_ended'), timeoutMs, 100);
+const ofSession = (id: number) => sessionEventsAt(rx, id);
+const waitForEnded = (id: number, timeoutMs = 20_000) => waitForEndedAt(rx, id, timeoutMs, 100);
 
 /** Every seq from 0 to the ended event's, each at least once; arrivals of one session in seq order. */
 function expectAllSeqsInOrder(events: Record<string, any>[], from = 0) {
@@ -169,7 +159,7 @@ describe('the host shipper into an HTTPS drain', () => {
     for (let i = 0; i < 5; i++) s.print(`before ${i}\n`);
     await sleep(50);
     const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-      handle: 'late', drain_type: 'https', url: `${rx.url}/late`, ca_cert: cert.cert,
+      handle: 'late', drain_type: 'https', url: `${rx.url}/late`, ca_cert: rx.cert.cert,
     });
     expect(d.status).toBe(201);
     await sleep(50);

@@ -3,8 +3,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
-import { selfSignedCert, type Cert } from './drains-receivers.js';
+import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
+import { selfSignedCert, type Cert } from './support/drains-receivers.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
@@ -12,14 +12,13 @@ import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // Debian's rsyslogd (with rsyslog-gnutls) as the receiver: RFC 5425 TLS input, RFC 6587 octet-counted
 // framing, its default 8 KiB maximum message size, and every message written as rsyslog's own JSON.
-let stack: TestStack;
+const stack = useTestStack();
 let cert: Cert;
 let rsyslog: ChildProcess;
 let port: number;
 let outFile: string;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   cert = await selfSignedCert();
   port = await freePort();
   outFile = path.join(cert.dir, 'received.jsonl');
@@ -44,8 +43,6 @@ template(name="asJson" type="list") { property(name="jsonmesg") constant(value="
 });
 afterAll(async () => {
   if (rsyslog?.pid) rsyslog.kill('SIGTERM');
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 

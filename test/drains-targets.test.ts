@@ -1,34 +1,25 @@
 // Tenant isolation of drains: private, loopback, link-local, CGNAT and metadata targets are refused
 // at creation and again at connect time (with ESSH_DRAINS_ALLOW_PRIVATE off, as in production), and a
 // drain URL's credentials are never shown back.
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecretBox } from '../lib/secrets.js';
 import { displayUrl, forbiddenAddressReason } from '../drains/targets.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
+import { useHttpsReceiver } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true }, env: { ESSH_DRAINS_ALLOW_PRIVATE: '0' } });
+const rx = useHttpsReceiver();
 let host: TestHost;
-let cert: Cert;
-let rx: HttpsReceiver;
 let tenant: Tenant;
 
 beforeAll(async () => {
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_DRAINS_ALLOW_PRIVATE: '0' } });
   host = await TestHost.create(stack);
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   tenant = await createTenant(stack, { plan: 'scale' }) as Tenant;
   await host.startShipper({ allowPrivateTargets: false });
 });
 afterAll(async () => {
   await host?.stop();
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
 
 describe('drain targets', () => {
@@ -80,7 +71,7 @@ describe('drain targets', () => {
     const ids: number[] = [];
     for (const [handle, url] of [['by-ip', `${rx.url}/by-ip`], ['by-name', `https://localhost:${rx.port}/by-name`]] as const) {
       const row = await db.insertInto('log_drains').values({
-        account_id: Number(acc.id), handle, drain_type: 'https', url: secrets.seal(url), token: null, ca_cert: cert.cert,
+        account_id: Number(acc.id), handle, drain_type: 'https', url: secrets.seal(url), token: null, ca_cert: rx.cert.cert,
         index_pattern: null, pipeline: null, drain_ephemeral_sessions: 1, delivered_events: 0, failed_events: 0,
         paused_reason: null, paused_at: null, last_success_at: null, last_error_at: null, last_error: null,
         last_error_status: null, last_error_detail: null, created_at: new Date(Date.now() - 1000).toISOString(),

@@ -1,11 +1,11 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import {
   SA, describeQuery, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../workflows/definitions.js';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
+import { containerExists, createTenant, docker, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
 
-// test/global-setup.ts makes the dev server suggest continue-as-new at 300 history events.
+// test/support/global-setup.ts makes the dev server suggest continue-as-new at 300 history events.
 const SUGGESTED_AT = 300;
 const HEARTBEATS_PER_PHASE = 1500;
 const CONNECTIONS = 50;
@@ -19,13 +19,9 @@ const IN_FLIGHT = 8;
 const BURST = 100;
 const PAUSE_MS = 250;
 
-let stack: TestStack;
+// A long heartbeat timeout: the stream is the load, not a race against the disconnect timer.
+const stack = useTestStack({ env: { ESSH_HEARTBEAT_TIMEOUT_S: '120' } });
 
-beforeAll(async () => {
-  // A long heartbeat timeout: the stream is the load, not a race against the disconnect timer.
-  stack = await startTestStack({ env: { ESSH_HEARTBEAT_TIMEOUT_S: '120' } });
-});
-afterAll(async () => stack?.stop());
 
 it('continues as new under a stream of heartbeats: bounded history, state and deadline intact, no signal lost', async () => {
   const t = await createTenant(stack);

@@ -2,26 +2,22 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { temporal } from '@temporalio/proto';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { describeQuery, heartbeatSignal, hostOwnTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
-import { containerExists, createTenant, docker, sleep, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { containerExists, createTenant, docker, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // The heartbeat timeout outlasts the worker's absence (kill + restart), and the test heartbeats for
 // longer than it after the restart: the session can then only still be active if the new worker
 // processes the heartbeats.
 const HEARTBEAT_TIMEOUT_S = 30;
 
-let stack: TestStack;
+// This process only serves the API; workflows and container activities run in the child worker.
+const stack = useTestStack({ parts: { api: true }, env: { ESSH_HEARTBEAT_TIMEOUT_S: String(HEARTBEAT_TIMEOUT_S) } });
 const workers: WorkerProcess[] = [];
 
-beforeAll(async () => {
-  // This process only serves the API; workflows and container activities run in the child worker.
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_HEARTBEAT_TIMEOUT_S: String(HEARTBEAT_TIMEOUT_S) } });
-});
 afterAll(async () => {
   for (const w of workers) await w.stop();
-  await stack?.stop();
 });
 
 const workerEnv = (id: string) => ({ ESSH_WORKER_ROLES: 'main,host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: id });

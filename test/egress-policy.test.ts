@@ -10,7 +10,7 @@ import { listEgressRules } from '../host/egress.js';
 import { loadConfig } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
 import { startRuntime } from '../stack/runtime.js';
-import { createTenant, docker, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, docker, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './support/harness.js';
 
 /**
  * Egress of session containers (docs/threat-model.md, CONTRACT §7): from inside a session, through the

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot, toolPath } from '../lib/config.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
-import { ApiClient, containerExists, docker, rememberInstallation, waitFor } from './harness.js';
+import { ApiClient, containerExists, docker, rememberInstallation, waitFor } from './support/harness.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 const run = promisify(execFile);

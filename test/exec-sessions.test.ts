@@ -11,11 +11,11 @@ import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { openPortalShell } from '../portal/client.js';
 import {
-  createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, uniqueIdBase, waitFor,
+  createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, useTestStack, uniqueIdBase, waitFor,
   waitForState, type TestStack,
-} from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
-import { startWorkerProcess } from './worker-process.js';
+} from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
+import { hostProcessEnv, startWorkerProcess } from './support/worker-process.js';
 
 /**
  * Exec sessions (CONTRACT §4, §7, §8): the program runs by `docker exec` in a container whose main
@@ -24,17 +24,13 @@ import { startWorkerProcess } from './worker-process.js';
  */
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack();
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-exec-'));
 });
 afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
   await rm(dir, { recursive: true, force: true });
 }, 120_000);
 
@@ -260,8 +256,8 @@ async function runInSessionOf(s: TestStack, _t: { token: string }, created: { id
 
 describe('kill -9 of the host process while a session prints', () => {
   it('the journal holds at least every byte the client received', async () => {
-    const split = await startTestStack({ parts: { api: true, worker: true, workflowBundle: (await import('./harness.js')).workflowBundle() } });
-    const host = await startWorkerProcess(split, { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `kill-${randomBytes(3).toString('hex')}` });
+    const split = await startTestStack({ parts: { api: true, worker: true, workflowBundle: (await import('./support/harness.js')).workflowBundle() } });
+    const host = await startWorkerProcess(split, hostProcessEnv('kill'));
     try {
       const t = await createTenant(split);
       const r = await split.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo "line $i of output"; done'] });

@@ -14,8 +14,8 @@ import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../stack/runtime.js';
 import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
-import { startTemporalServer } from './temporal-start.js';
-import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';
+import { startTemporalServer } from './support/temporal-start.js';
+import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './support/harness.js';
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;
@@ -69,11 +69,11 @@ it('a session on a default stack expires at 7 days, active or not, and not befor
   // The tenant, through the same services the API uses; the stack keeps the default maximum.
   const operator: Principal = { id: 0, name: 'Operator', email: 'ops@example.com', role: 'operator', accountIds: [] };
   const admin = runtime.admin;
-  const stack = await admin.createStack(operator, { name: 'local' });
+  const stack = await admin.stacks.create(operator, { name: 'local' });
   expect(stack.max_session_duration_s).toBe(604_800);
-  await admin.createAccount(operator, { handle: 'acme', plan: 'growth', image_prefixes: [imageRepository(DEMO_IMAGE)] });
-  await admin.createApp(operator, { handle: 'web', account: 'acme', stack: 'local', image: DEMO_IMAGE });
-  const member = await admin.createUser(operator, { name: 'Ada', email: 'ada@example.com', role: 'member', accounts: ['acme'] });
+  await admin.accounts.create(operator, { handle: 'acme', plan: 'growth', image_prefixes: [imageRepository(DEMO_IMAGE)] });
+  await admin.apps.create(operator, { handle: 'web', account: 'acme', stack: 'local', image: DEMO_IMAGE });
+  const member = await admin.users.create(operator, { name: 'Ada', email: 'ada@example.com', role: 'member', accounts: ['acme'] });
   const principal = (await principalForUser(db, member.id))!;
 
   const sessions = new SessionsService({

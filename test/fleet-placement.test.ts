@@ -18,15 +18,16 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startClientFleet } from '../bench/live-fleet.js';
 import { REUSE_PORT } from '../host/handover.js';
 import { LABELS } from '../lib/docker.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
 import { openPortalShell } from '../portal/client.js';
-import { containerExists, createTenant, docker, endAllSessions, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { apiAndWorkflows, containerExists, createTenant, docker, endAllSessions, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 const MAX = 2;
 const HOSTS = ['fleet-a', 'fleet-b', 'fleet-c'];
@@ -37,7 +38,10 @@ const SWEEP_S = 2;
 /** The demo image's shell prompt (busybox's line editor then asks the terminal where its cursor is). */
 const PROMPT = /:\/app[$#] /;
 
-let stack: TestStack;
+const stack = useTestStack({
+  parts: apiAndWorkflows(),
+  env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let keyDir: string;
 const processes: WorkerProcess[] = [];
@@ -67,10 +71,6 @@ async function create() {
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
-    env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
-  });
   tenant = await createTenant(stack, { plan: 'enterprise', max: 20 });
   keyDir = await mkdtemp(path.join(os.tmpdir(), 'essh-fleet-keys-'));
   const secretsKey = (await readFile(path.join(stack.dataDir, 'secrets.key'), 'utf8')).trim();
@@ -93,7 +93,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (stack) await endAllSessions(stack).catch(() => undefined);
   for (const p of processes) await p.stop();
-  await stack?.stop();
   for (const d of [...hostDirs.values(), keyDir]) if (d) await rm(d, { recursive: true, force: true });
 }, 120_000);
 

@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
+import { createTenant, useTestStack } from './support/harness.js';
 
 /**
  * Schemathesis (PyPI, pinned in scripts/setup.sh) fuzzes the API from its own /openapi.json with the
@@ -17,20 +17,14 @@ const st = path.join(projectRoot, '.tools/venv/bin/st');
  * was killed in its fuzzing phase): 400 s, or ESSH_FUZZ_TIMEOUT_S for a deeper run by hand.
  */
 const runTimeoutMs = Number(process.env.ESSH_FUZZ_TIMEOUT_S ?? 400) * 1000;
-let stack: TestStack;
+// The fuzzer may start sessions: useTestStack ends every one after the file.
+const stack = useTestStack();
 
 beforeAll(async () => {
-  stack = await startTestStack();
   // Something for the fuzzer to find: an account, an app and a member with sessions to look at.
   const t = await createTenant(stack, { plan: 'scale' });
   await stack.api.post(`/apps/${t.app}/sessions`, t.token, { command: ['true'] });
 });
-afterAll(async () => {
-  if (!stack) return;
-  // The fuzzer may have started sessions; none outlives the test.
-  await endAllSessions(stack, 60_000);
-  await stack.stop();
-}, 90_000);
 
 function run(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {

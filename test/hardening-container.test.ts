@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { SESSION_CAPABILITIES } from '../host/containers.js';
-import { containerExists, createTenant, docker, runInSession, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
-import { sessionContainer } from './harness.js';
+import { containerExists, createTenant, docker, runInSession, useTestStack, waitForState } from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 /**
  * CONTRACT §7 through the real Docker engine: what the session container may not do, checked both
@@ -9,18 +9,12 @@ import { sessionContainer } from './harness.js';
  */
 
 const PIDS_LIMIT = 64;
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_PIDS_LIMIT: String(PIDS_LIMIT) } });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_PIDS_LIMIT: String(PIDS_LIMIT) } });
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 120_000);
 
 async function start(command: string[], body: object = {}) {
   const r = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, { command, ...body });

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, runInSession, startTestStack, waitFor, type TestStack, endAllSessions } from './harness.js';
+import { createTenant, runInSession, useTestStack, waitFor } from './support/harness.js';
 
 /**
  * Whatever bytes a session prints, its client gets them, its journal holds them and its recording is
@@ -10,18 +10,12 @@ import { createTenant, runInSession, startTestStack, waitFor, type TestStack, en
  * UTF-8 must stop nothing.
  */
 
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 120_000);
 
 describe('output bytes that are not text', () => {
   it(`a NUL and invalid UTF-8 reach the client, the journal and the recording, the lines after them too (${process.env.ESSH_TEST_DATABASE_URL ? 'PostgreSQL' : 'SQLite'})`, async () => {

@@ -4,7 +4,6 @@
 // back with the same id and data dir, its reconciler removes the containers it left and closes their
 // journals, and nothing is resurrected or ended twice. The API and the workflows run in this process;
 // the host (host worker, portal, agent) in a process of its own, which is SIGKILLed.
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -13,31 +12,27 @@ import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
-import { containerExists, createTenant, endAllSessions, openSession, startTestStack, waitFor, sessionContainer, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { apiAndWorkflows, containerExists, createTenant, endSessionsAndStop, openSession, useTestStack, waitFor, sessionContainer, waitForState } from './support/harness.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // Short, so that the test does not wait the production minute; the sweep's bound is the same sum.
 const STALE_S = 12;
 const SWEEP_S = 2;
 
-let stack: TestStack;
+// The sessions run on the file's own host process: it ends them before it stops that host.
+const stack = useTestStack({
+  parts: apiAndWorkflows(),
+  env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
+}, { endSessions: false });
 let host: WorkerProcess | undefined;
 let hostEnv: Record<string, string>;
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
-    env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
-  });
-  hostEnv = { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `lost-${randomBytes(3).toString('hex')}` };
+  hostEnv = hostProcessEnv('lost');
   host = await startWorkerProcess(stack, hostEnv);
 }, 180_000);
 
-afterAll(async () => {
-  if (stack && host) await endAllSessions(stack).catch(() => undefined);
-  await host?.stop();
-  await stack?.stop();
-}, 120_000);
+afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
 
 const row = (id: number) => stack.runtime.db.selectFrom('operations').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 

@@ -7,14 +7,13 @@
 //   when the teardown runs in the new process while the old one's attachment wrote the journal;
 // - a new session attaches through the new process;
 // - the old process exits once its last client has left, and not before.
-import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
+import { useClientFleet } from './support/client-fleet.js';
 import { REUSE_PORT, type HostProcessMark } from '../host/handover.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
@@ -22,8 +21,8 @@ import { JournalWriter, journalPath } from '../journal/writer.js';
 import { sealJournal } from '../journal/seal.js';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { apiAndWorkflows, createTenant, endAllSessions, sleep, useTestStack, waitFor } from './support/harness.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
 // 30 is the issue's figure; 10 by default, on a shared 2-core machine (ESSH_TEST_UPGRADE_SESSIONS=30 runs it).
 const SESSIONS = Number(process.env.ESSH_TEST_UPGRADE_SESSIONS ?? 10);
@@ -85,36 +84,29 @@ function watchPort(port: number) {
 }
 
 describe(`a host process upgraded under ${SESSIONS} live sessions`, () => {
-  let stack: TestStack;
+  // The API and the session workflows here; the host (portal, host worker) in processes of their own,
+  // on fixed ports (the SSH portal's and /metrics) that the new one takes over. Those end the sessions.
+  const stack = useTestStack({
+    parts: apiAndWorkflows(),
+    env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(TIMEOUT_S) },
+  }, { endSessions: false });
   let hostEnv: Record<string, string>;
   let old: WorkerProcess | undefined;
   let next: WorkerProcess | undefined;
-  let fleet: ClientFleet;
 
   beforeAll(async () => {
-    // The API and the session workflows here; the host (portal, host worker) in processes of their own,
-    // on fixed ports (the SSH portal's and /metrics) that the new one takes over.
-    stack = await startTestStack({
-      parts: { api: true, worker: true, workflowBundle: workflowBundle() },
-      env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(TIMEOUT_S) },
-    });
-    hostEnv = {
-      ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `upgrade-${randomBytes(3).toString('hex')}`,
+    hostEnv = hostProcessEnv('upgrade', {
       ESSH_SSH_PORT: String(await freePort()), ESSH_METRICS_PORT: String(await freePort()),
       ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S), ESSH_UPGRADE_DRAIN_S: '600',
-    };
+    });
     old = await startWorkerProcess(stack, hostEnv);
-    fleet = await startClientFleet();
   }, 180_000);
   afterAll(async () => {
-    await fleet?.typeStop().catch(() => undefined);
-    await fleet?.close().catch(() => undefined);
-    await fleet?.stop();
-    if (stack && next) await endAllSessions(stack).catch(() => undefined);
+    if (next) await endAllSessions(stack).catch(() => undefined);
     await old?.stop();
     await next?.stop();
-    await stack?.stop();
   }, 120_000);
+  const fleet = useClientFleet();
 
   it('no session ends, every byte is journaled, a new session attaches through the new process, the old one exits after its last client', async () => {
     const t = await createTenant(stack, { plan: 'enterprise' });

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEvents } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitForState, workflowBundle, type TestStack } from './harness.js';
-import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './portal-terminal.js';
+import { createTenant, endAllSessions, sleep, startTestStack, waitForState, workflowBundle, type TestStack } from './support/harness.js';
+import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './support/portal-terminal.js';
 
 /** The demo image's shell prompt. */
 const PROMPT = /:\/app[$#] $/m;

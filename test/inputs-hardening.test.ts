@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ApiClient, createTenant, runInSession, startTestStack, useTestStack, type ApiResponse } from './support/harness.js';
 import { startRuntime } from '../stack/runtime.js';
 import { createLogger } from '../lib/log.js';
 
@@ -10,12 +10,11 @@ import { createLogger } from '../lib/log.js';
 
 const RATE = 3;
 const DOWNLOADS = 4;
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE), ESSH_RECORDING_DOWNLOAD_RATE: String(DOWNLOADS) } });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 const seen: ApiResponse[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_SESSION_CREATE_RATE: String(RATE), ESSH_RECORDING_DOWNLOAD_RATE: String(DOWNLOADS) } });
   tenant = await createTenant(stack, { plan: 'scale' });
   // Every answer this file gets goes through the error-format checks at the end.
   const request = stack.api.request.bind(stack.api);
@@ -25,11 +24,6 @@ beforeAll(async () => {
     return r;
   };
 });
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 90_000);
 
 
 function expectError(r: ApiResponse, status: number, error: string, message?: RegExp) {

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
 import { startRuntime } from '../stack/runtime.js';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
@@ -25,14 +25,14 @@ const PROMETHEUS = '/usr/bin/prometheus';
 const PROMTOOL = '/usr/bin/promtool';
 const run = promisify(execFile);
 
-let stack: TestStack;
+const token = randomBytes(24).toString('hex');
+const stack = useTestStack({ parts: { api: true }, env: { ESSH_METRICS_TOKEN: token } });
 let host: WorkerProcess;
 let hostMetricsUrl: string;
 let prometheus: ChildProcess | undefined;
 let promOut = '';
 let promUrl: string;
 let dir: string;
-const token = randomBytes(24).toString('hex');
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let appId: number;
 let waiting: number;
@@ -49,7 +49,6 @@ beforeAll(async () => {
     if (!existsSync(program)) throw new Error(`test/ops-prometheus.test.ts needs ${program}: \`bash scripts/setup.sh --for-tests\` installs Debian's prometheus (npm test runs it)`);
   }
   // The API in this process; the main worker and the stack host in another, as deployed.
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_METRICS_TOKEN: token } });
   const hostPort = await freePort();
   host = await startWorkerProcess(stack, {
     ESSH_WORKER_ROLES: 'main,host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `prom-host-${randomBytes(3).toString('hex')}`,
@@ -107,7 +106,6 @@ afterAll(async () => {
   }
   if (stack) await endAllSessions(stack).catch(() => undefined);
   await host?.stop();
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 }, 120_000);
 

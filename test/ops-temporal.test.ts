@@ -14,8 +14,8 @@ import { ensureSearchAttributes, SearchAttributesMissing } from '../lib/temporal
 import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
 import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from './harness.js';
-import { startWorkerProcess } from './worker-process.js';
+} from './support/harness.js';
+import { startWorkerProcess } from './support/worker-process.js';
 import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
 
 /**

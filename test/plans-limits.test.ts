@@ -1,23 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
+import { createTenant, startTestStack, useTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
 
 /**
  * CONTRACT §8 under concurrency: parallel creates never exceed an account's limit, a slot is free as
  * soon as its session has ended, and a process restart in the middle of a burst leaks no slot.
  */
 
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_OPERATION_SETTLE_S: '2' } });
 
-beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_OPERATION_SETTLE_S: '2' } });
-});
-afterAll(async () => {
-  if (stack) {
-    await endAllSessions(stack);
-    await stack.stop();
-  }
-}, 120_000);
 
 const sleeper = { command: ['sleep', '600'] };
 
@@ -109,7 +101,7 @@ describe('a restart in the middle of a burst leaks no slot', () => {
       // Fire the burst, and stop the whole process's runtime (API, workers, DB pool) while it runs.
       const inFlight = Promise.allSettled(
         Array.from({ length: 40 }, (_, i) =>
-          new Promise((r) => setTimeout(r, i * 15)).then(() => first.api.post(`/apps/${t.app}/sessions`, t.token, sleeper))),
+          sleep(i * 15).then(() => first.api.post(`/apps/${t.app}/sessions`, t.token, sleeper))),
       );
       await waitFor('a few sessions of the burst', async () =>
         (await first.runtime.db.selectFrom('operations').select('id').execute()).length >= 3, 10_000, 5);

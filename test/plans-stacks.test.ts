@@ -1,20 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, createTenant, DEMO_IMAGE, startTestStack, waitFor, waitForState, type TestStack, endAllSessions } from './harness.js';
-import { sessionContainer } from './harness.js';
+import { describe, expect, it } from 'vitest';
+import { containerExists, createTenant, DEMO_IMAGE, useTestStack, waitForState } from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 /** CONTRACT §8: each stack has max_session_duration_s (7 days by default), lower only on a dedicated stack. */
 
 const SHORT = 'dedicated-short';
-let stack: TestStack;
+const stack = useTestStack({ hostStacks: ['local', SHORT] });
 
-beforeAll(async () => {
-  stack = await startTestStack({ hostStacks: ['local', SHORT] });
-});
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 120_000);
 
 
 

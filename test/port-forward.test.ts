@@ -11,11 +11,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
-import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState } from './harness.js';
-import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState, useTestStack } from './support/harness.js';
+import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 
-const env = stackWithReceiver();
+const stack = useTestStack();
+const rx = useHttpsReceiver();
 const suffix = randomBytes(3).toString('hex');
 /** The app's own network (an operator's choice, as an app's database would sit on). */
 const appNetwork = `essh-pf-test-${suffix}`;
@@ -57,7 +58,7 @@ function startTarget(host: string): Promise<void> {
 /** `ssh -N` with the owner's key, its forwards given in `forward`; resolves once it has logged in and listens. */
 async function sshForward(user: string, keyFile: string, forward: string[], localPorts: number[]): Promise<{ child: ChildProcess; stderr: () => string }> {
   // INFO: OpenSSH says a refused channel ("open failed: …") at that level.
-  const args = sshArgs(env.stack().runtime.portal!.port, keyOnly(keyFile)).map((a) => (a === 'LogLevel=ERROR' ? 'LogLevel=INFO' : a));
+  const args = sshArgs(stack.runtime.portal!.port, keyOnly(keyFile)).map((a) => (a === 'LogLevel=ERROR' ? 'LogLevel=INFO' : a));
   const child = spawn('ssh', ['-N', ...args, '-o', 'ExitOnForwardFailure=yes', ...forward, `${user}@127.0.0.1`], { stdio: ['ignore', 'ignore', 'pipe'] });
   sshProcesses.push(child);
   let stderr = '';
@@ -91,9 +92,9 @@ const freePort = () => new Promise<number>((resolve) => {
 
 /** A session of the tenant's app waiting for its client, its owner's key registered. */
 async function waitingSession(t: Awaited<ReturnType<typeof createTenant>>) {
-  const r = await env.stack().api.post(`/apps/${t.app}/sessions`, t.token, {});
+  const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
   expect(r.status, JSON.stringify(r.body)).toBe(201);
-  await waitForState(env.stack(), t.token, r.body.id, 'waiting_for_client', 60_000);
+  await waitForState(stack, t.token, r.body.id, 'waiting_for_client', 60_000);
   return r.body.id as number;
 }
 
@@ -108,7 +109,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of sshProcesses) c.kill();
-  await endAllSessions(env.stack()).catch(() => undefined);
+  await endAllSessions(stack).catch(() => undefined);
   // The sessions' containers leave the network as their teardown removes them, a moment after they
   // end; a network left behind would hold one of the engine's few dozen address ranges.
   await waitFor(`the test network ${appNetwork} removed`, () => docker.getNetwork(appNetwork).remove().then(() => true, (err: { statusCode?: number }) => err.statusCode === 404), 60_000, 500)
@@ -119,13 +120,9 @@ afterAll(async () => {
 
 describe('ssh -L through the portal', () => {
   it('connects from inside the session container, both ways with half-closes; a drain event and a recording marker say target and bytes, never the bytes', async () => {
-    const stack = env.stack();
     const t = await createTenant(stack);
     expect((await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { network: appNetwork })).status).toBe(200);
-    const d = await stack.api.post(`/accounts/${t.account}/log_drains`, stack.adminToken, {
-      handle: 'pf', drain_type: 'https', url: `${env.rx().url}/pf`, ca_cert: env.cert().cert,
-    });
-    expect(d.status, JSON.stringify(d.body)).toBe(201);
+    const d = await addHttpsDrain(stack, rx, t.account, 'pf', '/pf');
     const key = await generateKey(dir, 'owner');
     await registerKey(stack, t.token, t.user.id, key.keyFile);
     const id = await waitingSession(t);
@@ -161,7 +158,7 @@ describe('ssh -L through the portal', () => {
     expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'port-forward test' })).status).toBe(202);
     await waitForState(stack, t.token, id, 'ended', 60_000);
     const event = await waitFor('the port_forward event', async () =>
-      eventsOf(env.rx()).find((e) => e.operation_id === id && e.event === 'port_forward'), 30_000, 200);
+      eventsOf(rx).find((e) => e.operation_id === id && e.event === 'port_forward'), 30_000, 200);
     expect(event).toMatchObject({
       stream: 'lifecycle', app: t.app, account: t.account, operation_user_email: t.user.email, forwarded_by: t.user.email,
       target_host: gateway, target_port: listenerPort, connected: true,
@@ -169,7 +166,7 @@ describe('ssh -L through the portal', () => {
     });
     expect(event.duration_s).toBeGreaterThanOrEqual(0);
     expect(event.log).toContain(`forwarded a port to ${gateway}:${listenerPort}`);
-    expect(JSON.stringify(eventsOf(env.rx()))).not.toContain(secret);
+    expect(JSON.stringify(eventsOf(rx))).not.toContain(secret);
     const rec = await stack.api.get(`/sessions/${id}/recording`, t.token);
     expect(rec.status).toBe(200);
     const marker = String(rec.body).split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => Array.isArray(e) && e[1] === 'm');
@@ -178,7 +175,6 @@ describe('ssh -L through the portal', () => {
   }, 120_000);
 
   it('obeys the session network\'s egress policy (the host\'s own address is refused), refuses -R, and refuses with its reason when the operator turned forwarding off', async () => {
-    const stack = env.stack();
     const t = await createTenant(stack);
     const key = await generateKey(dir, 'second');
     await registerKey(stack, t.token, t.user.id, key.keyFile);
@@ -226,7 +222,6 @@ describe('ssh -L through the portal', () => {
   }, 120_000);
 
   it('essh ssh -L forwards a local port through the session\'s container while the session lasts', async () => {
-    const stack = env.stack();
     const t = await createTenant(stack);
     expect((await stack.api.request('PATCH', `/apps/${t.app}`, stack.adminToken, { network: appNetwork })).status).toBe(200);
     const local = await freePort();

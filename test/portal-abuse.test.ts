@@ -1,28 +1,25 @@
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
 import { openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
+import { createTenant, useTestStack } from './support/harness.js';
 
 /**
  * The SSH portal under abuse (docs/threat-model.md): unauthenticated connections held open and bad
  * passwords by the thousand, from a process of their own, while a real user opens sessions.
  */
 
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
 });
 afterAll(async () => {
   observeQueries(undefined);
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
 }, 120_000);
 
 /** A user's new session: POST, attach through the portal, and the prompt. */
@@ -47,7 +44,7 @@ describe('the SSH portal under abuse', () => {
     const target = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
     const attack = (holdFrom: string, guessFrom: string) => {
       const child = spawn(process.execPath, [
-        '--import', 'tsx', 'test/portal-attacker.ts', String(stack.runtime.sshPort), `session-${target.body.id}`, holdFrom, guessFrom, '200', '1000',
+        '--import', 'tsx', 'test/support/portal-attacker.ts', String(stack.runtime.sshPort), `session-${target.body.id}`, holdFrom, guessFrom, '200', '1000',
       ], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -74,7 +71,7 @@ describe('the SSH portal under abuse', () => {
     // The same attack from fresh addresses, while the user opens sessions.
     const second = attack('127.0.0.3', '127.0.2.0');
     try {
-      await new Promise((r) => setTimeout(r, 1000));
+      await sleep(1000);
       // Each one is a session created, attached through the portal and at its prompt within 30 s.
       for (let i = 0; i < 3; i++) await openToPrompt();
     } finally {

@@ -7,8 +7,8 @@ import { promisify } from 'node:util';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addressSource, DEFAULT_PORTAL_LIMITS, PortalGuard } from '../portal/guard.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
 
 /**
  * The portal's share of itself (docs/threat-model.md, issue 18): slots for authenticating connections
@@ -22,27 +22,22 @@ const IDLE_S = 20;
 const PER_USER = 3;
 const TOKEN_TTL_S = 12;
 
-let stack: TestStack;
+const stack = useTestStack({
+  env: {
+    ESSH_PORTAL_IDLE_TIMEOUT_S: String(IDLE_S),
+    ESSH_PORTAL_MAX_CONNECTIONS_PER_USER: String(PER_USER),
+    ESSH_SESSION_TOKEN_TTL_S: String(TOKEN_TTL_S),
+    // Early drop off, so that 50 sources can fill every slot: then only the eviction lets a newcomer
+    // in (the early drop itself is checked on the guard below).
+    ESSH_PORTAL_MAX_STARTUPS: '200:30:200',
+  },
+});
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: {
-      ESSH_PORTAL_IDLE_TIMEOUT_S: String(IDLE_S),
-      ESSH_PORTAL_MAX_CONNECTIONS_PER_USER: String(PER_USER),
-      ESSH_SESSION_TOKEN_TTL_S: String(TOKEN_TTL_S),
-      // Early drop off, so that 50 sources can fill every slot: then only the eviction lets a newcomer
-      // in (the early drop itself is checked on the guard below).
-      ESSH_PORTAL_MAX_STARTUPS: '200:30:200',
-    },
-  });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-guard-'));
 });
 afterAll(async () => {
-  if (stack) {
-    await endAllSessions(stack);
-    await stack.stop();
-  }
   if (dir) await rm(dir, { recursive: true, force: true });
 }, 120_000);
 
@@ -290,7 +285,7 @@ describe('credentials checked again on each new channel', () => {
       // While the token stands, a channel reaches the session (which answers that it takes no command).
       const before = await execOn(c, 'true');
       expect(before.out).toMatch(/runs the command it was created with/);
-      await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(expiresAt) - Date.now()) + 500));
+      await sleep(Math.max(0, Date.parse(expiresAt) - Date.now()) + 500);
       const after = await execOn(c, 'true');
       expect(after.code).toBe(1);
       expect(after.out).toMatch(/the session token this connection logged in with has expired or was revoked/);

@@ -6,32 +6,29 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
+import { createTenant, useTestStack, workflowBundle } from './support/harness.js';
 import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
 import { DEMO_PROMPT } from '../stack/seed.js';
-import { endAllSessions, generateKey, keyOnly, registerKey, sshArgs } from './portal-terminal.js';
-import { waitForState } from './harness.js';
+import { generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
+import { waitForState } from './support/harness.js';
 
 const MB = 1024 * 1024;
 const SIZE = 50 * MB;
 const STALL_AT = 8 * MB;
 const STALL_MS = 6000;
 
-let stack: TestStack;
+const stack = useTestStack({
+  env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+  parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
-    parts: { api: true, worker: true, hostStacks: ['local'], workflowBundle: workflowBundle(), portal: true },
-  });
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-throughput-'));
 });
 afterAll(async () => {
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

@@ -10,37 +10,35 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  containerExists, createTenant, docker, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+  containerExists, createTenant, docker, useTestStack, waitFor, waitForState, workflowBundle,
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 import {
-  Terminal, endAllSessions, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
-} from './portal-terminal.js';
+  Terminal, findDescendant, generateKey, keyOnly, passwordOnly, q, registerKey, run, runToEnd, sshArgs, writeSecretFile,
+} from './support/portal-terminal.js';
 
 /** The demo image's shell prompt. */
 const PROMPT = /:\/app[$#] $/m;
-let stack: TestStack;
+const stack = useTestStack({
+  env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
+  // `short`: a second stack with an 8 s maximum session duration, served by this same process.
+  parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
+});
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 let port: number;
 const terminals: Terminal[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({
-    env: { ESSH_PORTAL_HEARTBEAT_S: '1' },
-    // `short`: a second stack with an 8 s maximum session duration, served by this same process.
-    parts: { api: true, worker: true, hostStacks: ['local', 'short'], workflowBundle: workflowBundle(), portal: true },
-  });
   port = stack.runtime.sshPort!;
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-portal-test-'));
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -93,7 +91,7 @@ describe('OpenSSH in a real terminal, with the session token as password', () =>
 
     // Ctrl-C reaches the program in the container (the TTY's line discipline turns it into SIGINT).
     await term.typeLine('sleep 30; echo after-sleep');
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     await term.keys('C-c');
     await term.typeLine('echo interrupted-ok');
     await term.waitForText(/^interrupted-ok\s*$/m, 15_000);

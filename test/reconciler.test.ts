@@ -1,28 +1,24 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { LABELS } from '../lib/docker.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import {
-  DEMO_IMAGE, containerExists, createTenant, docker, startTestStack, uniqueIdBase,
-  waitFor, waitForState, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+  DEMO_IMAGE, containerExists, createTenant, docker, useTestStack, uniqueIdBase,
+  waitFor, waitForState,
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack();
 const strays: string[] = [];
 
-beforeAll(async () => {
-  stack = await startTestStack();
-});
 afterAll(async () => {
   for (const name of strays) await docker.getContainer(name).remove({ force: true }).catch(() => undefined);
-  await stack?.stop();
 });
 
 /** A container that looks like a session's (or a pool's) to the reconciler, made behind essh's back. */

@@ -18,13 +18,18 @@ import { INTERNAL_TOKEN_TTL_MS, internalRecordingToken } from '../host/internal-
 import { HostRegistration } from '../host/registry.js';
 import { JournalRetention } from '../drains/retention.js';
 import { RecordingsService } from '../recordings/service.js';
-import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { TestHost, type Tenant } from './drains-journals.js';
+import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
+import { expectRecordingOnlyForItsPeople } from './support/recordings.js';
+import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './support/drains-receivers.js';
+import { TestHost, type Tenant } from './support/drains-journals.js';
 
 const run = promisify(execFile);
 const RETENTION_S = 2;
-let stack: TestStack;
+const stack = useTestStack(async () => {
+  // The host's internal endpoint speaks HTTPS with a certificate the API's process trusts by its CA file.
+  cert = await selfSignedCert();
+  return { parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_HOST_INTERNAL_TLS_CA: cert.certPath } };
+});
 let host: TestHost;
 let internal: HostInternalServer;
 let registration: HostRegistration;
@@ -33,9 +38,6 @@ let dir: string;
 let cert: Cert;
 
 beforeAll(async () => {
-  // The host's internal endpoint speaks HTTPS with a certificate the API's process trusts by its CA file.
-  cert = await selfSignedCert();
-  stack = await startTestStack({ parts: { api: true }, env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_HOST_INTERNAL_TLS_CA: cert.certPath } });
   host = await TestHost.create(stack);
   const log = createLogger('warn');
   internal = new HostInternalServer({
@@ -53,7 +55,6 @@ afterAll(async () => {
   await registration?.stop();
   await internal?.stop();
   await host?.stop();
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
   if (cert) await rm(cert.dir, { recursive: true, force: true });
 });
@@ -123,17 +124,7 @@ describe('a recording from the journal', () => {
     const s = await host.session(tenant);
     s.print('private-output\n');
     await s.end();
-    const other = await stack.api.post('/users', stack.adminToken, { name: 'Other', email: `other-${s.id}@example.com`, role: 'member', accounts: [tenant.account] });
-    const acctAdmin = await stack.api.post('/users', stack.adminToken, { name: 'Adm', email: `adm-${s.id}@example.com`, role: 'account_admin', accounts: [tenant.account] });
-    const outsider = await createTenant(stack);
-    const get = (token?: string) => stack.api.get(`/sessions/${s.id}/recording`, token);
-    expect(String((await get(tenant.token)).body)).toContain('private-output');
-    expect((await get(acctAdmin.body.token)).status).toBe(200);
-    expect((await get(stack.adminToken)).status).toBe(200);
-    expect((await get(other.body.token)).status).toBe(404);
-    expect((await get(outsider.token)).status).toBe(404);
-    expect((await get(undefined)).status).toBe(401);
-    expect((await stack.api.get('/sessions/999999999999/recording', stack.adminToken)).status).toBe(404);
+    await expectRecordingOnlyForItsPeople(stack, tenant, s.id);
   });
 
   it('is served by the host\'s internal endpoint over HTTPS only with a short-lived token made for that session, and answers 503 while its host is unreachable', async () => {

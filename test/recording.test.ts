@@ -4,11 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTenant, endAllSessions, runInSession, sleep, startTestStack, waitForState, type TestStack } from './harness.js';
-import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './portal-terminal.js';
+import { createTenant, runInSession, sleep, useTestStack, waitForState } from './support/harness.js';
+import { expectRecordingOnlyForItsPeople } from './support/recordings.js';
+import { Terminal, passwordOnly, q, sshArgs, writeSecretFile } from './support/portal-terminal.js';
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 const terminals: Terminal[] = [];
@@ -17,14 +18,11 @@ const terminals: Terminal[] = [];
 const PROMPT = /:\/app[$#] $/m;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   tenant = await createTenant(stack, { plan: 'scale' });
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-recording-'));
 });
 afterAll(async () => {
   for (const t of terminals) await t.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -86,17 +84,7 @@ describe('a session recording', () => {
 
   it('is served to the owner, account admins and operators only', async () => {
     const { id } = await runInSession(stack, tenant, { command: ['sh', '-c', 'echo private-output'] });
-    const other = await stack.api.post('/users', stack.adminToken, { name: 'Other', email: `other-${id}@example.com`, role: 'member', accounts: [tenant.account] });
-    const acctAdmin = await stack.api.post('/users', stack.adminToken, { name: 'Adm', email: `adm-${id}@example.com`, role: 'account_admin', accounts: [tenant.account] });
-    const outsider = await createTenant(stack);
-    const get = (token?: string) => stack.api.get(`/sessions/${id}/recording`, token);
-    expect((await get(tenant.token)).status).toBe(200);
-    expect(String((await get(tenant.token)).body)).toContain('private-output');
-    expect((await get(acctAdmin.body.token)).status).toBe(200);
-    expect((await get(stack.adminToken)).status).toBe(200);
-    expect((await get(other.body.token)).status).toBe(404);
-    expect((await get(outsider.token)).status).toBe(404);
-    expect((await get(undefined)).status).toBe(401);
-    expect((await stack.api.get('/sessions/999999999999/recording', stack.adminToken)).status).toBe(404);
+    expect((await stack.api.get(`/sessions/${id}/recording`, tenant.token)).status).toBe(200);
+    await expectRecordingOnlyForItsPeople(stack, tenant, id);
   });
 });

@@ -7,48 +7,46 @@
 import { describe, expect, it } from 'vitest';
 import { nowIso } from '../lib/db.js';
 import { RULE_LIMITS } from '../drains/redaction.js';
-import { createTenant, openSession, runInSession, sleep, waitFor } from './harness.js';
-import { eventsOf, stackWithReceiver } from './drains-receivers.js';
+import { createTenant, openSession, runInSession, sleep, waitFor, useTestStack } from './support/harness.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver, sessionEventsAt } from './support/drains-receivers.js';
 
-const env = stackWithReceiver();
+const stack = useTestStack();
+const rx = useHttpsReceiver();
 
 /** The issue's rule: 990 characters, 490 002 RE2 instructions, seconds per 16 KB. */
 const ISSUE_RULE = `(?:${'\\S'.repeat(490)}){1000}`;
 
 async function drainedTenant(path: string) {
-  const tenant = await createTenant(env.stack(), { plan: 'scale' });
-  const d = await env.stack().api.post(`/accounts/${tenant.account}/log_drains`, env.stack().adminToken, {
-    handle: 'https-drain', drain_type: 'https', url: `${env.rx().url}${path}`, ca_cert: env.cert().cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
+  const tenant = await createTenant(stack, { plan: 'scale' });
+  await addHttpsDrain(stack, rx, tenant.account, 'https-drain', path);
   return tenant;
 }
-const ofSession = (id: number) => eventsOf(env.rx()).filter((e) => e.operation_id === id);
+const ofSession = (id: number) => sessionEventsAt(rx, id);
 const endedEvent = (id: number) => waitFor(`the session_ended event of ${id}`, async () => ofSession(id).find((e) => e.event === 'session_ended'), 60_000, 200);
 
 describe('redaction rules are bounded', () => {
   it('refuses the issue\'s rule with a 422 naming the limit, and takes a cheap one', async () => {
-    const t = await createTenant(env.stack());
-    const big = await env.stack().api.post(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken, { name: 'issue', pattern: ISSUE_RULE });
+    const t = await createTenant(stack);
+    const big = await stack.api.post(`/accounts/${t.account}/redaction_rules`, stack.adminToken, { name: 'issue', pattern: ISSUE_RULE });
     expect(big.status, JSON.stringify(big.body)).toBe(422);
     expect(big.body.message).toMatch(new RegExp(`compiles to 490002 RE2 instructions, more than the ${RULE_LIMITS.programSize}.*fewer or smaller counted repetitions`));
     // (The other bound, the time on worst-case output, depends on the machine's speed and load: the
     // benchmark redaction-isolation shows which rule it lets through, and what that rule costs others.)
-    const ok = await env.stack().api.post(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}' });
+    const ok = await stack.api.post(`/accounts/${t.account}/redaction_rules`, stack.adminToken, { name: 'tokens', pattern: 'tok_[A-Za-z0-9]{24}' });
     expect(ok.status, JSON.stringify(ok.body)).toBe(201);
     expect(ok.body).toMatchObject({ status: 'active', last_error: null, withheld_records: 0 });
-    const list = await env.stack().api.get(`/accounts/${t.account}/redaction_rules`, t.token);
+    const list = await stack.api.get(`/accounts/${t.account}/redaction_rules`, t.token);
     expect(list.body.items.map((r: { name: string }) => r.name)).toEqual(['tokens']);
   });
 
   it('withholds a record a rule takes longer than its budget on: the drain and the recording never see it in clear', async () => {
     const t = await drainedTenant('/withheld');
     // As stored before rules were bounded (the API refuses it now).
-    const acc = await env.stack().runtime.db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow();
-    const rule = await env.stack().runtime.db.insertInto('redaction_rules').values({
+    const acc = await stack.runtime.db.selectFrom('accounts').select('id').where('handle', '=', t.account).executeTakeFirstOrThrow();
+    const rule = await stack.runtime.db.insertInto('redaction_rules').values({
       account_id: Number(acc.id), name: 'legacy', pattern: ISSUE_RULE, preset: null, replacement: '[X]', created_at: nowIso(), last_error: null, last_error_at: null,
     }).returning('id').executeTakeFirstOrThrow();
-    const run = await runInSession(env.stack(), t, { command: ['sh', '-c', 'echo clear-text-zq81; echo also-clear-zq82'] });
+    const run = await runInSession(stack, t, { command: ['sh', '-c', 'echo clear-text-zq81; echo also-clear-zq82'] });
     expect(run.exitCode).toBe(0);
     await endedEvent(run.id);
     const outputs = ofSession(run.id).filter((e) => e.stream === 'stdout');
@@ -56,16 +54,16 @@ describe('redaction rules are bounded', () => {
     for (const e of outputs) expect(e.log).toMatch(new RegExp(`^\\[output withheld: redaction rule ${rule.id} `));
     // (The session_started event carries the command, which is not output.)
     expect(JSON.stringify(outputs)).not.toMatch(/zq8[12]/);
-    const rec = await env.stack().api.get(`/sessions/${run.id}/recording`, t.token);
+    const rec = await stack.api.get(`/sessions/${run.id}/recording`, t.token);
     expect(rec.status).toBe(200);
     expect(String(rec.body)).toContain(`[output withheld: redaction rule ${rule.id}`);
     expect(String(rec.body)).not.toMatch(/zq8[12]/);
     // Its account's admins see why, and the operators' metrics count it (by rule id, never the account's name).
-    const shown = (await env.stack().api.get(`/accounts/${t.account}/redaction_rules`, env.stack().adminToken)).body.items[0];
+    const shown = (await stack.api.get(`/accounts/${t.account}/redaction_rules`, stack.adminToken)).body.items[0];
     expect(shown).toMatchObject({ id: Number(rule.id), status: 'over_budget' });
     expect(shown.last_error).toMatch(/RE2 instructions|longer than/);
     expect(shown.withheld_records).toBeGreaterThan(0);
-    const metrics = await (await fetch(env.stack().runtime.metricsUrl)).text();
+    const metrics = await (await fetch(stack.runtime.metricsUrl)).text();
     expect(metrics).toMatch(new RegExp(`essh_redaction_withheld_records_total\\{rule_id="${rule.id}"\\} [1-9]`));
   }, 120_000);
 
@@ -75,7 +73,7 @@ describe('redaction rules are bounded', () => {
     // The slowest of these the limits let through on this machine: a rule at the edge of what is allowed.
     let accepted: string | undefined;
     for (const pattern of ['[A-Za-z0-9]{120}', '[A-Za-z0-9]{80}', '[A-Za-z0-9]{40}', '[A-Za-z0-9]{20}']) {
-      const r = await env.stack().api.post(`/accounts/${a.account}/redaction_rules`, env.stack().adminToken, { name: 'slow', pattern });
+      const r = await stack.api.post(`/accounts/${a.account}/redaction_rules`, stack.adminToken, { name: 'slow', pattern });
       if (r.status === 201) {
         accepted = pattern;
         break;
@@ -84,10 +82,10 @@ describe('redaction rules are bounded', () => {
     }
     expect(accepted).toBeDefined();
     // A prints 16 KB lines of letters, what keeps the rule busiest, for a while.
-    const printer = await openSession(env.stack(), a, {
+    const printer = await openSession(stack, a, {
       command: ['sh', '-c', "i=0; while [ $i -lt 200 ]; do head -c 16000 /dev/zero | tr '\\0' a; echo; i=$((i+1)); done"],
     });
-    const typist = await openSession(env.stack(), b, { tty: true });
+    const typist = await openSession(stack, b, { tty: true });
     await waitFor('B\'s prompt', async () => typist.stdout().length > 0, 30_000, 50);
     // B types while A prints and A's drain redacts: every keystroke comes back.
     for (let k = 0; k < 20; k++) {
@@ -112,12 +110,9 @@ describe('redaction rules are bounded', () => {
 
 /** A tenant with an HTTPS drain and a rule for sk_live_ keys. */
 async function redactedTenant(path: string) {
-  const tenant = await createTenant(env.stack(), { plan: 'scale' });
-  const d = await env.stack().api.post(`/accounts/${tenant.account}/log_drains`, env.stack().adminToken, {
-    handle: 'https-drain', drain_type: 'https', url: `${env.rx().url}${path}`, ca_cert: env.cert().cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
-  const r = await env.stack().api.post(`/accounts/${tenant.account}/redaction_rules`, env.stack().adminToken, { name: 'keys', pattern: 'sk_live_[A-Za-z0-9]+', replacement: '[KEY]' });
+  const tenant = await createTenant(stack, { plan: 'scale' });
+  await addHttpsDrain(stack, rx, tenant.account, 'https-drain', path);
+  const r = await stack.api.post(`/accounts/${tenant.account}/redaction_rules`, stack.adminToken, { name: 'keys', pattern: 'sk_live_[A-Za-z0-9]+', replacement: '[KEY]' });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return tenant;
 }
@@ -125,7 +120,7 @@ async function redactedTenant(path: string) {
 /** The session's output as the drain received it, event by event, once its session_ended event is in. */
 async function drainedOutput(id: number): Promise<string[]> {
   const events = await waitFor(`the session_ended event of ${id}`, async () => {
-    const all = eventsOf(env.rx()).filter((e) => e.operation_id === id);
+    const all = eventsOf(rx).filter((e) => e.operation_id === id);
     return all.some((e) => e.event === 'session_ended') ? all : undefined;
   }, 60_000, 200);
   return events.filter((e) => e.event === undefined || e.stream === 'stdout' || e.stream === 'stderr')
@@ -134,7 +129,7 @@ async function drainedOutput(id: number): Promise<string[]> {
 
 /** The recording's output events' texts. */
 async function recordedOutput(id: number, token: string): Promise<string[]> {
-  const rec = await env.stack().api.get(`/sessions/${id}/recording`, token);
+  const rec = await stack.api.get(`/sessions/${id}/recording`, token);
   expect(rec.status).toBe(200);
   return String(rec.body).trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string])
     .filter((e) => e[1] === 'o').map((e) => e[2]);
@@ -143,7 +138,7 @@ async function recordedOutput(id: number, token: string): Promise<string[]> {
 describe('a secret split across output records', () => {
   it('printed in two writes a second apart is redacted in the drain and the recording', async () => {
     const t = await redactedTenant('/split');
-    const run = await runInSession(env.stack(), t, { command: ['sh', '-c', 'printf sk_li; sleep 1; printf ve_ABC123; echo; echo after'] });
+    const run = await runInSession(stack, t, { command: ['sh', '-c', 'printf sk_li; sleep 1; printf ve_ABC123; echo; echo after'] });
     expect(run.exitCode).toBe(0);
     expect(run.stdout.toString()).toContain('sk_live_ABC123'); // the user sees it; only what is shipped or recorded is redacted
     const drained = await drainedOutput(run.id);
@@ -160,7 +155,7 @@ describe('a secret split across output records', () => {
 
   it('typed at a read prompt, echoed one character at a time, is redacted in the drain and the recording', async () => {
     const t = await redactedTenant('/typed');
-    const s = await openSession(env.stack(), t, { tty: true, command: ['sh', '-c', 'printf "key: "; read -r key; echo "got ${#key} characters"'] });
+    const s = await openSession(stack, t, { tty: true, command: ['sh', '-c', 'printf "key: "; read -r key; echo "got ${#key} characters"'] });
     await waitFor('the prompt', async () => s.stdout().toString().includes('key: '), 30_000, 50);
     // Slower than the journal's 500 ms partial-line cut: each echoed character is an event of its own.
     for (const ch of 'sk_live_ABC123') {

@@ -10,7 +10,7 @@ import { Worker, type ReplayResult } from '@temporalio/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
-import { workflowBundle } from './harness.js';
+import { workflowBundle } from './support/harness.js';
 import { historyFromJSON } from './replay/history-json.js';
 
 const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'replay', 'histories');
@@ -41,7 +41,7 @@ beforeAll(async () => {
       return null;
     }
   }).filter((h) => h !== null);
-  // One replay worker for all of them, on the bundle of the current workflow code (test/global-setup.ts).
+  // One replay worker for all of them, on the bundle of the current workflow code (test/support/global-setup.ts).
   const replay = Worker.runReplayHistories(
     { workflowBundle: workflowBundle(), replayName: 'essh-replay' },
     histories.map((h) => ({ workflowId: workflowIds.get(h.file) ?? 'ssh-session-0', history: h.history })),

@@ -1,34 +1,20 @@
 // Session output is deleted a while after the session ended, never before a drain has it.
-import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 import { existsSync } from 'node:fs';
 import { journalPath } from '../journal/writer.js';
-import { createTenant, runInSession, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
+import { createTenant, runInSession, sleep, useTestStack, waitFor } from './support/harness.js';
 
-let stack: TestStack;
-let cert: Cert;
-let rx: HttpsReceiver;
+const RETENTION_S = 3;
+const stack = useTestStack({ env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
+const rx = useHttpsReceiver();
 let drained: Awaited<ReturnType<typeof createTenant>>;
 let undrained: Awaited<ReturnType<typeof createTenant>>;
-const RETENTION_S = 3;
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_EVENT_RETENTION_S: String(RETENTION_S), ESSH_DRAIN_BACKOFF_CAP_S: '1' } });
   drained = await createTenant(stack, { plan: 'scale' });
   undrained = await createTenant(stack, { plan: 'scale' });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
-  const d = await stack.api.post(`/accounts/${drained.account}/log_drains`, stack.adminToken, {
-    handle: 'slow-drain', drain_type: 'https', url: `${rx.url}/ingest`, ca_cert: cert.cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
-});
-afterAll(async () => {
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
+  await addHttpsDrain(stack, rx, drained.account, 'slow-drain', '/ingest');
 });
 
 /** A session that printed `line` to its client through the portal, and ended. */

@@ -12,11 +12,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freeLoopbackPort } from '../lib/free-port.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
-import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { createTenant, endAllSessions, sleep, useTestStack, waitFor } from './support/harness.js';
+import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: { api: true, hostStacks: ['local'], portal: true } });
 let dir: string;
 let nginx: Nginx | undefined;
 let ca: string;
@@ -101,7 +101,6 @@ const NGINX_FAIL_TIMEOUT_MS = 2000;
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-rolling-'));
   // This process: the host (portal, host worker) and an API of its own for the test's set-up calls only.
-  stack = await startTestStack({ parts: { api: true, hostStacks: ['local'], portal: true } });
   const caFile = await makeCertificates(dir);
   for (let i = 0; i < 2; i++) apiPorts.push(await freeLoopbackPort());
   const started = await Promise.all([
@@ -117,7 +116,6 @@ afterAll(async () => {
   await nginx?.stop();
   if (stack) await endAllSessions(stack).catch(() => undefined);
   await Promise.all([...apis, ...workers].map((p) => p.stop().catch(() => undefined)));
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

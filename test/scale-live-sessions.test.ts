@@ -8,7 +8,6 @@
 // - the process that runs the portal (and the host worker) is SIGKILLed and started again: every client
 //   loses its connection and reattaches with its session owner's key within the heartbeat timeout, and
 //   no session ends.
-import { randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -16,10 +15,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
-import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
-import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
-import { generateKey, registerKey } from './portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import type { ClientFleet } from '../bench/live-fleet.js';
+import { useClientFleet } from './support/client-fleet.js';
+import { apiAndWorkflows, createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';
+import { generateKey, registerKey } from './support/portal-terminal.js';
+import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as
@@ -79,25 +79,17 @@ async function casualties(stack: TestStack, fleet: ClientFleet, sessions: Opened
 describe('30 live sessions, their clients in another process', () => {
   const SESSIONS = 30;
   const HOLD_S = 40;
-  let stack: TestStack;
+  // The API, the portal and the host here; the session workflows in a worker process of their own,
+  // which the second test kills.
+  const stack = useTestStack({ parts: { api: true, portal: true, hostStacks: ['local'] }, env }, { endSessions: false });
   let worker: WorkerProcess | undefined;
-  let fleet: ClientFleet;
   let sessions: Opened[] = [];
 
   beforeAll(async () => {
-    // The API, the portal and the host here; the session workflows in a worker process of their own,
-    // which the second test kills.
-    stack = await startTestStack({ parts: { api: true, portal: true, hostStacks: ['local'] }, env });
     worker = await startWorkerProcess(stack, { ESSH_WORKER_ROLES: 'main' });
-    fleet = await startClientFleet();
   }, 180_000);
-  afterAll(async () => {
-    await fleet?.close().catch(() => undefined);
-    await fleet?.stop();
-    if (stack) await endAllSessions(stack).catch(() => undefined);
-    await worker?.stop();
-    await stack?.stop();
-  });
+  afterAll(() => endSessionsAndStop(stack, [worker]));
+  const fleet = useClientFleet();
 
   it(`${SESSIONS} sessions held ${HOLD_S} s with heartbeats every ${HEARTBEAT_S} s: no false disconnect`, async () => {
     sessions = await openSessions(stack, fleet, SESSIONS);
@@ -133,7 +125,6 @@ describe('the Temporal server stopped for longer than the heartbeat timeout, and
   let server: DevServer | undefined;
   let serverOpts: Parameters<typeof startDevServer>[0];
   let stack: TestStack;
-  let fleet: ClientFleet;
 
   beforeAll(async () => {
     // A server of this file's own, on a database file, so that it can stop and come back as it was.
@@ -141,17 +132,16 @@ describe('the Temporal server stopped for longer than the heartbeat timeout, and
     server = await startDevServer({ binary: toolPath('temporal'), dataDir: dir, namespace: 'default' });
     // Started again where the stack expects it.
     serverOpts = { binary: toolPath('temporal'), dataDir: dir, port: server.port, uiPort: server.uiPort, namespace: 'default' };
+    // Its own start (not useTestStack): the server comes first, and goes after the stack has stopped.
     stack = await startTestStack({ temporalAddress: server.address, env });
-    fleet = await startClientFleet();
   }, 180_000);
   afterAll(async () => {
-    await fleet?.close().catch(() => undefined);
-    await fleet?.stop();
     if (stack) await endAllSessions(stack).catch(() => undefined);
     await stack?.stop();
     await server?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
+  const fleet = useClientFleet();
 
   it('no session whose client stayed attached ends', async () => {
     const sessions = await openSessions(stack, fleet, SESSIONS);
@@ -175,33 +165,24 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
   // The new portal keeps the sessions of the clients its predecessor had for this long (the
   // reattach window, portal/reattach-window.ts): longer than the heartbeat timeout, so that it shows.
   const REATTACH_WINDOW_S = 45;
-  let stack: TestStack;
+  // The API and the session workflows here; the portal and the host worker (ESSH_WORKER_ROLES=host)
+  // in a process of their own, on a fixed port so that the `connect` blocks hold across its restart.
+  const stack = useTestStack({
+    parts: apiAndWorkflows(),
+    env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(REATTACH_TIMEOUT_S) },
+  }, { endSessions: false });
   let host: WorkerProcess | undefined;
   let hostEnv: Record<string, string>;
-  let fleet: ClientFleet;
 
   beforeAll(async () => {
-    // The API and the session workflows here; the portal and the host worker (ESSH_WORKER_ROLES=host)
-    // in a process of their own, on a fixed port so that the `connect` blocks hold across its restart.
-    stack = await startTestStack({
-      parts: { api: true, worker: true, workflowBundle: workflowBundle() },
-      env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(REATTACH_TIMEOUT_S) },
-    });
-    hostEnv = {
-      ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `portal-restart-${randomBytes(3).toString('hex')}`,
+    hostEnv = hostProcessEnv('portal-restart', {
       ESSH_SSH_PORT: String(await freePort()),
       ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S),
-    };
+    });
     host = await startWorkerProcess(stack, hostEnv);
-    fleet = await startClientFleet();
   }, 180_000);
-  afterAll(async () => {
-    await fleet?.close().catch(() => undefined);
-    await fleet?.stop();
-    if (stack && host) await endAllSessions(stack).catch(() => undefined);
-    await host?.stop();
-    await stack?.stop();
-  }, 120_000);
+  afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
+  const fleet = useClientFleet();
 
   it(`${SESSIONS} clients reattach within the heartbeat timeout (${REATTACH_TIMEOUT_S} s); no session ends; one that leaves then ends its session`, async () => {
     const t = await createTenant(stack, { plan: 'enterprise' });

@@ -6,20 +6,19 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { journalPath } from '../journal/writer.js';
-import { HttpsReceiver, eventsOf, selfSignedCert } from './drains-receivers.js';
-import {
-  containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { HttpsReceiver, eventsOf, selfSignedCert } from './support/drains-receivers.js';
+import { apiAndWorkflows,
+  containerExists, createTenant, docker, runInSession, sleep, useTestStack, waitFor, waitForState,
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
+import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
-let stack: TestStack;
+const stack = useTestStack({ parts: apiAndWorkflows() });
 const hosts: WorkerProcess[] = [];
 
 beforeAll(async () => {
   // This process runs the API and the main worker (workflows, records) but no host worker at all:
   // every container comes from one of the two host-worker processes below.
-  stack = await startTestStack({ parts: { api: true, worker: true, workflowBundle: workflowBundle() } });
   for (const name of ['east', 'west', 'nowhere', 'late']) {
     const r = await stack.api.post('/stacks', stack.adminToken, { name });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
@@ -43,7 +42,6 @@ beforeAll(async () => {
 }, 180_000);
 afterAll(async () => {
   for (const h of hosts) await h.stop();
-  await stack?.stop();
   for (const d of hostDirs) await rm(d, { recursive: true, force: true });
 });
 const hostDirs: string[] = [];

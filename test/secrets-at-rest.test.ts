@@ -1,25 +1,17 @@
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
 import { newToken } from '../lib/secrets.js';
 import { seedDemo } from '../stack/seed.js';
 import { startDevServer } from '../stack/temporal-dev.js';
-import { createTenant, endAllSessions, runInSession, startTestStack, waitForState, type TestStack } from './harness.js';
+import { createTenant, runInSession, startTestStack, useTestStack, waitForState } from './support/harness.js';
 
 /** Secrets at rest (docs/threat-model.md): what a copy of the database or a look at the data dir gives away. */
 
-let stack: TestStack;
-beforeAll(async () => {
-  stack = await startTestStack();
-});
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 120_000);
+const stack = useTestStack();
 
 describe("an app's environment", () => {
   it('is stored sealed, shown to its admins, and reaches the container; one stored in clear is sealed at the next start', async () => {

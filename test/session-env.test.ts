@@ -4,44 +4,30 @@
 // database in clear (and not at all once the session has ended), not in the Temporal history, not in
 // any answer of the API, the drains, the journal, the recording or the project's own log.
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { sealStoredEnvs } from '../lib/app-env.js';
 import { SecretBox } from '../lib/secrets.js';
 import { journalPath } from '../journal/writer.js';
 import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../shapes/requests.js';
-import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
-import { createTenant, endAllSessions, openSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { run, runToEnd } from './portal-terminal.js';
+import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
+import { createTenant, openSession, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { run, runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 
-let stack: TestStack;
-let cert: Cert;
-let rx: HttpsReceiver;
+const stack = useTestStack({ env: { ESSH_LOG_LEVEL: 'debug' }, logDestination: { write: (line) => void logLines.push(line) } });
+const rx = useHttpsReceiver();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 /** Every line of the runtime's own log (API, portal, worker, host) while this file runs, at debug level. */
 const logLines: string[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ env: { ESSH_LOG_LEVEL: 'debug' }, logDestination: { write: (line) => void logLines.push(line) } });
-  cert = await selfSignedCert();
-  rx = new HttpsReceiver(cert);
-  await rx.up();
   // The app's env has APP_ENV and DATABASE_URL; the sessions below override one and keep the other.
   tenant = await createTenant(stack, { env: { APP_ENV: 'from-the-app', DATABASE_URL: 'postgres://app@db/app' } });
-  const d = await stack.api.post(`/accounts/${tenant.account}/log_drains`, stack.adminToken, {
-    handle: 'https-drain', drain_type: 'https', url: `${rx.url}/env`, ca_cert: cert.cert,
-  });
-  expect(d.status, JSON.stringify(d.body)).toBe(201);
-});
-afterAll(async () => {
-  if (stack) await endAllSessions(stack);
-  await rx?.down();
-  await stack?.stop();
-  if (cert) await rm(cert.dir, { recursive: true, force: true });
+  await addHttpsDrain(stack, rx, tenant.account, 'https-drain', '/env');
 });
 
 /** A value no other part of the stack could print by chance. */

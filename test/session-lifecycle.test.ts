@@ -1,24 +1,22 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { SessionsService } from '../services/sessions.js';
 import { heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import {
-  containerExists, createTenant, docker, runInSession, sleep, startTestStack, waitFor, waitForState, type TestStack,
-} from './harness.js';
-import { sessionContainer } from './harness.js';
+  containerExists, createTenant, docker, runInSession, sleep, useTestStack, waitFor, waitForState,
+} from './support/harness.js';
+import { sessionContainer } from './support/harness.js';
 
 const run = promisify(execFile);
-let stack: TestStack;
+const stack = useTestStack({ hostStacks: ['local', 'short'] });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
   // `short` is a second stack (with a 6 s maximum) served by a host worker in this same process.
-  stack = await startTestStack({ hostStacks: ['local', 'short'] });
   tenant = await createTenant(stack, { plan: 'scale' });
 });
-afterAll(async () => stack?.stop());
 
 async function createSession(body: object = {}, app = tenant.app, token = tenant.token) {
   const r = await stack.api.post(`/apps/${app}/sessions`, token, body);

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { projectRoot, readRequirements, scanFile, scanSource, testAndBenchFiles, type ProgramStart } from './requirements.js';
+import { projectRoot, readRequirements, scanFile, scanSource, testAndBenchFiles, type ProgramStart } from './support/requirements.js';
 
 const rows = readRequirements();
 const listed = new Set(rows.map((r) => r.check));
@@ -19,7 +19,7 @@ describe('scripts/requirements.tsv', () => {
   });
 
   it('knows what every call that starts a program starts', () => {
-    // A program given by a variable the scan cannot follow: name it literally, or teach test/requirements.ts.
+    // A program given by a variable the scan cannot follow: name it literally, or teach test/support/requirements.ts.
     expect(where(scans.flatMap((s) => s.unknown))).toEqual([]);
   });
 

@@ -20,7 +20,7 @@ describe('SQLite shared by several processes', () => {
     await sql`create table counter (n integer)`.execute(db);
     const rounds = 300;
     const writers = Array.from({ length: 3 }, () =>
-      promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/sqlite-writers.ts', file, String(rounds)], { cwd: path.resolve(__dirname, '..') }));
+      promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/sqlite-writers.ts', file, String(rounds)], { cwd: path.resolve(__dirname, '..') }));
     const outcomes = (await Promise.all(writers)).map((r) => JSON.parse(r.stdout) as { failed: number; firstError: string });
     expect(outcomes).toEqual(Array(3).fill({ failed: 0, firstError: '' }));
     const { n } = (await sql<{ n: number }>`select count(*) as n from counter`.execute(db)).rows[0]!;

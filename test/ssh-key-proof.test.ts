@@ -11,14 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { issueKeyChallenge } from '../lib/ssh-key-challenge.js';
 import { SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
-import { createTenant, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './portal-terminal.js';
+import { createTenant, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { Terminal, generateKey, keyOnly, q, run, runToEnd, sshArgs } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh.js');
 type Tenant = Awaited<ReturnType<typeof createTenant>>;
 type Key = Awaited<ReturnType<typeof generateKey>>;
 
-let stack: TestStack;
+const stack = useTestStack();
 let dir: string;
 /** Alice and Bob: members of two accounts; Carol: Alice's fellow member. */
 let alice: Tenant;
@@ -27,7 +27,6 @@ let carol: { id: number; token: string };
 let agent: ChildProcess | undefined;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-key-proof-'));
   alice = await createTenant(stack);
   bob = await createTenant(stack);
@@ -37,8 +36,6 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => {
   agent?.kill();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { signKeyChallenge } from '../cli/keys.js';
-import { createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
-import { generateKey } from './portal-terminal.js';
+import { createTenant, docker, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { generateKey } from './support/portal-terminal.js';
 
 /**
  * Tenant isolation (docs/threat-model.md): what an account admin, a member or an anonymous client can
@@ -13,13 +13,12 @@ import { generateKey } from './portal-terminal.js';
  * inside a real session container on the real engine.
  */
 
-let stack: TestStack;
+const stack = useTestStack();
 let a: Awaited<ReturnType<typeof createTenant>>;
 let b: Awaited<ReturnType<typeof createTenant>>;
 let adminOfA: string;
 
 beforeAll(async () => {
-  stack = await startTestStack();
   a = await createTenant(stack, { plan: 'growth' });
   b = await createTenant(stack, { plan: 'growth' });
   const u = await stack.api.post('/users', stack.adminToken, {
@@ -28,11 +27,6 @@ beforeAll(async () => {
   expect(u.status, JSON.stringify(u.body)).toBe(201);
   adminOfA = u.body.token;
 });
-afterAll(async () => {
-  if (!stack) return;
-  await endAllSessions(stack);
-  await stack.stop();
-}, 120_000);
 
 /** Runs `script` in the session's container, as a process of that container would. */
 async function inside(containerId: string, script: string): Promise<{ code: number; out: string }> {

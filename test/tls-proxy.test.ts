@@ -10,12 +10,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { createTenant, startTestStack, type TestStack } from './harness.js';
-import { makeCertificates, request, startNginx, type Nginx } from './nginx.js';
-import { endAllSessions, runToEnd } from './portal-terminal.js';
+import { createTenant, useTestStack } from './support/harness.js';
+import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
+import { runToEnd } from './support/portal-terminal.js';
 
 const ESSH = path.join(projectRoot, 'bin', 'essh');
-let stack: TestStack;
+const stack = useTestStack({ env: { ESSH_TRUST_PROXY: '127.0.0.1' } });
 let tenant: Awaited<ReturnType<typeof createTenant>>;
 let dir: string;
 let nginx: Nginx | undefined;
@@ -31,7 +31,6 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'essh-tls-proxy-'));
   // nginx reaches the API from 127.0.0.1; clients below come from other loopback addresses (127.0.0.2…),
   // so that the address the audit trail records says whose word it took.
-  stack = await startTestStack({ env: { ESSH_TRUST_PROXY: '127.0.0.1' } });
   tenant = await createTenant(stack, { plan: 'scale' });
   await makeCertificates(dir);
   caCert = await readFile(caFile(), 'utf8');
@@ -41,8 +40,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await nginx?.stop();
-  if (stack) await endAllSessions(stack);
-  await stack?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

@@ -5,7 +5,7 @@
 //   ESSH_REPLAY_PREFIX=v2 [ESSH_REPLAY_PATHS=exit,cancel] npm run record-histories
 //
 // It starts real essh stacks (API, workers, host agent, SSH portal) on the run's Temporal dev server
-// (test/global-setup.ts, which suggests continue-as-new at 300 events) and the local Docker engine,
+// (test/support/global-setup.ts, which suggests continue-as-new at 300 events) and the local Docker engine,
 // drives one session down each path, and writes every run of each workflow as
 // `<prefix>-<path>.json` (`<prefix>-<path>-run<N>.json` for a continue-as-new chain): the JSON that
 // `temporal workflow show --output json` prints. It never overwrites a fixture.
@@ -30,11 +30,11 @@ import {
   clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
 } from '../../workflows/definitions.js';
 import type { EndReason } from '../../shapes/enumerations.js';
-import {
+import { apiAndWorkflows,
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
-} from '../harness.js';
-import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../portal-terminal.js';
-import { startWorkerProcess, type WorkerProcess } from '../worker-process.js';
+} from '../support/harness.js';
+import { generateKey, keyOnly, passwordOnly, registerKey, runToEnd, sshArgs } from '../support/portal-terminal.js';
+import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
 
 const run = promisify(execFile);
 
@@ -169,7 +169,7 @@ const graceMarkers = (h: History) => {
  */
 async function stackWithHostToLose() {
   const own = await startTestStack({
-    parts: { api: true, worker: true, workflowBundle: workflowBundle() },
+    parts: apiAndWorkflows(),
     env: { ESSH_HOST_STALE_S: '8', ESSH_HOST_LOSS_SWEEP_S: '2' },
   });
   const entry: { stack: TestStack; worker?: WorkerProcess } = { stack: own };

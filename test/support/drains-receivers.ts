@@ -8,10 +8,12 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll } from 'vitest';
-import { restartableLoopbackPort } from '../lib/free-port.js';
-import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
-import { startTestStack, type TestStack } from './harness.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { closeNow } from '../../api/graceful-close.js';
+import { restartableLoopbackPort } from '../../lib/free-port.js';
+import { openPortalShell, type PortalShell, type PortalTarget } from '../../portal/client.js';
+import { standIn, waitFor, type TestStack } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -57,7 +59,7 @@ export class HttpsReceiver {
   private server?: https.Server;
   port = 0;
 
-  constructor(private readonly cert: Cert) {}
+  constructor(readonly cert: Cert) {}
 
   async up(): Promise<void> {
     const server = https.createServer({ cert: this.cert.cert, key: this.cert.key }, (req, res) => {
@@ -87,9 +89,7 @@ export class HttpsReceiver {
   async down(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
+    if (s) await closeNow(s);
   }
 
   get url() {
@@ -100,6 +100,16 @@ export class HttpsReceiver {
 /** Every JSON event the HTTPS receiver accepted, in arrival order. */
 export function eventsOf(rx: HttpsReceiver): Record<string, any>[] {
   return rx.requests.flatMap((r) => JSON.parse(r.body) as Record<string, any>[]);
+}
+
+/** The events of session `id` the receiver accepted, in arrival order. */
+export function sessionEventsAt(rx: HttpsReceiver, id: number): Record<string, any>[] {
+  return eventsOf(rx).filter((e) => e.operation_id === id);
+}
+
+/** Waits until the receiver has session `id`'s session_ended event. */
+export async function waitForEndedAt(rx: HttpsReceiver, id: number, timeoutMs = 30_000, everyMs = 200): Promise<void> {
+  await waitFor(`the session_ended event of ${id}`, async () => sessionEventsAt(rx, id).some((e) => e.event === 'session_ended'), timeoutMs, everyMs);
 }
 
 /**
@@ -135,7 +145,7 @@ export class PortalTerminal {
     const deadline = Date.now() + timeoutMs;
     while (!(typeof pattern === 'string' ? this.output.includes(pattern) : pattern.test(this.output))) {
       if (Date.now() > deadline) throw new Error(`terminal never showed ${pattern}; it showed:\n${this.output.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 
@@ -145,23 +155,27 @@ export class PortalTerminal {
 }
 
 /**
- * A whole test stack (containers, portal, host shipper) and an HTTPS receiver, started before the
- * file's tests and stopped after them: what end-to-end drain tests share.
+ * An HTTPS receiver with a certificate of its own (`rx.cert`, the drains' `ca_cert`) for the file or
+ * describe: up before its later hooks (`configure` sets its answers first), down and its certificate
+ * removed after their clean-up.
  */
-export function stackWithReceiver(): { stack: () => TestStack; rx: () => HttpsReceiver; cert: () => Cert } {
-  let stack: TestStack | undefined;
-  let cert: Cert | undefined;
+export function useHttpsReceiver(configure: (rx: HttpsReceiver) => void = () => undefined): HttpsReceiver {
   let rx: HttpsReceiver | undefined;
   beforeAll(async () => {
-    stack = await startTestStack();
-    cert = await selfSignedCert();
-    rx = new HttpsReceiver(cert);
+    rx = new HttpsReceiver(await selfSignedCert());
+    configure(rx);
     await rx.up();
   });
   afterAll(async () => {
     await rx?.down();
-    await stack?.stop();
-    if (cert) await rm(cert.dir, { recursive: true, force: true });
+    if (rx) await rm(rx.cert.dir, { recursive: true, force: true });
   });
-  return { stack: () => stack!, rx: () => rx!, cert: () => cert! };
+  return standIn(() => rx, 'the HTTPS receiver');
+}
+
+/** Adds an HTTPS drain of `account` to the receiver at `urlPath` (as the operator, unless a token is given); the drain as created. */
+export async function addHttpsDrain(stack: TestStack, rx: HttpsReceiver, account: string, handle: string, urlPath: string, token = stack.adminToken) {
+  const d = await stack.api.post(`/accounts/${account}/log_drains`, token, { handle, drain_type: 'https', url: `${rx.url}${urlPath}`, ca_cert: rx.cert.cert });
+  expect(d.status, JSON.stringify(d.body)).toBe(201);
+  return d.body as { id: number } & Record<string, any>;
 }

@@ -3,7 +3,7 @@ import { isHeavy } from './heavy-files.js';
 
 /**
  * vitest's order (slowest first, from the last run), with the heavy files spread out over it rather than
- * bunched at its start: only one of them runs at a time (test/heavy-lock.ts), and one waiting for it
+ * bunched at its start: only one of them runs at a time (test/support/heavy-lock.ts), and one waiting for it
  * would hold a worker doing nothing.
  */
 export default class SpreadHeavyFiles extends BaseSequencer {

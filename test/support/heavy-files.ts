@@ -1,10 +1,11 @@
 // Which test files load the 2-core machine most, and the lock that keeps any two of them from running at
 // once (the other files still run beside them, three files at a time). Chosen by the CPU seconds their
-// processes and children spent (ESSH_TEST_COST_LOG, test/file-cost.ts) and by what they drive at once;
+// processes and children spent (ESSH_TEST_COST_LOG, test/support/file-cost.ts) and by what they drive at once;
 // docs/tests.md ("Heavy files") has the figures. Under load their waits were the ones that ran out: the
 // 30 clients' prompts and reattaches of scale-live-sessions, a second Temporal server's start.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 // exec-sessions (29 CPU s over 557 s, 100 back-to-back OpenSSH sessions) is left beside them: with it
 // the one-at-a-time chain (~9–10 min) would outlast the rest of the suite (~8.5 min) and lengthen
@@ -47,6 +48,6 @@ export async function takeLock(lockPath: string, holder: string): Promise<{ wait
       rmSync(lockPath, { force: true });
       continue;
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }

@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 /**
  * Starts a Temporal server through `@temporalio/testing`, which gives it 5 s to answer: a machine busy
  * compiling native modules (the first `npm ci` of a Node 24 run) or running three test files at once
@@ -11,7 +13,7 @@ export async function startTemporalServer<T>(start: () => Promise<T>, what: stri
     } catch (err) {
       if (attempt === 5 || !/did not start within/.test((err as Error).message)) throw err;
       console.error(`${what} did not answer within the SDK's 5 s (attempt ${attempt} of 5); starting it again`);
-      await new Promise((r) => setTimeout(r, 2000 * 2 ** (attempt - 1)));
+      await sleep(2000 * 2 ** (attempt - 1));
     }
   }
 }

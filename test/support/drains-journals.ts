@@ -5,13 +5,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { nowIso } from '../lib/db.js';
-import { createLogger } from '../lib/log.js';
-import { loadSecretBox } from '../lib/secrets.js';
-import { announceJournalAppended } from '../journal/news.js';
-import { JournalWriter } from '../journal/writer.js';
-import type { EndedDetails, OutputStream } from '../journal/format.js';
-import { DrainShipper, type ShipperSettings } from '../drains/shipper.js';
+import { nowIso } from '../../lib/db.js';
+import { createLogger } from '../../lib/log.js';
+import { loadSecretBox } from '../../lib/secrets.js';
+import { announceJournalAppended } from '../../journal/news.js';
+import { JournalWriter } from '../../journal/writer.js';
+import type { EndedDetails, OutputStream } from '../../journal/format.js';
+import { DrainShipper, type ShipperSettings } from '../../drains/shipper.js';
 import type { TestStack } from './harness.js';
 
 export interface Tenant {

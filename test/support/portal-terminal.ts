@@ -5,8 +5,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { EsshApi } from '../cli/api.js';
-import { addKey } from '../cli/keys.js';
+import { EsshApi } from '../../cli/api.js';
+import { addKey } from '../../cli/keys.js';
 import { sleep, waitFor, type TestStack } from './harness.js';
 
 export const run = promisify(execFile);

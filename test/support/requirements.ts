@@ -1,13 +1,13 @@
 // Which programs the tests and benchmarks start, read from their source, and whether
 // scripts/requirements.tsv (the one list of programs and their Debian packages) has them. Used by
-// test/setup-requirements.test.ts (every program started is listed) and test/programs-present.ts
+// test/setup-requirements.test.ts (every program started is listed) and test/support/programs-present.ts
 // (a test file whose programs are missing stops with one line that names them).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const requirementsFile = path.join(projectRoot, 'scripts', 'requirements.tsv');
 
 export interface Requirement {
@@ -47,7 +47,7 @@ export interface Scan {
 const ARGV0_CALLS = new Set(['spawn', 'spawnSync', 'execFile', 'execFileSync', 'fork']);
 const SHELL_CALLS = new Set(['exec', 'execSync']);
 // Helpers whose first argument becomes a shell command line further down than the scan follows: the
-// tmux pane of test/portal-terminal.ts runs `${command}; …` in /bin/sh.
+// tmux pane of test/support/portal-terminal.ts runs `${command}; …` in /bin/sh.
 const KNOWN_SHELL_WRAPPERS = new Set(['Terminal.start']);
 // Programs the shell runs itself or that are not programs at all.
 const SHELL_WORDS = new Set([

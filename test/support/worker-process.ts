@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { projectRoot } from '../lib/config.js';
+import { projectRoot } from '../../lib/config.js';
 import type { TestStack } from './harness.js';
 
 export interface WorkerProcess {
@@ -16,6 +17,11 @@ export interface WorkerProcess {
   readonly exited: Promise<number | null>;
   /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: host/handover.ts). */
   stop(): Promise<void>;
+}
+
+/** The environment of a host process (ESSH_WORKER_ROLES=host) on the stack `local`, with an id of its own that starts with `idPrefix`. */
+export function hostProcessEnv(idPrefix: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { ESSH_WORKER_ROLES: 'host', ESSH_HOST_STACKS: 'local', ESSH_HOST_ID: `${idPrefix}-${randomBytes(3).toString('hex')}`, ...extra };
 }
 
 /**

@@ -1,4 +1,4 @@
-// A vitest setup file: a heavy file (test/heavy-files.ts) takes the run's heavy-file lock before its own
+// A vitest setup file: a heavy file (test/support/heavy-files.ts) takes the run's heavy-file lock before its own
 // set-up and gives it back after its own clean-up, so that no two heavy files load the machine at once.
 import path from 'node:path';
 import { afterAll, beforeAll, inject } from 'vitest';

@@ -1,26 +1,29 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import Docker from 'dockerode';
 import Long from 'long';
 import { sql } from 'kysely';
-import { inject } from 'vitest';
-import { loadConfig, type Config } from '../lib/config.js';
-import { imageRepository } from '../lib/grants.js';
-import { createLogger } from '../lib/log.js';
-import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../workflows/definitions.js';
-import { startRuntime, type Runtime, type RuntimeParts } from '../stack/runtime.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
-import { removeInstallationFromEngine, sessionContainerName } from '../host/containers.js';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { loadConfig, type Config } from '../../lib/config.js';
+import { imageRepository } from '../../lib/grants.js';
+import { createLogger } from '../../lib/log.js';
+import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../../workflows/definitions.js';
+import { startRuntime, type Runtime, type RuntimeParts } from '../../stack/runtime.js';
+import { DEMO_IMAGE } from '../../stack/seed.js';
+import { removeInstallationFromEngine, sessionContainerName } from '../../host/containers.js';
+import { ApiClient } from './api-client.js';
 import { noteInstallation } from './installations.js';
-import { isPostgresUrl, type Db, type DbEngine } from '../lib/db.js';
+import { isPostgresUrl, type Db, type DbEngine } from '../../lib/db.js';
 import pg from 'pg';
 
 export const docker = new Docker();
+export { ApiClient, type ApiResponse } from './api-client.js';
 export { DEMO_IMAGE };
 
 /** A fresh namespace on the run's dev server, with essh's search attributes registered in it. */
@@ -63,6 +66,17 @@ export interface TestStack {
 
 export function workflowBundle() {
   return { code: readFileSync(inject('workflowBundlePath'), 'utf8'), sourceMap: '' };
+}
+
+/** The parts of a stack whose hosts are processes of the file's own: the API and the main worker (workflows, records) only. */
+export const apiAndWorkflows = (): RuntimeParts => ({ api: true, worker: true, workflowBundle: workflowBundle() });
+
+/** A CLI configuration in `dir` logged in to the stack with `token` (0600, as `essh login` writes it); its path. */
+export async function loggedInCliConfig(dir: string, stack: TestStack, token: string): Promise<string> {
+  const configFile = path.join(dir, 'config', 'essh.json');
+  await mkdir(path.dirname(configFile), { recursive: true });
+  await writeFile(configFile, JSON.stringify({ api_url: stack.url, token }), { mode: 0o600 });
+  return configFile;
 }
 
 /**
@@ -137,7 +151,66 @@ export async function startTestStack(
   };
 }
 
-/** Notes an installation the run made, for the run's teardown to remove what is left of it (test/installations.ts). */
+type TestStackOptions = NonNullable<Parameters<typeof startTestStack>[0]>;
+
+/**
+ * The test file's stack, the one way a file gets one: started before the file's own `beforeAll`s
+ * (register it first) and, after the file's own `afterAll`s (vitest runs them in reverse), every
+ * session still open is ended and the stack stopped. The answer stands for the stack once started.
+ * `opts` may be a function for options only known in a hook. `endSessions: false` for a file whose
+ * sessions run on processes of its own, which it stops (and ends the sessions of) itself.
+ */
+export function useTestStack(
+  opts: TestStackOptions | (() => TestStackOptions | Promise<TestStackOptions>) = {},
+  cleanUp: { endSessions?: boolean } = {},
+): TestStack {
+  let started: TestStack | undefined;
+  let endSessions = false;
+  beforeAll(async () => {
+    const resolved = typeof opts === 'function' ? await opts() : opts;
+    // Without a worker of its own, the stack's sessions run on processes the file stops before this clean-up.
+    endSessions = cleanUp.endSessions ?? (!resolved.parts || !!resolved.parts.worker);
+    started = await startTestStack(resolved);
+  });
+  afterAll(async () => {
+    if (!started) return;
+    if (endSessions) await endAllSessions(started);
+    await started.stop();
+  });
+  return standIn(() => started, 'the test stack');
+}
+
+/**
+ * What a hook starts, for the file's tests and hooks to use as if it were there from the start: it
+ * throws, naming `what`, when used before the hook has run.
+ */
+export function standIn<T extends object>(current: () => T | undefined, what: string): T {
+  const it = () => {
+    const value = current();
+    if (!value) throw new Error(`${what} is not started yet: use it in a test or in a hook registered after the one that starts it`);
+    return value;
+  };
+  return new Proxy({} as T, {
+    // `then` is asked by `await` and by vitest's printing of values: none of these is a promise.
+    get: (_, key) => (key === 'then' ? undefined : Reflect.get(it(), key)),
+    set: (_, key, value) => Reflect.set(it(), key, value),
+    has: (_, key) => Reflect.has(it(), key),
+    ownKeys: () => Reflect.ownKeys(it()),
+    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(it(), key),
+  });
+}
+
+/**
+ * For a file whose sessions run on processes of its own (hosts, workers): ends the sessions while
+ * those can still end them (if any was started; a failure is the test's to report, not the clean-up's),
+ * then stops the processes.
+ */
+export async function endSessionsAndStop(stack: TestStack, processes: ({ stop(): Promise<unknown> } | undefined)[]) {
+  if (processes.some(Boolean)) await endAllSessions(stack).catch(() => undefined);
+  for (const p of processes) await p?.stop();
+}
+
+/** Notes an installation the run made, for the run's teardown to remove what is left of it (test/support/installations.ts). */
 export function rememberInstallation(installation: string) {
   noteInstallation(inject('workflowBundlePath'), installation);
 }
@@ -194,62 +267,13 @@ async function seedOperator(runtime: Runtime): Promise<string> {
     .values({ name: 'Test Operator', email: `operator-${randomBytes(3).toString('hex')}@example.com`, role: 'operator', created_at: now })
     .returning('id')
     .executeTakeFirstOrThrow();
-  const { token } = await runtime.admin.issueToken(Number(user.id), 'test');
+  const { token } = await runtime.admin.tokens.issue(Number(user.id), 'test');
   await runtime.db
     .insertInto('stacks')
     .values({ name: 'local', max_session_duration_s: 604_800, dedicated: 0, created_at: now })
     .onConflict((oc) => oc.column('name').doNothing())
     .execute();
   return token;
-}
-
-export interface ApiResponse<T = any> {
-  status: number;
-  body: T;
-  headers: Headers;
-}
-
-export class ApiClient {
-  constructor(readonly baseUrl: string) {}
-  async request<T = any>(method: string, p: string, token?: string, body?: unknown): Promise<ApiResponse<T>> {
-    const res = await fetch(this.baseUrl + p, {
-      method,
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: any = text;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      /* not JSON: keep the text */
-    }
-    return { status: res.status, body: parsed, headers: res.headers };
-  }
-  get<T = any>(p: string, token?: string) {
-    return this.request<T>('GET', p, token);
-  }
-  post<T = any>(p: string, token?: string, body?: unknown) {
-    return this.request<T>('POST', p, token, body);
-  }
-  delete<T = any>(p: string, token?: string) {
-    return this.request<T>('DELETE', p, token);
-  }
-  /** Every item of a list, following its pages' next_cursor (API lists are paginated: { items, next_cursor }). */
-  async listAll<T = any>(p: string, token?: string): Promise<T[]> {
-    const items: T[] = [];
-    for (let cursor: string | null = null; ;) {
-      const sep = p.includes('?') ? '&' : '?';
-      const r: ApiResponse<{ items: T[]; next_cursor: string | null }> = await this.get(`${p}${sep}limit=500${cursor ? `&cursor=${cursor}` : ''}`, token);
-      if (r.status !== 200) throw new Error(`GET ${p}: ${r.status} ${JSON.stringify(r.body)}`);
-      items.push(...r.body.items);
-      if (!r.body.next_cursor) return items;
-      cursor = r.body.next_cursor;
-    }
-  }
 }
 
 /** An account with one app on `stack` and a member user; returns the member's token. */
@@ -281,7 +305,7 @@ export async function createTenant(
   return { account, app, token: u.body.token as string, user: u.body as { id: number; email: string; name: string } };
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** Polls until `check` returns a value other than undefined/false, or fails with the last value seen. */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
@@ -358,7 +382,7 @@ export interface SessionRun {
 /** A session being run through the portal by the ssh2 client (see `openSession`). */
 export interface OpenSession {
   id: number;
-  shell: import('../portal/client.js').PortalShell;
+  shell: import('../../portal/client.js').PortalShell;
   /** What the client has received so far. */
   stdout(): Buffer;
   stderr(): Buffer;
@@ -377,7 +401,7 @@ export async function openSession(
   t: { app: string; token: string },
   opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
 ): Promise<OpenSession> {
-  const { openPortalShell } = await import('../portal/client.js');
+  const { openPortalShell } = await import('../../portal/client.js');
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
   if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
   const shell = await openPortalShell(r.body.connect, { pty: opts.tty ? (opts.size ?? { rows: 24, cols: 80 }) : null });

@@ -4,12 +4,12 @@ import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { toolPath } from '../lib/config.js';
-import { workflowsPath } from '../worker/workers.js';
-import { SERVER_DYNAMIC_CONFIG } from '../stack/temporal-dev.js';
+import { toolPath } from '../../lib/config.js';
+import { workflowsPath } from '../../worker/workers.js';
+import { SERVER_DYNAMIC_CONFIG } from '../../stack/temporal-dev.js';
 import { removeInstallationsLeft } from './installations.js';
 import { startTemporalServer } from './temporal-start.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../../workflows/definitions.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -7,7 +7,7 @@ import https from 'node:https';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { projectRoot } from '../lib/config.js';
+import { projectRoot } from '../../lib/config.js';
 import { waitFor } from './harness.js';
 import { run } from './portal-terminal.js';
 
