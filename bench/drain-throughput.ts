@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { benchDrainThroughput, benchShipperThroughput } from '../drains/bench.js';
 import { loadSecretBox } from '../lib/secrets.js';
 import type { Principal } from '../services/auth.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
+import { DEMO_IMAGE } from '../server/seed.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const MEGABYTES = Number(process.env.ESSH_BENCH_DRAIN_MB ?? 50);

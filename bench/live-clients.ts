@@ -6,7 +6,7 @@
 // killed), as `ssh -p PORT session-<id>@HOST` with that key would.
 import { performance } from 'node:perf_hooks';
 import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
-import { DEMO_PROMPT as PROMPT } from '../stack/seed.js';
+import { DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import type { FleetReply, FleetRequest } from './live-fleet.js';
 
 interface Held {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
-import { DEMO_PROMPT } from '../stack/seed.js';
+import { DEMO_PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { openSshFor, readStdout } from './openssh.js';
 import { percentile } from './stats.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
-import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../stack/seed.js';
+import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';

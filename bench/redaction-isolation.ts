@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { selfSigned, startReceiver } from '../drains/bench.js';
 import { drainShell, openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
 import type { Principal } from '../services/auth.js';
-import { DEMO_PROMPT } from '../stack/seed.js';
+import { DEMO_PROMPT } from '../server/seed.js';
 import { apiCall, apiOk, endSession } from './api-client.js';
 import { echoTimer, openSession } from './portal-echo.js';
 import { percentile } from './stats.js';

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { temporal } from '@temporalio/proto';
 import type Docker from 'dockerode';
 import { LABELS } from '../lib/docker.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
+import { DEMO_IMAGE } from '../server/seed.js';
 import { describeQuery, sessionWorkflowId } from '../workflows/definitions.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Config } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
-import { startRuntime, type RuntimeParts } from '../stack/runtime.js';
+import { startRuntime, type RuntimeParts } from './runtime.js';
 import type { Role } from './roles.js';
 
 /**

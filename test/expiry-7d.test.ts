@@ -11,7 +11,7 @@ import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
-import { startRuntime, type Runtime } from '../stack/runtime.js';
+import { startRuntime, type Runtime } from '../server/runtime.js';
 import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { startTemporalServer } from './temporal-start.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, createTenant, runInSession, startTestStack, waitFor, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
-import { startRuntime } from '../stack/runtime.js';
+import { startRuntime } from '../server/runtime.js';
 import { createLogger } from '../lib/log.js';
 
 /**

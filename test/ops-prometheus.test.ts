@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
-import { startRuntime } from '../stack/runtime.js';
+import { startRuntime } from '../server/runtime.js';
 import { createTenant, endAllSessions, runInSession, startTestStack, waitFor, waitForState, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';

@@ -16,7 +16,7 @@ import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';
 import { startWorkerProcess } from './worker-process.js';
-import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
+import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 
 /**
  * essh against an external Temporal that it did not start: a separate `temporal server start-dev`

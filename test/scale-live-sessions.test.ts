@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
-import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
+import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 import { startClientFleet, type ClientFleet } from '../bench/live-fleet.js';
 import { createTenant, endAllSessions, sleep, startTestStack, waitFor, workflowBundle, type TestStack } from './harness.js';
 import { generateKey, registerKey } from './portal-terminal.js';
