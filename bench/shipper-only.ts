@@ -4,7 +4,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { migrate, openDatabase } from '../lib/db.js';
+import { openDatabase } from '../lib/db.js';
+import { migrate } from '../lib/migrations/index.js';
 import { loadSecretBox } from '../lib/secrets.js';
 import { benchShipperThroughput } from '../drains/bench.js';
 

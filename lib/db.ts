@@ -6,7 +6,6 @@ import pg from 'pg';
 import {
   CompiledQuery,
   Kysely,
-  Migrator,
   PostgresDialect,
   SqliteDialect,
   SqliteDriver,
@@ -16,10 +15,8 @@ import {
   type ColumnType,
   type Generated,
   type LogEvent,
-  type MigrationProvider,
   type SqliteDatabase,
 } from 'kysely';
-import { allMigrations } from './migrations/index.js';
 
 // Timestamps are ISO-8601 text and booleans 0/1 integers in both databases, so that rows read the
 // same whichever engine is behind DATABASE_URL.
@@ -294,14 +291,5 @@ export function engineOf(url: string): DbEngine {
   return isPostgresUrl(url) ? 'postgres' : 'sqlite';
 }
 
-/** Runs pending migrations; called on every start, for both databases. */
-export async function migrate(db: Db, engine: DbEngine): Promise<void> {
-  const provider: MigrationProvider = { getMigrations: async () => allMigrations(engine) };
-  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
-  const failed = results?.find((r) => r.status === 'Error');
-  if (error || failed) {
-    throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
-  }
-}
 
 export const nowIso = () => new Date().toISOString();

@@ -5,7 +5,8 @@ import type { NativeConnection, Worker, WorkflowBundleWithSourceMap } from '@tem
 import { createApi } from '../api/app.js';
 import { drainable, type Drainable } from '../api/graceful-close.js';
 import type { Config } from '../lib/config.js';
-import { engineOf, migrate, openDatabase, type Db, type DbEngine } from '../lib/db.js';
+import { engineOf, openDatabase, type Db, type DbEngine } from '../lib/db.js';
+import { migrate } from '../lib/migrations/index.js';
 import { openDocker } from '../lib/docker.js';
 import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';

@@ -1,5 +1,5 @@
-import type { Migration } from 'kysely';
-import type { DbEngine } from '../db.js';
+import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import type { Db, DbEngine } from '../db.js';
 import { coreMigrations } from './0001_core.js';
 import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
@@ -36,4 +36,14 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...portForwardingMigrations(engine),
     ...hostPoolMigrations(engine),
   };
+}
+
+/** Runs pending migrations; called on every start, for both databases. */
+export async function migrate(db: Db, engine: DbEngine): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => allMigrations(engine) };
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
+  }
 }
