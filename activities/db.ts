@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import { recordSessionState } from '../lib/operation-record.js';
+import { recordSessionState } from '../domain/operation-record.js';
 import type { SessionRecordUpdate } from '../workflows/definitions.js';
 
 /** Activities that write Operation records; they run on the main task queue, next to the database. */

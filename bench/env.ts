@@ -8,7 +8,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import Docker from 'dockerode';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';

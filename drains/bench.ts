@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { announceJournalAppended } from '../journal/news.js';

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 
 import type { Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { CAPS, insertWithinCap } from '../lib/caps.js';
+import { CAPS, insertWithinCap } from '../domain/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';

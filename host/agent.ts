@@ -5,7 +5,7 @@ import { LABELS, dockerStatus } from '../lib/docker.js';
 import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { runningSessionWorkflows } from '../lib/running-sessions.js';
+import { runningSessionWorkflows } from '../domain/running-sessions.js';
 import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
 import { removeContainer, roleOf } from './containers.js';
 import { noteOom } from './oom.js';

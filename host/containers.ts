@@ -4,7 +4,7 @@ import type Docker from 'dockerode';
 import type { Selectable } from 'kysely';
 import type { AppsTable, Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
-import { openEnv } from '../lib/app-env.js';
+import { openEnv } from '../domain/app-env.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
 import { removeEgressRules } from './egress.js';
 import type { SecretBox } from '../lib/secrets.js';

@@ -4,7 +4,7 @@ import type Docker from 'dockerode';
 import { log } from '@temporalio/activity';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
-import { openSessionEnv } from '../lib/app-env.js';
+import { openSessionEnv } from '../domain/app-env.js';
 import { dockerStatus } from '../lib/docker.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournaledOutput, OutputStopped } from '../portal/output.js';

@@ -110,7 +110,7 @@ export interface OperationsTable {
   connected_at: string | null;
   ended_at: string | null;
   expires_at: string | null;
-  /** The session's extra environment, sealed (lib/app-env.ts); null when none, or once it has ended. */
+  /** The session's extra environment, sealed (domain/app-env.ts); null when none, or once it has ended. */
   env: string | null;
   /** 1: a detached job (its program runs with no client). */
   detached: Generated<number>;

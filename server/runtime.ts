@@ -12,7 +12,7 @@ import { loadInstallation, type Installation } from '../lib/instance.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { createMetrics, registerDbMetrics } from '../lib/metrics.js';
 import { MetricsServer, type Exposition } from '../lib/metrics-server.js';
-import { sealStoredEnvs } from '../lib/app-env.js';
+import { sealStoredEnvs } from '../domain/app-env.js';
 import { loadSecretBox, type SecretBox } from '../lib/secrets.js';
 import { connectClient, connectWorker, ensureSearchAttributes, temporalAddress, installTemporalRuntime, temporalSdkMetrics } from '../lib/temporal.js';
 import { AdminService } from '../services/admin.js';

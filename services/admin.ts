@@ -1,20 +1,20 @@
 import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../domain/plans.js';
 import { DEFAULT_MAX_SESSION_DURATION_S, SSH_KEY_NAMESPACE } from '../shapes/enumerations.js';
 import type {
   AddSshKeyBody, CreateAccountBody, CreateAppBody, CreateStackBody, CreateTokenBody, CreateUserBody, PatchAccountBody, PatchAppBody,
 } from '../shapes/requests.js';
-import { openEnv, sealEnv } from '../lib/app-env.js';
+import { openEnv, sealEnv } from '../domain/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
 import { issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
 import { sshFingerprint } from '../lib/ssh-fingerprint.js';
 import { SshSigError, parseSshSignature, sshPublicKey, verifySshSignature } from '../lib/sshsig.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import { access, type Principal } from './auth.js';
-import { grantProblem, parsePrefixes } from '../lib/grants.js';
-import { CAPS, insertWithinCap } from '../lib/caps.js';
+import { grantProblem, parsePrefixes } from '../domain/grants.js';
+import { CAPS, insertWithinCap } from '../domain/caps.js';
 import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type PageRequest } from './pages.js';
 import { accountIdsOfUser, envChanges, recordAudit } from './audit.js';

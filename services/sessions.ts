@@ -5,12 +5,12 @@ import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import type { Metrics } from '../lib/metrics.js';
 import { nowIso } from '../lib/db.js';
-import { grantProblem } from '../lib/grants.js';
-import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
-import { closeOperation, insertOperation } from '../lib/operation-record.js';
-import { recordChangedWithin } from '../lib/record-news.js';
+import { grantProblem } from '../domain/grants.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../domain/plans.js';
+import { closeOperation, insertOperation } from '../domain/operation-record.js';
+import { recordChangedWithin } from '../domain/record-news.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
-import { openSessionEnv, sealEnv } from '../lib/app-env.js';
+import { openSessionEnv, sealEnv } from '../domain/app-env.js';
 import {
   SA,
   TASK_QUEUE,

@@ -22,7 +22,7 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 export const ROLES = ['member', 'account_admin', 'operator'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** The plans of CONTRACT §8; what each allows is lib/plans.ts. */
+/** The plans of CONTRACT §8; what each allows is domain/plans.ts. */
 export const PLANS = ['development', 'starter', 'growth', 'scale', 'enterprise'] as const;
 export type Plan = (typeof PLANS)[number];
 
@@ -54,7 +54,7 @@ export const SSH_KEY_NAMESPACE = 'essh-key-registration';
 /** Seven days, the default maximum session duration of a stack, and the most a stack may set. */
 export const DEFAULT_MAX_SESSION_DURATION_S = 604_800;
 
-/** The longest redaction pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
+/** The longest redaction pattern (how many rules an account may have is in domain/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;
 
 /** The longest terminate reason the API takes (POST /sessions/{id}/terminate), and the console's form. */

@@ -10,7 +10,7 @@ import Long from 'long';
 import { sql } from 'kysely';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../lib/config.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
 import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../workflows/definitions.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../server/runtime.js';

@@ -4,7 +4,7 @@ import { RULE_LIMITS } from '../../drains/redaction.js';
 import { REDACTION_PRESET_NAMES, REDACTION_RULE_STATUSES } from '../../shapes/enumerations.js';
 import { drainBody, redactionRuleBody } from '../../shapes/requests.js';
 import * as answers from '../../shapes/answers.js';
-import { CAPS } from '../../lib/caps.js';
+import { CAPS } from '../../domain/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 

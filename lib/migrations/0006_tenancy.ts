@@ -36,7 +36,7 @@ export function tenancyMigrations(engine: DbEngine): Record<string, Migration> {
 }
 
 /**
- * An image's repository (no tag, no digest), as lib/grants.ts's imageRepository said when this
+ * An image's repository (no tag, no digest), as domain/grants.ts's imageRepository said when this
  * migration was written: a migration keeps its own copy, so that it runs the same on every database
  * whatever the grants become.
  */
