@@ -93,7 +93,7 @@ function handle(req: PoolRequest): PoolResponse {
 
 const threadStat = '/proc/thread-self/stat';
 const ticksOf = (stat: string) => {
-  // utime and stime (fields 14 and 15), counted after the command name's last ')' as in host/handover.ts.
+  // utime and stime (fields 14 and 15), counted after the command name's last ')' as in lib/handover.ts.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]);
 };

@@ -40,7 +40,7 @@ export interface PortalInstance {
   bootId: string;
   /**
    * The portal instances of this host that still run in another process: a predecessor draining its
-   * clients after an upgrade's SIGTERM (host/handover.ts). Their connections are alive, not dead ones.
+   * clients after an upgrade's SIGTERM (lib/handover.ts). Their connections are alive, not dead ones.
    */
   liveElsewhere?: () => Set<string>;
 }

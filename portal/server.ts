@@ -16,7 +16,7 @@ import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from './host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
-import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
+import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
 
 
 export interface PortalDeps {
@@ -58,7 +58,7 @@ export class SshPortal {
 
   constructor(private readonly deps: PortalDeps) {
     // A stack host's portal marks itself among the host's processes: an upgrade's successor tells its
-    // live connections from a crashed predecessor's dead ones (host/handover.ts).
+    // live connections from a crashed predecessor's dead ones (lib/handover.ts).
     const processes = deps.hostId ? hostProcesses(deps.config.dataDir) : undefined;
     this.instance = newPortalInstance(deps.hostId, processes && (() => new Set(processes.others().flatMap((m) => m.bootIds))));
     processes?.announce({ bootId: this.instance.bootId });

@@ -44,7 +44,7 @@ import { AuditShipper } from '../drains/audit-shipper.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
 import { HostInternalServer } from '../host/internal-server.js';
-import { hostProcesses, untilPredecessorsDrain } from '../host/handover.js';
+import { hostProcesses, untilPredecessorsDrain } from '../lib/handover.js';
 import { VERSION } from '../lib/version.js';
 
 export interface RuntimeParts {
@@ -90,7 +90,7 @@ export interface Runtime {
   metricsUrl: string;
   stop(): Promise<void>;
   /**
-   * An upgrade's SIGTERM (host/handover.ts): closes the listeners and stops taking work (workers,
+   * An upgrade's SIGTERM (lib/handover.ts): closes the listeners and stops taking work (workers,
    * host agent, warm pool, drain shipper, retention…: the successor runs those), keeps serving and
    * heartbeating the connections it has until the last ends (then stops: true) or
    * ESSH_UPGRADE_DRAIN_S passes (false: the caller exits at once, leaving the attached notes for the

@@ -14,7 +14,7 @@ export interface WorkerProcess {
   printed(text: string, ms: number): Promise<void>;
   /** Resolves with the exit code once the process has exited. */
   readonly exited: Promise<number | null>;
-  /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: host/handover.ts). */
+  /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: lib/handover.ts). */
   stop(): Promise<void>;
 }
 
