@@ -7,7 +7,7 @@ import type { SecretBox } from '../lib/secrets.js';
 import { openSessionEnv } from '../domain/app-env.js';
 import { dockerStatus } from '../lib/docker.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
-import { JournaledOutput, OutputStopped } from '../portal/output.js';
+import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { oomSince } from './oom.js';
 import type { DetachedProgramExit, DetachedProgramRequest } from '../workflows/definitions.js';
 

@@ -12,7 +12,7 @@ import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournalWriteError } from '../journal/writer.js';
 import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
 import type { AttachedNotes } from './attached-notes.js';
-import { JournaledOutput, OutputStopped } from './output.js';
+import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
 /**
