@@ -14,7 +14,7 @@ import { PortalAuthenticator, type PortalIdentity } from './auth.js';
 import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
-import { loadOrCreateHostKey } from './host-key.js';
+import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
 import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
 

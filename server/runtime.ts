@@ -27,7 +27,7 @@ import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
 import { OperationsReconciler } from '../worker/operations-reconciler.js';
 import { HostLossSweep } from '../worker/host-loss-sweep.js';
-import { announcedHostKey, loadOrCreateHostKey } from '../portal/host-key.js';
+import { announcedHostKey, loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { hostRoutes } from '../api/routes/hosts.js';
 import { HostsService } from '../services/hosts.js';
 import { SshPortal } from '../portal/server.js';

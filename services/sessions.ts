@@ -21,7 +21,7 @@ import {
 import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
 import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
 import type { CreatedSession, Operation, Session } from '../shapes/answers.js';
-import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
+import { announcedHostKey, type AnnouncedHostKey } from '../lib/ssh-host-key.js';
 import { placeSession } from './placement.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';
