@@ -5,7 +5,7 @@
 // given its session owner's key comes back by itself when its connection is lost (the portal's process
 // killed), as `ssh -p PORT session-<id>@HOST` with that key would.
 import { performance } from 'node:perf_hooks';
-import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../cli/portal-client.js';
 import { DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import type { FleetReply, FleetRequest } from './live-fleet.js';
 

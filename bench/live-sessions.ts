@@ -4,7 +4,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { observeQueries } from '../lib/db.js';
 import { formatTable } from './stats.js';
 import { sessionWorkflowId } from '../workflows/definitions.js';
-import type { PortalTarget } from '../portal/client.js';
+import type { PortalTarget } from '../cli/portal-client.js';
 import { apiCall, apiOk, endSessions, sessionState, sleep, waitForState } from './api-client.js';
 import { chainEvents, mapLimit, windowStats, type WindowStats } from './histories.js';
 import { startClientFleet, type ClientFleet } from './live-fleet.js';

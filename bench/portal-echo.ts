@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../cli/portal-client.js';
 import { DEMO_PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { openSshFor, readStdout } from './openssh.js';

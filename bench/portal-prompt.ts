@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { openPortalShell, waitForShellOutput, type PortalTarget } from '../portal/client.js';
+import { openPortalShell, waitForShellOutput, type PortalTarget } from '../cli/portal-client.js';
 import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { percentile } from './stats.js';

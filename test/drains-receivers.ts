@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
 import { restartableLoopbackPort } from '../lib/free-port.js';
-import { openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
+import { openPortalShell, type PortalShell, type PortalTarget } from '../cli/portal-client.js';
 import { startTestStack, type TestStack } from './harness.js';
 
 const run = promisify(execFile);

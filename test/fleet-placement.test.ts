@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LABELS } from '../lib/docker.js';
-import { openPortalShell } from '../portal/client.js';
+import { openPortalShell } from '../cli/portal-client.js';
 import { containerExists, createTenant, docker, endAllSessions, startTestStack, waitFor, waitForState, workflowBundle, type TestStack } from './harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';

@@ -358,7 +358,7 @@ export interface SessionRun {
 /** A session being run through the portal by the ssh2 client (see `openSession`). */
 export interface OpenSession {
   id: number;
-  shell: import('../portal/client.js').PortalShell;
+  shell: import('../cli/portal-client.js').PortalShell;
   /** What the client has received so far. */
   stdout(): Buffer;
   stderr(): Buffer;
@@ -377,7 +377,7 @@ export async function openSession(
   t: { app: string; token: string },
   opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
 ): Promise<OpenSession> {
-  const { openPortalShell } = await import('../portal/client.js');
+  const { openPortalShell } = await import('../cli/portal-client.js');
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
   if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
   const shell = await openPortalShell(r.body.connect, { pty: opts.tty ? (opts.size ?? { rows: 24, cols: 80 }) : null });

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
-import { openPortalShell, waitForShellOutput } from '../portal/client.js';
+import { openPortalShell, waitForShellOutput } from '../cli/portal-client.js';
 import { DEMO_PROMPT } from '../server/seed.js';
 import { createTenant, endAllSessions, startTestStack, type TestStack } from './harness.js';
 

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, startTestStack, workflowBundle, type TestStack } from './harness.js';
-import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
+import { drainShell, openPortalShell, waitForShellOutput } from '../cli/portal-client.js';
 import { DEMO_PROMPT } from '../server/seed.js';
 import { endAllSessions, generateKey, keyOnly, registerKey, sshArgs } from './portal-terminal.js';
 import { waitForState } from './harness.js';

@@ -22,8 +22,8 @@ import { createLogger } from '../lib/log.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { JournalWriter } from '../journal/writer.js';
-import { drainShell, openPortalShell } from '../portal/client.js';
-import { DrainShipper } from './shipper.js';
+import { drainShell, openPortalShell } from '../cli/portal-client.js';
+import { DrainShipper } from '../drains/shipper.js';
 import { recordJournalEnded, recordJournalStarted } from '../journal/rows.js';
 
 const run = promisify(execFile);
