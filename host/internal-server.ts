@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { ApiError } from '../services/errors.js';
-import { Redactor } from '../drains/redaction-pool.js';
+import { Redactor } from '../redaction/redaction-pool.js';
 import { localRecording } from '../recordings/service.js';
 import { internalRecordingTokenRefusal } from './internal-auth.js';
 

@@ -8,7 +8,7 @@ import { ApiError, notFound } from '../services/errors.js';
 import { PerUserRateLimiter } from '../services/rate-limit.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
-import { Redactor } from '../drains/redaction-pool.js';
+import { Redactor } from '../redaction/redaction-pool.js';
 import { internalRecordingToken } from '../host/internal-auth.js';
 import { asciicastStream } from './asciicast.js';
 

@@ -32,7 +32,7 @@ export type DrainType = (typeof DRAIN_TYPES)[number];
 export const DRAIN_STATUSES = ['active', 'paused'] as const;
 export type DrainStatus = (typeof DRAIN_STATUSES)[number];
 
-/** Ready-made redaction rules an account admin can switch on by name; their patterns are drains/redaction.ts. */
+/** Ready-made redaction rules an account admin can switch on by name; their patterns are redaction/redaction.ts. */
 export const REDACTION_PRESET_NAMES = ['card_number', 'us_ssn'] as const;
 export type RedactionPreset = (typeof REDACTION_PRESET_NAMES)[number];
 /** `over_budget` once the rule took longer than its time budget on some output. */

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, sleep, startTestStack, waitFor, type TestStack } from './harness.js';
 import { HttpsReceiver, eventsOf, selfSignedCert, type Cert } from './drains-receivers.js';
 import { TestHost, type Tenant } from './drains-journals.js';
-import { compileRule, redact } from '../drains/redaction.js';
+import { compileRule, redact } from '../redaction/redaction.js';
 
 let stack: TestStack;
 let host: TestHost;

@@ -1,4 +1,4 @@
-// A redaction worker thread (drains/redaction-pool.ts starts it): compiles rules, applies them to texts,
+// A redaction worker thread (redaction/redaction-pool.ts starts it): compiles rules, applies them to texts,
 // and times new rules. It writes where it is in shared memory, so that the pool, on the main thread,
 // can see which record and which rule went past the budget and stop it.
 import { readFileSync } from 'node:fs';
