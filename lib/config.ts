@@ -231,7 +231,7 @@ export interface Config {
     /** Drains may target loopback, private, link-local, CGNAT and metadata addresses (ESSH_DRAINS_ALLOW_PRIVATE). */
     allowPrivateTargets: boolean;
   };
-  /** The host's internal endpoint (host/internal-server.ts). */
+  /** The host's internal endpoint (recordings/internal-server.ts). */
   hostInternal: { host: string; port: number; url?: string; tls?: { certFile: string; keyFile: string }; caFile?: string };
   /** Recording downloads per user per minute (ESSH_RECORDING_DOWNLOAD_RATE). */
   recordingDownloadsPerMinute: number;

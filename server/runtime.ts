@@ -43,7 +43,7 @@ import { AuditService } from '../services/audit.js';
 import { AuditShipper } from '../drains/audit-shipper.js';
 import { consolePages } from '../console/server.js';
 import { RecordingsService } from '../recordings/service.js';
-import { HostInternalServer } from '../host/internal-server.js';
+import { HostInternalServer } from '../recordings/internal-server.js';
 import { hostProcesses, untilPredecessorsDrain } from '../lib/handover.js';
 import { VERSION } from '../lib/version.js';
 
