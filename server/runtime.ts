@@ -59,7 +59,7 @@ export interface RuntimeParts {
   portal?: boolean;
   /**
    * Check that the namespace has essh's search attributes, and register those it lacks (or stop,
-   * naming the commands that would): what `npm start` and worker/main.ts do; the tests' namespaces
+   * naming the commands that would): what `npm start` and server/worker-main.ts do; the tests' namespaces
    * are made with them.
    */
   searchAttributes?: boolean;

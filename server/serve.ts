@@ -1,4 +1,4 @@
-// The process that runs essh's roles: server/main.ts (`--role`/ESSH_ROLES) and worker/main.ts
+// The process that runs essh's roles: server/main.ts (`--role`/ESSH_ROLES) and server/worker-main.ts
 // (ESSH_WORKER_ROLES, its older names) both start here.
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -19,7 +19,7 @@ export interface WorkerProcess {
 }
 
 /**
- * `worker/main.ts` as a separate process, on the test stack's namespace and database file. It runs
+ * `server/worker-main.ts` as a separate process, on the test stack's namespace and database file. It runs
  * under `node --import tsx` rather than `npx tsx` so that the pid is the worker itself: a SIGKILL
  * sent to it kills the worker, not a launcher that would leave the worker running.
  */
@@ -28,12 +28,12 @@ export async function startWorkerProcess(
   opts: {
     /** What counts as started: by default the ready line; an upgrade's successor prints another first. */
     readyWhen?: string;
-    /** Node's arguments: by default the sources' worker/main.ts through tsx; the production build's server.js, say. */
+    /** Node's arguments: by default the sources' server/worker-main.ts through tsx; the production build's server.js, say. */
     args?: string[];
   } = {},
 ): Promise<WorkerProcess> {
   const readyWhen = opts.readyWhen ?? 'essh worker ready';
-  const child: ChildProcess = spawn(process.execPath, opts.args ?? ['--import', 'tsx', 'worker/main.ts'], {
+  const child: ChildProcess = spawn(process.execPath, opts.args ?? ['--import', 'tsx', 'server/worker-main.ts'], {
     cwd: projectRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
