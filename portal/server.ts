@@ -17,6 +17,7 @@ import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal 
 import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
 import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
+import type { PortalFigures } from '../host/metrics.js';
 
 
 export interface PortalDeps {
@@ -122,7 +123,7 @@ export class SshPortal {
   }
 
   /** Open connections (admitted, authenticated or not) and those still authenticating, and channels attached to a session: for /metrics. */
-  figures(): { connections: number; unauthenticated: number; attachments: number; refused: Record<PortalRefusal, number>; reattachWaiting: number } {
+  figures(): PortalFigures<PortalRefusal> {
     return {
       connections: this.guard.openConnections, unauthenticated: this.guard.unauthenticatedConnections, attachments: this.attachments.size,
       refused: { ...this.guard.refusals }, reattachWaiting: this.reattachWindow.size,
