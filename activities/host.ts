@@ -16,7 +16,7 @@ import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { closeJournal } from '../journal/close.js';
 import { runDetachedProgram } from '../host/detached.js';
-import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
+import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../shapes/session-workflow.js';
 import type { EgressGuard } from '../host/egress.js';
 import { recordJournalStarted } from '../journal/rows.js';
 

@@ -15,7 +15,7 @@ import type { Principal } from '../services/auth.js';
 import { DEMO_IMAGE } from '../server/seed.js';
 import { startRuntime } from '../server/runtime.js';
 import { SERVER_DYNAMIC_CONFIG } from '../server/temporal-dev.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { workflowsPath } from '../worker/workers.js';
 import type { BenchContext } from './types.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';

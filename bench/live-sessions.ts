@@ -3,7 +3,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { observeQueries } from '../lib/db.js';
 import { formatTable } from './stats.js';
-import { sessionWorkflowId } from '../workflows/definitions.js';
+import { sessionWorkflowId } from '../shapes/session-workflow.js';
 import type { PortalTarget } from '../cli/portal-client.js';
 import { apiCall, apiOk, endSessions, sessionState, sleep, waitForState } from './api-client.js';
 import { chainEvents, mapLimit, windowStats, type WindowStats } from './histories.js';

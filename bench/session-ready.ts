@@ -4,7 +4,7 @@ import type { temporal } from '@temporalio/proto';
 import type Docker from 'dockerode';
 import { LABELS } from '../lib/docker.js';
 import { DEMO_IMAGE } from '../server/seed.js';
-import { describeQuery, sessionWorkflowId } from '../workflows/definitions.js';
+import { describeQuery, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 

@@ -3,7 +3,7 @@ import type { Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { announceRecordChanged } from './record-news.js';
 import { processCounters } from '../lib/metrics.js';
-import { operationStatusFor, sessionWorkflowId, type SessionRecordUpdate } from '../workflows/definitions.js';
+import { operationStatusFor, sessionWorkflowId, type SessionRecordUpdate } from '../shapes/session-workflow.js';
 import { SESSION_STATES, type EndReason } from '../shapes/enumerations.js';
 
 /**

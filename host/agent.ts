@@ -6,7 +6,7 @@ import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-event
 import { isOurs, type Installation } from '../lib/instance.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { runningSessionWorkflows } from '../domain/running-sessions.js';
-import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
+import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../shapes/session-workflow.js';
 import { removeContainer, roleOf } from './containers.js';
 import { noteOom } from './oom.js';
 

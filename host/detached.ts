@@ -9,7 +9,7 @@ import { dockerStatus } from '../lib/docker.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { oomSince } from './oom.js';
-import type { DetachedProgramExit, DetachedProgramRequest } from '../workflows/definitions.js';
+import type { DetachedProgramExit, DetachedProgramRequest } from '../shapes/session-workflow.js';
 
 /** Where a detached job's output goes besides its journal: nowhere, no client reads it. */
 const NO_CLIENT = { write: (_chunk: Buffer, done: (err?: Error | null) => void) => (done(), true) };

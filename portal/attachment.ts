@@ -10,7 +10,7 @@ import { imageProgram } from '../host/containers.js';
 import { oomSince } from '../host/oom.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournalWriteError } from '../journal/writer.js';
-import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { clientDisconnectedSignal, describeQuery, heartbeatSignal, programExitedSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 import type { AttachedNotes } from './attached-notes.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';

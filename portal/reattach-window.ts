@@ -1,6 +1,6 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from '../lib/log.js';
-import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 import type { AttachedNotes } from './attached-notes.js';
 import { isLivePeerConnection, isPredecessorConnection, type PortalInstance } from './attachment.js';
 

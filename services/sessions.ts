@@ -17,7 +17,7 @@ import {
   sessionWorkflowId,
   terminateSignal,
   type SessionWorkflowInput,
-} from '../workflows/definitions.js';
+} from '../shapes/session-workflow.js';
 import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
 import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
 import type { CreatedSession, Operation, Session } from '../shapes/answers.js';

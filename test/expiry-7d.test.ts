@@ -12,7 +12,7 @@ import { routeTemporalLogs } from '../lib/temporal.js';
 import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
 import { startRuntime, type Runtime } from '../server/runtime.js';
-import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
+import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../shapes/session-workflow.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { startTemporalServer } from './temporal-start.js';
 import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './harness.js';

@@ -12,7 +12,7 @@ import { inject } from 'vitest';
 import { loadConfig, type Config } from '../lib/config.js';
 import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
-import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { startRuntime, type Runtime, type RuntimeParts } from '../server/runtime.js';
 import { DEMO_IMAGE } from '../server/seed.js';
 import { removeInstallationFromEngine, sessionContainerName } from '../host/containers.js';

@@ -12,7 +12,7 @@ import { RecordType } from '../journal/format.js';
 import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
+import { sessionWorkflowId, type SessionResult } from '../shapes/session-workflow.js';
 import { containerExists, createTenant, endAllSessions, openSession, startTestStack, waitFor, sessionContainer, waitForState, workflowBundle, type TestStack } from './harness.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 

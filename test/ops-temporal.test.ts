@@ -11,7 +11,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { ensureSearchAttributes, SearchAttributesMissing } from '../lib/temporal.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './harness.js';

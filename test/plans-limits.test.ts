@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sessionWorkflowId } from '../workflows/definitions.js';
+import { sessionWorkflowId } from '../shapes/session-workflow.js';
 import { createTenant, startTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './harness.js';
 
 /**

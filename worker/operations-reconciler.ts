@@ -4,7 +4,7 @@ import type { Db } from '../lib/db.js';
 import { closeOperation } from '../domain/operation-record.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import { runningSessionWorkflows } from '../domain/running-sessions.js';
-import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
+import { sessionWorkflowId, type SessionResult } from '../shapes/session-workflow.js';
 import type { EndReason } from '../shapes/enumerations.js';
 
 /**
