@@ -3,7 +3,7 @@ import path from 'node:path';
 import type Docker from 'dockerode';
 import type { Selectable } from 'kysely';
 import type { AppsTable } from '../lib/db.js';
-import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
+import { LABELS, dockerStatus } from '../lib/docker.js';
 import { openEnv } from '../domain/app-env.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
 import { removeEgressRules } from './egress.js';
@@ -238,4 +238,3 @@ export function imageProgram(docker: Docker, image: string): Promise<string[]> {
   return program;
 }
 
-export { dockerMessage, dockerStatus };
