@@ -2,21 +2,21 @@ import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import type { Db } from '../lib/db.js';
 import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
-import { grantProblem } from '../lib/grants.js';
+import { grantProblem } from '../domain/grants.js';
 import { isOurs, type Installation } from '../lib/instance.js';
-import { announceContainerKnown } from '../lib/record-news.js';
+import { announceContainerKnown } from '../domain/record-news.js';
 import {
   StepTimer, appContainerSettings, createAndStart, inspectOrNull, legacyContainerName, removeContainer,
   sessionContainerName, settingsHash,
 } from '../host/containers.js';
 import type { WarmPool } from '../host/warm-pool.js';
 import type { SecretBox } from '../lib/secrets.js';
-import { openEnv } from '../lib/app-env.js';
+import { openEnv } from '../domain/app-env.js';
 import { JournalWriter } from '../journal/writer.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { closeJournal } from '../journal/close.js';
 import { runDetachedProgram } from '../host/detached.js';
-import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../workflows/definitions.js';
+import type { ContainerSpecRequest, DetachedProgramExit, DetachedProgramRequest, EndSessionRequest } from '../shapes/session-workflow.js';
 import type { EgressGuard } from '../host/egress.js';
 import { recordJournalStarted } from '../journal/rows.js';
 

@@ -1,43 +1,14 @@
-import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import type { Logger } from 'pino';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
-import type { Db } from '../lib/db.js';
 import { authenticate, type Principal } from '../services/auth.js';
-import type { AdminService } from '../services/admin.js';
 import { ApiError } from '../services/errors.js';
-import type { SessionsService } from '../services/sessions.js';
 import { bearerMatches, type Metrics } from '../lib/metrics.js';
 import type { Exposition } from '../lib/metrics-server.js';
 import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT } from '../services/pages.js';
 import * as s from './schemas.js';
-import { RawResponse, type Route, type RouteAdder, type RouteModule } from './route.js';
+import { RawResponse, type ApiDeps, type Route, type RouteAdder } from './route.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerSessionRoutes } from './routes/sessions.js';
-
-export interface ApiDeps {
-  db: Db;
-  sessions: SessionsService;
-  admin: AdminService;
-  metrics: Metrics;
-  /** What GET /metrics answers: the process's registry, with the Temporal SDK's figures where a worker runs. */
-  exposition?: Exposition;
-  /**
-   * The bearer token that opens GET /metrics here (ESSH_METRICS_TOKEN). Without one, the API's port
-   * (public) serves no metrics: Prometheus scrapes the process's metrics listener instead.
-   */
-  metricsToken?: string;
-  /** ESSH_TRUST_PROXY: the proxies (addresses, CIDR ranges) whose X-Forwarded-For names the client; none by default. */
-  trustProxy?: string[];
-  log: Logger;
-  version: string;
-  /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
-  extraRoutes?: RouteModule[];
-  /**
-   * Pages served as they are, outside the JSON API (the web console): mounted at `path`, answering
-   * GET and HEAD only. Not in /openapi.json.
-   */
-  pages?: { path: string; handler: RequestHandler }[];
-}
 
 /** The largest JSON body the API reads; a larger one is a 413. */
 export const MAX_BODY_BYTES = 64 * 1024;

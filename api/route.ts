@@ -1,7 +1,12 @@
-import type { Request } from 'express';
+import type { Request, RequestHandler } from 'express';
+import type { Logger } from 'pino';
 import type { z } from 'zod';
+import type { Db } from '../lib/db.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { Exposition } from '../lib/metrics-server.js';
+import type { AdminService } from '../services/admin.js';
 import type { Principal } from '../services/auth.js';
-import type { ApiDeps } from './app.js';
+import type { SessionsService } from '../services/sessions.js';
 
 export type Method = 'get' | 'post' | 'patch' | 'delete';
 
@@ -48,6 +53,32 @@ export interface Route<P extends z.ZodType, Q extends z.ZodType, B extends z.Zod
 export type RouteAdder = <P extends z.ZodType = z.ZodObject<{}>, Q extends z.ZodType = z.ZodObject<{}>, B extends z.ZodType = z.ZodUndefined>(
   r: Route<P, Q, B>,
 ) => void;
+
+/** What the API is made of: the services its routes call, and the parts that add routes and pages. */
+export interface ApiDeps {
+  db: Db;
+  sessions: SessionsService;
+  admin: AdminService;
+  metrics: Metrics;
+  /** What GET /metrics answers: the process's registry, with the Temporal SDK's figures where a worker runs. */
+  exposition?: Exposition;
+  /**
+   * The bearer token that opens GET /metrics here (ESSH_METRICS_TOKEN). Without one, the API's port
+   * (public) serves no metrics: Prometheus scrapes the process's metrics listener instead.
+   */
+  metricsToken?: string;
+  /** ESSH_TRUST_PROXY: the proxies (addresses, CIDR ranges) whose X-Forwarded-For names the client; none by default. */
+  trustProxy?: string[];
+  log: Logger;
+  version: string;
+  /** Route modules of other parts (drains, recordings, …), registered after the core ones. */
+  extraRoutes?: RouteModule[];
+  /**
+   * Pages served as they are, outside the JSON API (the web console): mounted at `path`, answering
+   * GET and HEAD only. Not in /openapi.json.
+   */
+  pages?: { path: string; handler: RequestHandler }[];
+}
 
 /** A part's routes: called once with the adder and the API's dependencies. */
 export type RouteModule = (route: RouteAdder, deps: ApiDeps) => void;

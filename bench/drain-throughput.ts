@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { benchDrainThroughput, benchShipperThroughput } from '../drains/bench.js';
+import { benchDrainThroughput, benchShipperThroughput } from './drains.js';
 import { loadSecretBox } from '../lib/secrets.js';
 import type { Principal } from '../services/auth.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
+import { DEMO_IMAGE } from '../server/seed.js';
 import type { BenchModule, BenchRow } from './types.js';
 
 const MEGABYTES = Number(process.env.ESSH_BENCH_DRAIN_MB ?? 50);
@@ -13,7 +13,7 @@ const END_TO_END = process.env.ESSH_BENCH_DRAIN_E2E !== '0';
 
 export const drainThroughput: BenchModule = {
   name: 'drain-throughput',
-  description: `${MEGABYTES} MB of 100-byte lines from a session's journal to an HTTPS drain on loopback (drains/bench.ts)`,
+  description: `${MEGABYTES} MB of 100-byte lines from a session's journal to an HTTPS drain on loopback (bench/drains.ts)`,
   async run(ctx) {
     const b = 'drain-throughput';
     const rows: BenchRow[] = [];
@@ -29,7 +29,7 @@ export const drainThroughput: BenchModule = {
       );
     }
     if (END_TO_END) {
-      // drains/bench.ts sets up its own account, app and drain through the API, which takes an operator.
+      // bench/drains.ts sets up its own account, app and drain through the API, which takes an operator.
       const operator: Principal = { id: 0, name: 'Benchmark', email: 'bench@example.com', role: 'operator', accountIds: [] };
       const suffix = randomBytes(3).toString('hex');
       const user = await ctx.runtime.admin.users.create(operator, { name: `Bench operator ${suffix}`, email: `bench-op-${suffix}@example.com`, role: 'operator', accounts: [] });

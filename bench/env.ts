@@ -8,14 +8,14 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import Docker from 'dockerode';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { loadConfig, projectRoot, toolPath } from '../lib/config.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import type { Principal } from '../services/auth.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
-import { startRuntime } from '../stack/runtime.js';
-import { SERVER_DYNAMIC_CONFIG } from '../stack/temporal-dev.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { DEMO_IMAGE } from '../server/seed.js';
+import { startRuntime } from '../server/runtime.js';
+import { SERVER_DYNAMIC_CONFIG } from '../server/temporal-dev.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { workflowsPath } from '../worker/workers.js';
 import type { BenchContext } from './types.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
@@ -60,7 +60,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       ESSH_DRAINS_ALLOW_PRIVATE: '1',
     });
     // ESSH_BENCH_SPLIT_HOST=1: the `local` host worker (provisioning, host agent, its portal, journals)
-    // runs in its own process (worker/main.ts), as in a scaled-out deployment, which a benchmark may
+    // runs in its own process (server/worker-main.ts), as in a scaled-out deployment, which a benchmark may
     // kill and start again (`restartHost`): every client of its portal loses its connection.
     const split = process.env.ESSH_BENCH_SPLIT_HOST === '1';
     // ESSH_BENCH_SPLIT_MAIN=1: the main worker (the session workflows) runs in a process of its own, which
@@ -139,9 +139,9 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
   }
 }
 
-/** worker/main.ts in its own process; resolves once it is ready, with the functions that stop it and kill it. */
+/** server/worker-main.ts in its own process; resolves once it is ready, with the functions that stop it and kill it. */
 async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: () => Promise<void>; kill: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/worker-main.ts'], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const gone = () => child.exitCode !== null || child.signalCode !== null;
   const stop = async () => {

@@ -6,8 +6,8 @@
 // killed), as `ssh -p PORT session-<id>@HOST` with that key would.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../portal/client.js';
-import { DEMO_PROMPT as PROMPT } from '../stack/seed.js';
+import { PortalRefusedError, openPortalShell, type PortalShell, type PortalTarget } from '../cli/portal-client.js';
+import { DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import type { FleetReply, FleetRequest } from './live-fleet.js';
 
 interface Held {

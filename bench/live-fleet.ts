@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { PortalTarget } from '../portal/client.js';
+import type { PortalTarget } from '../cli/portal-client.js';
 
 export type FleetRequest = { req: number } & (
   | {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../portal/client.js';
-import { DEMO_PROMPT } from '../stack/seed.js';
+import { openPortalShell, waitForShellOutput, type PortalShell, type PortalTarget } from '../cli/portal-client.js';
+import { DEMO_PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
 import { openSshFor, readStdout } from './openssh.js';
 import { percentile } from './stats.js';

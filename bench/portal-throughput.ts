@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
-import { DEMO_IMAGE } from '../stack/seed.js';
+import { DEMO_IMAGE } from '../server/seed.js';
 import { openSshFor, readStdout, type StdoutTransfer } from './openssh.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';

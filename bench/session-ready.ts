@@ -4,8 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { temporal } from '@temporalio/proto';
 import type Docker from 'dockerode';
 import { LABELS } from '../lib/docker.js';
-import { DEMO_IMAGE } from '../stack/seed.js';
-import { describeQuery, sessionWorkflowId } from '../workflows/definitions.js';
+import { DEMO_IMAGE } from '../server/seed.js';
+import { describeQuery, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 

@@ -4,9 +4,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { migrate, openDatabase } from '../lib/db.js';
+import { openDatabase } from '../lib/db.js';
+import { migrate } from '../lib/migrations/index.js';
 import { loadSecretBox } from '../lib/secrets.js';
-import { benchShipperThroughput } from '../drains/bench.js';
+import { benchShipperThroughput } from './drains.js';
 
 const megabytes = Number(process.env.ESSH_BENCH_DRAIN_MB ?? 50);
 const paces = (process.env.ESSH_BENCH_DRAIN_PACE_MBPS ?? '0,20').split(',').map(Number);

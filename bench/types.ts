@@ -1,5 +1,5 @@
 import type Docker from 'dockerode';
-import type { Runtime } from '../stack/runtime.js';
+import type { Runtime } from '../server/runtime.js';
 
 /** One line of the printed table. */
 export interface BenchRow {

@@ -1,4 +1,4 @@
-import { loadSshClient, openPortalShell } from '../portal/client.js';
+import { loadSshClient, openPortalShell } from './portal-client.js';
 import type { EsshApi } from './api.js';
 import type { CreatedSession, Session } from '../shapes/answers.js';
 import { CliError } from './config.js';

@@ -2,16 +2,16 @@ import { X509Certificate } from 'node:crypto';
 
 import type { Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { CAPS, insertWithinCap } from '../lib/caps.js';
+import { CAPS, insertWithinCap } from '../domain/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { access, type Principal } from '../services/auth.js';
 import { conflict, invalid, notFound } from '../services/errors.js';
 import { pageOf, type PageRequest } from '../services/pages.js';
 import { recordAudit } from '../services/audit.js';
-import { REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES } from './redaction.js';
+import { REDACTION_PRESETS, RULE_LIMITS, WORST_CASE_BYTES } from '../redaction/redaction.js';
 import { MAX_PATTERN_LENGTH, type DrainStatus, type DrainType } from '../shapes/enumerations.js';
 import type { DrainBody, RedactionRuleBody } from '../shapes/requests.js';
-import { Redactor } from './redaction-pool.js';
+import { Redactor } from '../redaction/redaction-pool.js';
 import { checkDrainTarget, displayUrl } from './targets.js';
 import type { Kysely, Selectable } from 'kysely';
 import type { LogDrainsTable, RedactionRulesTable } from './tables.js';
@@ -292,7 +292,7 @@ export class DrainsService {
 
   /**
    * Refuses a pattern that is not RE2, matches the empty string, or costs too much: matching is linear in
-   * the text but not in the pattern (drains/redaction.ts), so its program size and its time on worst-case
+   * the text but not in the pattern (redaction/redaction.ts), so its program size and its time on worst-case
    * output are bounded. Measured in the redaction workers: the API's event loop never runs the pattern.
    */
   private async checkRuleCost(accountId: number, pattern: string) {

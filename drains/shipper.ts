@@ -11,9 +11,9 @@ import { onJournalAppended } from '../journal/news.js';
 import { JOURNAL_START, readEventChunks, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { bulkBody, esDocumentId, httpsBody, isoTime, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
-import type { RuleSpec } from './redaction.js';
-import { Redactor } from './redaction-pool.js';
-import { CARRY_CHARS, contextTail, readyCount, redactionWindows, runClosed, type Piece } from './stream-redaction.js';
+import type { RuleSpec } from '../redaction/redaction.js';
+import { Redactor } from '../redaction/redaction-pool.js';
+import { CARRY_CHARS, contextTail, readyCount, redactionWindows, runClosed, type Piece } from '../redaction/stream-redaction.js';
 import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
 import { classifyStatus, httpsPost, syslogTlsSend, type Outcome } from './transports.js';
@@ -37,7 +37,7 @@ export const DEFAULT_SHIPPER_SETTINGS: ShipperSettings = {
 
 /**
  * A partial line at a journal's end becomes an event once quiet for 600 ms (journal/reader.ts), and with
- * redaction rules an event waits for what follows it (drains/stream-redaction.ts): look again this soon.
+ * redaction rules an event waits for what follows it (redaction/stream-redaction.ts): look again this soon.
  */
 const PARTIAL_LINE_RECHECK_MS = 250;
 /** Building a batch gives the event loop back this often, so that one account's output (or rules) never holds up another's. */
@@ -186,7 +186,7 @@ class DrainLoop {
   private woken = false;
   private readonly agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   private readonly metas = new Map<number, SessionMeta>();
-  /** Per session, the output before the cursor at `seq` (redaction context, drains/stream-redaction.ts). */
+  /** Per session, the output before the cursor at `seq` (redaction context, redaction/stream-redaction.ts). */
   private readonly contexts = new Map<number, { seq: number; pieces: Piece[] }>();
   /** A batch the receiver did not take yet: sent again as it is (same events, same Idempotency-Key). */
   private held?: Batch;

@@ -65,7 +65,7 @@ export interface RedactionRulesTable {
   preset: string | null;
   replacement: string;
   created_at: string;
-  /** `active`, or `over_budget` once it took longer than its time budget on a record (drains/redaction.ts). */
+  /** `active`, or `over_budget` once it took longer than its time budget on a record (redaction/redaction.ts). */
   status: Generated<string>;
   last_error: string | null;
   last_error_at: string | null;

@@ -5,8 +5,8 @@ import { LABELS, dockerStatus } from '../lib/docker.js';
 import { ContainerEventFollower, type ContainerEvent } from '../lib/docker-events.js';
 import { isOurs, type Installation } from '../lib/instance.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { runningSessionWorkflows } from '../lib/running-sessions.js';
-import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../workflows/definitions.js';
+import { runningSessionWorkflows } from '../domain/running-sessions.js';
+import { containerExitedSignal, sessionWorkflowId, type ContainerExitedSignal } from '../shapes/session-workflow.js';
 import { removeContainer, roleOf } from './containers.js';
 import { noteOom } from './oom.js';
 

@@ -2,11 +2,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type Docker from 'dockerode';
 import type { Selectable } from 'kysely';
-import type { AppsTable, Db } from '../lib/db.js';
-import { LABELS, dockerMessage, dockerStatus } from '../lib/docker.js';
-import { openEnv } from '../lib/app-env.js';
+import type { AppsTable } from '../lib/db.js';
+import { LABELS, dockerStatus } from '../lib/docker.js';
+import { openEnv } from '../domain/app-env.js';
 import { forbiddenNetworkReason, sessionNetworkName } from '../lib/networks.js';
 import { removeEgressRules } from './egress.js';
+import { removeSessionNetwork } from './session-network.js';
 import type { SecretBox } from '../lib/secrets.js';
 
 const MB = 1024 * 1024;
@@ -178,64 +179,6 @@ function engineCpus(docker: Docker): Promise<number> {
   return cpusOfEngine;
 }
 
-const sessionNetworks = new Map<string, Promise<string>>();
-/** A process that claimed the making of the network and did not finish within this is taken to be gone. */
-const NETWORK_CLAIM_S = 30;
-
-/**
- * The installation's session network on this engine (see lib/networks.ts), made if missing; resolves
- * with its id. The engine's duplicate check is not atomic, and a second network of the same name
- * makes every container create ambiguous, so the host processes sharing the installation's database
- * elect one maker through it (a `settings` row); the others wait for the network to appear.
- */
-export function ensureSessionNetwork(docker: Docker, installation: string, db: Db): Promise<string> {
-  const name = sessionNetworkName(installation);
-  let made = sessionNetworks.get(name);
-  if (!made) {
-    made = makeSessionNetwork(docker, installation, db, name);
-    sessionNetworks.set(name, made);
-    made.catch(() => sessionNetworks.delete(name));
-  }
-  return made;
-}
-
-async function makeSessionNetwork(docker: Docker, installation: string, db: Db, name: string): Promise<string> {
-  const find = async () => (await docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name)?.Id;
-  const claimKey = `making-network:${name}`;
-  const deadline = Date.now() + NETWORK_CLAIM_S * 2 * 1000;
-  for (;;) {
-    const id = await find();
-    if (id) return id;
-    const claimed = await db.insertInto('settings').values({ key: claimKey, value: new Date().toISOString() })
-      .onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
-    if (Number(claimed.numInsertedOrUpdatedRows ?? 0) === 1) {
-      try {
-        const network = await docker.createNetwork({
-          Name: name, Driver: 'bridge', CheckDuplicate: true,
-          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
-          Labels: { [LABELS.instance]: installation },
-        });
-        return network.id;
-      } catch (err) {
-        if (/address pool/i.test(dockerMessage(err))) {
-          throw new Error(`the Docker engine has no free address range for essh's session network ${name} (${dockerMessage(err)}); remove unused networks (docker network prune) or widen the engine's default-address-pools`);
-        }
-        if (dockerStatus(err) !== 409) throw err;
-      } finally {
-        await db.deleteFrom('settings').where('key', '=', claimKey).execute();
-      }
-      continue;
-    }
-    // Another process is making it; a claim left by a process that died is cleared after a while.
-    const claim = await db.selectFrom('settings').select('value').where('key', '=', claimKey).executeTakeFirst();
-    if (claim && Date.parse(claim.value) < Date.now() - NETWORK_CLAIM_S * 1000) {
-      await db.deleteFrom('settings').where('key', '=', claimKey).where('value', '=', claim.value).execute();
-    }
-    if (Date.now() > deadline) throw new Error(`essh's session network ${name} did not appear on the engine`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 /**
  * Removes everything an installation made on an engine: its containers (sessions and warm pool), its
  * session network and that network's egress rules (host/egress.ts). Only for installations that are thrown away (a test file's, a benchmark's): a
@@ -245,8 +188,7 @@ async function makeSessionNetwork(docker: Docker, installation: string, db: Db, 
 export async function removeInstallationFromEngine(docker: Docker, installation: string): Promise<void> {
   const left = await docker.listContainers({ all: true, filters: { label: [`${LABELS.instance}=${installation}`] } });
   await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
-  await docker.getNetwork(sessionNetworkName(installation)).remove().catch(() => undefined);
-  sessionNetworks.delete(sessionNetworkName(installation));
+  await removeSessionNetwork(docker, installation);
   await removeEgressRules(installation);
 }
 
@@ -296,4 +238,3 @@ export function imageProgram(docker: Docker, image: string): Promise<string[]> {
   return program;
 }
 
-export { dockerMessage, dockerStatus };

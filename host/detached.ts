@@ -4,12 +4,12 @@ import type Docker from 'dockerode';
 import { log } from '@temporalio/activity';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
-import { openSessionEnv } from '../lib/app-env.js';
+import { openSessionEnv } from '../domain/app-env.js';
 import { dockerStatus } from '../lib/docker.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
-import { JournaledOutput, OutputStopped } from '../portal/output.js';
+import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { oomSince } from './oom.js';
-import type { DetachedProgramExit, DetachedProgramRequest } from '../workflows/definitions.js';
+import type { DetachedProgramExit, DetachedProgramRequest } from '../shapes/session-workflow.js';
 
 /** Where a detached job's output goes besides its journal: nowhere, no client reads it. */
 const NO_CLIENT = { write: (_chunk: Buffer, done: (err?: Error | null) => void) => (done(), true) };

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import type { EgressPolicy } from '../lib/networks.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { ensureSessionNetwork } from './containers.js';
+import { ensureSessionNetwork } from './session-network.js';
 
 const run = promisify(execFile);
 

@@ -4,9 +4,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { LABELS } from '../lib/docker.js';
 import type { Db } from '../lib/db.js';
 import type { Installation } from '../lib/instance.js';
-import { liveSessionsOn } from '../services/placement.js';
-import type { SshPortal } from '../portal/server.js';
 import type { HostAgent } from './agent.js';
+import { liveSessionsOn } from './registry.js';
 import { roleOf } from './containers.js';
 import type { WarmPool } from './warm-pool.js';
 
@@ -17,13 +16,25 @@ export interface HostMetricsDeps {
   stacks: string[];
   dataDir: string;
   minFreeDiskBytes: number;
-  /** ESSH_HOST_MAX_SESSIONS, and where the sessions placed here are counted (services/placement.ts). */
+  /** ESSH_HOST_MAX_SESSIONS, and where the sessions placed here are counted (host/registry.ts, liveSessionsOn). */
   maxSessions: number;
   db: Db;
   pool: WarmPool;
   agent: HostAgent;
   /** Set once the portal listens (a host process runs one for its stacks). */
-  portal?: () => SshPortal | undefined;
+  portal?: () => { figures(): PortalFigures } | undefined;
+}
+
+/** What the host's metrics read from its portal at each scrape (portal/server.ts answers it). */
+export interface PortalFigures<Refusal extends string = string> {
+  /** Connections open, admitted, authenticated or not. */
+  connections: number;
+  unauthenticated: number;
+  /** Channels attached to a session. */
+  attachments: number;
+  /** Connections turned away, by the limit that refused them. */
+  refused: Record<Refusal, number>;
+  reattachWaiting: number;
 }
 
 /**

@@ -1,7 +1,8 @@
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
+import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { Db } from '../lib/db.js';
+import type { Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import type { HostRow } from '../journal/tables.js';
@@ -80,4 +81,16 @@ export class HostRegistration {
 
 export async function hostById(db: Db, hostId: string): Promise<HostRow | undefined> {
   return db.selectFrom('hosts').selectAll().where('host_id', '=', hostId).executeTakeFirst();
+}
+
+/** Live sessions per host: placed on it and not `ending` or `ended` (a session stops counting as its plan slot does). */
+export async function liveSessionsOn(db: Pick<Transaction<Database>, 'selectFrom'>, hostIds: string[]): Promise<Map<string, number>> {
+  if (hostIds.length === 0) return new Map();
+  const rows = await db.selectFrom('operations')
+    .select(['host_id', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('host_id', 'in', hostIds)
+    .where('state', 'not in', ['ending', 'ended'])
+    .groupBy('host_id')
+    .execute();
+  return new Map(rows.map((r) => [r.host_id!, Number(r.n)]));
 }

@@ -2,10 +2,10 @@ import type Docker from 'dockerode';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { LABELS } from '../lib/docker.js';
-import { grantProblem } from '../lib/grants.js';
+import { grantProblem } from '../domain/grants.js';
 import { PeriodicPass } from '../lib/periodic.js';
 import type { SecretBox } from '../lib/secrets.js';
-import { planCpus } from '../lib/plans.js';
+import { planCpus } from '../domain/plans.js';
 import {
   appContainerSettings, createAndStart, poolContainerName, removeContainer, resize, settingsHash,
   type Resources,

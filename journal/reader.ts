@@ -228,7 +228,7 @@ export async function* readEventChunks(
   if (partial && opts.now !== undefined && opts.now - (partial as Partial).lastTime >= PARTIAL_LINE_IDLE_MS + TAIL_MARGIN_MS) {
     cut();
   }
-  // Whoever waits on what follows the last event (drains/stream-redaction.ts) learns of output not yet cut into one.
+  // Whoever waits on what follows the last event (redaction/stream-redaction.ts) learns of output not yet cut into one.
   opts.pendingFrom?.(partial ? (partial as Partial).time : null);
   if (out.length) yield out;
 }

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pidRuns, removeQuietly } from '../host/handover.js';
+import { pidRuns, removeQuietly } from '../lib/handover.js';
 
 /**
  * Journals whose `ended` record is being written: the portal appends nothing more to them (and

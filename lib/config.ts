@@ -39,7 +39,7 @@ const envSchema = z.object({
   /** After a portal crash: how long its successor keeps the sessions of the clients it had for them to come back. */
   ESSH_REATTACH_WINDOW_S: seconds.default(120),
   /**
-   * An upgrade (host/handover.ts): how long a host process sent SIGTERM keeps serving the clients it has
+   * An upgrade (lib/handover.ts): how long a host process sent SIGTERM keeps serving the clients it has
    * before it exits anyway (its successor's reattach window then keeps their sessions while they come back).
    */
   ESSH_UPGRADE_DRAIN_S: z.coerce.number().min(0).default(86_400),
@@ -198,7 +198,7 @@ export interface Config {
     host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
     limits: Partial<PortalLimits>;
   };
-  /** The handover between an old and a new host process (host/handover.ts). */
+  /** The handover between an old and a new host process (lib/handover.ts). */
   upgrade: { drainS: number; bindWaitS: number };
   databaseUrl: string;
   temporal: {
@@ -231,7 +231,7 @@ export interface Config {
     /** Drains may target loopback, private, link-local, CGNAT and metadata addresses (ESSH_DRAINS_ALLOW_PRIVATE). */
     allowPrivateTargets: boolean;
   };
-  /** The host's internal endpoint (host/internal-server.ts). */
+  /** The host's internal endpoint (recordings/internal-server.ts). */
   hostInternal: { host: string; port: number; url?: string; tls?: { certFile: string; keyFile: string }; caFile?: string };
   /** Recording downloads per user per minute (ESSH_RECORDING_DOWNLOAD_RATE). */
   recordingDownloadsPerMinute: number;

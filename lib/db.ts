@@ -6,7 +6,6 @@ import pg from 'pg';
 import {
   CompiledQuery,
   Kysely,
-  Migrator,
   PostgresDialect,
   SqliteDialect,
   SqliteDriver,
@@ -16,10 +15,8 @@ import {
   type ColumnType,
   type Generated,
   type LogEvent,
-  type MigrationProvider,
   type SqliteDatabase,
 } from 'kysely';
-import { allMigrations } from './migrations/index.js';
 
 // Timestamps are ISO-8601 text and booleans 0/1 integers in both databases, so that rows read the
 // same whichever engine is behind DATABASE_URL.
@@ -117,7 +114,7 @@ export interface OperationsTable {
   connected_at: string | null;
   ended_at: string | null;
   expires_at: string | null;
-  /** The session's extra environment, sealed (lib/app-env.ts); null when none, or once it has ended. */
+  /** The session's extra environment, sealed (domain/app-env.ts); null when none, or once it has ended. */
   env: string | null;
   /** 1: a detached job (its program runs with no client). */
   detached: Generated<number>;
@@ -298,16 +295,5 @@ export function engineOf(url: string): DbEngine {
   return isPostgresUrl(url) ? 'postgres' : 'sqlite';
 }
 
-/** Runs pending migrations; called on every start, for both databases. */
-export async function migrate(db: Db, engine: DbEngine): Promise<void> {
-  const provider: MigrationProvider = { getMigrations: async () => allMigrations(engine) };
-  // Migration numbers are handed to changes made side by side, which may land in another order (0017
-  // after 0019): each adds its own columns, so one applied after a higher number is as good.
-  const { error, results } = await new Migrator({ db, provider, allowUnorderedMigrations: true }).migrateToLatest();
-  const failed = results?.find((r) => r.status === 'Error');
-  if (error || failed) {
-    throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
-  }
-}
 
 export const nowIso = () => new Date().toISOString();

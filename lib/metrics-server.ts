@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from './log.js';
 import { bearerMatches } from './metrics.js';
-import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
+import { hostProcesses, listenAfterPredecessor } from './handover.js';
 
 /** What a process exposes: its Prometheus text, and that text's content type. */
 export interface Exposition {
@@ -22,7 +22,7 @@ export class MetricsServer {
   constructor(
     private readonly deps: {
       host: string; port: number; token?: string; exposition: Exposition; log: Logger;
-      /** A host process's: its port may still be its predecessor's, during an upgrade (host/handover.ts). */
+      /** A host process's: its port may still be its predecessor's, during an upgrade (lib/handover.ts). */
       handover?: { dataDir: string; bindWaitS: number };
     },
   ) {}

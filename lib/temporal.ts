@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Client, Connection, isGrpcServiceError, type ConnectionLike, type ConnectionOptions } from '@temporalio/client';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
 import type { Config } from './config.js';

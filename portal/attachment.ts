@@ -12,10 +12,10 @@ import { SessionOutputJournal } from '../journal/session-output.js';
 import { JournalWriteError } from '../journal/writer.js';
 import {
   clientDisconnectedSignal, describeQuery, heartbeatSignal, idleTimeoutSignal, programExitedSignal, sessionWorkflowId,
-} from '../workflows/definitions.js';
+} from '../shapes/session-workflow.js';
 import type { AttachedNotes } from './attached-notes.js';
 import { IdleTimer, idleLimitOf } from './idle-timeout.js';
-import { JournaledOutput, OutputStopped } from './output.js';
+import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 
 /**
@@ -43,7 +43,7 @@ export interface PortalInstance {
   bootId: string;
   /**
    * The portal instances of this host that still run in another process: a predecessor draining its
-   * clients after an upgrade's SIGTERM (host/handover.ts). Their connections are alive, not dead ones.
+   * clients after an upgrade's SIGTERM (lib/handover.ts). Their connections are alive, not dead ones.
    */
   liveElsewhere?: () => Set<string>;
 }

@@ -5,11 +5,11 @@ import type { Db } from '../lib/db.js';
 import { dockerMessage } from '../lib/docker.js';
 import type { Logger } from '../lib/log.js';
 import { printable } from '../lib/printable.js';
-import { containerKnownWithin } from '../lib/record-news.js';
+import { containerKnownWithin } from '../domain/record-news.js';
 import { RELAY_IN_CONTAINER } from '../host/containers.js';
 import type { ForwardDetails } from '../journal/format.js';
 import { SessionOutputJournal } from '../journal/session-output.js';
-import { JournaledOutput } from './output.js';
+import { JournaledOutput } from '../journal/journaled-output.js';
 
 /** RFC 4254 §5.1 reason codes a refused channel carries (OpenSSH prints their names). */
 export const OPEN_FAILURE = { administrativelyProhibited: 1, connectFailed: 2 } as const;

@@ -1,6 +1,6 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from '../lib/log.js';
-import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 import type { AttachedNotes } from './attached-notes.js';
 import { isLivePeerConnection, isPredecessorConnection, type PortalInstance } from './attachment.js';
 
@@ -18,7 +18,7 @@ const SIGNALS_AT_ONCE = 20;
  * the session ends unless its client came back. Only a crash opens the window: a portal that stops
  * cleanly ends its clients' connections and removes their notes.
  *
- * During an upgrade (host/handover.ts) the predecessor still runs, draining its clients: their
+ * During an upgrade (lib/handover.ts) the predecessor still runs, draining its clients: their
  * connections are alive and it heartbeats them itself, so they are only watched (`held`). Should it
  * exit with clients left (its drain deadline, or a crash meanwhile), the window opens for those then.
  */

@@ -14,9 +14,10 @@ import { PortalAuthenticator, type PortalIdentity } from './auth.js';
 import { AttachedNotes } from './attached-notes.js';
 import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
-import { loadOrCreateHostKey } from './host-key.js';
+import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
-import { hostProcesses, listenAfterPredecessor } from '../host/handover.js';
+import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
+import type { PortalFigures } from '../host/metrics.js';
 
 
 export interface PortalDeps {
@@ -58,7 +59,7 @@ export class SshPortal {
 
   constructor(private readonly deps: PortalDeps) {
     // A stack host's portal marks itself among the host's processes: an upgrade's successor tells its
-    // live connections from a crashed predecessor's dead ones (host/handover.ts).
+    // live connections from a crashed predecessor's dead ones (lib/handover.ts).
     const processes = deps.hostId ? hostProcesses(deps.config.dataDir) : undefined;
     this.instance = newPortalInstance(deps.hostId, processes && (() => new Set(processes.others().flatMap((m) => m.bootIds))));
     processes?.announce({ bootId: this.instance.bootId });
@@ -122,7 +123,7 @@ export class SshPortal {
   }
 
   /** Open connections (admitted, authenticated or not) and those still authenticating, and channels attached to a session: for /metrics. */
-  figures(): { connections: number; unauthenticated: number; attachments: number; refused: Record<PortalRefusal, number>; reattachWaiting: number } {
+  figures(): PortalFigures<PortalRefusal> {
     return {
       connections: this.guard.openConnections, unauthenticated: this.guard.unauthenticatedConnections, attachments: this.attachments.size,
       refused: { ...this.guard.refusals }, reattachWaiting: this.reattachWindow.size,

@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import { containerKnownWithin, onRecordChanged, recordChangedWithin } from '../lib/record-news.js';
+import { containerKnownWithin, onRecordChanged, recordChangedWithin } from '../domain/record-news.js';
 import { printable } from '../lib/printable.js';
 
 export type SessionRow = NonNullable<Awaited<ReturnType<typeof readSession>>>;

@@ -3,7 +3,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { ForwardDetails } from '../journal/format.js';
 import { readEvents } from '../journal/reader.js';
 import { forwardText } from '../drains/formats.js';
-import { contextTail, readyCount, redactionWindows, type Piece, type RedactionWindow } from '../drains/stream-redaction.js';
+import { contextTail, readyCount, redactionWindows, type Piece, type RedactionWindow } from '../redaction/stream-redaction.js';
 
 
 /** What a terminal is taken to be when the client's size is not known (no PTY). */
@@ -31,7 +31,7 @@ export async function* asciicastLines(file: string, session: RecordedSession, re
   let last = 0;
   const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
   // Lines wait here to be redacted many at a time (a trip to the redaction workers each), and the last
-  // ones until what follows them is known: redaction looks across events (drains/stream-redaction.ts).
+  // ones until what follows them is known: redaction looks across events (redaction/stream-redaction.ts).
   let pending: { time: number; code: 'o' | 'r' | 'm'; text: string; piece?: Piece }[] = [];
   let pendingChars = 0;
   let context: Piece[] = [];
@@ -92,7 +92,7 @@ export async function* asciicastLines(file: string, session: RecordedSession, re
   yield* flush(true);
 }
 
-/** The account's redaction of windows of output (drains/redaction-pool.ts Redactor). */
+/** The account's redaction of windows of output (redaction/redaction-pool.ts Redactor). */
 export type Redact = (windows: RedactionWindow[]) => Promise<string[][]>;
 const PENDING_LINES = 512;
 const PENDING_CHARS = 64 * 1024;

@@ -8,8 +8,8 @@ import { ApiError, notFound } from '../services/errors.js';
 import { PerUserRateLimiter } from '../services/rate-limit.js';
 import { journalPath } from '../journal/writer.js';
 import { hostById } from '../host/registry.js';
-import { Redactor } from '../drains/redaction-pool.js';
-import { internalRecordingToken } from '../host/internal-auth.js';
+import { Redactor } from '../redaction/redaction-pool.js';
+import { internalRecordingToken } from './internal-auth.js';
 import { asciicastStream } from './asciicast.js';
 
 export function recordingPath(operationId: number) {
@@ -53,7 +53,7 @@ export async function localRecording(
  * Recordings for the API: who may see one (the session's owner, its account's admins, operators), and
  * where it is. A session's journal is on the host that ran it (`session_journals.host_id`): read
  * directly when that host runs in this process, else streamed from the host's internal endpoint
- * (host/internal-server.ts), with a token made for that one request (host/internal-auth.ts), over
+ * (recordings/internal-server.ts), with a token made for that one request (recordings/internal-auth.ts), over
  * HTTPS when the host's URL says so.
  */
 export class RecordingsService {

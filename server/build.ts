@@ -25,8 +25,8 @@ await esbuild.build({
   absWorkingDir: projectRoot,
   entryPoints: {
     server: 'server/main.ts',
-    // drains/redaction-pool.ts starts it by this name beside the module that imports it (the bundle).
-    'redaction-worker-entry': 'drains/redaction-worker.ts',
+    // redaction/redaction-pool.ts starts it by this name beside the module that imports it (the bundle).
+    'redaction-worker-entry': 'redaction/redaction-worker.ts',
   },
   outdir: out,
   bundle: true,

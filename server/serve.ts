@@ -1,11 +1,11 @@
-// The process that runs essh's roles: server/main.ts (`--role`/ESSH_ROLES) and worker/main.ts
+// The process that runs essh's roles: server/main.ts (`--role`/ESSH_ROLES) and server/worker-main.ts
 // (ESSH_WORKER_ROLES, its older names) both start here.
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Config } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
-import { startRuntime, type RuntimeParts } from '../stack/runtime.js';
+import { startRuntime, type RuntimeParts } from './runtime.js';
 import type { Role } from './roles.js';
 
 /**
@@ -46,7 +46,7 @@ export async function serveRoles(name: string, roles: Role[], config: Config) {
   log.info({ roles, stacks: roles.includes('host') ? config.hostStacks : [], api: runtime.apiUrl, metrics: runtime.metricsUrl }, `${name} started`);
   process.stdout.write(`${name} ready${runtime.apiUrl ? ` (API ${runtime.apiUrl})` : ''}\n`);
   // SIGINT (Ctrl-C, retiring a host): stop now, letting every client go (their sessions end).
-  // SIGTERM (a deploy: the new process has started beside this one): hand over (host/handover.ts):
+  // SIGTERM (a deploy: the new process has started beside this one): hand over (lib/handover.ts):
   // stop taking work, keep serving the clients attached until the last leaves or ESSH_UPGRADE_DRAIN_S
   // passes; then exit without letting them go, so that the successor's reattach window keeps their
   // sessions while they come back (what a crash would leave). A second SIGTERM is that deadline now.

@@ -1,8 +1,8 @@
 import type { Selectable, Transaction } from 'kysely';
 import type { AccountsTable, Database, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { parsePrefixes } from '../lib/grants.js';
-import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
+import { parsePrefixes } from '../domain/grants.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../domain/plans.js';
 import type { CreateAccountBody, PatchAccountBody } from '../shapes/requests.js';
 import { recordAudit } from './audit.js';
 import { access, type Principal } from './auth.js';

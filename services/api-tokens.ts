@@ -1,13 +1,13 @@
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { CAPS, insertWithinCap } from '../lib/caps.js';
+import { CAPS, insertWithinCap } from '../domain/caps.js';
 import { hashToken, newToken } from '../lib/secrets.js';
 import type { CreateTokenBody } from '../shapes/requests.js';
 import { accountIdsOfUser, recordAudit } from './audit.js';
 import type { Principal } from './auth.js';
 import { conflict, invalid, notFound } from './errors.js';
 import { pageOf, type PageRequest } from './pages.js';
-import { requireManagedUser } from './users.js';
+import { requireManagedUser } from './user-managers.js';
 
 /** The longest an API token may be issued for: a token that outlives its purpose is a standing risk. */
 const MAX_TOKEN_LIFE_S = 10 * 365 * 24 * 3600;

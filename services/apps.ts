@@ -1,8 +1,8 @@
 import type { Selectable } from 'kysely';
 import type { AccountsTable, Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { openEnv, sealEnv } from '../lib/app-env.js';
-import { grantProblem } from '../lib/grants.js';
+import { openEnv, sealEnv } from '../domain/app-env.js';
+import { grantProblem } from '../domain/grants.js';
 import { forbiddenNetworkReason } from '../lib/networks.js';
 import type { SecretBox } from '../lib/secrets.js';
 import type { CreateAppBody, PatchAppBody } from '../shapes/requests.js';

@@ -1,11 +1,12 @@
 import type { Db } from '../lib/db.js';
 import type { HostRow } from '../journal/tables.js';
+import { liveSessionsOn } from '../host/registry.js';
 import type { Host } from '../shapes/answers.js';
 import { recordAudit } from './audit.js';
 import { access, type Principal } from './auth.js';
 import { notFound } from './errors.js';
 import { pageOf, type Page, type PageRequest } from './pages.js';
-import { DEFAULT_HOST_MAX_SESSIONS, liveSessionsOn } from './placement.js';
+import { DEFAULT_HOST_MAX_SESSIONS } from './placement.js';
 
 /**
  * The stack hosts as operators see them (GET /hosts), and cordoning: a cordoned host takes no new

@@ -1,6 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database, DbEngine } from '../lib/db.js';
 import type { HostRow } from '../journal/tables.js';
+import { liveSessionsOn } from '../host/registry.js';
 import { ApiError } from './errors.js';
 
 /** The most live sessions a host that reported no limit of its own (a process from before placement) takes. */
@@ -53,17 +54,6 @@ export async function stackHostsCapacity(
   return hosts.map((host) => capacityOf(host, counts.get(host.host_id) ?? 0, req));
 }
 
-/** Live sessions per host: placed on it and not `ending` or `ended` (a session stops counting as its plan slot does). */
-export async function liveSessionsOn(db: Pick<Transaction<Database>, 'selectFrom'>, hostIds: string[]): Promise<Map<string, number>> {
-  if (hostIds.length === 0) return new Map();
-  const rows = await db.selectFrom('operations')
-    .select(['host_id', (eb) => eb.fn.countAll<number>().as('n')])
-    .where('host_id', 'in', hostIds)
-    .where('state', 'not in', ['ending', 'ended'])
-    .groupBy('host_id')
-    .execute();
-  return new Map(rows.map((r) => [r.host_id!, Number(r.n)]));
-}
 
 function capacityOf(host: HostRow, live: number, req: Omit<PlacementRequest, 'onHost'>): HostCapacity {
   const max = host.max_sessions === null ? DEFAULT_HOST_MAX_SESSIONS : Number(host.max_sessions);

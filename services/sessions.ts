@@ -4,23 +4,23 @@ import { DEFAULT_HOST_STALE_S } from '../lib/config.js';
 import type { Db, DbEngine } from '../lib/db.js';
 import type { Metrics } from '../lib/metrics.js';
 import { nowIso } from '../lib/db.js';
-import { grantProblem } from '../lib/grants.js';
-import { planCpus, planLargestContainerMb, planLimit } from '../lib/plans.js';
-import { closeOperation, insertOperation } from '../lib/operation-record.js';
-import { recordChangedWithin } from '../lib/record-news.js';
+import { grantProblem } from '../domain/grants.js';
+import { planCpus, planLargestContainerMb, planLimit } from '../domain/plans.js';
+import { closeOperation, insertOperation } from '../domain/operation-record.js';
+import { recordChangedWithin } from '../domain/record-news.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
-import { openSessionEnv, sealEnv } from '../lib/app-env.js';
+import { openSessionEnv, sealEnv } from '../domain/app-env.js';
 import {
   SA,
   TASK_QUEUE,
   sessionWorkflowId,
   terminateSignal,
   type SessionWorkflowInput,
-} from '../workflows/definitions.js';
+} from '../shapes/session-workflow.js';
 import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
 import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
 import type { CreatedSession, Operation, Session } from '../shapes/answers.js';
-import { announcedHostKey, type AnnouncedHostKey } from '../portal/host-key.js';
+import { announcedHostKey, type AnnouncedHostKey } from '../lib/ssh-host-key.js';
 import { placeSession } from './placement.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';

@@ -1,6 +1,6 @@
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { CAPS, insertWithinCap } from '../lib/caps.js';
+import { CAPS, insertWithinCap } from '../domain/caps.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { issueKeyChallenge, keyChallengeProblem } from '../lib/ssh-key-challenge.js';
 import { sshFingerprint } from '../lib/ssh-fingerprint.js';
@@ -11,7 +11,7 @@ import { accountIdsOfUser, recordAudit } from './audit.js';
 import type { Principal } from './auth.js';
 import { conflict, invalid, isUniqueViolation, notFound } from './errors.js';
 import { pageOf, type PageRequest } from './pages.js';
-import { requireManagedUser } from './users.js';
+import { requireManagedUser } from './user-managers.js';
 
 /** A user's SSH keys: registered only with proof of the private key, listed and removed by whoever may manage the user. */
 export class SshKeysService {

@@ -24,7 +24,7 @@ export type OperationStatus = (typeof OPERATION_STATUSES)[number];
 export const ROLES = ['member', 'account_admin', 'operator'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** The plans of CONTRACT §8; what each allows is lib/plans.ts. */
+/** The plans of CONTRACT §8; what each allows is domain/plans.ts. */
 export const PLANS = ['development', 'starter', 'growth', 'scale', 'enterprise'] as const;
 export type Plan = (typeof PLANS)[number];
 
@@ -34,7 +34,7 @@ export type DrainType = (typeof DRAIN_TYPES)[number];
 export const DRAIN_STATUSES = ['active', 'paused'] as const;
 export type DrainStatus = (typeof DRAIN_STATUSES)[number];
 
-/** Ready-made redaction rules an account admin can switch on by name; their patterns are drains/redaction.ts. */
+/** Ready-made redaction rules an account admin can switch on by name; their patterns are redaction/redaction.ts. */
 export const REDACTION_PRESET_NAMES = ['card_number', 'us_ssn'] as const;
 export type RedactionPreset = (typeof REDACTION_PRESET_NAMES)[number];
 /** `over_budget` once the rule took longer than its time budget on some output. */
@@ -62,7 +62,7 @@ export const DEFAULT_MAX_SESSION_DURATION_S = 604_800;
  */
 export const MAX_IDLE_TIMEOUT_S = DEFAULT_MAX_SESSION_DURATION_S;
 
-/** The longest redaction pattern (how many rules an account may have is in lib/caps.ts): each one costs every output event a pass. */
+/** The longest redaction pattern (how many rules an account may have is in domain/caps.ts): each one costs every output event a pass. */
 export const MAX_PATTERN_LENGTH = 1000;
 
 /** The longest terminate reason the API takes (POST /sessions/{id}/terminate), and the console's form. */

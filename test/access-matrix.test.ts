@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { signKeyChallenge } from '../cli/keys.js';
 import { createTenant, DEMO_IMAGE, useTestStack, waitFor, type ApiResponse } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant, sleep, useTestStack, waitFor } from './support/harness.js';
 import { useHttpsReceiver, sessionEventsAt, waitForEndedAt } from './support/drains-receivers.js';
 import { TestHost, type Tenant } from './support/drains-journals.js';
-import { compileRule, redact } from '../drains/redaction.js';
+import { compileRule, redact } from '../redaction/redaction.js';
 
 const stack = useTestStack({ parts: { api: true } });
 const rx = useHttpsReceiver();

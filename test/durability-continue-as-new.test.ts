@@ -2,7 +2,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { expect, it } from 'vitest';
 import {
   SA, describeQuery, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
-} from '../workflows/definitions.js';
+} from '../shapes/session-workflow.js';
 import { containerExists, createTenant, docker, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
 
 // test/support/global-setup.ts makes the dev server suggest continue-as-new at 300 history events.

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { afterAll, expect, it } from 'vitest';
-import { describeQuery, heartbeatSignal, hostOwnTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
+import { describeQuery, heartbeatSignal, hostOwnTaskQueue, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { containerExists, createTenant, docker, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { listEgressRules } from '../host/egress.js';
 import { loadConfig } from '../lib/config.js';
 import { sessionNetworkName } from '../lib/networks.js';
-import { startRuntime } from '../stack/runtime.js';
+import { startRuntime } from '../server/runtime.js';
 import { createTenant, docker, endAllSessions, runInSession, startTestStack, waitFor, type TestStack } from './support/harness.js';
 
 /**

@@ -22,7 +22,7 @@ async function startStack(env: Record<string, string>): Promise<Started> {
   // Like `npm start`, through tsx's loader in one process: the tsx command would relay the SIGINT to a
   // child and SIGKILL it (exit 130) if the child did not acknowledge it within 30 ms, which a busy
   // machine can miss.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'stack/start.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/start.ts'], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

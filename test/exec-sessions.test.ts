@@ -9,7 +9,7 @@ import { LABELS } from '../lib/docker.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { openPortalShell } from '../portal/client.js';
+import { openPortalShell } from '../cli/portal-client.js';
 import {
   createTenant, docker, endAllSessions, runInSession, sessionContainer, startOperationIdsAt, startTestStack, useTestStack, uniqueIdBase, waitFor,
   waitForState, type TestStack,

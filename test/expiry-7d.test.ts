@@ -1,4 +1,4 @@
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,8 +11,8 @@ import { createLogger } from '../lib/log.js';
 import { routeTemporalLogs } from '../lib/temporal.js';
 import { principalForUser, type Principal } from '../services/auth.js';
 import { SessionsService } from '../services/sessions.js';
-import { startRuntime, type Runtime } from '../stack/runtime.js';
-import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../workflows/definitions.js';
+import { startRuntime, type Runtime } from '../server/runtime.js';
+import { SA, SEARCH_ATTRIBUTE_KEYS, describeQuery, heartbeatSignal, type SessionResult } from '../shapes/session-workflow.js';
 import { removeInstallationFromEngine } from '../host/containers.js';
 import { startTemporalServer } from './support/temporal-start.js';
 import { containerExists, docker, DEMO_IMAGE, rememberInstallation, startOperationIdsAt, uniqueIdBase, waitFor, workflowBundle } from './support/harness.js';

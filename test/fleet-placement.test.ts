@@ -21,10 +21,10 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startClientFleet } from '../bench/live-fleet.js';
-import { REUSE_PORT } from '../host/handover.js';
+import { REUSE_PORT } from '../lib/handover.js';
 import { LABELS } from '../lib/docker.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { openPortalShell } from '../portal/client.js';
+import { openPortalShell } from '../cli/portal-client.js';
 import { apiAndWorkflows, containerExists, createTenant, docker, endAllSessions, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
@@ -299,7 +299,7 @@ describe('a stack of three hosts, placed by capacity', () => {
       expect(r.status, JSON.stringify(r.body)).toBe(201);
       expect(await placedOn(r.body.id)).toBe('fleet-a');
       await fleet.attach(r.body.id, r.body.connect);
-      // The boot id of the portal process that noted each client (host/handover.ts marks).
+      // The boot id of the portal process that noted each client (lib/handover.ts marks).
       const bootOf = (id: number) => /^portal-([0-9a-f]+)-/.exec(readFileSync(path.join(hostDirs.get('fleet-a')!, 'attached', String(id)), 'utf8'))?.[1];
       expect(bootOf(r.body.id)).toBeDefined();
       expect(bootOf(r.body.id)).not.toBe(bootOf(onA));

@@ -11,7 +11,7 @@ import { RecordType } from '../journal/format.js';
 import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
-import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
+import { sessionWorkflowId, type SessionResult } from '../shapes/session-workflow.js';
 import { apiAndWorkflows, containerExists, createTenant, endSessionsAndStop, openSession, useTestStack, waitFor, sessionContainer, waitForState } from './support/harness.js';
 import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 

@@ -1,4 +1,4 @@
-// An upgrade of a host process under live sessions (issue 19 part 3, host/handover.ts): the new process
+// An upgrade of a host process under live sessions (issue 19 part 3, lib/handover.ts): the new process
 // starts on the same ESSH_HOST_ID, data dir and ports, the old one gets SIGTERM. Its clients, in a
 // process of their own (bench/live-fleet.ts), keep typing through it:
 // - no session ends, no client is let go, though the new process's reattach window is shorter than
@@ -14,7 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useClientFleet } from './support/client-fleet.js';
-import { REUSE_PORT, type HostProcessMark } from '../host/handover.js';
+import { REUSE_PORT, type HostProcessMark } from '../lib/handover.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { JournalWriter, journalPath } from '../journal/writer.js';

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, createTenant, runInSession, startTestStack, useTestStack, type ApiResponse } from './support/harness.js';
-import { startRuntime } from '../stack/runtime.js';
+import { startRuntime } from '../server/runtime.js';
 import { createLogger } from '../lib/log.js';
 
 /**

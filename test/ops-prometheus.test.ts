@@ -8,14 +8,14 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, projectRoot } from '../lib/config.js';
 import { createLogger } from '../lib/log.js';
-import { startRuntime } from '../stack/runtime.js';
+import { startRuntime } from '../server/runtime.js';
 import { createTenant, endAllSessions, runInSession, useTestStack, waitFor, waitForState } from './support/harness.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
  * What an operator deploys (deploy/prometheus, deploy/grafana) against a running essh: an API process
- * (this test's) and a main+host process (worker/main.ts), both serving /metrics behind the metrics
+ * (this test's) and a main+host process (server/worker-main.ts), both serving /metrics behind the metrics
  * token, scraped by Debian's real prometheus with the repository's scrape config and alert rules
  * (checked and unit-tested by Debian's promtool). Prometheus's HTTP API then answers the sessions
  * gauge, a Temporal SDK metric, the host's figures, and every expression of the Grafana dashboard.

@@ -11,12 +11,12 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { ensureSearchAttributes, SearchAttributesMissing } from '../lib/temporal.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import {
   createTenant, endAllSessions, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,
 } from './support/harness.js';
 import { startWorkerProcess } from './support/worker-process.js';
-import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
+import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 
 /**
  * essh against an external Temporal that it did not start: a separate `temporal server start-dev`

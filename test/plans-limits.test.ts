@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { sessionWorkflowId } from '../workflows/definitions.js';
+import { sessionWorkflowId } from '../shapes/session-workflow.js';
 import { createTenant, startTestStack, useTestStack, waitFor, waitForState, type ApiResponse, type TestStack, endAllSessions } from './support/harness.js';
 
 /**

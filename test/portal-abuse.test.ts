@@ -3,8 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { observeQueries } from '../lib/db.js';
 import { projectRoot } from '../lib/config.js';
-import { openPortalShell, waitForShellOutput } from '../portal/client.js';
-import { DEMO_PROMPT } from '../stack/seed.js';
+import { openPortalShell, waitForShellOutput } from '../cli/portal-client.js';
+import { DEMO_PROMPT } from '../server/seed.js';
 import { createTenant, useTestStack } from './support/harness.js';
 
 /**

@@ -7,8 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, useTestStack, workflowBundle } from './support/harness.js';
-import { drainShell, openPortalShell, waitForShellOutput } from '../portal/client.js';
-import { DEMO_PROMPT } from '../stack/seed.js';
+import { drainShell, openPortalShell, waitForShellOutput } from '../cli/portal-client.js';
+import { DEMO_PROMPT } from '../server/seed.js';
 import { generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
 import { waitForState } from './support/harness.js';
 

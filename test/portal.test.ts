@@ -2,9 +2,9 @@
 // Temporal and the real Docker engine.
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import ssh2 from 'ssh2';
-import { loadOrCreateHostKey } from '../portal/host-key.js';
+import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import Docker from 'dockerode';
-import { openPortalShell } from '../portal/client.js';
+import { openPortalShell } from '../cli/portal-client.js';
 import { SshPortal } from '../portal/server.js';
 import os from 'node:os';
 import path from 'node:path';

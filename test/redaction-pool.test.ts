@@ -1,11 +1,11 @@
-// The redaction pool's budget (drains/redaction-pool.ts) is CPU time, not wall time: its worker threads
+// The redaction pool's budget (redaction/redaction-pool.ts) is CPU time, not wall time: its worker threads
 // run at a lower priority, so on a loaded host a rule's text waits for others' work. Going by wall time
 // withheld the drain output of an accepted rule whenever the host was busy (found by the suite under
 // load: redaction.test.ts's slowest allowed rule). Real worker threads, real CPU burners.
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RedactionPool } from '../drains/redaction-pool.js';
+import { RedactionPool } from '../redaction/redaction-pool.js';
 
 const RULES = [{ id: 7, pattern: '[a-z]{1,30}[0-9]', replacement: '#', luhn: false }];
 /** Text whose redaction costs tens of ms of CPU: every `ab1` is a match the pattern works for. */

@@ -6,7 +6,7 @@
 // drain nor the recording in clear.
 import { describe, expect, it } from 'vitest';
 import { nowIso } from '../lib/db.js';
-import { RULE_LIMITS } from '../drains/redaction.js';
+import { RULE_LIMITS } from '../redaction/redaction.js';
 import { createTenant, openSession, runInSession, sleep, waitFor, useTestStack } from './support/harness.js';
 import { addHttpsDrain, eventsOf, useHttpsReceiver, sessionEventsAt } from './support/drains-receivers.js';
 

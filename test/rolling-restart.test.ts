@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { sessionWorkflowId } from '../workflows/definitions.js';
+import { sessionWorkflowId } from '../shapes/session-workflow.js';
 import { createTenant, endAllSessions, sleep, useTestStack, waitFor } from './support/harness.js';
 import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';

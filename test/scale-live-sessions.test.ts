@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
-import { startDevServer, type DevServer } from '../stack/temporal-dev.js';
+import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 import type { ClientFleet } from '../bench/live-fleet.js';
 import { useClientFleet } from './support/client-fleet.js';
 import { apiAndWorkflows, createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';

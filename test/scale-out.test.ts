@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { temporal } from '@temporalio/proto';
 import { LABELS } from '../lib/docker.js';
-import { heartbeatSignal, hostTaskQueue, sessionWorkflowId } from '../workflows/definitions.js';
+import { heartbeatSignal, hostTaskQueue, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';

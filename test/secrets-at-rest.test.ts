@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { freeLoopbackPort } from '../lib/free-port.js';
 import { newToken } from '../lib/secrets.js';
-import { seedDemo } from '../stack/seed.js';
-import { startDevServer } from '../stack/temporal-dev.js';
+import { seedDemo } from '../server/seed.js';
+import { startDevServer } from '../server/temporal-dev.js';
 import { createTenant, runInSession, startTestStack, useTestStack, waitForState } from './support/harness.js';
 
 /** Secrets at rest (docs/threat-model.md): what a copy of the database or a look at the data dir gives away. */

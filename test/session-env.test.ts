@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
-import { sealStoredEnvs } from '../lib/app-env.js';
+import { sealStoredEnvs } from '../domain/app-env.js';
 import { SecretBox } from '../lib/secrets.js';
 import { journalPath } from '../journal/writer.js';
 import { MAX_SESSION_ENV_BYTES, MAX_SESSION_ENV_VARIABLES } from '../shapes/requests.js';

@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lib/config.js';
 import { SessionsService } from '../services/sessions.js';
-import { heartbeatSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { heartbeatSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 import {
   containerExists, createTenant, docker, runInSession, sleep, useTestStack, waitFor, waitForState,
 } from './support/harness.js';

@@ -5,7 +5,7 @@
 // that the workflow wired to it issues the recorded commands.
 import { ActivityFailure, ApplicationFailure, RetryState, TimeoutFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
-import type { CarriedState, SessionWorkflowInput } from '../workflows/definitions.js';
+import type { CarriedState, SessionWorkflowInput } from '../shapes/session-workflow.js';
 import { OUTAGE_GRACE_MAX_EXTRA_MS, SessionMachine, lateAfterMs } from '../workflows/session-state.js';
 
 const T0 = Date.parse('2026-12-01T10:00:00.000Z');

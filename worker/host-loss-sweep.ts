@@ -2,7 +2,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { hostLostSignal, sessionWorkflowId } from '../workflows/definitions.js';
+import { hostLostSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 
 /**
  * Ends the sessions of a host that stopped reporting: every pass, each live session whose container is on

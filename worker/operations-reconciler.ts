@@ -1,10 +1,10 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
-import { closeOperation } from '../lib/operation-record.js';
+import { closeOperation } from '../domain/operation-record.js';
 import { PeriodicPass } from '../lib/periodic.js';
-import { runningSessionWorkflows } from '../lib/running-sessions.js';
-import { sessionWorkflowId, type SessionResult } from '../workflows/definitions.js';
+import { runningSessionWorkflows } from '../domain/running-sessions.js';
+import { sessionWorkflowId, type SessionResult } from '../shapes/session-workflow.js';
 import type { EndReason } from '../shapes/enumerations.js';
 
 /**

@@ -4,7 +4,7 @@ import { createDbActivities } from '../activities/db.js';
 import { createHostActivities, type HostActivityDeps } from '../activities/host.js';
 import { createLegacyHostActivities, createLegacyMainActivities } from '../activities/legacy.js';
 import type { Db } from '../lib/db.js';
-import { TASK_QUEUE, hostOwnTaskQueue, hostTaskQueue } from '../workflows/definitions.js';
+import { TASK_QUEUE, hostOwnTaskQueue, hostTaskQueue } from '../shapes/session-workflow.js';
 
 // A path, not resolved at import: the production build (server/build.ts) runs without the sources,
 // from the bundle it prebuilt; only a worker given no bundle reads them.

@@ -16,7 +16,7 @@ import {
   type SessionResult,
   type SessionSnapshot,
   type SessionWorkflowInput,
-} from './definitions.js';
+} from '../shapes/session-workflow.js';
 import type { EndReason, SessionState } from '../shapes/enumerations.js';
 import { sessionCurrentDetails } from './ui-metadata.js';
 

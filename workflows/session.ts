@@ -31,7 +31,7 @@ import {
   terminateSignal,
   type SessionResult,
   type SessionWorkflowInput,
-} from './definitions.js';
+} from '../shapes/session-workflow.js';
 import type { SessionState } from '../shapes/enumerations.js';
 import { SessionMachine, type Ending } from './session-state.js';
 

@@ -2,7 +2,7 @@
 // and its current details (set by the workflow as the session moves on). Temporal markdown; ids,
 // handles, states and reasons only: no e-mail, name or other personal data, no command line (it may
 // carry a secret), no text a user typed (a terminate reason). Deterministic: safe in workflow code.
-import type { SessionWorkflowInput } from './definitions.js';
+import type { SessionWorkflowInput } from '../shapes/session-workflow.js';
 import type { EndReason, SessionState } from '../shapes/enumerations.js';
 
 type Identity = Pick<SessionWorkflowInput, 'operationId' | 'app' | 'account' | 'stack'>;

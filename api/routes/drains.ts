@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import type { DrainsService } from '../../drains/service.js';
-import { RULE_LIMITS } from '../../drains/redaction.js';
+import { RULE_LIMITS } from '../../redaction/redaction.js';
 import { REDACTION_PRESET_NAMES, REDACTION_RULE_STATUSES } from '../../shapes/enumerations.js';
 import { drainBody, redactionRuleBody } from '../../shapes/requests.js';
 import * as answers from '../../shapes/answers.js';
-import { CAPS } from '../../lib/caps.js';
+import { CAPS } from '../../domain/caps.js';
 import type { RouteModule } from '../route.js';
 import * as s from '../schemas.js';
 

@@ -1,6 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
 import type { DbEngine } from '../db.js';
-import { imageRepository } from '../grants.js';
 import { columnTypes } from './0001_core.js';
 
 /**
@@ -34,4 +33,16 @@ export function tenancyMigrations(engine: DbEngine): Record<string, Migration> {
       },
     },
   };
+}
+
+/**
+ * An image's repository (no tag, no digest), as domain/grants.ts's imageRepository said when this
+ * migration was written: a migration keeps its own copy, so that it runs the same on every database
+ * whatever the grants become.
+ */
+function imageRepository(image: string): string {
+  const noDigest = image.split('@')[0]!;
+  const slash = noDigest.lastIndexOf('/');
+  const colon = noDigest.lastIndexOf(':');
+  return colon > slash ? noDigest.slice(0, colon) : noDigest;
 }

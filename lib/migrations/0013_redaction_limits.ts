@@ -3,7 +3,7 @@ import type { DbEngine } from '../db.js';
 
 /**
  * A redaction rule's health, for its account's admins: a rule that took longer than its time budget on
- * some output (that output was withheld, drains/redaction.ts) says so here, with how often.
+ * some output (that output was withheld, redaction/redaction.ts) says so here, with how often.
  */
 export function redactionLimitMigrations(_engine: DbEngine): Record<string, Migration> {
   return {

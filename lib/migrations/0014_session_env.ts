@@ -3,7 +3,7 @@ import type { DbEngine } from '../db.js';
 
 /**
  * The extra environment a session was created with (`env` of POST /apps/{app}/sessions), sealed like an
- * app's (lib/app-env.ts); null when none was given, and again once the session has ended.
+ * app's (domain/app-env.ts); null when none was given, and again once the session has ended.
  */
 export function sessionEnvMigrations(_engine: DbEngine): Record<string, Migration> {
   return {

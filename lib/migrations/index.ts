@@ -1,5 +1,5 @@
-import type { Migration } from 'kysely';
-import type { DbEngine } from '../db.js';
+import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import type { Db, DbEngine } from '../db.js';
 import { coreMigrations } from './0001_core.js';
 import { drainsMigrations } from './0004_drains.js';
 import { terminalSizeMigrations } from './0005_terminal_sizes.js';
@@ -38,4 +38,16 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...portForwardingMigrations(engine),
     ...hostPoolMigrations(engine),
   };
+}
+
+/** Runs pending migrations; called on every start, for both databases. */
+export async function migrate(db: Db, engine: DbEngine): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => allMigrations(engine) };
+  // Migration numbers are handed to changes made side by side, which may land in another order (0017
+  // after 0019): each adds its own columns, so one applied after a higher number is as good.
+  const { error, results } = await new Migrator({ db, provider, allowUnorderedMigrations: true }).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
+  }
 }

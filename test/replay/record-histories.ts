@@ -28,7 +28,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { toolPath } from '../../lib/config.js';
 import {
   clientDisconnectedSignal, heartbeatSignal, sessionWorkflowId, terminateSignal, type SessionResult,
-} from '../../workflows/definitions.js';
+} from '../../shapes/session-workflow.js';
 import type { EndReason } from '../../shapes/enumerations.js';
 import { apiAndWorkflows,
   createTenant, endAllSessions, openSession, runInSession, sleep, startTestStack, waitFor, waitForState, workflowBundle, type TestStack,

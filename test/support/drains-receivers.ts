@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { closeNow } from '../../api/graceful-close.js';
 import { restartableLoopbackPort } from '../../lib/free-port.js';
-import { openPortalShell, type PortalShell, type PortalTarget } from '../../portal/client.js';
+import { openPortalShell, type PortalShell, type PortalTarget } from '../../cli/portal-client.js';
 import { standIn, waitFor, type TestStack } from './harness.js';
 
 const run = promisify(execFile);

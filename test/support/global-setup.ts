@@ -6,10 +6,10 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { toolPath } from '../../lib/config.js';
 import { workflowsPath } from '../../worker/workers.js';
-import { SERVER_DYNAMIC_CONFIG } from '../../stack/temporal-dev.js';
+import { SERVER_DYNAMIC_CONFIG } from '../../server/temporal-dev.js';
 import { removeInstallationsLeft } from './installations.js';
 import { startTemporalServer } from './temporal-start.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../../shapes/session-workflow.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

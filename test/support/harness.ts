@@ -11,11 +11,11 @@ import Long from 'long';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { loadConfig, type Config } from '../../lib/config.js';
-import { imageRepository } from '../../lib/grants.js';
+import { imageRepository } from '../../domain/grants.js';
 import { createLogger } from '../../lib/log.js';
-import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../../workflows/definitions.js';
-import { startRuntime, type Runtime, type RuntimeParts } from '../../stack/runtime.js';
-import { DEMO_IMAGE } from '../../stack/seed.js';
+import { SEARCH_ATTRIBUTE_KEYS, sessionWorkflowId } from '../../shapes/session-workflow.js';
+import { startRuntime, type Runtime, type RuntimeParts } from '../../server/runtime.js';
+import { DEMO_IMAGE } from '../../server/seed.js';
 import { removeInstallationFromEngine, sessionContainerName } from '../../host/containers.js';
 import { ApiClient } from './api-client.js';
 import { noteInstallation } from './installations.js';
@@ -382,7 +382,7 @@ export interface SessionRun {
 /** A session being run through the portal by the ssh2 client (see `openSession`). */
 export interface OpenSession {
   id: number;
-  shell: import('../../portal/client.js').PortalShell;
+  shell: import('../../cli/portal-client.js').PortalShell;
   /** What the client has received so far. */
   stdout(): Buffer;
   stderr(): Buffer;
@@ -401,7 +401,7 @@ export async function openSession(
   t: { app: string; token: string },
   opts: { command?: string[]; tty?: boolean; input?: string | Buffer; size?: { rows: number; cols: number }; body?: object; endTimeoutMs?: number } = {},
 ): Promise<OpenSession> {
-  const { openPortalShell } = await import('../../portal/client.js');
+  const { openPortalShell } = await import('../../cli/portal-client.js');
   const r = await stack.api.post(`/apps/${t.app}/sessions`, t.token, { ...(opts.command ? { command: opts.command } : {}), ...opts.body });
   if (r.status !== 201) throw new Error(`creating a session: ${r.status} ${JSON.stringify(r.body)}`);
   const shell = await openPortalShell(r.body.connect, { pty: opts.tty ? (opts.size ?? { rows: 24, cols: 80 }) : null });

@@ -15,7 +15,7 @@ export interface WorkerProcess {
   printed(text: string, ms: number): Promise<void>;
   /** Resolves with the exit code once the process has exited. */
   readonly exited: Promise<number | null>;
-  /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: host/handover.ts). */
+  /** Stops it at once, letting its clients go (SIGINT; SIGTERM would drain them: lib/handover.ts). */
   stop(): Promise<void>;
 }
 
@@ -25,7 +25,7 @@ export function hostProcessEnv(idPrefix: string, extra: Record<string, string> =
 }
 
 /**
- * `worker/main.ts` as a separate process, on the test stack's namespace and database file. It runs
+ * `server/worker-main.ts` as a separate process, on the test stack's namespace and database file. It runs
  * under `node --import tsx` rather than `npx tsx` so that the pid is the worker itself: a SIGKILL
  * sent to it kills the worker, not a launcher that would leave the worker running.
  */
@@ -34,12 +34,12 @@ export async function startWorkerProcess(
   opts: {
     /** What counts as started: by default the ready line; an upgrade's successor prints another first. */
     readyWhen?: string;
-    /** Node's arguments: by default the sources' worker/main.ts through tsx; the production build's server.js, say. */
+    /** Node's arguments: by default the sources' server/worker-main.ts through tsx; the production build's server.js, say. */
     args?: string[];
   } = {},
 ): Promise<WorkerProcess> {
   const readyWhen = opts.readyWhen ?? 'essh worker ready';
-  const child: ChildProcess = spawn(process.execPath, opts.args ?? ['--import', 'tsx', 'worker/main.ts'], {
+  const child: ChildProcess = spawn(process.execPath, opts.args ?? ['--import', 'tsx', 'server/worker-main.ts'], {
     cwd: projectRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {

@@ -1,5 +1,5 @@
 // The redaction worker's entry in plain JavaScript: a worker thread does not inherit the loader that runs
-// essh's TypeScript, so it registers tsx's before loading the worker itself (drains/redaction-worker.ts).
+// essh's TypeScript, so it registers tsx's before loading the worker itself (redaction/redaction-worker.ts).
 import { register } from 'tsx/esm/api';
 
 register();

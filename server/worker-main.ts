@@ -2,8 +2,8 @@
 // `--role worker,host`. Used to scale out (one per Docker host) and by the tests that kill a worker
 // mid-session.
 import { loadConfig } from '../lib/config.js';
-import { parseRoles, RoleError } from '../server/roles.js';
-import { serveRoles } from '../server/serve.js';
+import { parseRoles, RoleError } from './roles.js';
+import { serveRoles } from './serve.js';
 
 const NAME = 'essh worker';
 try {

@@ -6,8 +6,8 @@ import type { Logger } from 'pino';
 import type { Db } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { ApiError } from '../services/errors.js';
-import { Redactor } from '../drains/redaction-pool.js';
-import { localRecording } from '../recordings/service.js';
+import { Redactor } from '../redaction/redaction-pool.js';
+import { localRecording } from './service.js';
 import { internalRecordingTokenRefusal } from './internal-auth.js';
 
 const RECORDING = /^\/internal\/v1\/sessions\/(\d{1,15})\/recording$/;
@@ -16,7 +16,7 @@ const RECORDING = /^\/internal\/v1\/sessions\/(\d{1,15})\/recording$/;
  * A stack host's internal endpoint: what other essh processes need from the files only this host has.
  * Today that is one thing, a session's recording built from its journal, for the API's processes
  * (recordings/service.ts). Every request carries a token made for it: for that session, good for a
- * minute, signed with a key derived from the secrets key all essh processes share (host/internal-auth.ts);
+ * minute, signed with a key derived from the secrets key all essh processes share (recordings/internal-auth.ts);
  * anything else is refused. It speaks HTTPS when given a certificate (ESSH_HOST_INTERNAL_TLS_CERT/KEY),
  * and should be bound to an address only essh's processes reach.
  */

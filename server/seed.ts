@@ -3,8 +3,8 @@ import path from 'node:path';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
 import { DEFAULT_MAX_SESSION_DURATION_S } from '../shapes/enumerations.js';
-import { imageRepository } from '../lib/grants.js';
-import { sealEnv } from '../lib/app-env.js';
+import { imageRepository } from '../domain/grants.js';
+import { sealEnv } from '../domain/app-env.js';
 import { hashToken, newToken, type SecretBox } from '../lib/secrets.js';
 
 /** The names of the operator's tokens `npm start` manages: ESSH_ADMIN_TOKEN's, and the one it generates without it. */

@@ -1,4 +1,4 @@
-// The credential of a request to a host's internal endpoint (host/internal-server.ts): made by the
+// The credential of a request to a host's internal endpoint (recordings/internal-server.ts): made by the
 // API's process for one session's recording, valid for a minute, and checked by the host. Its key is
 // derived from the secrets key every essh process already holds (lib/secrets.ts `derive`), so nothing
 // new is to be distributed; a token caught on the way opens one session's recording for a minute, not

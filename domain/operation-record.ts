@@ -1,9 +1,9 @@
 import type { Transaction } from 'kysely';
-import type { Database, Db } from './db.js';
-import { nowIso } from './db.js';
+import type { Database, Db } from '../lib/db.js';
+import { nowIso } from '../lib/db.js';
 import { announceRecordChanged } from './record-news.js';
-import { processCounters } from './metrics.js';
-import { operationStatusFor, sessionWorkflowId, type SessionRecordUpdate } from '../workflows/definitions.js';
+import { processCounters } from '../lib/metrics.js';
+import { operationStatusFor, sessionWorkflowId, type SessionRecordUpdate } from '../shapes/session-workflow.js';
 import { SESSION_STATES, type EndReason } from '../shapes/enumerations.js';
 
 /**
@@ -23,7 +23,7 @@ export interface NewOperation {
   containerSizeMb: number;
   createdAt: string;
   expiresAt: string;
-  /** The session's extra environment, already sealed (lib/app-env.ts); null when none was given. */
+  /** The session's extra environment, already sealed (domain/app-env.ts); null when none was given. */
   sealedEnv: string | null;
   /** A detached job: its program starts at once, with no client. */
   detached?: boolean;

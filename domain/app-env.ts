@@ -1,5 +1,5 @@
-import type { Db } from './db.js';
-import type { SecretBox } from './secrets.js';
+import type { Db } from '../lib/db.js';
+import type { SecretBox } from '../lib/secrets.js';
 
 /**
  * An app's environment (its `env`, which holds database URLs, API keys and the like) is stored sealed
@@ -7,7 +7,7 @@ import type { SecretBox } from './secrets.js';
  * Only the host that makes the app's containers and the admins who may see the app open it. A
  * session's extra environment (`env` of POST /apps/{app}/sessions) is sealed the same way, opened only
  * by the portal that starts the session's program and the host that journals the names, and dropped
- * when the session ends (lib/operation-record.ts).
+ * when the session ends (domain/operation-record.ts).
  */
 export function sealEnv(secrets: SecretBox, env: Record<string, string>): string {
   return secrets.seal(JSON.stringify(env));

@@ -1,7 +1,7 @@
 import { chmod, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
-import { sshFingerprint } from '../lib/ssh-fingerprint.js';
+import { sshFingerprint } from './ssh-fingerprint.js';
 
 // ssh2 is CommonJS: Node's ESM loader only offers its default export.
 const { utils } = ssh2;

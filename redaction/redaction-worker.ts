@@ -1,4 +1,4 @@
-// A redaction worker thread (drains/redaction-pool.ts starts it): compiles rules, applies them to texts,
+// A redaction worker thread (redaction/redaction-pool.ts starts it): compiles rules, applies them to texts,
 // and times new rules. It writes where it is in shared memory, so that the pool, on the main thread,
 // can see which record and which rule went past the budget and stop it.
 import { readFileSync } from 'node:fs';
@@ -93,7 +93,7 @@ function handle(req: PoolRequest): PoolResponse {
 
 const threadStat = '/proc/thread-self/stat';
 const ticksOf = (stat: string) => {
-  // utime and stime (fields 14 and 15), counted after the command name's last ')' as in host/handover.ts.
+  // utime and stime (fields 14 and 15), counted after the command name's last ')' as in lib/handover.ts.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]);
 };

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { SEARCH_ATTRIBUTE_KEYS } from '../workflows/definitions.js';
+import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { tightenSqliteFiles } from '../lib/db.js';
 
 export interface DevServer {

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import type { Database, Db } from './db.js';
+import type { Database, Db } from '../lib/db.js';
 
 /** How many of each thing one owner may have (docs/threat-model.md): enough for real use, bounded against abuse. */
 export const CAPS = {

@@ -58,7 +58,7 @@ function threadCpuMs(tid: number): number {
 }
 
 /**
- * A few worker threads that run the redaction rules (drains/redaction-worker.ts), so that no rule can
+ * A few worker threads that run the redaction rules (redaction/redaction-worker.ts), so that no rule can
  * hold up the event loop of the portal, the shipper or the API; they run at a lower CPU priority than
  * that event loop. Jobs wait in one queue per account and are taken in turn, one job per account at a
  * time, so one account's output or rules delay another's by one job at most. A text that
@@ -237,7 +237,7 @@ export class Redactor {
     return rules;
   }
 
-  /** The windows' pieces redacted with the account's rules (drains/stream-redaction.ts); as they are when it has none. */
+  /** The windows' pieces redacted with the account's rules (redaction/stream-redaction.ts); as they are when it has none. */
   async redact(accountId: number, windows: RedactionWindow[], rules?: RuleSpec[]): Promise<string[][]> {
     rules ??= await this.rulesFor(accountId);
     if (!rules.length || !windows.length) return windows.map((w) => w.pieces);

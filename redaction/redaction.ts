@@ -7,7 +7,7 @@ import type { RedactionPreset } from '../shapes/enumerations.js';
  * the text. It is not linear in the rule: a counted repetition compiles to a copy of its body per count,
  * and matching costs up to (text × program size). So a rule is bounded when it is created (its program
  * size and its measured time on worst-case output, RULE_LIMITS), and matching runs in worker threads
- * with a time budget per record (drains/redaction-pool.ts), never on the event loop that runs the
+ * with a time budget per record (redaction/redaction-pool.ts), never on the event loop that runs the
  * portal. Patterns use RE2 syntax: no lookaround, no backreferences. This file is what the workers run.
  */
 
@@ -97,7 +97,7 @@ export function redact(text: string, rules: readonly CompiledRule[]): string {
 }
 
 /**
- * The window's pieces redacted as one text with their context (drains/stream-redaction.ts): a match is
+ * The window's pieces redacted as one text with their context (redaction/stream-redaction.ts): a match is
  * replaced where it starts, so a match that starts in one piece and goes on in the next shows its
  * replacement in the first and nothing in the next; a match starting in `before` was shown replaced
  * already. Overlapping matches of several rules are one: the earliest rule's replacement.

@@ -4,7 +4,7 @@
 import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
-import type { Logger } from '../lib/log.js';
+import type { Logger } from './log.js';
 
 /** What each live host process on a data dir says of itself in `<data dir>/host-processes/<pid>`. */
 export interface HostProcessMark {

@@ -1,5 +1,5 @@
 import type { Client } from '@temporalio/client';
-import type { Logger } from './log.js';
+import type { Logger } from '../lib/log.js';
 
 /**
  * The ids of the session workflows Temporal's visibility lists as running, in one paginated query: the

@@ -17,13 +17,13 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import type { Db } from '../lib/db.js';
 import { nowIso } from '../lib/db.js';
-import { imageRepository } from '../lib/grants.js';
+import { imageRepository } from '../domain/grants.js';
 import { createLogger } from '../lib/log.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { announceJournalAppended } from '../journal/news.js';
 import { JournalWriter } from '../journal/writer.js';
-import { drainShell, openPortalShell } from '../portal/client.js';
-import { DrainShipper } from './shipper.js';
+import { drainShell, openPortalShell } from '../cli/portal-client.js';
+import { DrainShipper } from '../drains/shipper.js';
 import { recordJournalEnded, recordJournalStarted } from '../journal/rows.js';
 
 const run = promisify(execFile);

@@ -6,7 +6,7 @@
  * characters across event boundaries within a run. An event is shipped (or recorded) only once what may
  * follow it is known: CARRY_CHARS of the run after it, or the end of its run (a pause of CARRY_MS, or
  * the session's end). Drains (drains/shipper.ts) and recordings (recordings/asciicast.ts) both cut their
- * windows here and redact them in the workers (drains/redaction-pool.ts), so they show the same.
+ * windows here and redact them in the workers (redaction/redaction-pool.ts), so they show the same.
  */
 
 /** The longest match looked for across events: longer secrets split between writes are not caught. */

@@ -1,4 +1,4 @@
-import type { Db } from './db.js';
+import type { Db } from '../lib/db.js';
 
 /**
  * What an operator granted an account (CONTRACT §3): the stacks its apps may use (every shared stack,

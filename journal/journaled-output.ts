@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import type { OutputStream } from '../journal/format.js';
+import type { OutputStream } from './format.js';
 
 interface Target {
   write(chunk: Buffer, cb: (err?: Error | null) => void): boolean;

@@ -2,9 +2,9 @@
 // query it (API, portal, host agent). Deterministic: safe to import from workflow code.
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import type { EndReason, OperationStatus, SessionState } from '../shapes/enumerations.js';
+import type { EndReason, OperationStatus, SessionState } from './enumerations.js';
 // Types only: the Session's schema (zod) stays out of the workflow bundle.
-import type { Session } from '../shapes/answers.js';
+import type { Session } from './answers.js';
 
 export const TASK_QUEUE = 'essh';
 /**
