@@ -69,7 +69,7 @@ describe('one version', () => {
     // that no source carries the version as a literal (it would drift at the next release).
     const literal = new RegExp(`['"\`]${pkg.version.replace(/\./g, '\\.')}['"\`]`);
     const offenders: string[] = [];
-    for (const folder of ['cli', 'api', 'lib', 'stack', 'bin', 'portal', 'services', 'worker', 'host', 'drains', 'recordings', 'shapes']) {
+    for (const folder of ['cli', 'api', 'lib', 'domain', 'server', 'bin', 'portal', 'services', 'worker', 'host', 'journal', 'drains', 'redaction', 'recordings', 'shapes', 'workflows', 'activities', 'console']) {
       for (const f of await readdir(path.join(projectRoot, folder), { recursive: true })) {
         if (!/\.(ts|js)$/.test(f)) continue;
         if (literal.test(await readFile(path.join(projectRoot, folder, f), 'utf8'))) offenders.push(`${folder}/${f}`);
