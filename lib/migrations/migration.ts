@@ -14,7 +14,8 @@ export type ColumnTypes = ReturnType<typeof columnTypes>;
 
 /**
  * One migration, named as Kysely records it (`NNNN_name`), whose `up` gets the engine's column types.
- * The result is what index.ts spreads into every migration by name.
+ * The result is what index.ts spreads into every migration by name. A migration applied somewhere is
+ * history: its statements never change once released, only this wrapper may.
  */
 export function migration(
   name: string,
