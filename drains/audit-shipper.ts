@@ -7,6 +7,7 @@ import { nowIso } from '../lib/db.js';
 import type { SecretBox } from '../lib/secrets.js';
 import { auditEventView, onAuditRecorded } from '../services/audit.js';
 import { auditBulkBody, auditEventJson, auditSyslogFrame, type ShippedAuditEvent } from './formats.js';
+import { runPasses } from './passes.js';
 import { backoffDelay, pauseDrain, recordDrainError } from './shipper.js';
 import type { LogDrainsTable } from './tables.js';
 import { isForbiddenTarget, targetHost } from './targets.js';
@@ -56,8 +57,7 @@ export class AuditShipper {
   /** Per drain: failed attempts in a row, when it may be tried again, and its batch size. */
   private readonly state = new Map<number, { attempt: number; notBefore: number; limit: number }>();
   private readonly agent = new https.Agent({ keepAlive: true, maxSockets: 4 });
-  private timer?: NodeJS.Timeout;
-  private unsubscribe?: () => void;
+  private stopPasses?: () => void;
   private stopped = false;
   private passes = new Set<Promise<void>>();
 
@@ -66,16 +66,12 @@ export class AuditShipper {
   }
 
   start(): void {
-    this.unsubscribe = onAuditRecorded(() => setTimeout(() => this.tick(), SETTLE_MS).unref());
-    this.timer = setInterval(() => this.tick(), this.s.pollMs);
-    this.timer.unref();
-    this.tick();
+    this.stopPasses = runPasses(() => this.tick(), this.s.pollMs, (news) => onAuditRecorded(() => setTimeout(news, SETTLE_MS).unref()));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.unsubscribe?.();
-    if (this.timer) clearInterval(this.timer);
+    this.stopPasses?.();
     this.agent.destroy();
     await Promise.allSettled([...this.passes]);
     await this.deps.db.updateTable('drain_audit_cursors').set({ lease_owner: null, lease_until: null })

@@ -37,26 +37,13 @@ export function registerDrainMetrics(registry: Registry, db: Db) {
     }
   };
   const registers = [registry];
-  new Gauge({
-    name: 'essh_drain_backlog_bytes', help: 'Journal bytes of session output the hosts have not yet delivered to the drain', labelNames, registers,
-    collect() { return fill(this, (d) => d.backlog); },
-  });
-  new Gauge({
-    name: 'essh_drain_paused', help: '1 while the drain is paused (its receiver refused our credentials or target: 401/403/404)', labelNames, registers,
-    collect() { return fill(this, (d) => d.paused); },
-  });
-  new Counter({
-    name: 'essh_drain_delivered_events_total', help: 'Events the drain accepted', labelNames, registers,
-    collect() { return fill(this, (d) => d.delivered); },
-  });
-  new Counter({
-    name: 'essh_drain_failed_events_total', help: 'Events the drain refused for good (permanent 4xx)', labelNames, registers,
-    collect() { return fill(this, (d) => d.failed); },
-  });
-  new Gauge({
-    name: 'essh_drain_last_success_timestamp_seconds', help: 'When the drain last accepted a batch', labelNames, registers,
-    collect() { return fill(this, (d) => d.lastSuccess); },
-  });
+  const drainSeries = (Metric: typeof Gauge | typeof Counter, name: string, help: string, value: (d: DrainFigures) => number | null) =>
+    new Metric<Label>({ name, help, labelNames, registers, collect() { return fill(this, value); } });
+  drainSeries(Gauge, 'essh_drain_backlog_bytes', 'Journal bytes of session output the hosts have not yet delivered to the drain', (d) => d.backlog);
+  drainSeries(Gauge, 'essh_drain_paused', '1 while the drain is paused (its receiver refused our credentials or target: 401/403/404)', (d) => d.paused);
+  drainSeries(Counter, 'essh_drain_delivered_events_total', 'Events the drain accepted', (d) => d.delivered);
+  drainSeries(Counter, 'essh_drain_failed_events_total', 'Events the drain refused for good (permanent 4xx)', (d) => d.failed);
+  drainSeries(Gauge, 'essh_drain_last_success_timestamp_seconds', 'When the drain last accepted a batch', (d) => d.lastSuccess);
   new Counter({
     name: 'essh_redaction_withheld_records_total',
     help: 'Output records withheld (not shipped, not recorded) because the redaction rule took longer than its time budget on them',

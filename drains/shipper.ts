@@ -11,6 +11,7 @@ import { onJournalAppended } from '../journal/news.js';
 import { JOURNAL_START, readEventChunks, readRecords, type JournalEvent, type JournalPosition } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { bulkBody, esDocumentId, httpsBody, isoTime, sessionMeta, syslogFrames, type SessionMeta, type ShippedEvent } from './formats.js';
+import { runPasses } from './passes.js';
 import type { RuleSpec } from '../redaction/redaction.js';
 import { Redactor } from '../redaction/redaction-pool.js';
 import { CARRY_CHARS, contextTail, readyCount, redactionWindows, runClosed, type Piece } from '../redaction/stream-redaction.js';
@@ -74,8 +75,7 @@ interface Deps {
 export class DrainShipper {
   private readonly loops = new Map<number, DrainLoop>();
   private readonly redactor: Redactor;
-  private timer?: NodeJS.Timeout;
-  private unsubscribe?: () => void;
+  private stopPasses?: () => void;
   private stopped = false;
   private scheduling: Promise<void> | null = null;
   private scheduleAgain = false;
@@ -87,16 +87,12 @@ export class DrainShipper {
   }
 
   start(): void {
-    this.unsubscribe = onJournalAppended(() => this.wake());
-    this.timer = setInterval(() => this.schedule(), this.settings.pollMs);
-    this.timer.unref();
-    this.schedule();
+    this.stopPasses = runPasses(() => this.schedule(), this.settings.pollMs, () => onJournalAppended(() => this.wake()));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.unsubscribe?.();
-    if (this.timer) clearInterval(this.timer);
+    this.stopPasses?.();
     await this.scheduling;
     await Promise.all([...this.loops.values()].map((l) => l.stop()));
     this.loops.clear();

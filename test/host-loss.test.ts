@@ -6,33 +6,25 @@
 // the host (host worker, portal, agent) in a process of its own, which is SIGKILLed.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { RecordType } from '../journal/format.js';
 import { loadConfig } from '../lib/config.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { sessionWorkflowId, type SessionResult } from '../shapes/session-workflow.js';
-import { apiAndWorkflows, containerExists, createTenant, endSessionsAndStop, openSession, useTestStack, waitFor, sessionContainer, waitForState } from './support/harness.js';
-import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { containerExists, createTenant, openSession, waitFor, sessionContainer, waitForState } from './support/harness.js';
+import { useStackWithHostProcess } from './support/worker-process.js';
 
 // Short, so that the test does not wait the production minute; the sweep's bound is the same sum.
 const STALE_S = 12;
 const SWEEP_S = 2;
 
 // The sessions run on the file's own host process: it ends them before it stops that host.
-const stack = useTestStack({
-  parts: apiAndWorkflows(),
+const hosted = useStackWithHostProcess({
+  idPrefix: 'lost',
   env: { ESSH_HOST_STALE_S: String(STALE_S), ESSH_HOST_LOSS_SWEEP_S: String(SWEEP_S) },
-}, { endSessions: false });
-let host: WorkerProcess | undefined;
-let hostEnv: Record<string, string>;
-
-beforeAll(async () => {
-  hostEnv = hostProcessEnv('lost');
-  host = await startWorkerProcess(stack, hostEnv);
-}, 180_000);
-
-afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
+});
+const stack = hosted.stack;
 
 const row = (id: number) => stack.runtime.db.selectFrom('operations').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
@@ -43,7 +35,7 @@ async function journalRecords(id: number) {
 }
 
 it('a host killed for good: its sessions end container_lost naming it, their workflows close; back again, it removes what it left', async () => {
-  const hostId = hostEnv.ESSH_HOST_ID!;
+  const hostId = hosted.hostEnv.ESSH_HOST_ID!;
   const t = await createTenant(stack, { plan: 'scale' });
   // One attached through the host's portal by the ssh2 client, one waiting for its client.
   const attached = await openSession(stack, t, { tty: true });
@@ -58,7 +50,7 @@ it('a host killed for good: its sessions end container_lost naming it, their wor
 
   const note = path.join(stack.dataDir, 'attached', String(sessions[0]!.id));
   expect(existsSync(note), 'the portal noted the attached client').toBe(true);
-  await host!.kill('SIGKILL');
+  await hosted.host!.kill('SIGKILL');
   const lastSeenAt = (await stack.runtime.db.selectFrom('hosts').select('seen_at').where('host_id', '=', hostId).executeTakeFirstOrThrow()).seen_at;
 
   const ended = await Promise.all(sessions.map((s) => waitForState(stack, t.token, s.id, 'ended', (STALE_S + SWEEP_S + 60) * 1000)));
@@ -95,7 +87,7 @@ it('a host killed for good: its sessions end container_lost naming it, their wor
 
   // The host comes back with the same id and data dir: its reconciler removes the containers, closes the
   // journals with the end the workflow recorded, and its portal's reattach window lets the noted client go.
-  host = await startWorkerProcess(stack, hostEnv);
+  await hosted.restartHost();
   for (const s of sessions) {
     await waitFor(`the container of session ${s.id} to be removed`, async () => !(await containerExists(s.container)), 60_000, 500);
   }

@@ -17,9 +17,9 @@ import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 import type { ClientFleet } from '../bench/live-fleet.js';
 import { useClientFleet } from './support/client-fleet.js';
-import { apiAndWorkflows, createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
-import { hostProcessEnv, startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
+import { startWorkerProcess, useStackWithHostProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 // The portal's default rhythm is 10 s in 30 s; here 2 s in 8 s, so that 30 sessions signal as often as
@@ -167,30 +167,21 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
   const REATTACH_WINDOW_S = 45;
   // The API and the session workflows here; the portal and the host worker (ESSH_WORKER_ROLES=host)
   // in a process of their own, on a fixed port so that the `connect` blocks hold across its restart.
-  const stack = useTestStack({
-    parts: apiAndWorkflows(),
+  const hosted = useStackWithHostProcess({
+    idPrefix: 'portal-restart',
     env: { ESSH_PORTAL_HEARTBEAT_S: String(HEARTBEAT_S), ESSH_HEARTBEAT_TIMEOUT_S: String(REATTACH_TIMEOUT_S) },
-  }, { endSessions: false });
-  let host: WorkerProcess | undefined;
-  let hostEnv: Record<string, string>;
-
-  beforeAll(async () => {
-    hostEnv = hostProcessEnv('portal-restart', {
-      ESSH_SSH_PORT: String(await freePort()),
-      ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S),
-    });
-    host = await startWorkerProcess(stack, hostEnv);
-  }, 180_000);
-  afterAll(() => endSessionsAndStop(stack, [host]), 120_000);
+    hostExtra: async () => ({ ESSH_SSH_PORT: String(await freePort()), ESSH_REATTACH_WINDOW_S: String(REATTACH_WINDOW_S) }),
+  });
+  const stack = hosted.stack;
   const fleet = useClientFleet();
 
   it(`${SESSIONS} clients reattach within the heartbeat timeout (${REATTACH_TIMEOUT_S} s); no session ends; one that leaves then ends its session`, async () => {
     const t = await createTenant(stack, { plan: 'enterprise' });
     const key = await generateKey(stack.dataDir, 'reattach');
     await registerKey(stack, t.token, t.user.id, key.keyFile);
-    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: await readFile(key.keyFile, 'utf8'), withinMs: REATTACH_TIMEOUT_S * 1000 }, portalProcess: host });
+    const sessions = await openSessions(stack, fleet, SESSIONS, { tenant: t, reattach: { privateKey: await readFile(key.keyFile, 'utf8'), withinMs: REATTACH_TIMEOUT_S * 1000 }, portalProcess: hosted.host });
     // And one whose client will not come back: its session lasts as long as the reattach window.
-    const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t, portalProcess: host });
+    const [stayAway] = await openSessions(stack, fleet, 1, { tenant: t, portalProcess: hosted.host });
     expect((await fleet.open()).length).toBe(SESSIONS + 1);
     // Every session `active`, its heartbeats flowing, before the kill.
     await sleep(2 * HEARTBEAT_S * 1000);
@@ -202,11 +193,11 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
     expect(readdirSync(path.join(stack.dataDir, 'attached'))).toContain(String(stayAway!.id));
     // One a crash left for a session that has ended since: the next start sweeps it.
     const stray = path.join(stack.dataDir, 'attached', '999999999999');
-    writeFileSync(stray, `portal-0badb007-000000000000@${hostEnv.ESSH_HOST_ID}`);
+    writeFileSync(stray, `portal-0badb007-000000000000@${hosted.hostEnv.ESSH_HOST_ID}`);
 
     const killedAt = Date.now();
-    await host!.kill('SIGKILL');
-    host = await startWorkerProcess(stack, hostEnv);
+    await hosted.host!.kill('SIGKILL');
+    await hosted.restartHost();
     const upS = (Date.now() - killedAt) / 1000;
     expect(readdirSync(path.dirname(stray))).not.toContain(path.basename(stray));
     const ids = sessions.map((s) => s.id).sort();
@@ -217,7 +208,7 @@ describe('the portal\'s process SIGKILLed and started again: every client reatta
       .catch(() => undefined);
     const where = () => `host back after ${upS.toFixed(1)} s; reattached: ` +
       fleet.reattaches.map((r) => `${r.id} at ${((r.at - killedAt) / 1000).toFixed(1)} s (${r.attempts})`).join(', ') +
-      `\nthe host process said:\n${host!.output().slice(-3000)}`;
+      `\nthe host process said:\n${hosted.host!.output().slice(-3000)}`;
     expect(await casualties(stack, fleet, sessions), where()).toEqual([]);
     expect([...new Set(fleet.losses.map((l) => l.id))].sort()).toEqual(ids);
     expect([...new Set(fleet.reattaches.map((r) => r.id))].sort()).toEqual(ids);

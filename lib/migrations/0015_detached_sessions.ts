@@ -1,16 +1,9 @@
-import type { Kysely, Migration } from 'kysely';
-import type { DbEngine } from '../db.js';
+import { migration } from './migration.js';
 
 /**
  * Whether a session is a detached job (`detach` of POST /apps/{app}/sessions): its program started at
  * once with no client, and no client may attach to it. 0 for every session before.
  */
-export function detachedSessionMigrations(_engine: DbEngine): Record<string, Migration> {
-  return {
-    '0015_detached_sessions': {
-      async up(db: Kysely<any>) {
-        await db.schema.alterTable('operations').addColumn('detached', 'integer', (c) => c.notNull().defaultTo(0)).execute();
-      },
-    },
-  };
-}
+export const detachedSessionMigrations = migration('0015_detached_sessions', async (db) => {
+  await db.schema.alterTable('operations').addColumn('detached', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+});

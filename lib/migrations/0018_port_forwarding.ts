@@ -1,17 +1,10 @@
-import type { Kysely, Migration } from 'kysely';
-import type { DbEngine } from '../db.js';
+import { migration } from './migration.js';
 
 /**
  * Whether an account's users may forward ports through the portal (`ssh -L`), the operator's to turn
  * off (PATCH /accounts/{handle}). 1 (allowed) for every account before, as the portal allowed nothing
  * to refuse until then.
  */
-export function portForwardingMigrations(_engine: DbEngine): Record<string, Migration> {
-  return {
-    '0018_port_forwarding': {
-      async up(db: Kysely<any>) {
-        await db.schema.alterTable('accounts').addColumn('port_forwarding', 'integer', (c) => c.notNull().defaultTo(1)).execute();
-      },
-    },
-  };
-}
+export const portForwardingMigrations = migration('0018_port_forwarding', async (db) => {
+  await db.schema.alterTable('accounts').addColumn('port_forwarding', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+});

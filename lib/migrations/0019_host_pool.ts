@@ -1,17 +1,10 @@
-import type { Kysely, Migration } from 'kysely';
-import type { DbEngine } from '../db.js';
+import { migration } from './migration.js';
 
 /**
  * A host's warm pool as it last reported it (GET /hosts): its pool containers running and the number its
  * apps ask for. Null until a host of this version reports, and for a host without a pool.
  */
-export function hostPoolMigrations(_engine: DbEngine): Record<string, Migration> {
-  return {
-    '0019_host_pool': {
-      async up(db: Kysely<any>) {
-        await db.schema.alterTable('hosts').addColumn('pool_ready', 'integer').execute();
-        await db.schema.alterTable('hosts').addColumn('pool_target', 'integer').execute();
-      },
-    },
-  };
-}
+export const hostPoolMigrations = migration('0019_host_pool', async (db) => {
+  await db.schema.alterTable('hosts').addColumn('pool_ready', 'integer').execute();
+  await db.schema.alterTable('hosts').addColumn('pool_target', 'integer').execute();
+});

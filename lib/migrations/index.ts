@@ -18,7 +18,7 @@ import { hostPoolMigrations } from './0019_host_pool.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
- * file here; add one import and one spread per file.
+ * file here, declared with migration() (migration.ts); add one import and one spread per file.
  */
 export function allMigrations(engine: DbEngine): Record<string, Migration> {
   return {

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { projectRoot } from '../../lib/config.js';
-import type { TestStack } from './harness.js';
+import { apiAndWorkflows, endSessionsAndStop, useTestStack, type TestStack } from './harness.js';
 
 export interface WorkerProcess {
   pid: number;
@@ -121,4 +121,40 @@ export async function startWorkerProcess(
     clearTimeout(timer);
   }
   return handle;
+}
+
+/** A file's stack whose sessions run on a host process of its own, which its tests may kill and start again. */
+export interface StackWithHostProcess {
+  stack: TestStack;
+  /** The host process last started. */
+  host: WorkerProcess | undefined;
+  /** Its environment, kept for a restart: the same host id and data dir. */
+  hostEnv: Record<string, string>;
+  /** Starts the host process again with the same environment (after the test killed it). */
+  restartHost(): Promise<WorkerProcess>;
+}
+
+/**
+ * The API and the session workflows in this process (useTestStack, `env` added to its settings), the
+ * host (host worker, portal, agent) in a process of its own (hostProcessEnv(idPrefix, hostExtra())),
+ * started before the file's own hooks; after them its sessions are ended and it is stopped.
+ */
+export function useStackWithHostProcess(opts: {
+  idPrefix: string;
+  env: Record<string, string>;
+  hostExtra?: () => Promise<Record<string, string>>;
+}): StackWithHostProcess {
+  const stack = useTestStack({ parts: apiAndWorkflows(), env: opts.env }, { endSessions: false });
+  const hosted: StackWithHostProcess = {
+    stack,
+    host: undefined,
+    hostEnv: {},
+    restartHost: async () => (hosted.host = await startWorkerProcess(stack, hosted.hostEnv)),
+  };
+  beforeAll(async () => {
+    hosted.hostEnv = hostProcessEnv(opts.idPrefix, await opts.hostExtra?.());
+    await hosted.restartHost();
+  }, 180_000);
+  afterAll(() => endSessionsAndStop(stack, [hosted.host]), 120_000);
+  return hosted;
 }
