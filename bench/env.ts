@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -17,7 +17,7 @@ import { startRuntime } from '../server/runtime.js';
 import { SERVER_DYNAMIC_CONFIG } from '../server/temporal-dev.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { workflowsPath } from '../worker/workers.js';
-import type { BenchContext } from './types.js';
+import type { BenchContext, WorkerProcess } from './types.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
 
 /**
@@ -115,6 +115,18 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
       restartMainWorker,
       restartHost,
       progress: (line) => process.stderr.write(`bench: ${line}\n`),
+      async createStack(name) {
+        await runtime.admin.stacks.create(operator, { name });
+      },
+      async startHostProcess(env, opts = {}) {
+        // Every process of a split installation needs the same key (docs/configuration.md).
+        const secretsKey = config.secretsKey ?? (await readFile(path.join(dataDir, 'secrets.key'), 'utf8')).trim();
+        const host = await startWorkerProcess({
+          ...childEnv, ESSH_WORKER_ROLES: 'host', ESSH_SSH_HOST: '127.0.0.1', ESSH_SSH_PORT: '0', ESSH_SECRETS_KEY: secretsKey, ...env,
+        }, { readyWhen: opts.readyWhen, stopSignal: 'SIGINT' });
+        stopAll.unshift(() => host.stop());
+        return host;
+      },
       async createTenant(opts = {}) {
         const suffix = randomBytes(3).toString('hex');
         const account = `bench-${suffix}`;
@@ -125,7 +137,7 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
           handle: account, plan: 'enterprise', max_concurrent_sessions: opts.maxConcurrentSessions, image_prefixes: [imageRepository(image)],
         });
         await runtime.admin.apps.create(operator, {
-          handle: app, account, stack: 'local', image, env: { APP_ENV: 'bench' }, working_dir: '/app',
+          handle: app, account, stack: opts.stack ?? 'local', image, env: { APP_ENV: 'bench' }, working_dir: '/app',
           warm_pool: opts.warmPool ?? 0,
         });
         const user = await runtime.admin.users.create(operator, { name: `Bench ${suffix}`, email: `bench-${suffix}@example.com`, role: 'member', accounts: [account] });
@@ -139,15 +151,22 @@ export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<
   }
 }
 
-/** server/worker-main.ts in its own process; resolves once it is ready, with the functions that stop it and kill it. */
-async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: () => Promise<void>; kill: () => Promise<void> }> {
+/**
+ * server/worker-main.ts in its own process; resolves once it has printed `readyWhen` (by default its ready line),
+ * with the functions that stop it (`stopSignal`, SIGTERM by default; a host process drains its clients
+ * at SIGTERM, so the host processes of the fleet benchmarks stop at SIGINT) and kill it.
+ */
+async function startWorkerProcess(
+  env: Record<string, string>, opts: { readyWhen?: string; stopSignal?: NodeJS.Signals } = {},
+): Promise<WorkerProcess> {
+  const readyWhen = opts.readyWhen ?? 'essh worker ready';
   const child = spawn(process.execPath, ['--import', 'tsx', 'server/worker-main.ts'], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const gone = () => child.exitCode !== null || child.signalCode !== null;
   const stop = async () => {
     if (gone()) return;
     const forced = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.kill('SIGTERM');
+    child.kill(opts.stopSignal ?? 'SIGTERM');
     await exited;
     clearTimeout(forced);
   };
@@ -157,36 +176,49 @@ async function startWorkerProcess(env: Record<string, string>): Promise<{ stop: 
     child.kill('SIGKILL');
     await exited;
   };
+  // What it printed, for `printed` (the lines an upgrade waits for) and for the error of a failed start.
   let out = '';
+  let started = false;
+  const waiters = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    out = (out + chunk.toString('utf8')).slice(-OUTPUT_KEPT);
+    // Its warnings after start-up (failed tasks, a slow provisioning) belong in the benchmark's output;
+    // its log lines go to stdout.
+    if (started) process.stderr.write(chunk);
+    for (const w of waiters) w();
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const printed = (text: string, ms: number) => new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (!out.includes(text)) return;
+      waiters.delete(check);
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      waiters.delete(check);
+      reject(new Error(`the worker process did not print ${JSON.stringify(text)} within ${ms / 1000} s:\n${out.slice(-3000)}`));
+    }, ms);
+    waiters.add(check);
+    check();
+  });
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the worker process was not ready within 90 s:\n${out}`)), 90_000);
-      const onData = (chunk: Buffer) => {
-        out += chunk.toString('utf8');
-        if (out.includes('essh worker ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout.on('data', onData);
-      child.stderr.on('data', onData);
-      child.once('exit', (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`the worker process exited (${code ?? signal}) before it was ready:\n${out}`));
-      });
-    });
+    await Promise.race([
+      printed(readyWhen, 90_000),
+      exited.then((code) => {
+        if (!started) throw new Error(`the worker process exited (${code ?? child.signalCode}) before it was ready:\n${out}`);
+      }),
+    ]);
   } catch (err) {
     await stop();
     throw err;
   }
-  // Its warnings after start-up (failed tasks, a slow provisioning) belong in the benchmark's output;
-  // its log lines go to stdout.
-  child.stdout.removeAllListeners('data');
-  child.stderr.removeAllListeners('data');
-  child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
-  child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
-  return { stop, kill };
+  started = true;
+  return { pid: child.pid!, exited, printed, signal: (s) => void child.kill(s), stop, kill };
 }
+
+const OUTPUT_KEPT = 64 * 1024;
 
 
 const noop = () => undefined;

@@ -102,7 +102,7 @@ const ms = (e: HistoryEvent | undefined) =>
   e?.eventTime ? Number(e.eventTime.seconds ?? 0) * 1000 + Math.round((e.eventTime.nanos ?? 0) / 1e6) : NaN;
 
 /** Where a session's time goes before it is ready, from the server's own timestamps in its history. */
-async function phases(ctx: BenchContext, id: number) {
+export async function phases(ctx: BenchContext, id: number) {
   const history = await ctx.runtime.client.workflow.getHandle(sessionWorkflowId(id)).fetchHistory();
   const events = history.events ?? [];
   const started = events[0];

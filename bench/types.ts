@@ -27,10 +27,34 @@ export interface BenchContext {
    * its own: this SIGKILLs it and starts it again on the same port, as a crash and a restart would.
    */
   restartHost?: () => Promise<void>;
-  /** An account (its own plan limit), an app on stack `local` and a member; returns the member's token. */
-  createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number }): Promise<{ account: string; app: string; token: string; userId: number }>;
+  /** An account (its own plan limit), an app on stack `local` (or `stack`) and a member; returns the member's token. */
+  createTenant(opts?: { maxConcurrentSessions?: number; image?: string; warmPool?: number; stack?: string }): Promise<{ account: string; app: string; token: string; userId: number }>;
+  /** A stack of this installation, for the host processes a benchmark starts (`startHostProcess`). */
+  createStack(name: string): Promise<void>;
+  /**
+   * A host process (server/worker-main.ts with ESSH_WORKER_ROLES=host) on this stack's Temporal server and
+   * database, with the secrets key of this process: `env` names at least its ESSH_HOST_ID,
+   * ESSH_HOST_STACKS and ESSH_DATA_DIR (its own: the `local` host of this process uses the bench's).
+   * Resolves once it printed `readyWhen` (its ready line by default). It stops at SIGINT (at once,
+   * letting its clients go), when the benchmark stops it or at the end of the run.
+   */
+  startHostProcess(env: Record<string, string>, opts?: { readyWhen?: string }): Promise<WorkerProcess>;
   /** Progress lines go to stderr; the table to stdout. */
   progress(line: string): void;
+}
+
+/** A server/worker-main.ts process a benchmark started. */
+export interface WorkerProcess {
+  pid: number;
+  /** Resolves with its exit code once it has exited. */
+  readonly exited: Promise<number | null>;
+  /** Resolves once it has printed `text` (within `ms`). */
+  printed(text: string, ms: number): Promise<void>;
+  /** Sends a signal without waiting for the exit. */
+  signal(signal: NodeJS.Signals): void;
+  stop(): Promise<void>;
+  /** SIGKILL, as a crash or an OOM kill would end it. */
+  kill(): Promise<void>;
 }
 
 /**
