@@ -14,7 +14,8 @@ export function freeLoopbackPort(): Promise<number> {
 
 /**
  * A free port on 127.0.0.1 below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range),
- * for a listener that is stopped and started again on the same port: a port from that range may be
+ * for a listener that is stopped and started again on the same port, or bound some time after it is
+ * picked (the Temporal SDK's metrics exporter): a port from that range may be
  * handed to another program's outgoing connection while it is free (EADDRINUSE at the restart, seen in
  * CI under load), one below it only to another explicit bind.
  */

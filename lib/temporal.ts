@@ -4,7 +4,7 @@ import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
 import type { Config } from './config.js';
-import { freeLoopbackPort } from './free-port.js';
+import { restartableLoopbackPort } from './free-port.js';
 
 type TemporalConfig = Config['temporal'];
 
@@ -56,7 +56,10 @@ export async function installTemporalRuntime(log: Logger, opts: { metricsPort?: 
   runtimeInstalled = true;
   const level = (log.level === 'silent' ? 'ERROR' : log.level.toUpperCase()) as LogLevel;
   const sdkLevel: LogLevel = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR'].includes(level) ? level : 'WARN';
-  const port = opts.metricsPort === undefined ? undefined : opts.metricsPort || (await freeLoopbackPort());
+  // Picked below the ephemeral range: the SDK binds it only when its runtime is first used, later, and a
+  // port from that range can meanwhile go to an outgoing connection (EADDRINUSE at the first connect,
+  // seen once in a full run of the suite).
+  const port = opts.metricsPort === undefined ? undefined : opts.metricsPort || (await restartableLoopbackPort());
   try {
     Runtime.install({
       logger: new DefaultLogger(sdkLevel === 'INFO' ? 'WARN' : sdkLevel, (entry) => {
