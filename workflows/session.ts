@@ -57,14 +57,9 @@ export async function sessionWorkflow(input: SessionWorkflowInput): Promise<Sess
   setHandler(containerExitedSignal, (signal) => m.containerExited(signal));
   setHandler(programExitedSignal, (signal) => m.programExited(signal));
   const onHost = hostActivities(m);
-  // Only a workflow that gets the signal takes the patch (no earlier history has one).
-  setHandler(hostLostSignal, (signal) => {
-    if (patched('host-lost') && m.hostLost(signal)) onHost.cancelAll();
-  });
-  // Only a workflow that gets the signal takes the patch (no earlier history has one).
-  setHandler(idleTimeoutSignal, (signal) => {
-    if (patched('idle-timeout')) m.idle(signal);
-  });
+  // Only a workflow that gets one of these two signals takes its patch (no earlier history has one).
+  setHandler(hostLostSignal, (signal) => { if (patched('host-lost') && m.hostLost(signal)) onHost.cancelAll(); });
+  setHandler(idleTimeoutSignal, (signal) => { if (patched('idle-timeout')) m.idle(signal); });
   setHandler(describeQuery, () => m.snapshot(workflowInfo().workflowId));
   setCurrentDetails(m.details());
 
