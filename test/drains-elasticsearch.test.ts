@@ -11,21 +11,24 @@ class FakeBulk {
   readonly seenPipelines = new Set<string | null>();
   readonly authHeaders = new Set<string | undefined>();
   readonly statuses: number[] = [];
-  requests = 0;
+  /** Requests carrying session documents: the audit shipper runs on its own beat, and which of the two
+   * sends first is the machine's choice, so the staged failures below key on the session's own requests. */
+  sessionRequests = 0;
   private rejectedOnce = new Set<string>();
 
   handle(req: ReceivedRequest): { status: number; body: string } {
-    this.requests++;
     const url = new URL(req.path, 'https://x');
     if (url.pathname !== '/cluster/_bulk') return { status: 404, body: '{"error":"no handler"}' };
     if (!/^application\/(x-ndjson|json)/.test(String(req.headers['content-type']))) {
       return { status: 406, body: '{"error":"Content-Type header is not supported"}' };
     }
     if (!req.body.endsWith('\n')) return { status: 400, body: '{"error":"The bulk request must be terminated by a newline"}' };
-    if (this.requests === 2) return { status: 429, body: '{"error":{"type":"es_rejected_execution_exception"}}' };
+    const lines = req.body.split('\n').filter(Boolean);
+    const carriesSession = lines.some((line, i) => i % 2 === 0 && !(JSON.parse(line) as { create?: { _id: string } }).create?._id.startsWith('audit-'));
+    if (carriesSession) this.sessionRequests++;
+    if (carriesSession && this.sessionRequests === 2) return { status: 429, body: '{"error":{"type":"es_rejected_execution_exception"}}' };
     this.seenPipelines.add(url.searchParams.get('pipeline'));
     this.authHeaders.add(req.headers.authorization as string | undefined);
-    const lines = req.body.split('\n').filter(Boolean);
     const items = [];
     for (let i = 0; i < lines.length; i += 2) {
       const action = JSON.parse(lines[i]!) as { create?: { _index: string; _id: string } };
@@ -54,7 +57,7 @@ class FakeBulk {
     const body = JSON.stringify({ took: 3, errors: items.some((it) => it.create.status >= 300), items });
     // The first successful answer is "lost" (a 502 from a proxy after the cluster stored the documents):
     // the retry must count the resulting 409s as delivered.
-    if (this.requests === 1) return { status: 502, body: '<html>Bad Gateway</html>' };
+    if (carriesSession && this.sessionRequests === 1) return { status: 502, body: '<html>Bad Gateway</html>' };
     return { status: 200, body };
   }
 }
