@@ -21,6 +21,7 @@ export type Journal = (stream: OutputStream, chunk: Buffer) => boolean;
  */
 export class JournaledOutput extends Writable {
   private pending: Buffer = Buffer.alloc(0);
+  private passedSinceYield = 0;
 
   constructor(
     private readonly stdout: Target,
@@ -43,7 +44,13 @@ export class JournaledOutput extends Writable {
 
   private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void) {
     if (!this.journal(stream, payload)) return done(new OutputStopped());
-    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, done);
+    this.passedSinceYield += payload.length;
+    if (this.passedSinceYield < YIELD_EVERY_BYTES) return void (stream === 'stderr' ? this.stderr : this.stdout).write(payload, done);
+    // A program printing as fast as it can would otherwise be copied for as long as its socket has data
+    // (libuv reads a ready socket up to 32 times, 64 kB each, before it looks at another): the next chunk
+    // waits for the event loop's turn, so another session's keystroke is not held behind megabytes.
+    this.passedSinceYield = 0;
+    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, (err) => (err ? done(err) : setImmediate(done)));
   }
 
   private drainFrames(done: (err?: Error | null) => void): void {
@@ -57,6 +64,9 @@ export class JournaledOutput extends Writable {
     this.pass(type === 2 ? 'stderr' : 'stdout', payload, (err) => (err ? done(err) : this.drainFrames(done)));
   }
 }
+
+/** How much one session's output is copied before the next chunk waits for the event loop's next turn. */
+const YIELD_EVERY_BYTES = 64 * 1024;
 
 /** The journal refused a chunk (the session is being torn down): nothing more goes to the client. */
 export class OutputStopped extends Error {
