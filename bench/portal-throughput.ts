@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { DEMO_IMAGE } from '../server/seed.js';
 import { openSshFor, readStdout, type StdoutTransfer } from './openssh.js';
+import { startSshdPeer } from './sshd-peer.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 
@@ -41,6 +42,11 @@ async function throughDockerExec(container: string): Promise<Transfer> {
   return checked('docker exec', await readStdout('docker', ['exec', container, 'cat', DATA]));
 }
 
+/** The transport's baseline (issue 20): OpenSSH's own sshd on this host running `docker exec … cat`. */
+async function throughSshdDockerExec(sshdArgs: string[], container: string): Promise<Transfer> {
+  return checked('sshd + docker exec', await readStdout('ssh', [...sshdArgs, 'docker', 'exec', container, 'cat', DATA]));
+}
+
 function checked(what: string, t: StdoutTransfer): Transfer {
   if (t.code !== 0 || t.bytes !== BYTES) throw new Error(`${what}: ${t.bytes} of ${BYTES} bytes, exit ${t.code}: ${t.stderr.slice(0, 300)}`);
   return t;
@@ -72,6 +78,8 @@ export const portalThroughput: BenchModule = {
     /** CPU seconds this process (the whole essh runtime: API, workers, portal, journal, drains) spent per 100 MB through OpenSSH. */
     const runtimeCpuS: number[] = [];
     const exec: Transfer[] = [];
+    const sshd: Transfer[] = [];
+    const peer = await startSshdPeer();
     try {
       await container.start();
       await execOk(ctx.docker, name, ['sh', '-c', MAKE_DATA]);
@@ -83,25 +91,34 @@ export const portalThroughput: BenchModule = {
         const cpu = process.cpuUsage(cpu0);
         runtimeCpuS.push(((cpu.user + cpu.system) / 1e6) * (100 / MEGABYTES));
         const c = await throughEsshCli(ctx, tenant.app, tenant.token);
+        const s = await throughSshdDockerExec(peer.sshArgs, name);
+        sshd.push(s);
         exec.push(d);
         openssh.push(o);
         cli.push(c);
-        ctx.progress(`portal-throughput ${i + 1}/${ROUNDS}: OpenSSH ${(MEGABYTES / o.seconds).toFixed(1)} MB/s, essh ssh ${(MEGABYTES / c.seconds).toFixed(1)} MB/s, docker exec ${(MEGABYTES / d.seconds).toFixed(1)} MB/s, runtime CPU ${runtimeCpuS[i]!.toFixed(2)} s`);
+        ctx.progress(`portal-throughput ${i + 1}/${ROUNDS}: OpenSSH ${(MEGABYTES / o.seconds).toFixed(1)} MB/s, essh ssh ${(MEGABYTES / c.seconds).toFixed(1)} MB/s, docker exec ${(MEGABYTES / d.seconds).toFixed(1)} MB/s, sshd + docker exec ${(MEGABYTES / s.seconds).toFixed(1)} MB/s, runtime CPU ${runtimeCpuS[i]!.toFixed(2)} s`);
       }
     } finally {
       await container.remove({ force: true });
+      await peer.stop();
     }
     const rate = (t: Transfer) => t.bytes / MB / t.seconds;
     const median = (sample: Transfer[]) => percentile(sample.map(rate), 50);
     const execP50 = median(exec);
     const sshRatio = median(openssh) / execP50;
     const cliRatio = median(cli) / execP50;
+    const sshdP50 = median(sshd);
+    const sshOverSshd = median(openssh) / sshdP50;
+    const cliOverSshd = median(cli) / sshdP50;
     const cpu = percentile(runtimeCpuS, 50);
     const verdict = (ok: boolean, target: string) => `target ${target} ${ok ? 'met' : 'NOT met'}`;
     return [
       { benchmark: 'portal-throughput', metric: 'OpenSSH ssh APP@host cat, median', value: median(openssh), unit: 'MB/s', note: `${MEGABYTES} MB × ${ROUNDS}, no TTY, first byte → last` },
       { benchmark: 'portal-throughput', metric: 'essh ssh -- cat, median', value: median(cli), unit: 'MB/s' },
       { benchmark: 'portal-throughput', metric: 'docker exec cat, median', value: execP50, unit: 'MB/s', note: 'baseline, docker CLI stdout' },
+      { benchmark: 'portal-throughput', metric: 'OpenSSH ssh host docker exec cat (sshd), median', value: sshdP50, unit: 'MB/s', note: 'baseline: Debian\'s sshd on loopback, its own keys, the same OpenSSH client' },
+      { benchmark: 'portal-throughput', metric: 'ratio OpenSSH via portal / via sshd', value: sshOverSshd, unit: 'x', note: verdict(sshOverSshd >= 1.2, '>= 1.2 (issue 20)') },
+      { benchmark: 'portal-throughput', metric: 'ratio essh ssh / OpenSSH via sshd', value: cliOverSshd, unit: 'x', note: verdict(cliOverSshd >= 1.0, '>= 1.0 (issue 20)') },
       { benchmark: 'portal-throughput', metric: 'ratio OpenSSH / docker exec', value: sshRatio, unit: 'x', note: verdict(sshRatio >= 0.5, '>= 0.5') },
       { benchmark: 'portal-throughput', metric: 'ratio essh ssh / docker exec', value: cliRatio, unit: 'x', note: verdict(cliRatio >= 0.4, '>= 0.4') },
       { benchmark: 'portal-throughput', metric: 'runtime CPU per 100 MB (OpenSSH)', value: cpu, unit: 's', note: verdict(cpu <= 3, '<= 3 s') },
