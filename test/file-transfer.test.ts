@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { journalPath } from '../journal/writer.js';
+import { openPortalSftp } from '../cli/portal-client.js';
 import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
 import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState, useTestStack } from './support/harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
@@ -116,19 +117,46 @@ describe('file transfer through the portal', () => {
     expect(sftp.code, sftp.stderr).toBe(0);
     expect(sha256(await readFile(path.join(dir, 'second-back.bin')))).toBe(sha256(second.data));
 
+    // A path past sftp-server's 1 KB log line and a name with line breaks that would forge a log line
+    // are recorded as they are (the portal reads the SFTP packets, not that log); a file left open
+    // when the client goes is recorded as interrupted. ssh2's SFTP client (the CLI's) with the owner's key.
+    const longDir = `/app/${Array.from({ length: 6 }, (_, i) => `${i}`.repeat(200)).join('/')}`;
+    const forged = '/app/evil\r\nclose "fake" bytes read 0 written 7\r\nx';
+    const sftpClient = await openPortalSftp({ host: '127.0.0.1', port: stack.runtime.portal!.port, user: `session-${id}`, token: '' },
+      { privateKey: await readFile(t.keyFile) });
+    const call = <T>(f: (cb: (err: Error | null | undefined, v: T) => void) => void) => new Promise<T>((resolve, reject) => f((err, v) => (err ? reject(err) : resolve(v))));
+    let made = '';
+    for (const part of longDir.split('/').slice(1)) {
+      made += `/${part}`;
+      if (made !== '/app') await call<void>((cb) => sftpClient.sftp.mkdir(made, (err) => cb(err, undefined)));
+    }
+    const small = randomBytes(5000);
+    for (const name of [`${longDir}/long.bin`, forged]) {
+      await call<void>((cb) => sftpClient.sftp.writeFile(name, small, (err) => cb(err, undefined)));
+    }
+    const handle = await call<Buffer>((cb) => sftpClient.sftp.open('/app/left-open.bin', 'w', cb));
+    await call<void>((cb) => sftpClient.sftp.write(handle, small, 0, 1234, 0, (err) => cb(err, undefined)));
+    sftpClient.close();
+
     // The transfers went beside the session, which still waits for its client.
     expect((await stack.api.get(`/sessions/${id}`, t.token)).body.state).toBe('waiting_for_client');
     expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'file-transfer test' })).status).toBe(202);
     await waitForState(stack, t.token, id, 'ended', 60_000);
 
-    const events = await waitFor('four file_transfer events', async () => (transfersOf(id).length >= 4 ? transfersOf(id) : undefined), 30_000, 200);
+    const events = await waitFor('seven file_transfer events', async () => (transfersOf(id).length >= 7 ? transfersOf(id) : undefined), 30_000, 200);
     const common = { stream: 'lifecycle', app: t.app, account: t.account, operation_user_email: t.user.email, transferred_by: t.user.email, container_user: 'app' };
     expect(events.map((e) => [e.path, e.direction, e.bytes])).toEqual([
       ['up.bin', 'upload', up.data.length],
       ['/app/up.bin', 'download', up.data.length],
       ['/app/second.bin', 'upload', second.data.length],
       ['/app/second.bin', 'download', second.data.length],
+      [`${longDir}/long.bin`, 'upload', small.length],
+      [forged, 'upload', small.length],
+      ['/app/left-open.bin', 'upload', 1234],
     ]);
+    expect(events[6]!.interrupted).toBe(true);
+    expect(events.slice(0, 6).every((e) => e.interrupted === undefined)).toBe(true);
+    expect(events.some((e) => e.path === 'fake')).toBe(false);
     for (const e of events) expect(e).toMatchObject(common);
     expect(events[0]!.log).toBe(`essh: ${t.user.name} <${t.user.email}> uploaded "up.bin" as app: ${up.data.length} bytes`);
 
