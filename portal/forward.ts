@@ -7,7 +7,7 @@ import { runningContainer } from './running-container.js';
 import { RELAY_IN_CONTAINER } from '../host/containers.js';
 import type { ForwardDetails } from '../journal/format.js';
 import { appendRecord, recordedUser, type RecordDeps } from './records.js';
-import { JournaledOutput } from '../journal/journaled-output.js';
+import { helperOutput } from './helper-exec.js';
 
 /** RFC 4254 §5.1 reason codes a refused channel carries (OpenSSH prints their names). */
 export const OPEN_FAILURE = { administrativelyProhibited: 1, connectFailed: 2 } as const;
@@ -120,7 +120,6 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
     eofWhenSent();
     cb(err);
   });
-  let stderrLine = '';
   const onLine = (line: string) => {
     if (!answered) {
       answered = true;
@@ -152,44 +151,21 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
     }
   };
   // The relay's stdout is the target's bytes, to the channel with its back-pressure; they are never journaled.
-  const demuxed = new JournaledOutput(
-    {
-      write: (chunk, cb) => {
-        fromTarget += chunk.length;
-        if (channel) return toClient(chunk, cb);
-        early.push(chunk);
-        earlyBytes += chunk.length;
-        // What Docker reorders is what the relay's pipes hold; more means the relay is not ours.
-        cb(earlyBytes > EARLY_BYTES_MAX ? new Error('the relay sent data before saying it connected') : null);
-        return true;
-      },
+  const relay = helperOutput(stream, {
+    write: (chunk, cb) => {
+      fromTarget += chunk.length;
+      if (channel) return toClient(chunk, cb);
+      early.push(chunk);
+      earlyBytes += chunk.length;
+      // What Docker reorders is what the relay's pipes hold; more means the relay is not ours.
+      cb(earlyBytes > EARLY_BYTES_MAX ? new Error('the relay sent data before saying it connected') : null);
+      return true;
     },
-    {
-      write: (chunk, cb) => {
-        stderrLine += chunk.toString('utf8');
-        for (let nl = stderrLine.indexOf('\n'); nl >= 0; nl = stderrLine.indexOf('\n')) {
-          onLine(stderrLine.slice(0, nl));
-          stderrLine = stderrLine.slice(nl + 1);
-        }
-        cb();
-        return true;
-      },
-    },
-    true,
-    () => true,
-  );
-  stream.on('error', (err) => log.debug({ err: err.message, session: sessionId }, 'relay stream error'));
-  demuxed.on('error', () => stream.destroy());
-  const relayEnded = new Promise<void>((resolve) => {
-    demuxed.once('finish', resolve);
-    demuxed.once('close', resolve);
-    stream.once('close', resolve);
-  });
-  stream.pipe(demuxed);
-  await relayEnded;
+  }, onLine, log, sessionId, 'relay');
+  await relay.ended;
   relayDone = true;
   if (!answered || !channel) {
-    const why = failure || stderrLine.trim() || 'the relay ended without connecting';
+    const why = failure || relay.partialLine().trim() || 'the relay ended without connecting';
     record({ connected: false, error: why, bytes_to_target: 0, bytes_from_target: 0 });
     return req.refuse(OPEN_FAILURE.connectFailed, `${target.host}:${target.port}: ${why.replace(/^[^ ]*:\d+: /, '')}`);
   }

@@ -5,7 +5,7 @@ import type { Db } from '../lib/db.js';
 import { dockerMessage } from '../lib/docker.js';
 import { printable } from '../lib/printable.js';
 import { SFTP_SERVER_COMMAND } from '../host/containers.js';
-import { JournaledOutput } from '../journal/journaled-output.js';
+import { helperOutput } from './helper-exec.js';
 import { appendRecord, recordedUser, type RecordDeps } from './records.js';
 import { TransferWatch } from './sftp-watch.js';
 
@@ -66,47 +66,28 @@ export async function serveSftp(deps: SftpDeps, req: SftpRequest): Promise<numbe
   }
 
   let containerUser: string | undefined;
+  /** What sftp-server said before it served: why it could not, when it did not. */
   let stderr = '';
-  let stderrLine = '';
   const watch = new TransferWatch((t) => {
     // The bytes went to or came from the container whatever becomes of the record: it never holds them.
     appendRecord(deps, sessionId, 'a file transfer', (journal) => journal.transfer({ user, ...t, ...(containerUser ? { container_user: containerUser } : {}) }));
   });
   let channelGone = false;
-  const output = new JournaledOutput(
-    {
-      write: (chunk, cb) => {
-        watch.fromServer(chunk);
-        // The client is gone: what sftp-server still says is dropped, so it is never blocked writing it.
-        if (channelGone || !channel.writable) return (cb(), true);
-        return channel.write(chunk, cb);
-      },
+  const onLine = (line: string) => {
+    if (containerUser !== undefined) return;
+    const m = SESSION_OPENED.exec(line.trimEnd());
+    if (m) containerUser = m[1];
+    else if (stderr.length < STDERR_KEPT) stderr += `${line.trimEnd()}\n`;
+  };
+  // Its stdout is SFTP packets, the files' bytes among them: to the channel, never journaled.
+  const output = helperOutput(stream, {
+    write: (chunk, cb) => {
+      watch.fromServer(chunk);
+      // The client is gone: what sftp-server still says is dropped, so it is never blocked writing it.
+      if (channelGone || !channel.writable) return (cb(), true);
+      return channel.write(chunk, cb);
     },
-    {
-      write: (chunk, cb) => {
-        const text = chunk.toString('utf8');
-        if (stderr.length < STDERR_KEPT) stderr += text;
-        stderrLine = (stderrLine + text).slice(-STDERR_KEPT);
-        for (let nl = stderrLine.indexOf('\n'); nl >= 0; nl = stderrLine.indexOf('\n')) {
-          const m = SESSION_OPENED.exec(stderrLine.slice(0, nl).trimEnd());
-          if (m && containerUser === undefined) containerUser = m[1];
-          stderrLine = stderrLine.slice(nl + 1);
-        }
-        cb();
-        return true;
-      },
-    },
-    true,
-    // Not the session's output: the SFTP packets hold the files' bytes, which are never journaled.
-    () => true,
-  );
-  stream.on('error', (err) => log.debug({ err: err.message, session: sessionId }, 'sftp-server stream error'));
-  output.on('error', () => stream.destroy());
-  const ended = new Promise<void>((resolve) => {
-    output.once('finish', resolve);
-    output.once('close', resolve);
-    stream.once('close', resolve);
-  });
+  }, onLine, log, sessionId, 'sftp-server');
   channel.on('data', (chunk: Buffer) => watch.fromClient(chunk));
   channel.on('error', () => undefined);
   // The client's end of input is sftp-server's: it then notes what it still had open and exits.
@@ -117,15 +98,14 @@ export async function serveSftp(deps: SftpDeps, req: SftpRequest): Promise<numbe
     if (!stream.writableEnded) stream.end();
     exitTimer = setTimeout(() => stream.destroy(), EXIT_WAIT_MS);
   });
-  stream.pipe(output);
-  await ended;
+  await output.ended;
   clearTimeout(exitTimer);
   channel.unpipe(stream);
   watch.end();
   const code = await exec.inspect().then((i) => i.ExitCode ?? 1, () => 1);
   if (containerUser === undefined) {
     // It never got as far as serving: the image's /etc/passwd lacks the container's user, say.
-    const why = printable(stderr.trim()).slice(0, 300) || `it exited with status ${code}`;
+    const why = printable(`${stderr}${output.partialLine()}`.trim()).slice(0, 300) || `it exited with status ${code}`;
     log.info({ session: sessionId, exit_code: code }, 'sftp-server did not start serving');
     const hint = /No user found/.test(why) ? ' (the container\'s user needs an entry in the image\'s /etc/passwd)'
       : code === 126 || code === 127 ? ' (its container may predate file transfer, which mounts /.essh/sftp: start a new session)' : '';
