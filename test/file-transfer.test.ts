@@ -12,7 +12,7 @@ import { projectRoot } from '../lib/config.js';
 import { journalPath } from '../journal/writer.js';
 import { openPortalSftp } from '../cli/portal-client.js';
 import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
-import { createTenant, docker, endAllSessions, sessionContainer, waitFor, waitForState, useTestStack } from './support/harness.js';
+import { createTenant, docker, endAllSessions, openSession, sessionContainer, waitFor, waitForState, useTestStack } from './support/harness.js';
 import { generateKey, keyOnly, registerKey, runToEnd, sshArgs } from './support/portal-terminal.js';
 
 const stack = useTestStack();
@@ -173,6 +173,20 @@ describe('file transfer through the portal', () => {
     const markers = String(rec.body).split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => Array.isArray(e) && e[1] === 'm');
     expect(markers.map((m) => m[2])).toContain(`essh: ${t.user.name} <${t.user.email}> downloaded "/app/second.bin" as app: ${second.data.length} bytes`);
   }, 180_000);
+
+  it('copies beside an attached client: the session\'s program sees the file, and its client stays attached', async () => {
+    const t = await tenantWithKey('attached-owner');
+    const open = await openSession(stack, t, { command: ['sh', '-c', 'read line; wc -c < /app/beside.bin; exit 7'], tty: true });
+    await waitForState(stack, t.token, open.id, 'active', 60_000);
+    const f = await randomFile('beside.bin', 100_000);
+    const put = await runToEnd('scp', [...portalArgs(t.keyFile), f.file, `session-${open.id}@127.0.0.1:beside.bin`]);
+    expect(put.code, put.stderr).toBe(0);
+    expect((await stack.api.get(`/sessions/${open.id}`, t.token)).body.state).toBe('active');
+    open.shell.channel.write('go\r');
+    const run = await open.done;
+    expect(run.exitCode).toBe(7);
+    expect(run.stdout.toString()).toContain('100000');
+  }, 120_000);
 
   it('scp and sftp to <app>@host: each a session of its own that ends with the copy; images files come out whole', async () => {
     const t = await tenantWithKey('app-owner');
