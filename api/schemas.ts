@@ -78,6 +78,7 @@ export const accountSchema = component('Account', z.object({
   stacks: z.array(z.string()).describe('the stacks its apps may use; empty: every shared stack'),
   image_prefixes: z.array(z.string()),
   port_forwarding: z.boolean().describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`); the operator\'s to change'),
+  file_transfer: z.boolean().describe('whether its users may copy files into and out of their sessions\' containers through the SSH portal (scp, sftp, `essh cp`); the operator\'s to change'),
   idle_timeout_s: idleTimeoutAnswer,
   created_at: time,
 }));

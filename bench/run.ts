@@ -4,6 +4,7 @@ import { cliStartup } from './cli-startup.js';
 import { startBenchEnv } from './env.js';
 import { createThroughput } from './create-throughput.js';
 import { drainThroughput } from './drain-throughput.js';
+import { fileTransfer } from './file-transfer.js';
 import { fleetPlacement } from './fleet-placement.js';
 import { hostUpgrade } from './host-upgrade.js';
 import { liveSessions } from './live-sessions.js';
@@ -19,7 +20,7 @@ import type { BenchModule, BenchRow, StandaloneBenchModule } from './types.js';
 
 const modules: (BenchModule | StandaloneBenchModule)[] = [
   sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation, cliStartup,
-  fleetPlacement, hostUpgrade,
+  fleetPlacement, hostUpgrade, fileTransfer,
 ];
 
 async function main() {

@@ -222,6 +222,20 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
   ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG', 'TERM']);
 
   helpAfter(program
+    .command('cp')
+    .description('copy one file into or out of a new session\'s container of APP (SFTP through the portal, as the container\'s user); the session ends after the copy')
+    .argument('<source>', 'APP:PATH (from the container) or a local file')
+    .argument('<dest>', 'a local path, or APP:PATH (into the container; a relative PATH is from the app\'s working directory)')
+    .action(async (source: string, dest: string) => {
+      const { planCopy, copyFile } = await import('./cp.js');
+      const done = await copyFile(await api(), planCopy(source, dest));
+      process.stderr.write(`${done.bytes} bytes copied to ${printable(done.to)} (session ${done.session})\n`);
+    }), [
+    ['essh cp demo:/app/log/production.log ./', 'a file out of the app\'s image'],
+    ['essh cp ./seed.sql demo:/tmp/', 'a file into a new session\'s container'],
+  ], ['ESSH_API_URL', 'ESSH_TOKEN', 'ESSH_CONFIG']);
+
+  helpAfter(program
     .command('run')
     .description('run a command on APP as a detached job: it starts at once, with no client, and this prints its session id')
     .argument('<app>', 'the app whose container settings the job uses')

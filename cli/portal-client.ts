@@ -1,4 +1,4 @@
-import type { Client, ClientChannel } from 'ssh2';
+import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 
 /**
  * ssh2 takes about 50 ms to load: the CLI loads it only for `essh ssh`, and starts that while its
@@ -52,6 +52,40 @@ export interface PortalShell {
  * only to the portal the caller's authenticated API connection vouched for.
  */
 export async function openPortalShell(target: PortalTarget, opts: PortalShellOptions = {}): Promise<PortalShell> {
+  return connectPortal(target, opts, 'the shell opened', (client, resolve, fail) => {
+    const pty = opts.pty ? { rows: opts.pty.rows, cols: opts.pty.cols, term: opts.pty.term ?? 'xterm-256color', height: 0, width: 0 } : false;
+    client.shell(pty, (err, channel) => {
+      if (err) return fail(err);
+      const exitCode = new Promise<number | null>((done) => {
+        let code: number | null = null;
+        channel.on('exit', (c: number | null) => {
+          if (typeof c === 'number') code = c;
+        });
+        channel.once('close', () => done(code));
+      });
+      resolve({ client, channel, exitCode, close: () => client.end() });
+    });
+  });
+}
+
+/** Opens the session's SFTP through the portal (`essh cp`), authenticating as openPortalShell does. */
+export async function openPortalSftp(target: PortalTarget, opts: Pick<PortalShellOptions, 'readyTimeoutMs' | 'privateKey'> = {}): Promise<{ sftp: SFTPWrapper; close(): void }> {
+  return connectPortal(target, opts, 'the SFTP session opened', (client, resolve, fail) => {
+    client.sftp((err, sftp) => (err ? fail(err) : resolve({ sftp, close: () => client.end() })));
+  });
+}
+
+/**
+ * Connects and authenticates to the portal, checking its host key, then lets `open` open a channel:
+ * resolves with what `open` resolves with, rejects with a sentence for a refusal or a connection lost
+ * before `opened`.
+ */
+async function connectPortal<T>(
+  target: PortalTarget,
+  opts: Pick<PortalShellOptions, 'readyTimeoutMs' | 'privateKey' | 'localAddress'>,
+  opened: string,
+  open: (client: Client, resolve: (value: T) => void, fail: (err: Error) => void) => void,
+): Promise<T> {
   const ssh2 = await loadSshClient();
   const expectedKey = target.host_key ? Buffer.from(target.host_key.trim().split(/\s+/)[1] ?? '', 'base64') : null;
   return new Promise((resolve, reject) => {
@@ -67,24 +101,13 @@ export async function openPortalShell(target: PortalTarget, opts: PortalShellOpt
     // `on`, not `once`: a connection that breaks later (the portal killed) may say so more than once,
     // and an error without a listener would bring the whole process down.
     client.on('error', (err) => fail(authMessage(err, target, opts.privateKey !== undefined)));
-    // A connection closed before the shell opened (the portal stopping, an authentication deadline)
+    // A connection closed before the channel opened (the portal stopping, an authentication deadline)
     // may come without an error: without this the caller would wait forever.
-    client.once('close', () => fail(new Error(`the SSH portal at ${target.host}:${target.port} closed the connection before the shell opened`)));
-    client.once('ready', () => {
-      const pty = opts.pty ? { rows: opts.pty.rows, cols: opts.pty.cols, term: opts.pty.term ?? 'xterm-256color', height: 0, width: 0 } : false;
-      client.shell(pty, (err, channel) => {
-        if (err) return fail(err);
-        settled = true;
-        const exitCode = new Promise<number | null>((done) => {
-          let code: number | null = null;
-          channel.on('exit', (c: number | null) => {
-            if (typeof c === 'number') code = c;
-          });
-          channel.once('close', () => done(code));
-        });
-        resolve({ client, channel, exitCode, close: () => client.end() });
-      });
-    });
+    client.once('close', () => fail(new Error(`the SSH portal at ${target.host}:${target.port} closed the connection before ${opened}`)));
+    client.once('ready', () => open(client, (value) => {
+      settled = true;
+      resolve(value);
+    }, fail));
     client.connect({
       host: target.host,
       port: target.port,

@@ -2,8 +2,8 @@
 // million events, so the HTTPS body is written straight into a Buffer: around the bytes computed once
 // per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
 // output (the common case) is copied from the journal without ever becoming a JavaScript string.
-import { utf8Boundary } from '../journal/reader.js';
-import type { ForwardDetails } from '../journal/format.js';
+import { utf8Boundary, type LifecycleKind } from '../journal/reader.js';
+import type { ForwardDetails, TransferDetails } from '../journal/format.js';
 import type { AuditEventView } from '../services/audit.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
@@ -45,7 +45,7 @@ export function isoTime(ms: number): string {
   return isoText;
 }
 
-export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward';
+export type EventKind = 'output' | LifecycleKind;
 
 /** One event on its way to a drain. */
 export interface ShippedEvent {
@@ -91,6 +91,15 @@ export function forwardText(d: ForwardDetails): string {
   return `essh: ${who} forwarded a port to ${target}: ${d.bytes_to_target} bytes sent, ${d.bytes_from_target} received, ${d.duration_s} s`;
 }
 
+/** A `file_transfer` event's one line (the drains' and the recording's timeline). */
+export function transferText(d: TransferDetails): string {
+  const who = `${d.user.name} <${d.user.email}>`;
+  const what = d.direction === 'upload' ? 'uploaded' : 'downloaded';
+  const as = d.container_user ? ` as ${d.container_user}` : '';
+  const cut = d.interrupted ? ', interrupted' : '';
+  return `essh: ${who} ${what} ${JSON.stringify(d.path)}${as}: ${d.bytes} bytes${cut}`;
+}
+
 /** A session's output is complete unless its `ended` record says otherwise. */
 export function outputComplete(details: Record<string, unknown> | undefined): boolean {
   return (details as Lifecycle | undefined)?.output_complete !== false;
@@ -112,6 +121,7 @@ export function logText(e: ShippedEvent): string {
     return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env}${detached})`;
   }
   if (e.kind === 'port_forward') return forwardText(e.details as unknown as ForwardDetails);
+  if (e.kind === 'file_transfer') return transferText(e.details as unknown as TransferDetails);
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
       'reached the terminal but not the drains or the recording';
@@ -135,6 +145,13 @@ function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
     return {
       event: e.kind, forwarded_by: f.user?.email ?? null, target_host: f.target_host, target_port: f.target_port, connected: f.connected,
       ...(f.error ? { error: f.error } : {}), bytes_to_target: f.bytes_to_target, bytes_from_target: f.bytes_from_target, duration_s: f.duration_s,
+    };
+  }
+  if (e.kind === 'file_transfer') {
+    const t = e.details as unknown as TransferDetails;
+    return {
+      event: e.kind, transferred_by: t.user?.email ?? null, path: t.path, direction: t.direction, bytes: t.bytes,
+      ...(t.container_user ? { container_user: t.container_user } : {}), ...(t.interrupted ? { interrupted: true } : {}),
     };
   }
   return {

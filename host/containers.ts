@@ -18,6 +18,21 @@ export const INIT_IN_CONTAINER = '/.essh/init';
 export const RELAY_IN_CONTAINER = '/.essh/relay';
 /** The relay's path on the Docker host: beside the init, where scripts/setup.sh and the build put both. */
 export const relayBesideInit = (initPath: string) => path.join(path.dirname(initPath), 'essh-relay');
+/**
+ * Where OpenSSH's sftp-server is mounted, read-only, with the shared libraries it loads and their
+ * dynamic loader (scripts/sftp-server-folder.sh copies them from the host's Debian openssh-sftp-server):
+ * images without an SFTP server of their own, busybox or distroless, can still take and give files.
+ */
+export const SFTP_IN_CONTAINER = '/.essh/sftp';
+/** The folder's path on the Docker host: beside the init, as the relay. */
+export const sftpBesideInit = (initPath: string) => path.join(path.dirname(initPath), 'essh-sftp');
+/**
+ * The portal's SFTP subsystem in a session's container: sftp-server run by the folder's own loader (the
+ * image's libc, if it has one, is never used), its log on stderr at INFO (the user it runs as).
+ */
+export const SFTP_SERVER_COMMAND = [
+  `${SFTP_IN_CONTAINER}/ld.so`, '--library-path', SFTP_IN_CONTAINER, `${SFTP_IN_CONTAINER}/sftp-server`, '-e', '-l', 'INFO',
+];
 
 /**
  * The only capabilities a session's processes keep (docs/threat-model.md): enough for root in the
@@ -112,10 +127,11 @@ export async function createAndStart(
       NetworkMode: settings.network,
       PublishAllPorts: false,
       AutoRemove: false,
-      // The only host paths a session container sees: the init and relay binaries, read-only.
+      // The only host paths a session container sees: the init and relay binaries and the SFTP server's folder, read-only.
       Mounts: [
         { Type: 'bind', Source: opts.initPath, Target: INIT_IN_CONTAINER, ReadOnly: true },
         { Type: 'bind', Source: relayBesideInit(opts.initPath), Target: RELAY_IN_CONTAINER, ReadOnly: true },
+        { Type: 'bind', Source: sftpBesideInit(opts.initPath), Target: SFTP_IN_CONTAINER, ReadOnly: true },
       ],
     },
   });

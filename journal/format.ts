@@ -20,6 +20,8 @@ export const RecordType = {
   truncated: 5,
   /** A TCP forward through the portal ended (JSON ForwardDetails): the drains' `port_forward` event; never its bytes. */
   forward: 6,
+  /** A file copied through the portal's SFTP (JSON TransferDetails): the drains' `file_transfer` event; never its bytes. */
+  transfer: 7,
 } as const;
 export type RecordTypeName = keyof typeof RecordType;
 export type RecordTypeCode = (typeof RecordType)[RecordTypeName];
@@ -86,6 +88,21 @@ export interface ForwardDetails {
   bytes_to_target: number;
   bytes_from_target: number;
   duration_s: number;
+}
+
+/** Lifecycle details of a `transfer` record: one file copied into or out of the session's container (scp, sftp, essh cp). */
+export interface TransferDetails {
+  /** Who copied (the portal connection's user). */
+  user: { id: number; name: string; email: string };
+  /** The file as the client named it (relative paths are from the container's working directory). */
+  path: string;
+  /** `upload`: written into the container; `download`: read out of it. */
+  direction: 'upload' | 'download';
+  bytes: number;
+  /** The container's user the copy ran as (the session's program's). */
+  container_user?: string;
+  /** The client left before closing the file: `bytes` is what went through until then. */
+  interrupted?: true;
 }
 
 /** Lifecycle details of an `ended` record. */

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import type { OutputStream } from './format.js';
 
-interface Target {
+export interface Target {
   write(chunk: Buffer, cb: (err?: Error | null) => void): boolean;
 }
 

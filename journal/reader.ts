@@ -84,7 +84,7 @@ export type JournalEvent =
       /** Where reading resumes after this event. */
       next: JournalPosition;
     }
-  | { kind: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward'; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
+  | { kind: LifecycleKind; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
   | { kind: 'resize'; time: number; cols: number; rows: number };
 
 interface Partial {
@@ -97,10 +97,11 @@ interface Partial {
 }
 
 /** The drains' event of each lifecycle record type (a type missing here is a later version's, skipped). */
-const LIFECYCLE_KINDS: { [type: number]: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward' | undefined } = {
+const LIFECYCLE_KINDS = {
   [RecordType.started]: 'session_started', [RecordType.ended]: 'session_ended', [RecordType.truncated]: 'output_truncated',
-  [RecordType.forward]: 'port_forward',
-};
+  [RecordType.forward]: 'port_forward', [RecordType.transfer]: 'file_transfer',
+} as const;
+export type LifecycleKind = (typeof LIFECYCLE_KINDS)[keyof typeof LIFECYCLE_KINDS];
 
 /**
  * Cuts a journal into the drains' events (and the recording's), deterministically: the same journal

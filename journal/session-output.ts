@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import type { ForwardDetails, OutputStream } from './format.js';
+import type { ForwardDetails, OutputStream, TransferDetails } from './format.js';
 import { announceJournalAppended } from './news.js';
 import { JournalHold } from './seal.js';
 import { JournalWriter } from './writer.js';
@@ -49,8 +49,17 @@ export class SessionOutputJournal {
 
   /** Appends a port forward's record (never its bytes); false once sealed, the session being over. */
   forward(details: ForwardDetails): boolean {
+    return this.lifecycle(() => this.writer.forward(details));
+  }
+
+  /** Appends a file transfer's record (never the file's bytes); false once sealed, the session being over. */
+  transfer(details: TransferDetails): boolean {
+    return this.lifecycle(() => this.writer.transfer(details));
+  }
+
+  private lifecycle(append: () => void): boolean {
     if (this.hold.sealed) return false;
-    this.writer.forward(details);
+    append();
     announceJournalAppended(this.operationId);
     return true;
   }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { processCounters } from '../lib/metrics.js';
 import {
   RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
+  type TransferDetails,
 } from './format.js';
 
 /** `<data dir>/journals`: one file per session, readable by essh's user only. */
@@ -74,6 +75,10 @@ export class JournalWriter {
 
   forward(details: ForwardDetails): void {
     this.append(RecordType.forward, null, Buffer.from(JSON.stringify(details)));
+  }
+
+  transfer(details: TransferDetails): void {
+    this.append(RecordType.transfer, null, Buffer.from(JSON.stringify(details)));
   }
 
   ended(details: EndedDetails): void {

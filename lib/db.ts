@@ -29,6 +29,8 @@ export interface AccountsTable {
   image_prefixes: string | null;
   /** 1: its users may forward ports through the portal (`ssh -L`); 0: the operator turned it off. */
   port_forwarding: Generated<number>;
+  /** 1: its users may copy files in and out of their sessions' containers (scp, sftp); 0: the operator turned it off. */
+  file_transfer: Generated<number>;
   /** Seconds without input or output that end an interactive session (`idle`); NULL or 0: none. */
   idle_timeout_s: Generated<number | null>;
   created_at: string;

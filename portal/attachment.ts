@@ -97,6 +97,14 @@ export interface AttachmentDeps {
   extraEnv: (sessionId: number) => Promise<Record<string, string>>;
 }
 
+export interface AttachOptions {
+  /** Nobody will attach to a session whose client left while it was provisioning. */
+  onLeftEarly?: () => Promise<unknown>;
+  /** A progress line while the container is provisioned (a terminal's client). */
+  progress?: boolean;
+  serve?: (containerId: string) => Promise<number>;
+}
+
 /** When the connection got past the portal's guard and when it authenticated (ms since the epoch). */
 export interface ConnectionTiming {
   admittedAt: number;
@@ -167,7 +175,7 @@ export class Attachment {
   }
 
   /** Everything written so far reaches the client before the exit status and the close. */
-  private async finish(code: number) {
+  async finish(code: number) {
     if (this.channelClosed) return;
     // ssh2 never calls back a write on a channel the client is already closing: the close ends the wait.
     await Promise.race([new Promise<void>((r) => this.channel.write(Buffer.alloc(0), () => r())), this.closed]);
@@ -208,8 +216,12 @@ export class Attachment {
     }
   }
 
-  /** Resolves once the client has been let go, whatever happened. */
-  async run(opts: { onLeftEarly?: () => Promise<unknown>; progress?: boolean } = {}): Promise<void> {
+  /**
+   * Resolves once the client has been let go, whatever happened. `serve`, when given, serves the channel
+   * in the session's container instead of the session's program (the portal's SFTP: portal/sftp.ts),
+   * resolving with its exit status; the session is attached (heartbeats, one client) all the same.
+   */
+  async run(opts: AttachOptions = {}): Promise<void> {
     const { claims } = this.deps;
     const id = this.sessionId;
     if (claims.has(id)) return this.fail(`essh: session ${id} already has a client attached; only one connection at a time is allowed.`);
@@ -231,7 +243,7 @@ export class Attachment {
     }
   }
 
-  private async attachAndServe(opts: { onLeftEarly?: () => Promise<unknown>; progress?: boolean }) {
+  private async attachAndServe(opts: AttachOptions) {
     const { docker, client, log } = this.deps;
     const id = this.sessionId;
     const started = Date.now();
@@ -252,6 +264,7 @@ export class Attachment {
     if (this.replaces.length > 0) await this.startHeartbeats();
     const readyAt = Date.now();
     if (announced) this.say(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    if (opts.serve) return this.serveInstead(opts.serve(ready.containerId));
 
     const container = docker.getContainer(ready.containerId);
     const tty = this.pty !== null;
@@ -341,6 +354,31 @@ export class Attachment {
       // Nothing more is appended: a teardown waiting in another process may write `ended` now.
       this.closeJournal();
     }
+  }
+
+  /** The session's client is `served` (its SFTP), not its program: the session ends when it is over. */
+  private async serveInstead(served: Promise<number>) {
+    const id = this.sessionId;
+    await this.startHeartbeats();
+    const outcome = await Promise.race([
+      served.then((code) => ({ kind: 'exit' as const, code })),
+      this.watch.untilEndedElsewhere().then((row) => ({ kind: 'ended' as const, row })),
+      this.closed.then(() => ({ kind: 'client' as const })),
+    ]);
+    this.stopHeartbeats();
+    this.watch.stop();
+    if (outcome.kind === 'ended') {
+      this.say(endNotice(outcome.row), { ownLine: true });
+      return this.finish(outcome.row.exit_code ?? 1);
+    }
+    // Its records (the files copied) are in the journal before the session's teardown seals it.
+    const code = outcome.kind === 'exit' ? outcome.code : await served.catch(() => 1);
+    if (outcome.kind === 'client') return this.disconnected('the client closed the connection');
+    await this.deps.client.workflow.getHandle(sessionWorkflowId(id))
+      .signal(programExitedSignal, { connection_id: this.connectionId, exit_code: code, oom_killed: false })
+      .catch((err) => this.deps.log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
+    await new SessionWatch(this.deps.db, id).untilEnding(ENDING_WAIT_MS);
+    await this.finish(code);
   }
 
   private closeJournal() {

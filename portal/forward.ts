@@ -1,15 +1,13 @@
 import type { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import type { Connection, ServerChannel, TcpipRequestInfo } from 'ssh2';
-import type { Db } from '../lib/db.js';
 import { dockerMessage } from '../lib/docker.js';
-import type { Logger } from '../lib/log.js';
 import { printable } from '../lib/printable.js';
-import { containerKnownWithin } from '../domain/record-news.js';
+import { runningContainer } from './running-container.js';
 import { RELAY_IN_CONTAINER } from '../host/containers.js';
 import type { ForwardDetails } from '../journal/format.js';
-import { SessionOutputJournal } from '../journal/session-output.js';
-import { JournaledOutput } from '../journal/journaled-output.js';
+import { appendRecord, recordedUser, type RecordDeps } from './records.js';
+import { helperOutput } from './helper-exec.js';
 
 /** RFC 4254 §5.1 reason codes a refused channel carries (OpenSSH prints their names). */
 export const OPEN_FAILURE = { administrativelyProhibited: 1, connectFailed: 2 } as const;
@@ -32,15 +30,8 @@ export function refuseChannel(conn: Connection, reject: () => void, reason: numb
   }
 }
 
-/** How long a forward waits for a session still being provisioned (as a shell does: portal/session-watch.ts). */
-const PROVISIONING_WAIT_MS = 5 * 60_000;
-
-export interface ForwardDeps {
-  db: Db;
+export interface ForwardDeps extends RecordDeps {
   docker: Docker;
-  dataDir: string;
-  journalMaxBytes: number;
-  log: Logger;
 }
 
 /** One `ssh -L` connection: the session it goes through and who asked. */
@@ -75,44 +66,21 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
   const { sessionId, info } = req;
   const target = { host: info.destIP, port: info.destPort };
   const started = Date.now();
-  const read = () => db.selectFrom('operations as o')
-    .innerJoin('accounts as a', 'a.id', 'o.account_id')
-    .select(['o.state', 'o.container_id', 'a.handle as account', 'a.port_forwarding'])
-    .where('o.id', '=', sessionId).executeTakeFirst();
-  let row = await read();
-  // A client forwarding as soon as its shell's channel is open (essh ssh -L, ssh -L app@host) may be
-  // early: the container is being provisioned, and this process's host announces it before the record has it.
-  let containerId = row?.container_id ?? (await containerKnownWithin(sessionId, 0));
-  while (row?.state === 'provisioning' && !containerId && Date.now() - started < PROVISIONING_WAIT_MS) {
-    containerId = await containerKnownWithin(sessionId, 100);
-    row = await read();
-    containerId ??= row?.container_id ?? undefined;
-  }
-  const user = await db.selectFrom('users').select(['id', 'name', 'email']).where('id', '=', req.userId).executeTakeFirst();
-  const record = (d: Pick<ForwardDetails, 'connected' | 'error' | 'bytes_to_target' | 'bytes_from_target'>) => {
-    const journal = new SessionOutputJournal(db, deps.dataDir, sessionId, deps.journalMaxBytes, (err, what) => log.warn({ err, session: sessionId }, what));
-    try {
-      journal.forward({
-        user: { id: Number(user?.id ?? req.userId), name: user?.name ?? '', email: user?.email ?? '' },
-        target_host: target.host, target_port: target.port, ...d, duration_s: Number(((Date.now() - started) / 1000).toFixed(3)),
-      });
-    } catch (err) {
-      log.warn({ err: (err as Error).message, session: sessionId }, 'journaling a port forward failed');
-    } finally {
-      journal.close();
-    }
-  };
-  if (!row || !containerId || row.state === 'ending' || row.state === 'ended') {
-    const state = row ? row.state.replace(/_/g, ' ') : 'unknown';
-    return req.refuse(OPEN_FAILURE.administrativelyProhibited, `essh: session ${sessionId} has no running container to forward from (it is ${state})`);
-  }
-  if (Number(row.port_forwarding) !== 1) {
-    const why = `essh: port forwarding is turned off for account ${row.account} by its operator`;
+  // essh ssh -L and ssh -L app@host forward as soon as their shell's channel is open: maybe early.
+  const running = await runningContainer(db, sessionId);
+  const user = await recordedUser(db, req.userId);
+  const record = (d: Pick<ForwardDetails, 'connected' | 'error' | 'bytes_to_target' | 'bytes_from_target'>) =>
+    appendRecord(deps, sessionId, 'a port forward', (journal) => journal.forward({
+      user, target_host: target.host, target_port: target.port, ...d, duration_s: Number(((Date.now() - started) / 1000).toFixed(3)),
+    }));
+  if ('refused' in running) return req.refuse(OPEN_FAILURE.administrativelyProhibited, `${running.refused}: nothing to forward from`);
+  if (!running.portForwarding) {
+    const why = `essh: port forwarding is turned off for account ${running.account} by its operator`;
     record({ connected: false, error: why, bytes_to_target: 0, bytes_from_target: 0 });
     return req.refuse(OPEN_FAILURE.administrativelyProhibited, why);
   }
 
-  const container = docker.getContainer(containerId);
+  const container = docker.getContainer(running.containerId);
   let stream: Duplex;
   try {
     const exec = await container.exec({ Cmd: [RELAY_IN_CONTAINER, target.host, String(target.port)], AttachStdin: true, AttachStdout: true, AttachStderr: true, Tty: false });
@@ -152,7 +120,6 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
     eofWhenSent();
     cb(err);
   });
-  let stderrLine = '';
   const onLine = (line: string) => {
     if (!answered) {
       answered = true;
@@ -184,44 +151,21 @@ export async function serveForward(deps: ForwardDeps, req: ForwardRequest): Prom
     }
   };
   // The relay's stdout is the target's bytes, to the channel with its back-pressure; they are never journaled.
-  const demuxed = new JournaledOutput(
-    {
-      write: (chunk, cb) => {
-        fromTarget += chunk.length;
-        if (channel) return toClient(chunk, cb);
-        early.push(chunk);
-        earlyBytes += chunk.length;
-        // What Docker reorders is what the relay's pipes hold; more means the relay is not ours.
-        cb(earlyBytes > EARLY_BYTES_MAX ? new Error('the relay sent data before saying it connected') : null);
-        return true;
-      },
+  const relay = helperOutput(stream, {
+    write: (chunk, cb) => {
+      fromTarget += chunk.length;
+      if (channel) return toClient(chunk, cb);
+      early.push(chunk);
+      earlyBytes += chunk.length;
+      // What Docker reorders is what the relay's pipes hold; more means the relay is not ours.
+      cb(earlyBytes > EARLY_BYTES_MAX ? new Error('the relay sent data before saying it connected') : null);
+      return true;
     },
-    {
-      write: (chunk, cb) => {
-        stderrLine += chunk.toString('utf8');
-        for (let nl = stderrLine.indexOf('\n'); nl >= 0; nl = stderrLine.indexOf('\n')) {
-          onLine(stderrLine.slice(0, nl));
-          stderrLine = stderrLine.slice(nl + 1);
-        }
-        cb();
-        return true;
-      },
-    },
-    true,
-    () => true,
-  );
-  stream.on('error', (err) => log.debug({ err: err.message, session: sessionId }, 'relay stream error'));
-  demuxed.on('error', () => stream.destroy());
-  const relayEnded = new Promise<void>((resolve) => {
-    demuxed.once('finish', resolve);
-    demuxed.once('close', resolve);
-    stream.once('close', resolve);
-  });
-  stream.pipe(demuxed);
-  await relayEnded;
+  }, onLine, log, sessionId, 'relay');
+  await relay.ended;
   relayDone = true;
   if (!answered || !channel) {
-    const why = failure || stderrLine.trim() || 'the relay ended without connecting';
+    const why = failure || relay.partialLine().trim() || 'the relay ended without connecting';
     record({ connected: false, error: why, bytes_to_target: 0, bytes_from_target: 0 });
     return req.refuse(OPEN_FAILURE.connectFailed, `${target.host}:${target.port}: ${why.replace(/^[^ ]*:\d+: /, '')}`);
   }

@@ -16,9 +16,16 @@ import { ReattachWindow } from './reattach-window.js';
 import { type Admission, DEFAULT_PORTAL_LIMITS, PortalGuard, type PortalRefusal } from './guard.js';
 import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
+import { runningContainer } from './running-container.js';
+import { appAllowsFileTransfer, fileTransferOff, serveSftp } from './sftp.js';
 import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
 import type { PortalFigures } from '../host/metrics.js';
 
+
+/** A channel's request for the `sftp` subsystem, where others carry a command line (exec) or none (shell). */
+const SFTP = Symbol('sftp');
+/** What OpenSSH's scp runs on the far side in its legacy mode (`scp -O`): `scp -t PATH` (to) or `scp -f PATH` (from). */
+const LEGACY_SCP = /^\s*scp(\s+-\S+)*\s+-[a-zA-Z]*[tf](\s|$)/;
 
 export interface PortalDeps {
   config: Config;
@@ -310,9 +317,7 @@ export class SshPortal {
           ok?.();
         });
         session.on('env', (_ok, no) => no?.());
-        session.on('subsystem', (_ok, no) => no?.());
-        session.on('sftp', (_ok, no) => no?.());
-        const begin = (channel: ServerChannel, command: string | null) => {
+        const begin = (channel: ServerChannel, command: string | null | typeof SFTP) => {
           const served = this.serve(who, channel, pty, command, timing, (a) => {
             attachment = a;
             if (who.kind === 'app') appSession = a.sessionId;
@@ -326,6 +331,8 @@ export class SshPortal {
         };
         session.once('shell', (ok) => begin(ok(), null));
         session.once('exec', (ok, _no, info) => begin(ok(), info.command));
+        // scp (in its SFTP mode, the default) and sftp: OpenSSH's sftp-server in the session's container (portal/sftp.ts).
+        session.once('subsystem', (ok, no, info) => (info.name === 'sftp' ? begin(ok(), SFTP) : no?.()));
       });
     });
     conn.on('error', (err) => log.debug({ err: err.message }, 'SSH client connection error'));
@@ -338,7 +345,7 @@ export class SshPortal {
     who: PortalIdentity,
     channel: ServerChannel,
     pty: (PtySize & { term: string }) | null,
-    command: string | null,
+    command: string | null | typeof SFTP,
     timing: ConnectionTiming,
     onAttachment: (a: Attachment) => void,
   ) {
@@ -352,6 +359,27 @@ export class SshPortal {
     // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).
     const revoked = await this.auth.stillValid(who);
     if (revoked) return new Attachment(deps, 0, channel, pty).fail(revoked);
+    if (typeof command === 'string' && LEGACY_SCP.test(command)) {
+      return new Attachment(deps, 0, channel, pty).fail(
+        'essh: legacy scp (scp -O, the old scp/rcp protocol) is not supported: use scp without -O (its SFTP mode, the default), sftp, or essh cp.',
+      );
+    }
+    const sftpDeps = { db: this.deps.db, docker: this.deps.docker, dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log };
+    const serveSftpIn = (sessionId: number) => (containerId: string) => serveSftp(sftpDeps, { sessionId, containerId, userId: who.userId, channel });
+    if (command === SFTP && who.kind === 'session') {
+      // Files go to and from the session's container beside its program and its client, which it does
+      // not replace: no claim, no heartbeats.
+      const closer = new Attachment(deps, who.sessionId, channel, null);
+      const running = await runningContainer(this.deps.db, who.sessionId);
+      if ('refused' in running) return closer.fail(`${running.refused}: no files to copy`);
+      if (!running.fileTransfer) return closer.fail(fileTransferOff(running.account));
+      return closer.finish(await serveSftpIn(who.sessionId)(running.containerId));
+    }
+    if (command === SFTP && who.kind === 'app') {
+      // Refused before a session is made for it.
+      const app = await appAllowsFileTransfer(this.deps.db, who.app);
+      if (app && !app.allowed) return new Attachment(deps, 0, channel, null).fail(fileTransferOff(app.account));
+    }
     if (who.kind === 'session') {
       const attachment = new Attachment(deps, who.sessionId, channel, pty, timing);
       onAttachment(attachment);
@@ -370,7 +398,7 @@ export class SshPortal {
     try {
       const created = await this.deps.sessions.create(principal, who.app, {
         // Like sshd, the command line is handed to a shell.
-        command: command !== null ? ['/bin/sh', '-c', command] : undefined,
+        command: typeof command === 'string' ? ['/bin/sh', '-c', command] : undefined,
         // The client is connected here: its session must run on this host, or it is told which host to use.
       }, { onHost: this.deps.hostId });
       sessionId = created.id;
@@ -382,6 +410,8 @@ export class SshPortal {
     onAttachment(attachment);
     await attachment.run({
       progress: pty !== null,
+      // scp or sftp to `<app>`: a session of its own, the SFTP server serving in place of its program; it ends with it.
+      ...(command === SFTP ? { serve: serveSftpIn(sessionId) } : {}),
       // Nobody will attach to a session whose client left while it was provisioning.
       onLeftEarly: () =>
         this.deps.sessions.terminate(principal, sessionId, 'the SSH client left before the session was ready').catch(() => undefined),

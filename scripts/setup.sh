@@ -77,8 +77,9 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 
-# --- what every session container has under /.essh, read-only: the idle init it runs (essh-init.c) and
-# the relay of the portal's port forwarding (essh-relay.c); static, so any image works ---
+# --- what every session container has under /.essh, read-only: the idle init it runs (essh-init.c),
+# the relay of the portal's port forwarding (essh-relay.c), static, so any image works, and OpenSSH's
+# sftp-server with its libraries and loader (the portal's file transfer) ---
 for program in essh-init essh-relay; do
   bin=$TOOLS_DIR/$program
   if [ ! -x "$bin" ] || [ "host/init/$program.c" -nt "$bin" ]; then
@@ -86,6 +87,7 @@ for program in essh-init essh-relay; do
     gcc -static -Os -s -Wl,--no-warnings -o "$bin.tmp" "host/init/$program.c" && mv "$bin.tmp" "$bin"
   fi
 done
+bash scripts/sftp-server-folder.sh "$TOOLS_DIR/essh-sftp"
 
 # --- local images (nothing can be pulled: built from Debian packages) --------------------------
 bash scripts/build-images.sh

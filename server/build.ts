@@ -3,7 +3,7 @@
 // which the build's folder must see: it sits in the checkout, or beside a node_modules), the workflow
 // bundle prebuilt (workflow-bundle.js: a worker starts without bundling), the web console's files
 // (console/), the redaction worker thread's entry, and the idle init of session containers (essh-init) with its
-// port-forwarding relay (essh-relay).
+// port-forwarding relay (essh-relay) and OpenSSH's sftp-server folder (essh-sftp/).
 // esbuild, as for the CLI (bin/essh.js) and the console: it bundles in about a second, where tsc would
 // emit a tree whose imports of `.ts`-less JSON and worker entries need fixing by hand.
 import { execFileSync } from 'node:child_process';
@@ -62,4 +62,6 @@ for (const program of ['essh-init', 'essh-relay']) {
   execFileSync('gcc', ['-static', '-Os', '-s', '-Wl,--no-warnings', '-o', path.join(out, program), path.join(projectRoot, `host/init/${program}.c`)], { stdio: 'inherit' });
   step(program);
 }
+execFileSync('bash', [path.join(projectRoot, 'scripts/sftp-server-folder.sh'), path.join(out, 'essh-sftp')], { stdio: 'inherit' });
+step('essh-sftp/');
 process.stderr.write(`built into ${out}: start the roles with \`node ${path.join(out, 'server.js')} --role all\` (or api, worker, host)\n`);

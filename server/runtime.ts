@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client } from '@temporalio/client';
@@ -21,7 +22,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { HostAgent } from '../host/agent.js';
 import { closeLeftJournals } from '../host/left-journals.js';
 import { EgressGuard } from '../host/egress.js';
-import { relayBesideInit } from '../host/containers.js';
+import { relayBesideInit, sftpBesideInit } from '../host/containers.js';
 import { registerHostMetrics } from '../host/metrics.js';
 import { HostRegistration } from '../host/registry.js';
 import { WarmPool } from '../host/warm-pool.js';
@@ -282,9 +283,11 @@ async function startMainWorker({ config, parts, log, started, runtime: { db, cli
 async function startHost(ctx: Context, stacks: string[], connection: NativeConnection, whenMayTakeWork: (start: () => unknown) => void) {
   const { config, log, started, runtime, metrics } = ctx;
   const { db, client, installation, secrets } = runtime;
-  for (const [what, file] of [['idle init', config.initPath], ['port-forwarding relay', relayBesideInit(config.initPath)]] as const) {
+  const sftpServer = path.join(sftpBesideInit(config.initPath), 'sftp-server');
+  for (const [what, file] of [['idle init', config.initPath], ['port-forwarding relay', relayBesideInit(config.initPath)], ['SFTP server', sftpServer]] as const) {
     if (!existsSync(file)) {
-      throw new Error(`the ${what} for session containers is missing at ${file}; run scripts/setup.sh (it builds it with gcc) or set ESSH_INIT_PATH (to a folder holding essh-init and essh-relay)`);
+      throw new Error(`the ${what} for session containers is missing at ${file}; run scripts/setup.sh (it builds the init and relay with gcc ` +
+        'and copies OpenSSH\'s sftp-server) or set ESSH_INIT_PATH (to a folder holding essh-init, essh-relay and essh-sftp/)');
     }
   }
   const docker = openDocker();

@@ -26,6 +26,7 @@ export class AccountsService {
       stacks: stacks.map((x) => x.name),
       image_prefixes: parsePrefixes(a.image_prefixes),
       port_forwarding: Number(a.port_forwarding) === 1,
+      file_transfer: Number(a.file_transfer) === 1,
       idle_timeout_s: a.idle_timeout_s === null ? null : Number(a.idle_timeout_s),
       created_at: a.created_at,
     };
@@ -53,7 +54,7 @@ export class AccountsService {
       throw err;
     }
   }
-  /** Operator only: the plan, the session override, the granted stacks and image prefixes, port forwarding. */
+  /** Operator only: the plan, the session override, the granted stacks and image prefixes, port forwarding, file transfer. */
   async patch(p: Principal, handle: string, patch: PatchAccountBody) {
     access.requireOperator(p);
     const a = await this.byHandle(p, handle);
@@ -62,7 +63,7 @@ export class AccountsService {
         .select('s.name').where('g.account_id', '=', a.id).orderBy('s.name').execute()).map((x) => x.name);
       const before = {
         plan: a.plan, max_concurrent_sessions: a.max_concurrent_sessions, image_prefixes: parsePrefixes(a.image_prefixes), stacks: stacksBefore,
-        port_forwarding: Number(a.port_forwarding) === 1, idle_timeout_s: a.idle_timeout_s,
+        port_forwarding: Number(a.port_forwarding) === 1, file_transfer: Number(a.file_transfer) === 1, idle_timeout_s: a.idle_timeout_s,
       };
       await recordAudit(trx, p, {
         action: 'account.updated', target: { id: a.id, name: a.handle }, accountIds: [Number(a.id)], fields: Object.keys(patch),
@@ -73,6 +74,7 @@ export class AccountsService {
         ...(patch.max_concurrent_sessions !== undefined ? { max_concurrent_sessions: patch.max_concurrent_sessions } : {}),
         ...(patch.image_prefixes !== undefined ? { image_prefixes: JSON.stringify(patch.image_prefixes) } : {}),
         ...(patch.port_forwarding !== undefined ? { port_forwarding: patch.port_forwarding ? 1 : 0 } : {}),
+        ...(patch.file_transfer !== undefined ? { file_transfer: patch.file_transfer ? 1 : 0 } : {}),
         // 0 and null both mean none; stored as null, so that there is one way to read it.
         ...(patch.idle_timeout_s !== undefined ? { idle_timeout_s: patch.idle_timeout_s || null } : {}),
       };

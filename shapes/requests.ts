@@ -122,6 +122,8 @@ export const patchAccountBody = z
     ...grants,
     port_forwarding: z.boolean().optional()
       .describe('whether its users may forward TCP ports through the SSH portal (`ssh -L`) from inside their sessions\' containers; true for a new account'),
+    file_transfer: z.boolean().optional()
+      .describe('whether its users may copy files into and out of their sessions\' containers through the SSH portal (scp, sftp, `essh cp`); true for a new account'),
     idle_timeout_s: idleTimeout,
   })
   .strict()

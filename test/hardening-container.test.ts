@@ -46,10 +46,10 @@ describe('the session container, seen from the engine', () => {
     expect([...(hc.CapAdd ?? [])].sort()).toEqual([...SESSION_CAPABILITIES].sort());
     expect(hc.Devices ?? []).toEqual([]);
     expect(hc.Binds ?? []).toEqual([]);
-    // The only host paths: the idle init (CONTRACT §7) and the port-forward relay beside it, both
-    // read-only programs of essh's (docs/contract-departures.md).
+    // The only host paths: the idle init (CONTRACT §7), the port-forward relay and the SFTP server's
+    // folder beside it, all read-only programs of essh's (docs/contract-departures.md).
     expect(info.Mounts.map((m) => ({ type: m.Type, dest: m.Destination, rw: m.RW })).sort((a, b) => a.dest.localeCompare(b.dest)))
-      .toEqual([{ type: 'bind', dest: '/.essh/init', rw: false }, { type: 'bind', dest: '/.essh/relay', rw: false }]);
+      .toEqual([{ type: 'bind', dest: '/.essh/init', rw: false }, { type: 'bind', dest: '/.essh/relay', rw: false }, { type: 'bind', dest: '/.essh/sftp', rw: false }]);
     expect(hc.PublishAllPorts).toBe(false);
     expect(Object.keys(hc.PortBindings ?? {})).toEqual([]);
     expect(hc.PidMode || '').not.toBe('host');
@@ -66,12 +66,15 @@ describe('the session container, seen from inside', () => {
       'for p in /var/run/docker.sock /run/docker.sock /var/lib/docker /host /proc/1/root/var/run/docker.sock; do test -e $p && exit 10; done',
       'ls /var/run/docker.sock 2>/dev/null && exit 11',
       // Every mount is the container's own: overlay root, proc, sys, dev, cgroup, Docker's
-      // resolv.conf/hostname/hosts files and essh's idle init and relay, read-only; nothing else from the host.
-      "awk '{print $2}' /proc/mounts | grep -vE '^/(proc|sys|dev)(/|$)|^/$|^/etc/(resolv.conf|hostname|hosts)$|^/.essh/(init|relay)$' && exit 12",
+      // resolv.conf/hostname/hosts files and essh's idle init, relay and SFTP server folder, read-only; nothing else from the host.
+      "awk '{print $2}' /proc/mounts | grep -vE '^/(proc|sys|dev)(/|$)|^/$|^/etc/(resolv.conf|hostname|hosts)$|^/.essh/(init|relay|sftp)$' && exit 12",
       "grep ' /.essh/init ' /proc/mounts | grep -qE ' ro[ ,]' || exit 15",
       "grep ' /.essh/relay ' /proc/mounts | grep -qE ' ro[ ,]' || exit 17",
+      "grep ' /.essh/sftp ' /proc/mounts | grep -qE ' ro[ ,]' || exit 19",
       'echo x > /.essh/init 2>/dev/null && exit 16',
       'echo x > /.essh/relay 2>/dev/null && exit 18',
+      'echo x > /.essh/sftp/sftp-server 2>/dev/null && exit 21',
+      'touch /.essh/sftp/new 2>/dev/null && exit 22',
       'grep -q "NoNewPrivs:.1" /proc/self/status || exit 13',
       // No capability to administer the system: mounting is refused.
       'mkdir -p /tmp/m && mount -t tmpfs none /tmp/m 2>/dev/null && exit 14',

@@ -192,10 +192,10 @@ describe('the container', () => {
     expect(info.HostConfig.PidsLimit).toBeGreaterThan(0);
     expect(info.HostConfig.PortBindings ?? {}).toEqual({});
     expect(info.HostConfig.Binds ?? []).toEqual([]);
-    // Its main process is the idle init, read-only like the relay beside it (the host paths it sees); the program comes by exec.
+    // Its main process is the idle init, read-only like the relay and the SFTP server beside it (the host paths it sees); the program comes by exec.
     expect(info.Config.Entrypoint).toEqual(['/.essh/init']);
     expect(info.Mounts.map((m) => ({ dest: m.Destination, rw: m.RW })).sort((x, y) => x.dest.localeCompare(y.dest)))
-      .toEqual([{ dest: '/.essh/init', rw: false }, { dest: '/.essh/relay', rw: false }]);
+      .toEqual([{ dest: '/.essh/init', rw: false }, { dest: '/.essh/relay', rw: false }, { dest: '/.essh/sftp', rw: false }]);
     expect(info.Name).toBe(`/essh-${stack.runtime.installation.id}-${s.id}`);
     expect(info.Config.WorkingDir).toBe('/app');
     expect(info.Config.Env).toEqual(expect.arrayContaining(['APP_ENV=test', 'DATABASE_URL=postgres://app@db/app']));
