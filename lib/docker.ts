@@ -24,6 +24,8 @@ export const LABELS = {
   appId: 'essh.app_id',
   /** The app settings a pool container was made with (host/containers.ts settingsHash). */
   settings: 'essh.settings',
+  /** The memory (MB) and CPUs a pool container was started with, `1024m,1`: a session of that size skips the resize. */
+  resources: 'essh.resources',
   app: 'essh.app',
   account: 'essh.account',
   stack: 'essh.stack',
