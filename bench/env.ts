@@ -26,7 +26,7 @@ import { freeLoopbackPort as freePort } from '../lib/free-port.js';
  * port, the main and `local` host workers, on the local Docker engine.
  */
 export async function startBenchEnv(): Promise<BenchContext & { stop(): Promise<void> }> {
-  const log = createLogger('warn');
+  const log = createLogger((process.env.ESSH_BENCH_LOG_LEVEL as 'info' | undefined) ?? 'warn');
   // Before the test server starts the SDK runtime, so that the SDK's own lines follow our level.
   routeTemporalLogs(log);
   const temporal = await TestWorkflowEnvironment.createLocal({

@@ -334,13 +334,17 @@ export class Attachment {
         return;
       }
       // The program exited (its output is all in the journal and handed to the channel).
+      const exitedAt = Date.now();
       const { ExitCode } = await exec.inspect();
       const code = ExitCode ?? 1;
       const oom = code === 137 && oomSince(ready.containerId, programStartedAt);
       await workflow.signal(programExitedSignal, { connection_id: this.connectionId, exit_code: code, oom_killed: oom })
         .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
       // The exit status goes out once the session no longer holds its plan slot (CONTRACT §8).
+      const signalledAt = Date.now();
       const row = await new SessionWatch(this.deps.db, id).untilEnding(ENDING_WAIT_MS);
+      // What a quick command's user waits for after its program ended (issue 20's `-- true`).
+      log.info({ session: id, inspect_and_signal_ms: signalledAt - exitedAt, until_ending_ms: Date.now() - signalledAt }, 'program exited; exit status going out');
       if (oom) this.say(`essh: session ${id}: the program ran out of memory and was killed`, { ownLine: true });
       else if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
       await this.finish(code);
