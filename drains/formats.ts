@@ -2,8 +2,8 @@
 // million events, so the HTTPS body is written straight into a Buffer: around the bytes computed once
 // per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
 // output (the common case) is copied from the journal without ever becoming a JavaScript string.
-import { utf8Boundary } from '../journal/reader.js';
-import type { ForwardDetails } from '../journal/format.js';
+import { utf8Boundary, type LifecycleKind } from '../journal/reader.js';
+import { observerText, type ForwardDetails, type ObserverDetails } from '../journal/format.js';
 import type { AuditEventView } from '../services/audit.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
@@ -45,7 +45,7 @@ export function isoTime(ms: number): string {
   return isoText;
 }
 
-export type EventKind = 'output' | 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward';
+export type EventKind = 'output' | LifecycleKind;
 
 /** One event on its way to a drain. */
 export interface ShippedEvent {
@@ -112,6 +112,7 @@ export function logText(e: ShippedEvent): string {
     return `essh: session ${id} started by ${e.session.userName} <${e.session.userEmail}> on app ${e.session.app} (container ${d.container_size_mb} MB${env}${detached})`;
   }
   if (e.kind === 'port_forward') return forwardText(e.details as unknown as ForwardDetails);
+  if (e.kind === 'session_observed') return observerText(e.details as unknown as ObserverDetails);
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
       'reached the terminal but not the drains or the recording';
@@ -135,6 +136,14 @@ function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
     return {
       event: e.kind, forwarded_by: f.user?.email ?? null, target_host: f.target_host, target_port: f.target_port, connected: f.connected,
       ...(f.error ? { error: f.error } : {}), bytes_to_target: f.bytes_to_target, bytes_from_target: f.bytes_from_target, duration_s: f.duration_s,
+    };
+  }
+  if (e.kind === 'session_observed') {
+    const o = e.details as unknown as ObserverDetails;
+    return {
+      event: e.kind, observer_action: o.event, observed_by: o.user?.email ?? null, observer_name: o.user?.name ?? null, observer_role: o.role,
+      observer_address: o.address, observer_credential: o.credential, joined_at: o.joined_at,
+      ...(o.duration_s !== undefined ? { duration_s: o.duration_s } : {}),
     };
   }
   return {

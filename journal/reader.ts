@@ -84,7 +84,7 @@ export type JournalEvent =
       /** Where reading resumes after this event. */
       next: JournalPosition;
     }
-  | { kind: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward'; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
+  | { kind: LifecycleKind; seq: number; time: number; offset: number; details: Record<string, unknown>; next: JournalPosition }
   | { kind: 'resize'; time: number; cols: number; rows: number };
 
 interface Partial {
@@ -97,10 +97,11 @@ interface Partial {
 }
 
 /** The drains' event of each lifecycle record type (a type missing here is a later version's, skipped). */
-const LIFECYCLE_KINDS: { [type: number]: 'session_started' | 'session_ended' | 'output_truncated' | 'port_forward' | undefined } = {
+const LIFECYCLE_KINDS = {
   [RecordType.started]: 'session_started', [RecordType.ended]: 'session_ended', [RecordType.truncated]: 'output_truncated',
-  [RecordType.forward]: 'port_forward',
-};
+  [RecordType.forward]: 'port_forward', [RecordType.observer]: 'session_observed',
+} as const satisfies { [type: number]: string };
+export type LifecycleKind = (typeof LIFECYCLE_KINDS)[keyof typeof LIFECYCLE_KINDS];
 
 /**
  * Cuts a journal into the drains' events (and the recording's), deterministically: the same journal
@@ -205,7 +206,7 @@ export async function* readEventChunks(
       }
       continue;
     }
-    const kind = LIFECYCLE_KINDS[r.type] ?? null;
+    const kind: LifecycleKind | null = (LIFECYCLE_KINDS as { [type: number]: LifecycleKind | undefined })[r.type] ?? null;
     if (!kind) {
       // a record type from a later version: skipped
       if (out.length) {

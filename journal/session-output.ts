@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import type { ForwardDetails, OutputStream } from './format.js';
+import type { ForwardDetails, ObserverDetails, OutputStream } from './format.js';
 import { announceJournalAppended } from './news.js';
 import { JournalHold } from './seal.js';
 import { JournalWriter } from './writer.js';
@@ -51,6 +51,14 @@ export class SessionOutputJournal {
   forward(details: ForwardDetails): boolean {
     if (this.hold.sealed) return false;
     this.writer.forward(details);
+    announceJournalAppended(this.operationId);
+    return true;
+  }
+
+  /** Appends an observer's joining or leaving; false once sealed, the session being over. */
+  observer(details: ObserverDetails): boolean {
+    if (this.hold.sealed) return false;
+    this.writer.observer(details);
     announceJournalAppended(this.operationId);
     return true;
   }

@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, wr
 import path from 'node:path';
 import { processCounters } from '../lib/metrics.js';
 import {
-  RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
+  RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type ObserverDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
 } from './format.js';
 
 /** `<data dir>/journals`: one file per session, readable by essh's user only. */
@@ -74,6 +74,10 @@ export class JournalWriter {
 
   forward(details: ForwardDetails): void {
     this.append(RecordType.forward, null, Buffer.from(JSON.stringify(details)));
+  }
+
+  observer(details: ObserverDetails): void {
+    this.append(RecordType.observer, null, Buffer.from(JSON.stringify(details)));
   }
 
   ended(details: EndedDetails): void {
