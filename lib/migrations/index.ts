@@ -15,6 +15,7 @@ import { hostPlacementMigrations } from './0016_host_placement.js';
 import { idleTimeoutMigrations } from './0017_idle_timeout.js';
 import { portForwardingMigrations } from './0018_port_forwarding.js';
 import { hostPoolMigrations } from './0019_host_pool.js';
+import { watchTokenMigrations } from './0021_watch_tokens.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -37,6 +38,7 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...idleTimeoutMigrations(engine),
     ...portForwardingMigrations(engine),
     ...hostPoolMigrations(engine),
+    ...watchTokenMigrations(engine),
   };
 }
 
