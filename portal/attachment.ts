@@ -17,6 +17,8 @@ import type { AttachedNotes } from './attached-notes.js';
 import { IdleTimer, idleLimitOf } from './idle-timeout.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
+import type { Audience, Audiences } from './observers.js';
+import type { ObserverDetails } from '../journal/format.js';
 
 /**
  * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
@@ -95,6 +97,8 @@ export interface AttachmentDeps {
   portal: PortalInstance;
   /** The session's extra env (opened at attach time, never kept): SessionsService.extraEnv. */
   extraEnv: (sessionId: number) => Promise<Record<string, string>>;
+  /** The observers of the sessions this portal serves (portal/observers.ts). */
+  audiences: Audiences;
 }
 
 /** When the connection got past the portal's guard and when it authenticated (ms since the epoch). */
@@ -133,6 +137,8 @@ export class Attachment {
   private journaledSize = '';
   private resizeTimer?: NodeJS.Timeout;
   private idle?: IdleTimer;
+  /** Who watches this client's session while its program runs (`watch-<id>`). */
+  private audience?: Audience;
 
   constructor(
     private readonly deps: AttachmentDeps,
@@ -275,8 +281,20 @@ export class Attachment {
     this.logAttached(readyAt, execAskedAt, programStartedAt);
     if (this.pty) this.resize(this.pty);
 
-    // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
-    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, this.journal.output);
+    const journal = this.journal;
+    const audience = this.deps.audiences.open(id, {
+      tell: (line) => this.say(line, { ownLine: true }),
+      record: (details) => this.journalObserver(details),
+      size: () => (this.pty ? { cols: this.pty.cols, rows: this.pty.rows } : null),
+    });
+    this.audience = audience;
+    // Torn down meanwhile: nothing more is journaled, so nothing more goes out. Observers get each
+    // chunk once it is journaled, as the client does.
+    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (stream, chunk) => {
+      if (!journal.output(stream, chunk)) return false;
+      audience.publish(stream, chunk);
+      return true;
+    });
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => {
@@ -311,11 +329,13 @@ export class Attachment {
       this.watch.stop();
 
       if (outcome.kind === 'client') {
+        audience.close(`essh: session ${id}'s client closed its connection; the session ends.`);
         await this.disconnected('the client closed the connection');
         return;
       }
       if (outcome.kind === 'ended' || stopped) {
         const row = outcome.kind === 'ended' ? outcome.row : await this.watch.read();
+        audience.close(row ? endNotice(row) : `essh: session ${id} has ended.`);
         if (row) this.say(endNotice(row), { ownLine: true });
         await this.finish(row?.exit_code ?? 1);
         return;
@@ -323,6 +343,7 @@ export class Attachment {
       // The program exited (its output is all in the journal and handed to the channel).
       const { ExitCode } = await exec.inspect();
       const code = ExitCode ?? 1;
+      audience.close(`essh: session ${id} has ended (its program exited with status ${code}).`);
       const oom = code === 137 && oomSince(ready.containerId, programStartedAt);
       await workflow.signal(programExitedSignal, { connection_id: this.connectionId, exit_code: code, oom_killed: oom })
         .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
@@ -332,6 +353,8 @@ export class Attachment {
       else if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
       await this.finish(code);
     } finally {
+      // Observers still here leave while the journal is open, so that their leaving is journaled.
+      audience.close(`essh: session ${id} is no longer served by this portal.`);
       this.stopHeartbeats();
       this.idle?.stop();
       this.channel.unpipe(stream);
@@ -340,6 +363,16 @@ export class Attachment {
       output.destroy();
       // Nothing more is appended: a teardown waiting in another process may write `ended` now.
       this.closeJournal();
+    }
+  }
+
+  /** An observer's joining or leaving, in the journal this attachment holds open. */
+  private journalObserver(details: ObserverDetails): boolean {
+    try {
+      return this.journal?.observer(details) ?? false;
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'journaling an observer failed');
+      return false;
     }
   }
 
