@@ -17,7 +17,7 @@ import type { AttachedNotes } from './attached-notes.js';
 import { IdleTimer, idleLimitOf } from './idle-timeout.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
-import type { Audience, Audiences } from './observers.js';
+import type { Audiences } from './observers.js';
 import type { ObserverDetails } from '../journal/format.js';
 
 /**
@@ -137,8 +137,6 @@ export class Attachment {
   private journaledSize = '';
   private resizeTimer?: NodeJS.Timeout;
   private idle?: IdleTimer;
-  /** Who watches this client's session while its program runs (`watch-<id>`). */
-  private audience?: Audience;
 
   constructor(
     private readonly deps: AttachmentDeps,
@@ -282,12 +280,12 @@ export class Attachment {
     if (this.pty) this.resize(this.pty);
 
     const journal = this.journal;
+    // Who watches this session while its program runs here (`watch-<id>`: portal/observers.ts).
     const audience = this.deps.audiences.open(id, {
       tell: (line) => this.say(line, { ownLine: true }),
       record: (details) => this.journalObserver(details),
       size: () => (this.pty ? { cols: this.pty.cols, rows: this.pty.rows } : null),
     });
-    this.audience = audience;
     // Torn down meanwhile: nothing more is journaled, so nothing more goes out. Observers get each
     // chunk once it is journaled, as the client does.
     const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (stream, chunk) => {
