@@ -1,7 +1,7 @@
 import type { ServerChannel } from 'ssh2';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
-import { observerText, type ObserverDetails, type ObserverRole, type OutputStream } from '../journal/format.js';
+import { observerText, type ObserverDetails, type OutputStream } from '../journal/format.js';
 import { catchUp, readOutputTail } from '../journal/output-tail.js';
 import { journalPath } from '../journal/writer.js';
 import { principalForUser } from '../services/auth.js';
@@ -29,44 +29,75 @@ export interface WatchedClient {
   size(): { cols: number; rows: number } | null;
 }
 
-/** One observer's connection: output goes to it without waiting, and it is let go with a last line. */
+/**
+ * Where an observer's view goes: an SSH channel (`watch-<id>`), or the console's live player (an
+ * event stream of the API: api/routes/live.ts). Writes never wait.
+ */
+export interface ObserverSink {
+  /** Output as the watched client got it. */
+  send(stream: OutputStream, chunk: Buffer): void;
+  /** A line from essh, on a line of its own. */
+  say(line: string): void;
+  /** The last line; then watching has ended (an SSH observer's status is 0). */
+  end(line: string): void;
+  /** Whether the observer's side has gone. */
+  readonly gone: boolean;
+  /** Bytes the sink holds that its observer has not taken yet. */
+  readonly backlog: number;
+}
+
+/** One observer: output goes to its sink without waiting, and it is let go with a last line. */
 class Observer {
   readonly joinedAt = Date.now();
   private done = false;
 
-  constructor(
-    readonly details: Omit<ObserverDetails, 'event' | 'duration_s'>,
-    private readonly channel: ServerChannel,
-    private readonly tty: boolean,
-  ) {}
+  constructor(readonly details: Omit<ObserverDetails, 'event' | 'duration_s'>, private readonly sink: ObserverSink) {}
 
   get gone(): boolean {
-    return this.done || this.channel.destroyed;
+    return this.done || this.sink.gone;
   }
 
   send(stream: OutputStream, chunk: Buffer) {
     if (this.gone) return;
-    if (this.channel.writableLength > MAX_BEHIND_BYTES) {
+    if (this.sink.backlog > MAX_BEHIND_BYTES) {
       this.finish(`essh: stopped watching: this connection fell more than ${MAX_BEHIND_BYTES / 1024 / 1024} MB behind the session's output; watch again to catch up.`);
       return;
     }
-    (stream === 'stderr' ? this.channel.stderr : this.channel).write(chunk);
+    this.sink.send(stream, chunk);
   }
 
   say(line: string) {
-    if (this.gone || !this.channel.stderr.writable) return;
-    const nl = this.tty ? '\r\n' : '\n';
-    this.channel.stderr.write(`${this.tty ? nl : ''}${line}${nl}`);
+    if (!this.gone) this.sink.say(line);
   }
 
-  /** The last line, then exit status 0 and the close: watching ended as it should. */
   finish(line: string) {
     if (this.gone) return;
-    this.say(line);
     this.done = true;
-    this.channel.exit(0);
-    this.channel.end();
+    this.sink.end(line);
   }
+}
+
+/** An SSH channel as an observer's sink: output to its stdout or stderr, essh's lines to stderr, then status 0. */
+function channelSink(channel: ServerChannel, tty: boolean): ObserverSink {
+  const nl = tty ? '\r\n' : '\n';
+  const say = (line: string) => {
+    if (channel.stderr.writable) channel.stderr.write(`${tty ? nl : ''}${line}${nl}`);
+  };
+  return {
+    send: (stream, chunk) => void (stream === 'stderr' ? channel.stderr : channel).write(chunk),
+    say,
+    end: (line) => {
+      say(line);
+      channel.exit(0);
+      channel.end();
+    },
+    get gone() {
+      return channel.destroyed;
+    },
+    get backlog() {
+      return channel.writableLength;
+    },
+  };
 }
 
 /**
@@ -160,6 +191,61 @@ export interface ObserverDeps {
   hostId?: string;
 }
 
+/** Who wants to watch which session, from where, and where their view goes. */
+export interface WatchRequest {
+  sessionId: number;
+  userId: number;
+  credential: ObserverDetails['credential'];
+  /** The observer's address (its connection's peer). */
+  address: string;
+  sink: ObserverSink;
+  /** How the observer stops watching, for the banner. */
+  howToStop: string;
+}
+
+/**
+ * Starts one observer: its right to watch (SessionsService.watchable: the session's owner, an admin
+ * of its account, an operator; the session live; an ApiError saying why not), the session's client
+ * served by this process (else `refused`, saying where it is), then the tail of what the session
+ * printed so far and its output live until the session's client is let go or `leave` is called.
+ */
+export async function startWatching(deps: ObserverDeps, req: WatchRequest): Promise<{ refused: string } | { leave: (line: string) => void }> {
+  const id = req.sessionId;
+  const principal = await principalForUser(deps.db, req.userId);
+  if (!principal) return { refused: 'essh: the user this connection logged in as no longer exists.' };
+  const { row, role } = await deps.sessions.watchable(principal, id);
+  const audience = deps.audiences.of(id);
+  if (!audience) return { refused: await notServedHere(deps, id, row.host_id, row.state) };
+
+  const file = journalPath(deps.dataDir, id);
+  const read = await readOutputTail(file, TAIL_BYTES);
+  if (audience.closed !== null) return { refused: audience.closed };
+  const observer = new Observer({
+    user: { id: principal.id, name: principal.name, email: principal.email }, role, address: req.address,
+    credential: req.credential, joined_at: new Date().toISOString(),
+  }, req.sink);
+  if (observer.gone) return { leave: () => undefined };
+  const size = audience.clientSize();
+  observer.say(`essh: watching session ${id} read-only${size ? ` (its terminal is ${size.cols}x${size.rows})` : ''}; ` +
+    `what you type goes nowhere. ${req.howToStop}`);
+  // The tail up to this moment and the live output from it, in one synchronous step: nothing is
+  // printed twice and nothing is missed in between.
+  const tail = catchUp(file, read);
+  for (const piece of tail.pieces) observer.send(piece.stream, piece.data);
+  audience.join(observer);
+  deps.log.info({ session: id, observer: principal.id, role }, 'observer joined');
+  let left = false;
+  return {
+    leave: (line) => {
+      if (left) return;
+      left = true;
+      audience.leave(observer);
+      observer.finish(line);
+      deps.log.info({ session: id, observer: principal.id }, 'observer left');
+    },
+  };
+}
+
 export interface ObserverRequest {
   sessionId: number;
   userId: number;
@@ -173,14 +259,11 @@ export interface ObserverRequest {
 }
 
 /**
- * Serves one `watch-<id>` channel: the observer's right to watch (SessionsService.watchable: the
- * session's owner, an admin of its account, an operator; the session live), then the tail of what the
- * session printed so far, then its output live until the session's client is let go or the observer
- * leaves (Ctrl-C on a terminal, or closing the connection). What the observer types is read and
- * dropped: it never reaches the program. Resolves once the observer's channel is done with.
+ * Serves one `watch-<id>` channel (startWatching). What the observer types is read and dropped: it
+ * never reaches the program; Ctrl-C on a terminal, or closing the connection, stops watching.
+ * Resolves once the observer's channel is done with.
  */
 export async function serveObserver(deps: ObserverDeps, req: ObserverRequest): Promise<void> {
-  const { db, log } = deps;
   const id = req.sessionId;
   const nl = req.tty ? '\r\n' : '\n';
   const refuse = (line: string) => {
@@ -188,58 +271,33 @@ export async function serveObserver(deps: ObserverDeps, req: ObserverRequest): P
     req.channel.exit(1);
     req.channel.end();
   };
+  let ctrlC = false;
+  let leave: (line: string) => void = () => undefined;
+  const stop = () => leave(`essh: stopped watching session ${id}.`);
   // Typed keys are read and dropped (never to the program); Ctrl-C on a terminal leaves.
-  let leave: () => void = () => undefined;
   req.channel.on('data', (chunk: Buffer) => {
-    if (req.tty && chunk.includes(CTRL_C)) leave();
+    if (!req.tty || !chunk.includes(CTRL_C)) return;
+    ctrlC = true;
+    stop();
   });
+  const closed = new Promise<void>((resolve) => req.channel.once('close', resolve));
   if (req.command !== null) return refuse(`essh: watch-${id} runs no command: connect without one to watch session ${id}.`);
-
-  const principal = await principalForUser(db, req.userId);
-  if (!principal) return refuse('essh: the user this connection logged in as no longer exists.');
-  let role: ObserverRole;
-  let hostId: string | null;
-  let state: string;
+  let watching;
   try {
-    const watchable = await deps.sessions.watchable(principal, id);
-    role = watchable.role;
-    hostId = watchable.row.host_id;
-    state = watchable.row.state;
+    watching = await startWatching(deps, {
+      sessionId: id, userId: req.userId, credential: req.credential.kind, address: req.address, sink: channelSink(req.channel, req.tty),
+      howToStop: req.tty ? 'Ctrl-C stops watching.' : 'Close the connection to stop watching.',
+    });
   } catch (err) {
     if (err instanceof ApiError) return refuse(`essh: ${err.message}`);
     throw err;
   }
-  const audience = deps.audiences.of(id);
-  if (!audience) return refuse(await notServedHere(deps, id, hostId, state));
-
-  const file = journalPath(deps.dataDir, id);
-  const read = await readOutputTail(file, TAIL_BYTES);
-  if (audience.closed !== null) return refuse(audience.closed);
-  if (req.channel.destroyed) return;
-  const observer = new Observer({
-    user: { id: principal.id, name: principal.name, email: principal.email }, role, address: req.address,
-    credential: req.credential.kind, joined_at: new Date().toISOString(),
-  }, req.channel, req.tty);
-  const size = audience.clientSize();
-  observer.say(`essh: watching session ${id} read-only${size ? ` (its terminal is ${size.cols}x${size.rows})` : ''}; ` +
-    `what you type goes nowhere. ${req.tty ? 'Ctrl-C stops watching.' : 'Close the connection to stop watching.'}`);
-  // The tail up to this moment and the live output from it, in one synchronous step: nothing is
-  // printed twice and nothing is missed in between.
-  const tail = catchUp(file, read);
-  for (const piece of tail.pieces) observer.send(piece.stream, piece.data);
-  audience.join(observer);
-  log.info({ session: id, observer: principal.id, role }, 'observer joined');
-  await new Promise<void>((resolve) => {
-    leave = () => {
-      audience.leave(observer);
-      observer.finish(`essh: stopped watching session ${id}.`);
-    };
-    req.channel.once('close', () => {
-      audience.leave(observer);
-      resolve();
-    });
-  });
-  log.info({ session: id, observer: principal.id }, 'observer left');
+  if ('refused' in watching) return refuse(watching.refused);
+  leave = watching.leave;
+  if (ctrlC) stop();
+  await closed;
+  // The connection went without a Ctrl-C (the line is for nobody).
+  stop();
 }
 
 /** Why a live session's output is not to be had from this process, and where it is. */
