@@ -4,12 +4,15 @@
 // real portal, Temporal and Docker: the observer sees what was printed and what is printed, what it
 // types never reaches the program, the owner is told when an observer joins and leaves, who may not
 // watch is refused, each joining and leaving is a `session_observed` drain event and a recording
-// marker, and the observer's connection ends with the session.
+// marker, and the observer's connection ends with the session. The console's live view (Chromium, driven
+// by playwright-core) is an observer too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../lib/config.js';
 import { addHttpsDrain, eventsOf, useHttpsReceiver } from './support/drains-receivers.js';
@@ -218,5 +221,59 @@ describe('watching a live session', () => {
     const api = await stack.api.post(`/sessions/${id}/watch`, t.token, {});
     expect(api.status).toBe(409);
     expect(api.body.message).toContain(`Session ${id} is not live`);
+  }, 180_000);
+
+  it('the console shows an active session live in its player; its viewer is an observer, announced and audited the same way', async () => {
+    const CHROMIUM = '/usr/bin/chromium';
+    expect(existsSync(CHROMIUM), `${CHROMIUM}: bash scripts/setup.sh --for-tests installs it`).toBe(true);
+    const t = await createTenant(stack);
+    await addHttpsDrain(stack, rx, t.account, 'console-observed', '/console-observed');
+    const admin = await userWithKey(t, 'account_admin', 'viewer');
+    const { id, term: owner } = await ownerSession(t);
+    await owner.typeLine('echo pre-$((4*5))');
+    await owner.waitForText(/^pre-20\s*$/m);
+
+    const profile = await mkdtemp(path.join(os.tmpdir(), 'essh-chromium-'));
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM, headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const liveUrls: string[] = [];
+    browser.on('request', (r) => void (r.url().includes('/live?') && liveUrls.push(r.url())));
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${stack.url}/console`);
+      await page.waitForURL(/#\/sign-in$/);
+      await page.fill('#token', admin.token);
+      await page.click('#sign-in button[type=submit]');
+      await page.waitForSelector('#sessions tbody tr');
+      await page.goto(`${stack.url}/console#/sessions/${id}`);
+      await page.click('#watch-live');
+      const screenShows = (text: string) => page.waitForFunction((x) => document.querySelector('#live-player .ap-term-text')?.textContent?.includes(x), text, { timeout: 20_000 });
+      // The screen so far, then live output.
+      await screenShows('pre-20');
+      await owner.waitForText(new RegExp(`essh: ${escape(admin.name)} <${escape(admin.email)}> \\(an admin of its account\\) is watching this session, read-only, from 127\\.0\\.0\\.1`));
+      await owner.typeLine('echo in-browser-$((5*5))');
+      await screenShows('in-browser-25');
+      // Leaving the page stops watching: the owner is told.
+      await page.goto(`${stack.url}/console#/sessions`);
+      await owner.waitForText(new RegExp(`essh: ${escape(admin.name)} <${escape(admin.email)}> stopped watching this session`));
+    } finally {
+      await browser.close().catch(() => undefined);
+      await rm(profile, { recursive: true, force: true });
+    }
+    // The watch token in the live view's URL worked once: it is spent.
+    expect(liveUrls).toHaveLength(1);
+    const again = await fetch(liveUrls[0]!);
+    expect(again.status).toBe(401);
+    expect((await again.json()).message).toContain(`This watch token is not valid for session ${id}`);
+    await owner.typeLine('exit 0');
+    expect(await owner.exitStatus(20_000)).toBe(0);
+    const observed = await waitFor('the console viewer\'s session_observed events', async () => {
+      const events = eventsOf(rx).filter((e) => e.operation_id === id && e.event === 'session_observed');
+      return events.length >= 2 ? events : undefined;
+    }, 30_000, 200);
+    expect(observed.map((e) => [e.observer_action, e.observed_by, e.observer_role, e.observer_credential, e.observer_address]))
+      .toEqual([['joined', admin.email, 'account_admin', 'token', '127.0.0.1'], ['left', admin.email, 'account_admin', 'token', '127.0.0.1']]);
   }, 180_000);
 });
