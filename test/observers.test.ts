@@ -61,6 +61,21 @@ async function ownerSession(t: Tenant) {
   return { id, term };
 }
 
+/**
+ * A tenant whose events go to the receiver, an admin of its account with a key, and the owner's session
+ * at its prompt after `echo WORDS` printed `printed` (the typed line and its output differ: the output
+ * can only come from the program).
+ */
+async function watchedSession(drain: string, adminName: string, words: string, printed: RegExp) {
+  const t = await createTenant(stack);
+  await addHttpsDrain(stack, rx, t.account, drain, `/${drain}`);
+  const admin = await userWithKey(t, 'account_admin', adminName);
+  const { id, term: owner } = await ownerSession(t);
+  await owner.typeLine(`echo ${words}`);
+  await owner.waitForText(printed);
+  return { t, admin, id, owner };
+}
+
 /** An observer's OpenSSH (`ssh -tt watch-<id>@…` with the key) in a tmux terminal of its own. */
 async function observerTerminal(id: number, keyFile: string) {
   const term = await Terminal.start(['ssh', '-tt', ...sshArgs(stack.runtime.portal!.port, keyOnly(keyFile)), `watch-${id}@127.0.0.1`].map(q).join(' '));
@@ -77,13 +92,7 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('watching a live session', () => {
   it('an account admin (ssh watch-<id>) and an operator (essh watch) see the output, type into nothing, are announced to the owner, audited, and let go when the session ends', async () => {
-    const t = await createTenant(stack);
-    await addHttpsDrain(stack, rx, t.account, 'observed', '/observed');
-    const admin = await userWithKey(t, 'account_admin', 'admin');
-    const { id, term: owner } = await ownerSession(t);
-    // The typed line and its output differ: the output can only come from the program.
-    await owner.typeLine('echo before-$((40+2))');
-    await owner.waitForText(/^before-42\s*$/m);
+    const { t, admin, id, owner } = await watchedSession('observed', 'admin', 'before-$((40+2))', /^before-42\s*$/m);
 
     // The admin joins: told what it watches, shown the screen so far, and the owner is told.
     const watcher = await observerTerminal(id, admin.keyFile);
@@ -226,12 +235,7 @@ describe('watching a live session', () => {
   it('the console shows an active session live in its player; its viewer is an observer, announced and audited the same way', async () => {
     const CHROMIUM = '/usr/bin/chromium';
     expect(existsSync(CHROMIUM), `${CHROMIUM}: bash scripts/setup.sh --for-tests installs it`).toBe(true);
-    const t = await createTenant(stack);
-    await addHttpsDrain(stack, rx, t.account, 'console-observed', '/console-observed');
-    const admin = await userWithKey(t, 'account_admin', 'viewer');
-    const { id, term: owner } = await ownerSession(t);
-    await owner.typeLine('echo pre-$((4*5))');
-    await owner.waitForText(/^pre-20\s*$/m);
+    const { admin, id, owner } = await watchedSession('console-observed', 'viewer', 'pre-$((4*5))', /^pre-20\s*$/m);
 
     const profile = await mkdtemp(path.join(os.tmpdir(), 'essh-chromium-'));
     const browser = await chromium.launchPersistentContext(profile, {
