@@ -370,8 +370,10 @@ async function sessionView(id: string) {
       s = answer;
       draw();
     }));
-    if (s.state !== 'active') liveBox.replaceChildren();
-    else if (!liveBox.firstChild) liveBox.replaceChildren(watchLiveButton(s.id, player));
+    if (s.state !== 'active') {
+      closeLiveView();
+      liveBox.replaceChildren();
+    } else if (!liveBox.firstChild) liveBox.replaceChildren(liveView(s.id));
   };
   draw();
   show(
@@ -403,7 +405,6 @@ async function sessionView(id: string) {
     s = r.body;
     draw();
     if (s.state !== 'ended') return 'changed';
-    closeLiveView();
     await showRecording(s, player);
     return 'done';
   };
@@ -472,8 +473,10 @@ function closeLiveView() {
  * Authorization header, so the token goes in the URL; it works once, for this user). The session's
  * user is told that someone watches, as for `essh watch`.
  */
-function watchLiveButton(id: number, into: HTMLElement) {
+function liveView(id: number) {
   const problem = h('div', { id: 'live-problem' });
+  // Its own place, above the recording so far (which loads meanwhile and is reloaded at the end).
+  const into = h('div', {});
   const button = h('button', { type: 'button', id: 'watch-live' }, 'Watch live');
   button.addEventListener('click', async () => {
     button.disabled = true;
@@ -493,7 +496,7 @@ function watchLiveButton(id: number, into: HTMLElement) {
       button.disabled = false;
     }
   });
-  return h('div', { class: 'live-box' }, button, problem);
+  return h('div', { class: 'live-box' }, button, problem, into);
 }
 
 async function showRecording(s: Session, into: HTMLElement) {

@@ -181,7 +181,7 @@ describe('watching a live session', () => {
     ]);
   }, 180_000);
 
-  it('refuses whoever may not watch, a session that is not live, and keeps watch tokens and attach tokens apart', async () => {
+  it('refuses whoever may not watch, a session that is not live, and keeps watch tokens and attach tokens apart; the owner may watch, with essh watch on a terminal too', async () => {
     const t = await createTenant(stack);
     const other = await createTenant(stack);
     const member = await userWithKey(t, 'member', 'member');
@@ -206,6 +206,20 @@ describe('watching a live session', () => {
     await waitFor('the owner to be watching', async () => selfErr.includes(`watching session ${id} read-only`), 20_000, 100);
     await owner.waitForText(/\(its owner\) is watching this session/);
     self.kill();
+    // essh watch on a terminal: keys are read raw and go nowhere, Ctrl-C stops watching (status 0).
+    const cliTerm = await Terminal.start([process.execPath, path.join(projectRoot, 'bin', 'essh.js'), 'watch', String(id)].map(q).join(' '), {
+      env: { ESSH_CONFIG: path.join(dir, 'no-config.json'), ESSH_API_URL: stack.url, ESSH_TOKEN: t.token },
+    });
+    terminals.push(cliTerm);
+    await cliTerm.waitForText(new RegExp(`essh: watching session ${id} read-only \\(its terminal is 100x30\\); what you type goes nowhere\\. Ctrl-C stops watching\\.`));
+    await cliTerm.typeLine('touch /tmp/tty-cli-was-here');
+    await cliTerm.keys('C-c');
+    expect(await cliTerm.exitStatus(20_000)).toBe(0);
+    await owner.typeLine('ls /tmp/tty-cli-was-here; echo after-$((8*8))');
+    await owner.waitForText(/^after-64\s*$/m);
+    expect(await owner.screen()).toMatch(/ls: \/tmp\/tty-cli-was-here: No such file or directory/);
+    await waitFor('the owner to be told the CLI stopped watching', async () =>
+      ((await owner.screen()).match(/stopped watching this session/g) ?? []).length >= 2, 20_000, 100);
     const unknown = await generateKey(dir, `unknown-${randomBytes(3).toString('hex')}`);
     const denied = await watchOnce(id, unknown.keyFile);
     expect(denied.code).toBe(255);
@@ -253,7 +267,13 @@ describe('watching a live session', () => {
       await page.waitForSelector('#sessions tbody tr');
       await page.goto(`${stack.url}/console#/sessions/${id}`);
       await page.click('#watch-live');
-      const screenShows = (text: string) => page.waitForFunction((x) => document.querySelector('#live-player .ap-term-text')?.textContent?.includes(x), text, { timeout: 20_000 });
+      const said: string[] = [];
+      page.on('console', (m) => void said.push(`${m.type()}: ${m.text()}`));
+      const screenShows = (text: string) => page.waitForFunction((x) => document.querySelector('#live-player .ap-term-text')?.textContent?.includes(x), text, { timeout: 20_000 })
+        .catch(async (err: Error) => {
+          const shown = await page.locator('.live-box').textContent().catch(() => '');
+          throw new Error(`${err.message}; the player showed ${JSON.stringify(shown)}; the page said ${JSON.stringify(said)}`);
+        });
       // The screen so far, then live output.
       await screenShows('pre-20');
       await owner.waitForText(new RegExp(`essh: ${escape(admin.name)} <${escape(admin.email)}> \\(an admin of its account\\) is watching this session, read-only, from 127\\.0\\.0\\.1`));
