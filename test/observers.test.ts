@@ -246,6 +246,23 @@ describe('watching a live session', () => {
     expect(api.body.message).toContain(`Session ${id} is not live`);
   }, 180_000);
 
+  it('an observer is let go with the notice when the session is terminated', async () => {
+    const { t, admin, id, owner } = await watchedSession('terminated', 'watcher', 'up-$((1+2))', /^up-3\s*$/m);
+    const watcher = spawn('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(admin.keyFile)), `watch-${id}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(watcher);
+    let out = '';
+    let err = '';
+    watcher.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    watcher.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((r) => watcher.once('exit', r));
+    await waitFor('the observer to see the screen so far', async () => /^up-3\r?$/m.test(out), 20_000, 100);
+    await owner.waitForText(/\(an admin of its account\) is watching this session/);
+    expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'observer test' })).status).toBe(202);
+    expect(await exited, err).toBe(0);
+    expect(err).toContain(`essh: session ${id} terminated by ${t.user.email}: observer test`);
+    await owner.waitForText(new RegExp(`essh: session ${id} terminated by ${escape(t.user.email)}: observer test`));
+  }, 120_000);
+
   it('the console shows an active session live in its player; its viewer is an observer, announced and audited the same way', async () => {
     const CHROMIUM = '/usr/bin/chromium';
     expect(existsSync(CHROMIUM), `${CHROMIUM}: bash scripts/setup.sh --for-tests installs it`).toBe(true);
