@@ -83,6 +83,16 @@ async function observerTerminal(id: number, keyFile: string) {
   return term;
 }
 
+/** An observer's program (ssh -T, essh watch) with pipes: what it printed so far on stdout and stderr, and its exit. */
+function observerProcess(program: string, args: string[], env: Record<string, string> = {}) {
+  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  const seen = { child, out: '', err: '', exited: new Promise<number | null>((r) => child.once('exit', r)) };
+  child.stdout!.on('data', (c: Buffer) => (seen.out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (seen.err += c.toString()));
+  return seen;
+}
+
 /** `ssh -T watch-<id>@…` with the key, to its end: what a refused observer is told. */
 function watchOnce(id: number, keyFile: string) {
   return runToEnd('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(keyFile)), `watch-${id}@127.0.0.1`], { timeoutMs: 30_000 });
@@ -122,30 +132,23 @@ describe('watching a live session', () => {
     await owner.waitForText(new RegExp(`essh: ${escape(admin.name)} <${escape(admin.email)}> stopped watching this session \\(after \\d+(\\.\\d+)? s\\)`));
 
     // An operator watches with the CLI (a watch token from the API; no key of its own).
-    const cli = spawn(process.execPath, [path.join(projectRoot, 'bin', 'essh.js'), 'watch', String(id)], {
-      env: { ...process.env, ESSH_CONFIG: path.join(dir, 'no-config.json'), ESSH_API_URL: stack.url, ESSH_TOKEN: stack.adminToken }, stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    children.push(cli);
-    let cliOut = '';
-    let cliErr = '';
-    cli.stdout!.on('data', (c: Buffer) => (cliOut += c.toString()));
-    cli.stderr!.on('data', (c: Buffer) => (cliErr += c.toString()));
-    const cliExit = new Promise<number | null>((r) => cli.once('exit', r));
-    await waitFor('essh watch to show the screen so far', async () => /^live-42\r?$/m.test(cliOut), 30_000, 100)
-      .catch((err: Error) => { throw new Error(`${err.message}; essh said: ${cliErr}`); });
-    expect(cliErr).toContain(`essh: watching session ${id} read-only (its terminal is 100x30)`);
+    const cli = observerProcess(process.execPath, [path.join(projectRoot, 'bin', 'essh.js'), 'watch', String(id)],
+      { ESSH_CONFIG: path.join(dir, 'no-config.json'), ESSH_API_URL: stack.url, ESSH_TOKEN: stack.adminToken });
+    await waitFor('essh watch to show the screen so far', async () => /^live-42\r?$/m.test(cli.out), 30_000, 100)
+      .catch((err: Error) => { throw new Error(`${err.message}; essh said: ${cli.err}`); });
+    expect(cli.err).toContain(`essh: watching session ${id} read-only (its terminal is 100x30)`);
     await owner.waitForText(/\(an operator\) is watching this session, read-only, from 127\.0\.0\.1/);
     // What the CLI's stdin carries goes nowhere either.
-    cli.stdin!.write('touch /tmp/cli-was-here\n');
+    cli.child.stdin!.write('touch /tmp/cli-was-here\n');
     await owner.typeLine('ls /tmp/cli-was-here; echo cli-$((3*3))');
-    await waitFor('essh watch to show live output', async () => /^cli-9\r?$/m.test(cliOut), 20_000, 100);
+    await waitFor('essh watch to show live output', async () => /^cli-9\r?$/m.test(cli.out), 20_000, 100);
     expect(await owner.screen()).toMatch(/ls: \/tmp\/cli-was-here: No such file or directory/);
 
     // The session ends: the observer is told how and let go (exit 0); the owner's ssh has its status.
     await owner.typeLine('exit 3');
     expect(await owner.exitStatus(20_000)).toBe(3);
-    expect(await cliExit, cliErr).toBe(0);
-    expect(cliErr).toContain(`essh: session ${id} has ended (its program exited with status 3).`);
+    expect(await cli.exited, cli.err).toBe(0);
+    expect(cli.err).toContain(`essh: session ${id} has ended (its program exited with status 3).`);
     await waitForState(stack, t.token, id, 'ended', 30_000);
 
     // Each joining and leaving is a drain event with the session's metadata, who, as whom, from where and when.
@@ -199,13 +202,10 @@ describe('watching a live session', () => {
       expect((await stack.api.post(`/sessions/${id}/watch`, who.token, {})).status).toBe(404);
     }
     // The owner may watch their own session (from another machine, say); a key nobody registered logs in as nobody.
-    const self = spawn('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(ownerKey.keyFile)), `watch-${id}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] });
-    children.push(self);
-    let selfErr = '';
-    self.stderr!.on('data', (c: Buffer) => (selfErr += c.toString()));
-    await waitFor('the owner to be watching', async () => selfErr.includes(`watching session ${id} read-only`), 20_000, 100);
+    const self = observerProcess('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(ownerKey.keyFile)), `watch-${id}@127.0.0.1`]);
+    await waitFor('the owner to be watching', async () => self.err.includes(`watching session ${id} read-only`), 20_000, 100);
     await owner.waitForText(/\(its owner\) is watching this session/);
-    self.kill();
+    self.child.kill();
     // essh watch on a terminal: keys are read raw and go nowhere, Ctrl-C stops watching (status 0).
     const cliTerm = await Terminal.start([process.execPath, path.join(projectRoot, 'bin', 'essh.js'), 'watch', String(id)].map(q).join(' '), {
       env: { ESSH_CONFIG: path.join(dir, 'no-config.json'), ESSH_API_URL: stack.url, ESSH_TOKEN: t.token },
@@ -248,18 +248,12 @@ describe('watching a live session', () => {
 
   it('an observer is let go with the notice when the session is terminated', async () => {
     const { t, admin, id, owner } = await watchedSession('terminated', 'watcher', 'up-$((1+2))', /^up-3\s*$/m);
-    const watcher = spawn('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(admin.keyFile)), `watch-${id}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] });
-    children.push(watcher);
-    let out = '';
-    let err = '';
-    watcher.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    watcher.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-    const exited = new Promise<number | null>((r) => watcher.once('exit', r));
-    await waitFor('the observer to see the screen so far', async () => /^up-3\r?$/m.test(out), 20_000, 100);
+    const watcher = observerProcess('ssh', ['-T', ...sshArgs(stack.runtime.portal!.port, keyOnly(admin.keyFile)), `watch-${id}@127.0.0.1`]);
+    await waitFor('the observer to see the screen so far', async () => /^up-3\r?$/m.test(watcher.out), 20_000, 100);
     await owner.waitForText(/\(an admin of its account\) is watching this session/);
     expect((await stack.api.post(`/sessions/${id}/terminate`, t.token, { reason: 'observer test' })).status).toBe(202);
-    expect(await exited, err).toBe(0);
-    expect(err).toContain(`essh: session ${id} terminated by ${t.user.email}: observer test`);
+    expect(await watcher.exited, watcher.err).toBe(0);
+    expect(watcher.err).toContain(`essh: session ${id} terminated by ${t.user.email}: observer test`);
     await owner.waitForText(new RegExp(`essh: session ${id} terminated by ${escape(t.user.email)}: observer test`));
   }, 120_000);
 
