@@ -8,6 +8,7 @@ import { fileTransfer } from './file-transfer.js';
 import { fleetPlacement } from './fleet-placement.js';
 import { hostUpgrade } from './host-upgrade.js';
 import { liveSessions } from './live-sessions.js';
+import { observerDelay } from './observer-delay.js';
 import { portalAbuse } from './portal-abuse.js';
 import { portalEcho } from './portal-echo.js';
 import { portalPrompt } from './portal-prompt.js';
@@ -20,7 +21,7 @@ import type { BenchModule, BenchRow, StandaloneBenchModule } from './types.js';
 
 const modules: (BenchModule | StandaloneBenchModule)[] = [
   sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation, cliStartup,
-  fleetPlacement, hostUpgrade, fileTransfer,
+  fleetPlacement, hostUpgrade, fileTransfer, observerDelay,
 ];
 
 async function main() {

@@ -112,6 +112,7 @@ export function buildProgram(): Command {
     ['essh ssh demo', 'a shell in a fresh container like demo\'s'],
     ['essh ssh demo -- rake db:migrate; echo $?', 'a command; essh exits with its status'],
     ['essh sessions --state active --watch', 'follow the sessions until Ctrl-C'],
+    ['essh watch 42', 'follow session 42\'s terminal, read-only'],
     ['essh recording 42 --play', 'replay session 42 in this terminal'],
     ['essh keys add ~/.ssh/id_ed25519', 'then ssh APP@portal signs in with that key'],
     ['source <(essh completion bash)', 'Tab completion (zsh: essh completion zsh)'],
@@ -284,7 +285,7 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
 
   helpAfter(program
     .command('sessions')
-    .description('list the sessions you may see (--watch: follow them until Ctrl-C)')
+    .description('list the sessions you may see (--watch: follow the list until Ctrl-C; essh watch ID follows one session\'s terminal)')
     .option('--app <app>', 'only this app\'s sessions')
     .addOption(new Option('--state <state>', 'only sessions in this state').choices(SESSION_STATES))
     .option('--user <user>', 'only this user\'s sessions: a user id, an e-mail address, or "me"')
@@ -311,6 +312,19 @@ Without -t or -T, a TTY is asked for when stdin and stdout are both a terminal.`
     ['essh sessions --state active --user me'],
     ['essh sessions --app demo --watch', 'a table redrawn every 2 s, changes under it'],
     ['essh sessions --watch --json | jq -c \'{id,state}\'', 'one JSON line per change'],
+  ]);
+
+  helpAfter(sessionCommand('watch', 'follow one live session\'s terminal read-only as it happens (its owner, an account admin or an operator); not to be confused with essh sessions --watch, which follows the list')
+    .addHelpText('after', `
+You see the last screenful the session printed, then its output live; nothing you type reaches it,
+and its user is told that you are watching. Ctrl-C stops watching; watching also ends with the session.
+Exit status: 0 once watching ended, 1 when the session may not be watched (it is not live, not yours…).`)
+    .action(async (id: number) => {
+      const { watchSession } = await import('./observe.js');
+      process.exitCode = await watchSession(await api(), id);
+    }), [
+    ['essh watch 42', 'what session 42 shows, live, until it ends or Ctrl-C'],
+    ['essh sessions --state active --watch', 'the list of live sessions instead, followed until Ctrl-C'],
   ]);
 
   helpAfter(sessionCommand('terminate', 'end a session (it ends with `terminated`)')

@@ -127,7 +127,9 @@ function authMessage(err: Error & { level?: string }, target: PortalTarget, with
   if (err.level === 'client-authentication') {
     return new PortalRefusedError(withKey
       ? `the portal refused the key for ${target.user} (it must be registered to the session's owner, and the session must not have ended)`
-      : `the portal refused the session token for ${target.user} (it works once and expires after a few minutes); start a new session`);
+      : target.user.startsWith('watch-')
+        ? `the portal refused the watch token for ${target.user} (it works once and expires after a few minutes); run essh watch again`
+        : `the portal refused the session token for ${target.user} (it works once and expires after a few minutes); start a new session`);
   }
   if (/Host denied/.test(err.message)) {
     return new Error(

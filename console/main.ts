@@ -9,7 +9,7 @@ import './style.css';
 import { printable } from '../lib/printable.js';
 import { SESSION_STATES, TERMINATE_REASON_MAX_CHARS } from '../shapes/enumerations.js';
 // Types only: zod stays out of the page's script.
-import type { Operation, Session, User } from '../shapes/answers.js';
+import type { CreatedSession, Operation, Session, User } from '../shapes/answers.js';
 
 // --- the API ------------------------------------------------------------------------------------
 
@@ -351,6 +351,7 @@ async function sessionView(id: string) {
   const lifecycleBox = h('div', {});
   const fieldsBox = h('div', {});
   const terminateBox = h('div', {});
+  const liveBox = h('div', {});
   const player = h('div', { id: 'player', class: 'player' }, h('p', {}, 'Loading the recording…'));
   const draw = () => {
     title.replaceChildren(`Session ${s.id} `, h('span', { class: `state ${s.state}`, id: 'session-state' }, s.state));
@@ -369,6 +370,10 @@ async function sessionView(id: string) {
       s = answer;
       draw();
     }));
+    if (s.state !== 'active') {
+      closeLiveView();
+      liveBox.replaceChildren();
+    } else if (!liveBox.firstChild) liveBox.replaceChildren(liveView(s.id));
   };
   draw();
   show(
@@ -376,7 +381,7 @@ async function sessionView(id: string) {
     title,
     terminateBox,
     h('section', {}, h('h2', {}, 'Lifecycle'), lifecycleBox),
-    h('section', {}, h('h2', {}, 'Recording'), player),
+    h('section', {}, h('h2', {}, 'Recording'), liveBox, player),
     h('section', {}, h('h2', {}, 'Session'), fieldsBox),
     h('section', { id: 'operation' }, h('h2', {}, 'Operation record'), operation.status === 200 ? fields([
       ['Operation', String(operation.body.id)], ['Type', operation.body.type], ['Status', operation.body.status],
@@ -455,6 +460,45 @@ function terminateForm(id: number, answered: (s: Session) => void) {
   return h('section', { class: 'terminate-box' }, open, form);
 }
 
+/** The live view's player while it is shown: its event stream makes the viewer an observer until it is closed. */
+let livePlayer: { dispose(): void } | null = null;
+function closeLiveView() {
+  livePlayer?.dispose();
+  livePlayer = null;
+}
+
+/**
+ * Watching an active session live, read-only, in the player: a one-time watch token from the API, then
+ * the session's output as server-sent events from GET /sessions/{id}/live (an EventSource sends no
+ * Authorization header, so the token goes in the URL; it works once, for this user). The session's
+ * user is told that someone watches, as for `essh watch`.
+ */
+function liveView(id: number) {
+  const problem = h('div', { id: 'live-problem' });
+  // Its own place, above the recording so far (which loads meanwhile and is reloaded at the end).
+  const into = h('div', {});
+  const button = h('button', { type: 'button', id: 'watch-live' }, 'Watch live');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const r = await api<CreatedSession>(`/sessions/${id}/watch`, { post: {} });
+      if (r.status !== 201) return void problem.replaceChildren(alertBox(messageOf(r)));
+      closeLiveView();
+      const el = h('div', { class: 'player-frame', id: 'live-player' });
+      into.replaceChildren(h('p', { id: 'live-note' }, 'Live, read-only: the session\'s user is told that you are watching. Leave this page to stop.'), el);
+      button.hidden = true;
+      // The player's eventsource driver (its live streaming) is not in its type declarations.
+      const live = { driver: 'eventsource', url: `/sessions/${id}/live?token=${encodeURIComponent(r.body.connect.token)}` } as unknown as AsciinemaPlayer.UrlSource;
+      livePlayer = AsciinemaPlayer.create(live, el, { autoPlay: true, fit: 'width', terminalFontSize: 'small' });
+    } catch (err) {
+      if (!(err instanceof SignedOut)) problem.replaceChildren(alertBox(`The live view could not start: ${(err as Error).message}`));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('div', { class: 'live-box' }, button, problem, into);
+}
+
 async function showRecording(s: Session, into: HTMLElement) {
   const r = await api(`/sessions/${s.id}/recording`);
   if (r.status !== 200) return void into.replaceChildren(alertBox(messageOf(r), 'info'));
@@ -486,6 +530,7 @@ let routeSeq = 0;
 async function route() {
   routeSeq++;
   stopPolling();
+  closeLiveView();
   const hash = location.hash.replace(/^#/, '') || '/';
   const [path = '/', query = ''] = hash.split('?');
   if (path === '/sign-in') return signInView();

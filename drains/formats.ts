@@ -3,7 +3,7 @@
 // per session (its app, user, container…) go the event's time, numbers and text, and plain ASCII
 // output (the common case) is copied from the journal without ever becoming a JavaScript string.
 import { utf8Boundary, type LifecycleKind } from '../journal/reader.js';
-import type { ForwardDetails, TransferDetails } from '../journal/format.js';
+import { observerText, type ForwardDetails, type ObserverDetails, type TransferDetails } from '../journal/format.js';
 import type { AuditEventView } from '../services/audit.js';
 
 /** What every event of one session carries: read once per session (from its journal's `started` record). */
@@ -122,6 +122,7 @@ export function logText(e: ShippedEvent): string {
   }
   if (e.kind === 'port_forward') return forwardText(e.details as unknown as ForwardDetails);
   if (e.kind === 'file_transfer') return transferText(e.details as unknown as TransferDetails);
+  if (e.kind === 'session_observed') return observerText(e.details as unknown as ObserverDetails);
   if (e.kind === 'output_truncated') {
     return `essh: session ${id} printed more than its output journal may hold: output after byte ${d.after_bytes ?? e.offset} ` +
       'reached the terminal but not the drains or the recording';
@@ -152,6 +153,14 @@ function lifecycleFields(e: ShippedEvent): Record<string, unknown> {
     return {
       event: e.kind, transferred_by: t.user?.email ?? null, path: t.path, direction: t.direction, bytes: t.bytes,
       ...(t.container_user ? { container_user: t.container_user } : {}), ...(t.interrupted ? { interrupted: true } : {}),
+    };
+  }
+  if (e.kind === 'session_observed') {
+    const o = e.details as unknown as ObserverDetails;
+    return {
+      event: e.kind, observer_action: o.event, observed_by: o.user?.email ?? null, observer_name: o.user?.name ?? null, observer_role: o.role,
+      observer_address: o.address, observer_credential: o.credential, joined_at: o.joined_at,
+      ...(o.duration_s !== undefined ? { duration_s: o.duration_s } : {}),
     };
   }
   return {

@@ -22,6 +22,8 @@ export const RecordType = {
   forward: 6,
   /** A file copied through the portal's SFTP (JSON TransferDetails): the drains' `file_transfer` event; never its bytes. */
   transfer: 7,
+  /** An observer joined or left a live session (JSON ObserverDetails): the drains' `session_observed` event. */
+  observer: 8,
 } as const;
 export type RecordTypeName = keyof typeof RecordType;
 export type RecordTypeCode = (typeof RecordType)[RecordTypeName];
@@ -103,6 +105,37 @@ export interface TransferDetails {
   container_user?: string;
   /** The client left before closing the file: `bytes` is what went through until then. */
   interrupted?: true;
+}
+
+/** Why an observer may watch a session: its owner, an admin of its account, or an operator. */
+export type ObserverRole = 'owner' | 'account_admin' | 'operator';
+
+/** Lifecycle details of an `observer` record: someone began or stopped watching the session's output live. */
+export interface ObserverDetails {
+  event: 'joined' | 'left';
+  /** Who watched (the observer's portal connection's user). */
+  user: { id: number; name: string; email: string };
+  role: ObserverRole;
+  /** Where the observer's connection came from. */
+  address: string;
+  /** How: `ssh watch-<id>@…` with a registered key, or a one-time watch token from the API (`essh watch`). */
+  credential: 'key' | 'token';
+  /** When the observer joined (RFC 3339); a `left` record repeats it. */
+  joined_at: string;
+  /** How long the observer watched: on `left` only. */
+  duration_s?: number;
+}
+
+const ROLE_TEXT: Record<ObserverRole, string> = { owner: 'its owner', account_admin: 'an admin of its account', operator: 'an operator' };
+
+/**
+ * The one line that says an observer joined or left: on the watched user's terminal, in the drains'
+ * `session_observed` event and on the recording's timeline alike.
+ */
+export function observerText(d: ObserverDetails): string {
+  const who = `${d.user.name} <${d.user.email}>`;
+  if (d.event === 'left') return `essh: ${who} stopped watching this session (after ${d.duration_s ?? 0} s)`;
+  return `essh: ${who} (${ROLE_TEXT[d.role] ?? d.role}) is watching this session, read-only, from ${d.address}`;
 }
 
 /** Lifecycle details of an `ended` record. */

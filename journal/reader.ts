@@ -99,8 +99,8 @@ interface Partial {
 /** The drains' event of each lifecycle record type (a type missing here is a later version's, skipped). */
 const LIFECYCLE_KINDS = {
   [RecordType.started]: 'session_started', [RecordType.ended]: 'session_ended', [RecordType.truncated]: 'output_truncated',
-  [RecordType.forward]: 'port_forward', [RecordType.transfer]: 'file_transfer',
-} as const;
+  [RecordType.forward]: 'port_forward', [RecordType.transfer]: 'file_transfer', [RecordType.observer]: 'session_observed',
+} as const satisfies { [type: number]: string };
 export type LifecycleKind = (typeof LIFECYCLE_KINDS)[keyof typeof LIFECYCLE_KINDS];
 
 /**
@@ -206,7 +206,7 @@ export async function* readEventChunks(
       }
       continue;
     }
-    const kind = LIFECYCLE_KINDS[r.type] ?? null;
+    const kind: LifecycleKind | null = (LIFECYCLE_KINDS as { [type: number]: LifecycleKind | undefined })[r.type] ?? null;
     if (!kind) {
       // a record type from a later version: skipped
       if (out.length) {

@@ -1,5 +1,5 @@
 import type { Db } from '../lib/db.js';
-import type { ForwardDetails, OutputStream, TransferDetails } from './format.js';
+import type { ForwardDetails, ObserverDetails, OutputStream, TransferDetails } from './format.js';
 import { announceJournalAppended } from './news.js';
 import { JournalHold } from './seal.js';
 import { JournalWriter } from './writer.js';
@@ -55,6 +55,11 @@ export class SessionOutputJournal {
   /** Appends a file transfer's record (never the file's bytes); false once sealed, the session being over. */
   transfer(details: TransferDetails): boolean {
     return this.lifecycle(() => this.writer.transfer(details));
+  }
+
+  /** Appends an observer's joining or leaving; false once sealed, the session being over. */
+  observer(details: ObserverDetails): boolean {
+    return this.lifecycle(() => this.writer.observer(details));
   }
 
   private lifecycle(append: () => void): boolean {

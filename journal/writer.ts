@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, wr
 import path from 'node:path';
 import { processCounters } from '../lib/metrics.js';
 import {
-  RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
+  RecordType, encodeHeader, type EndedDetails, type ForwardDetails, type ObserverDetails, type OutputStream, type RecordTypeCode, type StartedDetails,
   type TransferDetails,
 } from './format.js';
 
@@ -79,6 +79,10 @@ export class JournalWriter {
 
   transfer(details: TransferDetails): void {
     this.append(RecordType.transfer, null, Buffer.from(JSON.stringify(details)));
+  }
+
+  observer(details: ObserverDetails): void {
+    this.append(RecordType.observer, null, Buffer.from(JSON.stringify(details)));
   }
 
   ended(details: EndedDetails): void {

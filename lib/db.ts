@@ -129,6 +129,8 @@ export interface SessionTokensTable {
   token_hash: string;
   expires_at: string;
   used_at: string | null;
+  /** A watch token's observer (`watch-<id>` only); null: the session's own attach token. */
+  watcher_id: number | null;
 }
 export interface RateLimitsTable {
   key: string;

@@ -17,6 +17,8 @@ import type { AttachedNotes } from './attached-notes.js';
 import { IdleTimer, idleLimitOf } from './idle-timeout.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
+import type { Audiences } from './observers.js';
+import type { ObserverDetails } from '../journal/format.js';
 
 /**
  * Docker's default detach keys (Ctrl-P Ctrl-Q) would swallow those bytes, and Ctrl-P is readline's
@@ -95,6 +97,8 @@ export interface AttachmentDeps {
   portal: PortalInstance;
   /** The session's extra env (opened at attach time, never kept): SessionsService.extraEnv. */
   extraEnv: (sessionId: number) => Promise<Record<string, string>>;
+  /** The observers of the sessions this portal serves (portal/observers.ts). */
+  audiences: Audiences;
 }
 
 export interface AttachOptions {
@@ -288,8 +292,20 @@ export class Attachment {
     this.logAttached(readyAt, execAskedAt, programStartedAt);
     if (this.pty) this.resize(this.pty);
 
-    // Torn down meanwhile: nothing more is journaled, so nothing more goes out.
-    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, this.journal.output);
+    const journal = this.journal;
+    // Who watches this session while its program runs here (`watch-<id>`: portal/observers.ts).
+    const audience = this.deps.audiences.open(id, {
+      tell: (line) => this.say(line, { ownLine: true }),
+      record: (details) => this.journalObserver(details),
+      size: () => (this.pty ? { cols: this.pty.cols, rows: this.pty.rows } : null),
+    });
+    // Torn down meanwhile: nothing more is journaled, so nothing more goes out. Observers get each
+    // chunk once it is journaled, as the client does.
+    const output = new JournaledOutput(this.channel, this.channel.stderr, !tty, (stream, chunk) => {
+      if (!journal.output(stream, chunk)) return false;
+      audience.publish(stream, chunk);
+      return true;
+    });
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => {
@@ -324,11 +340,13 @@ export class Attachment {
       this.watch.stop();
 
       if (outcome.kind === 'client') {
+        audience.close(`essh: session ${id}'s client closed its connection; the session ends.`);
         await this.disconnected('the client closed the connection');
         return;
       }
       if (outcome.kind === 'ended' || stopped) {
         const row = outcome.kind === 'ended' ? outcome.row : await this.watch.read();
+        audience.close(row ? endNotice(row) : `essh: session ${id} has ended.`);
         if (row) this.say(endNotice(row), { ownLine: true });
         await this.finish(row?.exit_code ?? 1);
         return;
@@ -337,6 +355,7 @@ export class Attachment {
       const exitedAt = Date.now();
       const { ExitCode } = await exec.inspect();
       const code = ExitCode ?? 1;
+      audience.close(`essh: session ${id} has ended (its program exited with status ${code}).`);
       const oom = code === 137 && oomSince(ready.containerId, programStartedAt);
       await workflow.signal(programExitedSignal, { connection_id: this.connectionId, exit_code: code, oom_killed: oom })
         .catch((err) => log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
@@ -349,6 +368,8 @@ export class Attachment {
       else if (row && isOver(row.state) && row.end_reason && row.end_reason !== 'exit') this.say(endNotice(row), { ownLine: true });
       await this.finish(code);
     } finally {
+      // Observers still here leave while the journal is open, so that their leaving is journaled.
+      audience.close(`essh: session ${id} is no longer served by this portal.`);
       this.stopHeartbeats();
       this.idle?.stop();
       this.channel.unpipe(stream);
@@ -383,6 +404,16 @@ export class Attachment {
       .catch((err) => this.deps.log.warn({ err: (err as Error).message, session: id }, 'programExited signal failed'));
     await new SessionWatch(this.deps.db, id).untilEnding(ENDING_WAIT_MS);
     await this.finish(code);
+  }
+
+  /** An observer's joining or leaving, in the journal this attachment holds open. */
+  private journalObserver(details: ObserverDetails): boolean {
+    try {
+      return this.journal?.observer(details) ?? false;
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message, session: this.sessionId }, 'journaling an observer failed');
+      return false;
+    }
   }
 
   private closeJournal() {

@@ -17,9 +17,15 @@ export type PortalIdentity = { userId: number; credential: PortalCredential } & 
   | { kind: 'session'; sessionId: number }
   /** `<app>`: a registered user's key; a new session is created for the app on the first channel. */
   | { kind: 'app'; app: string }
+  /**
+   * `watch-<id>`: follow a live session's output read-only (portal/observers.ts), with a registered key
+   * or a watch token; `userId` is the observer, whose right to watch is checked per channel.
+   */
+  | { kind: 'watch'; sessionId: number }
 );
 
 export const SESSION_USER = /^session-(\d{1,15})$/;
+export const WATCH_USER = /^watch-(\d{1,15})$/;
 const SESSION_METHODS = ['publickey', 'password', 'keyboard-interactive'] as const;
 const APP_METHODS = ['publickey'] as const;
 
@@ -33,6 +39,8 @@ export class PortalAuthenticator {
   async decide(ctx: AuthContext): Promise<PortalIdentity | null> {
     const m = SESSION_USER.exec(ctx.username);
     if (m) return this.sessionLogin(ctx, Number(m[1]));
+    const w = WATCH_USER.exec(ctx.username);
+    if (w) return this.watchLogin(ctx, Number(w[1]));
     if (ctx.method !== 'publickey') return null;
     const owner = await this.keyOwner(ctx);
     return owner ? { kind: 'app', app: ctx.username, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } } : null;
@@ -72,7 +80,7 @@ export class PortalAuthenticator {
   }
 
   methodsFor(username: string): ('publickey' | 'password' | 'keyboard-interactive')[] {
-    return SESSION_USER.test(username) ? [...SESSION_METHODS] : [...APP_METHODS];
+    return SESSION_USER.test(username) || WATCH_USER.test(username) ? [...SESSION_METHODS] : [...APP_METHODS];
   }
 
   private async sessionLogin(ctx: AuthContext, sessionId: number): Promise<PortalIdentity | null> {
@@ -80,34 +88,38 @@ export class PortalAuthenticator {
       const row = await this.deps.db.selectFrom('operations').select(['user_id', 'state']).where('id', '=', sessionId).executeTakeFirst();
       return row && row.state !== 'ending' && row.state !== 'ended' ? row : undefined;
     };
-    const byToken = async (token: string): Promise<PortalIdentity | null> => {
-      const tokenId = await this.redeem(sessionId, token);
-      const row = tokenId !== null ? await open() : undefined;
-      return row ? { kind: 'session', sessionId, userId: Number(row.user_id), credential: { kind: 'token', tokenId: tokenId! } } : null;
-    };
-    switch (ctx.method) {
-      case 'password':
-        return byToken(ctx.password);
-      case 'keyboard-interactive': {
-        const answers = await new Promise<string[]>((resolve) => ctx.prompt([{ prompt: 'Password (the session token): ', echo: false }], resolve));
-        return byToken(answers[0] ?? '');
-      }
-      case 'publickey': {
-        const row = await open();
-        if (!row) return null;
-        const owner = await this.keyOwner(ctx);
-        return owner && owner.userId === Number(row.user_id)
-          ? { kind: 'session', sessionId, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } }
-          : null;
-      }
-      default:
-        return null;
+    const token = await tokenOf(ctx);
+    if (token !== null) {
+      const redeemed = await this.redeem(sessionId, token, false);
+      const row = redeemed ? await open() : undefined;
+      return row ? { kind: 'session', sessionId, userId: Number(row.user_id), credential: { kind: 'token', tokenId: redeemed!.tokenId } } : null;
     }
+    if (ctx.method !== 'publickey') return null;
+    const row = await open();
+    if (!row) return null;
+    const owner = await this.keyOwner(ctx);
+    return owner && owner.userId === Number(row.user_id)
+      ? { kind: 'session', sessionId, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } }
+      : null;
   }
 
-  private redeem(sessionId: number, token: string): Promise<number | null> {
+  /**
+   * `watch-<id>`: the observer's registered key, or a watch token the API issued to the observer. Who
+   * may watch which session is decided when the channel opens, with a sentence (portal/observers.ts).
+   */
+  private async watchLogin(ctx: AuthContext, sessionId: number): Promise<PortalIdentity | null> {
+    const token = await tokenOf(ctx);
+    if (token !== null) {
+      const redeemed = await this.redeem(sessionId, token, true);
+      return redeemed?.watcherId ? { kind: 'watch', sessionId, userId: redeemed.watcherId, credential: { kind: 'token', tokenId: redeemed.tokenId } } : null;
+    }
+    const owner = await this.keyOwner(ctx);
+    return owner ? { kind: 'watch', sessionId, userId: owner.userId, credential: { kind: 'key', fingerprint: owner.fingerprint } } : null;
+  }
+
+  private redeem(sessionId: number, token: string, watch: boolean) {
     if (!token || token.length > 200) return Promise.resolve(null);
-    return this.deps.sessions.redeemSessionToken(sessionId, token);
+    return this.deps.sessions.redeemSessionToken(sessionId, token, { watch });
   }
 
   /**
@@ -121,6 +133,14 @@ export class PortalAuthenticator {
     if (!row) return undefined;
     return verifies(ctx, row.public_key) ? { userId: Number(row.user_id), fingerprint } : undefined;
   }
+}
+
+/** The token a password or keyboard-interactive attempt carries; null for any other method. */
+async function tokenOf(ctx: AuthContext): Promise<string | null> {
+  if (ctx.method === 'password') return ctx.password;
+  if (ctx.method !== 'keyboard-interactive') return null;
+  const answers = await new Promise<string[]>((resolve) => ctx.prompt([{ prompt: 'Password (the session token): ', echo: false }], resolve));
+  return answers[0] ?? '';
 }
 
 function verifies(ctx: PublicKeyAuthContext, registeredLine: string): boolean {

@@ -18,6 +18,7 @@ import { loadOrCreateHostKey } from '../lib/ssh-host-key.js';
 import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
 import { runningContainer } from './running-container.js';
 import { appAllowsFileTransfer, fileTransferOff, serveSftp } from './sftp.js';
+import { Audiences, serveObserver } from './observers.js';
 import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
 import type { PortalFigures } from '../host/metrics.js';
 
@@ -52,6 +53,8 @@ export class SshPortal {
   /** Channels being served; stop() lets them tell their workflows before the runtime closes the database. */
   private readonly serving = new Set<Promise<void>>();
   private readonly attachments = new Set<Attachment>();
+  /** Who watches the sessions whose clients this process serves (`watch-<id>`). */
+  readonly audiences = new Audiences();
   private readonly auth: PortalAuthenticator;
   private readonly guard: PortalGuard;
   private readonly notes: AttachedNotes;
@@ -270,6 +273,9 @@ export class SshPortal {
       // tcpip-forward global request) has no listener here, so ssh2 refuses it.
       conn.on('tcpip', (accept, reject, info) => {
         const refuse = (reason: number, description: string) => refuseChannel(conn, reject, reason, description);
+        if (who.kind === 'watch') {
+          return refuse(OPEN_FAILURE.administrativelyProhibited, `essh: watch-${who.sessionId} only watches; forward ports on the session's own connection`);
+        }
         const sessionId = who.kind === 'session' ? who.sessionId : appSession;
         if (sessionId === null) {
           return refuse(OPEN_FAILURE.administrativelyProhibited,
@@ -318,7 +324,7 @@ export class SshPortal {
         });
         session.on('env', (_ok, no) => no?.());
         const begin = (channel: ServerChannel, command: string | null | typeof SFTP) => {
-          const served = this.serve(who, channel, pty, command, timing, (a) => {
+          const served = this.serve(who, channel, pty, command, timing, address, (a) => {
             attachment = a;
             if (who.kind === 'app') appSession = a.sessionId;
             this.attachments.add(a);
@@ -347,18 +353,26 @@ export class SshPortal {
     pty: (PtySize & { term: string }) | null,
     command: string | null | typeof SFTP,
     timing: ConnectionTiming,
+    address: string,
     onAttachment: (a: Attachment) => void,
   ) {
     const { config } = this.deps;
     const deps = {
       db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
-      notes: this.notes, extraEnv: (id: number) => this.deps.sessions.extraEnv(id),
+      notes: this.notes, extraEnv: (id: number) => this.deps.sessions.extraEnv(id), audiences: this.audiences,
     };
     // A key removed, a token expired or revoked, a user gone since the connection logged in: no new
     // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).
     const revoked = await this.auth.stillValid(who);
     if (revoked) return new Attachment(deps, 0, channel, pty).fail(revoked);
+    if (who.kind === 'watch') {
+      return serveObserver(
+        { db: this.deps.db, sessions: this.deps.sessions, audiences: this.audiences, dataDir: config.dataDir, log: this.deps.log, hostId: this.deps.hostId },
+        // An observer copies no files: its SFTP is refused as a command is.
+        { sessionId: who.sessionId, userId: who.userId, credential: who.credential, address, channel, tty: pty !== null, command: command === SFTP ? 'sftp' : command },
+      );
+    }
     if (typeof command === 'string' && LEGACY_SCP.test(command)) {
       return new Attachment(deps, 0, channel, pty).fail(
         'essh: legacy scp (scp -O, the old scp/rcp protocol) is not supported: use scp without -O (its SFTP mode, the default), sftp, or essh cp.',

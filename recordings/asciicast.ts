@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
-import type { ForwardDetails, TransferDetails } from '../journal/format.js';
+import { observerText, type ForwardDetails, type ObserverDetails, type TransferDetails } from '../journal/format.js';
 import { readEvents } from '../journal/reader.js';
 import { forwardText, transferText } from '../drains/formats.js';
 import { contextTail, readyCount, redactionWindows, type Piece, type RedactionWindow } from '../redaction/stream-redaction.js';
@@ -20,7 +20,8 @@ export interface RecordedSession {
  * The session's recording as asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/), read from
  * its journal as it is read, never whole in memory. The header has the terminal size the session's
  * output started in (the last `resize` before its first output; 80×24 without one); later resizes are
- * "r" events, port forwards and file transfers "m" markers (journal/format.ts ForwardDetails and TransferDetails, without their data), and output "o" events, redacted with the account's rules as the drains' events are, and
+ * "r" events, port forwards, file transfers and observers joining and leaving "m" markers (journal/format.ts
+ * ForwardDetails, TransferDetails and ObserverDetails; never a forward's or a file's data), and output "o" events, redacted with the account's rules as the drains' events are, and
  * decoded as UTF-8 across events (a character split between two events shows whole). Times are
  * seconds since the program's attach (the journal's first resize or output).
  */
@@ -62,6 +63,11 @@ export async function* asciicastLines(file: string, session: RecordedSession, re
       // one before the program's attach sits at its start.
       const text = ev.kind === 'port_forward' ? forwardText(ev.details as unknown as ForwardDetails) : transferText(ev.details as unknown as TransferDetails);
       pending.push({ time: start === null ? 0 : at(ev.time), code: 'm', text });
+      continue;
+    }
+    if (ev.kind === 'session_observed') {
+      // Who watched, from where and for how long: a marker where they joined and one where they left.
+      pending.push({ time: start === null ? 0 : at(ev.time), code: 'm', text: observerText(ev.details as unknown as ObserverDetails) });
       continue;
     }
     if (ev.kind !== 'resize' && ev.kind !== 'output') continue;

@@ -40,6 +40,7 @@ import { DrainShipper } from '../drains/shipper.js';
 import { drainRoutes } from '../api/routes/drains.js';
 import { recordingRoutes } from '../api/routes/recordings.js';
 import { auditRoutes } from '../api/routes/audit.js';
+import { liveRoutes } from '../api/routes/live.js';
 import { AuditService } from '../services/audit.js';
 import { AuditShipper } from '../drains/audit-shipper.js';
 import { consolePages } from '../console/server.js';
@@ -392,6 +393,11 @@ async function startApi({ config, parts, log, started, runtime, metrics }: Conte
       recordingRoutes(recordings),
       auditRoutes(new AuditService(db)),
       hostRoutes(new HostsService(db, { staleS: config.hostLoss.staleS })),
+      // The console's live view: from this process's portal, when it runs one (it starts after the API).
+      liveRoutes({
+        db, sessions, dataDir: config.dataDir, log, hostId: parts.hostStacks?.length ? config.hostId : undefined,
+        audiences: () => runtime.portal?.audiences,
+      }),
     ],
     pages: consolePages(log),
   });

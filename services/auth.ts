@@ -70,6 +70,10 @@ export const access = {
     p.role === 'operator' ||
     (p.accountIds.includes(s.account_id) && (p.role === 'account_admin' || s.user_id === p.id)),
 
+  /** Who may act on a session they see (terminate it, watch it): its owner, an admin of its account, an operator. */
+  canControlSession: (p: Principal, s: { account_id: number; user_id: number }) =>
+    access.canSeeSession(p, s) && (p.role === 'operator' || s.user_id === p.id || access.canAdminAccount(p, s.account_id)),
+
   requireOperator(p: Principal, what = 'do this') {
     if (p.role !== 'operator') throw forbidden(`Only an operator may ${what}.`);
   },

@@ -22,10 +22,12 @@ import type { CreateSessionBody, SessionFilters } from '../shapes/requests.js';
 import type { CreatedSession, Operation, Session } from '../shapes/answers.js';
 import { announcedHostKey, type AnnouncedHostKey } from '../lib/ssh-host-key.js';
 import { placeSession } from './placement.js';
+import type { HostRow } from '../journal/tables.js';
+import type { ObserverRole } from '../journal/format.js';
 import type { sessionWorkflow } from '../workflows/session.js';
 import { sessionStaticDetails, sessionSummary } from '../workflows/ui-metadata.js';
 import { access, type Principal } from './auth.js';
-import { ApiError, forbidden, invalid, notFound } from './errors.js';
+import { ApiError, conflict, forbidden, invalid, notFound } from './errors.js';
 import { emptyPage, pageOf, type Page, type PageRequest } from './pages.js';
 import { PerUserRateLimiter } from './rate-limit.js';
 
@@ -272,27 +274,63 @@ export class SessionsService {
   /** The session as the caller sees it, with how to connect: to its host's portal if it has one, else to this one's. */
   private async createdView(principal: Principal, { operationId, host }: Recorded, issued: Issued): Promise<CreatedSession> {
     const session = await this.get(principal, operationId);
-    const user = `session-${operationId}`;
+    return { ...session, connect: this.connectBlock(`session-${operationId}`, host, issued.token, issued.tokenExpiresAt, '-t') };
+  }
+
+  /** How to reach the portal of the session's host (this stack's portal when it has none) as `user`, with a one-time token. */
+  private connectBlock(user: string, host: HostRow | null | undefined, token: string, tokenExpiresAt: string, sshFlags: string) {
     const { publicHost, port, hostKey } = host?.ssh_host && host.ssh_port && host.ssh_host_key
       ? { publicHost: host.ssh_host, port: Number(host.ssh_port), hostKey: announcedHostKey(host.ssh_host_key) }
       : this.deps.ssh;
     return {
-      ...session,
-      connect: {
-        host: publicHost,
-        port,
-        user,
-        token: issued.token,
-        token_expires_at: issued.tokenExpiresAt,
-        ssh_command: `ssh -t -p ${port} ${user}@${publicHost}`,
-        ...(hostKey ? { host_key: hostKey.line, host_key_fingerprint: hostKey.fingerprint } : {}),
-      },
+      host: publicHost,
+      port,
+      user,
+      token,
+      token_expires_at: tokenExpiresAt,
+      ssh_command: `ssh ${sshFlags} -p ${port} ${user}@${publicHost}`,
+      ...(hostKey ? { host_key: hostKey.line, host_key_fingerprint: hostKey.fingerprint } : {}),
     };
+  }
+
+  /**
+   * The live session `principal` may watch (follow its output read-only), and as whom: its owner, an
+   * admin of its account, or an operator, as for a terminate. The API's watch tokens and the portal's
+   * `watch-<id>` logins both ask here; a refusal is an ApiError whose message says why.
+   */
+  async watchable(principal: Principal, id: number): Promise<{ row: Row; role: ObserverRole }> {
+    const row = await this.visibleRow(principal, id);
+    if (!access.canControlSession(principal, ownership(row))) throw forbidden('Only the session owner, an account admin or an operator may watch it.');
+    if (row.state === 'ending' || row.state === 'ended') {
+      throw conflict(`Session ${id} is not live: it has ${row.state === 'ended' ? 'ended' : 'been ending'} (${row.end_reason ?? 'no reason yet'}); ` +
+        `its recording shows what it printed: essh recording ${id} --play.`);
+    }
+    if (Number(row.detached) === 1) {
+      throw conflict(`Session ${id} is a detached job with no terminal to watch; follow its output with essh logs -f ${id}.`);
+    }
+    const role: ObserverRole = Number(row.user_id) === principal.id ? 'owner' : principal.role === 'operator' ? 'operator' : 'account_admin';
+    return { row, role };
+  }
+
+  /**
+   * A one-time token to watch a live session through its host's portal as `watch-<id>` (`essh watch`):
+   * it is the caller's (the portal takes the observer to be the caller), short-lived, and attaches
+   * nobody as the session's client.
+   */
+  async watch(principal: Principal, id: number): Promise<CreatedSession> {
+    const { row } = await this.watchable(principal, id);
+    const created = Date.now();
+    const token = newToken('esst');
+    const expiresAt = new Date(created + this.deps.timeouts.tokenTtlS * 1000).toISOString();
+    await this.deps.db.insertInto('session_tokens')
+      .values({ operation_id: id, token_hash: hashToken(token), expires_at: expiresAt, watcher_id: principal.id }).execute();
+    const host = row.host_id ? await this.deps.db.selectFrom('hosts').selectAll().where('host_id', '=', row.host_id).executeTakeFirst() : undefined;
+    return { ...toSession(row), connect: this.connectBlock(`watch-${id}`, host, token, expiresAt, '-t') };
   }
 
   private async visibleRow(principal: Principal, id: number) {
     const row = await this.rows().where('o.id', '=', id).executeTakeFirst();
-    if (!row || !access.canSeeSession(principal, { account_id: Number(row.account_id), user_id: Number(row.user_id) })) {
+    if (!row || !access.canSeeSession(principal, ownership(row))) {
       throw notFound(`Session ${id}`);
     }
     return row;
@@ -324,11 +362,7 @@ export class SessionsService {
    */
   async terminate(principal: Principal, id: number, reason?: string): Promise<Session> {
     const row = await this.visibleRow(principal, id);
-    const mayEnd =
-      principal.role === 'operator' ||
-      Number(row.user_id) === principal.id ||
-      access.canAdminAccount(principal, Number(row.account_id));
-    if (!mayEnd) throw forbidden('Only the session owner, an account admin or an operator may terminate it.');
+    if (!access.canControlSession(principal, ownership(row))) throw forbidden('Only the session owner, an account admin or an operator may terminate it.');
     if (row.state === 'ended') return toSession(row);
     try {
       await this.deps.client.workflow
@@ -349,7 +383,7 @@ export class SessionsService {
 
   async getOperation(principal: Principal, id: number): Promise<Operation> {
     const row = await this.rows().where('o.id', '=', id).executeTakeFirst();
-    if (!row || !access.canSeeSession(principal, { account_id: Number(row.account_id), user_id: Number(row.user_id) })) {
+    if (!row || !access.canSeeSession(principal, ownership(row))) {
       throw notFound(`Operation ${id}`);
     }
     return toOperation(row);
@@ -374,24 +408,30 @@ export class SessionsService {
    * The portal's check of a session token: valid, unexpired, unused, and for this session. It is
    * marked used in the same statement, so it works exactly once. Answers the token's row (the portal
    * checks it again, expiry included, before each new channel of the connection it opened), or null.
+   * With `watch`, only a watch token (POST /sessions/{id}/watch), whose row also names its observer;
+   * without, only the session's own attach token: neither stands in for the other.
    */
-  async redeemSessionToken(operationId: number, token: string): Promise<number | null> {
+  async redeemSessionToken(operationId: number, token: string, opts: { watch?: boolean } = {}): Promise<{ tokenId: number; watcherId: number | null } | null> {
     const now = nowIso();
     // A read first: a wrong token (anyone on the internet can send one) never becomes a write.
-    const match = await this.deps.db.selectFrom('session_tokens').select('id')
+    const match = await this.deps.db.selectFrom('session_tokens').select(['id', 'watcher_id'])
       .where('operation_id', '=', operationId)
       .where('token_hash', '=', hashToken(token))
       .where('used_at', 'is', null)
+      .where('watcher_id', opts.watch ? 'is not' : 'is', null)
       .where(sql<boolean>`expires_at > ${now}`)
       .executeTakeFirst();
     if (!match) return null;
     const res = await this.deps.db.updateTable('session_tokens').set({ used_at: now })
       .where('id', '=', match.id).where('used_at', 'is', null).executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1 ? Number(match.id) : null;
+    return Number(res.numUpdatedRows) === 1 ? { tokenId: Number(match.id), watcherId: match.watcher_id === null ? null : Number(match.watcher_id) } : null;
   }
 }
 
 type Row = Awaited<ReturnType<ReturnType<SessionsService['rows']>['executeTakeFirstOrThrow']>>;
+
+/** Whose a session is, as the access rules (services/auth.ts) take it. */
+const ownership = (r: { account_id: number; user_id: number }) => ({ account_id: Number(r.account_id), user_id: Number(r.user_id) });
 
 const parseCommand = (c: string | null) => (c ? (JSON.parse(c) as string[]) : null);
 

@@ -36,8 +36,8 @@ export type Session = z.infer<typeof sessionSchema>;
 export const connectInfo = z.object({
   host: z.string(),
   port: z.number().int(),
-  user: z.string().describe('session-<id>'),
-  token: z.string().describe('one-time and short-lived: the SSH password of this session'),
+  user: z.string().describe('session-<id>; watch-<id> for a watch token (POST /sessions/{id}/watch)'),
+  token: z.string().describe('one-time and short-lived: the SSH password of this session (of watching it, for a watch token)'),
   token_expires_at: time,
   ssh_command: z.string(),
   host_key: z.string().optional().describe("the portal's SSH host key, to check it by"),

@@ -173,6 +173,12 @@ const cells: Record<string, Cell> = {
     api().post(`/sessions/${await startSession(fellow.token, A.app)}/terminate`, w.token, {}),
   'POST /sessions/{session of other account}/terminate': async (w) =>
     api().post(`/sessions/${await startSession(memberB.token, B.app)}/terminate`, w.token, {}),
+  // A session of its own for each: one that its connect timeout ended meanwhile is not live (409).
+  'POST /sessions/{own session}/watch': async (w) => api().post(`/sessions/${await startSession(w.token, A.app)}/watch`, w.token, {}),
+  "POST /sessions/{fellow member's session}/watch": async (w) =>
+    api().post(`/sessions/${await startSession(fellow.token, A.app)}/watch`, w.token, {}),
+  'POST /sessions/{session of other account}/watch': async (w) =>
+    api().post(`/sessions/${await startSession(memberB.token, B.app)}/watch`, w.token, {}),
   'GET /operations/{own session}': (_w, a) => api().get(`/operations/${ownSession[a]}`, actors[a].token),
   "GET /operations/{fellow member's session}": (w) => api().get(`/operations/${fellowSession}`, w.token),
   'GET /operations/{session of other account}': (w) => api().get(`/operations/${otherSession}`, w.token),

@@ -37,6 +37,18 @@ export const registerSessionRoutes: RouteModule = (route, { sessions }) => {
     handler: ({ principal, params, body }) => sessions.terminate(principal, params.id, body?.reason),
   });
   route({
+    method: 'post', path: '/sessions/{id}/watch', operationId: 'watchSession', tag: 'sessions',
+    summary: 'Watch a live session read-only: a one-time token for its portal\'s `watch-<id>`',
+    description: 'For the session\'s owner, an admin of its account or an operator. The answer\'s `connect` block logs in as ' +
+      '`watch-<id>` on the portal of the session\'s host, with a one-time, short-lived token that is the caller\'s: the portal ' +
+      'shows the caller the session\'s recent output, then its output as it happens, and tells the watched user (`essh watch ID`). ' +
+      '409: the session is not live (it has ended, or is a detached job: `essh logs -f ID`).',
+    status: 201, errors: [403, 409],
+    params: s.params.id, response: s.createdSessionSchema,
+    links: { getSession: { id: '$response.body#/id' } },
+    handler: ({ principal, params }) => sessions.watch(principal, params.id),
+  });
+  route({
     method: 'get', path: '/operations/{id}', operationId: 'getOperation', tag: 'operations', summary: 'One Operation record',
     params: s.params.id, response: s.operationSchema,
     handler: ({ principal, params }) => sessions.getOperation(principal, params.id),

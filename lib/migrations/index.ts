@@ -16,6 +16,7 @@ import { idleTimeoutMigrations } from './0017_idle_timeout.js';
 import { portForwardingMigrations } from './0018_port_forwarding.js';
 import { hostPoolMigrations } from './0019_host_pool.js';
 import { fileTransferMigrations } from './0020_file_transfer.js';
+import { watchTokenMigrations } from './0021_watch_tokens.js';
 
 /**
  * Every migration, by name (applied in name order). Each part of essh keeps its own tables in its own
@@ -39,6 +40,7 @@ export function allMigrations(engine: DbEngine): Record<string, Migration> {
     ...portForwardingMigrations(engine),
     ...hostPoolMigrations(engine),
     ...fileTransferMigrations(engine),
+    ...watchTokenMigrations(engine),
   };
 }
 
