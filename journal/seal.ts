@@ -68,6 +68,13 @@ export function forgetJournalSeal(dataDir: string, operationId: number): void {
   removeQuietly(sealFile(dataDir, operationId));
 }
 
+/**
+ * This process's holds per journal. The mark is one file per process, and several writers of one process
+ * may hold a journal at once (the attachment, a port forward's or a file copy's record): the mark goes
+ * with the last of them, or a forward closing would let an upgrade's teardown seal under the attachment.
+ */
+const holdsHere = new Map<number, number>();
+
 /** One writer's hold on a session's journal, from its opening until `release`. */
 export class JournalHold {
   private readonly mark: string;
@@ -76,6 +83,7 @@ export class JournalHold {
   constructor(private readonly dataDir: string, private readonly operationId: number) {
     mkdirSync(locksDir(dataDir), { recursive: true, mode: 0o700 });
     this.mark = path.join(locksDir(dataDir), `${operationId}.w${process.pid}`);
+    holdsHere.set(operationId, (holdsHere.get(operationId) ?? 0) + 1);
     writeFileSync(this.mark, '', { mode: 0o600 });
   }
 
@@ -95,6 +103,9 @@ export class JournalHold {
   release(): void {
     if (!this.held) return;
     this.held = false;
+    const left = (holdsHere.get(this.operationId) ?? 1) - 1;
+    if (left > 0) return void holdsHere.set(this.operationId, left);
+    holdsHere.delete(this.operationId);
     removeQuietly(this.mark);
   }
 }
