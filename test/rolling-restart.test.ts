@@ -16,6 +16,9 @@ import { createTenant, endAllSessions, sleep, useTestStack, waitFor } from './su
 import { makeCertificates, request, startNginx, type Nginx } from './support/nginx.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
+/** @temporalio/worker's default number of concurrent workflow-task polls (worker-options: maxWFTPolls), which essh does not change. */
+const SDK_WORKFLOW_TASK_POLLERS = 10;
+
 const stack = useTestStack({ parts: { api: true, hostStacks: ['local'], portal: true } });
 let dir: string;
 let nginx: Nginx | undefined;
@@ -215,7 +218,10 @@ describe('api and worker replicas restarted one at a time behind nginx', () => {
     };
     expect(troubled, `the replicas:\n${timeline.join('\n')}${troubled.map(outputOf).join('')}`).toEqual([]);
     if (lostAtShutdown.length) console.log(`rolling restart: workflow tasks lost to the SDK's shutdown race (retried after their 10 s timeout):\n${lostAtShutdown.join('\n')}`);
-    // Each lost task stalls one session for 10 s: more than one per replica stopped is more than the race.
-    expect(lostAtShutdown.length, lostAtShutdown.join('\n')).toBeLessThanOrEqual(stopped.size);
+    // Each lost task stalls one session for 10 s. The race can lose at most the tasks that the replica's
+    // outstanding polls bring back: one per workflow-task poller (the SDK's default, 10, which essh
+    // keeps). One replica lost two in a clean-clone run on PostgreSQL (load 7), so one per replica was
+    // an observation, not the race's bound.
+    expect(lostAtShutdown.length, lostAtShutdown.join('\n')).toBeLessThanOrEqual(stopped.size * SDK_WORKFLOW_TASK_POLLERS);
   }, 600_000);
 });
