@@ -32,6 +32,8 @@ export class HostAgent {
       docker: Docker;
       client: Client;
       installation: Installation;
+      /** This host's id (ESSH_HOST_ID): the agent deals only with the containers it made. */
+      hostId: string;
       stopGraceS: number;
       intervalS: number;
       log: Logger;
@@ -72,9 +74,19 @@ export class HostAgent {
     await this.passes.stop();
   }
 
+  /**
+   * Hosts of a stack may share one Docker engine (several host processes on one machine): each deals
+   * with the containers it made, and those made before containers named their host. Another host's
+   * leftovers wait for that host (its session ended `container_lost`: "removed when the host returns").
+   */
+  private isOwnHost(labels: Record<string, string | undefined>): boolean {
+    const host = labels[LABELS.host];
+    return host === undefined || host === this.deps.hostId;
+  }
+
   private onEvent(e: ContainerEvent) {
     const attrs = e.Actor?.Attributes ?? {};
-    if (!isOurs(this.deps.installation, attrs[LABELS.instance])) return;
+    if (!isOurs(this.deps.installation, attrs[LABELS.instance]) || !this.isOwnHost(attrs)) return;
     if (e.Action === 'oom') return noteOom(e.id);
     if (e.Action === 'kill') {
       this.killedThroughEngine.add(e.id);
@@ -122,7 +134,7 @@ export class HostAgent {
     const listedRunning = await runningSessionWorkflows(client, log);
     for (const c of containers) {
       if (this.stopped) return;
-      if (!isOurs(installation, c.Labels[LABELS.instance])) continue;
+      if (!isOurs(installation, c.Labels[LABELS.instance]) || !this.isOwnHost(c.Labels)) continue;
       const role = roleOf(c.Names[0] ?? '', installation);
       if (role.kind !== 'session') continue; // pool containers are the warm pool's
       const workflowId = sessionWorkflowId(role.operationId);

@@ -312,7 +312,7 @@ async function startHost(ctx: Context, stacks: string[], connection: NativeConne
   runtime.pool = pool;
   // One agent per engine, whatever the number of stacks it serves.
   const agent = new HostAgent({
-    docker, client, installation, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log,
+    docker, client, installation, hostId: config.hostId, stopGraceS: config.session.stopGraceS, intervalS: config.reconcileIntervalS, log,
     closeLeftJournals: () => closeLeftJournals({ db, dataDir: config.dataDir, hostId: config.hostId, log }),
   });
   whenMayTakeWork(() => agent.start().catch((err) => log.warn({ err }, 'starting the host agent failed')));

@@ -22,7 +22,7 @@ afterAll(async () => {
 });
 
 /** A container that looks like a session's (or a pool's) to the reconciler, made behind essh's back. */
-async function strayContainer(installation: string, kind: 'session' | 'pool' = 'session') {
+async function strayContainer(installation: string, kind: 'session' | 'pool' = 'session', host?: string) {
   const name = kind === 'session' ? `essh-${installation}-${uniqueIdBase()}` : `essh-${installation}-pool-${randomBytes(4).toString('hex')}`;
   strays.push(name);
   const c = await docker.createContainer({
@@ -31,6 +31,7 @@ async function strayContainer(installation: string, kind: 'session' | 'pool' = '
     Cmd: ['sleep', '3600'],
     Labels: {
       [LABELS.instance]: installation,
+      ...(host ? { [LABELS.host]: host } : {}),
       ...(kind === 'pool' ? { [LABELS.pool]: 'true', [LABELS.appId]: '999999999', [LABELS.stack]: 'local', [LABELS.settings]: 'x' } : {}),
     },
     HostConfig: { Init: true },
@@ -78,19 +79,24 @@ describe('the reconciler', () => {
     await waitForState(stack, t.token, again.body.id, 'ended');
   });
 
-  it("removes this installation's container whose workflow never existed, and leaves another installation's alone", async () => {
+  it("removes this installation's container whose workflow never existed, and leaves another installation's and another host's alone", async () => {
     const ours = await strayContainer(stack.runtime.installation.id);
     // A pool container of an app that no longer exists goes too (the warm pool's pass).
     const oursPool = await strayContainer(stack.runtime.installation.id, 'pool');
     const theirs = await strayContainer(randomBytes(4).toString('hex'));
     const theirsPool = await strayContainer(randomBytes(4).toString('hex'), 'pool');
+    // Made by this host (its id on the label) it goes; made by another host of the stack on the same
+    // engine (a host that died: its session ended `container_lost`), it waits for that host's return.
+    const ownHost = await strayContainer(stack.runtime.installation.id, 'session', stack.runtime.config.hostId);
+    const otherHost = await strayContainer(stack.runtime.installation.id, 'session', 'another-host');
 
     await waitFor('the stray container of this installation to be removed', async () => !(await containerExists(ours)), 60_000, 250);
     await waitFor('the stray pool container of this installation to be removed', async () => !(await containerExists(oursPool)), 60_000, 250);
+    await waitFor('the stray container this host made to be removed', async () => !(await containerExists(ownHost)), 60_000, 250);
     // Two more full passes after the one that removed ours: the other installation's container survives them.
     await stack.runtime.hostAgent!.reconcileOnce();
     await stack.runtime.hostAgent!.reconcileOnce();
     await stack.runtime.pool!.refill();
-    for (const name of [theirs, theirsPool]) expect((await docker.getContainer(name).inspect()).State.Running, name).toBe(true);
+    for (const name of [theirs, theirsPool, otherHost]) expect((await docker.getContainer(name).inspect()).State.Running, name).toBe(true);
   });
 });
