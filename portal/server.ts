@@ -26,6 +26,9 @@ import type { PortalFigures } from '../host/metrics.js';
 /** A channel's request for the `sftp` subsystem, where others carry a command line (exec) or none (shell). */
 const SFTP = Symbol('sftp');
 /** What OpenSSH's scp runs on the far side in its legacy mode (`scp -O`): `scp -t PATH` (to) or `scp -f PATH` (from). */
+/** How long a connection stays without a channel before it counts against its user's idle cap (portal/guard.ts). */
+const IDLE_CAP_GRACE_MS = 5_000;
+
 const LEGACY_SCP = /^\s*scp(\s+-\S+)*\s+-[a-zA-Z]*[tf](\s|$)/;
 
 export interface PortalDeps {
@@ -257,14 +260,29 @@ export class SshPortal {
         }, guard.limits.idleTimeoutS * 1000);
         idleTimer.unref();
       };
-      // Idle connections also count against the user's cap, which closes the user's longest-idle one.
+      // Idle connections also count against the user's cap, which closes the user's longest-idle one,
+      // once they have stayed without a channel a moment: a user's burst of parallel `ssh APP@host cmd`
+      // authenticates each connection before it opens its channel, and on a loaded host more than the
+      // cap were counted idle in that gap, so one of them was closed on its way to run its command.
+      let capTimer: NodeJS.Timeout | undefined;
       const nowIdle = () => {
         idleFromNow();
-        guard.idle(who.userId, conn, () => conn.end());
+        clearTimeout(capTimer);
+        capTimer = setTimeout(() => {
+          if (channels === 0) guard.idle(who.userId, conn, () => conn.end());
+        }, IDLE_CAP_GRACE_MS);
+        capTimer.unref();
+      };
+      const nowBusy = () => {
+        channels++;
+        clearTimeout(idleTimer);
+        clearTimeout(capTimer);
+        guard.busy(who.userId, conn);
       };
       nowIdle();
       conn.once('close', () => {
         clearTimeout(idleTimer);
+        clearTimeout(capTimer);
         guard.busy(who.userId, conn);
       });
       /** The session an `<app>` login's last shell created: where its `ssh -L` forwards go. */
@@ -281,9 +299,7 @@ export class SshPortal {
           return refuse(OPEN_FAILURE.administrativelyProhibited,
             'essh: this connection has no session yet: forward once its shell is up (ssh -L without -N), or log in as session-<id>');
         }
-        channels++;
-        clearTimeout(idleTimer);
-        guard.busy(who.userId, conn);
+        nowBusy();
         const served = (async () => {
           const revoked = await this.auth.stillValid(who);
           if (revoked) return refuse(OPEN_FAILURE.administrativelyProhibited, revoked);
@@ -304,9 +320,7 @@ export class SshPortal {
       // client per session rule still holds.
       conn.on('session', (accept) => {
         const session = accept();
-        channels++;
-        clearTimeout(idleTimer);
-        guard.busy(who.userId, conn);
+        nowBusy();
         session.once('close', () => {
           if (--channels === 0) nowIdle();
         });
