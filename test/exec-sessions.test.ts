@@ -160,15 +160,6 @@ describe('the warm pool', () => {
       const p = await poolContainers(app.id);
       return p.length === 2 && p.every((c) => c.Id !== ra.container_id && c.Id !== rb.container_id) ? p : undefined;
     }, 60_000, 250);
-    // A session of the pool containers' own size takes one as it is (no resize), and has that size.
-    const sameSize = await stack.api.post(`/apps/${t.app}/sessions`, t.token, {});
-    expect(sameSize.status, JSON.stringify(sameSize.body)).toBe(201);
-    const rs = await waitForState(stack, t.token, sameSize.body.id, 'waiting_for_client');
-    const sameInfo = await docker.getContainer(rs.container_id).inspect();
-    expect(sameInfo.Config.Labels[LABELS.pool]).toBe('true');
-    expect(sameInfo.HostConfig.Memory).toBe(1024 * 1024 * 1024);
-    expect(sameInfo.HostConfig.NanoCpus).toBe(2e9);
-    await stack.api.post(`/sessions/${sameSize.body.id}/terminate`, t.token, {});
     // A session from the pool runs like any other.
     const done = await runInSession(stack, t, { command: ['sh', '-c', 'echo "$APP_ENV"; exit 0'] });
     expect(done.stdout.toString()).toBe('test\n');
