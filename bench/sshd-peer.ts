@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { restartableLoopbackPort } from '../lib/free-port.js';
+import { freeLoopbackPort } from '../lib/free-port.js';
 
 const run = promisify(execFile);
 const SSHD = '/usr/sbin/sshd';
@@ -28,7 +28,7 @@ export async function startSshdPeer(): Promise<SshdPeer> {
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', clientKey]);
   await writeFile(path.join(dir, 'authorized_keys'), await readFile(`${clientKey}.pub`), { mode: 0o600 });
-  const port = await restartableLoopbackPort();
+  const port = await freeLoopbackPort();
   const user = os.userInfo().username;
   const config = [
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}`,

@@ -1,25 +1,15 @@
 import { readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 
-/** A TCP port on 127.0.0.1 that nothing listens on at the moment of asking. */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.once('error', reject);
-  });
-}
-
 /**
- * A free port on 127.0.0.1 below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range),
- * for a listener that is stopped and started again on the same port, or bound some time after it is
- * picked (the Temporal SDK's metrics exporter): a port from that range may be
- * handed to another program's outgoing connection while it is free (EADDRINUSE at the restart, seen in
- * CI under load), one below it only to another explicit bind.
+ * A free TCP port on 127.0.0.1 for a listener bound some time after it is picked (by another process,
+ * or stopped and started again on the same port). It comes from below the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range): a port from that range may be handed to any program's
+ * outgoing connection while it is free (EADDRINUSE seen in CI under load: a worker's metrics port, a
+ * Temporal SDK exporter's), one below it only to another explicit bind. A listener bound at once should
+ * listen on port 0 instead.
  */
-export async function restartableLoopbackPort(): Promise<number> {
+export async function freeLoopbackPort(): Promise<number> {
   let low = 32768;
   try {
     low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
@@ -34,5 +24,15 @@ export async function restartableLoopbackPort(): Promise<number> {
     });
     if (free) return port;
   }
-  return freeLoopbackPort();
+  return anyFreePort();
+}
+
+function anyFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+    srv.once('error', reject);
+  });
 }

@@ -4,7 +4,7 @@ import { SEARCH_ATTRIBUTE_KEYS } from '../shapes/session-workflow.js';
 import { DefaultLogger, NativeConnection, Runtime, type LogLevel, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Logger } from './log.js';
 import type { Config } from './config.js';
-import { restartableLoopbackPort } from './free-port.js';
+import { freeLoopbackPort } from './free-port.js';
 
 type TemporalConfig = Config['temporal'];
 
@@ -59,7 +59,7 @@ export async function installTemporalRuntime(log: Logger, opts: { metricsPort?: 
   // Picked below the ephemeral range: the SDK binds it only when its runtime is first used, later, and a
   // port from that range can meanwhile go to an outgoing connection (EADDRINUSE at the first connect,
   // seen once in a full run of the suite).
-  const port = opts.metricsPort === undefined ? undefined : opts.metricsPort || (await restartableLoopbackPort());
+  const port = opts.metricsPort === undefined ? undefined : opts.metricsPort || (await freeLoopbackPort());
   try {
     Runtime.install({
       logger: new DefaultLogger(sdkLevel === 'INFO' ? 'WARN' : sdkLevel, (entry) => {

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { closeNow } from '../../api/graceful-close.js';
-import { restartableLoopbackPort } from '../../lib/free-port.js';
+import { freeLoopbackPort } from '../../lib/free-port.js';
 import { openPortalShell, type PortalShell, type PortalTarget } from '../../cli/portal-client.js';
 import { standIn, waitFor, type TestStack } from './harness.js';
 
@@ -81,7 +81,7 @@ export class HttpsReceiver {
     });
     // Tests take the receiver down and up again on its port (a drain outage): one the kernel will not
     // hand to an outgoing connection meanwhile.
-    if (!this.port) this.port = await restartableLoopbackPort();
+    if (!this.port) this.port = await freeLoopbackPort();
     await new Promise<void>((resolve, reject) => server.listen(this.port, '127.0.0.1', resolve).once('error', reject));
     this.server = server;
   }
