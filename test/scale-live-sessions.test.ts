@@ -17,7 +17,7 @@ import { toolPath } from '../lib/config.js';
 import { startDevServer, type DevServer } from '../server/temporal-dev.js';
 import type { ClientFleet } from '../bench/live-fleet.js';
 import { useClientFleet } from './support/client-fleet.js';
-import { createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, type TestStack } from './support/harness.js';
+import { createTenant, endAllSessions, endSessionsAndStop, sleep, startTestStack, useTestStack, waitFor, whatSessionWaitsFor, type TestStack } from './support/harness.js';
 import { generateKey, registerKey } from './support/portal-terminal.js';
 import { startWorkerProcess, useStackWithHostProcess, type WorkerProcess } from './support/worker-process.js';
 import { freeLoopbackPort as freePort } from '../lib/free-port.js';
@@ -112,10 +112,14 @@ describe('30 live sessions, their clients in another process', () => {
     await fleet.close([first!.id]);
     // (Decided by the workflow once it is `ending`; its container's removal follows, at the pace of a
     // loaded engine: CI once needed more than 30 s for both.)
+    let state = 'unknown';
     await waitFor('the session whose client left to end', async () => {
       const r = await stack.runtime.db.selectFrom('operations').select(['state', 'end_reason']).where('id', '=', first!.id).executeTakeFirstOrThrow();
+      state = `${r.state} ${r.end_reason ?? ''}`;
       return (r.state === 'ending' || r.state === 'ended') && r.end_reason === 'disconnect';
-    }, 60_000);
+    }, 60_000).catch(async (err) => {
+      throw new Error(`${(err as Error).message}: ${await whatSessionWaitsFor(stack, first!.id, state)}`);
+    });
   }, 120_000);
 });
 

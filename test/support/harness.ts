@@ -359,15 +359,26 @@ export async function endAllSessions(s: TestStack, timeoutMs = 90_000) {
     }, timeoutMs, 500);
   } catch (err) {
     // Which sessions, in which state, and what their workflows wait for: the phase the wait gave up in.
-    const waits = await Promise.all(stillOpen.slice(0, 5).map(async (x) => {
-      const d = await s.runtime.client.workflow.getHandle(sessionWorkflowId(x.id)).describe().catch((e) => e as Error);
-      if (d instanceof Error) return `${x.id} ${x.state} (workflow: ${d.message})`;
-      const pending = (d.raw.pendingActivities ?? []).map((a) =>
-        `${a.activityType?.name} attempt ${a.attempt} ${temporal.api.enums.v1.PendingActivityState[a.state ?? 0]}`);
-      return `${x.id} ${x.state} (workflow ${d.status.name}; pending: ${pending.join(', ') || 'none'})`;
-    }));
+    const waits = await Promise.all(stillOpen.slice(0, 5).map((x) => whatSessionWaitsFor(s, x.id, x.state)));
     throw new Error(`${(err as Error).message}; ${stillOpen.length} not ended: ${waits.join('; ')}`);
   }
+}
+
+/**
+ * A session's state and what its workflow waits for (its status, pending activities, a workflow task
+ * not yet completed and its attempt, the last events of its history): the phase a wait gave up in.
+ */
+export async function whatSessionWaitsFor(s: TestStack, id: number, state: string): Promise<string> {
+  const handle = s.runtime.client.workflow.getHandle(sessionWorkflowId(id));
+  const d = await handle.describe().catch((e) => e as Error);
+  if (d instanceof Error) return `${id} ${state} (workflow: ${d.message})`;
+  const pending = (d.raw.pendingActivities ?? []).map((a) =>
+    `${a.activityType?.name} attempt ${a.attempt} ${temporal.api.enums.v1.PendingActivityState[a.state ?? 0]}`);
+  const task = d.raw.pendingWorkflowTask;
+  const taskNote = task ? `; a workflow task ${temporal.api.enums.v1.PendingWorkflowTaskState[task.state ?? 0]}, attempt ${task.attempt}` : '';
+  const history = await handle.fetchHistory().catch(() => null);
+  const last = (history?.events ?? []).slice(-6).map((e) => temporal.api.enums.v1.EventType[e.eventType ?? 0]?.replace(/^EVENT_TYPE_/, '')).join(' > ');
+  return `${id} ${state} (workflow ${d.status.name}; pending: ${pending.join(', ') || 'none'}${taskNote}; last events: ${last || 'unknown'})`;
 }
 
 export interface SessionRun {
