@@ -8,6 +8,13 @@ export interface Target {
 /** Appends one chunk of output to the session's journal; false: do not pass it on (see JournaledOutput). */
 export type Journal = (stream: OutputStream, chunk: Buffer) => boolean;
 
+/** When the next chunk is read: the portal's scheduling of output among sessions (portal/output-pacing.ts). */
+export interface OutputPace {
+  passed(bytes: number): void;
+  /** false: the next chunk may go now; true: `go` is called when it may (then ask again). */
+  wait(go: () => void): boolean;
+}
+
 /**
  * Carries a program's output to the SSH channel one chunk at a time, appending each chunk to the
  * session's journal *before* the channel gets it (CONTRACT §4: every byte the client receives is in
@@ -28,6 +35,7 @@ export class JournaledOutput extends Writable {
     private readonly stderr: Target,
     private readonly demux: boolean,
     private readonly journal: Journal,
+    private readonly pace?: OutputPace,
   ) {
     super({ highWaterMark: 64 * 1024 });
   }
@@ -45,12 +53,26 @@ export class JournaledOutput extends Writable {
   private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void) {
     if (!this.journal(stream, payload)) return done(new OutputStopped());
     this.passedSinceYield += payload.length;
-    if (this.passedSinceYield < YIELD_EVERY_BYTES) return void (stream === 'stderr' ? this.stderr : this.stdout).write(payload, done);
-    // A program printing as fast as it can would otherwise be copied for as long as its socket has data
-    // (libuv reads a ready socket up to 32 times, 64 kB each, before it looks at another): the next chunk
-    // waits for the event loop's turn, so another session's keystroke is not held behind megabytes.
+    this.pace?.passed(payload.length);
+    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, (err) => (err ? done(err) : this.next(done)));
+  }
+
+  /**
+   * The next chunk is read once the pace allows it (another session's client is typing: this one, if
+   * it prints in bulk, waits in Docker meanwhile), and after a turn of the event loop every
+   * YIELD_EVERY_BYTES: a program printing as fast as it can would otherwise be copied for as long as its
+   * socket has data (libuv reads a ready socket up to 32 times, 64 kB each, before it looks at another),
+   * and another session's keystroke would wait behind megabytes.
+   */
+  private next(done: (err?: Error | null) => void): void {
+    // Destroyed while it waited: nothing more is read.
+    if (this.pace?.wait(() => this.destroyed || this.next(done))) {
+      this.passedSinceYield = 0;
+      return;
+    }
+    if (this.passedSinceYield < YIELD_EVERY_BYTES) return done();
     this.passedSinceYield = 0;
-    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, (err) => (err ? done(err) : setImmediate(done)));
+    setImmediate(done);
   }
 
   private drainFrames(done: (err?: Error | null) => void): void {

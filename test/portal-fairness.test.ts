@@ -1,0 +1,140 @@
+// Issue 20's fairness through the real portal, Docker, Temporal and OpenSSH: while one session prints
+// in bulk, another session's keystrokes make the portal hold the bulk output (portal/output-pacing.ts),
+// each keystroke is echoed, and the held output still reaches its client and its journal byte for
+// byte and in order. How much the echo gains is measured in `npm run bench -- portal-echo`, not here.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { openPortalShell, waitForShellOutput, type PortalShell } from '../cli/portal-client.js';
+import { RecordType } from '../journal/format.js';
+import { readRecords } from '../journal/reader.js';
+import { journalPath } from '../journal/writer.js';
+import { DEMO_PROMPT } from '../server/seed.js';
+import { createTenant, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
+import { generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
+
+const MB = 1024 * 1024;
+const SIZE = 64 * MB;
+
+const stack = useTestStack();
+let tenant: Awaited<ReturnType<typeof createTenant>>;
+let dir: string;
+
+beforeAll(async () => {
+  tenant = await createTenant(stack, { plan: 'scale' });
+  dir = await mkdtemp(path.join(os.tmpdir(), 'essh-fairness-'));
+});
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** Types `x` and resolves once the shell has echoed it (whatever else its line redraw sends). */
+async function typeAndAwaitEcho(shell: PortalShell): Promise<void> {
+  const echoed = waitForShellOutput(shell, /x/, 30_000);
+  shell.channel.write('x');
+  await echoed;
+}
+
+async function journaledOutput(sessionId: number): Promise<{ stream: string; payload: Buffer }[]> {
+  const records: { stream: string; payload: Buffer }[] = [];
+  for await (const rec of readRecords(journalPath(stack.dataDir, sessionId))) {
+    if (rec.type === RecordType.output) records.push({ stream: rec.stream ?? 'stdout', payload: rec.payload });
+  }
+  return records;
+}
+
+it('a keystroke in one session holds another session\'s bulk output, and that output still arrives whole, in order and journaled', async () => {
+  const created = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
+  expect(created.status).toBe(201);
+  const interactiveId = created.body.id as number;
+  const interactive = await openPortalShell(created.body.connect, { pty: { rows: 24, cols: 80 } });
+  try {
+    await waitForShellOutput(interactive, DEMO_PROMPT);
+    await waitForState(stack, tenant.token, interactiveId, 'active');
+
+    // The bulk session is another user's OpenSSH client, a process of its own. Its program writes the
+    // data to a file first and reports the checksum on stderr, streams it, then says `done` on stderr,
+    // which the journal must hold after the last byte of the stream.
+    const key = await generateKey(dir, 'bulk');
+    await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
+    const remote = `head -c ${SIZE} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data && echo done >&2`;
+    const ssh = spawn('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, remote], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const hash = createHash('sha256');
+    let received = 0;
+    let stderr = '';
+    ssh.stderr.on('data', (c) => (stderr += c));
+    ssh.stdout.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      received += chunk.length;
+    });
+    let exited = false;
+    const exit = new Promise<number | null>((resolve) => ssh.on('close', (code) => {
+      exited = true;
+      resolve(code);
+    }));
+
+    await waitFor('the bulk session to start printing', async () => received > 0 || exited, 120_000, 20);
+    // Typed while it prints: the portal's figures for each attachment are read before its channel closes.
+    let keystrokes = 0;
+    let bulkId: number | undefined;
+    let bulkHolds = 0;
+    let interactiveHolds = 0;
+    while (!exited) {
+      if (keystrokes > 0 && keystrokes % 40 === 0) {
+        interactive.channel.write('\x15');
+        await sleep(20);
+      }
+      await typeAndAwaitEcho(interactive);
+      keystrokes++;
+      for (const a of stack.runtime.portal!.attachmentStats()) {
+        if (a.sessionId === interactiveId) interactiveHolds = a.holds;
+        else {
+          bulkId = a.sessionId;
+          bulkHolds = Math.max(bulkHolds, a.holds);
+        }
+      }
+      await sleep(10);
+    }
+    const code = await exit;
+    console.log(`portal fairness: ${keystrokes} keystrokes echoed while ${SIZE / MB} MB printed; the bulk session's output held ${bulkHolds} times`);
+
+    expect(code, stderr).toBe(0);
+    expect(received).toBe(SIZE);
+    const expected = /^([0-9a-f]{64})\s/m.exec(stderr)?.[1];
+    expect(expected, stderr).toBeDefined();
+    expect(hash.digest('hex')).toBe(expected);
+    expect(stderr.endsWith('done\n'), stderr).toBe(true);
+
+    // The keystrokes held the bulk output (a window opened for each), and never the typing session's own.
+    expect(keystrokes).toBeGreaterThan(0);
+    expect(bulkId).toBeDefined();
+    expect(bulkHolds).toBeGreaterThan(0);
+    expect(interactiveHolds).toBe(0);
+
+    // The journal holds what the client got, in the order it got it: the stream's bytes, then `done`.
+    const records = await journaledOutput(bulkId!);
+    const journaledStdout = createHash('sha256');
+    let journaledBytes = 0;
+    for (const r of records) {
+      if (r.stream !== 'stdout') continue;
+      journaledStdout.update(r.payload);
+      journaledBytes += r.payload.length;
+    }
+    expect(journaledBytes).toBe(SIZE);
+    expect(journaledStdout.digest('hex')).toBe(expected);
+    const lastStdout = records.map((r) => r.stream).lastIndexOf('stdout');
+    const doneAt = records.findIndex((r) => r.stream === 'stderr' && r.payload.toString() === 'done\n');
+    expect(doneAt).toBeGreaterThan(lastStdout);
+
+    // Every keystroke's echo is in the typing session's journal.
+    const typed = Buffer.concat((await journaledOutput(interactiveId)).map((r) => r.payload)).toString('latin1');
+    expect(typed.split('x').length - 1).toBeGreaterThanOrEqual(keystrokes);
+  } finally {
+    interactive.close();
+  }
+});
