@@ -26,6 +26,14 @@ export interface OutputPacingLimits {
    */
   holdShare: number;
   holdBurstMs: number;
+  /**
+   * While a client has typed within `recentTypingMs`, bulk output also holds `dutyHoldMs` of every
+   * `dutyPeriodMs` (from the same bucket), so that the next keystroke does not arrive on saturated CPUs;
+   * 0: only the windows that keystrokes open.
+   */
+  dutyHoldMs: number;
+  dutyPeriodMs: number;
+  recentTypingMs: number;
 }
 
 export const DEFAULT_OUTPUT_PACING: OutputPacingLimits = {
@@ -36,11 +44,15 @@ export const DEFAULT_OUTPUT_PACING: OutputPacingLimits = {
   spanMs: 100,
   holdShare: 0.5,
   holdBurstMs: 60,
+  dutyHoldMs: 0,
+  dutyPeriodMs: 20,
+  recentTypingMs: 1000,
 };
 
 /** One per portal process: the interactive windows that the sessions' keystrokes open, shared by all its streams. */
 export class OutputPacing {
   private holdUntil = 0;
+  private typedAt = -Infinity;
   /** Hold time (ms) still to give: a token bucket refilled at `holdShare` ms per ms, at most `holdBurstMs`. */
   private holdLeft: number;
   private refilledAt: number;
@@ -74,17 +86,22 @@ export class OutputPacing {
   /** `stream`'s client typed: bulk output holds until it answers, at most `interactiveMs` from now, as far as the bucket allows. */
   typed(stream: PacedStream): void {
     const now = this.now();
-    this.refill(now);
+    this.typedAt = now;
     if (now >= this.holdUntil) this.unanswered.clear();
-    const from = Math.max(now, this.holdUntil);
-    const grant = Math.min(now + this.limits.interactiveMs - from, this.holdLeft);
-    if (grant > 0) {
-      this.holdLeft -= grant;
-      this.holdUntil = from + grant;
-      this.windows++;
-      this.windowsMs += grant;
-    }
+    if (this.extendHold(now, now + this.limits.interactiveMs)) this.windows++;
     if (now < this.holdUntil) this.unanswered.add(stream);
+  }
+
+  /** Holds bulk output until `until`, as far as the bucket allows; whether it held any longer. */
+  private extendHold(now: number, until: number): boolean {
+    this.refill(now);
+    const from = Math.max(now, this.holdUntil);
+    const grant = Math.min(until - from, this.holdLeft);
+    if (grant <= 0) return false;
+    this.holdLeft -= grant;
+    this.holdUntil = from + grant;
+    this.windowsMs += grant;
+    return true;
   }
 
   /** `stream` passed output while it was not printing in bulk: the echo of its keystroke is on its way. */
@@ -102,7 +119,12 @@ export class OutputPacing {
 
   /** Whether bulk output waits now; if so `go` is called once the window closes (then ask again). */
   hold(go: () => void): number {
-    const left = this.holdUntil - this.now();
+    const now = this.now();
+    const { dutyHoldMs, dutyPeriodMs, recentTypingMs } = this.limits;
+    if (dutyHoldMs > 0 && now >= this.holdUntil && now - this.typedAt < recentTypingMs && now % dutyPeriodMs < dutyHoldMs) {
+      this.extendHold(now, now - (now % dutyPeriodMs) + dutyHoldMs);
+    }
+    const left = this.holdUntil - now;
     if (left <= 0) return 0;
     this.waiting.add(go);
     this.wakeAt(this.holdUntil);
