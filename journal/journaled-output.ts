@@ -8,11 +8,11 @@ export interface Target {
 /** Appends one chunk of output to the session's journal; false: do not pass it on (see JournaledOutput). */
 export type Journal = (stream: OutputStream, chunk: Buffer) => boolean;
 
-/** When the next chunk is read: the portal's scheduling of output among sessions (portal/output-pacing.ts). */
+/** When a chunk may go: the portal's scheduling of output among sessions (portal/output-pacing.ts). */
 export interface OutputPace {
-  passed(bytes: number): void;
-  /** false: the next chunk may go now; true: `go` is called when it may (then ask again). */
+  /** false: the chunk may go now; true: `go` is called once it may (then ask again). */
   wait(go: () => void): boolean;
+  passed(bytes: number): void;
 }
 
 /**
@@ -50,29 +50,34 @@ export class JournaledOutput extends Writable {
     }
   }
 
-  private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void) {
-    if (!this.journal(stream, payload)) return done(new OutputStopped());
-    this.passedSinceYield += payload.length;
-    this.pace?.passed(payload.length);
-    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, (err) => (err ? done(err) : this.next(done)));
-  }
-
   /**
-   * The next chunk is read once the pace allows it (another session's client is typing: this one, if
-   * it prints in bulk, waits in Docker meanwhile), and after a turn of the event loop every
-   * YIELD_EVERY_BYTES: a program printing as fast as it can would otherwise be copied for as long as its
-   * socket has data (libuv reads a ready socket up to 32 times, 64 kB each, before it looks at another),
-   * and another session's keystroke would wait behind megabytes.
+   * A chunk waits before it is journaled and sent while the pace says so (another session's client is
+   * typing: this one, if it prints in bulk, waits in Docker meanwhile). After every YIELD_EVERY_BYTES
+   * the next chunk waits for a turn of the event loop: a program printing as fast as it can would
+   * otherwise be copied for as long as its socket has data (libuv reads a ready socket up to 32 times,
+   * 64 kB each, before it looks at another), and another session's keystroke would wait behind megabytes.
    */
-  private next(done: (err?: Error | null) => void): void {
-    // Destroyed while it waited: nothing more is read.
-    if (this.pace?.wait(() => this.destroyed || this.next(done))) {
+  private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void): void {
+    // Destroyed while it waited: nothing more goes out.
+    if (this.pace?.wait(() => this.destroyed || this.pass(stream, payload, done))) {
       this.passedSinceYield = 0;
       return;
     }
-    if (this.passedSinceYield < YIELD_EVERY_BYTES) return done();
+    // Reached from callbacks too (a frame after the first of a chunk, a chunk that waited): a journal
+    // that cannot be written fails the stream here, never the process.
+    let journaled: boolean;
+    try {
+      journaled = this.journal(stream, payload);
+    } catch (err) {
+      return done(err as Error);
+    }
+    if (!journaled) return done(new OutputStopped());
+    this.pace?.passed(payload.length);
+    this.passedSinceYield += payload.length;
+    const target = stream === 'stderr' ? this.stderr : this.stdout;
+    if (this.passedSinceYield < YIELD_EVERY_BYTES) return void target.write(payload, done);
     this.passedSinceYield = 0;
-    setImmediate(done);
+    target.write(payload, (err) => (err ? done(err) : setImmediate(done)));
   }
 
   private drainFrames(done: (err?: Error | null) => void): void {
