@@ -40,7 +40,7 @@ const envSchema = z.object({
    * How long the portal holds sessions printing in bulk after a client types (portal/output-pacing.ts),
    * so that the keystroke's echo finds the CPUs free; 0: never.
    */
-  ESSH_PORTAL_INTERACTIVE_MS: z.coerce.number().int().min(0).max(1000).default(50),
+  ESSH_PORTAL_INTERACTIVE_MS: z.coerce.number().int().min(0).max(500).default(50),
   /** After a portal crash: how long its successor keeps the sessions of the clients it had for them to come back. */
   ESSH_REATTACH_WINDOW_S: seconds.default(120),
   /**

@@ -87,7 +87,8 @@ export class SshPortal {
     this.notesSweep = new PeriodicPass(() => this.notes.sweep(deps.db), { intervalS: 3600, log: deps.log, what: 'sweeping the notes of ended sessions\' clients' });
     this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
     this.guard = new PortalGuard({ ...DEFAULT_PORTAL_LIMITS, ...deps.config.ssh.limits });
-    this.pacing = new OutputPacing({ ...DEFAULT_OUTPUT_PACING, interactiveMs: deps.config.ssh.interactiveMs });
+    const { interactiveMs } = deps.config.ssh;
+    this.pacing = new OutputPacing({ ...DEFAULT_OUTPUT_PACING, interactiveMs, holdBurstMs: Math.max(DEFAULT_OUTPUT_PACING.holdBurstMs, interactiveMs) });
   }
 
   async start(): Promise<void> {
