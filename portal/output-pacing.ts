@@ -143,7 +143,13 @@ export class OutputPacing {
     this.timerAt = at;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.now() < this.holdUntil) return this.wakeAt(this.holdUntil);
+      const now = this.now();
+      if (now < this.holdUntil) return this.wakeAt(this.holdUntil);
+      // The streams waited until now, not until the window's end: a timer fires a millisecond late or
+      // more, and many short windows would otherwise hold bulk output far beyond its share.
+      this.refill(now);
+      this.holdLeft -= now - this.holdUntil;
+      this.holdUntil = now;
       const waiting = [...this.waiting];
       this.waiting.clear();
       for (const go of waiting) go();
