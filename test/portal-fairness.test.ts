@@ -31,11 +31,11 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** Types `x` and resolves once the shell has echoed it (whatever else its line redraw sends). */
-async function typeAndAwaitEcho(shell: PortalShell): Promise<void> {
+/** Types `x` and resolves once the shell has echoed it (whatever else its line redraw sends), with the ms it took. */
+async function typeAndAwaitEcho(shell: PortalShell): Promise<number> {
   const echoed = waitForShellOutput(shell, /x/, 30_000);
   shell.channel.write('x');
-  await echoed;
+  return (await echoed).matchedMs;
 }
 
 async function journaledOutput(sessionId: number): Promise<{ stream: string; payload: Buffer }[]> {
@@ -56,8 +56,7 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     await waitForState(stack, tenant.token, interactiveId, 'active');
 
     // The bulk session is another user's OpenSSH client, a process of its own. Its program writes the
-    // data to a file first and reports the checksum on stderr, streams it, then says `done` on stderr,
-    // which the journal must hold after the last byte of the stream.
+    // data to a file first and reports the checksum on stderr, streams it, then says `done` on stderr.
     const key = await generateKey(dir, 'bulk');
     await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
     const remote = `head -c ${SIZE} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data && echo done >&2`;
@@ -81,6 +80,7 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     await waitFor('the bulk session to start printing', async () => received > 0 || exited, 120_000, 20);
     // Typed while it prints: the portal's figures for each attachment are read before its channel closes.
     let keystrokes = 0;
+    const echoMs: number[] = [];
     let bulkId: number | undefined;
     let bulkHolds = 0;
     let interactiveHolds = 0;
@@ -89,7 +89,7 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
         interactive.channel.write('\x15');
         await sleep(20);
       }
-      await typeAndAwaitEcho(interactive);
+      echoMs.push(await typeAndAwaitEcho(interactive));
       keystrokes++;
       for (const a of stack.runtime.portal!.attachmentStats()) {
         if (a.sessionId === interactiveId) interactiveHolds = a.holds;
@@ -101,7 +101,10 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
       await sleep(10);
     }
     const code = await exit;
-    console.log(`portal fairness: ${keystrokes} keystrokes echoed while ${SIZE / MB} MB printed; the bulk session's output held ${bulkHolds} times`);
+    echoMs.sort((a, b) => a - b);
+    // For the eye only: timings are the benchmark's (`portal-echo`, 4 bulk sessions, against idle).
+    console.log(`portal fairness: ${keystrokes} keystrokes echoed while ${SIZE / MB} MB printed (echo p50 ${echoMs[Math.floor(echoMs.length / 2)]!.toFixed(1)} ms, ` +
+      `max ${echoMs.at(-1)!.toFixed(1)} ms); the bulk session's output held ${bulkHolds} times`);
 
     expect(code, stderr).toBe(0);
     expect(received).toBe(SIZE);
@@ -116,7 +119,8 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     expect(bulkHolds).toBeGreaterThan(0);
     expect(interactiveHolds).toBe(0);
 
-    // The journal holds what the client got, in the order it got it: the stream's bytes, then `done`.
+    // The journal holds what the client got, each stream byte for byte and in order. (Between stdout
+    // and stderr Docker keeps no order: it copies the program's two pipes side by side.)
     const records = await journaledOutput(bulkId!);
     const journaledStdout = createHash('sha256');
     let journaledBytes = 0;
@@ -127,9 +131,7 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     }
     expect(journaledBytes).toBe(SIZE);
     expect(journaledStdout.digest('hex')).toBe(expected);
-    const lastStdout = records.map((r) => r.stream).lastIndexOf('stdout');
-    const doneAt = records.findIndex((r) => r.stream === 'stderr' && r.payload.toString() === 'done\n');
-    expect(doneAt).toBeGreaterThan(lastStdout);
+    expect(Buffer.concat(records.filter((r) => r.stream === 'stderr').map((r) => r.payload)).toString()).toBe(stderr);
 
     // Every keystroke's echo is in the typing session's journal.
     const typed = Buffer.concat((await journaledOutput(interactiveId)).map((r) => r.payload)).toString('latin1');
