@@ -2,33 +2,24 @@
 // in bulk, another session's keystrokes make the portal hold the bulk output (portal/output-pacing.ts),
 // each keystroke is echoed, and the held output still reaches its client and its journal byte for
 // byte and in order. How much the echo gains is measured in `npm run bench -- portal-echo`, not here.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { openPortalShell, waitForShellOutput, type PortalShell } from '../cli/portal-client.js';
 import { RecordType } from '../journal/format.js';
 import { readRecords } from '../journal/reader.js';
 import { journalPath } from '../journal/writer.js';
 import { DEMO_PROMPT } from '../server/seed.js';
 import { createTenant, sleep, useTestStack, waitFor, waitForState } from './support/harness.js';
-import { generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
+import { downloadRandomBytes, generateKey, registerKey } from './support/portal-terminal.js';
 
 const MB = 1024 * 1024;
 const SIZE = 64 * MB;
 
 const stack = useTestStack();
 let tenant: Awaited<ReturnType<typeof createTenant>>;
-let dir: string;
 
 beforeAll(async () => {
   tenant = await createTenant(stack, { plan: 'scale' });
-  dir = await mkdtemp(path.join(os.tmpdir(), 'essh-fairness-'));
-});
-afterAll(async () => {
-  if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 /** Types `x` and resolves once the shell has echoed it (whatever else its line redraw sends), with the ms it took. */
@@ -55,36 +46,19 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     await waitForShellOutput(interactive, DEMO_PROMPT);
     await waitForState(stack, tenant.token, interactiveId, 'active');
 
-    // The bulk session is another user's OpenSSH client, a process of its own. Its program writes the
-    // data to a file first and reports the checksum on stderr, streams it, then says `done` on stderr.
-    const key = await generateKey(dir, 'bulk');
+    // The bulk session is another user's OpenSSH client, a process of its own; `done` on stderr after the data.
+    const key = await generateKey(stack.dataDir, 'fairness-bulk-key');
     await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
-    const remote = `head -c ${SIZE} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data && echo done >&2`;
-    const ssh = spawn('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, remote], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const hash = createHash('sha256');
-    let received = 0;
-    let stderr = '';
-    ssh.stderr.on('data', (c) => (stderr += c));
-    ssh.stdout.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      received += chunk.length;
-    });
-    let exited = false;
-    const exit = new Promise<number | null>((resolve) => ssh.on('close', (code) => {
-      exited = true;
-      resolve(code);
-    }));
+    const download = downloadRandomBytes(stack.runtime.sshPort!, tenant.app, key.keyFile, SIZE, 'echo done >&2');
 
-    await waitFor('the bulk session to start printing', async () => received > 0 || exited, 120_000, 20);
+    await waitFor('the bulk session to start printing', async () => download.received > 0 || download.exited, 120_000, 20);
     // Typed while it prints: the portal's figures for each attachment are read before its channel closes.
     let keystrokes = 0;
     const echoMs: number[] = [];
     let bulkId: number | undefined;
     let bulkHolds = 0;
     let interactiveHolds = 0;
-    while (!exited) {
+    while (!download.exited) {
       if (keystrokes > 0 && keystrokes % 40 === 0) {
         interactive.channel.write('\x15');
         await sleep(20);
@@ -100,7 +74,8 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
       }
       await sleep(10);
     }
-    const code = await exit;
+    const code = await download.exit;
+    const { received, stderr } = download;
     echoMs.sort((a, b) => a - b);
     // For the eye only: timings are the benchmark's (`portal-echo`, 4 bulk sessions, against idle).
     console.log(`portal fairness: ${keystrokes} keystrokes echoed while ${SIZE / MB} MB printed (echo p50 ${echoMs[Math.floor(echoMs.length / 2)]!.toFixed(1)} ms, ` +
@@ -108,9 +83,9 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
 
     expect(code, stderr).toBe(0);
     expect(received).toBe(SIZE);
-    const expected = /^([0-9a-f]{64})\s/m.exec(stderr)?.[1];
+    const expected = download.expectedDigest();
     expect(expected, stderr).toBeDefined();
-    expect(hash.digest('hex')).toBe(expected);
+    expect(download.digest()).toBe(expected);
     expect(stderr.endsWith('done\n'), stderr).toBe(true);
 
     // The keystrokes held the bulk output (a window opened for each), and never the typing session's own.
