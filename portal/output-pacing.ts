@@ -26,14 +26,6 @@ export interface OutputPacingLimits {
    */
   holdShare: number;
   holdBurstMs: number;
-  /**
-   * While a client has typed within `recentTypingMs`, bulk output also holds `dutyHoldMs` of every
-   * `dutyPeriodMs` (from the same bucket), so that the next keystroke does not arrive on saturated CPUs;
-   * 0: only the windows that keystrokes open.
-   */
-  dutyHoldMs: number;
-  dutyPeriodMs: number;
-  recentTypingMs: number;
 }
 
 export const DEFAULT_OUTPUT_PACING: OutputPacingLimits = {
@@ -44,15 +36,11 @@ export const DEFAULT_OUTPUT_PACING: OutputPacingLimits = {
   spanMs: 100,
   holdShare: 0.5,
   holdBurstMs: 60,
-  dutyHoldMs: 0,
-  dutyPeriodMs: 20,
-  recentTypingMs: 1000,
 };
 
 /** One per portal process: the interactive windows that the sessions' keystrokes open, shared by all its streams. */
 export class OutputPacing {
   private holdUntil = 0;
-  private typedAt = -Infinity;
   /** Hold time (ms) still to give: a token bucket refilled at `holdShare` ms per ms, at most `holdBurstMs`. */
   private holdLeft: number;
   private refilledAt: number;
@@ -86,7 +74,6 @@ export class OutputPacing {
   /** `stream`'s client typed: bulk output holds until it answers, at most `interactiveMs` from now, as far as the bucket allows. */
   typed(stream: PacedStream): void {
     const now = this.now();
-    this.typedAt = now;
     if (now >= this.holdUntil) this.unanswered.clear();
     if (this.extendHold(now, now + this.limits.interactiveMs)) this.windows++;
     if (now < this.holdUntil) this.unanswered.add(stream);
@@ -119,12 +106,7 @@ export class OutputPacing {
 
   /** Whether bulk output waits now; if so `go` is called once the window closes (then ask again). */
   hold(go: () => void): number {
-    const now = this.now();
-    const { dutyHoldMs, dutyPeriodMs, recentTypingMs } = this.limits;
-    if (dutyHoldMs > 0 && now >= this.holdUntil && now - this.typedAt < recentTypingMs && now % dutyPeriodMs < dutyHoldMs) {
-      this.extendHold(now, now - (now % dutyPeriodMs) + dutyHoldMs);
-    }
-    const left = this.holdUntil - now;
+    const left = this.holdUntil - this.now();
     if (left <= 0) return 0;
     this.waiting.add(go);
     this.wakeAt(this.holdUntil);
