@@ -67,8 +67,14 @@ export const portalEcho: BenchModule = {
         readStdout('ssh', [...sshArgs, `${tenant.app}@127.0.0.1`, `head -c ${MEGABYTES * 1024 * 1024} /dev/urandom`])
           .finally(() => printing--));
       const busy: number[] = [];
+      // How long the portal held each bulk session's output for the keystrokes (portal/output-pacing.ts),
+      // read while their channels are open.
+      const held = new Map<number, number>();
+      const pacing = ctx.runtime.portal?.pacing;
+      const windowsBefore = pacing?.windows ?? 0;
       while (printing > 0) {
         busy.push(await echo());
+        for (const a of ctx.runtime.portal?.attachmentStats() ?? []) if (a.sessionId !== interactive.id) held.set(a.sessionId, a.heldMs);
         await sleep(SAMPLE_EVERY_MS);
       }
       const transfers = await Promise.all(drained);
@@ -89,6 +95,10 @@ export const portalEcho: BenchModule = {
           note: percentile(busy, 99) / percentile(idle, 99) <= 3 ? 'target <= 3 met' : 'target <= 3 NOT met',
         },
         { benchmark: 'portal-echo', metric: 'the portal\'s event loop delay during bulk p99', value: loopDelay.percentile(99) / 1e6, unit: 'ms', note: `max ${(loopDelay.max / 1e6).toFixed(1)} ms (sampled every 5 ms)` },
+        {
+          benchmark: 'portal-echo', metric: 'bulk output held for keystrokes, per bulk session', value: [...held.values()].reduce((a, b) => a + b, 0) / Math.max(1, held.size) / 10 / bulkSeconds, unit: '%',
+          note: `ESSH_PORTAL_INTERACTIVE_MS=${pacing?.limits.interactiveMs ?? '?'}; ${(pacing?.windows ?? 0) - windowsBefore} windows for ${busy.length} keystrokes`,
+        },
         {
           benchmark: 'portal-echo', metric: 'the bulk sessions meanwhile, together', value: (BULK_SESSIONS * MEGABYTES) / bulkSeconds, unit: 'MB/s',
           note: `${BULK_SESSIONS} OpenSSH clients, each its own process; slowest ${Math.max(...transfers.map((t) => t.seconds)).toFixed(1)} s`,
