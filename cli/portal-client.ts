@@ -214,7 +214,7 @@ class PortalDial {
     clearTimeout(this.deadline);
     if (!(timeoutMs > 0)) return;
     this.deadline = setTimeout(() => {
-      this.fail(Object.assign(new Error(`no SSH handshake within ${Math.round(timeoutMs / 1000)} s`), { level: 'client-timeout' }));
+      this.fail(new Error(`the SSH portal at ${this.address.host}:${this.address.port} did not let this client in within ${Math.round(timeoutMs / 1000)} s`));
       this.client.destroy();
     }, timeoutMs);
   }
