@@ -153,6 +153,8 @@ class PortalDial {
       port: address.port,
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
       ...(opts.early ? { sock: opts.early.sock } : {}),
+      // Never sent: each attempt names its user, known only once the API has answered.
+      username: '',
       readyTimeout: 0,
       hostVerifier: (presented: Buffer) => expectedKey === null || presented.equals(expectedKey),
       // ssh2 calls it once the host key is verified, and again after each refusal; `false` gives up.
