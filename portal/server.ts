@@ -26,10 +26,9 @@ import type { PortalFigures } from '../host/metrics.js';
 
 /** A channel's request for the `sftp` subsystem, where others carry a command line (exec) or none (shell). */
 const SFTP = Symbol('sftp');
-/** What OpenSSH's scp runs on the far side in its legacy mode (`scp -O`): `scp -t PATH` (to) or `scp -f PATH` (from). */
 /** How long a connection stays without a channel before it counts against its user's idle cap (portal/guard.ts). */
 const IDLE_CAP_GRACE_MS = 5_000;
-
+/** What OpenSSH's scp runs on the far side in its legacy mode (`scp -O`): `scp -t PATH` (to) or `scp -f PATH` (from). */
 const LEGACY_SCP = /^\s*scp(\s+-\S+)*\s+-[a-zA-Z]*[tf](\s|$)/;
 
 export interface PortalDeps {

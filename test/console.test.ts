@@ -62,7 +62,11 @@ async function signIn(page: Page, token: string) {
   await page.waitForURL(/#\/sign-in$/);
   await page.fill('#token', token);
   await page.click('#sign-in button[type=submit]');
-  await page.waitForSelector('#sessions tbody tr');
+  // Gave up once in a full run (a second tab's sign-in, 30 s): where the page was, and what it said.
+  await page.waitForSelector('#sessions tbody tr').catch(async (err) => {
+    const text = (await page.locator('body').innerText().catch(() => '')).replace(/\s+/g, ' ').slice(0, 500);
+    throw new Error(`${(err as Error).message}\nthe page: ${page.url()}\nit showed: ${text}`);
+  });
 }
 
 describe('the web console', () => {
