@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EarlyPortalConnection, openPortalShell, waitForShellOutput, type PortalAddress, type PortalTarget } from '../cli/portal-client.js';
 import { DEMO_IMAGE, DEMO_PROMPT as PROMPT } from '../server/seed.js';
 import { apiOk, endSession } from './api-client.js';
+import { chainEvents, mapLimit } from './histories.js';
+import { programExitedSignal, sessionWorkflowId } from '../shapes/session-workflow.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 
@@ -146,6 +148,29 @@ export async function promptInProcess(ctx: BenchContext, app: string, token: str
   }
 }
 
+async function lastOperationId(ctx: BenchContext): Promise<number> {
+  const row = await ctx.runtime.db.selectFrom('operations').select((eb) => eb.fn.max('id').as('id')).executeTakeFirst();
+  return Number(row?.id ?? 0);
+}
+
+/**
+ * For each `-- true` session since `afterId`, from its history: the programExited signal → the
+ * completion of the activity that recorded `ending` (the first one scheduled after the signal).
+ */
+async function programExitToEnding(ctx: BenchContext, afterId: number): Promise<number[]> {
+  const rows = await ctx.runtime.db.selectFrom('operations').select('id').where('id', '>', afterId).where('command', '=', JSON.stringify(['true'])).execute();
+  const at = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => (t ? Number(t.seconds ?? 0) * 1000 + (t.nanos ?? 0) / 1e6 : NaN);
+  const spans = await mapLimit(rows, 4, async ({ id }) => {
+    const { events } = await chainEvents(ctx.runtime.client, sessionWorkflowId(id));
+    const signal = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === programExitedSignal.name);
+    if (signal < 0) return NaN;
+    const scheduled = events.slice(signal).find((e) => e.activityTaskScheduledEventAttributes);
+    const completed = scheduled && events.find((e) => e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === scheduled.eventId?.toString());
+    return completed ? at(completed.eventTime) - at(events[signal]!.eventTime) : NaN;
+  });
+  return spans.filter((x) => Number.isFinite(x));
+}
+
 /** Waits until the app's warm pool has `n` running containers again (it refills after each take). */
 async function poolReady(ctx: BenchContext, app: string, n: number, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
@@ -201,6 +226,7 @@ export const portalPrompt: BenchModule = {
       if (p.connect.host_key) lastPortal = { host: p.connect.host, port: p.connect.port, host_key: p.connect.host_key };
       return p;
     };
+    const firstId = await lastOperationId(ctx);
     try {
       await poolReady(ctx, warm.app, 2, 60_000);
       // Interleaved, so that all of them see the same machine load; which of the two ways goes first
@@ -243,6 +269,7 @@ export const portalPrompt: BenchModule = {
       await Promise.all([...sessions].map(([id, token]) => endSession(ctx, id, token).catch(() => undefined)));
       await rm(configs, { recursive: true, force: true });
     }
+    const untilEnding = await programExitToEnding(ctx, firstId);
     const startup: number[] = [];
     for (let i = 0; i < 5; i++) startup.push(await cliStartup());
     const rows: BenchRow[] = [];
@@ -278,6 +305,12 @@ export const portalPrompt: BenchModule = {
         { benchmark: 'portal-prompt', metric: `ratio p${q} essh ssh -- true / docker run true`, value: e / d, unit: 'x', note: q === 50 ? verdict(e / d, 0.6) : undefined },
         { benchmark: 'portal-prompt', metric: `ratio p${q} essh ssh -- true, first use / docker run true`, value: ef / d, unit: 'x' },
       );
+    }
+    for (const q of [50, 95]) {
+      rows.push({
+        benchmark: 'portal-prompt', metric: `phase p${q}: -- true, programExited signal → \`ending\` recorded`, value: percentile(untilEnding, q), unit: 'ms',
+        note: q === 50 ? `server event times, ${untilEnding.length} sessions: what the exit status waits for after the program (CONTRACT §8)` : undefined,
+      });
     }
     // Where the early connection's time goes, from an already running process (no CLI start-up), each
     // phase from the start of the POST.
