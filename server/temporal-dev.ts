@@ -38,7 +38,7 @@ export interface DevServerOptions {
 
 /**
  * The server settings essh relies on, which the server leaves off unless told (a cluster of one's own
- * needs the same dynamic config: docs/operations.md):
+ * needs the same dynamic config: docs/deploy.md):
  * - eager workflow start: a session's first workflow task comes back with the start request to the
  *   API's own worker, a dispatch less on the way to the container;
  * - eager activity execution: an activity on the workflow's own queue (the record's states, `ending`
