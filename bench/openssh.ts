@@ -61,3 +61,24 @@ export function readStdout(file: string, args: string[], env: NodeJS.ProcessEnv 
     child.once('close', (code) => resolve({ bytes, seconds: firstAt ? (lastAt - firstAt) / 1000 : 0, code, stderr, endedAt: performance.now() }));
   });
 }
+
+/**
+ * The same with the bytes counted by `wc -c`, a process of its own, and timed from start to exit: a
+ * benchmark whose portal runs in this process must not read hundreds of megabytes on the portal's
+ * event loop (its clients are on other machines in use).
+ */
+export function countStdoutApart(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<StdoutTransfer> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn('bash', ['-c', 'set -o pipefail; "$@" | wc -c', 'bash', file, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let counted = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (counted += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      const endedAt = performance.now();
+      resolve({ bytes: Number(counted.trim()) || 0, seconds: (endedAt - started) / 1000, code, stderr, endedAt });
+    });
+  });
+}

@@ -5,6 +5,7 @@ import type { EsshApi } from './api.js';
 import type { CreatedSession } from '../shapes/answers.js';
 import { CliError } from './config.js';
 import { openPortalSftp } from './portal-client.js';
+import { askWithEarlyPortal } from './portal-memory.js';
 
 /** `APP:PATH`: an app handle (CONTRACT's handles: lower-case letters, digits, dashes), a colon, a path in its container. */
 const REMOTE = /^([a-z0-9][a-z0-9-]*):(.*)$/s;
@@ -59,15 +60,17 @@ export async function copyFile(api: EsshApi, plan: CopyPlan): Promise<{ bytes: n
   if (plan.direction === 'upload' && !(await stat(plan.local).then((s) => s.isFile(), () => false))) {
     throw new CliError(`${plan.local} is not a file on this machine; essh cp copies one file at a time`);
   }
-  const created = await api.post<CreatedSession>(`/apps/${encodeURIComponent(plan.app)}/sessions`, {});
+  // The portal's connection starts while the API creates the session, as for essh ssh.
+  const { answer: created, early, remembered } = await askWithEarlyPortal(api.apiUrl, () => api.post<CreatedSession>(`/apps/${encodeURIComponent(plan.app)}/sessions`, {}));
   const end = (reason: string) => api.post(`/sessions/${created.id}/terminate`, { reason }).catch(() => undefined);
   if (!created.connect.host_key) {
+    early?.close();
     await end('the client refused a portal without an announced host key');
     throw new CliError(`the essh API announced no host key for its SSH portal (${created.connect.host}:${created.connect.port}); refusing to send the session token to a portal it cannot check. Ask the operator to set ESSH_PORTAL_HOST_KEY on the API.`);
   }
   let opened: Awaited<ReturnType<typeof openPortalSftp>>;
   try {
-    opened = await openPortalSftp(created.connect);
+    opened = await openPortalSftp(created.connect, { early });
   } catch (err) {
     await end('essh cp could not open its SFTP session');
     throw new CliError(await whyRefused(api, created) ?? `session ${created.id}: the portal did not open file transfer (${(err as Error).message})`);
@@ -87,7 +90,7 @@ export async function copyFile(api: EsshApi, plan: CopyPlan): Promise<{ bytes: n
     throw new CliError(`copying ${where} failed: ${(err as Error).message}`);
   } finally {
     opened.close();
-    await end('essh cp: the copy is done');
+    await Promise.all([end('essh cp: the copy is done'), remembered]);
   }
 }
 

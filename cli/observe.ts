@@ -2,6 +2,7 @@ import type { EsshApi } from './api.js';
 import type { CreatedSession } from '../shapes/answers.js';
 import { CliError } from './config.js';
 import { openPortalShell } from './portal-client.js';
+import { askWithEarlyPortal } from './portal-memory.js';
 
 const CTRL_C = 0x03;
 
@@ -14,13 +15,15 @@ const CTRL_C = 0x03;
  */
 export async function watchSession(api: EsshApi, id: number): Promise<number> {
   const interactive = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-  const watch = await api.post<CreatedSession>(`/sessions/${id}/watch`, {});
+  // As for essh ssh: the portal's connection starts while the API answers.
+  const { answer: watch, early, remembered } = await askWithEarlyPortal(api.apiUrl, () => api.post<CreatedSession>(`/sessions/${id}/watch`, {}));
   // As for essh ssh: the token goes only to a portal whose key the API vouched for.
   if (!watch.connect.host_key) {
+    early?.close();
     throw new CliError(`the essh API announced no host key for the SSH portal (${watch.connect.host}:${watch.connect.port}); refusing to send the watch token to a portal it cannot check. Ask the operator to set ESSH_PORTAL_HOST_KEY on the API.`);
   }
   const size = { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 };
-  const shell = await openPortalShell(watch.connect, { pty: interactive ? { ...size, term: process.env.TERM || undefined } : null });
+  const shell = await openPortalShell(watch.connect, { pty: interactive ? { ...size, term: process.env.TERM || undefined } : null, early });
   const stdin = process.stdin;
   let raw = false;
   const restore = () => {
@@ -46,6 +49,7 @@ export async function watchSession(api: EsshApi, id: number): Promise<number> {
     shell.channel.pipe(process.stdout, { end: false });
     shell.channel.stderr.pipe(process.stderr, { end: false });
     const code = await shell.exitCode;
+    await remembered;
     return code ?? 0;
   } finally {
     restore();

@@ -1,4 +1,5 @@
 import { loadSshClient, openPortalShell } from './portal-client.js';
+import { askWithEarlyPortal } from './portal-memory.js';
 import type { EsshApi } from './api.js';
 import type { CreatedSession, Session } from '../shapes/answers.js';
 import { CliError } from './config.js';
@@ -35,17 +36,20 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   const interactive = tty && Boolean(process.stdin.isTTY);
   const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
   const started = Date.now();
-  const creating = api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
+  // The SSH connection and key exchange to the portal used last start while the API creates the
+  // session (cli/portal-memory.ts); the token goes out on it only if the answer names that same portal.
+  const asking = askWithEarlyPortal(api.apiUrl, () => api.post<CreatedSession>(`/apps/${encodeURIComponent(app)}/sessions`, {
     ...(opts.command.length ? { command: opts.command } : {}),
     ...(opts.containerSizeMb !== undefined ? { container_size_mb: opts.containerSizeMb } : {}),
     ...(opts.env ? { env: opts.env } : {}),
-  });
+  }));
   // Handled below; without this a quick refusal would count as unhandled while ssh2 loads.
-  creating.catch(() => undefined);
+  asking.catch(() => undefined);
   await loadSshClient().catch(() => undefined);
-  const created = await creating;
+  const { answer: created, early, remembered } = await asking;
   // The token goes only to a portal whose key the API vouched for; an API that names none gets none.
   if (!created.connect.host_key) {
+    early?.close();
     void api.post(`/sessions/${created.id}/terminate`, { reason: 'the client refused a portal without an announced host key' }).catch(() => undefined);
     throw new CliError(`the essh API announced no host key for its SSH portal (${created.connect.host}:${created.connect.port}); refusing to send the session token to a portal it cannot check. Ask the operator to set ESSH_PORTAL_HOST_KEY on the API.`);
   }
@@ -56,6 +60,7 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
   // arrives, whichever comes first: no poll stands between the user and the prompt.
   const connecting = openPortalShell(created.connect, {
     pty: tty ? { ...size(), term: process.env.TERM || undefined } : null,
+    early,
   });
   connecting.catch(() => undefined);
   let ready = false;
@@ -122,6 +127,8 @@ export async function sshToApp(api: EsshApi, app: string, opts: SshOptions): Pro
     if (code !== null) announceReady();
     // The exit status may come before the last output has been written out here.
     await outputDrained(channel);
+    // bin/essh exits as soon as this returns: the memory of the portal must be on disk by then.
+    await remembered;
     return code ?? 255;
   } finally {
     closeForwards();

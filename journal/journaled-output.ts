@@ -8,6 +8,13 @@ export interface Target {
 /** Appends one chunk of output to the session's journal; false: do not pass it on (see JournaledOutput). */
 export type Journal = (stream: OutputStream, chunk: Buffer) => boolean;
 
+/** When a chunk may go: the portal's scheduling of output among sessions (portal/output-pacing.ts). */
+export interface OutputPace {
+  /** false: the chunk may go now; true: `go` is called once it may (then ask again). */
+  wait(go: () => void): boolean;
+  passed(bytes: number): void;
+}
+
 /**
  * Carries a program's output to the SSH channel one chunk at a time, appending each chunk to the
  * session's journal *before* the channel gets it (CONTRACT §4: every byte the client receives is in
@@ -28,6 +35,7 @@ export class JournaledOutput extends Writable {
     private readonly stderr: Target,
     private readonly demux: boolean,
     private readonly journal: Journal,
+    private readonly pace?: OutputPace,
   ) {
     super({ highWaterMark: 64 * 1024 });
   }
@@ -42,15 +50,34 @@ export class JournaledOutput extends Writable {
     }
   }
 
-  private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void) {
-    if (!this.journal(stream, payload)) return done(new OutputStopped());
+  /**
+   * A chunk waits before it is journaled and sent while the pace says so (another session's client is
+   * typing: this one, if it prints in bulk, waits in Docker meanwhile). After every YIELD_EVERY_BYTES
+   * the next chunk waits for a turn of the event loop: a program printing as fast as it can would
+   * otherwise be copied for as long as its socket has data (libuv reads a ready socket up to 32 times,
+   * 64 kB each, before it looks at another), and another session's keystroke would wait behind megabytes.
+   */
+  private pass(stream: OutputStream, payload: Buffer, done: (err?: Error | null) => void): void {
+    // Destroyed while it waited: nothing more goes out.
+    if (this.pace?.wait(() => this.destroyed || this.pass(stream, payload, done))) {
+      this.passedSinceYield = 0;
+      return;
+    }
+    // Reached from callbacks too (a frame after the first of a chunk, a chunk that waited): a journal
+    // that cannot be written fails the stream here, never the process.
+    let journaled: boolean;
+    try {
+      journaled = this.journal(stream, payload);
+    } catch (err) {
+      return done(err as Error);
+    }
+    if (!journaled) return done(new OutputStopped());
+    this.pace?.passed(payload.length);
     this.passedSinceYield += payload.length;
-    if (this.passedSinceYield < YIELD_EVERY_BYTES) return void (stream === 'stderr' ? this.stderr : this.stdout).write(payload, done);
-    // A program printing as fast as it can would otherwise be copied for as long as its socket has data
-    // (libuv reads a ready socket up to 32 times, 64 kB each, before it looks at another): the next chunk
-    // waits for the event loop's turn, so another session's keystroke is not held behind megabytes.
+    const target = stream === 'stderr' ? this.stderr : this.stdout;
+    if (this.passedSinceYield < YIELD_EVERY_BYTES) return void target.write(payload, done);
     this.passedSinceYield = 0;
-    (stream === 'stderr' ? this.stderr : this.stdout).write(payload, (err) => (err ? done(err) : setImmediate(done)));
+    target.write(payload, (err) => (err ? done(err) : setImmediate(done)));
   }
 
   private drainFrames(done: (err?: Error | null) => void): void {

@@ -36,6 +36,11 @@ const envSchema = z.object({
   ESSH_SSH_PORT: port.default(2222),
   /** How often the SSH portal tells a session's workflow that its client is still there. */
   ESSH_PORTAL_HEARTBEAT_S: seconds.default(10),
+  /**
+   * How long the portal holds sessions printing in bulk after a client types (portal/output-pacing.ts),
+   * so that the keystroke's echo finds the CPUs free; 0: never.
+   */
+  ESSH_PORTAL_INTERACTIVE_MS: z.coerce.number().int().min(0).max(500).default(50),
   /** After a portal crash: how long its successor keeps the sessions of the clients it had for them to come back. */
   ESSH_REATTACH_WINDOW_S: seconds.default(120),
   /**
@@ -196,6 +201,8 @@ export interface Config {
   api: { host: string; port: number; trustProxy: string[] };
   ssh: {
     host: string; port: number; publicHost: string; heartbeatIntervalS: number; reattachWindowS: number; hostKey?: string;
+    /** ESSH_PORTAL_INTERACTIVE_MS: portal/output-pacing.ts. */
+    interactiveMs: number;
     limits: Partial<PortalLimits>;
   };
   /** The handover between an old and a new host process (lib/handover.ts). */
@@ -284,6 +291,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     api: { host: e.ESSH_API_HOST, port: e.ESSH_API_PORT, trustProxy: parseCidrList('ESSH_TRUST_PROXY', e.ESSH_TRUST_PROXY) },
     ssh: {
       host: e.ESSH_SSH_HOST, port: e.ESSH_SSH_PORT, publicHost: e.ESSH_PUBLIC_HOST ?? e.ESSH_SSH_HOST, heartbeatIntervalS: e.ESSH_PORTAL_HEARTBEAT_S, reattachWindowS: e.ESSH_REATTACH_WINDOW_S, hostKey: e.ESSH_PORTAL_HOST_KEY,
+      interactiveMs: e.ESSH_PORTAL_INTERACTIVE_MS,
       limits: {
         ...(e.ESSH_PORTAL_MAX_CONNECTIONS ? { maxConnections: e.ESSH_PORTAL_MAX_CONNECTIONS } : {}),
         ...(e.ESSH_PORTAL_AUTH_TIMEOUT_S ? { authTimeoutS: e.ESSH_PORTAL_AUTH_TIMEOUT_S } : {}),

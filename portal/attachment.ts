@@ -18,6 +18,7 @@ import { IdleTimer, idleLimitOf } from './idle-timeout.js';
 import { JournaledOutput, OutputStopped } from '../journal/journaled-output.js';
 import { ALREADY_ATTACHED, SessionWatch, endNotice, isOver, type SessionRow } from './session-watch.js';
 import type { Audiences } from './observers.js';
+import type { OutputPacing, PacedStream } from './output-pacing.js';
 import type { ObserverDetails } from '../journal/format.js';
 
 /**
@@ -99,6 +100,8 @@ export interface AttachmentDeps {
   extraEnv: (sessionId: number) => Promise<Record<string, string>>;
   /** The observers of the sessions this portal serves (portal/observers.ts). */
   audiences: Audiences;
+  /** This portal's scheduling of its sessions' output: bulk output waits while a client types. */
+  pacing: OutputPacing;
 }
 
 export interface AttachOptions {
@@ -132,6 +135,8 @@ export class Attachment {
   private replaces: string[] = [];
   /** Output bytes taken from the program so far (what the portal has read, not what the client got). */
   bytesFromContainer = 0;
+  /** This attachment's share of the portal's pacing (its output waits while others type, if it prints in bulk). */
+  readonly pace: PacedStream;
   private exec?: Docker.Exec;
   private journal?: SessionOutputJournal;
   private heartbeatSent = false;
@@ -154,6 +159,7 @@ export class Attachment {
     private readonly timing?: ConnectionTiming,
   ) {
     this.connectionId = connectionIdFor(deps.portal);
+    this.pace = deps.pacing.stream();
     this.watch = new SessionWatch(deps.db, sessionId);
     this.closed = new Promise((resolve) =>
       channel.once('close', () => {
@@ -305,14 +311,17 @@ export class Attachment {
       if (!journal.output(stream, chunk)) return false;
       audience.publish(stream, chunk);
       return true;
-    });
+    }, this.pace);
     try {
       stream.on('error', (err) => log.debug({ err: err.message, session: id }, 'exec stream error'));
       stream.on('data', (chunk: Buffer) => {
         this.bytesFromContainer += chunk.length;
         this.idle?.touch();
       });
-      this.channel.on('data', () => this.idle?.touch());
+      this.channel.on('data', (chunk: Buffer) => {
+        this.idle?.touch();
+        this.pace.received(chunk.length);
+      });
       let stopped = false;
       output.on('error', (err) => {
         if (err instanceof OutputStopped) stopped = true;

@@ -19,6 +19,7 @@ import { OPEN_FAILURE, refuseChannel, serveForward } from './forward.js';
 import { runningContainer } from './running-container.js';
 import { appAllowsFileTransfer, fileTransferOff, serveSftp } from './sftp.js';
 import { Audiences, serveObserver } from './observers.js';
+import { DEFAULT_OUTPUT_PACING, OutputPacing } from './output-pacing.js';
 import { hostProcesses, listenAfterPredecessor } from '../lib/handover.js';
 import type { PortalFigures } from '../host/metrics.js';
 
@@ -57,6 +58,8 @@ export class SshPortal {
   private readonly attachments = new Set<Attachment>();
   /** Who watches the sessions whose clients this process serves (`watch-<id>`). */
   readonly audiences = new Audiences();
+  /** One for all of this process's sessions: a keystroke in any of them holds the bulk output of all. */
+  readonly pacing: OutputPacing;
   private readonly auth: PortalAuthenticator;
   private readonly guard: PortalGuard;
   private readonly notes: AttachedNotes;
@@ -83,6 +86,8 @@ export class SshPortal {
     this.notesSweep = new PeriodicPass(() => this.notes.sweep(deps.db), { intervalS: 3600, log: deps.log, what: 'sweeping the notes of ended sessions\' clients' });
     this.auth = new PortalAuthenticator({ db: deps.db, sessions: deps.sessions });
     this.guard = new PortalGuard({ ...DEFAULT_PORTAL_LIMITS, ...deps.config.ssh.limits });
+    const { interactiveMs } = deps.config.ssh;
+    this.pacing = new OutputPacing({ ...DEFAULT_OUTPUT_PACING, interactiveMs, holdBurstMs: Math.max(DEFAULT_OUTPUT_PACING.holdBurstMs, interactiveMs) });
   }
 
   async start(): Promise<void> {
@@ -142,9 +147,9 @@ export class SshPortal {
     };
   }
 
-  /** What each open channel has read from its container (for tests and diagnostics). */
-  attachmentStats(): { sessionId: number; bytesFromContainer: number }[] {
-    return [...this.attachments].map((a) => ({ sessionId: a.sessionId, bytesFromContainer: a.bytesFromContainer }));
+  /** What each open channel has read from its container, and how long its output waited while others typed (for tests and diagnostics). */
+  attachmentStats(): { sessionId: number; bytesFromContainer: number; holds: number; heldMs: number }[] {
+    return [...this.attachments].map((a) => ({ sessionId: a.sessionId, bytesFromContainer: a.bytesFromContainer, holds: a.pace.holds, heldMs: a.pace.heldMs }));
   }
 
   async stop(): Promise<void> {
@@ -374,6 +379,7 @@ export class SshPortal {
       db: this.deps.db, docker: this.deps.docker, client: this.deps.client, heartbeatIntervalS: config.ssh.heartbeatIntervalS,
       dataDir: config.dataDir, journalMaxBytes: config.journalMaxBytes, log: this.deps.log, claims: this.claims, portal: this.instance,
       notes: this.notes, extraEnv: (id: number) => this.deps.sessions.extraEnv(id), audiences: this.audiences,
+      pacing: this.pacing,
     };
     // A key removed, a token expired or revoked, a user gone since the connection logged in: no new
     // session through it (the channels already open go on, as with sshd; ending a session is terminate's job).

@@ -357,8 +357,12 @@ describe('the web console', () => {
       await held;
       await r.continue();
     });
+    const listAsked = page.waitForRequest((r) => new URL(r.url()).pathname === '/apps');
     const listAnswered = page.waitForResponse((r) => new URL(r.url()).pathname === '/apps');
     await page.goto(`${stack.url}/console#/sessions?state=waiting_for_client`);
+    // The list must have started loading: a second hash change before the first one's event was
+    // handled leaves the router reading the second (seen once in a full run: no list, no /apps).
+    await listAsked;
     await page.goto(`${stack.url}/console#/sessions/${id}`);
     await page.waitForSelector('#terminate-open');
     release();

@@ -1,7 +1,5 @@
 // 50 MB of binary output through the portal to the real OpenSSH client: intact, and with a stalled
 // reader the portal (in this process) does not buffer it.
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTenant, useTestStack, workflowBundle } from './support/harness.js';
 import { drainShell, openPortalShell, waitForShellOutput } from '../cli/portal-client.js';
 import { DEMO_PROMPT } from '../server/seed.js';
-import { generateKey, keyOnly, registerKey, sshArgs } from './support/portal-terminal.js';
+import { downloadRandomBytes, generateKey, registerKey } from './support/portal-terminal.js';
 import { waitForState } from './support/harness.js';
 
 const MB = 1024 * 1024;
@@ -37,14 +35,8 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
 
   // The container writes the data to a file first and reports its checksum on stderr, then streams it.
-  const remote = `head -c ${SIZE} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data`;
-  const ssh = spawn('ssh', [...sshArgs(stack.runtime.sshPort!, keyOnly(key.keyFile)), `${tenant.app}@127.0.0.1`, remote], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const hash = createHash('sha256');
-  let received = 0;
-  let stderr = '';
-  ssh.stderr.on('data', (c) => (stderr += c));
+  const download = downloadRandomBytes(stack.runtime.sshPort!, tenant.app, key.keyFile, SIZE);
+  const { ssh } = download;
 
   const rss = () => process.memoryUsage().rss;
   const baseline = rss();
@@ -57,13 +49,11 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   let stalledPeak = 0;
   let receivedDuringStall = -1;
   let firstByteAt = 0;
-  const done = new Promise<number | null>((resolve) => ssh.on('close', resolve));
 
   ssh.stdout.on('data', (chunk: Buffer) => {
     if (!firstByteAt) firstByteAt = Date.now();
-    const before = received;
-    hash.update(chunk);
-    received += chunk.length;
+    const received = download.received;
+    const before = received - chunk.length;
     if (before < STALL_AT && received >= STALL_AT) {
       // Stop reading: ssh's stdout pipe fills, ssh stops taking data, the SSH window closes, and the
       // portal must stop reading from Docker rather than keep what keeps coming.
@@ -75,16 +65,17 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
       setTimeout(() => {
         stalledPeak = peak;
         readDuringStall = portalRead() - readAtStall;
-        receivedDuringStall = received - at;
+        receivedDuringStall = download.received - at;
         ssh.stdout.resume();
       }, STALL_MS);
     }
   });
 
-  const code = await done;
+  const code = await download.exit;
+  const { received, stderr } = download;
   clearInterval(sampler);
   const seconds = (Date.now() - firstByteAt - STALL_MS) / 1000;
-  const expected = /^([0-9a-f]{64})\s/m.exec(stderr)?.[1];
+  const expected = download.expectedDigest();
   console.log(
     `portal throughput: ${(SIZE / MB).toFixed(0)} MB in ${seconds.toFixed(2)} s (${(SIZE / MB / seconds).toFixed(1)} MB/s, stall excluded); ` +
       `RSS baseline ${(baseline / MB).toFixed(0)} MB, growth during the ${STALL_MS / 1000} s stall ${((stalledPeak - rssAtStall) / MB).toFixed(1)} MB, ` +
@@ -94,7 +85,7 @@ it('50 MB of random bytes arrive intact, and a stalled client does not make the 
   expect(code, stderr).toBe(0);
   expect(received).toBe(SIZE);
   expect(expected, stderr).toBeDefined();
-  expect(hash.digest('hex')).toBe(expected);
+  expect(download.digest()).toBe(expected);
   expect(receivedDuringStall).toBe(0);
   // Unbounded buffering would take in the remaining 42 MB during the stall (Docker produces it far
   // faster than the stall lasts); bounded, the portal reads ahead of its client by at most an SSH

@@ -1,6 +1,7 @@
 // Real terminals and real SSH clients for the portal and CLI tests: tmux panes, OpenSSH, ssh-keygen.
-import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -156,6 +157,39 @@ export async function generateKey(dir: string, name = 'id_ed25519'): Promise<{ k
  */
 export function registerKey(stack: Pick<TestStack, 'url'>, token: string, userId: number, keyFile: string) {
   return addKey(new EsshApi({ api_url: stack.url, token }), userId, keyFile);
+}
+
+/**
+ * OpenSSH to `APP@127.0.0.1` on the portal, running a program that writes `size` random bytes to a file,
+ * prints their SHA-256 on stderr, then streams them to stdout (then runs `after`, if given): what
+ * arrives is checked against the sum the container computed. `received` and `digest()` are what stdout
+ * delivered so far; another 'data' listener on `ssh.stdout` runs after the count.
+ */
+export function downloadRandomBytes(port: number, app: string, keyFile: string, size: number, after = '') {
+  const remote = `head -c ${size} /dev/urandom > /tmp/data && sha256sum /tmp/data >&2 && cat /tmp/data${after ? ` && ${after}` : ''}`;
+  const ssh: ChildProcessByStdio<null, Readable, Readable> = spawn('ssh', [...sshArgs(port, keyOnly(keyFile)), `${app}@127.0.0.1`, remote], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const hash = createHash('sha256');
+  const download = {
+    ssh,
+    received: 0,
+    stderr: '',
+    exited: false,
+    exit: new Promise<number | null>((resolve) => ssh.on('close', (code) => {
+      download.exited = true;
+      resolve(code);
+    })),
+    digest: () => hash.digest('hex'),
+    /** The sum the container printed. */
+    expectedDigest: () => /^([0-9a-f]{64})\s/m.exec(download.stderr)?.[1],
+  };
+  ssh.stderr.on('data', (c: Buffer) => (download.stderr += c));
+  ssh.stdout.on('data', (chunk: Buffer) => {
+    hash.update(chunk);
+    download.received += chunk.length;
+  });
+  return download;
 }
 
 export interface RunResult {
