@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,22 +64,26 @@ export function readStdout(file: string, args: string[], env: NodeJS.ProcessEnv 
 }
 
 /**
- * The same with the bytes counted by `wc -c`, a process of its own, and timed from start to exit: a
- * benchmark whose portal runs in this process must not read hundreds of megabytes on the portal's
- * event loop (its clients are on other machines in use).
+ * The same with the bytes counted by `wc -c`, a process of its own reading the client's stdout, and
+ * timed from start to exit: a benchmark whose portal runs in this process must not read hundreds of
+ * megabytes on the portal's event loop (its clients are on other machines in use).
  */
 export function countStdoutApart(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<StdoutTransfer> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn('bash', ['-c', 'set -o pipefail; "$@" | wc -c', 'bash', file, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const client = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const counter = spawn('wc', ['-c'], { stdio: [client.stdout, 'pipe', 'ignore'] });
+    // Only wc reads the client's output: this process lets go of its end of the pipe.
+    client.stdout.destroy();
     let counted = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (counted += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    child.once('error', reject);
-    child.once('close', (code) => {
+    counter.stdout.on('data', (c: Buffer) => (counted += c.toString('utf8')));
+    client.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    client.once('error', reject);
+    counter.once('error', reject);
+    void Promise.all([once(client, 'close'), once(counter, 'close')]).then(([[code]]) => {
       const endedAt = performance.now();
-      resolve({ bytes: Number(counted.trim()) || 0, seconds: (endedAt - started) / 1000, code, stderr, endedAt });
+      resolve({ bytes: Number(counted.trim()) || 0, seconds: (endedAt - started) / 1000, code: code as number | null, stderr, endedAt });
     });
   });
 }
