@@ -41,16 +41,12 @@ export interface DevServerOptions {
  * needs the same dynamic config: docs/deploy.md):
  * - eager workflow start: a session's first workflow task comes back with the start request to the
  *   API's own worker, a dispatch less on the way to the container;
- * - eager activity execution: an activity on the workflow's own queue (the record's states, `ending`
- *   among them, which a quick command's exit status waits for) comes back with the workflow task's
- *   completion to the same worker, a dispatch less each;
  * - polls completed on a worker's shutdown: a worker replica sent SIGTERM lets its open polls end
  *   (the server answers them) rather than cutting them, since a workflow task the server had handed to
  *   a cut poll was lost and timed out 10 s later (seen in test/rolling-restart.test.ts, 5 runs in 15).
  */
 export const SERVER_DYNAMIC_CONFIG = [
   '--dynamic-config-value', 'system.enableEagerWorkflowStart=true',
-  '--dynamic-config-value', 'system.enableActivityEagerExecution=true',
   '--dynamic-config-value', 'frontend.enableCancelWorkerPollsOnShutdown=true',
 ];
 
