@@ -16,10 +16,13 @@ const MB = 1024 * 1024;
 const SIZE = 64 * MB;
 
 const stack = useTestStack();
+/** The typing tenant, and another account whose session prints in bulk on the same portal. */
 let tenant: Awaited<ReturnType<typeof createTenant>>;
+let other: Awaited<ReturnType<typeof createTenant>>;
 
 beforeAll(async () => {
   tenant = await createTenant(stack, { plan: 'scale' });
+  other = await createTenant(stack, { plan: 'scale' });
 });
 
 /** Types `x` and resolves once the shell has echoed it (whatever else its line redraw sends), with the ms it took. */
@@ -37,7 +40,7 @@ async function journaledOutput(sessionId: number): Promise<{ stream: string; pay
   return records;
 }
 
-it('a keystroke in one session holds another session\'s bulk output, and that output still arrives whole, in order and journaled', async () => {
+it('a keystroke in one tenant\'s session holds another tenant\'s bulk output, and that output still arrives whole, in order and journaled', async () => {
   const created = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, {});
   expect(created.status).toBe(201);
   const interactiveId = created.body.id as number;
@@ -46,10 +49,10 @@ it('a keystroke in one session holds another session\'s bulk output, and that ou
     await waitForShellOutput(interactive, DEMO_PROMPT);
     await waitForState(stack, tenant.token, interactiveId, 'active');
 
-    // The bulk session is another user's OpenSSH client, a process of its own; `done` on stderr after the data.
+    // The bulk session is another account's user's OpenSSH client, a process of its own; `done` on stderr after the data.
     const key = await generateKey(stack.dataDir, 'fairness-bulk-key');
-    await registerKey(stack, tenant.token, tenant.user.id, key.keyFile);
-    const download = downloadRandomBytes(stack.runtime.sshPort!, tenant.app, key.keyFile, SIZE, 'echo done >&2');
+    await registerKey(stack, other.token, other.user.id, key.keyFile);
+    const download = downloadRandomBytes(stack.runtime.sshPort!, other.app, key.keyFile, SIZE, 'echo done >&2');
 
     await waitFor('the bulk session to start printing', async () => download.received > 0 || download.exited, 120_000, 20);
     // Typed while it prints: the portal's figures for each attachment are read before its channel closes.
