@@ -26,6 +26,16 @@ beforeAll(async () => {
 });
 
 
+/**
+ * The limiter counts in fixed windows of a wall-clock minute (services/rate-limit.ts), so a sequence
+ * that must stay within one window starts early in one: under CI's load, the session-creation
+ * sequence once straddled a minute's edge and its last request found a fresh budget.
+ */
+async function atLeastSecondsLeftInWindow(seconds: number) {
+  const left = 60 - (Date.now() / 1000) % 60;
+  if (left < seconds) await new Promise((resolve) => setTimeout(resolve, left * 1000 + 50));
+}
+
 function expectError(r: ApiResponse, status: number, error: string, message?: RegExp) {
   expect(r.status, JSON.stringify(r.body)).toBe(status);
   expect(r.body).toMatchObject({ error, message: expect.any(String) });
@@ -145,6 +155,7 @@ describe('rate limit on recording downloads', () => {
     const t = await createTenant(stack, { plan: 'scale' });
     const run = await runInSession(stack, t, { command: ['sh', '-c', 'echo recorded'] });
     const download = (token: string, id = run.id) => stack.api.get(`/sessions/${id}/recording`, token);
+    await atLeastSecondsLeftInWindow(20);
     for (let i = 0; i < DOWNLOADS - 1; i++) {
       const r = await download(t.token);
       expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -164,6 +175,7 @@ describe('rate limit on recording downloads', () => {
 describe('rate limit on session creation', () => {
   it(`per user: ${RATE} a minute, then 429 rate_limited with Retry-After, whichever token or API process; another user has its own budget`, async () => {
     const body = { command: ['sleep', '600'] };
+    await atLeastSecondsLeftInWindow(30);
     for (let i = 0; i < RATE; i++) expect((await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body)).status).toBe(201);
     const limited = await stack.api.post(`/apps/${tenant.app}/sessions`, tenant.token, body);
     expectError(limited, 429, 'rate_limited', new RegExp(`at most ${RATE} a minute`));
