@@ -4,6 +4,7 @@ import { cliStartup } from './cli-startup.js';
 import { startBenchEnv } from './env.js';
 import { createThroughput } from './create-throughput.js';
 import { drainThroughput } from './drain-throughput.js';
+import { echoVsSshd } from './echo-vs-sshd.js';
 import { fileTransfer } from './file-transfer.js';
 import { fleetPlacement } from './fleet-placement.js';
 import { hostUpgrade } from './host-upgrade.js';
@@ -20,7 +21,7 @@ import { formatTable } from './stats.js';
 import type { BenchModule, BenchRow, StandaloneBenchModule } from './types.js';
 
 const modules: (BenchModule | StandaloneBenchModule)[] = [
-  sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation, cliStartup,
+  sessionReady, portalPrompt, portalThroughput, slotAfterBulk, portalEcho, echoVsSshd, portalAbuse, drainThroughput, createThroughput, liveSessions, redactionIsolation, cliStartup,
   fleetPlacement, hostUpgrade, fileTransfer, observerDelay,
 ];
 
