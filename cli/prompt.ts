@@ -11,9 +11,11 @@ import { CliError } from './config.js';
  */
 export function promptHidden(question: string, input = process.stdin, output: NodeJS.WriteStream = process.stderr): Promise<string> {
   if (!input.isTTY) throw new CliError('no terminal to ask for the token on: pass it on stdin with --token-stdin');
-  output.write(question);
   const muted = new Writable({ write: (_chunk, _enc, done) => done() });
+  // The interface puts the terminal in raw mode (no echo) as it is made: the question comes after, so
+  // that nothing typed as soon as it shows is echoed.
   const rl = readline.createInterface({ input, output: muted, terminal: true, historySize: 0 });
+  output.write(question);
   return new Promise<string>((resolve) => {
     let answered = false;
     const finish = () => {
