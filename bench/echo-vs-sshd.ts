@@ -9,10 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { freeLoopbackPort } from '../lib/free-port.js';
-import { DEMO_IMAGE } from '../server/seed.js';
-import { apiOk, endSession } from './api-client.js';
+import { apiOk, endSession, waitForState } from './api-client.js';
 import { countStdoutApart, openSshFor, type StdoutTransfer } from './openssh.js';
-import { startSshdPeer, type SshdPeer } from './sshd-peer.js';
+import { startBaselineContainer, startSshdPeer, type SshdPeer } from './sshd-peer.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow, WorkerProcess } from './types.js';
 
@@ -92,27 +91,15 @@ async function phase(typistArgs: string[], printerArgs: (i: number) => string[])
   }
 }
 
-async function sleepingContainer(docker: Docker, name: string) {
-  // The same image and memory limit as a session's container.
-  const container = await docker.createContainer({
-    name, Image: DEMO_IMAGE, Cmd: ['sleep', '3600'], Labels: { 'essh.bench': 'true' },
-    HostConfig: { Memory: 1024 * MB, MemorySwap: 1024 * MB, Init: true, SecurityOpt: ['no-new-privileges'] },
-  });
-  await container.start();
-  return container;
-}
-
 const pooled = (phases: Phase[], pick: (p: Phase) => number[]) => phases.flatMap(pick);
 
 /** A session's own container (its limits, init and network), for a typist that reaches it through sshd. */
 async function sessionContainer(ctx: BenchContext, app: string, token: string): Promise<{ id: number; containerId: string }> {
-  const session = await apiOk<{ id: number }>(ctx, 'POST', `/apps/${app}/sessions`, token, {});
-  for (let i = 0; i < 300; i++) {
-    const { container_id } = await apiOk<{ container_id: string | null }>(ctx, 'GET', `/sessions/${session.id}`, token);
-    if (container_id) return { id: session.id, containerId: container_id };
-    await sleep(100);
-  }
-  throw new Error(`session ${session.id} has no container after 30 s`);
+  const { id } = await apiOk<{ id: number }>(ctx, 'POST', `/apps/${app}/sessions`, token, {});
+  await waitForState(ctx, id, ['waiting_for_client'], 30_000);
+  const { container_id } = await apiOk<{ container_id: string | null }>(ctx, 'GET', `/sessions/${id}`, token);
+  if (!container_id) throw new Error(`session ${id} is waiting for its client but names no container`);
+  return { id, containerId: container_id };
 }
 
 /**
@@ -148,7 +135,7 @@ export const echoVsSshd: BenchModule = {
       });
       peer = await startSshdPeer();
       const tag = randomBytes(3).toString('hex');
-      for (let i = 0; i <= BULK_SESSIONS; i++) containers.push(await sleepingContainer(ctx.docker, `essh-bench-echo-${tag}-${i}`));
+      for (let i = 0; i <= BULK_SESSIONS; i++) containers.push(await startBaselineContainer(ctx.docker, `essh-bench-echo-${tag}-${i}`));
       session = await sessionContainer(ctx, tenant.app, tenant.token);
       const printed = `head -c ${MEGABYTES * MB} /dev/urandom`;
       const here = `${tenant.app}@127.0.0.1`;

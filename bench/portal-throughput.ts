@@ -2,9 +2,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
-import { DEMO_IMAGE } from '../server/seed.js';
 import { openSshFor, readStdout, type StdoutTransfer } from './openssh.js';
-import { startSshdPeer } from './sshd-peer.js';
+import { startBaselineContainer, startSshdPeer } from './sshd-peer.js';
 import { percentile } from './stats.js';
 import type { BenchContext, BenchModule, BenchRow } from './types.js';
 
@@ -68,11 +67,6 @@ export const portalThroughput: BenchModule = {
     const tenant = await ctx.createTenant({ maxConcurrentSessions: 2 });
     const sshArgs = await openSshFor(ctx, tenant.token);
     const name = `essh-bench-exec-${randomBytes(3).toString('hex')}`;
-    // The same image and memory limit as a session's container.
-    const container = await ctx.docker.createContainer({
-      name, Image: DEMO_IMAGE, Cmd: ['sleep', '3600'], Labels: { 'essh.bench': 'true' },
-      HostConfig: { Memory: 1024 * MB, MemorySwap: 1024 * MB, Init: true, SecurityOpt: ['no-new-privileges'] },
-    });
     const openssh: Transfer[] = [];
     const cli: Transfer[] = [];
     /** CPU seconds this process (the whole essh runtime: API, workers, portal, journal, drains) spent per 100 MB through OpenSSH. */
@@ -80,8 +74,9 @@ export const portalThroughput: BenchModule = {
     const exec: Transfer[] = [];
     const sshd: Transfer[] = [];
     const peer = await startSshdPeer();
+    let container: Docker.Container | undefined;
     try {
-      await container.start();
+      container = await startBaselineContainer(ctx.docker, name);
       await execOk(ctx.docker, name, ['sh', '-c', MAKE_DATA]);
       // Interleaved, so that all three see the same machine load.
       for (let i = 0; i < ROUNDS; i++) {
@@ -99,7 +94,7 @@ export const portalThroughput: BenchModule = {
         ctx.progress(`portal-throughput ${i + 1}/${ROUNDS}: OpenSSH ${(MEGABYTES / o.seconds).toFixed(1)} MB/s, essh ssh ${(MEGABYTES / c.seconds).toFixed(1)} MB/s, docker exec ${(MEGABYTES / d.seconds).toFixed(1)} MB/s, sshd + docker exec ${(MEGABYTES / s.seconds).toFixed(1)} MB/s, runtime CPU ${runtimeCpuS[i]!.toFixed(2)} s`);
       }
     } finally {
-      await container.remove({ force: true });
+      await container?.remove({ force: true });
       await peer.stop();
     }
     const rate = (t: Transfer) => t.bytes / MB / t.seconds;

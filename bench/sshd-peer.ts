@@ -4,7 +4,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import type Docker from 'dockerode';
 import { freeLoopbackPort } from '../lib/free-port.js';
+import { DEMO_IMAGE } from '../server/seed.js';
 
 const run = promisify(execFile);
 const SSHD = '/usr/sbin/sshd';
@@ -67,3 +69,18 @@ export async function startSshdPeer(): Promise<SshdPeer> {
     }
   }
 }
+
+/**
+ * A container for the sshd baseline to `docker exec` into: the demo image, asleep, with a session's
+ * memory limit. Started; the caller removes it (`remove({ force: true })`).
+ */
+export async function startBaselineContainer(docker: Docker, name: string): Promise<Docker.Container> {
+  const container = await docker.createContainer({
+    name, Image: DEMO_IMAGE, Cmd: ['sleep', '3600'], Labels: { 'essh.bench': 'true' },
+    HostConfig: { Memory: 1024 * MB, MemorySwap: 1024 * MB, Init: true, SecurityOpt: ['no-new-privileges'] },
+  });
+  await container.start();
+  return container;
+}
+
+const MB = 1024 * 1024;
